@@ -1,0 +1,7 @@
+"""Datasets: the generic manifest, the Karpathy JSON reader and the built-in ``emoji`` set."""
+
+from __future__ import annotations
+
+from xmr.data.manifest import Item, read_manifest, select_split, write_manifest
+
+__all__ = ["Item", "read_manifest", "write_manifest", "select_split"]

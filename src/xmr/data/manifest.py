@@ -1,0 +1,190 @@
+"""The generic manifest: one item per image, with its texts and optional label/group/style/split.
+
+JSONL (one object per line)::
+
+    {"id": "1F600/twitter", "image": "img/1f600.png", "texts": ["grinning face", "grin"],
+     "label": "face-smiling", "group": "1F600", "style": "twitter", "split": "test"}
+
+CSV with a header row ``id,image,texts,label,group,style,split``; ``texts`` holds the texts
+separated by ``|``. Image paths are relative to the manifest's folder (absolute paths are kept).
+
+Field meaning: ``label`` is a class for label-level retrieval (mAP, CMC); ``group`` ties items
+that show the same thing (e.g. one emoji drawn in several styles: they share texts and count as
+relevant to each other's queries); ``style`` names the image domain; ``split`` is
+``train``/``val``/``test`` (or anything else you like).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xmr.errors import XmrError
+from xmr.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+TEXT_SEP = "|"
+FIELDS = ("id", "image", "texts", "label", "group", "style", "split")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image and its texts. ``image`` is an absolute path once read from a manifest."""
+
+    id: str
+    image: str
+    texts: tuple[str, ...] = field(default_factory=tuple)
+    label: str | None = None
+    group: str | None = None
+    style: str | None = None
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise XmrError(f"item {self.id!r}: 'id' must be a non-empty string")
+        if not isinstance(self.image, str) or not self.image:
+            raise XmrError(f"item {self.id!r}: no image")
+        if isinstance(self.texts, str) or not all(isinstance(t, str) for t in self.texts):
+            raise XmrError(f"item {self.id!r}: 'texts' must be a list of strings")
+        object.__setattr__(self, "texts", tuple(self.texts))
+        for t in self.texts:
+            if not t.strip():
+                raise XmrError(f"item {self.id!r}: empty text")
+
+    def to_row(self, root: Path | None = None) -> dict[str, object]:
+        """A JSON-ready dict; ``image`` made relative to ``root`` when it lies under it."""
+        image = self.image
+        if root is not None:
+            try:
+                image = str(Path(image).resolve().relative_to(root.resolve()))
+            except ValueError:
+                pass
+        row: dict[str, object] = {"id": self.id, "image": image, "texts": list(self.texts)}
+        for k in ("label", "group", "style", "split"):
+            v = getattr(self, k)
+            if v is not None:
+                row[k] = v
+        return row
+
+
+def _item_from_row(row: dict[str, object], root: Path, where: str) -> Item:
+    rid = row.get("id")
+    if rid is None or str(rid).strip() == "":
+        raise XmrError(f"{where}: no 'id'")
+    rid = str(rid)
+    image = row.get("image")
+    if not image or not str(image).strip():
+        raise XmrError(f"{where} (id {rid!r}): no image")
+    texts = row.get("texts", [])
+    if texts is None:
+        texts = []
+    if isinstance(texts, str):
+        texts = [t for t in texts.split(TEXT_SEP)] if texts else []
+    if not isinstance(texts, list):
+        raise XmrError(f"{where} (id {rid!r}): 'texts' must be a list of strings")
+    for t in texts:
+        if not isinstance(t, str) or not t.strip():
+            raise XmrError(f"{where} (id {rid!r}): empty text")
+    path = Path(str(image))
+    if not path.is_absolute():
+        path = root / path
+    extra = {k: (None if row.get(k) in (None, "") else str(row.get(k)))
+             for k in ("label", "group", "style", "split")}
+    return Item(id=rid, image=str(path), texts=tuple(t.strip() for t in texts), **extra)
+
+
+def _rows(path: Path) -> Iterable[tuple[str, dict[str, object]]]:
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "id" not in reader.fieldnames:
+                raise XmrError(f"{path}: CSV manifest needs a header row with at least 'id,image,texts'")
+            for i, row in enumerate(reader, start=2):
+                yield f"{path}:{i}", dict(row)
+        return
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise XmrError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise XmrError(f"{path}:{i}: each line must be a JSON object")
+            yield f"{path}:{i}", row
+
+
+def read_manifest(path: str | Path, *, skip_bad: bool = False) -> list[Item]:
+    """Read a JSONL (``.jsonl``/``.json``) or CSV (``.csv``) manifest.
+
+    Args:
+        path: the manifest file; image paths inside are relative to its folder.
+        skip_bad: if True, rows with a problem (no image, empty text, duplicate id) are skipped
+            with one warning giving the count and the first offender; otherwise the first such
+            row raises :class:`XmrError` naming it.
+
+    Returns:
+        The items in file order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise XmrError(f"{path}: manifest not found")
+    root = path.resolve().parent
+    items: list[Item] = []
+    seen: set[str] = set()
+    bad: list[str] = []
+    for where, row in _rows(path):
+        try:
+            item = _item_from_row(row, root, where)
+            if item.id in seen:
+                raise XmrError(f"{where}: duplicate id {item.id!r}")
+        except XmrError as e:
+            if not skip_bad:
+                raise
+            bad.append(str(e))
+            continue
+        seen.add(item.id)
+        items.append(item)
+    if bad:
+        log.warning("%s: skipped %d bad row(s); first: %s", path, len(bad), bad[0])
+    if not items:
+        raise XmrError(f"{path}: manifest has no usable items")
+    return items
+
+
+def write_manifest(items: Sequence[Item], path: str | Path) -> Path:
+    """Write items as JSONL (or CSV if ``path`` ends in ``.csv``), atomically; paths made relative."""
+    path = Path(path)
+    root = path.resolve().parent
+    if path.suffix.lower() == ".csv":
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(FIELDS))
+        w.writeheader()
+        for it in items:
+            row = it.to_row(root)
+            row["texts"] = TEXT_SEP.join(it.texts)
+            w.writerow(row)
+        atomic_write_text(path, buf.getvalue())
+    else:
+        atomic_write_text(path, "".join(json.dumps(it.to_row(root), ensure_ascii=False) + "\n"
+                                        for it in items))
+    return path
+
+
+def select_split(items: Sequence[Item], split: str | None) -> list[Item]:
+    """Items whose ``split`` equals ``split`` (all items when ``split`` is None)."""
+    if split is None:
+        return list(items)
+    out = [it for it in items if it.split == split]
+    if not out:
+        known = sorted({str(it.split) for it in items})
+        raise XmrError(f"no items in split {split!r}; splits present: {', '.join(known)}")
+    return out
