@@ -1,0 +1,11 @@
+"""Frozen pretrained encoders, their registry and the on-disk feature cache."""
+
+from __future__ import annotations
+
+from xmr.encoders import efficientnet, minilm, toy  # noqa: F401  (register the built-ins)
+from xmr.encoders.base import ENCODERS, Encoder, ImageEncoder, TextEncoder, create_encoder
+from xmr.encoders.cache import FeatureCache
+from xmr.encoders.pipeline import EncodeResult, encode_images, encode_texts
+
+__all__ = ["ENCODERS", "Encoder", "ImageEncoder", "TextEncoder", "create_encoder", "FeatureCache",
+           "EncodeResult", "encode_images", "encode_texts"]

@@ -1,0 +1,77 @@
+"""The encoder interface and registry.
+
+An encoder turns raw inputs of one modality into fixed-size feature vectors with a frozen,
+pretrained network. xmr never fine-tunes encoders: it caches their features
+(:mod:`xmr.encoders.cache`) and learns projection heads on top.
+
+Add your own (say a CLIP you have on disk) by registering a factory::
+
+    from xmr.encoders import ENCODERS, TextEncoder
+
+    @ENCODERS.register("my-clip-text")
+    def _make(**kw):
+        return MyClipText(**kw)      # subclass of TextEncoder
+
+    xmr.encoders.create_encoder("my-clip-text")
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from xmr.registry import Registry
+
+Modality = Literal["image", "text"]
+
+
+class Encoder(abc.ABC):
+    """A frozen feature extractor. Subclasses set ``modality``, ``dim`` and ``encoder_id``.
+
+    ``encoder_id`` names the weights *and* the preprocessing: two encoders whose outputs could
+    differ must have different ids, since the feature cache is keyed by it.
+    """
+
+    modality: ClassVar[Modality]
+    dim: int
+    encoder_id: str
+    default_batch_size: int = 32
+
+    @abc.abstractmethod
+    def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
+        """Encode one batch of already-loaded inputs. Returns float32 (len(inputs), dim)."""
+
+    def describe(self) -> dict[str, object]:
+        """What to save next to cached features (the cache refuses a mismatch)."""
+        return {"encoder_id": self.encoder_id, "modality": self.modality, "dim": self.dim}
+
+
+class TextEncoder(Encoder):
+    """Encodes strings. ``encode_batch`` receives a list of non-empty strings."""
+
+    modality: ClassVar[Modality] = "text"
+
+    def load(self, text: str) -> str:
+        return text
+
+
+class ImageEncoder(Encoder):
+    """Encodes images. ``load`` turns a path into the model input; ``encode_batch`` stacks them."""
+
+    modality: ClassVar[Modality] = "image"
+
+    @abc.abstractmethod
+    def load(self, path: str | Path) -> np.ndarray:
+        """Read and preprocess one image; raise XmrError naming the path if it is unusable."""
+
+
+ENCODERS: Registry[type[Encoder]] = Registry("encoder")
+
+
+def create_encoder(name: str, **kwargs: object) -> Encoder:
+    """Instantiate the encoder registered as ``name`` (weights load on first use)."""
+    return ENCODERS.get(name)(**kwargs)

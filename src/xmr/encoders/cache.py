@@ -1,0 +1,144 @@
+"""On-disk feature cache keyed by (encoder id, content hash).
+
+Layout (one folder per encoder id)::
+
+    <root>/<encoder_id>/encoder.json      what produced the vectors (id, modality, dim)
+    <root>/<encoder_id>/shard-00000.npz   keys (n,) str + feats (n, dim) float32
+    <root>/<encoder_id>/shard-00001.npz   ...
+
+Shards are append-only and each is written atomically, so an interrupted encode keeps every
+finished shard and a re-run encodes only what is missing. Keys are SHA-1 hex digests of the
+image file bytes or of the UTF-8 text, so renaming a file does not re-encode it and changing
+its content does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from xmr.errors import XmrError
+from xmr.utils.io import atomic_write, load_json, save_json
+
+log = logging.getLogger(__name__)
+
+_MERGE_AT = 64  # shards; past this, open() merges them into one
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", name)
+
+
+class FeatureCache:
+    """Vectors of one encoder, addressable by content key.
+
+    Args:
+        root: the cache root folder (shared by all encoders).
+        describe: the encoder's :meth:`~xmr.encoders.base.Encoder.describe` dict; a folder
+            written by a different encoder (other dim or modality) is refused.
+    """
+
+    def __init__(self, root: str | Path, describe: dict[str, object]) -> None:
+        self.describe = describe
+        self.dim = int(describe["dim"])  # type: ignore[arg-type]
+        self.dir = Path(root) / _safe(str(describe["encoder_id"]))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "encoder.json"
+        if meta.exists():
+            saved = load_json(meta)
+            if saved != describe:
+                raise XmrError(f"feature cache {self.dir} was written by {saved}, not {describe}; "
+                               "use another cache folder or delete it")
+        else:
+            save_json(meta, describe)
+        self._keys: dict[str, int] = {}
+        self._feats = np.zeros((0, self.dim), dtype=np.float32)
+        self._load()
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("shard-*.npz"))
+
+    def _load(self) -> None:
+        keys: list[np.ndarray] = []
+        feats: list[np.ndarray] = []
+        for shard in self._shards():
+            try:
+                with np.load(shard, allow_pickle=False) as z:
+                    k, f = z["keys"], z["feats"]
+            except Exception as e:  # a shard we cannot read is dropped, not fatal
+                log.warning("ignoring unreadable cache shard %s (%s)", shard, e)
+                continue
+            if f.ndim != 2 or f.shape[1] != self.dim or len(k) != len(f):
+                log.warning("ignoring cache shard %s with shape %s (expected dim %d)", shard, f.shape, self.dim)
+                continue
+            keys.append(k)
+            feats.append(f)
+        if feats:
+            self._feats = np.concatenate(feats).astype(np.float32, copy=False)
+            all_keys = np.concatenate(keys)
+            self._keys = {str(k): i for i, k in enumerate(all_keys)}
+        if len(feats) > _MERGE_AT:
+            self._merge()
+
+    def _merge(self) -> None:
+        old = self._shards()
+        keys = np.array(sorted(self._keys, key=self._keys.get))
+        self._write_shard(keys, self._feats, name="shard-merged-tmp.npz")
+        for p in old:
+            p.unlink()
+        (self.dir / "shard-merged-tmp.npz").rename(self.dir / "shard-00000.npz")
+
+    def _write_shard(self, keys: np.ndarray, feats: np.ndarray, name: str | None = None) -> None:
+        if name is None:
+            existing = [int(m.group(1)) for p in self._shards() if (m := re.match(r"shard-(\d+)", p.name))]
+            name = f"shard-{(max(existing) + 1) if existing else 0:05d}.npz"
+        with atomic_write(self.dir / name, "wb") as fh:
+            np.savez(fh, keys=keys.astype(str), feats=feats.astype(np.float32, copy=False))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        """The distinct keys of ``keys`` not yet cached, in first-seen order."""
+        seen: set[str] = set()
+        out = []
+        for k in keys:
+            if k not in self._keys and k not in seen:
+                seen.add(k)
+                out.append(k)
+        return out
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        """Vectors for ``keys``. Shape: (len(keys), dim). Every key must be cached."""
+        try:
+            rows = np.fromiter((self._keys[k] for k in keys), dtype=np.int64, count=len(keys))
+        except KeyError as e:
+            raise XmrError(f"feature for key {e.args[0]} is not in the cache {self.dir}") from None
+        return self._feats[rows]
+
+    def put(self, keys: Sequence[str], feats: np.ndarray) -> None:
+        """Append vectors (one new shard, written atomically). Shape: (len(keys), dim)."""
+        feats = np.asarray(feats, dtype=np.float32)
+        if feats.shape != (len(keys), self.dim):
+            raise ValueError(f"expected feats of shape ({len(keys)}, {self.dim}), got {feats.shape}")
+        if not np.isfinite(feats).all():
+            raise XmrError(f"encoder {self.describe['encoder_id']} produced NaN/inf features")
+        if not len(keys):
+            return
+        self._write_shard(np.asarray(keys), feats)
+        base = len(self._feats)
+        self._feats = np.concatenate([self._feats, feats])
+        for i, k in enumerate(keys):
+            self._keys[str(k)] = base + i

@@ -1,0 +1,150 @@
+"""Encode images and texts through the feature cache, with progress bars and resumability.
+
+``encode_images`` / ``encode_texts`` look every input up in the cache by content hash, encode
+only the missing ones in chunks (each chunk saved as a cache shard as soon as it is done, so an
+interrupted run resumes where it stopped) and return the features in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xmr.encoders.base import Encoder, ImageEncoder, TextEncoder
+from xmr.encoders.cache import FeatureCache, text_key
+from xmr.errors import XmrError
+from xmr.utils.io import sha1_file
+from xmr.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+CHUNK = 512  # inputs per saved cache shard
+
+
+@dataclass
+class EncodeResult:
+    """Features in input order; rows of inputs that could not be read are NaN and ``ok`` False."""
+
+    feats: np.ndarray
+    ok: np.ndarray
+    n_encoded: int = 0
+    n_cached: int = 0
+    bad: list[str] = field(default_factory=list)
+
+    @property
+    def n_bad(self) -> int:
+        return len(self.bad)
+
+
+def _image_keys(paths: Sequence[str | Path], skip_bad: bool) -> tuple[list[str | None], list[str]]:
+    keys: list[str | None] = []
+    bad: list[str] = []
+    for p in paths:
+        try:
+            keys.append(sha1_file(p))
+        except FileNotFoundError:
+            if not skip_bad:
+                raise XmrError(f"image not found: {p}") from None
+            keys.append(None)
+            bad.append(f"image not found: {p}")
+        except OSError as e:
+            if not skip_bad:
+                raise XmrError(f"cannot read image {p}: {e.strerror}") from None
+            keys.append(None)
+            bad.append(f"cannot read image {p}")
+    return keys, bad
+
+
+def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], batch_size: int,
+         skip_bad: bool, desc: str, show: bool | None) -> tuple[int, list[str], set[str]]:
+    """Encode ``todo`` [(key, source)] into the cache. Returns (n encoded, bad messages, bad keys)."""
+    n_done, bad, bad_keys = 0, [], set()
+    bar = progress(total=len(todo), desc=desc, disable=None if show is None else not show,
+                   unit=encoder.modality)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            loaded = pool.map(lambda kv: _load_one(encoder, kv, skip_bad), chunk)
+            keys, inputs = [], []
+            for (key, _), item in zip(chunk, loaded):
+                if isinstance(item, XmrError):
+                    bad.append(str(item))
+                    bad_keys.add(key)
+                    continue
+                keys.append(key)
+                inputs.append(item)
+            feats = [encoder.encode_batch(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
+            if feats:
+                cache.put(keys, np.concatenate(feats))
+            n_done += len(keys)
+            bar.update(len(chunk))
+    bar.close()
+    return n_done, bad, bad_keys
+
+
+def _load_one(encoder: Encoder, kv: tuple[str, object], skip_bad: bool) -> object:
+    try:
+        return encoder.load(kv[1])  # type: ignore[arg-type]
+    except XmrError as e:
+        if not skip_bad:
+            raise
+        return e
+
+
+def _gather(cache: FeatureCache, keys: Sequence[str | None], bad_keys: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.array([k is not None and k not in bad_keys for k in keys], dtype=bool)
+    feats = np.full((len(keys), cache.dim), np.nan, dtype=np.float32)
+    if ok.any():
+        feats[ok] = cache.get([k for k, good in zip(keys, ok) if good])  # type: ignore[misc]
+    return feats, ok
+
+
+def encode_images(encoder: ImageEncoder, paths: Sequence[str | Path], *, cache_dir: str | Path,
+                  batch_size: int | None = None, skip_bad: bool = True,
+                  show_progress: bool | None = None) -> EncodeResult:
+    """Features of the images at ``paths``, through the cache. Shape: (len(paths), encoder.dim).
+
+    With ``skip_bad`` (default) a missing, corrupt or truncated image is counted, logged once
+    with the first offender, and its row left NaN with ``ok`` False; otherwise it raises
+    :class:`XmrError` naming the file.
+    """
+    cache = FeatureCache(cache_dir, encoder.describe())
+    keys, bad = _image_keys(paths, skip_bad)
+    first: dict[str, str | Path] = {}
+    for k, p in zip(keys, paths):
+        if k is not None and k not in cache and k not in first:
+            first[k] = p
+    n_new, bad_load, bad_keys = _run(encoder, cache, list(first.items()),
+                                     batch_size or encoder.default_batch_size, skip_bad,
+                                     f"encode images ({encoder.encoder_id})", show_progress)
+    feats, ok = _gather(cache, keys, bad_keys)
+    bad += bad_load
+    if bad:
+        log.warning("skipped %d unreadable image(s); first: %s", len(bad), bad[0])
+    return EncodeResult(feats, ok, n_encoded=n_new, n_cached=int(ok.sum()) - n_new, bad=bad)
+
+
+def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, cache_dir: str | Path,
+                 batch_size: int | None = None, show_progress: bool | None = None) -> EncodeResult:
+    """Features of ``texts``, through the cache. Shape: (len(texts), encoder.dim).
+
+    An empty (or whitespace-only) text raises :class:`XmrError` naming its position.
+    """
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise XmrError(f"text #{i} is empty")
+    cache = FeatureCache(cache_dir, encoder.describe())
+    keys = [text_key(t) for t in texts]
+    first: dict[str, str] = {}
+    for k, t in zip(keys, texts):
+        if k not in cache and k not in first:
+            first[k] = t
+    n_new, _, _ = _run(encoder, cache, list(first.items()), batch_size or encoder.default_batch_size,
+                       False, f"encode texts ({encoder.encoder_id})", show_progress)
+    feats, ok = _gather(cache, keys, set())
+    return EncodeResult(feats, ok, n_encoded=n_new, n_cached=len(texts) - n_new)

@@ -1,0 +1,123 @@
+"""The joint embedding model: one projection head per modality plus a temperature.
+
+Saved as ``model.safetensors`` (weights) + ``model.json`` (the :class:`ModelConfig` and the
+model id) in one folder; :func:`load_model` rebuilds it from those two files alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from xmr.errors import XmrError
+from xmr.models.heads import HEADS, create_head
+from xmr.utils.io import atomic_save_file, load_json, save_json
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a :class:`JointModel` (saved next to every checkpoint)."""
+
+    image_encoder: str
+    text_encoder: str
+    image_dim: int
+    text_dim: int
+    embed_dim: int = 256
+    head: str = "mlp"
+    hidden_dim: int = 1024
+    dropout: float = 0.1
+    init_temperature: float = 0.07
+    learn_temperature: bool = True
+    image_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
+    text_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.init_temperature <= 1:
+            raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
+        HEADS.get(self.head)  # unknown head -> XmrError listing the known ones
+
+
+class JointModel(nn.Module):
+    """Maps encoder features of both modalities into one L2-normalised space.
+
+    Shapes: ``embed_images`` (B, image_dim) -> (B, embed_dim); ``embed_texts`` (B, text_dim) ->
+    (B, embed_dim). ``logit_scale`` = 1/temperature, stored as a log so it stays positive.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        kw = {"hidden_dim": config.hidden_dim, "dropout": config.dropout}
+        self.image_head = create_head(config.head, config.image_dim, config.embed_dim, **kw)
+        self.text_head = create_head(config.head, config.text_dim, config.embed_dim, **kw)
+        log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
+        self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)
+        self.model_id = "untrained"
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.exp().clamp(max=100.0)
+
+    def embed_images(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.image_head(feats)
+
+    def embed_texts(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.text_head(feats)
+
+    @torch.inference_mode()
+    def embed_numpy(self, feats: np.ndarray, modality: str, batch_size: int = 4096) -> np.ndarray:
+        """Inference helper: numpy features in, float32 embeddings out. Shape: (n, embed_dim)."""
+        fn = self.embed_images if modality == "image" else self.embed_texts
+        was = self.training
+        self.eval()
+        out = [fn(torch.from_numpy(np.ascontiguousarray(feats[i:i + batch_size], dtype=np.float32)))
+               for i in range(0, len(feats), batch_size)]
+        self.train(was)
+        return torch.cat(out).numpy() if out else np.zeros((0, self.config.embed_dim), np.float32)
+
+    def save(self, directory: str | Path, extra: dict[str, object] | None = None) -> str:
+        """Write weights + config atomically; returns the model id (hash of the weights)."""
+        directory = Path(directory)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        digest = hashlib.sha1()
+        for k in sorted(state):
+            digest.update(k.encode())
+            digest.update(state[k].numpy().tobytes())
+        self.model_id = digest.hexdigest()[:16]
+        atomic_save_file(directory / "model.safetensors", lambda tmp: save_file(state, tmp))
+        save_json(directory / "model.json", {"model_id": self.model_id, "config": self.config,
+                                             **(extra or {})})
+        return self.model_id
+
+
+def load_model(directory: str | Path) -> JointModel:
+    """Rebuild a :class:`JointModel` saved by :meth:`JointModel.save`."""
+    directory = Path(directory)
+    meta = load_json(directory / "model.json")
+    try:
+        config = ModelConfig(**meta["config"])
+    except (TypeError, KeyError) as e:
+        raise XmrError(f"{directory / 'model.json'}: not an xmr model config ({e})") from None
+    model = JointModel(config)
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise XmrError(f"{weights}: model weights not found")
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise XmrError(f"{weights}: cannot load weights ({str(e).splitlines()[0]})") from None
+    model.model_id = str(meta.get("model_id", "unknown"))
+    return model.eval()

@@ -1,0 +1,50 @@
+"""What the trainer consumes: features plus pair indices, no Items or files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """Training pairs over cached features.
+
+    Attributes:
+        image_feats: encoder features per image. Shape: (n_images, image_dim).
+        text_feats: encoder features per distinct text. Shape: (n_texts, text_dim).
+        pairs: (image index, text index) of each matching pair. Shape: (n_pairs, 2).
+        image_groups: group id per image; images of one group are not each other's negatives.
+            Shape: (n_images,).
+    """
+
+    image_feats: np.ndarray
+    text_feats: np.ndarray
+    pairs: np.ndarray
+    image_groups: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.pairs.ndim != 2 or self.pairs.shape[1] != 2 or len(self.pairs) < 2:
+            raise ValueError(f"pairs must be (n >= 2, 2), got {self.pairs.shape}")
+        if self.image_groups.shape != (len(self.image_feats),):
+            raise ValueError("image_groups must have one entry per image")
+        if self.pairs[:, 0].max() >= len(self.image_feats) or self.pairs[:, 1].max() >= len(self.text_feats):
+            raise ValueError("pair index out of range")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Validation/test data: features plus relevance (n_images, n_texts), True where matching."""
+
+    image_feats: np.ndarray
+    text_feats: np.ndarray
+    relevance: sp.csr_matrix
+
+
+def pairs_from_relevance(relevance: sp.csr_matrix) -> np.ndarray:
+    """All (image, text) index pairs where ``relevance`` is True. Shape: (nnz, 2)."""
+    coo = sp.coo_matrix(relevance)
+    mask = coo.data != 0
+    return np.stack([coo.row[mask], coo.col[mask]], axis=1).astype(np.int64)

@@ -1,0 +1,180 @@
+"""The training loop: AdamW, warm-up + cosine, validation rsum each epoch, early stopping,
+best checkpoint as safetensors + JSON, resumable from the last finished epoch.
+
+Run folder layout::
+
+    <out>/train.json        TrainConfig + ModelConfig (a resume with another config is refused)
+    <out>/best/             model.safetensors + model.json of the best validation epoch
+    <out>/last.pt           model/optimizer/step state after the last finished epoch (resume)
+    <out>/history.json      one row per epoch: losses, validation metrics, lr, seconds
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xmr.errors import XmrError
+from xmr.evaluation.metrics import cross_modal_metrics
+from xmr.losses import create_loss
+from xmr.models import JointModel, ModelConfig, load_model
+from xmr.training.config import TrainConfig
+from xmr.training.data import EvalSet, PairSet
+from xmr.training.schedule import warmup_cosine
+from xmr.utils.io import atomic_save_file, load_json, save_json, to_jsonable
+from xmr.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train_joint_model`."""
+
+    model: JointModel
+    best_dir: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    status: str = "done"  # done | early-stopped | collapsed
+
+
+def validate(model: JointModel, data: EvalSet) -> dict[str, float]:
+    """Cross-modal metrics of ``model`` on ``data`` (rsum and friends)."""
+    img = model.embed_numpy(data.image_feats, "image")
+    txt = model.embed_numpy(data.text_feats, "text")
+    return cross_modal_metrics(img @ txt.T, data.relevance)
+
+
+def _check_run_dir(out: Path, spec: dict[str, object], overwrite: bool) -> bool:
+    """True when ``out`` holds a resumable run of the same spec; refuse a different one."""
+    spec_file = out / "train.json"
+    if not spec_file.exists():
+        return False
+    if load_json(spec_file) == to_jsonable(spec):
+        return True
+    if overwrite:
+        for name in ("last.pt", "history.json"):
+            (out / name).unlink(missing_ok=True)
+        return False
+    raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
+
+
+def _loss_fn(cfg: TrainConfig, epoch: int):  # noqa: ANN202
+    if cfg.hardest_negative and epoch < cfg.vse0_warmup_epochs:
+        return create_loss("vse0", **cfg.loss_kwargs()), "vse0"
+    return create_loss(cfg.loss, **cfg.loss_kwargs()), cfg.loss
+
+
+def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
+               opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR) -> dict[str, float]:
+    loss_fn, loss_name = _loss_fn(cfg, epoch)
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data.pairs))
+    n_batches = len(order) // cfg.batch_size or 1  # drop the ragged last batch
+    img_all = torch.from_numpy(data.image_feats)
+    txt_all = torch.from_numpy(data.text_feats)
+    groups_all = torch.from_numpy(data.image_groups)
+    model.train()
+    totals: dict[str, float] = {}
+    for b in progress(range(n_batches), desc=f"epoch {epoch + 1}", unit="batch"):
+        idx = torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]])
+        img = model.embed_images(img_all[idx[:, 0]])
+        txt = model.embed_texts(txt_all[idx[:, 1]])
+        out = loss_fn(img, txt, logit_scale=model.logit_scale, groups=groups_all[idx[:, 0]], text_ids=idx[:, 1])
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        sched.step()
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    row = {f"train_{k}": v / n_batches for k, v in totals.items()}
+    row.update(epoch=epoch + 1, loss_name=loss_name, lr=sched.get_last_lr()[0],  # type: ignore[dict-item]
+               logit_scale=float(model.logit_scale))
+    return row
+
+
+def _save_state(out: Path, state: dict[str, object]) -> None:
+    atomic_save_file(out / "last.pt", lambda tmp: torch.save(state, tmp))
+
+
+def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,
+                      out_dir: str | Path, overwrite: bool = False) -> TrainResult:
+    """Train a joint model; resume if ``out_dir`` holds an unfinished run of the same config.
+
+    Returns the best (highest validation rsum) model. A finished run is loaded, not retrained.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {"train": config, "model": model_config, "n_pairs": int(len(train.pairs)),
+            "n_train_images": int(len(train.image_feats))}
+    resumable = _check_run_dir(out, spec, overwrite)
+    save_json(out / "train.json", spec)
+    torch.manual_seed(config.seed)
+    model = JointModel(model_config)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                            weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(train.pairs) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warm = int(config.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warm))
+    st: dict = {"epoch": 0, "best_rsum": -math.inf, "best_epoch": 0, "bad": 0, "history": [],
+                "status": "running", "stuck": 0}
+    if resumable and (out / "last.pt").exists():
+        saved = torch.load(out / "last.pt", weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        torch.set_rng_state(saved["torch_rng"])
+        st = saved["st"]
+        log.info("resuming %s after epoch %d", out, st["epoch"])
+    while st["status"] == "running" and st["epoch"] < config.epochs:
+        st = _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out)
+        _save_state(out, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                          "torch_rng": torch.get_rng_state(), "st": st})
+    if st["status"] == "running":
+        st["status"] = "done"
+        _save_state(out, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                          "torch_rng": torch.get_rng_state(), "st": st})
+    if not (out / "best" / "model.safetensors").exists():
+        raise XmrError(f"training in {out} produced no checkpoint (status {st['status']})")
+    best = load_model(out / "best")
+    best_row = next((r for r in st["history"] if r["epoch"] == st["best_epoch"]), {})
+    return TrainResult(best, out / "best", st["best_epoch"],
+                       {k[4:]: v for k, v in best_row.items() if k.startswith("val_")}, st["history"], st["status"])
+
+
+def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, config: TrainConfig, st: dict,
+                           opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, out: Path) -> dict:
+    t0 = time.perf_counter()
+    epoch = st["epoch"]
+    row = _run_epoch(model, train, config, epoch, opt, sched)
+    metrics = validate(model, val)
+    row.update({f"val_{k}": float(v) for k, v in metrics.items()}, seconds=time.perf_counter() - t0)
+    st = {**st, "epoch": epoch + 1, "history": st["history"] + [row]}
+    log.info("epoch %d  %s %.4f  val rsum %.1f", epoch + 1, row["loss_name"], row["train_loss"], metrics["rsum"])
+    if metrics["rsum"] > st["best_rsum"]:
+        model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
+        st.update(best_rsum=metrics["rsum"], best_epoch=epoch + 1, bad=0)
+    else:
+        st["bad"] += 1
+    save_json(out / "history.json", st["history"])
+    if config.hardest_negative and row["loss_name"] == config.loss:
+        stuck = abs(row["train_loss"] - 2 * config.margin) <= 0.01 * config.margin
+        st["stuck"] = st["stuck"] + 1 if stuck else 0
+        if st["stuck"] >= config.collapse_epochs:
+            log.error("COLLAPSE: the %s loss has sat at 2 x margin = %.3f for %d epochs — every embedding "
+                      "is (nearly) the same point. Stopping; the best checkpoint is from epoch %d. Try a longer "
+                      "vse0 warm-up, a lower lr or the infonce loss.", config.loss, 2 * config.margin,
+                      st["stuck"], st["best_epoch"])
+            st["status"] = "collapsed"
+    if st["status"] == "running" and config.patience and st["bad"] >= config.patience:
+        log.info("early stop after epoch %d (best %d)", epoch + 1, st["best_epoch"])
+        st["status"] = "early-stopped"
+    return st

@@ -1,0 +1,78 @@
+"""Items -> cached encoder features for their images and their (deduplicated) texts."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from platformdirs import user_cache_dir
+from scipy import sparse
+
+from xmr.data.manifest import Item
+from xmr.encoders import ImageEncoder, TextEncoder, encode_images, encode_texts
+from xmr.errors import XmrError
+from xmr.evaluation.protocol import build_text_queries
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """``$XMR_CACHE_DIR`` if set, else the user cache folder (e.g. ~/.cache/xmr)."""
+    return Path(os.environ.get("XMR_CACHE_DIR") or user_cache_dir("xmr"))
+
+
+def feature_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / "features"
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Encoder features of a set of items and of their text pool.
+
+    Attributes:
+        items: the items whose image could be read (unreadable ones are dropped and counted).
+        image_feats: Shape: (n_items, image_dim).
+        texts: distinct texts of the items (see :func:`build_text_queries`).
+        text_feats: Shape: (n_texts, text_dim).
+        relevance: True where text t belongs to item i. Shape: (n_items, n_texts), CSR.
+    """
+
+    items: list[Item]
+    image_feats: np.ndarray
+    texts: list[str]
+    text_feats: np.ndarray
+    relevance: sparse.csr_matrix
+
+    def group_ids(self) -> np.ndarray:
+        """Integer group per item (items without a group are their own group). Shape: (n_items,)."""
+        codes: dict[str, int] = {}
+        return np.array([codes.setdefault(it.group or f"\0{it.id}", len(codes)) for it in self.items],
+                        dtype=np.int64)
+
+
+def encode_items(items: Sequence[Item], *, image_encoder: ImageEncoder, text_encoder: TextEncoder,
+                 cache_dir: str | Path | None = None, texts_per_item: int | None = None,
+                 show_progress: bool | None = None) -> FeatureSet:
+    """Encode every item's image and text through the feature cache.
+
+    Items whose image is missing or unreadable are dropped with one warning and a count.
+    """
+    cache = feature_cache_dir(cache_dir)
+    img = encode_images(image_encoder, [it.image for it in items], cache_dir=cache,
+                        show_progress=show_progress)
+    kept = [it for it, ok in zip(items, img.ok) if ok]
+    if not kept:
+        raise XmrError(f"none of the {len(items)} images could be read; first problem: {img.bad[0]}")
+    if len(kept) < len(items):
+        log.warning("dropped %d of %d items with unreadable images", len(items) - len(kept), len(items))
+    texts, relevance = build_text_queries(kept, texts_per_item=texts_per_item)
+    if not texts:
+        raise XmrError("the items have no texts to train or evaluate on")
+    txt = encode_texts(text_encoder, texts, cache_dir=cache, show_progress=show_progress)
+    log.info("features: %d images (%d newly encoded), %d texts (%d newly encoded)",
+             len(kept), img.n_encoded, len(texts), txt.n_encoded)
+    return FeatureSet(kept, img.feats[img.ok], texts, txt.feats, relevance)

@@ -1,0 +1,63 @@
+"""The frozen description of a training run, saved as ``run.json`` in the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xmr.encoders import ENCODERS
+from xmr.errors import XmrError
+from xmr.models import HEADS
+from xmr.training import TrainConfig
+from xmr.utils.io import load_json
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild the encoders and data of a run.
+
+    Attributes:
+        manifest: the dataset manifest (absolute path).
+        image_encoder, text_encoder: registered encoder names.
+        train_split, val_split: manifest ``split`` values used for training / model selection.
+        eval_texts_per_item: texts per item used as evaluation queries (None = all; the emoji
+            demo uses 1, the CLDR name, since keywords like "face" are shared by many emoji).
+        embed_dim, head, hidden_dim, dropout: the projection heads.
+        train: the optimisation settings.
+    """
+
+    manifest: str
+    image_encoder: str = "efficientnet-lite0"
+    text_encoder: str = "minilm-l6"
+    train_split: str = "train"
+    val_split: str = "val"
+    eval_texts_per_item: int | None = None
+    embed_dim: int = 256
+    head: str = "mlp"
+    hidden_dim: int = 1024
+    dropout: float = 0.1
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        ENCODERS.get(self.image_encoder)
+        ENCODERS.get(self.text_encoder)
+        HEADS.get(self.head)
+        if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
+            raise ValueError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """Read ``run.json`` of a run folder."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise XmrError(f"{run_dir} is not an xmr run folder (no {RUN_FILE}); train one with `xmr train`")
+    raw = load_json(path)
+    try:
+        raw["train"] = TrainConfig(**raw["train"])
+        names = {f.name for f in dataclasses.fields(RunConfig)}
+        return RunConfig(**{k: v for k, v in raw.items() if k in names})
+    except (TypeError, KeyError) as e:
+        raise XmrError(f"{path}: not a valid run config ({e})") from None

@@ -1,0 +1,51 @@
+"""``xmr train``: encode a manifest's train/val splits and learn a joint space on them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from xmr.data.manifest import read_manifest, select_split
+from xmr.encoders import create_encoder
+from xmr.models import ModelConfig
+from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
+from xmr.training.data import pairs_from_relevance
+from xmr.errors import XmrError
+from xmr.utils.io import load_json, save_json, to_jsonable
+from xmr.workflows.features import encode_items
+from xmr.workflows.run_config import RUN_FILE, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
+              overwrite: bool = False, show_progress: bool | None = None) -> TrainResult:
+    """Train a joint model as described by ``config`` into ``out_dir``.
+
+    Writes ``run.json`` (the config), the trainer's files (``best/``, ``last.pt``,
+    ``history.json``) and resumes an interrupted run of the same config.
+    """
+    out = Path(out_dir)
+    if (out / RUN_FILE).exists() and not overwrite and load_json(out / RUN_FILE) != to_jsonable(config):
+        raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    items = read_manifest(config.manifest)
+    image_encoder = create_encoder(config.image_encoder)
+    text_encoder = create_encoder(config.text_encoder)
+    train_fs = encode_items(select_split(items, config.train_split), image_encoder=image_encoder,
+                            text_encoder=text_encoder, cache_dir=cache_dir, show_progress=show_progress)
+    val_fs = encode_items(select_split(items, config.val_split), image_encoder=image_encoder,
+                          text_encoder=text_encoder, cache_dir=cache_dir,
+                          texts_per_item=config.eval_texts_per_item, show_progress=show_progress)
+    model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
+                               image_dim=image_encoder.dim, text_dim=text_encoder.dim,
+                               embed_dim=config.embed_dim, head=config.head, hidden_dim=config.hidden_dim,
+                               dropout=config.dropout)
+    pairs = PairSet(train_fs.image_feats, train_fs.text_feats, pairs_from_relevance(train_fs.relevance),
+                    train_fs.group_ids())
+    val = EvalSet(val_fs.image_feats, val_fs.text_feats, val_fs.relevance)
+    log.info("training %s on %d pairs (%d images, %d texts); validating on %d images",
+             config.train.loss, len(pairs.pairs), len(train_fs.items), len(train_fs.texts), len(val_fs.items))
+    save_json(out / RUN_FILE, config)
+    return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite)
+
