@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -34,11 +35,24 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@functools.cache
+def _umask() -> int:
+    umask = os.umask(0)  # the only way to read it; read once, not per file (threads)
+    os.umask(umask)
+    return umask
+
+
+def _default_mode(path: str) -> None:
+    """Give a mkstemp file (mode 0600) the permissions a plain ``open`` would have."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -59,6 +73,7 @@ def atomic_save_file(path: str | os.PathLike[str], writer: Any) -> None:
     os.close(fd)
     try:
         writer(tmp)
+        _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from platformdirs import user_cache_dir
 from scipy import sparse
 
 from xmr.data.manifest import Item
 from xmr.encoders import ImageEncoder, TextEncoder, encode_images, encode_texts
 from xmr.errors import XmrError
 from xmr.evaluation.protocol import build_text_queries
+from xmr.utils.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    """``$XMR_CACHE_DIR`` if set, else the user cache folder (e.g. ~/.cache/xmr)."""
-    return Path(os.environ.get("XMR_CACHE_DIR") or user_cache_dir("xmr"))
 
 
 def feature_cache_dir(cache_dir: str | Path | None = None) -> Path:

@@ -1,0 +1,34 @@
+"""Registry of built-in datasets: ``fetch_dataset(name)`` fetches/builds one, returns its manifest.
+
+Example::
+
+    manifest = fetch_dataset("emoji")            # <cache>/datasets/emoji/manifest.jsonl
+    items = read_manifest(manifest)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from xmr.data.emoji import fetch_emoji
+from xmr.registry import Registry
+
+#: name -> fetch function ``(cache_dir: Path | None, **kw) -> manifest path``
+DATASETS: Registry[Callable[..., Path]] = Registry("dataset")
+DATASETS.add("emoji", fetch_emoji)
+
+
+def fetch_dataset(name: str, cache_dir: str | Path | None = None, **kw: object) -> Path:
+    """Fetch (or find in the cache) the built-in dataset ``name``; return its manifest path.
+
+    Args:
+        name: a registered dataset name (see ``DATASETS.names()``).
+        cache_dir: cache root; None uses ``$XMR_CACHE_DIR`` or the platform's user cache.
+        **kw: passed to the dataset's fetch function (e.g. ``image_size``, ``progress``).
+
+    Raises:
+        XmrError: unknown name (listing the known ones) or a failed fetch.
+    """
+    fetch = DATASETS.get(name)
+    return fetch(Path(cache_dir) if cache_dir is not None else None, **kw)

@@ -1,0 +1,91 @@
+"""The frozen, validated description of an index; saved as ``index.json`` next to ``index.faiss``."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import Literal
+
+import faiss
+
+from xmr.index.faiss_utils import faiss_error_reason
+
+METRICS: dict[str, int] = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """What an index is: its dimension, FAISS structure, metric and the model behind the vectors.
+
+    Validated at construction (``ValueError`` naming the bad value), saved as JSON beside every
+    index and checked again on load, so an index is never queried with the wrong model.
+
+    Args:
+        dim: Vector dimension.
+        factory: Any FAISS ``index_factory`` string, e.g. ``"Flat"``, ``"HNSW32"``,
+            ``"IVF1024,Flat"``, ``"IVF256,PQ32"``. As in FAISS, ``PQ<m>`` also runs the slow
+            polysemous training; write ``PQ<m>np`` (``"IVF256,PQ32np"``) to skip it.
+        metric: ``"ip"`` (inner product; vectors are assumed L2-normalised, so this is cosine
+            similarity, higher is better) or ``"l2"`` (squared Euclidean distance, lower is better).
+        model_id: Id of the model that produced the vectors, checked on load; ``None`` if unknown.
+        nprobe: IVF lists visited per query (ignored by non-IVF indexes).
+        ef_search: HNSW search beam width (ignored by non-HNSW indexes).
+
+    Example:
+        >>> IndexConfig(dim=256, factory="IVF1024,Flat", model_id="clip-b32", nprobe=32)
+    """
+
+    dim: int
+    factory: str = "Flat"
+    metric: Literal["ip", "l2"] = "ip"
+    model_id: str | None = None
+    nprobe: int = 16
+    ef_search: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dim", _positive_int("dim", self.dim))
+        object.__setattr__(self, "nprobe", _positive_int("nprobe", self.nprobe))
+        object.__setattr__(self, "ef_search", _positive_int("ef_search", self.ef_search))
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
+        if self.model_id is not None and (not isinstance(self.model_id, str) or not self.model_id):
+            raise ValueError(f"model_id must be a non-empty string or None, got {self.model_id!r}")
+        if not isinstance(self.factory, str) or not self.factory.strip():
+            raise ValueError(f"factory must be a non-empty FAISS index_factory string, got {self.factory!r}")
+        # Building the (empty, untrained) index is cheap and is the only reliable parser.
+        try:
+            faiss.index_factory(self.dim, self.factory, self.faiss_metric)
+        except RuntimeError as e:
+            raise ValueError(
+                f"factory {self.factory!r} is not a valid FAISS index for dim {self.dim}: "
+                f"{faiss_error_reason(e)}"
+            ) from None
+
+    @property
+    def faiss_metric(self) -> int:
+        """The FAISS metric constant (``faiss.METRIC_INNER_PRODUCT`` or ``faiss.METRIC_L2``)."""
+        return METRICS[self.metric]
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-able fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> IndexConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"index config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown index config keys {unknown}")
+        if "dim" not in data:
+            raise ValueError("index config has no 'dim'")
+        return cls(**data)  # type: ignore[arg-type]
