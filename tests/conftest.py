@@ -14,7 +14,7 @@ from xmr.data.manifest import Item, write_manifest
 os.environ.setdefault("XMR_NO_PROGRESS", "1")
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (230, 210, 20),
-           "black": (10, 10, 10), "purple": (140, 40, 170)}
+           "black": (10, 10, 10), "purple": (140, 40, 170), "orange": (240, 140, 20), "cyan": (20, 200, 210)}
 SHAPES = ("circle", "square", "triangle", "cross")
 
 
@@ -37,7 +37,7 @@ def _draw(shape: str, rgb: tuple[int, int, int], size: int, jitter: np.random.Ge
 
 
 def make_shapes_dataset(root: Path, *, copies: int = 2, size: int = 32, seed: int = 0) -> Path:
-    """24 (colour, shape) groups x ``copies`` styles; 4 colours train, 1 val, 1 test (zero-shot).
+    """32 (colour, shape) groups x ``copies`` styles; 4 colours train, 1 val, 3 test (zero-shot).
 
     Returns the manifest path. Each item has texts ["a <colour> <shape>", "<colour>"].
     """
@@ -45,7 +45,7 @@ def make_shapes_dataset(root: Path, *, copies: int = 2, size: int = 32, seed: in
     img_dir = root / "img"
     img_dir.mkdir(parents=True, exist_ok=True)
     split_of = {"red": "train", "green": "train", "blue": "train", "yellow": "train", "black": "val",
-                "purple": "test"}
+                "purple": "test", "orange": "test", "cyan": "test"}
     items = []
     for colour, rgb in COLOURS.items():
         for shape in SHAPES:

@@ -58,7 +58,7 @@ class ToyTextEncoder(TextEncoder):
         self.dim, self.buckets = dim, buckets
         self.encoder_id = f"toy-text-d{dim}-s{seed}-b{buckets}"
         rng = np.random.default_rng(seed)
-        self.proj = rng.standard_normal((buckets, dim)).astype(np.float32) / np.sqrt(dim)
+        self.proj = (rng.standard_normal((buckets, dim)) / np.sqrt(dim)).astype(np.float32)
 
     def _bucket(self, token: str) -> int:
         return int.from_bytes(hashlib.md5(token.encode()).digest()[:4], "little") % self.buckets

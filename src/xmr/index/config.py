@@ -58,7 +58,9 @@ class IndexConfig:
         if self.model_id is not None and (not isinstance(self.model_id, str) or not self.model_id):
             raise ValueError(f"model_id must be a non-empty string or None, got {self.model_id!r}")
         if not isinstance(self.factory, str) or not self.factory.strip():
-            raise ValueError(f"factory must be a non-empty FAISS index_factory string, got {self.factory!r}")
+            raise ValueError(
+                f"factory must be a non-empty FAISS index_factory string, got {self.factory!r}"
+            )
         # Building the (empty, untrained) index is cheap and is the only reliable parser.
         try:
             faiss.index_factory(self.dim, self.factory, self.faiss_metric)

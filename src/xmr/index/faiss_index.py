@@ -11,6 +11,7 @@ Numpy in, numpy out::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import operator
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import numpy.typing as npt
 
 from xmr.errors import XmrError
 from xmr.index.config import IndexConfig
@@ -39,7 +41,7 @@ _NUMERIC_KINDS = "fiu"
 _NORM_TOLERANCE = 1e-2
 
 
-def _as_float32_rows(x: np.ndarray, dim: int, what: str, *, allow_1d: bool) -> np.ndarray:
+def _as_float32_rows(x: npt.ArrayLike, dim: int, what: str, *, allow_1d: bool) -> np.ndarray:
     """``x`` as a C-contiguous float32 ``(n, dim)`` array, copying only when it must.
 
     Args:
@@ -52,23 +54,26 @@ def _as_float32_rows(x: np.ndarray, dim: int, what: str, *, allow_1d: bool) -> n
         XmrError: wrong shape or dimension, non-numeric dtype, NaN or inf values.
     """
     a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    plural = what.endswith("s")  # "query has", "vectors have"
     if a.ndim == 1 and allow_1d:
         a = a.reshape(1, -1)
     if a.ndim != 2:
         raise XmrError(f"{what} must have shape (n, {dim}), got shape {a.shape}")
     if a.shape[1] != dim:
-        raise XmrError(f"{what} has dim {a.shape[1]}, index has dim {dim}")
+        raise XmrError(f"{what} {'have' if plural else 'has'} dim {a.shape[1]}, index has dim {dim}")
     if a.dtype != np.float32 or not a.flags.c_contiguous:
         if a.dtype.kind not in _NUMERIC_KINDS:
             raise XmrError(f"{what} must be a float array, got dtype {a.dtype}")
-        a = np.ascontiguousarray(a, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range -> inf, caught below
+            a = np.ascontiguousarray(a, dtype=np.float32)
     # One pass without a temporary: NaN and inf propagate through a sum. Only if it is not
     # finite (or overflowed) pay for the row-by-row check that names the culprit.
     if not np.isfinite(a.sum()):
         bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
         if bad.size:
             more = f" and {bad.size - 1} more" if bad.size > 1 else ""
-            raise XmrError(f"{what} contains NaN or inf values (row {int(bad[0])}{more})")
+            verb = "contain" if plural else "contains"
+            raise XmrError(f"{what} {verb} NaN or inf values (row {int(bad[0])}{more})")
     return a
 
 
@@ -133,13 +138,27 @@ class Index:
         return (f"Index(factory={c.factory!r}, dim={c.dim}, metric={c.metric!r}, "
                 f"model_id={c.model_id!r}, ntotal={len(self)})")
 
+    def set_search_params(self, *, nprobe: int | None = None,
+                          ef_search: int | None = None) -> None:
+        """Change the speed/recall knobs of a built index (saved with it by :meth:`save`).
+
+        ``self.config`` is replaced by a validated copy; parameters the index does not use
+        (``nprobe`` on HNSW, ``ef_search`` on IVF) are recorded but have no effect.
+        """
+        changes = {name: value for name, value in (("nprobe", nprobe), ("ef_search", ef_search))
+                   if value is not None}
+        config = dataclasses.replace(self.config, **changes)
+        self.config = config
+        apply_search_params(self._index, nprobe=config.nprobe, ef_search=config.ef_search,
+                            factory=config.factory)
+
     def ids(self) -> np.ndarray:
         """All ids in insertion order. Shape: ``(ntotal,)`` int64 (a copy)."""
         return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
 
     # -- adding -----------------------------------------------------------------------------
 
-    def add(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
+    def add(self, vectors: npt.ArrayLike, ids: npt.ArrayLike | None = None) -> None:
         """Add vectors, training the index first if it needs it (IVF, PQ).
 
         Args:
@@ -167,7 +186,7 @@ class Index:
         self._index.add_with_ids(x, new_ids)
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
 
-    def _check_new_ids(self, ids: np.ndarray, n: int) -> np.ndarray:
+    def _check_new_ids(self, ids: npt.ArrayLike, n: int) -> np.ndarray:
         a = np.asarray(ids)
         if a.shape != (n,):
             raise XmrError(f"ids must have shape ({n},) to match the vectors, got shape {a.shape}")
@@ -217,7 +236,7 @@ class Index:
 
     # -- searching --------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: npt.ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best vectors for each query, best first.
 
         ``k`` larger than ``len(self)`` is clipped to ``len(self)``. Approximate indexes (IVF

@@ -93,10 +93,10 @@ def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
         opt.step()
         sched.step()
         for k, v in out.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
+            totals[k] = totals.get(k, 0.0) + float(v.detach())
     row = {f"train_{k}": v / n_batches for k, v in totals.items()}
     row.update(epoch=epoch + 1, loss_name=loss_name, lr=sched.get_last_lr()[0],  # type: ignore[dict-item]
-               logit_scale=float(model.logit_scale))
+               logit_scale=float(model.logit_scale.detach()))
     return row
 
 

@@ -1,0 +1,242 @@
+"""The ``xmr`` command line. Each subcommand is a thin wrapper over one library function.
+
+    xmr data fetch emoji           xmr.data.fetch_dataset
+    xmr encode MANIFEST            xmr.workflows.features.encode_items
+    xmr train MANIFEST --out RUN   xmr.workflows.train.train_run
+    xmr index RUN                  xmr.workflows.index.index_run
+    xmr search RUN --text "..."    xmr.search.Searcher
+    xmr eval RUN                   xmr.workflows.evaluate.evaluate_run
+    xmr demo                       xmr.workflows.demo.run_demo
+    xmr list                       the registered encoders, losses, heads, indexes, datasets
+
+User errors print one line (``xmr: error: ...``) and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+from xmr.errors import XmrError
+
+log = logging.getLogger("xmr")
+
+
+def _command(a: argparse.Namespace) -> str:
+    """The command line as typed, stored beside every number it produced."""
+    return "xmr " + " ".join(shlex.quote(x) for x in a.argv)
+
+
+def _cmd_fetch(a: argparse.Namespace) -> None:
+    from xmr.data import fetch_dataset
+    from xmr.data.manifest import read_manifest
+
+    path = fetch_dataset(a.name, a.cache_dir)
+    print(f"{a.name}: {len(read_manifest(path))} items; manifest: {path}")
+
+
+def _cmd_encode(a: argparse.Namespace) -> None:
+    from xmr.data.manifest import read_manifest, select_split
+    from xmr.encoders import create_encoder
+    from xmr.workflows.features import encode_items, feature_cache_dir
+
+    items = select_split(read_manifest(a.manifest, skip_bad=a.skip_bad), a.split)
+    fs = encode_items(items, image_encoder=create_encoder(a.image_encoder),  # type: ignore[arg-type]
+                      text_encoder=create_encoder(a.text_encoder), cache_dir=a.cache_dir)  # type: ignore[arg-type]
+    print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
+          f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
+
+
+def _train_config(a: argparse.Namespace):  # noqa: ANN202
+    from xmr.training import TrainConfig
+
+    return TrainConfig(loss=a.loss, margin=a.margin, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                       patience=a.patience, vse0_warmup_epochs=a.vse0_warmup, seed=a.seed)
+
+
+def _cmd_train(a: argparse.Namespace) -> None:
+    from xmr.workflows.run_config import RunConfig
+    from xmr.workflows.train import train_run
+
+    cfg = RunConfig(manifest=os.path.abspath(a.manifest), image_encoder=a.image_encoder,
+                    text_encoder=a.text_encoder, train_split=a.train_split, val_split=a.val_split,
+                    eval_texts_per_item=a.eval_texts_per_item, embed_dim=a.embed_dim, head=a.head,
+                    train=_train_config(a))
+    r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
+    print(f"{r.status}: best epoch {r.best_epoch}, val rsum {r.best_metrics.get('rsum', float('nan')):.1f}; "
+          f"checkpoint: {r.best_dir}")
+
+
+def _cmd_index(a: argparse.Namespace) -> None:
+    from xmr.workflows.index import index_run
+
+    out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory, out_dir=a.out,
+                    cache_dir=a.cache_dir, command=_command(a))
+    print(f"index: {out}")
+
+
+def _cmd_search(a: argparse.Namespace) -> None:
+    from xmr.search import Searcher
+
+    if (a.text is None) == (a.image is None):
+        raise XmrError("give exactly one of --text or --image")
+    s = Searcher.from_run(a.run, a.index)
+    hits = s.search_text(a.text, a.k, target=a.target) if a.text is not None else \
+        s.search_image(a.image, a.k, target=a.target)
+    for h in hits:
+        where = f"  {h.id}  [{h.style}]  {h.image}" if h.image else ""
+        print(f"{h.rank:>3}  {h.score:.3f}  {h.text}{where}")
+
+
+def _cmd_eval(a: argparse.Namespace) -> None:
+    from xmr.evaluation.protocol import format_table
+    from xmr.workflows.evaluate import evaluate_run
+
+    m = evaluate_run(a.run, split=a.split, mode=a.mode, manifest=a.manifest,
+                     texts_per_item=a.texts_per_item, cache_dir=a.cache_dir, command=_command(a))
+    print(format_table({os.path.basename(os.path.normpath(a.run)): m}))
+    extra = {k: v for k, v in m.items() if k.startswith("i2i_") and ("_map" in k or "_cmc" in k)}
+    for k, v in extra.items():
+        print(f"{k}: {v:.2f}")
+    print(f"written: {os.path.join(a.run, f'eval-{a.split}-{a.mode}.json')}")
+
+
+def _cmd_demo(a: argparse.Namespace) -> None:
+    from xmr.workflows.demo import run_demo
+
+    run_demo(a.out, epochs=a.epochs, cache_dir=a.cache_dir, command=_command(a), out=sys.stdout)
+
+
+def _cmd_list(a: argparse.Namespace) -> None:
+    from xmr.data import DATASETS
+    from xmr.encoders import ENCODERS
+    from xmr.index import INDEXES
+    from xmr.losses import LOSSES
+    from xmr.models import HEADS
+
+    for name, reg in (("encoders", ENCODERS), ("losses", LOSSES), ("heads", HEADS), ("indexes", INDEXES),
+                      ("datasets", DATASETS)):
+        print(f"{name}: {', '.join(reg.names())}")
+
+
+def _add_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=None, help="cache root (default: $XMR_CACHE_DIR or ~/.cache/xmr)")
+
+
+def _add_encoders(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-encoder", default="efficientnet-lite0", help="registered image encoder (xmr list)")
+    p.add_argument("--text-encoder", default="minilm-l6", help="registered text encoder (xmr list)")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="JSONL/CSV manifest (see README: Data)")
+    p.add_argument("--out", required=True, help="run folder (created; an unfinished run there is resumed)")
+    _add_encoders(p)
+    p.add_argument("--loss", default="infonce", help="infonce | vse0 | vse++")
+    p.add_argument("--margin", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--vse0-warmup", type=int, default=2, help="epochs of VSE0 before a hardest-negative loss")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--embed-dim", type=int, default=256)
+    p.add_argument("--head", default="mlp", help="linear | mlp")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--eval-texts-per-item", type=int, default=None,
+                   help="texts per item used as validation queries (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run of another config in --out")
+    _add_cache(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    ap = argparse.ArgumentParser(prog="xmr", description="Cross-modal retrieval: train, index, search, evaluate.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("data", help="built-in datasets")
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    f = dsub.add_parser("fetch", help="fetch and prepare a built-in dataset (e.g. emoji)")
+    f.add_argument("name")
+    _add_cache(f)
+    f.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("encode", help="encode a manifest's images and texts into the feature cache")
+    p.add_argument("manifest")
+    p.add_argument("--split", default=None, help="only this split")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows (warn with a count)")
+    _add_encoders(p)
+    _add_cache(p)
+    p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("train", help="learn a joint space on cached features")
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("index", help="index a gallery with a trained run")
+    p.add_argument("run")
+    p.add_argument("--manifest", default=None, help="gallery manifest (default: the run's)")
+    p.add_argument("--split", default=None, help="only this split (default: all items)")
+    p.add_argument("--factory", default="Flat", help="FAISS index_factory string: Flat, HNSW32, IVF1024,Flat ...")
+    p.add_argument("--out", default=None, help="index folder (default: RUN/index)")
+    _add_cache(p)
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="query an indexed run by text or image")
+    p.add_argument("run")
+    p.add_argument("--text", default=None)
+    p.add_argument("--image", default=None)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--target", default="images", choices=["images", "texts"])
+    p.add_argument("--index", default=None, help="index folder (default: RUN/index)")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("eval", help="Recall@K / medr / rsum (+ mAP, CMC) of a run on a split")
+    p.add_argument("run")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", default="full", choices=["full", "1k"], help="full set, or COCO-style 5 x 1K folds")
+    p.add_argument("--manifest", default=None)
+    p.add_argument("--texts-per-item", type=int, default=None)
+    _add_cache(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("demo", help="fetch emoji, train InfoNCE and VSE++, index, evaluate, query")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=30)
+    _add_cache(p)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("list", help="registered encoders, losses, heads, indexes and datasets")
+    p.set_defaults(func=_cmd_list)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xmr`` console script. Returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        os.environ["XMR_NO_PROGRESS"] = "1"
+    try:
+        args.func(args)
+    except XmrError as e:
+        print(f"xmr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xmr: interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
