@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import os
 import resource
 import shlex
 import statistics
@@ -125,16 +126,32 @@ def time_call(fn: Callable[[], object], min_time: float = 0.2) -> float:
             return elapsed / calls
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed in alternating order (ABBA...)."""
+@dataclass
+class Timings:
+    """Per-round seconds per call of several functions timed in the same rounds."""
+
+    rounds: dict[str, list[float]]
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.rounds[name])
+
+    def ratio(self, name: str, baseline: str) -> float:
+        """Median over rounds of time(name) / time(baseline): paired, so load drifts cancel."""
+        pairs = zip(self.rounds[name], self.rounds[baseline], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int, *, warm_up: bool = True,
+                min_time: float = 0.2) -> Timings:
+    """Time each function ``repeat`` times, alternating the order every round (ABC CBA ...)."""
     names = list(fns)
-    for name in names:  # warm-up: page in the index, spin up threads
+    for name in names if warm_up else ():  # page in the index, spin up threads
         fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
+    rounds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeat):
         for name in names if r % 2 == 0 else names[::-1]:
-            times[name].append(time_call(fns[name]))
-    return {name: statistics.median(t) for name, t in times.items()}
+            rounds[name].append(time_call(fns[name], min_time))
+    return Timings(rounds)
 
 
 def py_alloc_kib(fn: Callable[[], object]) -> float:
@@ -164,54 +181,70 @@ def build(make: Callable[[], object], add: Callable[[object], None]) -> tuple[ob
     return index, time.perf_counter() - start, heap_mib() - heap0
 
 
-def bench_exact(n: int, xb: np.ndarray, xq: np.ndarray, args: argparse.Namespace,
-                ) -> tuple[list[Row], np.ndarray]:
-    """xmr flat vs raw IndexFlatIP vs numpy. Returns the rows and the exact ids (nq, k)."""
+def bench_flat(n: int, xb: np.ndarray, xq: np.ndarray,
+               args: argparse.Namespace) -> tuple[list[Row], np.ndarray]:
+    """xmr flat vs raw IndexFlatIP. Returns the two rows and the exact ids, shape (nq, k)."""
     k, dim = args.k, xb.shape[1]
     raw, raw_s, raw_mem = build(lambda: faiss.IndexFlatIP(dim), lambda ix: ix.add(xb))
     xmr, xmr_s, xmr_mem = build(lambda: create_index("flat", dim=dim), lambda ix: ix.add(xb))
+    # These two searches also warm both indexes up (exact search at 1M is slow to repeat).
     _, truth = raw.search(xq, k)
     np.testing.assert_array_equal(xmr.search(xq, k)[1], truth)  # same answers, or no benchmark
-    med = interleaved_medians({"raw": lambda: raw.search(xq, k),
-                               "xmr": lambda: xmr.search(xq, k)}, args.repeat)
+    t = interleaved({"raw": lambda: raw.search(xq, k), "xmr": lambda: xmr.search(xq, k)},
+                    args.repeat, warm_up=False)
     rows = [
-        Row(n, "faiss IndexFlatIP", len(xq), med["raw"], 1.0, 1.0, raw_s, raw_mem,
+        Row(n, "faiss IndexFlatIP", len(xq), t.median("raw"), 1.0, 1.0, raw_s, raw_mem,
             py_alloc_kib(lambda: raw.search(xq, k))),
-        Row(n, "xmr flat", len(xq), med["xmr"], med["xmr"] / med["raw"], 1.0, xmr_s, xmr_mem,
+        Row(n, "xmr flat", len(xq), t.median("xmr"), t.ratio("xmr", "raw"), 1.0, xmr_s, xmr_mem,
             py_alloc_kib(lambda: xmr.search(xq, k))),
     ]
-    del raw, xmr
-    nq_np = args.numpy_nq or max(50, min(len(xq), len(xq) * 100_000 // n))
-    xq_np = xq[:nq_np]
-    np_s = statistics.median(time_call(lambda: numpy_search(xb, xq_np, k), 0.0)
-                             for _ in range(max(1, min(args.repeat, 3))))
-    np_ids = numpy_search(xb, xq_np, k)[1]
-    rows.append(Row(n, "numpy brute force", nq_np, np_s, (np_s / nq_np) / (med["raw"] / len(xq)),
-                    recall(np_ids, truth[:nq_np]), None, None,
-                    py_alloc_kib(lambda: numpy_search(xb, xq_np, k))))
     return rows, truth
+
+
+def bench_numpy(n: int, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, faiss_row: Row,
+                args: argparse.Namespace) -> Row:
+    """numpy brute force on fewer queries at large n (it is the slow reference)."""
+    nq = args.numpy_nq or max(50, min(len(xq), len(xq) * 100_000 // n))
+    xq = xq[:nq]
+    seconds = statistics.median(time_call(lambda: numpy_search(xb, xq, args.k), 0.0)
+                                for _ in range(max(1, min(args.repeat, 3))))
+    ids = numpy_search(xb, xq, args.k)[1]
+    per_query_ratio = (seconds / nq) / (faiss_row.seconds / faiss_row.nq)
+    return Row(n, "numpy brute force", nq, seconds, per_query_ratio, recall(ids, truth[:nq]),
+               py_alloc_kib=py_alloc_kib(lambda: numpy_search(xb, xq, args.k)))
 
 
 def bench_hnsw(n: int, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray,
                args: argparse.Namespace) -> list[Row]:
-    """xmr hnsw vs raw IndexHNSWFlat: same M and efConstruction, each ``--ef-search`` value."""
+    """xmr hnsw vs raw IndexHNSWFlat: same M and efConstruction, each ``--ef-search`` value.
+
+    Multi-threaded HNSW insertion is not deterministic, so two builds give slightly different
+    graphs. The baseline (ratio 1.0) is therefore raw FAISS searching *the graph inside the xmr
+    index*: the ratio then measures only xmr's overhead. The independently built raw index
+    is timed too, and gives the raw build time.
+    """
     k, dim, m = args.k, xb.shape[1], args.hnsw_m
     raw, raw_s, raw_mem = build(lambda: faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT),
                                 lambda ix: ix.add(xb))
     xmr, xmr_s, xmr_mem = build(lambda: create_index("hnsw", dim=dim, m=m),
                                 lambda ix: ix.add(xb))
+    # ids 0..n-1 were given in order, so the inner graph's labels are the xmr ids
+    same = faiss.downcast_index(xmr.faiss_index.index)
     rows = []
     for ef in args.ef_search:
         raw.hnsw.efSearch = ef
-        xmr.set_search_params(ef_search=ef)
-        med = interleaved_medians({"raw": lambda: raw.search(xq, k),
-                                   "xmr": lambda: xmr.search(xq, k)}, args.repeat)
-        first = ef == args.ef_search[0]  # build cost and memory belong to the first line
+        xmr.set_search_params(ef_search=ef)  # also sets ``same``: it is the same object
+        # fast calls: more rounds, each long enough to average over scheduler noise
+        t = interleaved({"same": lambda: same.search(xq, k), "raw": lambda: raw.search(xq, k),
+                         "xmr": lambda: xmr.search(xq, k)}, 3 * args.repeat, min_time=0.3)
+        first = ef == args.ef_search[0]  # build cost and memory belong to the first lines
         rows += [
-            Row(n, f"faiss IndexHNSW{m} ef={ef}", len(xq), med["raw"], 1.0,
-                recall(raw.search(xq, k)[1], truth), raw_s if first else None,
-                raw_mem if first else None),
-            Row(n, f"xmr hnsw m={m} ef={ef}", len(xq), med["xmr"], med["xmr"] / med["raw"],
+            Row(n, f"faiss IndexHNSW{m} ef={ef} (xmr's graph)", len(xq), t.median("same"), 1.0,
+                recall(same.search(xq, k)[1], truth)),
+            Row(n, f"faiss IndexHNSW{m} ef={ef} (own build)", len(xq), t.median("raw"),
+                t.ratio("raw", "same"), recall(raw.search(xq, k)[1], truth),
+                raw_s if first else None, raw_mem if first else None),
+            Row(n, f"xmr hnsw m={m} ef={ef}", len(xq), t.median("xmr"), t.ratio("xmr", "same"),
                 recall(xmr.search(xq, k)[1], truth), xmr_s if first else None,
                 xmr_mem if first else None),
         ]
@@ -219,12 +252,12 @@ def bench_hnsw(n: int, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray,
 
 
 def fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+    return "-" if value is None else format(value, spec)
 
 
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:
-    print("\n| n | method | queries | QPS | ms / call | time vs faiss | recall@%d | build s "
-          "| index MiB | py alloc / call KiB |" % args.k)
+    print(f"\n| n | method | queries | QPS | ms / call | time vs faiss | recall@{args.k} "
+          "| build s | index MiB | py alloc / call KiB |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r.size:,} | {r.method} | {r.nq} | {r.qps:,.0f} | {r.seconds * 1e3:,.1f} "
@@ -238,7 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--nq", type=int, default=1000)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--repeat", type=int, default=5, help="interleaved timing rounds (median)")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved timing rounds (median)")
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--ef-search", type=int, nargs="+", default=[64, 256],
                    help="HNSW efSearch values (one build, one line pair per value)")
@@ -252,7 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     print(f"faiss {faiss.__version__}, numpy {np.__version__}, "
           f"{faiss.omp_get_max_threads()} threads", flush=True)
     xq = unit_vectors(args.nq, args.dim, seed=args.seed + 1)
@@ -260,8 +293,8 @@ def main(argv: list[str] | None = None) -> None:
     notes = []
     for n in args.sizes:
         xb = unit_vectors(n, args.dim, seed=args.seed)
-        exact, truth = bench_exact(n, xb, xq, args)
-        rows += exact
+        flat, truth = bench_flat(n, xb, xq, args)
+        rows += [*flat, bench_numpy(n, xb, xq, truth, flat[0], args)]
         print(f"n={n:,}: exact done ({time.perf_counter() - started:.0f}s)", flush=True)
         if n <= args.hnsw_max_size:
             rows += bench_hnsw(n, xb, xq, truth, args)
@@ -277,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"- {note}")
     print(f"- total wall time {time.perf_counter() - started:.0f}s; data: random unit vectors "
           f"(seed {args.seed}), queries independent of the database")
+    print(f"- load average (1/5/15 min) at start {load_before}, at end {os.getloadavg()} "
+          f"on {os.cpu_count()} CPUs: other processes share the cores, hence paired ratios")
     print(f"- command: python {shlex.join(sys.argv)}")
 
 

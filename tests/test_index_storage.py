@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -15,6 +17,15 @@ from xmr.errors import XmrError
 from xmr.index import Index, create_index, load_index
 
 DIM = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_faiss_thread() -> Iterator[None]:
+    """One OpenMP thread: deterministic HNSW builds, and no spin-waiting on a shared machine."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
 
 
 def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
@@ -54,11 +65,14 @@ def test_round_trip_gives_identical_results(tmp_path: Path, name: str,
     before = index.search(QUERIES, 10)
     index.save(tmp_path / "idx")
     loaded = load_index(tmp_path / "idx")
-    assert loaded.config == index.config and len(loaded) == len(index)
+    config = index.config
+    del index
+    gc.collect()  # the loaded FAISS index must not depend on anything but ``loaded``
+    assert loaded.config == config and len(loaded) == 500
     after = loaded.search(QUERIES, 10)
     np.testing.assert_array_equal(after[1], before[1])
     np.testing.assert_array_equal(after[0], before[0])
-    np.testing.assert_array_equal(loaded.ids(), index.ids())
+    np.testing.assert_array_equal(loaded.ids(), np.arange(500) * 3 + 11)
 
 
 def test_loaded_index_keeps_search_params_and_next_id(tmp_path: Path) -> None:
@@ -67,6 +81,31 @@ def test_loaded_index_keeps_search_params_and_next_id(tmp_path: Path) -> None:
     assert faiss.extract_index_ivf(loaded.faiss_index).nprobe == 3
     loaded.add(unit_vectors(2, seed=5))
     assert loaded.ids()[-2:].tolist() == [499 * 3 + 12, 499 * 3 + 13]
+
+
+@pytest.mark.parametrize("custom_ids", [False, True])
+def test_saved_faiss_file_is_a_plain_faiss_id_map(tmp_path: Path, custom_ids: bool) -> None:
+    index = built() if custom_ids else create_index("flat", dim=DIM)
+    if not custom_ids:
+        index.add(unit_vectors(300))
+    index.save(tmp_path)
+    plain = faiss.read_index(str(tmp_path / "index.faiss"))
+    assert isinstance(plain, faiss.IndexIDMap) and plain.ntotal == len(index)
+    np.testing.assert_array_equal(plain.search(QUERIES, 10)[1], index.search(QUERIES, 10)[1])
+
+
+def test_ids_survive_mixed_adds_and_reload(tmp_path: Path) -> None:
+    index = create_index("flat", dim=DIM)
+    index.add(unit_vectors(5))
+    index.save(tmp_path / "a")
+    loaded = load_index(tmp_path / "a")
+    loaded.add(unit_vectors(2, seed=1), ids=np.array([40, 30]))
+    loaded.save(tmp_path / "b")
+    again = load_index(tmp_path / "b")
+    np.testing.assert_array_equal(again.ids(), [0, 1, 2, 3, 4, 40, 30])
+    assert "id 3 is already in the index" in one_line_error(again.add, unit_vectors(1), ids=[3])
+    again.add(unit_vectors(1, seed=2))
+    assert again.ids()[-1] == 41
 
 
 def test_saved_files(tmp_path: Path) -> None:
@@ -104,7 +143,8 @@ def test_load_warns_when_the_index_records_no_model(tmp_path: Path,
 
 
 def test_missing_folder(tmp_path: Path) -> None:
-    assert one_line_error(load_index, tmp_path / "nope") == f"{tmp_path / 'nope'}: no such index folder"
+    message = one_line_error(load_index, tmp_path / "nope")
+    assert message == f"{tmp_path / 'nope'}: no such index folder"
 
 
 @pytest.mark.parametrize("name", ["index.json", "index.faiss"])
@@ -134,7 +174,8 @@ def test_invalid_config_in_json_is_named(tmp_path: Path) -> None:
     meta["config"]["metric"] = "cosine"
     (tmp_path / "index.json").write_text(json.dumps(meta))
     message = one_line_error(load_index, tmp_path)
-    assert message.startswith(f"{tmp_path / 'index.json'}: invalid index config") and "'cosine'" in message
+    assert message.startswith(f"{tmp_path / 'index.json'}: invalid index config")
+    assert "'cosine'" in message
 
 
 def test_truncated_faiss_file_is_refused(tmp_path: Path) -> None:

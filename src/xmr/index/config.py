@@ -1,4 +1,4 @@
-"""The frozen, validated description of an index; saved as ``index.json`` next to ``index.faiss``."""
+"""Frozen, validated description of an index; saved as ``index.json`` beside ``index.faiss``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ class IndexConfig:
             raise ValueError(
                 f"factory must be a non-empty FAISS index_factory string, got {self.factory!r}"
             )
+        if "IDMAP" in self.factory.upper():
+            raise ValueError(f"factory {self.factory!r}: leave out 'IDMap', xmr maps ids itself")
         # Building the (empty, untrained) index is cheap and is the only reliable parser.
         try:
             faiss.index_factory(self.dim, self.factory, self.faiss_metric)

@@ -24,7 +24,12 @@ import numpy.typing as npt
 
 from xmr.errors import XmrError
 from xmr.index.config import IndexConfig
-from xmr.index.faiss_utils import apply_search_params, faiss_error_reason, ivf_nlist, suggest_factory
+from xmr.index.faiss_utils import (
+    apply_search_params,
+    faiss_error_reason,
+    ivf_nlist,
+    suggest_factory,
+)
 from xmr.index.storage import (
     CONFIG_FILE,
     FORMAT,
@@ -60,7 +65,8 @@ def _as_float32_rows(x: npt.ArrayLike, dim: int, what: str, *, allow_1d: bool) -
     if a.ndim != 2:
         raise XmrError(f"{what} must have shape (n, {dim}), got shape {a.shape}")
     if a.shape[1] != dim:
-        raise XmrError(f"{what} {'have' if plural else 'has'} dim {a.shape[1]}, index has dim {dim}")
+        has = "have" if plural else "has"
+        raise XmrError(f"{what} {has} dim {a.shape[1]}, index has dim {dim}")
     if a.dtype != np.float32 or not a.flags.c_contiguous:
         if a.dtype.kind not in _NUMERIC_KINDS:
             raise XmrError(f"{what} must be a float array, got dtype {a.dtype}")
@@ -95,30 +101,35 @@ def _describe_model(model_id: str | None, dim: int) -> str:
 class Index:
     """Vectors with int64 ids, searchable by inner product or L2, backed by any FAISS index.
 
-    The FAISS index is always wrapped in an ``IndexIDMap``, so custom ids work for every
-    structure (flat, HNSW, IVF, PQ); the id translation happens in C++ on the ``(nq, k)``
-    result and costs nothing measurable. IVF/PQ indexes are trained on the first :meth:`add`.
+    FAISS numbers vectors 0, 1, 2... in insertion order; xmr maps those positions to the ids
+    given to :meth:`add` with a numpy array, and keeps no array at all while the ids are
+    exactly the positions (the default). This keeps ``search`` as fast as the raw FAISS index:
+    an ``IndexIDMap`` wrapper would add an OpenMP region per call, which costs milliseconds
+    on a busy machine. On disk the ids are stored FAISS-style, as an ``IndexIDMap`` in
+    ``index.faiss``. IVF/PQ indexes are trained on the first :meth:`add`.
 
     Args:
         config: What to build; see :class:`IndexConfig`.
     """
 
     def __init__(self, config: IndexConfig) -> None:
-        inner = faiss.index_factory(config.dim, config.factory, config.faiss_metric)
-        index = inner if isinstance(inner, faiss.IndexIDMap) else faiss.IndexIDMap(inner)
-        self._setup(config, index, next_id=0)
+        index = faiss.index_factory(config.dim, config.factory, config.faiss_metric)
+        self._setup(config, index, ids=None, owner=None)
 
-    def _setup(self, config: IndexConfig, index: faiss.IndexIDMap, *, next_id: int) -> None:
+    def _setup(self, config: IndexConfig, index: faiss.Index, *, ids: np.ndarray | None,
+               owner: faiss.Index | None) -> None:
         self.config = config
         self._index = index
-        self._next_id = next_id
+        self._owner = owner  # a loaded IndexIDMap that owns (frees) ``index``: keep it alive
+        self._ids = ids  # None: the id of each vector is its position
+        self._next_id = int(ids.max()) + 1 if ids is not None and ids.size else index.ntotal
         self._warned_norm = False
         apply_search_params(index, nprobe=config.nprobe, ef_search=config.ef_search,
                             factory=config.factory)
 
     @property
-    def faiss_index(self) -> faiss.IndexIDMap:
-        """The underlying FAISS ``IndexIDMap`` (for inspection; mutate at your own risk)."""
+    def faiss_index(self) -> faiss.Index:
+        """The underlying FAISS index; its labels are positions, not ids (see :meth:`ids`)."""
         return self._index
 
     @property
@@ -154,7 +165,9 @@ class Index:
 
     def ids(self) -> np.ndarray:
         """All ids in insertion order. Shape: ``(ntotal,)`` int64 (a copy)."""
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+        if self._ids is None:
+            return np.arange(len(self), dtype=np.int64)
+        return self._ids.copy()
 
     # -- adding -----------------------------------------------------------------------------
 
@@ -183,7 +196,11 @@ class Index:
             self._warn_if_not_normalised(x)
         if not self._index.is_trained:
             self._train(x)
-        self._index.add_with_ids(x, new_ids)
+        ntotal = len(self)
+        self._index.add(x)  # FAISS labels the new vectors ntotal .. ntotal + n - 1
+        if self._ids is not None or not np.array_equal(new_ids, np.arange(ntotal, ntotal + n)):
+            old = self._ids if self._ids is not None else np.arange(ntotal, dtype=np.int64)
+            self._ids = np.concatenate([old, new_ids])
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
 
     def _check_new_ids(self, ids: npt.ArrayLike, n: int) -> np.ndarray:
@@ -201,7 +218,8 @@ class Index:
         if uniq.size < n:
             raise XmrError(f"ids contain duplicates, e.g. {int(uniq[counts > 1][0])}")
         if len(self):
-            clash = np.intersect1d(uniq, self.ids(), assume_unique=True)
+            clash = (uniq[uniq < len(self)] if self._ids is None
+                     else np.intersect1d(uniq, self._ids, assume_unique=True))
             if clash.size:
                 raise XmrError(f"id {int(clash[0])} is already in the index "
                                f"({clash.size} clashing ids)")
@@ -263,16 +281,21 @@ class Index:
             raise XmrError("index is empty: add vectors first")
         q = _as_float32_rows(queries, self.config.dim, "query", allow_1d=True)
         k = min(_check_k(k), ntotal)
-        scores, ids = self._index.search(q, k)
-        if (ids[:, -1] < 0).any():  # O(nq); true only for approximate indexes
-            scores, ids = self._tidy_padding(scores, ids)
-        return scores, ids
+        scores, labels = self._index.search(q, k)
+        if (labels[:, -1] < 0).any():  # O(nq); true only for approximate indexes
+            return self._tidy_padding(scores, labels)
+        if self._ids is None:
+            return scores, labels
+        return scores, self._ids.take(labels)
 
-    def _tidy_padding(self, scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        missing = ids < 0
+    def _tidy_padding(self, scores: np.ndarray,
+                      labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        missing = labels < 0
         scores[missing] = -np.inf if self.config.metric == "ip" else np.inf
-        width = int((~missing).sum(axis=1).max()) if ids.size else 0
-        return scores[:, :width], ids[:, :width]
+        if self._ids is not None:
+            labels = np.where(missing, -1, self._ids.take(np.maximum(labels, 0)))
+        width = int((~missing).sum(axis=1).max()) if labels.size else 0
+        return scores[:, :width], labels[:, :width]
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -285,8 +308,21 @@ class Index:
         meta = {"format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
                 "ntotal": len(self)}
         start = time.perf_counter()
-        write_index_files(Path(directory), self._index, meta)
+        write_index_files(Path(directory), self._with_id_map(), meta)
         logger.info("saved %r to %s in %.1fs", self, directory, time.perf_counter() - start)
+
+    def _with_id_map(self) -> faiss.IndexIDMap:
+        """A temporary ``IndexIDMap`` view of this index (no copy of the vectors), for saving.
+
+        ``IndexIDMap`` only wraps empty indexes, so it is built around an empty placeholder
+        and then pointed at ``self._index``; it does not own (and will not free) it.
+        """
+        wrapper = faiss.IndexIDMap(faiss.IndexFlat(self.config.dim, self.config.faiss_metric))
+        wrapper.index = self._index
+        wrapper.ntotal = self._index.ntotal
+        wrapper.is_trained = self._index.is_trained
+        faiss.copy_array_to_vector(self.ids(), wrapper.id_map)
+        return wrapper
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, expect_dim: int | None = None,
@@ -312,9 +348,11 @@ class Index:
         _check_expected(directory, config, expect_dim, expect_model_id)
         index = read_index_file(directory, meta)
         _check_loaded(directory, config, index, meta.get("ntotal"))
+        ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+        if np.array_equal(ids, np.arange(ids.size)):
+            ids = None
         obj = cls.__new__(cls)
-        ids = faiss.vector_to_array(index.id_map)
-        obj._setup(config, index, next_id=int(ids.max()) + 1 if ids.size else 0)
+        obj._setup(config, faiss.downcast_index(index.index), ids=ids, owner=index)
         logger.info("loaded %r from %s", obj, directory)
         return obj
 
@@ -327,11 +365,12 @@ def _check_expected(directory: Path, config: IndexConfig, expect_dim: int | None
                  and expect_model_id != config.model_id)
     if dim_bad or model_bad:
         if expect_model_id is not None:
-            query = f"is {expect_model_id!r}" + (f" (dim {expect_dim})" if expect_dim else "")
+            dim_part = f" (dim {expect_dim})" if expect_dim is not None else ""
+            query = f"is {expect_model_id!r}{dim_part}"
         else:
             query = f"has dim {expect_dim}"
-        raise XmrError(f"index at {directory} was built with "
-                       f"{_describe_model(config.model_id, config.dim)} but the query model {query}")
+        built = _describe_model(config.model_id, config.dim)
+        raise XmrError(f"index at {directory} was built with {built} but the query model {query}")
     if expect_model_id is not None and config.model_id is None:
         logger.warning("index at %s records no model id; cannot check it matches %r",
                        directory, expect_model_id)

@@ -55,7 +55,7 @@ def apply_search_params(index: faiss.Index, *, nprobe: int, ef_search: int, fact
 
 
 def suggest_factory(factory: str, n_train: int) -> str:
-    """``factory`` with its IVF list count shrunk so ``n_train`` vectors train it well (~39/list)."""
+    """``factory`` with fewer IVF lists, so ``n_train`` vectors train it well (~39 per list)."""
     nlist = max(1, n_train // 39)
     nlist = 1 << (nlist.bit_length() - 1)  # round down to a power of two, FAISS folklore
     return re.sub(r"IVF\d+", f"IVF{nlist}", factory, count=1)

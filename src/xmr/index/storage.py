@@ -121,4 +121,5 @@ def read_index_file(directory: Path, meta: dict[str, object]) -> faiss.Index:
     try:
         return faiss.read_index(str(faiss_path))
     except RuntimeError as e:
-        raise XmrError(f"{faiss_path}: not a readable FAISS index ({faiss_error_reason(e)})") from None
+        reason = faiss_error_reason(e)
+        raise XmrError(f"{faiss_path}: not a readable FAISS index ({reason})") from None
