@@ -25,15 +25,34 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(cases: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """Time every case ``repeat`` times, rotating the order each round (A B C, B C A, ...)."""
+def interleaved(cases: dict[str, Callable[[int], object]], repeat: int, n_slices: int = 1) -> dict[str, list[float]]:
+    """Seconds of every case on every (round, input slice), rotating the case order each time
+    (A B C, B C A, ...) so that slow phases of a noisy machine hit every case alike.
+
+    ``cases[name](s)`` runs one case on slice ``s``. Returns name -> one time per sample, the
+    samples of all cases aligned (same round and slice at the same position).
+    """
     names = list(cases)
     out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeat):
-        k = r % len(names)
+    for i in range(repeat * n_slices):
+        k = i % len(names)
         for n in names[k:] + names[:k]:
-            out[n].append(timed(cases[n]))
+            out[n].append(timed(lambda n=n: cases[n](i % n_slices)))
     return out
+
+
+def paired_ratio(base: list[float], other: list[float]) -> tuple[float, float, float]:
+    """Quartiles (p25, median, p75) over aligned samples of base time / other time (> 1: ``other``
+    is faster). The inter-quartile range shows how far the noise of the machine moves the ratio."""
+    r = sorted(b / o for b, o in zip(base, other))
+    if len(r) < 2:
+        return r[0], r[0], r[0]
+    q1, q2, q3 = statistics.quantiles(r, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def fmt_ratio(q: tuple[float, float, float]) -> str:
+    return f"{q[1]:.2f}x ({q[0]:.2f}-{q[2]:.2f})"
 
 
 def median(xs: list[float]) -> float:

@@ -1,6 +1,8 @@
 """Encoding throughput of the xmr pipeline vs the bare model forward, on the same inputs.
 
-Measures, in one run (items/s, median over ``--repeat`` interleaved rounds):
+Measures, in one run (items/s; the inputs are cut into ``--slices`` slices and every case runs on
+every slice in every one of ``--repeat`` rounds, in rotating order; medians are reported and
+the ratio is the median of the paired per-sample ratios, which is robust to a noisy machine):
 
 * images: ``xmr.encoders.encode_images`` (EfficientNet-Lite0) into a FRESH temporary cache
   dir each round -- file hashing, PIL load + preprocessing, batching, forward and cache
@@ -16,7 +18,7 @@ Images are real emoji PNGs (64x64 and 224x224, several styles) from
 ``$XMR_CACHE_DIR/datasets/emoji`` (default /tmp/xmr-cache) when that dataset is present,
 otherwise random-content PNGs generated in a temp dir. Example (about 3-4 min on 2 cores)::
 
-    python benchmarks/bench_encode.py --n-images 256 --n-texts 2000 --repeat 3
+    python benchmarks/bench_encode.py --n-images 256 --n-texts 2000 --repeat 3 --slices 4
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, interleaved, load_note, markdown, median, spread  # noqa: E402
+from _common import (command_line, fmt_ratio, interleaved, load_note, markdown, median,  # noqa: E402
+                     paired_ratio, spread)
 
 from xmr.encoders import FeatureCache, create_encoder, encode_images, encode_texts  # noqa: E402
 from xmr.encoders.efficientnet import to_model_input  # noqa: E402
@@ -95,7 +98,8 @@ def main() -> None:
     ap.add_argument("--n-texts", type=int, default=2000)
     ap.add_argument("--image-batch", type=int, default=32, help="images per forward (xmr default 32)")
     ap.add_argument("--text-batch", type=int, default=64, help="texts per forward (xmr default 64)")
-    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds per case (median)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds over all slices (median)")
+    ap.add_argument("--slices", type=int, default=4, help="inputs cut into this many timed slices")
     ap.add_argument("--cache-root", default=os.environ.get("XMR_CACHE_DIR", "/tmp/xmr-cache"),
                     help="where datasets/emoji is looked for (only read)")
     ap.add_argument("--synthetic-images", action="store_true", help="use random PNGs even if emoji exist")
@@ -125,38 +129,40 @@ def main() -> None:
           flush=True)
     img_enc = create_encoder("efficientnet-lite0")
     arrays = [img_enc.load(p) for p in paths]
-    batches = [to_model_input(arrays[i:i + ibs]) for i in range(0, n_img, ibs)]
-    img_enc.forward(batches[0])  # load weights + one untimed forward
+    per = -(-n_img // args.slices // ibs) * ibs  # images per slice, whole batches
+    sl = [slice(i, i + per) for i in range(0, n_img, per)]
+    batches = [[to_model_input(arrays[i:i + ibs]) for i in range(s.start, min(s.stop, n_img), ibs)] for s in sl]
+    img_enc.forward(batches[0][0])  # load weights + one untimed forward
     warm_img = tmp / "warm-images"
     encode_images(img_enc, paths, cache_dir=warm_img, batch_size=ibs, show_progress=False)
     feats_for_put = np.random.default_rng(0).standard_normal((n_img, img_enc.dim)).astype(np.float32)
     keys = [sha1_file(p) for p in paths]
 
-    def xmr_cold_images() -> None:
-        res = encode_images(img_enc, paths, cache_dir=fresh_dir(), batch_size=ibs, show_progress=False)
-        assert res.n_encoded == n_img and res.n_bad == 0, (res.n_encoded, res.bad[:1])
+    def xmr_cold_images(s: int) -> None:
+        res = encode_images(img_enc, paths[sl[s]], cache_dir=fresh_dir(), batch_size=ibs, show_progress=False)
+        assert res.n_encoded == len(paths[sl[s]]) and res.n_bad == 0, (res.n_encoded, res.bad[:1])
 
-    def xmr_warm_images() -> None:
-        res = encode_images(img_enc, paths, cache_dir=warm_img, batch_size=ibs, show_progress=False)
-        assert res.n_cached == n_img
+    def xmr_warm_images(s: int) -> None:
+        res = encode_images(img_enc, paths[sl[s]], cache_dir=warm_img, batch_size=ibs, show_progress=False)
+        assert res.n_cached == len(paths[sl[s]])
 
-    def load_2threads() -> None:
+    def load_2threads(s: int) -> None:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(img_enc.load, paths))
+            list(pool.map(img_enc.load, paths[sl[s]]))
 
     img_cases = {
-        "bare forward": lambda: [img_enc.forward(x) for x in batches],
+        "bare forward": lambda s: [img_enc.forward(x) for x in batches[s]],
         "xmr encode_images (fresh cache)": xmr_cold_images,
         "xmr encode_images (warm cache)": xmr_warm_images,
-        "  part: sha1 of files": lambda: [sha1_file(p) for p in paths],
+        "  part: sha1 of files": lambda s: [sha1_file(p) for p in paths[sl[s]]],
         "  part: load+preprocess (2 threads)": load_2threads,
-        "  part: load+preprocess (1 thread)": lambda: [img_enc.load(p) for p in paths],
-        "  part: to_model_input (stack+normalise)": lambda: [to_model_input(arrays[i:i + ibs])
-                                                             for i in range(0, n_img, ibs)],
-        "  part: cache open+put (1 shard)": lambda: FeatureCache(fresh_dir(), img_enc.describe()).put(
-            keys, feats_for_put),
+        "  part: load+preprocess (1 thread)": lambda s: [img_enc.load(p) for p in paths[sl[s]]],
+        "  part: to_model_input (stack+normalise)": lambda s: [to_model_input(arrays[i:i + ibs])
+                                                               for i in range(sl[s].start, sl[s].stop, ibs)],
+        "  part: cache open+put (1 shard)": lambda s: FeatureCache(fresh_dir(), img_enc.describe()).put(
+            keys[sl[s]], feats_for_put[sl[s]]),
     }
-    img_times = interleaved(img_cases, args.repeat)
+    img_times = interleaved(img_cases, args.repeat, len(sl))
     print(f"# after images: {load_note()}", flush=True)
 
     # ---------------- texts ----------------
@@ -164,43 +170,49 @@ def main() -> None:
     tbs = args.text_batch
     txt_enc = create_encoder("minilm-l6")
     st = txt_enc.model
-    text_batches = [texts[i:i + tbs] for i in range(0, len(texts), tbs)]
+    tper = -(-len(texts) // args.slices // tbs) * tbs
+    tsl = [slice(i, i + tper) for i in range(0, len(texts), tper)]
+    text_batches = [[texts[i:i + tbs] for i in range(s.start, min(s.stop, len(texts)), tbs)] for s in tsl]
     print(f"texts: {len(texts)} synthetic captions, mean {np.mean([len(t.split()) for t in texts]):.1f} "
           f"words, batch {tbs}", flush=True)
 
-    def bare_text() -> None:
-        for b in text_batches:
+    def bare_text(s: int) -> None:
+        for b in text_batches[s]:
             st.encode(b, batch_size=len(b), convert_to_numpy=True, show_progress_bar=False,
                       normalize_embeddings=True)
 
-    bare_text()  # untimed warm-up
+    bare_text(0)  # untimed warm-up
     warm_txt = tmp / "warm-texts"
     encode_texts(txt_enc, texts, cache_dir=warm_txt, batch_size=tbs, show_progress=False)
 
-    def xmr_cold_texts() -> None:
-        res = encode_texts(txt_enc, texts, cache_dir=fresh_dir(), batch_size=tbs, show_progress=False)
-        assert res.n_encoded == len(texts)
+    def xmr_cold_texts(s: int) -> None:
+        res = encode_texts(txt_enc, texts[tsl[s]], cache_dir=fresh_dir(), batch_size=tbs, show_progress=False)
+        assert res.n_encoded == len(texts[tsl[s]])
 
-    def xmr_warm_texts() -> None:
-        assert encode_texts(txt_enc, texts, cache_dir=warm_txt, batch_size=tbs,
-                            show_progress=False).n_cached == len(texts)
+    def xmr_warm_texts(s: int) -> None:
+        assert encode_texts(txt_enc, texts[tsl[s]], cache_dir=warm_txt, batch_size=tbs,
+                            show_progress=False).n_cached == len(texts[tsl[s]])
 
     txt_times = interleaved({"bare forward": bare_text, "xmr encode_texts (fresh cache)": xmr_cold_texts,
-                             "xmr encode_texts (warm cache)": xmr_warm_texts}, args.repeat)
+                             "xmr encode_texts (warm cache)": xmr_warm_texts}, args.repeat, len(tsl))
     print(f"# after texts: {load_note()}\n", flush=True)
 
     rows = []
-    for modality, times, n in (("image", img_times, n_img), ("text", txt_times, len(texts))):
-        base = median(times["bare forward"])
+    for modality, times, sizes in (("image", img_times, [len(paths[x]) for x in sl]),
+                                   ("text", txt_times, [len(texts[x]) for x in tsl])):
+        base = times["bare forward"]
         for name, ts in times.items():
             part = name.startswith("  part")
-            rows.append([modality, name.strip(), f"{n / median(ts):,.1f}", f"{median(ts):.3f}",
-                         "-" if part else f"{base / median(ts):.2f}x",
-                         f"{100 * median(ts) / base:.0f}%" if part else "", spread(ts)])
-    print(markdown(["modality", "method", "items/s", "median s", "ratio vs bare", "share of bare time",
+            rate = median([sizes[i % len(sizes)] / t for i, t in enumerate(ts)])
+            rows.append([modality, name.strip(), f"{rate:,.1f}", f"{median(ts):.3f}",
+                         "-" if part else fmt_ratio(paired_ratio(base, ts)),
+                         f"{100 / paired_ratio(base, ts)[1]:.1f}%" if part else "", spread(ts)])
+    print(markdown(["modality", "method", "items/s", "median s/slice", "ratio vs bare (IQR)", "share of bare time",
                     "spread"], rows))
-    print(f"\n{n_img} images / {len(texts)} texts, medians of {args.repeat} interleaved rounds, "
-          f"torch threads {torch.get_num_threads()}; ratio = xmr items/s / bare items/s (goal >= 0.9x).")
+    print(f"\n{n_img} images in {len(sl)} slices / {len(texts)} texts in {len(tsl)} slices, {args.repeat} "
+          f"rounds, torch threads {torch.get_num_threads()}; items/s = median over samples; ratio = median "
+          "of paired (same round+slice) bare time / xmr time, i.e. xmr speed relative to bare (goal >= 0.9x), with its inter-quartile range; "
+          "spread = (max - min) / 2 / median of the times.")
     print(f"\ncommand: {command_line()}")
     work.cleanup()
 

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, interleaved, load_note, markdown, median, spread  # noqa: E402
+from _common import (command_line, fmt_ratio, interleaved, load_note, markdown, median,  # noqa: E402
+                     paired_ratio, spread)
 
 from xmr.models import JointModel, ModelConfig  # noqa: E402
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model  # noqa: E402
@@ -156,23 +157,23 @@ def main() -> None:
                              patience=0)
             runs = [0]
 
-            def full() -> None:
+            def full(_: int) -> None:
                 runs[0] += 1
                 train_joint_model(data, val, mc, tc, out_dir=Path(work.name) / f"{head}-{loss}-{runs[0]}")
 
-            cases = {"bare": lambda: bare_epoch(data, mc, tc), "xmr _run_epoch": lambda: xmr_epoch(data, mc, tc),
+            cases = {"bare": lambda _: bare_epoch(data, mc, tc), "xmr _run_epoch": lambda _: xmr_epoch(data, mc, tc),
                      "xmr train_joint_model": full}
             times = interleaved(cases, args.repeat)
-            base = median(times["bare"])
             for name, ts in times.items():
                 rows.append([head, loss, name, f"{n_timed / median(ts):,.0f}", f"{median(ts):.3f}",
-                             f"{base / median(ts):.2f}x", spread(ts)])
+                             fmt_ratio(paired_ratio(times["bare"], ts)), spread(ts)])
             print(f"done {head}/{loss}: {load_note()}", flush=True)
     print()
-    print(markdown(["head", "loss", "method", "pairs/s", "median s/epoch", "ratio vs bare", "spread"], rows))
+    print(markdown(["head", "loss", "method", "pairs/s", "median s/epoch", "ratio vs bare (IQR)", "spread"], rows))
     print(f"\n{n_timed} pairs/epoch, batch {args.batch_size}, embed {args.embed_dim}, hidden "
           f"{args.hidden_dim}, dims {args.image_dim}/{args.text_dim}, medians of {args.repeat} interleaved "
-          f"rounds, torch threads {torch.get_num_threads()}; ratio = xmr pairs/s / bare pairs/s.")
+          f"rounds, torch threads {torch.get_num_threads()}; ratio = median over rounds of bare time / xmr time "
+          "(xmr speed relative to bare) with its inter-quartile range.")
     print(f"\ncommand: {command_line()}")
     work.cleanup()
 

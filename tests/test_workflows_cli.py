@@ -121,6 +121,22 @@ def test_index_of_other_model_refused(trained: tuple[Path, Path, Path], tmp_path
     assert code == 2 and "model" in capsys.readouterr().err
 
 
+def test_gallery_of_bare_images(trained: tuple[Path, Path, Path], tmp_path: Path,
+                                capsys: pytest.CaptureFixture) -> None:
+    manifest, cache, run = trained
+    img = manifest.parent / "img"
+    gallery = tmp_path / "gallery.jsonl"
+    gallery.write_text(f'{{"id": "g1", "image": "{img / "red-circle-0.png"}"}}\n'
+                       f'{{"id": "g2", "image": "{img / "blue-cross-0.png"}"}}\n')
+    out = tmp_path / "gidx"
+    assert main(["index", str(run), "--manifest", str(gallery), "--out", str(out), "--cache-dir", str(cache)]) == 0
+    s = Searcher.from_run(run, out)
+    assert s.search_text("a blue cross", k=1)[0].id == "g2"
+    assert main(["search", str(run), "--index", str(out), "--image", str(img / "red-circle-1.png"),
+                 "--target", "texts"]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
 def test_list(capsys: pytest.CaptureFixture) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out

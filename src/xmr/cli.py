@@ -36,7 +36,13 @@ def _cmd_fetch(a: argparse.Namespace) -> None:
     from xmr.data.manifest import read_manifest
 
     path = fetch_dataset(a.name, a.cache_dir)
-    print(f"{a.name}: {len(read_manifest(path))} items; manifest: {path}")
+    items = read_manifest(path)
+    print(f"{a.name}: {len(items)} items; manifest: {path}")
+    splits = sorted({str(it.split) for it in items})
+    for split in splits:
+        sub = [it for it in items if str(it.split) == split]
+        print(f"  {split:>5}: {len(sub):>6} items, {len({it.group or it.id for it in sub}):>5} groups, "
+              f"{len({it.label for it in sub}):>3} labels")
 
 
 def _cmd_encode(a: argparse.Namespace) -> None:

@@ -48,12 +48,27 @@ class FeatureSet:
                         dtype=np.int64)
 
 
+def _text_pool(items: list[Item], texts_per_item: int | None, allow_textless: bool
+               ) -> tuple[list[str], sparse.csr_matrix]:
+    """:func:`build_text_queries`, optionally tolerating items without texts (empty rows)."""
+    if not allow_textless:
+        return build_text_queries(items, texts_per_item=texts_per_item)
+    rows = np.array([i for i, it in enumerate(items) if it.texts], dtype=np.int64)
+    if not len(rows):
+        return [], sparse.csr_matrix((len(items), 0), dtype=bool)
+    texts, sub = build_text_queries([items[i] for i in rows], texts_per_item=texts_per_item)
+    coo = sub.tocoo()
+    full = sparse.csr_matrix((coo.data, (rows[coo.row], coo.col)), shape=(len(items), len(texts)))
+    return texts, full
+
+
 def encode_items(items: Sequence[Item], *, image_encoder: ImageEncoder, text_encoder: TextEncoder,
                  cache_dir: str | Path | None = None, texts_per_item: int | None = None,
-                 show_progress: bool | None = None) -> FeatureSet:
+                 allow_textless: bool = False, show_progress: bool | None = None) -> FeatureSet:
     """Encode every item's image and text through the feature cache.
 
-    Items whose image is missing or unreadable are dropped with one warning and a count.
+    Items whose image is missing or unreadable are dropped with one warning and a count. Items
+    without texts are an error unless ``allow_textless`` (a search gallery may hold bare images).
     """
     cache = feature_cache_dir(cache_dir)
     img = encode_images(image_encoder, [it.image for it in items], cache_dir=cache,
@@ -63,9 +78,7 @@ def encode_items(items: Sequence[Item], *, image_encoder: ImageEncoder, text_enc
         raise XmrError(f"none of the {len(items)} images could be read; first problem: {img.bad[0]}")
     if len(kept) < len(items):
         log.warning("dropped %d of %d items with unreadable images", len(items) - len(kept), len(items))
-    texts, relevance = build_text_queries(kept, texts_per_item=texts_per_item)
-    if not texts:
-        raise XmrError("the items have no texts to train or evaluate on")
+    texts, relevance = _text_pool(kept, texts_per_item, allow_textless)
     txt = encode_texts(text_encoder, texts, cache_dir=cache, show_progress=show_progress)
     log.info("features: %d images (%d newly encoded), %d texts (%d newly encoded)",
              len(kept), img.n_encoded, len(texts), txt.n_encoded)

@@ -54,7 +54,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     items = select_split(read_manifest(manifest or cfg.manifest), split)
     fs = encode_items(items, image_encoder=create_encoder(cfg.image_encoder),
                       text_encoder=create_encoder(cfg.text_encoder), cache_dir=cache_dir,
-                      show_progress=show_progress)
+                      allow_textless=True, show_progress=show_progress)
     out = Path(out_dir) if out_dir else run_dir / "index"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -62,7 +62,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         dim = model.config.embed_dim
         for name, feats, modality in (("images", fs.image_feats, "image"), ("texts", fs.text_feats, "text")):
             index = _make_index(factory, dim, model.model_id)
-            index.add(model.embed_numpy(feats, modality))
+            if len(feats):  # a gallery of bare images has an empty text index
+                index.add(model.embed_numpy(feats, modality))
             index.save(tmp / name)
         write_manifest(fs.items, tmp / "gallery.jsonl")
         save_json(tmp / "texts.json", fs.texts)
