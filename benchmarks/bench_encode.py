@@ -211,8 +211,8 @@ def main() -> None:
                     "spread"], rows))
     print(f"\n{n_img} images in {len(sl)} slices / {len(texts)} texts in {len(tsl)} slices, {args.repeat} "
           f"rounds, torch threads {torch.get_num_threads()}; items/s = median over samples; ratio = median "
-          "of paired (same round+slice) bare time / xmr time, i.e. xmr speed relative to bare (goal >= 0.9x), with its inter-quartile range; "
-          "spread = (max - min) / 2 / median of the times.")
+          "of paired (same round+slice) bare time / xmr time, i.e. xmr speed relative to bare (goal >= 0.9x), "
+          "with its inter-quartile range; spread = (max - min) / 2 / median of the times.")
     print(f"\ncommand: {command_line()}")
     work.cleanup()
 

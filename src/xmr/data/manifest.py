@@ -72,7 +72,9 @@ class Item:
         return row
 
 
-def _item_from_row(row: dict[str, object], root: Path, where: str) -> Item:
+def _item_from_row(row: dict[str, object] | XmrError, root: Path, where: str, *, is_csv: bool = False) -> Item:
+    if isinstance(row, XmrError):
+        raise row
     rid = row.get("id")
     if rid is None or str(rid).strip() == "":
         raise XmrError(f"{where}: no 'id'")
@@ -83,8 +85,8 @@ def _item_from_row(row: dict[str, object], root: Path, where: str) -> Item:
     texts = row.get("texts", [])
     if texts is None:
         texts = []
-    if isinstance(texts, str):
-        texts = [t for t in texts.split(TEXT_SEP)] if texts else []
+    if isinstance(texts, str):  # CSV packs texts with "|"; in JSONL a bare string is one text
+        texts = (texts.split(TEXT_SEP) if is_csv else [texts]) if texts else []
     if not isinstance(texts, list):
         raise XmrError(f"{where} (id {rid!r}): 'texts' must be a list of strings")
     for t in texts:
@@ -98,7 +100,8 @@ def _item_from_row(row: dict[str, object], root: Path, where: str) -> Item:
     return Item(id=rid, image=str(path), texts=tuple(t.strip() for t in texts), **extra)
 
 
-def _rows(path: Path) -> Iterable[tuple[str, dict[str, object]]]:
+def _rows(path: Path) -> Iterable[tuple[str, dict[str, object] | XmrError]]:
+    """(where, row) per data line; a line that cannot be parsed yields an XmrError instead."""
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -114,9 +117,11 @@ def _rows(path: Path) -> Iterable[tuple[str, dict[str, object]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise XmrError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+                yield f"{path}:{i}", XmrError(f"{path}:{i}: not valid JSON ({e.msg})")
+                continue
             if not isinstance(row, dict):
-                raise XmrError(f"{path}:{i}: each line must be a JSON object")
+                yield f"{path}:{i}", XmrError(f"{path}:{i}: each line must be a JSON object")
+                continue
             yield f"{path}:{i}", row
 
 
@@ -139,9 +144,10 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False) -> list[Item]:
     items: list[Item] = []
     seen: set[str] = set()
     bad: list[str] = []
+    is_csv = path.suffix.lower() == ".csv"
     for where, row in _rows(path):
         try:
-            item = _item_from_row(row, root, where)
+            item = _item_from_row(row, root, where, is_csv=is_csv)
             if item.id in seen:
                 raise XmrError(f"{where}: duplicate id {item.id!r}")
         except XmrError as e:
