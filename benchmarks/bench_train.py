@@ -1,7 +1,9 @@
 """Training throughput (pairs/s) of the xmr trainer vs a bare PyTorch loop, on cached features.
 
 For each configuration (head x loss) it times, on the same random features (image dim 1280,
-text dim 384, like EfficientNet-Lite0 + MiniLM) and in interleaved rounds (median reported):
+text dim 384, like EfficientNet-Lite0 + MiniLM), one training epoch over each of ``--slices``
+slices of the pairs in each of ``--repeat`` rounds, the cases in rotating order (short, adjacent
+samples keep the paired ratio honest on a noisy machine; medians and quartiles are reported):
 
 * ``bare``: a hand-written loop -- shuffle, index, two heads, the loss, zero_grad/backward/
   AdamW step/LambdaLR step -- doing the same math as xmr (same head architecture, dropout,
@@ -13,7 +15,7 @@ text dim 384, like EfficientNet-Lite0 + MiniLM) and in interleaved rounds (media
 VSE++ runs with ``vse0_warmup_epochs=0`` so the timed epoch really uses the hardest-negative loss.
 Example (about 2.5-3 min on 2 idle cores)::
 
-    python benchmarks/bench_train.py --n-pairs 20000 --batch-size 128 --embed-dim 256
+    python benchmarks/bench_train.py --n-pairs 20000 --batch-size 128 --embed-dim 256 --slices 4
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def main() -> None:
     ap.add_argument("--text-dim", type=int, default=384)
     ap.add_argument("--heads", nargs="+", default=["mlp", "linear"])
     ap.add_argument("--losses", nargs="+", default=["infonce", "vse++"])
-    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds per configuration")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds over all slices per configuration")
+    ap.add_argument("--slices", type=int, default=4, help="pairs cut into this many one-epoch samples")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = ap.parse_args()
     if args.threads:
@@ -141,13 +144,19 @@ def main() -> None:
     print(f"# before: {load_note()}", flush=True)
     data = make_data(args.n_pairs, args.image_dim, args.text_dim)
     val = tiny_val(data)
-    n_timed = (len(data.pairs) // args.batch_size) * args.batch_size  # both drop the ragged batch
+    per = len(data.pairs) // args.slices
+    parts = [PairSet(data.image_feats, data.text_feats, data.pairs[i * per:(i + 1) * per], data.image_groups)
+             for i in range(args.slices)]
+    n_timed = (per // args.batch_size) * args.batch_size  # pairs per sample; both drop the ragged batch
     work = tempfile.TemporaryDirectory(prefix="xmr-bench-train-")
     small = make_data(2 * args.batch_size * 4, args.image_dim, args.text_dim)
-    for head in args.heads:  # untimed warm-up (allocator, lazy init, first-call costs)
-        mc = ModelConfig("w", "w", args.image_dim, args.text_dim, embed_dim=args.embed_dim, head=head)
-        bare_epoch(small, mc, TrainConfig(batch_size=args.batch_size))
-        xmr_epoch(small, mc, TrainConfig(batch_size=args.batch_size))
+    for head in args.heads:  # untimed warm-up (allocator, lazy init and imports, first-call costs)
+        for loss in args.losses:
+            mc = ModelConfig("w", "w", args.image_dim, args.text_dim, embed_dim=args.embed_dim, head=head)
+            tc = TrainConfig(loss=loss, epochs=1, batch_size=args.batch_size, vse0_warmup_epochs=0)
+            bare_epoch(small, mc, tc)
+            xmr_epoch(small, mc, tc)
+            train_joint_model(small, tiny_val(small), mc, tc, out_dir=Path(work.name) / f"warm-{head}-{loss}")
     rows = []
     for head in args.heads:
         for loss in args.losses:
@@ -157,23 +166,25 @@ def main() -> None:
                              patience=0)
             runs = [0]
 
-            def full(_: int) -> None:
+            def full(s: int) -> None:
                 runs[0] += 1
-                train_joint_model(data, val, mc, tc, out_dir=Path(work.name) / f"{head}-{loss}-{runs[0]}")
+                train_joint_model(parts[s], val, mc, tc, out_dir=Path(work.name) / f"{head}-{loss}-{runs[0]}")
 
-            cases = {"bare": lambda _: bare_epoch(data, mc, tc), "xmr _run_epoch": lambda _: xmr_epoch(data, mc, tc),
+            cases = {"bare": lambda s: bare_epoch(parts[s], mc, tc),
+                     "xmr _run_epoch": lambda s: xmr_epoch(parts[s], mc, tc),
                      "xmr train_joint_model": full}
-            times = interleaved(cases, args.repeat)
+            times = interleaved(cases, args.repeat, args.slices)
             for name, ts in times.items():
                 rows.append([head, loss, name, f"{n_timed / median(ts):,.0f}", f"{median(ts):.3f}",
                              fmt_ratio(paired_ratio(times["bare"], ts)), spread(ts)])
             print(f"done {head}/{loss}: {load_note()}", flush=True)
     print()
-    print(markdown(["head", "loss", "method", "pairs/s", "median s/epoch", "ratio vs bare (IQR)", "spread"], rows))
-    print(f"\n{n_timed} pairs/epoch, batch {args.batch_size}, embed {args.embed_dim}, hidden "
-          f"{args.hidden_dim}, dims {args.image_dim}/{args.text_dim}, medians of {args.repeat} interleaved "
-          f"rounds, torch threads {torch.get_num_threads()}; ratio = median over rounds of bare time / xmr time "
-          "(xmr speed relative to bare) with its inter-quartile range.")
+    print(markdown(["head", "loss", "method", "pairs/s", "median s/sample", "ratio vs bare (IQR)", "spread"], rows))
+    print(f"\n{args.slices} slices x {n_timed} pairs (one epoch each) x {args.repeat} rounds, batch "
+          f"{args.batch_size}, embed {args.embed_dim}, hidden {args.hidden_dim}, dims {args.image_dim}/"
+          f"{args.text_dim}, torch threads {torch.get_num_threads()}; pairs/s from the median sample time; ratio = "
+          "median over paired samples of bare time / xmr time (xmr speed relative to bare) with its "
+          "inter-quartile range; spread = (max - min) / 2 / median of the times.")
     print(f"\ncommand: {command_line()}")
     work.cleanup()
 

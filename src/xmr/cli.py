@@ -46,11 +46,12 @@ def _cmd_fetch(a: argparse.Namespace) -> None:
 
 
 def _cmd_encode(a: argparse.Namespace) -> None:
-    from xmr.data.manifest import read_manifest, select_split
+    from xmr.data.manifest import select_split
+    from xmr.data.readers import read_items
     from xmr.encoders import create_encoder
     from xmr.workflows.features import encode_items, feature_cache_dir
 
-    items = select_split(read_manifest(a.manifest, skip_bad=a.skip_bad), a.split)
+    items = select_split(read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad), a.split)
     fs = encode_items(items, image_encoder=create_encoder(a.image_encoder),  # type: ignore[arg-type]
                       text_encoder=create_encoder(a.text_encoder), cache_dir=a.cache_dir)  # type: ignore[arg-type]
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
@@ -68,7 +69,8 @@ def _cmd_train(a: argparse.Namespace) -> None:
     from xmr.workflows.run_config import RunConfig
     from xmr.workflows.train import train_run
 
-    cfg = RunConfig(manifest=os.path.abspath(a.manifest), image_encoder=a.image_encoder,
+    cfg = RunConfig(manifest=os.path.abspath(a.manifest),
+                    image_root=os.path.abspath(a.image_root) if a.image_root else None, image_encoder=a.image_encoder,
                     text_encoder=a.text_encoder, train_split=a.train_split, val_split=a.val_split,
                     eval_texts_per_item=a.eval_texts_per_item, embed_dim=a.embed_dim, head=a.head,
                     train=_train_config(a))
@@ -139,7 +141,8 @@ def _add_encoders(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="JSONL/CSV manifest (see README: Data)")
+    p.add_argument("manifest", help="JSONL/CSV manifest or Karpathy split JSON (see README: Data)")
+    p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--out", required=True, help="run folder (created; an unfinished run there is resumed)")
     _add_encoders(p)
     p.add_argument("--loss", default="infonce", help="infonce | vse0 | vse++")
@@ -175,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("encode", help="encode a manifest's images and texts into the feature cache")
-    p.add_argument("manifest")
+    p.add_argument("manifest", help="JSONL/CSV manifest or Karpathy split JSON")
+    p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--split", default=None, help="only this split")
     p.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows (warn with a count)")
     _add_encoders(p)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xmr.data.manifest import read_manifest, select_split
+from xmr.data.manifest import select_split
+from xmr.data.readers import read_items
 from xmr.encoders import create_encoder
 from xmr.evaluation.metrics import label_retrieval_metrics
 from xmr.evaluation.protocol import evaluate_embeddings
@@ -57,7 +58,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
-    items = select_split(read_manifest(manifest or cfg.manifest), split)
+    items = select_split(read_items(manifest or cfg.manifest, image_root=None if manifest else cfg.image_root),
+                         split)
     n_texts = texts_per_item if texts_per_item is not None else cfg.eval_texts_per_item
     fs = encode_items(items, image_encoder=create_encoder(cfg.image_encoder),
                       text_encoder=create_encoder(cfg.text_encoder), cache_dir=cache_dir,

@@ -19,7 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from xmr.data.manifest import read_manifest, select_split, write_manifest
+from xmr.data.manifest import select_split, write_manifest
+from xmr.data.readers import read_items
 from xmr.encoders import create_encoder
 from xmr.index import Index, create_index
 from xmr.models import load_model
@@ -51,7 +52,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
-    items = select_split(read_manifest(manifest or cfg.manifest), split)
+    items = select_split(read_items(manifest or cfg.manifest, image_root=None if manifest else cfg.image_root),
+                         split)
     fs = encode_items(items, image_encoder=create_encoder(cfg.image_encoder),
                       text_encoder=create_encoder(cfg.text_encoder), cache_dir=cache_dir,
                       allow_textless=True, show_progress=show_progress)

@@ -20,7 +20,8 @@ class RunConfig:
     """Everything needed to rebuild the encoders and data of a run.
 
     Attributes:
-        manifest: the dataset manifest (absolute path).
+        manifest: the dataset file (absolute path): an xmr manifest or a Karpathy split file.
+        image_root: Karpathy files only: the folder holding the images.
         image_encoder, text_encoder: registered encoder names.
         train_split, val_split: manifest ``split`` values used for training / model selection.
         eval_texts_per_item: texts per item used as evaluation queries (None = all; the emoji
@@ -30,6 +31,7 @@ class RunConfig:
     """
 
     manifest: str
+    image_root: str | None = None
     image_encoder: str = "efficientnet-lite0"
     text_encoder: str = "minilm-l6"
     train_split: str = "train"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from xmr.data.manifest import read_manifest, select_split
+from xmr.data.manifest import select_split
+from xmr.data.readers import read_items
 from xmr.encoders import create_encoder
 from xmr.models import ModelConfig
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
@@ -29,7 +30,7 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     if (out / RUN_FILE).exists() and not overwrite and load_json(out / RUN_FILE) != to_jsonable(config):
         raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    items = read_manifest(config.manifest)
+    items = read_items(config.manifest, image_root=config.image_root)
     image_encoder = create_encoder(config.image_encoder)
     text_encoder = create_encoder(config.text_encoder)
     train_fs = encode_items(select_split(items, config.train_split), image_encoder=image_encoder,
