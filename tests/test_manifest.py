@@ -60,7 +60,7 @@ def test_missing_and_empty_manifest(tmp_path: Path) -> None:
     with pytest.raises(XmrError, match="manifest not found"):
         read_manifest(tmp_path / "nope.jsonl")
     (tmp_path / "e.jsonl").write_text("\n")
-    with pytest.raises(XmrError, match="no usable items"):
+    with pytest.raises(XmrError, match="no usable rows"):
         read_manifest(tmp_path / "e.jsonl")
 
 

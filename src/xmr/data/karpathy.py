@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from xmr.data.manifest import Item
+from xmr.data.manifest import Item, collect_items
 from xmr.errors import XmrError
 from xmr.utils.io import load_json
 
@@ -101,24 +101,8 @@ def read_karpathy(path: str | Path, *, image_root: str | Path | None = None,
         raise XmrError(f"{path}: not a Karpathy split file (no 'images' list)")
     root = Path(image_root) if image_root is not None else path.parent
     root = root.expanduser().resolve()
-    items: list[Item] = []
-    seen: set[str] = set()
-    bad: list[str] = []
-    for index, entry in enumerate(data["images"]):
-        try:
-            item = _item_from_entry(entry, index, root, str(path))
-            if item.id in seen:
-                raise XmrError(f"{path}: image {_image_name(entry, index)} has duplicate id "
-                               f"{item.id!r}")
-        except XmrError as e:
-            if not skip_bad:
-                raise
-            bad.append(str(e))
-            continue
-        seen.add(item.id)
-        items.append(item)
-    if bad:
-        log.warning("%s: skipped %d bad image(s); first: %s", path, len(bad), bad[0])
-    if not items:
-        raise XmrError(f"{path}: no usable images")
-    return items
+    where = str(path)
+    candidates = ((f"{where}: image {_image_name(entry, i)}",
+                   lambda entry=entry, i=i: _item_from_entry(entry, i, root, where))
+                  for i, entry in enumerate(data["images"]))
+    return collect_items(candidates, source=path, skip_bad=skip_bad, what="image")

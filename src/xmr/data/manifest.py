@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,13 +141,25 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False) -> list[Item]:
     if not path.is_file():
         raise XmrError(f"{path}: manifest not found")
     root = path.resolve().parent
+    is_csv = path.suffix.lower() == ".csv"
+    rows = ((where, lambda row=row, where=where: _item_from_row(row, root, where, is_csv=is_csv))
+            for where, row in _rows(path))
+    return collect_items(rows, source=path, skip_bad=skip_bad, what="row")
+
+
+def collect_items(candidates: Iterable[tuple[str, Callable[[], Item]]], *, source: Path, skip_bad: bool,
+                  what: str) -> list[Item]:
+    """Build items from ``(where, make_item)`` pairs, refusing duplicate ids.
+
+    With ``skip_bad`` a bad candidate (its ``make_item`` raised XmrError, or a duplicate id) is
+    skipped and counted in one warning naming the first; otherwise the first one raises.
+    """
     items: list[Item] = []
     seen: set[str] = set()
     bad: list[str] = []
-    is_csv = path.suffix.lower() == ".csv"
-    for where, row in _rows(path):
+    for where, make in candidates:
         try:
-            item = _item_from_row(row, root, where, is_csv=is_csv)
+            item = make()
             if item.id in seen:
                 raise XmrError(f"{where}: duplicate id {item.id!r}")
         except XmrError as e:
@@ -158,9 +170,9 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False) -> list[Item]:
         seen.add(item.id)
         items.append(item)
     if bad:
-        log.warning("%s: skipped %d bad row(s); first: %s", path, len(bad), bad[0])
+        log.warning("%s: skipped %d bad %s(s); first: %s", source, len(bad), what, bad[0])
     if not items:
-        raise XmrError(f"{path}: manifest has no usable items")
+        raise XmrError(f"{source}: no usable {what}s")
     return items
 
 
