@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,7 @@ from xmr.data.manifest import Item, write_manifest
 
 os.environ.setdefault("XMR_NO_PROGRESS", "1")
 torch.set_num_threads(1)  # tiny tensors: thread start-up and spinning cost more than they save
+faiss.omp_set_num_threads(1)  # the same for FAISS, and HNSW builds become deterministic
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (230, 210, 20),
            "black": (10, 10, 10), "purple": (140, 40, 170), "orange": (240, 140, 20), "cyan": (20, 200, 210)}

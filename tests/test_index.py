@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import faiss
 import numpy as np
@@ -14,22 +13,9 @@ import pytest
 from xmr.errors import XmrError
 from xmr.index import INDEXES, Index, IndexConfig, create_index
 
-DIM = 32
+from vectors import DIM, unit_vectors  # tests/vectors.py
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread() -> Iterator[None]:
-    """One OpenMP thread: deterministic HNSW builds, and no spin-waiting on a shared machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
-def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
-    """Seeded random L2-normalised float32 vectors. Shape: (n, dim)."""
-    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def brute_force(xb: np.ndarray, xq: np.ndarray, k: int,

@@ -6,7 +6,6 @@ import gc
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -16,22 +15,9 @@ import pytest
 from xmr.errors import XmrError
 from xmr.index import Index, create_index, load_index
 
-DIM = 32
+from vectors import DIM, unit_vectors  # tests/vectors.py
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread() -> Iterator[None]:
-    """One OpenMP thread: deterministic HNSW builds, and no spin-waiting on a shared machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
-def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
-    """Seeded random L2-normalised float32 vectors. Shape: (n, dim)."""
-    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def built(name: str = "flat", n: int = 500, seed: int = 0, **kwargs: object) -> Index:
