@@ -103,6 +103,9 @@ def test_vsepp_starts_with_vse0_warmup(tmp_path: Path) -> None:
     res = train_joint_model(pairs, val, _mc(), TrainConfig(loss="vse++", epochs=4, batch_size=12,
                                                            vse0_warmup_epochs=2, patience=0), out_dir=tmp_path)
     assert [h["loss_name"] for h in res.history] == ["vse0", "vse0", "vse++", "vse++"]
+    assert res.best_epoch in (3, 4)  # the checkpoint comes from VSE++ training, not the warm-up
+    with pytest.raises(ValueError, match="must exceed vse0_warmup_epochs"):
+        TrainConfig(loss="vse++", epochs=2, vse0_warmup_epochs=2)
 
 
 def test_collapse_guard_stops_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -23,6 +23,7 @@ class TrainConfig:
         patience: stop after this many epochs without a better validation rsum (0 = never).
         vse0_warmup_epochs: with a hardest-negative loss, first train this many epochs with the
             sum-over-negatives loss (hardest negatives from a random start collapse easily).
+            Warm-up epochs are validated and logged but never chosen as the best checkpoint.
         collapse_epochs: with a hardest-negative loss, stop and report a collapse when the mean
             epoch loss has sat within 1 % of 2 x margin for this many epochs after the warm-up.
         seed: seeds initialisation, shuffling and dropout.
@@ -51,6 +52,8 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"invalid {name}: {getattr(self, name)!r}")
+        if self.hardest_negative and self.epochs <= self.vse0_warmup_epochs:
+            raise ValueError(f"epochs ({self.epochs}) must exceed vse0_warmup_epochs ({self.vse0_warmup_epochs})")
 
     @property
     def hardest_negative(self) -> bool:

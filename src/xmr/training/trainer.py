@@ -159,11 +159,14 @@ def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, conf
     row.update({f"val_{k}": float(v) for k, v in metrics.items()}, seconds=time.perf_counter() - t0)
     st = {**st, "epoch": epoch + 1, "history": st["history"] + [row]}
     log.info("epoch %d  %s %.4f  val rsum %.1f", epoch + 1, row["loss_name"], row["train_loss"], metrics["rsum"])
-    if metrics["rsum"] > st["best_rsum"]:
-        model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
-        st.update(best_rsum=metrics["rsum"], best_epoch=epoch + 1, bad=0)
-    else:
-        st["bad"] += 1
+    # warm-up epochs (VSE0 before VSE++) train but are not candidates: the checkpoint of a VSE++
+    # run must come from VSE++ training
+    if row["loss_name"] == config.loss:
+        if metrics["rsum"] > st["best_rsum"]:
+            model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
+            st.update(best_rsum=metrics["rsum"], best_epoch=epoch + 1, bad=0)
+        else:
+            st["bad"] += 1
     save_json(out / "history.json", st["history"])
     if config.hardest_negative and row["loss_name"] == config.loss:
         stuck = abs(row["train_loss"] - 2 * config.margin) <= 0.01 * config.margin
