@@ -82,7 +82,8 @@ def _cmd_train(a: argparse.Namespace) -> None:
 def _cmd_index(a: argparse.Namespace) -> None:
     from xmr.workflows.index import index_run
 
-    out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory, out_dir=a.out,
+    out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory,
+                    texts_per_item=a.texts_per_item, out_dir=a.out,
                     cache_dir=a.cache_dir, command=_command(a))
     print(f"index: {out}")
 
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default=None, help="gallery manifest (default: the run's)")
     p.add_argument("--split", default=None, help="only this split (default: all items)")
     p.add_argument("--factory", default="Flat", help="FAISS index_factory string: Flat, HNSW32, IVF1024,Flat ...")
+    p.add_argument("--texts-per-item", type=int, default=None,
+                   help="index only each item's first N texts (default: all)")
     p.add_argument("--out", default=None, help="index folder (default: RUN/index)")
     _add_cache(p)
     p.set_defaults(func=_cmd_index)

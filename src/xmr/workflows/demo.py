@@ -62,9 +62,10 @@ def _example_queries(searcher: Searcher, manifest: Path, out: TextIO) -> None:
         for h in searcher.search_image(q.image, k=5):
             mark = "*" if h.group == q.group else " "
             out.write(f"   {mark} {h.rank}. {h.score:.3f}  {h.text}  [{h.style}]\n")
-        out.write(f"\n  image query {q.id} -> top 3 texts:\n")
+        out.write(f"\n  image query {q.id} -> top 3 of the {len(searcher.texts)} test CLDR names:\n")
         for h in searcher.search_image(q.image, k=3, target="texts"):
-            out.write(f"     {h.rank}. {h.score:.3f}  {h.text}\n")
+            mark = "*" if h.text == q.texts[0] else " "
+            out.write(f"   {mark} {h.rank}. {h.score:.3f}  {h.text}\n")
     out.write("  (* = a correct hit)\n")
 
 
@@ -93,7 +94,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, cache_dir: 
             out.write(f"  {name}: cross-style image->image mAP (same emoji, other styles) "
                       f"{m['i2i_group_map']:.1f}; by subgroup label {m.get('i2i_label_map', float('nan')):.1f}\n")
     save_json(out_dir / "demo.json", {"rows": rows, "command": command})
-    index_dir = index_run(out_dir / f"emoji-{LOSSES[0]}", split="test", cache_dir=cache_dir, command=command)
+    index_dir = index_run(out_dir / f"emoji-{LOSSES[0]}", split="test", texts_per_item=EVAL_TEXTS_PER_ITEM,
+                          cache_dir=cache_dir, command=command)
     out.write(f"\n[4/4] example queries against the indexed test gallery ({index_dir}):\n")
     _example_queries(Searcher.from_run(out_dir / f"emoji-{LOSSES[0]}"), manifest, out)
     out.write(f"\ndone in {time.perf_counter() - t0:.0f} s; numbers saved to {out_dir / 'demo.json'}\n")

@@ -38,7 +38,8 @@ def _make_index(factory: str, dim: int, model_id: str) -> Index:
 
 
 def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | None = None,
-              factory: str = "Flat", out_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+              factory: str = "Flat", texts_per_item: int | None = None, out_dir: str | Path | None = None,
+              cache_dir: str | Path | None = None,
               command: str | None = None, show_progress: bool | None = None) -> Path:
     """Build the gallery index of a run. Returns the index folder.
 
@@ -47,6 +48,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         manifest: the gallery manifest (default: the run's own).
         split: index only this split (default: every item).
         factory: a FAISS index_factory string; ``Flat`` is exact search.
+        texts_per_item: index only each item's first texts (e.g. 1: the caption, not keywords).
         out_dir: where to write (default ``<run_dir>/index``).
     """
     run_dir = Path(run_dir)
@@ -56,7 +58,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
                          split)
     fs = encode_items(items, image_encoder=create_encoder(cfg.image_encoder),
                       text_encoder=create_encoder(cfg.text_encoder), cache_dir=cache_dir,
-                      allow_textless=True, show_progress=show_progress)
+                      texts_per_item=texts_per_item, allow_textless=True, show_progress=show_progress)
     out = Path(out_dir) if out_dir else run_dir / "index"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
