@@ -10,12 +10,14 @@ import time
 from collections.abc import Callable
 
 
-def load_note() -> str:
-    """One line on CPU contention: 1-minute load average vs the number of cores."""
+def load_note(own: float = 0.0) -> str:
+    """One line on CPU contention: 1-minute load average vs the number of cores. ``own`` is the load
+    this benchmark itself adds (its busy threads) when called mid-run; it is subtracted for the flag."""
     one, five, _ = os.getloadavg()
     cores = os.cpu_count() or 1
-    busy = " -- CONTENDED (other processes compete for the CPU)" if one > 0.5 * cores else ""
-    return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) on {cores} core(s){busy}"
+    busy = " -- CONTENDED (other processes compete for the CPU)" if one - own > 0.5 * cores else ""
+    mine = f", ~{own:g} of it this benchmark" if own else ""
+    return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) on {cores} core(s){mine}{busy}"
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -18,7 +18,7 @@ Images are real emoji PNGs (64x64 and 224x224, several styles) from
 ``$XMR_CACHE_DIR/datasets/emoji`` (default /tmp/xmr-cache) when that dataset is present,
 otherwise random-content PNGs generated in a temp dir. Example (about 3-4 min on 2 cores)::
 
-    python benchmarks/bench_encode.py --n-images 256 --n-texts 2000 --repeat 3 --slices 4
+    python benchmarks/bench_encode.py --n-images 256 --n-texts 2000 --repeat 5 --slices 4
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--n-texts", type=int, default=2000)
     ap.add_argument("--image-batch", type=int, default=32, help="images per forward (xmr default 32)")
     ap.add_argument("--text-batch", type=int, default=64, help="texts per forward (xmr default 64)")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds over all slices (median)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds over all slices (median)")
     ap.add_argument("--slices", type=int, default=4, help="inputs cut into this many timed slices")
     ap.add_argument("--cache-root", default=os.environ.get("XMR_CACHE_DIR", "/tmp/xmr-cache"),
                     help="where datasets/emoji is looked for (only read)")
@@ -107,7 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# before: {load_note()}", flush=True)
+    print(f"# before: {load_note(0)}", flush=True)
     work = tempfile.TemporaryDirectory(prefix="xmr-bench-encode-")
     tmp = Path(work.name)
     n_rounds = [0]
@@ -124,7 +124,11 @@ def main() -> None:
         (tmp / "png").mkdir()
         paths = random_images(tmp / "png", args.n_images)
     n_img, ibs = len(paths), args.image_batch
-    sizes = sorted({Image.open(p).size for p in paths})
+    sizes = []
+    for p in paths:
+        with Image.open(p) as im:
+            sizes.append(im.size)
+    sizes = sorted(set(sizes))
     print(f"images: {n_img} {source}, sizes {sizes[:4]}{'...' if len(sizes) > 4 else ''}, batch {ibs}",
           flush=True)
     img_enc = create_encoder("efficientnet-lite0")
@@ -163,7 +167,7 @@ def main() -> None:
             keys[sl[s]], feats_for_put[sl[s]]),
     }
     img_times = interleaved(img_cases, args.repeat, len(sl))
-    print(f"# after images: {load_note()}", flush=True)
+    print(f"# after images: {load_note(torch.get_num_threads())}", flush=True)
 
     # ---------------- texts ----------------
     texts = captions(args.n_texts)
@@ -195,7 +199,7 @@ def main() -> None:
 
     txt_times = interleaved({"bare forward": bare_text, "xmr encode_texts (fresh cache)": xmr_cold_texts,
                              "xmr encode_texts (warm cache)": xmr_warm_texts}, args.repeat, len(tsl))
-    print(f"# after texts: {load_note()}\n", flush=True)
+    print(f"# after texts: {load_note(torch.get_num_threads())}\n", flush=True)
 
     rows = []
     for modality, times, sizes in (("image", img_times, [len(paths[x]) for x in sl]),

