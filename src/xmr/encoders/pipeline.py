@@ -7,11 +7,14 @@ interrupted run resumes where it stopped) and return the features in input order
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,6 +27,9 @@ from xmr.utils.progress import progress
 log = logging.getLogger(__name__)
 
 CHUNK = 512  # inputs per saved cache shard
+_END = object()
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass
@@ -60,29 +66,59 @@ def _image_keys(paths: Sequence[str | Path], skip_bad: bool) -> tuple[list[str |
     return keys, bad
 
 
+def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[T], U], items: Sequence[T], ahead: int) -> Iterator[U]:
+    """``map(fn, items)`` in order, computed by ``pool`` at most ``ahead`` items in advance.
+
+    Loading runs in the pool's threads while the caller encodes what is already loaded, and
+    the bound keeps memory flat however long the list is.
+    """
+    pending: deque[Future[U]] = deque()
+    it = iter(items)
+    for x in itertools.islice(it, ahead):
+        pending.append(pool.submit(fn, x))
+    while pending:
+        done = pending.popleft().result()
+        nxt = next(it, _END)
+        if nxt is not _END:
+            pending.append(pool.submit(fn, nxt))
+        yield done
+
+
 def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], batch_size: int,
          skip_bad: bool, desc: str, show: bool | None) -> tuple[int, list[str], set[str]]:
-    """Encode ``todo`` [(key, source)] into the cache. Returns (n encoded, bad messages, bad keys)."""
-    n_done, bad, bad_keys = 0, [], set()
+    """Encode ``todo`` [(key, source)] into the cache. Returns (n encoded, bad messages, bad keys).
+
+    Batches are encoded as soon as their inputs are loaded; every ``CHUNK`` inputs the features
+    so far are written as one cache shard (what an interruption can lose).
+    """
+    bad: list[str] = []
+    bad_keys: set[str] = set()
+    loaded_keys: list[str] = []   # loaded, not yet encoded
+    loaded_inputs: list[object] = []
+    done_keys: list[str] = []     # encoded, not yet in the cache
+    done_feats: list[np.ndarray] = []
+    n_done = 0
     bar = progress(total=len(todo), desc=desc, disable=None if show is None else not show,
                    unit=encoder.modality)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start:start + CHUNK]
-            loaded = pool.map(lambda kv: _load_one(encoder, kv, skip_bad), chunk)
-            keys, inputs = [], []
-            for (key, _), item in zip(chunk, loaded):
-                if isinstance(item, XmrError):
-                    bad.append(str(item))
-                    bad_keys.add(key)
-                    continue
-                keys.append(key)
-                inputs.append(item)
-            feats = [encoder.encode_batch(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
-            if feats:
-                cache.put(keys, np.concatenate(feats))
-            n_done += len(keys)
-            bar.update(len(chunk))
+        loaded = _prefetched(pool, lambda kv: _load_one(encoder, kv, skip_bad), todo, ahead=2 * batch_size)
+        for i, ((key, _), item) in enumerate(zip(todo, loaded), start=1):
+            if isinstance(item, XmrError):
+                bad.append(str(item))
+                bad_keys.add(key)
+            else:
+                loaded_keys.append(key)
+                loaded_inputs.append(item)
+            flush = i % CHUNK == 0 or i == len(todo)
+            if loaded_inputs and (len(loaded_inputs) == batch_size or flush):
+                done_feats.append(encoder.encode_batch(loaded_inputs))
+                done_keys += loaded_keys
+                loaded_keys, loaded_inputs = [], []
+            if flush and done_keys:
+                cache.put(done_keys, np.concatenate(done_feats))
+                n_done += len(done_keys)
+                done_keys, done_feats = [], []
+            bar.update(1)
     bar.close()
     return n_done, bad, bad_keys
 
