@@ -91,6 +91,17 @@ def test_other_config_in_same_folder_is_refused(tmp_path: Path) -> None:
         train_joint_model(pairs, val, _mc(), TrainConfig(epochs=2, batch_size=12), out_dir=tmp_path)
 
 
+def test_corrupt_resume_state_is_one_line_error(tmp_path: Path) -> None:
+    pairs, val = _toy_problem()
+    cfg = TrainConfig(epochs=2, batch_size=12)
+    train_joint_model(pairs, val, _mc(), cfg, out_dir=tmp_path)
+    (tmp_path / "last.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(XmrError, match="cannot resume from .*last.pt"):
+        train_joint_model(pairs, val, _mc(), cfg, out_dir=tmp_path)
+    res = train_joint_model(pairs, val, _mc(), cfg, out_dir=tmp_path, overwrite=True)  # overwrite starts over
+    assert len(res.history) == 2
+
+
 def test_early_stopping(tmp_path: Path) -> None:
     pairs, val = _toy_problem()
     res = train_joint_model(pairs, val, _mc(), TrainConfig(epochs=50, batch_size=12, lr=1e-2, patience=2),

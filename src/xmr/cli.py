@@ -160,7 +160,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", default="val")
     p.add_argument("--eval-texts-per-item", type=int, default=None,
                    help="texts per item used as validation queries (default: all)")
-    p.add_argument("--overwrite", action="store_true", help="replace a run of another config in --out")
+    p.add_argument("--overwrite", action="store_true", help="discard any run in --out and start again")
     _add_cache(p)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,16 +54,20 @@ def validate(model: JointModel, data: EvalSet) -> dict[str, float]:
 
 
 def _check_run_dir(out: Path, spec: dict[str, object], overwrite: bool) -> bool:
-    """True when ``out`` holds a resumable run of the same spec; refuse a different one."""
+    """True when ``out`` holds a resumable run of the same spec; refuse a different one.
+
+    With ``overwrite`` any earlier run there is discarded and training starts afresh.
+    """
+    if overwrite:
+        for name in ("last.pt", "history.json"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "best", ignore_errors=True)
+        return False
     spec_file = out / "train.json"
     if not spec_file.exists():
         return False
     if load_json(spec_file) == to_jsonable(spec):
         return True
-    if overwrite:
-        for name in ("last.pt", "history.json"):
-            (out / name).unlink(missing_ok=True)
-        return False
     raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
 
 
@@ -100,8 +104,19 @@ def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
     return row
 
 
-def _save_state(out: Path, state: dict[str, object]) -> None:
-    atomic_save_file(out / "last.pt", lambda tmp: torch.save(state, tmp))
+def _restore(path: Path, model: JointModel, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LambdaLR) -> dict:
+    """Load the resume state saved after the last finished epoch; returns the bookkeeping dict."""
+    try:
+        saved = torch.load(path, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        torch.set_rng_state(saved["torch_rng"])
+        return saved["st"]
+    except Exception as e:  # torch raises many types for a damaged file
+        raise XmrError(f"cannot resume from {path} ({type(e).__name__}); delete it or pass overwrite "
+                       "to start again") from None
 
 
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,
@@ -127,21 +142,20 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     st: dict = {"epoch": 0, "best_rsum": -math.inf, "best_epoch": 0, "bad": 0, "history": [],
                 "status": "running", "stuck": 0}
     if resumable and (out / "last.pt").exists():
-        saved = torch.load(out / "last.pt", weights_only=False)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        torch.set_rng_state(saved["torch_rng"])
-        st = saved["st"]
+        st = _restore(out / "last.pt", model, opt, sched)
         log.info("resuming %s after epoch %d", out, st["epoch"])
+
+    def checkpoint() -> None:
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "st": st}
+        atomic_save_file(out / "last.pt", lambda tmp: torch.save(state, tmp))
+
     while st["status"] == "running" and st["epoch"] < config.epochs:
         st = _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out)
-        _save_state(out, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                          "torch_rng": torch.get_rng_state(), "st": st})
+        checkpoint()
     if st["status"] == "running":
         st["status"] = "done"
-        _save_state(out, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                          "torch_rng": torch.get_rng_state(), "st": st})
+        checkpoint()
     if not (out / "best" / "model.safetensors").exists():
         raise XmrError(f"training in {out} produced no checkpoint (status {st['status']})")
     best = load_model(out / "best")
