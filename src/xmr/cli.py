@@ -20,8 +20,12 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from xmr.errors import XmrError
+
+if TYPE_CHECKING:
+    from xmr.training import TrainConfig
 
 log = logging.getLogger("xmr")
 
@@ -58,7 +62,7 @@ def _cmd_encode(a: argparse.Namespace) -> None:
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
 
 
-def _train_config(a: argparse.Namespace):  # noqa: ANN202
+def _train_config(a: argparse.Namespace) -> TrainConfig:
     from xmr.training import TrainConfig
 
     return TrainConfig(loss=a.loss, margin=a.margin, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,

@@ -24,6 +24,7 @@ import torch
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.losses import create_loss
+from xmr.losses.registry import LossFn
 from xmr.models import JointModel, ModelConfig, load_model
 from xmr.training.config import TrainConfig
 from xmr.training.data import EvalSet, PairSet
@@ -71,7 +72,8 @@ def _check_run_dir(out: Path, spec: dict[str, object], overwrite: bool) -> bool:
     raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
 
 
-def _loss_fn(cfg: TrainConfig, epoch: int):  # noqa: ANN202
+def _loss_fn(cfg: TrainConfig, epoch: int) -> tuple[LossFn, str]:
+    """The loss of this epoch and its name: VSE0 during the warm-up of a hardest-negative loss."""
     if cfg.hardest_negative and epoch < cfg.vse0_warmup_epochs:
         return create_loss("vse0", **cfg.loss_kwargs()), "vse0"
     return create_loss(cfg.loss, **cfg.loss_kwargs()), cfg.loss
