@@ -1,0 +1,15 @@
+"""Re-ranking on the data manifold: kNN graphs, diffusion and bi-directional random walks.
+
+Array in, array out (numpy / scipy.sparse / FAISS); nothing here imports a torch model.
+Papers: "Mining on Heterogeneous Manifolds for Zero-Shot Cross-Modal Image Retrieval" (AAAI
+2020), Eqs. 1-8; diffusion after Iscen et al., CVPR 2017.
+"""
+
+from __future__ import annotations
+
+from xmr.rerank.diffusion import bidirectional_scores, diffuse, random_walk_scores
+from xmr.rerank.graphs import (cross_knn_affinity, knn, mutual_knn_affinity, row_normalize,
+                               symmetric_normalize)
+
+__all__ = ["knn", "mutual_knn_affinity", "cross_knn_affinity", "symmetric_normalize", "row_normalize",
+           "diffuse", "random_walk_scores", "bidirectional_scores"]
