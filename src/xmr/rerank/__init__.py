@@ -2,14 +2,18 @@
 
 Array in, array out (numpy / scipy.sparse / FAISS); nothing here imports a torch model.
 Papers: "Mining on Heterogeneous Manifolds for Zero-Shot Cross-Modal Image Retrieval" (AAAI
-2020), Eqs. 1-8; diffusion after Iscen et al., CVPR 2017.
+2020), Eqs. 1-8; diffusion after Iscen et al., CVPR 2017; geodesic retrieval from "Learning a
+joint image-text embedding manifold" (Sec. 3.2, Alg. 1).
 """
 
 from __future__ import annotations
 
 from xmr.rerank.diffusion import bidirectional_scores, diffuse, random_walk_scores
+from xmr.rerank.geodesic import (epsilon_graph, geodesic_distances, geodesic_knn, great_circle,
+                                 procrustes_align)
 from xmr.rerank.graphs import (cross_knn_affinity, knn, mutual_knn_affinity, row_normalize,
                                symmetric_normalize)
 
 __all__ = ["knn", "mutual_knn_affinity", "cross_knn_affinity", "symmetric_normalize", "row_normalize",
-           "diffuse", "random_walk_scores", "bidirectional_scores"]
+           "diffuse", "random_walk_scores", "bidirectional_scores", "procrustes_align", "great_circle",
+           "epsilon_graph", "geodesic_distances", "geodesic_knn"]
