@@ -134,3 +134,47 @@ def test_rerank_imports_no_torch() -> None:
     code = "import sys, xmr.rerank; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_untruncated_offline_inverse_is_the_exact_inverse_and_online_matches_diffusion() -> None:
+    from xmr.rerank import online_scores, truncated_inverse
+
+    x = _unit(40, seed=12)
+    s = symmetric_normalize(mutual_knn_affinity(x, 6, gamma=3.0))
+    everyone = np.tile(np.arange(40), (40, 1))
+    m = truncated_inverse(s, everyone, alpha=0.9, tol=1e-12, maxiter=1000)
+    inv = np.linalg.inv(np.eye(40) - 0.9 * s.toarray())
+    np.testing.assert_allclose(m.toarray(), inv, rtol=1e-6, atol=1e-9)
+    q = _unit(3, seed=13)
+    sims, ids = knn(q, 5, y=x)
+    y = np.zeros((3, 40))
+    for r in range(3):
+        y[r, ids[r]] = np.clip(sims[r], 0, None) ** 3.0
+    np.testing.assert_allclose(online_scores(m, sims, ids, gamma=3.0), y @ inv, rtol=1e-6, atol=1e-9)
+
+
+def test_truncated_rows_are_dense_solves_on_the_subgraph() -> None:
+    from xmr.rerank import truncated_inverse
+
+    x = _unit(30, seed=14)
+    s = symmetric_normalize(mutual_knn_affinity(x, 5))
+    _, nn = knn(x, 9)
+    trunc = np.hstack([np.arange(30)[:, None], nn])  # self + 9 neighbours
+    m = truncated_inverse(s, trunc, alpha=0.95, tol=1e-12, maxiter=1000).toarray()
+    dense = s.toarray()
+    for i in (0, 11, 29):
+        t = trunc[i]
+        e = (t == i).astype(float)
+        f = np.linalg.solve(np.eye(10) - 0.95 * dense[np.ix_(t, t)], e)
+        np.testing.assert_allclose(m[i, t], f, rtol=1e-6, atol=1e-9)
+        assert np.count_nonzero(m[i]) <= 10
+
+
+def test_offline_online_errors() -> None:
+    from xmr.rerank import online_scores, truncated_inverse
+
+    s = sp.identity(4, format="csr") * 0.5
+    with pytest.raises(XmrError, match="missing from its own truncation set"):
+        truncated_inverse(s, np.array([[1, 2]] * 4))
+    with pytest.raises(XmrError, match="another index"):
+        online_scores(sp.identity(4, format="csr"), np.ones((1, 2)), np.array([[0, 9]]))

@@ -13,7 +13,8 @@ from xmr.rerank.geodesic import (epsilon_graph, geodesic_distances, geodesic_knn
                                  procrustes_align)
 from xmr.rerank.graphs import (cross_knn_affinity, knn, mutual_knn_affinity, row_normalize,
                                symmetric_normalize)
+from xmr.rerank.offline import online_scores, truncated_inverse
 
 __all__ = ["knn", "mutual_knn_affinity", "cross_knn_affinity", "symmetric_normalize", "row_normalize",
            "diffuse", "random_walk_scores", "bidirectional_scores", "procrustes_align", "great_circle",
-           "epsilon_graph", "geodesic_distances", "geodesic_knn"]
+           "epsilon_graph", "geodesic_distances", "geodesic_knn", "truncated_inverse", "online_scores"]
