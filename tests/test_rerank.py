@@ -178,3 +178,28 @@ def test_offline_online_errors() -> None:
         truncated_inverse(s, np.array([[1, 2]] * 4))
     with pytest.raises(XmrError, match="another index"):
         online_scores(sp.identity(4, format="csr"), np.ones((1, 2)), np.array([[0, 9]]))
+
+
+def test_gallery_guided_truncation_matches_dense_restricted_solve() -> None:
+    from xmr.rerank import gallery_guided_ranges, truncated_walk_scores
+
+    gallery_own, gallery_joint = _unit(30, seed=15), _unit(30, d=5, seed=16)
+    queries_joint = _unit(4, d=5, seed=17)
+    s_xx = symmetric_normalize(mutual_knn_affinity(gallery_own, 5))
+    s_xy = row_normalize(cross_knn_affinity(gallery_joint, queries_joint, 3))
+    _, seeds = knn(queries_joint, 2, y=gallery_joint)
+    _, own_nn = knn(gallery_own, 6)
+    ranges = gallery_guided_ranges(seeds, own_nn)
+    for r, sd in zip(ranges, seeds):
+        assert set(sd) | set(own_nn[sd].ravel()) == set(r.tolist())
+    got = truncated_walk_scores(s_xx, s_xy, ranges, alpha=0.9, tol=1e-12, maxiter=1000)
+    dense, cross = s_xx.toarray(), s_xy.toarray()
+    for j, t in enumerate(ranges):
+        ref = np.zeros(30)
+        ref[t] = np.linalg.solve(np.eye(len(t)) - 0.9 * dense[np.ix_(t, t)], cross[t, j])
+        np.testing.assert_allclose(got[j], ref, rtol=1e-6, atol=1e-9)
+    full = truncated_walk_scores(s_xx, s_xy, [np.arange(30)] * 4, alpha=0.9, tol=1e-12, maxiter=1000)
+    np.testing.assert_allclose(full, random_walk_scores(s_xx, s_xy, alpha=0.9, tol=1e-12, maxiter=1000).T,
+                               rtol=1e-6, atol=1e-9)
+    with pytest.raises(XmrError, match="seed ids"):
+        gallery_guided_ranges(np.array([[40]]), own_nn)
