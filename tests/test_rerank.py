@@ -203,3 +203,24 @@ def test_gallery_guided_truncation_matches_dense_restricted_solve() -> None:
                                rtol=1e-6, atol=1e-9)
     with pytest.raises(XmrError, match="seed ids"):
         gallery_guided_ranges(np.array([[40]]), own_nn)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.4, 1.0])
+def test_truncated_bidirectional_equals_eq8_without_truncation_and_respects_ranges(lam: float) -> None:
+    from xmr.rerank import truncated_bidirectional_scores
+
+    x, y = _unit(18, seed=18), _unit(14, seed=19)
+    s_xx, s_yy = symmetric_normalize(mutual_knn_affinity(x, 5)), symmetric_normalize(mutual_knn_affinity(y, 5))
+    a = cross_knn_affinity(x, y, 6)
+    s_xy, s_yx = row_normalize(a), row_normalize(a.T)
+    kw = {"alpha": 0.9, "lam": lam, "tol": 1e-12, "maxiter": 1000}
+    full = truncated_bidirectional_scores(s_xx, s_xy, s_yy, s_yx, [np.arange(18)] * 14, [np.arange(14)] * 18, **kw)
+    np.testing.assert_allclose(full, bidirectional_scores(s_xx, s_xy, s_yy, s_yx, **kw), rtol=1e-6, atol=1e-9)
+    rx = [np.arange(0, 9)] * 14  # Y-queries may only reach the first half of X
+    ry = [np.arange(0, 7)] * 18  # X-queries only the first half of Y
+    part = truncated_bidirectional_scores(s_xx, s_xy, s_yy, s_yx, rx, ry, **kw)
+    assert not part[9:, 7:].any()  # outside both ranges nothing can score
+    if lam == 1.0:
+        assert not part[9:].any() and part[:9].any()
+    if lam == 0.0:
+        assert not part[:, 7:].any() and part[:, :7].any()

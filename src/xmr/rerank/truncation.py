@@ -61,3 +61,26 @@ def truncated_walk_scores(s_gallery: sp.spmatrix, s_cross: sp.spmatrix, ranges: 
             raise XmrError(f"conjugate gradient failed for query {j}")
         out[j, t] = f
     return out
+
+
+def truncated_bidirectional_scores(s_xx: sp.spmatrix, s_xy: sp.spmatrix, s_yy: sp.spmatrix, s_yx: sp.spmatrix,
+                                   ranges_x: list[np.ndarray], ranges_y: list[np.ndarray], *,
+                                   alpha: float = 0.99, lam: float = 0.5, tol: float = 1e-6,
+                                   maxiter: int = 100) -> np.ndarray:
+    """Eq. 8 with each direction's walk truncated: B = lam F_x + (1 - lam) F_y. Shape: (m, n).
+
+    Args:
+        s_xx, s_yy: normalised own-space graphs of X (m) and Y (n).
+        s_xy, s_yx: row-normalised cross blocks, shapes (m, n) and (n, m).
+        ranges_x: per Y item, the X ids its walk over X may visit (n lists).
+        ranges_y: per X item, the Y ids its walk over Y may visit (m lists).
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise XmrError(f"lambda must be in [0, 1], got {lam}")
+    m, n = sp.csr_matrix(s_xy).shape
+    out = np.zeros((m, n))
+    if lam > 0:
+        out += lam * truncated_walk_scores(s_xx, s_xy, ranges_x, alpha=alpha, tol=tol, maxiter=maxiter).T
+    if lam < 1:
+        out += (1.0 - lam) * truncated_walk_scores(s_yy, s_yx, ranges_y, alpha=alpha, tol=tol, maxiter=maxiter)
+    return out
