@@ -71,6 +71,23 @@ def _dense_rows(rel: np.ndarray | sparse.csr_matrix, start: int, stop: int) -> n
     return np.asarray(block).astype(bool, copy=False)
 
 
+def _map_row_blocks(scores: np.ndarray, relevance: Relevance, chunk_rows: int | None,
+                    block_fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray], dtype: type) -> np.ndarray:
+    """Apply ``block_fn(scores_block, dense_relevance_block, offset)`` to row chunks; concatenate.
+
+    Keeps the dense relevance temporaries to about ``_CHUNK_ELEMENTS`` entries. Shape: (n_q,).
+    """
+    scores = _as_scores(scores)
+    rel = _as_relevance(relevance, scores.shape)
+    n_q, n_g = scores.shape
+    step = _check_chunk_rows(chunk_rows, n_g)
+    out = np.empty(n_q, dtype=dtype)
+    for a in range(0, n_q, step):
+        b = min(a + step, n_q)
+        out[a:b] = block_fn(scores[a:b], _dense_rows(rel, a, b), a)
+    return out
+
+
 def _check_finite_rows(scores: np.ndarray, offset: int, query_name: str) -> None:
     bad = np.isnan(scores).any(axis=1)
     if bad.any():
@@ -109,15 +126,8 @@ def first_relevant_ranks(
         ValueError: a query has no relevant item (its index is named), scores contain NaN,
             or shapes disagree.
     """
-    scores = _as_scores(scores)
-    rel = _as_relevance(relevance, scores.shape)
-    n_q, n_g = scores.shape
-    step = _check_chunk_rows(chunk_rows, n_g)
-    ranks = np.empty(n_q, dtype=np.int64)
-    for a in range(0, n_q, step):
-        b = min(a + step, n_q)
-        ranks[a:b] = _ranks_block(scores[a:b], _dense_rows(rel, a, b), a, "query")
-    return ranks
+    return _map_row_blocks(scores, relevance, chunk_rows,
+                           lambda sc, rel, offset: _ranks_block(sc, rel, offset, "query"), np.int64)
 
 
 def _two_way_ranks(
@@ -290,16 +300,11 @@ def average_precisions(
     Returns:
         AP in [0, 1] (NaN where undefined). Shape: (n_q,).
     """
-    scores = _as_scores(scores)
-    rel = _as_relevance(relevance, scores.shape)
-    n_q, n_g = scores.shape
-    step = _check_chunk_rows(chunk_rows, n_g)
-    out = np.empty(n_q, dtype=np.float64)
-    for a in range(0, n_q, step):
-        b = min(a + step, n_q)
-        _check_finite_rows(scores[a:b], a, "query")
-        out[a:b] = _average_precisions_block(scores[a:b], _dense_rows(rel, a, b))
-    return out
+    def block(sc: np.ndarray, rel: np.ndarray, offset: int) -> np.ndarray:
+        _check_finite_rows(sc, offset, "query")
+        return _average_precisions_block(sc, rel)
+
+    return _map_row_blocks(scores, relevance, chunk_rows, block, np.float64)
 
 
 def average_precision(scores: np.ndarray, relevance: np.ndarray) -> float:

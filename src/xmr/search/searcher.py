@@ -14,12 +14,12 @@ from typing import Literal
 import numpy as np
 
 from xmr.data.manifest import Item, read_manifest
-from xmr.encoders import ImageEncoder, TextEncoder, create_encoder
+from xmr.encoders import ImageEncoder, TextEncoder
 from xmr.errors import XmrError
 from xmr.index import Index, load_index
 from xmr.models import JointModel, load_model
 from xmr.utils.io import load_json
-from xmr.workflows.run_config import load_run_config
+from xmr.workflows.run_config import load_run_config, run_encoders
 
 Target = Literal["images", "texts"]
 
@@ -69,7 +69,8 @@ class Searcher:
         text_index = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id)
         items = read_manifest(idx / "gallery.jsonl")
         texts = list(load_json(idx / "texts.json"))
-        return cls(model, create_encoder(cfg.image_encoder), create_encoder(cfg.text_encoder),  # type: ignore[arg-type]
+        encoders = run_encoders(cfg)
+        return cls(model, encoders["image_encoder"], encoders["text_encoder"],  # type: ignore[arg-type]
                    image_index, text_index, items, texts)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:

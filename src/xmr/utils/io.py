@@ -107,10 +107,6 @@ def load_json(path: str | os.PathLike[str]) -> Any:
         raise XmrError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def sha1_bytes(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()
-
-
 def sha1_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Content hash of a file (hex SHA-1), streamed."""
     h = hashlib.sha1()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
-from xmr.data import fetch_dataset, read_manifest, select_split
+from xmr.data import Item, fetch_dataset, read_manifest, select_split
 from xmr.evaluation.protocol import build_text_queries, evaluate_embeddings, format_table
 from xmr.search import Searcher
 from xmr.training import TrainConfig
@@ -32,9 +33,8 @@ LOSSES = ("infonce", "vse++")
 EVAL_TEXTS_PER_ITEM = 1
 
 
-def chance_metrics(manifest: Path, split: str = "test", seed: int = 0) -> dict[str, float]:
+def chance_metrics(items: Sequence[Item], seed: int = 0) -> dict[str, float]:
     """The same protocol scored on random unit vectors: what 'far above chance' is measured against."""
-    items = select_split(read_manifest(manifest), split)
     texts, rel = build_text_queries(items, texts_per_item=EVAL_TEXTS_PER_ITEM)
     rng = np.random.default_rng(seed)
     img = rng.standard_normal((len(items), 256)).astype(np.float32)
@@ -44,8 +44,7 @@ def chance_metrics(manifest: Path, split: str = "test", seed: int = 0) -> dict[s
     return {k: v for k, v in evaluate_embeddings(img, txt, rel).items() if isinstance(v, (int, float))}
 
 
-def _example_queries(searcher: Searcher, manifest: Path, out: TextIO) -> None:
-    test = select_split(read_manifest(manifest), "test")
+def _example_queries(searcher: Searcher, test: Sequence[Item], out: TextIO) -> None:
     by_id = {it.id: it for it in test}
     names = sorted({it.texts[0] for it in test})
     picks = [names[i] for i in np.linspace(0, len(names) - 1, 3).astype(int)]
@@ -76,7 +75,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, cache_dir: 
     out_dir = Path(out_dir)
     manifest = fetch_dataset("emoji", cache_dir)
     out.write(f"[1/4] emoji dataset ready: {manifest}\n")
-    rows: dict[str, dict[str, float]] = {"chance (random vectors)": chance_metrics(manifest)}
+    test_items = select_split(read_manifest(manifest), "test")
+    rows: dict[str, dict[str, float]] = {"chance (random vectors)": chance_metrics(test_items)}
     for i, loss in enumerate(LOSSES):
         cfg = RunConfig(manifest=str(manifest), eval_texts_per_item=EVAL_TEXTS_PER_ITEM,
                         train=TrainConfig(loss=loss, epochs=epochs))
@@ -97,6 +97,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, cache_dir: 
     index_dir = index_run(out_dir / f"emoji-{LOSSES[0]}", split="test", texts_per_item=EVAL_TEXTS_PER_ITEM,
                           cache_dir=cache_dir, command=command)
     out.write(f"\n[4/4] example queries against the indexed test gallery ({index_dir}):\n")
-    _example_queries(Searcher.from_run(out_dir / f"emoji-{LOSSES[0]}"), manifest, out)
+    _example_queries(Searcher.from_run(out_dir / f"emoji-{LOSSES[0]}"), test_items, out)
     out.write(f"\ndone in {time.perf_counter() - t0:.0f} s; numbers saved to {out_dir / 'demo.json'}\n")
     return rows

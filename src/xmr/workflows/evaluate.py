@@ -7,15 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from xmr.data.manifest import select_split
-from xmr.data.readers import read_items
-from xmr.encoders import create_encoder
 from xmr.evaluation.metrics import label_retrieval_metrics
 from xmr.evaluation.protocol import evaluate_embeddings
 from xmr.models import JointModel, load_model
 from xmr.utils.io import save_json
 from xmr.workflows.features import FeatureSet, encode_items
-from xmr.workflows.run_config import load_run_config
+from xmr.workflows.run_config import load_run_config, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +55,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
-    items = select_split(read_items(manifest or cfg.manifest, image_root=None if manifest else cfg.image_root),
-                         split)
     n_texts = texts_per_item if texts_per_item is not None else cfg.eval_texts_per_item
-    fs = encode_items(items, image_encoder=create_encoder(cfg.image_encoder),
-                      text_encoder=create_encoder(cfg.text_encoder), cache_dir=cache_dir,
-                      texts_per_item=n_texts, show_progress=show_progress)
+    fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg),  # type: ignore[arg-type]
+                      cache_dir=cache_dir, texts_per_item=n_texts, show_progress=show_progress)
     metrics = evaluate_features(model, fs, mode=mode)
     save_json(run_dir / f"eval-{split}-{mode}.json",
               {"metrics": metrics, "split": split, "mode": mode, "manifest": manifest or cfg.manifest,

@@ -19,14 +19,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from xmr.data.manifest import select_split, write_manifest
-from xmr.data.readers import read_items
-from xmr.encoders import create_encoder
+from xmr.data.manifest import write_manifest
 from xmr.index import Index, create_index
 from xmr.models import load_model
 from xmr.utils.io import save_json
 from xmr.workflows.features import encode_items
-from xmr.workflows.run_config import load_run_config
+from xmr.workflows.run_config import load_run_config, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +52,9 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
-    items = select_split(read_items(manifest or cfg.manifest, image_root=None if manifest else cfg.image_root),
-                         split)
-    fs = encode_items(items, image_encoder=create_encoder(cfg.image_encoder),
-                      text_encoder=create_encoder(cfg.text_encoder), cache_dir=cache_dir,
-                      texts_per_item=texts_per_item, allow_textless=True, show_progress=show_progress)
+    fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg),  # type: ignore[arg-type]
+                      cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
+                      show_progress=show_progress)
     out = Path(out_dir) if out_dir else run_dir / "index"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -6,7 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xmr.encoders import ENCODERS
+from xmr.data.manifest import Item, select_split
+from xmr.data.readers import read_items
+from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_encoder
 from xmr.errors import XmrError
 from xmr.models import HEADS
 from xmr.training import TrainConfig
@@ -63,3 +65,15 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         return RunConfig(**{k: v for k, v in raw.items() if k in names})
     except (TypeError, KeyError) as e:
         raise XmrError(f"{path}: not a valid run config ({e})") from None
+
+
+def run_items(cfg: RunConfig, *, manifest: str | None = None, split: str | None = None) -> list[Item]:
+    """Items of the run's dataset (or of ``manifest``), restricted to ``split`` when given."""
+    source = manifest or cfg.manifest
+    return select_split(read_items(source, image_root=None if manifest else cfg.image_root), split)
+
+
+def run_encoders(cfg: RunConfig) -> dict[str, ImageEncoder | TextEncoder]:
+    """The run's encoders as ``encode_items`` keyword arguments (weights load on first use)."""
+    return {"image_encoder": create_encoder(cfg.image_encoder),  # type: ignore[dict-item]
+            "text_encoder": create_encoder(cfg.text_encoder)}

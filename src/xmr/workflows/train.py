@@ -6,15 +6,13 @@ import logging
 from pathlib import Path
 
 from xmr.data.manifest import select_split
-from xmr.data.readers import read_items
-from xmr.encoders import create_encoder
+from xmr.errors import XmrError
 from xmr.models import ModelConfig
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
-from xmr.errors import XmrError
 from xmr.utils.io import load_json, save_json, to_jsonable
 from xmr.workflows.features import encode_items
-from xmr.workflows.run_config import RUN_FILE, RunConfig
+from xmr.workflows.run_config import RUN_FILE, RunConfig, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +28,15 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     if (out / RUN_FILE).exists() and not overwrite and load_json(out / RUN_FILE) != to_jsonable(config):
         raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    items = read_items(config.manifest, image_root=config.image_root)
-    image_encoder = create_encoder(config.image_encoder)
-    text_encoder = create_encoder(config.text_encoder)
-    train_fs = encode_items(select_split(items, config.train_split), image_encoder=image_encoder,
-                            text_encoder=text_encoder, cache_dir=cache_dir, show_progress=show_progress)
-    val_fs = encode_items(select_split(items, config.val_split), image_encoder=image_encoder,
-                          text_encoder=text_encoder, cache_dir=cache_dir,
-                          texts_per_item=config.eval_texts_per_item, show_progress=show_progress)
+    items = run_items(config)
+    encoders = run_encoders(config)  # one pair for both splits: weights load once
+    train_fs = encode_items(select_split(items, config.train_split), **encoders,  # type: ignore[arg-type]
+                            cache_dir=cache_dir, show_progress=show_progress)
+    val_fs = encode_items(select_split(items, config.val_split), **encoders,  # type: ignore[arg-type]
+                          cache_dir=cache_dir, texts_per_item=config.eval_texts_per_item,
+                          show_progress=show_progress)
     model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
-                               image_dim=image_encoder.dim, text_dim=text_encoder.dim,
+                               image_dim=encoders["image_encoder"].dim, text_dim=encoders["text_encoder"].dim,
                                embed_dim=config.embed_dim, head=config.head, hidden_dim=config.hidden_dim,
                                dropout=config.dropout)
     pairs = PairSet(train_fs.image_feats, train_fs.text_feats, pairs_from_relevance(train_fs.relevance),
