@@ -142,3 +142,71 @@ def test_list(capsys: pytest.CaptureFixture) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "efficientnet-lite0" in out and "vse++" in out and "emoji" in out
+
+
+def test_rerank_index_search_eval(trained: tuple[Path, Path, Path], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture) -> None:
+    from xmr.search.rerankers import index_fingerprint, load_reranker, rerank_dir
+
+    manifest, cache, run = trained
+    idx = tmp_path / "idx"
+    assert main(["index", str(run), "--split", "test", "--out", str(idx), "--cache-dir", str(cache),
+                 "--rerank", "diffusion", "--rerank-param", "k=5", "--rerank-target", "both"]) == 0
+    for target in ("images", "texts"):
+        meta = json.loads((idx / "rerank" / "diffusion" / target / "rerank.json").read_text())
+        assert meta["fingerprint"] == index_fingerprint(idx) and meta["params"]["k"] == 5
+    assert json.loads((idx / "index_run.json").read_text())["rerank"]["diffusion"]["params"]["k"] == 5
+    capsys.readouterr()
+    assert main(["search", str(run), "--index", str(idx), "--text", "a purple circle", "-k", "3",
+                 "--rerank", "diffusion", "--rerank-param", "shortlist=20"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    # the API gives the same list: the index shortlist re-ordered by the stored structures
+    s = Searcher.from_run(run, idx, rerank="diffusion", rerank_params={"shortlist": 20})
+    hits = s.search_text("a purple circle", k=3)
+    assert [h.id for h in hits] == [line.split()[-3] for line in lines]
+    q = s.embed_texts(["a purple circle"])
+    rr = load_reranker(rerank_dir(idx, "diffusion", "images"), expect_fingerprint=index_fingerprint(idx))
+    _, ids = rr.rerank(q, None, *s.search_vectors(q, 20))
+    assert [h.id for h in hits] == [s.items[i].id for i in ids[0, :3]]
+    assert main(["search", str(run), "--index", str(idx), "--image", s.items[0].image, "--target", "texts",
+                 "-k", "2", "--rerank", "diffusion"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--cache-dir", str(cache), "--texts-per-item", "1", "--rerank", "diffusion",
+                 "--rerank-param", "k=5"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("metric"))
+    assert header.split() == ["metric", "plain", "diffusion"] and "t2i R@1" in out
+    saved = json.loads((run / "eval-test-full.json").read_text())
+    assert saved["rerank"]["diffusion"]["params"]["k"] == 5
+    assert 0 <= saved["rerank"]["diffusion"]["metrics"]["rsum"] <= 600 and "rsum" in saved["metrics"]
+
+
+def test_rerank_errors(trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    manifest, cache, run = trained
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["index", str(run), "--split", "test", "--out", str(a), "--cache-dir", str(cache),
+                 "--rerank", "diffusion", "--rerank-param", "k=5"]) == 0
+    assert main(["index", str(run), "--split", "val", "--out", str(b), "--cache-dir", str(cache)]) == 0
+    shutil.copytree(a / "rerank", b / "rerank")  # structures of another index
+    cases = [
+        (["search", str(run), "--index", str(b), "--text", "x", "--rerank", "diffusion"], "built for another index"),
+        (["search", str(run), "--index", str(a), "--text", "x", "--rerank", "geodesic"],
+         "has no 'geodesic' re-ranking structures"),
+        (["search", str(run), "--index", str(a), "--text", "x", "--target", "texts", "--rerank", "diffusion"],
+         "--rerank-target both"),
+        (["search", str(run), "--index", str(a), "--text", "x", "--rerank", "diffusion", "--rerank-param", "k=3"],
+         "k is fixed when the structures are built"),
+        (["index", str(run), "--split", "test", "--out", str(b), "--rerank", "diffusion", "--rerank-param",
+          "alpha=1"], "alpha must be in (0, 1)"),
+        (["index", str(run), "--split", "test", "--out", str(b), "--rerank", "diffusion", "--rerank-param", "k=40"],
+         "k=40 is too large for a gallery of 36 images"),
+        (["eval", str(run), "--rerank", "diffusion", "--rerank-param", "beta=2"], "unknown re-ranking parameter 'beta'"),
+    ]
+    for argv, needle in cases:
+        capsys.readouterr()
+        assert main(argv + (["--cache-dir", str(cache)] if argv[0] != "search" else [])) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("xmr: error:") and needle in err[0], (argv, err)
+    assert not (b / "rerank" / "diffusion" / "texts").exists()  # the failed builds left index b as it was

@@ -7,7 +7,7 @@
     xmr search RUN --text "..."    xmr.search.Searcher
     xmr eval RUN                   xmr.workflows.evaluate.evaluate_run
     xmr demo                       xmr.workflows.demo.run_demo
-    xmr list                       the registered encoders, losses, heads, indexes, datasets
+    xmr list                       the registered encoders, losses, heads, indexes, re-rankers, datasets
 
 User errors print one line (``xmr: error: ...``) and exit with status 2, never a traceback.
 """
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from xmr.errors import XmrError
 
 if TYPE_CHECKING:
+    from xmr.search.rerank_base import Reranker
     from xmr.training import TrainConfig
 
 log = logging.getLogger("xmr")
@@ -83,13 +84,27 @@ def _cmd_train(a: argparse.Namespace) -> None:
           f"checkpoint: {r.best_dir}")
 
 
+def _rerankers(a: argparse.Namespace) -> list[Reranker]:
+    """``--rerank NAME[,NAME]`` and ``--rerank-param key=value`` as unfitted re-rankers."""
+    from xmr.search.rerankers import rerankers_from_strings
+
+    if a.rerank is None:
+        if a.rerank_param:
+            raise XmrError("--rerank-param needs --rerank")
+        return []
+    return rerankers_from_strings(a.rerank, a.rerank_param)
+
+
 def _cmd_index(a: argparse.Namespace) -> None:
     from xmr.workflows.index import index_run
 
+    targets = ["images", "texts"] if a.rerank_target == "both" else [a.rerank_target]
     out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory,
-                    texts_per_item=a.texts_per_item, out_dir=a.out,
+                    texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
                     cache_dir=a.cache_dir, command=_command(a))
     print(f"index: {out}")
+    if a.rerank:
+        print(f"re-ranking structures ({a.rerank}; {', '.join(targets)}): {os.path.join(out, 'rerank')}")
 
 
 def _cmd_search(a: argparse.Namespace) -> None:
@@ -97,7 +112,12 @@ def _cmd_search(a: argparse.Namespace) -> None:
 
     if (a.text is None) == (a.image is None):
         raise XmrError("give exactly one of --text or --image")
-    s = Searcher.from_run(a.run, a.index)
+    rerank = _rerankers(a)
+    if len(rerank) > 1:
+        raise XmrError("search re-ranks with one method at a time; give one name to --rerank")
+    # only query-time parameters may be given here; the rest were fixed by `xmr index --rerank`
+    params = {k.strip().rpartition(".")[2]: v.strip() for k, _, v in (p.partition("=") for p in a.rerank_param)}
+    s = Searcher.from_run(a.run, a.index, rerank=rerank[0].name if rerank else None, rerank_params=params)
     hits = s.search_text(a.text, a.k, target=a.target) if a.text is not None else \
         s.search_image(a.image, a.k, target=a.target)
     for h in hits:
@@ -106,12 +126,25 @@ def _cmd_search(a: argparse.Namespace) -> None:
 
 
 def _cmd_eval(a: argparse.Namespace) -> None:
-    from xmr.evaluation.protocol import format_table
+    from xmr.evaluation.protocol import format_side_by_side, format_table
     from xmr.workflows.evaluate import evaluate_run
 
-    m = evaluate_run(a.run, split=a.split, mode=a.mode, manifest=a.manifest,
+    rerank = _rerankers(a)
+    m = evaluate_run(a.run, split=a.split, mode=a.mode, manifest=a.manifest, rerank=rerank,
                      texts_per_item=a.texts_per_item, cache_dir=a.cache_dir, command=_command(a))
-    print(format_table({os.path.basename(os.path.normpath(a.run)): m}))
+    if rerank:
+        columns = {"plain": m, **{rr.name: {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(f"{rr.name}/")}
+                                  for rr in rerank}}
+        print(f"{os.path.basename(os.path.normpath(a.run))}, split {a.split} ({a.mode}); re-ranked "
+              f"{', '.join(f'{rr.name}: shortlist {rr.params.shortlist}' for rr in rerank)}")
+        print(format_side_by_side(columns))
+        for rr in rerank:
+            un = {d: int(columns[rr.name][f"{d}_unscored"]) for d in ("t2i", "i2t")}
+            if any(un.values()):
+                print(f"{rr.name}: {un['t2i']} t2i and {un['i2t']} i2t queries got no re-ranking score "
+                      "(cosine order kept)")
+    else:
+        print(format_table({os.path.basename(os.path.normpath(a.run)): m}))
     extra = {k: v for k, v in m.items() if k.startswith("i2i_") and ("_map" in k or "_cmc" in k)}
     for k, v in extra.items():
         print(f"{k}: {v:.2f}")
@@ -130,9 +163,10 @@ def _cmd_list(a: argparse.Namespace) -> None:
     from xmr.index import INDEXES
     from xmr.losses import LOSSES
     from xmr.models import HEADS
+    from xmr.search import RERANKERS
 
     for name, reg in (("encoders", ENCODERS), ("losses", LOSSES), ("heads", HEADS), ("indexes", INDEXES),
-                      ("datasets", DATASETS)):
+                      ("rerankers", RERANKERS), ("datasets", DATASETS)):
         print(f"{name}: {', '.join(reg.names())}")
 
 
@@ -143,6 +177,13 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
 def _add_encoders(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-encoder", default="efficientnet-lite0", help="registered image encoder (xmr list)")
     p.add_argument("--text-encoder", default="minilm-l6", help="registered text encoder (xmr list)")
+
+
+def _add_rerank(p: argparse.ArgumentParser, *, many: bool) -> None:
+    names = "diffusion | bidirectional | geodesic" + (" (comma-separated for several)" if many else "")
+    p.add_argument("--rerank", default=None, metavar="NAME", help=f"re-rank on the data manifold: {names}")
+    p.add_argument("--rerank-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="re-ranking parameter, repeatable (e.g. k=20, alpha=0.8, diffusion.n_trunc=1000)")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -203,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texts-per-item", type=int, default=None,
                    help="index only each item's first N texts (default: all)")
     p.add_argument("--out", default=None, help="index folder (default: RUN/index)")
+    _add_rerank(p, many=True)
+    p.add_argument("--rerank-target", default="images", choices=["images", "texts", "both"],
+                   help="which side the re-ranking structures re-order (default: images)")
     _add_cache(p)
     p.set_defaults(func=_cmd_index)
 
@@ -213,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--target", default="images", choices=["images", "texts"])
     p.add_argument("--index", default=None, help="index folder (default: RUN/index)")
+    _add_rerank(p, many=False)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("eval", help="Recall@K / medr / rsum (+ mAP, CMC) of a run on a split")
@@ -221,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="full", choices=["full", "1k"], help="full set, or COCO-style 5 x 1K folds")
     p.add_argument("--manifest", default=None)
     p.add_argument("--texts-per-item", type=int, default=None)
+    _add_rerank(p, many=True)
     _add_cache(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -230,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache(p)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("list", help="registered encoders, losses, heads, indexes and datasets")
+    p = sub.add_parser("list", help="registered encoders, losses, heads, indexes, re-rankers and datasets")
     p.set_defaults(func=_cmd_list)
     return ap
 

@@ -223,3 +223,34 @@ def format_table(
         cells = [line[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(line[1:], widths[1:])]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+SIDE_BY_SIDE_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
+"""The rows of :func:`format_side_by_side`: the table's recalls plus the median ranks."""
+
+
+def format_side_by_side(
+    columns: Mapping[str, Mapping[str, float | str]],
+    keys: Sequence[str] = SIDE_BY_SIDE_KEYS,
+    *,
+    precision: int = 1,
+    name_header: str = "metric",
+) -> str:
+    """A plain-text table with one row per metric and one column per variant (e.g. plain, re-ranked).
+
+    Example:
+        >>> print(format_side_by_side({"plain": {"t2i_r1": 10.0}, "diffusion": {"t2i_r1": 12.5}}, ["t2i_r1"]))
+        metric   plain  diffusion
+        t2i R@1   10.0       12.5
+
+    Args:
+        columns: variant name -> metrics dict.
+        keys: metric keys, one row each; titled as in :func:`format_table`.
+        precision: decimals for float values; a missing value shows as ``-``.
+        name_header: title of the first column.
+    """
+    table = [[name_header, *columns]]
+    table += [[_column_title(k), *(_cell(m.get(k), precision) for m in columns.values())] for k in keys]
+    widths = [max(len(line[c]) for line in table) for c in range(len(table[0]))]
+    return "\n".join("  ".join([line[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(line[1:], widths[1:])])
+                     .rstrip() for line in table)

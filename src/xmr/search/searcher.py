@@ -3,13 +3,19 @@
     >>> s = Searcher.from_run("runs/emoji-infonce")            # doctest: +SKIP
     >>> [h.id for h in s.search_text("a smiling cat", k=3)]     # doctest: +SKIP
     ['1F63A/twitter', '1F63A/google', '1F638/openmoji-color']
+
+With re-ranking structures built by ``xmr index RUN --rerank diffusion``::
+
+    >>> s = Searcher.from_run("runs/emoji-infonce", rerank="diffusion")   # doctest: +SKIP
+    >>> s.search_text("a smiling cat", k=3)                              # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -18,10 +24,12 @@ from xmr.encoders import ImageEncoder, TextEncoder
 from xmr.errors import XmrError
 from xmr.index import Index, load_index
 from xmr.models import JointModel, load_model
+from xmr.search.rerank_base import Modality, Reranker, Target, load_reranker, order_shortlist
+from xmr.search.rerankers import RERANKERS, index_fingerprint, rerank_dir
 from xmr.utils.io import load_json
 from xmr.workflows.run_config import load_run_config, run_encoders
 
-Target = Literal["images", "texts"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,17 +55,48 @@ class Searcher:
         image_index, text_index: indexes of the gallery's image and text embeddings.
         items: gallery items (image index id = position).
         texts: gallery texts (text index id = position).
+        index_dir: the index folder, where re-ranking structures are looked up by name.
+        rerank: the default re-ranking for every search: a method name (structures loaded from
+            ``index_dir``) or a fitted :class:`~xmr.search.rerank_base.Reranker`; None = none.
+        rerank_params: query-time parameters to change (e.g. ``{"shortlist": 200}``).
+        run_dir: the run folder, only to name it in "rebuild with `xmr index ...`" hints.
     """
 
     def __init__(self, model: JointModel, image_encoder: ImageEncoder, text_encoder: TextEncoder,
-                 image_index: Index, text_index: Index, items: list[Item], texts: list[str]) -> None:
+                 image_index: Index, text_index: Index, items: list[Item], texts: list[str], *,
+                 index_dir: str | Path | None = None, rerank: str | Reranker | None = None,
+                 rerank_params: Mapping[str, object] | None = None, run_dir: str | Path | None = None) -> None:
         self.model, self.image_encoder, self.text_encoder = model, image_encoder, text_encoder
         self.indexes = {"images": image_index, "texts": text_index}
         self.items, self.texts = items, texts
+        self.index_dir = Path(index_dir) if index_dir is not None else None
+        self._run_dir = run_dir
+        self._fingerprint: str | None = None
+        self._loaded: dict[tuple[str, str], Reranker] = {}
+        self.rerank_params = dict(rerank_params or {})
+        self.rerank = rerank
+        if isinstance(rerank, str):
+            self._load_available(rerank)
+        elif rerank is not None and rerank.target is not None:
+            self._reranker(rerank, rerank.target)  # fail now, not at the first query
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, index_dir: str | Path | None = None) -> Searcher:
-        """Load the best model of ``run_dir`` and the index built by ``xmr index``."""
+    def from_run(cls, run_dir: str | Path, index_dir: str | Path | None = None, *,
+                 rerank: str | Reranker | None = None, rerank_params: Mapping[str, object] | None = None
+                 ) -> Searcher:
+        """Load the best model of ``run_dir`` and the index built by ``xmr index``.
+
+        Args:
+            run_dir: a folder made by ``xmr train``.
+            index_dir: the index folder (default ``<run_dir>/index``).
+            rerank: re-rank every search by default: a method name whose structures ``xmr index
+                --rerank NAME`` stored in the index, or a fitted re-ranker.
+            rerank_params: query-time parameters to change, e.g. ``{"shortlist": 200}``.
+
+        Raises:
+            XmrError: no index, an index of another model, or ``rerank`` structures missing
+                from the index or built for another index.
+        """
         run_dir = Path(run_dir)
         cfg = load_run_config(run_dir)
         model = load_model(run_dir / "best")
@@ -71,20 +110,27 @@ class Searcher:
         texts = list(load_json(idx / "texts.json"))
         encoders = run_encoders(cfg)
         return cls(model, encoders["image_encoder"], encoders["text_encoder"],  # type: ignore[arg-type]
-                   image_index, text_index, items, texts)
+                   image_index, text_index, items, texts, index_dir=idx, rerank=rerank,
+                   rerank_params=rerank_params, run_dir=run_dir)
 
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Joint-space embeddings of query texts. Shape: (n, embed_dim)."""
+    def text_features(self, texts: list[str]) -> np.ndarray:
+        """The text encoder's own features of query texts. Shape: (n, text_dim)."""
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise XmrError(f"query text #{i} is empty")
-        feats = self.text_encoder.encode_batch([t.strip() for t in texts])
-        return self.model.embed_numpy(feats, "text")
+        return self.text_encoder.encode_batch([t.strip() for t in texts])
+
+    def image_features(self, paths: list[str | Path]) -> np.ndarray:
+        """The image encoder's own features of query images. Shape: (n, image_dim)."""
+        return self.image_encoder.encode_batch([self.image_encoder.load(p) for p in paths])
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Joint-space embeddings of query texts. Shape: (n, embed_dim)."""
+        return self.model.embed_numpy(self.text_features(texts), "text")
 
     def embed_images(self, paths: list[str | Path]) -> np.ndarray:
         """Joint-space embeddings of query images. Shape: (n, embed_dim)."""
-        feats = self.image_encoder.encode_batch([self.image_encoder.load(p) for p in paths])
-        return self.model.embed_numpy(feats, "image")
+        return self.model.embed_numpy(self.image_features(paths), "image")
 
     def search_vectors(self, queries: np.ndarray, k: int = 10, *, target: Target = "images"
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -93,13 +139,115 @@ class Searcher:
             raise XmrError(f"unknown search target {target!r}; use 'images' or 'texts'")
         return self.indexes[target].search(queries, k)
 
-    def search_text(self, text: str, k: int = 10, *, target: Target = "images") -> list[SearchHit]:
-        """The ``k`` gallery images (or texts) closest to ``text``."""
-        return self._hits(*self.search_vectors(self.embed_texts([text]), k, target=target), target)
+    def search_reranked(self, queries: np.ndarray, query_own: np.ndarray | None, k: int = 10, *,
+                        target: Target = "images", modality: Modality,
+                        rerank: str | Reranker | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw search whose shortlist is re-ordered: (scores, ids), each of shape (n_queries, k').
 
-    def search_image(self, path: str | Path, k: int = 10, *, target: Target = "images") -> list[SearchHit]:
+        The index returns ``max(k, shortlist)`` results per query; the re-ranker re-orders them
+        and the best ``k`` are kept. Scores are the re-ranker's (diffusion mass, fused walk
+        score, or minus the geodesic distance), not cosines.
+
+        Args:
+            queries: joint-space query embeddings. Shape: (n, embed_dim).
+            query_own: the queries' own encoder features (bidirectional). Shape: (n, d_own), or None.
+            modality: ``"text"`` or ``"image"``, what the queries are.
+            rerank: a method name or a fitted re-ranker; None uses the searcher's default.
+        """
+        rr = self._reranker(rerank, target)
+        if rr is None:
+            return self.search_vectors(queries, k, target=target)
+        base_scores, base_ids = self.search_vectors(queries, max(k, rr.params.shortlist), target=target)
+        scores, scored = rr.shortlist_scores(queries, query_own, base_scores, base_ids, query_modality=modality)
+        if not scored.any(axis=1).all():
+            log.warning("%s re-ranking scored none of the results of %d query(ies) (unretrievable on the "
+                        "manifold); their index order is kept", rr.name, int((~scored.any(axis=1)).sum()))
+        scores, ids = order_shortlist(scores, scored, base_ids)
+        return scores[:, :k], ids[:, :k]
+
+    def search_text(self, text: str, k: int = 10, *, target: Target = "images",
+                    rerank: str | Reranker | None = None) -> list[SearchHit]:
+        """The ``k`` gallery images (or texts) closest to ``text``; ``rerank`` as in :meth:`search_reranked`."""
+        feats = self.text_features([text])
+        q = self.model.embed_numpy(feats, "text")
+        return self._hits(*self.search_reranked(q, feats, k, target=target, modality="text", rerank=rerank), target)
+
+    def search_image(self, path: str | Path, k: int = 10, *, target: Target = "images",
+                     rerank: str | Reranker | None = None) -> list[SearchHit]:
         """The ``k`` gallery images (other styles included) or texts closest to the image at ``path``."""
-        return self._hits(*self.search_vectors(self.embed_images([path]), k, target=target), target)
+        feats = self.image_features([path])
+        q = self.model.embed_numpy(feats, "image")
+        return self._hits(*self.search_reranked(q, feats, k, target=target, modality="image", rerank=rerank),
+                          target)
+
+    # -- re-ranking structures ------------------------------------------------------------------
+
+    def _rebuild_hint(self, name: str, target: Target) -> str:
+        """The ``xmr index`` command that rebuilds this index with ``name`` structures for ``target``."""
+        run = Path(self._run_dir) if self._run_dir is not None else None
+        args = [str(run) if run is not None else "RUN"]
+        if self.index_dir is not None:
+            built = load_json(self.index_dir / "index_run.json") if (self.index_dir / "index_run.json").is_file() else {}
+            if isinstance(built, dict) and built.get("split"):
+                args.append(f"--split {built['split']}")
+            if run is None or self.index_dir.resolve() != (run / "index").resolve():
+                args.append(f"--out {self.index_dir}")
+        extra = " --rerank-target both" if target == "texts" else ""
+        return f"rebuild with `xmr index {' '.join(args)} --rerank {name}{extra}`"
+
+    def _load_available(self, name: str) -> None:
+        """Load (and check) every target's ``name`` structures now; none at all is an error."""
+        RERANKERS.get(name)
+        if self.index_dir is None:
+            raise XmrError(f"re-ranking by name ({name!r}) needs the index folder; pass a fitted re-ranker instead")
+        targets: list[Target] = [t for t in ("images", "texts")
+                                 if (rerank_dir(self.index_dir, name, t) / "rerank.json").is_file()]
+        if not targets:
+            raise XmrError(f"index at {self.index_dir} has no {name!r} re-ranking structures; "
+                           f"{self._rebuild_hint(name, 'images')}")
+        for t in targets:
+            self._reranker(name, t)
+
+    def _reranker(self, rerank: str | Reranker | None, target: Target) -> Reranker | None:
+        """The re-ranker to use for ``target``: loaded, fingerprint-checked and with query-time params."""
+        rerank = self.rerank if rerank is None else rerank
+        if rerank is None:
+            return None
+        if target not in self.indexes:
+            raise XmrError(f"unknown search target {target!r}; use 'images' or 'texts'")
+        if isinstance(rerank, Reranker):
+            rr = rerank
+            if rr.target != target:
+                raise XmrError(f"the {rr.name} re-ranker was fit for target {rr.target!r}, not {target!r}")
+            if rr.fingerprint is not None and self.index_dir is not None and rr.fingerprint != self.fingerprint:
+                raise XmrError(f"the {rr.name} re-ranker was built for another index ({rr.fingerprint[:12]}, "
+                               f"this index is {self.fingerprint[:12]})")
+        else:
+            key = (rerank, target)
+            if key not in self._loaded:
+                RERANKERS.get(rerank)
+                if self.index_dir is None:
+                    raise XmrError(f"re-ranking by name ({rerank!r}) needs the index folder")
+                folder = rerank_dir(self.index_dir, rerank, target)
+                hint = self._rebuild_hint(rerank, target)
+                if not (folder / "rerank.json").is_file():
+                    raise XmrError(f"index at {self.index_dir} has no {rerank!r} re-ranking structures for "
+                                   f"target {target}; {hint}")
+                self._loaded[key] = load_reranker(folder, expect_fingerprint=self.fingerprint, rebuild_hint=hint)
+            rr = self._loaded[key]
+        if len(self.indexes[target]) != rr.n_gallery:
+            raise XmrError(f"the {rr.name} re-ranking structures cover {rr.n_gallery} {target}, the index "
+                           f"{len(self.indexes[target])}; {self._rebuild_hint(rr.name, target)}")
+        return rr.with_params(**self.rerank_params) if self.rerank_params else rr
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`~xmr.search.rerankers.index_fingerprint` of the loaded index folder."""
+        if self._fingerprint is None:
+            if self.index_dir is None:
+                raise XmrError("this searcher was not loaded from an index folder")
+            self._fingerprint = index_fingerprint(self.index_dir)
+        return self._fingerprint
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, target: Target) -> list[SearchHit]:
         hits = []

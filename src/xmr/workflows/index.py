@@ -6,10 +6,13 @@ Index folder layout (default ``<run>/index``)::
     texts/             the same for the gallery's distinct texts
     gallery.jsonl      the indexed items (image index id = line number)
     texts.json         the indexed texts (text index id = position)
-    index_run.json     what built it: run, model id, manifest, split, factory, command
+    index_run.json     what built it: run, model id, manifest, split, factory, re-ranking, command
+    rerank/<name>/<target>/   optional re-ranking structures (``--rerank``), with their parameters
+                       and the fingerprint of this index (see :mod:`xmr.search.rerankers`)
 
-The folder is built beside the target and swapped in at the end, so an interrupted build leaves
-the previous index intact.
+The folder, re-ranking structures included, is built beside the target and swapped in at the
+end, so an interrupted build leaves the previous index intact and structures always belong to
+the index beside them.
 """
 
 from __future__ import annotations
@@ -17,13 +20,19 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from xmr.data.manifest import write_manifest
+from xmr.errors import XmrError
 from xmr.index import Index, create_index
 from xmr.models import load_model
+from xmr.search.rerankers import (TARGETS, GalleryVectors, Reranker, Target, create_reranker, first_text_pairs,
+                                  index_fingerprint, rerank_dir)
 from xmr.utils.io import save_json
-from xmr.workflows.features import encode_items
+from xmr.workflows.features import FeatureSet, encode_items
 from xmr.workflows.run_config import load_run_config, run_encoders, run_items
 
 log = logging.getLogger(__name__)
@@ -37,7 +46,8 @@ def _make_index(factory: str, dim: int, model_id: str) -> Index:
 
 def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | None = None,
               factory: str = "Flat", texts_per_item: int | None = None, out_dir: str | Path | None = None,
-              cache_dir: str | Path | None = None,
+              cache_dir: str | Path | None = None, rerank: Sequence[str | Reranker] = (),
+              rerank_targets: Sequence[Target] = ("images",),
               command: str | None = None, show_progress: bool | None = None) -> Path:
     """Build the gallery index of a run. Returns the index folder.
 
@@ -48,8 +58,17 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         factory: a FAISS index_factory string; ``Flat`` is exact search.
         texts_per_item: index only each item's first texts (e.g. 1: the caption, not keywords).
         out_dir: where to write (default ``<run_dir>/index``).
+        rerank: re-ranking methods to build structures for, by name (default parameters) or as
+            unfitted re-rankers (see :func:`xmr.search.rerankers.create_reranker`); they are fit
+            on the gallery's embeddings and the encoders' own features, no re-encoding later.
+        rerank_targets: which side each method re-orders: ``"images"`` (text and image queries
+            over the images) and/or ``"texts"``.
     """
     run_dir = Path(run_dir)
+    rerankers = [create_reranker(r) if isinstance(r, str) else r for r in rerank]
+    for t in rerank_targets:
+        if t not in TARGETS:
+            raise XmrError(f"unknown re-ranking target {t!r}; use 'images' or 'texts'")
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
     fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg),  # type: ignore[arg-type]
@@ -60,22 +79,45 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         dim = model.config.embed_dim
+        embedded = {}
         for name, feats, modality in (("images", fs.image_feats, "image"), ("texts", fs.text_feats, "text")):
             index = _make_index(factory, dim, model.model_id)
+            embedded[name] = model.embed_numpy(feats, modality)
             if len(feats):  # a gallery of bare images has an empty text index
-                index.add(model.embed_numpy(feats, modality))
+                index.add(embedded[name])
             index.save(tmp / name)
         write_manifest(fs.items, tmp / "gallery.jsonl")
         save_json(tmp / "texts.json", fs.texts)
+        built = _build_rerank(tmp, rerankers, rerank_targets, fs, embedded["images"], embedded["texts"])
         save_json(tmp / "index_run.json", {"run": str(run_dir.resolve()), "model_id": model.model_id,
                                             "manifest": manifest or cfg.manifest, "split": split,
                                             "factory": factory, "n_images": len(fs.items),
-                                            "n_texts": len(fs.texts), "command": command})
+                                            "n_texts": len(fs.texts), "rerank": built,
+                                            "fingerprint": index_fingerprint(tmp), "command": command})
         _swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("indexed %d images and %d texts into %s", len(fs.items), len(fs.texts), out)
     return out
+
+
+def _build_rerank(index_dir: Path, rerankers: Sequence[Reranker], targets: Sequence[Target], fs: FeatureSet,
+                  images: np.ndarray, texts: np.ndarray) -> dict[str, dict[str, object]]:
+    """Fit each re-ranker for each target and save it under ``<index_dir>/rerank``; what was built."""
+    if not rerankers:
+        return {}
+    fingerprint = index_fingerprint(index_dir)
+    gallery = GalleryVectors(images, texts, image_feats=fs.image_feats, text_feats=fs.text_feats,
+                             pairs=first_text_pairs([it.texts for it in fs.items], fs.texts))
+    built: dict[str, dict[str, object]] = {}
+    for proto in rerankers:
+        for target in dict.fromkeys(targets):
+            rr = proto.unfitted_copy().fit(gallery, target=target)
+            rr.fingerprint = fingerprint
+            rr.save(rerank_dir(index_dir, rr.name, target))
+            log.info("built %s re-ranking structures for %d %s", rr.name, rr.n_gallery, target)
+        built[proto.name] = {"targets": list(dict.fromkeys(targets)), "params": proto.params}
+    return built
 
 
 def _swap_in(new: Path, target: Path) -> None:
