@@ -104,3 +104,41 @@ def test_errors() -> None:
         geodesic_knn(g, np.array([0]), np.arange(5), 9)
     with pytest.raises(XmrError, match="out of range"):
         geodesic_distances(g, np.array([7]))
+
+
+def _clustered(n: int, d: int, seed: int) -> np.ndarray:
+    """Five clusters from very tight to spread out: node degrees in the epsilon-graph vary a lot."""
+    rng = np.random.default_rng(seed)
+    centres, label = rng.standard_normal((5, d)), rng.integers(0, 5, n)
+    spread = np.array([0.02, 0.05, 0.1, 0.3, 1.0])[label][:, None]
+    return centres[label] + spread * rng.standard_normal((n, d))
+
+
+@pytest.mark.parametrize("points", [_unit(300, seed=9), _clustered(400, 8, seed=10), _clustered(250, 3, seed=11)],
+                         ids=["uniform", "clustered-8d", "clustered-3d"])
+@pytest.mark.parametrize("m", [1.0, 5.0, 20.0])
+@pytest.mark.parametrize("candidates", [1, None])
+def test_epsilon_graph_knn_candidates_equal_the_dense_graph(points: np.ndarray, m: float,
+                                                           candidates: int | None) -> None:
+    dense, eps = epsilon_graph(points, edges_per_vertex=m, method="dense")
+    cand, eps_c = epsilon_graph(points, edges_per_vertex=m, method="knn", candidates=candidates)
+    assert eps_c == pytest.approx(eps, rel=1e-12)
+    assert ((dense > 0) != (cand > 0)).nnz == 0  # the same edges
+    np.testing.assert_allclose(cand.toarray(), dense.toarray(), rtol=1e-12, atol=1e-12)
+
+
+def test_epsilon_graph_auto_uses_candidates_beyond_the_dense_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xmr.rerank.geodesic as geodesic
+
+    x = _clustered(150, 4, seed=12)
+    dense, _ = epsilon_graph(x, edges_per_vertex=3.0)
+    monkeypatch.setattr(geodesic, "DENSE_MAX_POINTS", 100)
+    seen = []
+    real = geodesic._candidate_pairs
+    monkeypatch.setattr(geodesic, "_candidate_pairs", lambda *a: seen.append(a) or real(*a))
+    auto, _ = epsilon_graph(x, edges_per_vertex=3.0)
+    assert seen and ((dense > 0) != (auto > 0)).nnz == 0
+    with pytest.raises(XmrError, match="method must be"):
+        epsilon_graph(x, method="exact")
+    with pytest.raises(XmrError, match="candidates must be >= 1"):
+        epsilon_graph(x, method="knn", candidates=0)

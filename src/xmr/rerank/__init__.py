@@ -14,12 +14,13 @@ from xmr.rerank.geodesic import (epsilon_graph, geodesic_distances, geodesic_knn
 from xmr.rerank.graphs import (cross_knn_affinity, knn, mutual_knn_affinity, row_normalize,
                                symmetric_normalize)
 from xmr.rerank.manifold_eval import count_smooth_paths, label_retrieval, sample_n_way_k_shot
-from xmr.rerank.offline import online_scores, truncated_inverse
+from xmr.rerank.offline import online_scores, online_topk, truncated_inverse
 from xmr.rerank.truncation import (gallery_guided_ranges, truncated_bidirectional_scores,
                                    truncated_walk_scores)
 
 __all__ = ["knn", "mutual_knn_affinity", "cross_knn_affinity", "symmetric_normalize", "row_normalize",
            "diffuse", "random_walk_scores", "bidirectional_scores", "procrustes_align", "great_circle",
            "epsilon_graph", "geodesic_distances", "geodesic_knn", "truncated_inverse", "online_scores",
+           "online_topk",
            "gallery_guided_ranges", "truncated_walk_scores", "truncated_bidirectional_scores",
            "label_retrieval", "sample_n_way_k_shot", "count_smooth_paths"]

@@ -13,6 +13,9 @@ between related images without being retrieved themselves.
 
 from __future__ import annotations
 
+from typing import Literal
+
+import faiss
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
@@ -58,11 +61,30 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def epsilon_graph(points: np.ndarray, *, edges_per_vertex: float = 5.0) -> tuple[sp.csr_matrix, float]:
+EpsilonMethod = Literal["auto", "dense", "knn"]
+DENSE_MAX_POINTS = 4000  # "auto" computes all pairs up to this many points, kNN candidates beyond
+
+
+def epsilon_graph(points: np.ndarray, *, edges_per_vertex: float = 5.0, method: EpsilonMethod = "auto",
+                  candidates: int | None = None) -> tuple[sp.csr_matrix, float]:
     """Great-circle epsilon-graph with about ``edges_per_vertex`` x n undirected edges.
 
-    Points are re-normalised to the unit sphere (alignment moves them off it). All pairwise
-    distances are computed, so this is meant for up to some tens of thousands of points.
+    Points are re-normalised to the unit sphere (alignment moves them off it). Epsilon is the
+    ``round(edges_per_vertex * n)``-th smallest pairwise distance; every pair at most epsilon
+    apart is an edge (ties at epsilon included).
+
+    ``"dense"`` computes all n (n - 1) / 2 distances (O(n^2) time and memory). ``"knn"`` looks
+    only at each point's nearest neighbours (exact FAISS inner-product search), starting with
+    ``candidates`` per point and doubling them for every point whose farthest candidate is still
+    within epsilon, so no edge can be missed: the graph is the dense one (up to rounding of
+    distances that tie with epsilon). ``"auto"`` is dense up to 4,000 points.
+
+    Args:
+        points: Shape: (n, d).
+        edges_per_vertex: target |E| / |V|.
+        method: "auto", "dense" or "knn".
+        candidates: first number of neighbours per point for "knn" (None: 4 x edges_per_vertex,
+            at least 16).
 
     Returns:
         ``(graph, epsilon)``: symmetric CSR of edge lengths (n, n) and the threshold used.
@@ -71,15 +93,71 @@ def epsilon_graph(points: np.ndarray, *, edges_per_vertex: float = 5.0) -> tuple
     n = len(x)
     if edges_per_vertex <= 0:
         raise XmrError(f"edges_per_vertex must be > 0, got {edges_per_vertex}")
-    iu, ju = np.triu_indices(n, k=1)
-    dist = great_circle(x, x)[iu, ju]
-    n_edges = min(len(dist), max(1, int(round(edges_per_vertex * n))))
+    if method not in ("auto", "dense", "knn"):
+        raise XmrError(f"method must be 'auto', 'dense' or 'knn', got {method!r}")
+    if candidates is not None and candidates < 1:
+        raise XmrError(f"candidates must be >= 1, got {candidates}")
+    n_edges = min(n * (n - 1) // 2, max(1, int(round(edges_per_vertex * n))))
+    if method == "dense" or (method == "auto" and n <= DENSE_MAX_POINTS):
+        iu, ju = np.triu_indices(n, k=1)
+        dist = great_circle(x, x)[iu, ju]
+    else:
+        first = candidates if candidates is not None else max(16, int(np.ceil(4 * edges_per_vertex)))
+        iu, ju, dist = _candidate_pairs(x, n_edges, first)
     eps = float(np.partition(dist, n_edges - 1)[n_edges - 1])
     keep = dist <= eps
     # an edge of length 0 (duplicate points) must still be an edge: store a tiny positive length
     w = np.maximum(dist[keep], 1e-12)
     g = sp.coo_matrix((w, (iu[keep], ju[keep])), shape=(n, n))
     return (g + g.T).tocsr(), eps
+
+
+def _pair_distances(x: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Great-circle distances of the pairs (i[p], j[p]), in float64. Shape: (len(i),)."""
+    out = np.empty(len(i))
+    for lo in range(0, len(i), chunk):
+        a, b = x[i[lo:lo + chunk]], x[j[lo:lo + chunk]]
+        out[lo:lo + chunk] = np.arccos(np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0))
+    return out
+
+
+def _candidate_pairs(x: np.ndarray, n_edges: int, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique pairs i < j from growing kNN lists that contain every pair within epsilon.
+
+    Returns:
+        ``(i, j, dist)`` of the candidate pairs, dist in float64.
+    """
+    n, dim = x.shape
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    index = faiss.IndexFlatIP(dim)
+    index.add(x32)
+    # float32 inner products may be off by a few ulps per dimension: a point counts as covered
+    # only when its farthest candidate is farther than epsilon by more than that
+    slack = 4 * dim * float(np.finfo(np.float32).eps)
+    per_node = np.full(n, min(n, first + 1))  # list length, the point itself included
+    floor = np.empty(n, dtype=np.float32)  # similarity of each point's farthest candidate
+    src, dst = [], []
+    todo = np.arange(n)
+    while True:
+        for k in np.unique(per_node[todo]):
+            rows = todo[per_node[todo] == k]
+            sims, ids = index.search(x32[rows], int(k))
+            floor[rows] = -np.inf if k >= n else sims[:, -1]
+            src.append(np.repeat(rows, k))
+            dst.append(ids.ravel())
+        i, j = np.concatenate(src), np.concatenate(dst)
+        ok = (j >= 0) & (i != j)
+        key = np.unique(np.minimum(i[ok], j[ok]) * n + np.maximum(i[ok], j[ok]))
+        iu, ju = key // n, key % n
+        if len(key) < n_edges:  # too few pairs to reach |E|: widen every list
+            todo = np.flatnonzero(per_node < n)
+        else:
+            dist = _pair_distances(x, iu, ju)
+            eps = float(np.partition(dist, n_edges - 1)[n_edges - 1])
+            todo = np.flatnonzero(floor >= np.cos(eps) - slack)
+            if not len(todo):
+                return iu, ju, dist
+        per_node[todo] = np.minimum(n, 2 * per_node[todo])
 
 
 def geodesic_distances(graph: sp.csr_matrix, sources: np.ndarray) -> np.ndarray:
