@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install data demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -22,10 +22,27 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-bench: install
+# Fashion-MNIST for the label-retrieval benchmark, from the Debian package (not needed by demo/test)
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+FMNIST_PKG := dataset-fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+data:
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] && [ -f $(FMNIST_DIR)/train-labels-idx1-ubyte.gz ] && \
+	    [ -f $(FMNIST_DIR)/t10k-images-idx3-ubyte.gz ] && [ -f $(FMNIST_DIR)/t10k-labels-idx1-ubyte.gz ]; then \
+		echo "Fashion-MNIST present in $(FMNIST_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		$(SUDO) apt-get install -y $(FMNIST_PKG) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(FMNIST_PKG); }; \
+	else \
+		echo "make data: apt-get not found; install the Debian package $(FMNIST_PKG) or put the four" \
+		     "Fashion-MNIST idx .gz files into $(FMNIST_DIR)" >&2; exit 1; \
+	fi
+
+bench: install data
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_encode.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/label_retrieval.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
