@@ -38,10 +38,13 @@ data:
 		     "Fashion-MNIST idx .gz files into $(FMNIST_DIR)" >&2; exit 1; \
 	fi
 
-bench: install data
+# label_retrieval.py reads the demo's emoji model (runs/demo/emoji-infonce); demo re-runs in seconds
+bench: demo data
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_encode.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_diffusion.py
+	$(BIN)/python benchmarks/zeroshot_emoji.py
 	$(BIN)/python benchmarks/label_retrieval.py
 
 clean:

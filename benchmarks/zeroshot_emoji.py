@@ -52,7 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, load_note, markdown  # noqa: E402
 
-from xmr.data import read_manifest  # noqa: E402
+from xmr.data import fetch_dataset, read_manifest  # noqa: E402
 from xmr.encoders import create_encoder, encode_images  # noqa: E402
 from xmr.utils.io import atomic_write_bytes, atomic_write_text, save_json  # noqa: E402
 from xmr.utils.paths import default_cache_dir  # noqa: E402
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cache = default_cache_dir()
-    manifest = args.manifest or cache / "datasets" / "emoji" / "manifest.jsonl"
+    manifest = args.manifest or fetch_dataset("emoji", cache)  # fetched (npm) on first use
     train_cfg = IdentityTrainConfig(epochs=args.epochs)
     grid_name = "quick" if args.quick else args.grid
     grid = walk_grid(grid_name)
