@@ -19,6 +19,7 @@ from xmr.evaluation.metrics import (
     mean_average_precision,
     rank_metrics,
 )
+from xmr.evaluation.overlap import overlap_indicator, plot_overlap_histogram, positive_negative_sims
 from xmr.evaluation.protocol import TABLE_KEYS, build_text_queries, evaluate_embeddings, format_table
 
 __all__ = [
@@ -37,5 +38,8 @@ __all__ = [
     "format_table",
     "label_retrieval_metrics",
     "mean_average_precision",
+    "overlap_indicator",
+    "plot_overlap_histogram",
+    "positive_negative_sims",
     "rank_metrics",
 ]
