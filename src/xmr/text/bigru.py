@@ -1,0 +1,90 @@
+"""A bi-directional GRU sentence encoder over word vectors.
+
+Gu, Cai, Joty, Niu, Wang: "Look, Imagine and Match", CVPR 2018, Sec. 3.2 and Table 1
+(``GRU_Bi``: a bi-directional GRU beats a one-way GRU as the sentence encoder); word
+embeddings initialised from pretrained vectors as in Chen et al., "Annotation Efficient
+Cross-Modal Retrieval with Adversarial Attentive Alignment", MM 2019, Sec. 5 (GloVe).
+
+Pooling: ``"mean"`` (default) averages the concatenated forward/backward outputs over the real
+tokens; ``"last"`` concatenates the final forward state with the final backward state (the
+VSE-style sentence vector). Both ignore padding exactly: the real tokens of each row are
+first moved to the front in their order (so position-shifted rows work too) and the GRU runs
+on a packed sequence, so adding padding anywhere does not change the output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from xmr.errors import XmrError
+from xmr.text.registry import TEXT_MODELS
+from xmr.text.vocab import PAD_ID
+
+
+def compact_left(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's non-padding ids to the front, keeping their order.
+
+    Returns:
+        ``(ids, lengths)``: the left-aligned ids and the number of real tokens per row.
+
+    Shape:
+        (B, L) -> (B, L), (B,)
+    """
+    is_pad = (ids == PAD_ID).to(torch.int8)
+    order = torch.argsort(is_pad, dim=1, stable=True)
+    return ids.gather(1, order), (1 - is_pad).sum(dim=1)
+
+
+@TEXT_MODELS.register("bigru")
+class BiGRUTextEncoder(nn.Module):
+    """Word ids -> sentence embedding: embedding, 1-layer bi-GRU, pooling, fc.
+
+    Args:
+        embedding: the initial word table (row 0, padding, should be zero); trainable.
+        hidden: the GRU state size per direction.
+        out_dim: the output size.
+        pool: ``"mean"`` over real tokens or ``"last"`` states (see the module docstring).
+        dropout: dropout before the fc.
+        normalize: L2-normalise the output.
+
+    Shape:
+        embedding: (V, word_dim); input ids: (B, L) int64 with 0 = padding -> (B, out_dim)
+    """
+
+    def __init__(
+        self,
+        embedding: np.ndarray | torch.Tensor,
+        *,
+        hidden: int = 256,
+        out_dim: int = 256,
+        pool: str = "mean",
+        dropout: float = 0.0,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if pool not in ("mean", "last"):
+            raise XmrError(f"BiGRU pool must be 'mean' or 'last', got {pool!r}")
+        weight = torch.as_tensor(np.asarray(embedding), dtype=torch.float32)
+        self.embed = nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=PAD_ID)
+        self.gru = nn.GRU(weight.shape[1], hidden, num_layers=1, batch_first=True, bidirectional=True)
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(2 * hidden, out_dim)
+        self.normalize = normalize
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids, lengths = compact_left(ids)
+        lengths = lengths.clamp(min=1)  # an all-padding row runs on one zero vector
+        packed = pack_padded_sequence(self.embed(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, h_n = self.gru(packed)
+        if self.pool == "last":
+            x = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2h): forward's last step, backward's first
+        else:
+            padded, _ = pad_packed_sequence(out, batch_first=True)  # zeros past each length
+            x = padded.sum(dim=1) / lengths.to(padded.dtype).unsqueeze(1)
+        y = self.fc(self.dropout(x))
+        return F.normalize(y, dim=-1) if self.normalize else y
