@@ -22,9 +22,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-# Fashion-MNIST for the label-retrieval benchmark, from the Debian package (not needed by demo/test)
+# Fashion-MNIST for the label-retrieval benchmark and WordNet 3.0 for xmr.semantics (A3VSE
+# pseudo-texts, tag baseline), from Debian packages (not needed by demo/test)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 FMNIST_PKG := dataset-fashion-mnist
+WORDNET_DIR := /usr/share/wordnet
+WORDNET_PKGS := wordnet-base wordnet-sense-index
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 data:
@@ -36,6 +39,14 @@ data:
 	else \
 		echo "make data: apt-get not found; install the Debian package $(FMNIST_PKG) or put the four" \
 		     "Fashion-MNIST idx .gz files into $(FMNIST_DIR)" >&2; exit 1; \
+	fi
+	@if [ -f $(WORDNET_DIR)/data.noun ] && [ -f $(WORDNET_DIR)/index.noun ] && [ -f $(WORDNET_DIR)/index.sense ]; then \
+		echo "WordNet present in $(WORDNET_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		$(SUDO) apt-get install -y $(WORDNET_PKGS) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(WORDNET_PKGS); }; \
+	else \
+		echo "make data: apt-get not found; install the Debian packages $(WORDNET_PKGS) or put WordNet 3.0's" \
+		     "dict files (data.noun, index.noun ...) into a folder named by XMR_WORDNET_DIR" >&2; exit 1; \
 	fi
 
 # label_retrieval.py reads the demo's emoji model (runs/demo/emoji-infonce); demo re-runs in seconds
