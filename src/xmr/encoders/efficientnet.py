@@ -69,6 +69,16 @@ class EfficientNetLite0(ImageEncoder):
         """Pooled features of a normalised batch. Shape: (B, 3, S, S) -> (B, 1280)."""
         return self.model.extract_features(x).mean(dim=(2, 3))
 
+    @torch.inference_mode()
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final feature map (region features). Shape: (B, 3, S, S) -> (B, 1280, S/32, S/32)."""
+        return self.model.extract_features(x)
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet-1k logits through the model's own classifier. Shape: (B, 3, S, S) -> (B, 1000)."""
+        return self.model._fc(self.forward(x))
+
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         x = to_model_input(inputs)  # type: ignore[arg-type]
         return self.forward(x).numpy().astype(np.float32, copy=False)

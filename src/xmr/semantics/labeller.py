@@ -105,8 +105,8 @@ def efficientnet_logits_fn() -> LogitsFn:
     """ImageNet-1k logits of the packaged EfficientNet-Lite0, loaded once on first call.
 
     Uses the model of :class:`~xmr.encoders.efficientnet.EfficientNetLite0` (same weights and
-    normalisation): its pooled 1280-d features through the model's own final linear layer
-    ``_fc`` (the encoder exposes only pooled features). Shape: (B, S, S, 3) uint8 -> (B, 1000).
+    normalisation), through :meth:`~xmr.encoders.efficientnet.EfficientNetLite0.logits`.
+    Shape: (B, S, S, 3) uint8 -> (B, 1000).
     """
     import torch
 
@@ -116,8 +116,7 @@ def efficientnet_logits_fn() -> LogitsFn:
 
     def logits(images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            feats = encoder.forward(to_model_input(list(images)))
-            return encoder.model._fc(feats).numpy()
+            return encoder.logits(to_model_input(list(images))).numpy()
 
     return logits
 
