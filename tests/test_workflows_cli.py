@@ -82,6 +82,7 @@ def test_index_keeps_previous_on_failure(trained: tuple[Path, Path, Path], monke
 
 @pytest.mark.parametrize("argv,needle", [
     (["train", "MANIFEST", "--out", "OUT", "--loss", "hinge"], "unknown loss 'hinge'"),
+    (["train", "MANIFEST", "--out", "OUT", "--then", "instance+rank"], "only loss='instance'"),
     (["train", "MANIFEST", "--out", "OUT", "--image-encoder", "clip"], "unknown encoder 'clip'"),
     (["train", "NOPE.jsonl", "--out", "OUT"], "manifest not found"),
     (["eval", "NOT_A_RUN"], "not an xmr run folder"),
@@ -210,3 +211,18 @@ def test_rerank_errors(trained: tuple[Path, Path, Path], tmp_path: Path, capsys:
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("xmr: error:") and needle in err[0], (argv, err)
     assert not (b / "rerank" / "diffusion" / "texts").exists()  # the failed builds left index b as it was
+
+
+def test_train_two_stage_instance_cli(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    manifest, cache, _ = trained
+    run = tmp_path / "inst"
+    args = [a if a != "12" else "6" for a in TRAIN]
+    assert main(["train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *args, "--loss", "instance",
+                 "--then", "instance+rank", "--stage1-epochs", "2"]) == 0
+    saved = json.loads((run / "run.json").read_text())["train"]
+    assert (saved["loss"], saved["then"], saved["stage1_epochs"], saved["rank_loss"]) == \
+        ("instance", "instance+rank", 2, "vse++")
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["loss_name"] for h in hist] == ["instance"] * 2 + ["instance+rank"] * 4
+    model = json.loads((run / "best" / "model.json").read_text())
+    assert model["config"]["n_instances"] == 4 * 4  # 4 train colours x 4 shapes, each (colour, shape) a group

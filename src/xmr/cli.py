@@ -66,8 +66,12 @@ def _cmd_encode(a: argparse.Namespace) -> None:
 def _train_config(a: argparse.Namespace) -> TrainConfig:
     from xmr.training import TrainConfig
 
-    return TrainConfig(loss=a.loss, margin=a.margin, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                       patience=a.patience, vse0_warmup_epochs=a.vse0_warmup, seed=a.seed)
+    try:
+        return TrainConfig(loss=a.loss, margin=a.margin, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                           patience=a.patience, vse0_warmup_epochs=a.vse0_warmup, seed=a.seed, then=a.then,
+                           stage1_epochs=a.stage1_epochs, rank_loss=a.rank_loss)
+    except ValueError as e:  # the dataclass's own validation: a bad option value
+        raise XmrError(f"invalid training option: {e}") from None
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
@@ -191,7 +195,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--out", required=True, help="run folder (created; an unfinished run there is resumed)")
     _add_encoders(p)
-    p.add_argument("--loss", default="infonce", help="infonce | vse0 | vse++")
+    p.add_argument("--loss", default="infonce", help="infonce | vse0 | vse++ | instance")
+    p.add_argument("--then", default=None, metavar="OBJECTIVE",
+                   help="with --loss instance: 'instance+rank' after --stage1-epochs (dual-path two-stage)")
+    p.add_argument("--stage1-epochs", type=int, default=0, help="epochs of Stage I (instance loss only)")
+    p.add_argument("--rank-loss", default="vse++", help="the ranking loss of instance+rank")
     p.add_argument("--margin", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)

@@ -19,6 +19,7 @@ from torch import nn
 
 from xmr.errors import XmrError
 from xmr.models.heads import HEADS, create_head
+from xmr.models.shared_classifier import SharedClassifier
 from xmr.utils.io import atomic_save_file, load_json, save_json
 
 
@@ -38,6 +39,7 @@ class ModelConfig:
     learn_temperature: bool = True
     image_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
     text_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
+    n_instances: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
@@ -48,6 +50,8 @@ class ModelConfig:
         if not 0 < self.init_temperature <= 1:
             raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
         HEADS.get(self.head)  # unknown head -> XmrError listing the known ones
+        if int(self.n_instances) < 0:
+            raise ValueError(f"n_instances must be >= 0, got {self.n_instances}")
 
 
 class JointModel(nn.Module):
@@ -55,6 +59,9 @@ class JointModel(nn.Module):
 
     Shapes: ``embed_images`` (B, image_dim) -> (B, embed_dim); ``embed_texts`` (B, text_dim) ->
     (B, embed_dim). ``logit_scale`` = 1/temperature, stored as a log so it stays positive.
+    With ``config.n_instances > 0`` the model also holds the instance loss's shared classifier
+    W_share (dual-path paper, Eqs. 5-8), ``classifier.weight`` of shape (n_instances, embed_dim);
+    it is used in training only.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -65,6 +72,7 @@ class JointModel(nn.Module):
         self.text_head = create_head(config.head, config.text_dim, config.embed_dim, **kw)
         log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)
+        self.classifier = SharedClassifier(config.n_instances, config.embed_dim) if config.n_instances else None
         self.model_id = "untrained"
 
     @property

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from xmr.losses import LOSSES
 
 HARDEST_NEGATIVE_LOSSES = ("vse++",)
+#: the dual-path paper's instance loss (a shared classifier over training groups, Eqs. 5-8); not a
+#: registered pair loss because it also takes the group labels and the classifier weight
+INSTANCE = "instance"
+#: Stage II of the dual-path schedule: instance loss + the ranking loss ``rank_loss`` (Eq. 9)
+INSTANCE_RANK = "instance+rank"
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,12 @@ class TrainConfig:
         collapse_epochs: with a hardest-negative loss, stop and report a collapse when the mean
             epoch loss has sat within 1 % of 2 x margin for this many epochs after the warm-up.
         seed: seeds initialisation, shuffling and dropout.
+        then: with ``loss="instance"``, the objective after ``stage1_epochs``:
+            ``"instance+rank"`` (the dual-path paper's Stage II, Eq. 9 with lam1 = lam2 = lam3 = 1),
+            or None (instance loss throughout).
+        stage1_epochs: length of Stage I (instance loss only) before ``then``. Stage I epochs are
+            validated and logged but never chosen as the best checkpoint when ``then`` is set.
+        rank_loss: the registered ranking loss of Stage II (default VSE++, margin ``margin``).
     """
 
     loss: str = "infonce"
@@ -40,9 +51,20 @@ class TrainConfig:
     vse0_warmup_epochs: int = 2
     collapse_epochs: int = 2
     seed: int = 0
+    then: str | None = None
+    stage1_epochs: int = 0
+    rank_loss: str = "vse++"
 
     def __post_init__(self) -> None:
-        LOSSES.get(self.loss)  # unknown loss -> XmrError listing the known ones
+        if self.loss != INSTANCE:
+            LOSSES.get(self.loss)  # unknown loss -> XmrError listing the known ones
+        LOSSES.get(self.rank_loss)
+        if self.then is not None and (self.loss != INSTANCE or self.then != INSTANCE_RANK):
+            raise ValueError(f"then={self.then!r}: only loss='instance' has a second stage, "
+                             f"and it must be {INSTANCE_RANK!r}")
+        if self.then is not None and not 1 <= self.stage1_epochs < self.epochs:
+            raise ValueError(f"stage1_epochs ({self.stage1_epochs}) must be in [1, epochs={self.epochs}) "
+                             f"with then={self.then!r}")
         checks = {
             "margin": self.margin >= 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
             "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
@@ -59,5 +81,16 @@ class TrainConfig:
     def hardest_negative(self) -> bool:
         return self.loss in HARDEST_NEGATIVE_LOSSES
 
-    def loss_kwargs(self) -> dict[str, float]:
-        return {} if self.loss == "infonce" else {"margin": self.margin}
+    @property
+    def uses_instances(self) -> bool:
+        """True when the model needs the shared instance classifier."""
+        return self.loss == INSTANCE
+
+    @property
+    def final_objective(self) -> str:
+        """The objective whose epochs may become the best checkpoint."""
+        return self.then or self.loss
+
+    def loss_kwargs(self, name: str | None = None) -> dict[str, float]:
+        """Hyper-parameters of the registered loss ``name`` (default: ``loss``)."""
+        return {} if (name or self.loss) == "infonce" else {"margin": self.margin}

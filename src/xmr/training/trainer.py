@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +24,12 @@ import torch
 
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics
-from xmr.losses import create_loss
-from xmr.losses.registry import LossFn
+from xmr.losses import TwoStageSchedule, create_loss, instance_loss
 from xmr.models import JointModel, ModelConfig, load_model
-from xmr.training.config import TrainConfig
+from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
 from xmr.training.data import EvalSet, PairSet
 from xmr.training.schedule import warmup_cosine
-from xmr.utils.io import atomic_save_file, load_json, save_json, to_jsonable
+from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
 from xmr.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -67,21 +67,56 @@ def _check_run_dir(out: Path, spec: dict[str, object], overwrite: bool) -> bool:
     spec_file = out / "train.json"
     if not spec_file.exists():
         return False
-    if load_json(spec_file) == to_jsonable(spec):
+    if matches_saved(load_json(spec_file), spec):
         return True
     raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
 
 
-def _loss_fn(cfg: TrainConfig, epoch: int) -> tuple[LossFn, str]:
-    """The loss of this epoch and its name: VSE0 during the warm-up of a hardest-negative loss."""
-    if cfg.hardest_negative and epoch < cfg.vse0_warmup_epochs:
-        return create_loss("vse0", **cfg.loss_kwargs()), "vse0"
-    return create_loss(cfg.loss, **cfg.loss_kwargs()), cfg.loss
+ObjectiveFn = Callable[[JointModel, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                      dict[str, torch.Tensor]]
+
+
+def _objective(cfg: TrainConfig, epoch: int) -> tuple[ObjectiveFn, str]:
+    """The objective of this 0-based epoch and its name.
+
+    * a registered pair loss (VSE0 instead during the warm-up of a hardest-negative loss);
+    * ``instance``: the dual-path paper's instance loss, the shared classifier W_share over the
+      training groups applied to both embeddings (Eqs. 5-8);
+    * ``instance+rank``: Stage II, lam1 L_rank + lam2 L_img + lam3 L_txt (Eq. 9, all weights 1).
+      The paper's Stage I also freezes the image CNN; xmr's encoders are always frozen (cached
+      features), so both heads train in both stages.
+    """
+    if cfg.uses_instances:
+        w = TwoStageSchedule(cfg.stage1_epochs if cfg.then else cfg.epochs).weights(epoch)
+        rank = create_loss(cfg.rank_loss, **cfg.loss_kwargs(cfg.rank_loss)) if w.lambda_rank > 0 else None
+
+        def instance(model: JointModel, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor,
+                     text_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            assert model.classifier is not None  # checked when training starts
+            out = instance_loss(img, txt, groups, model.classifier.weight)
+            total = w.lambda_img * out["loss_img"] + w.lambda_txt * out["loss_txt"]
+            parts = {"instance_img": out["loss_img"], "instance_txt": out["loss_txt"],
+                     "acc_img": out["acc_img"], "acc_txt": out["acc_txt"]}
+            if rank is not None:
+                r = rank(img, txt, logit_scale=model.logit_scale, groups=groups, text_ids=text_ids)
+                total = total + w.lambda_rank * r["loss"]
+                parts["rank"] = r["loss"]
+            return {"loss": total, **parts}
+
+        return instance, INSTANCE if rank is None else INSTANCE_RANK
+    name = "vse0" if cfg.hardest_negative and epoch < cfg.vse0_warmup_epochs else cfg.loss
+    loss_fn = create_loss(name, **cfg.loss_kwargs(name))
+
+    def pair(model: JointModel, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor,
+             text_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return loss_fn(img, txt, logit_scale=model.logit_scale, groups=groups, text_ids=text_ids)
+
+    return pair, name
 
 
 def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR) -> dict[str, float]:
-    loss_fn, loss_name = _loss_fn(cfg, epoch)
+    objective, loss_name = _objective(cfg, epoch)
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data.pairs))
     n_batches = len(order) // cfg.batch_size or 1  # drop the ragged last batch
     img_all = torch.from_numpy(data.image_feats)
@@ -93,7 +128,7 @@ def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
         idx = torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]])
         img = model.embed_images(img_all[idx[:, 0]])
         txt = model.embed_texts(txt_all[idx[:, 1]])
-        out = loss_fn(img, txt, logit_scale=model.logit_scale, groups=groups_all[idx[:, 0]], text_ids=idx[:, 1])
+        out = objective(model, img, txt, groups_all[idx[:, 0]], idx[:, 1])
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()
@@ -133,6 +168,9 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
             "n_train_images": int(len(train.image_feats))}
     resumable = _check_run_dir(out, spec, overwrite)
     save_json(out / "train.json", spec)
+    if config.uses_instances and model_config.n_instances <= int(train.image_groups.max()):
+        raise XmrError(f"the instance loss needs a classifier over {int(train.image_groups.max()) + 1} training "
+                       f"groups; the model config has n_instances={model_config.n_instances}")
     torch.manual_seed(config.seed)
     model = JointModel(model_config)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
@@ -175,9 +213,9 @@ def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, conf
     row.update({f"val_{k}": float(v) for k, v in metrics.items()}, seconds=time.perf_counter() - t0)
     st = {**st, "epoch": epoch + 1, "history": st["history"] + [row]}
     log.info("epoch %d  %s %.4f  val rsum %.1f", epoch + 1, row["loss_name"], row["train_loss"], metrics["rsum"])
-    # warm-up epochs (VSE0 before VSE++) train but are not candidates: the checkpoint of a VSE++
-    # run must come from VSE++ training
-    if row["loss_name"] == config.loss:
+    # warm-up epochs (VSE0 before VSE++, Stage I before instance+rank) train but are not
+    # candidates: the checkpoint of a VSE++ run must come from VSE++ training
+    if row["loss_name"] == config.final_objective:
         if metrics["rsum"] > st["best_rsum"]:
             model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
             st.update(best_rsum=metrics["rsum"], best_epoch=epoch + 1, bad=0)

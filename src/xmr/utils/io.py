@@ -91,6 +91,31 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def matches_saved(saved: Any, current: Any) -> bool:
+    """True when a config saved as JSON equals ``current`` (dataclasses allowed).
+
+    Dataclass fields missing from the saved file count as holding their defaults: a run
+    written before a field existed still matches a config that leaves the field at its default.
+    """
+    return _fill_defaults(saved, current) == to_jsonable(current)
+
+
+def _fill_defaults(saved: Any, obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and isinstance(saved, dict):
+        out = dict(saved)
+        for f in dataclasses.fields(obj):
+            if f.name in out:
+                out[f.name] = _fill_defaults(out[f.name], getattr(obj, f.name))
+            elif f.default is not dataclasses.MISSING:
+                out[f.name] = to_jsonable(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = to_jsonable(f.default_factory())
+        return out
+    if isinstance(obj, dict) and isinstance(saved, dict):
+        return {k: _fill_defaults(v, obj[k]) if k in obj else v for k, v in saved.items()}
+    return saved
+
+
 def save_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` (dataclasses allowed) as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")

@@ -10,7 +10,7 @@ from xmr.errors import XmrError
 from xmr.models import ModelConfig
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
-from xmr.utils.io import load_json, save_json, to_jsonable
+from xmr.utils.io import load_json, matches_saved, save_json
 from xmr.workflows.features import encode_items
 from xmr.workflows.run_config import RUN_FILE, RunConfig, run_encoders, run_items
 
@@ -25,7 +25,7 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     ``history.json``) and resumes an interrupted run of the same config.
     """
     out = Path(out_dir)
-    if (out / RUN_FILE).exists() and not overwrite and load_json(out / RUN_FILE) != to_jsonable(config):
+    if (out / RUN_FILE).exists() and not overwrite and not matches_saved(load_json(out / RUN_FILE), config):
         raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
     out.mkdir(parents=True, exist_ok=True)
     items = run_items(config)
@@ -35,12 +35,14 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     val_fs = encode_items(select_split(items, config.val_split), **encoders,  # type: ignore[arg-type]
                           cache_dir=cache_dir, texts_per_item=config.eval_texts_per_item,
                           show_progress=show_progress)
+    pairs = PairSet(train_fs.image_feats, train_fs.text_feats, pairs_from_relevance(train_fs.relevance),
+                    train_fs.group_ids())
+    # the instance loss classifies into the training groups (each group its own class)
+    n_instances = int(pairs.image_groups.max()) + 1 if config.train.uses_instances else 0
     model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
                                image_dim=encoders["image_encoder"].dim, text_dim=encoders["text_encoder"].dim,
                                embed_dim=config.embed_dim, head=config.head, hidden_dim=config.hidden_dim,
-                               dropout=config.dropout)
-    pairs = PairSet(train_fs.image_feats, train_fs.text_feats, pairs_from_relevance(train_fs.relevance),
-                    train_fs.group_ids())
+                               dropout=config.dropout, n_instances=n_instances)
     val = EvalSet(val_fs.image_feats, val_fs.text_feats, val_fs.relevance)
     log.info("training %s on %d pairs (%d images, %d texts); validating on %d images",
              config.train.loss, len(pairs.pairs), len(train_fs.items), len(train_fs.texts), len(val_fs.items))
