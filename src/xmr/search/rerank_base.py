@@ -20,7 +20,6 @@ previous structures (or none), never half of them.
 from __future__ import annotations
 
 import abc
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -36,7 +35,7 @@ import scipy.sparse as sp
 
 from xmr.errors import XmrError
 from xmr.registry import Registry
-from xmr.utils.io import load_json, save_json
+from xmr.utils.io import load_json, save_json, swap_in_folder
 
 Target = Literal["images", "texts"]
 Modality = Literal["image", "text"]
@@ -373,7 +372,7 @@ class Reranker(abc.ABC):
                                         "target": self.target, "params": params_dict(self.params),
                                         "n_gallery": self.n_gallery, "fingerprint": self.fingerprint,
                                         "matrices": sorted(matrices), "info": info})
-            _swap_in(tmp, directory)
+            swap_in_folder(tmp, directory)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return directory
@@ -420,17 +419,6 @@ def _default_folder_mode(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o777 & ~umask)
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace the folder ``target`` by ``new`` with two renames; the old one is removed last."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    with contextlib.suppress(OSError):
-        shutil.rmtree(old)
 
 
 def order_shortlist(scores: np.ndarray, scored: np.ndarray, base_ids: np.ndarray

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,6 +90,21 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def swap_in_folder(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Replace the folder ``target`` by the finished folder ``new`` with two renames.
+
+    The old folder is moved aside first and removed last, so a crash leaves either the old or
+    the new folder in place (plus, at worst, a hidden ``.<name>.old``), never a half-written one.
+    """
+    new, target = Path(new), Path(target)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def matches_saved(saved: Any, current: Any) -> bool:

@@ -31,7 +31,7 @@ from xmr.index import Index, create_index
 from xmr.models import load_model
 from xmr.search.rerankers import (TARGETS, GalleryVectors, Reranker, Target, create_reranker, first_text_pairs,
                                   index_fingerprint, rerank_dir)
-from xmr.utils.io import save_json
+from xmr.utils.io import save_json, swap_in_folder
 from xmr.workflows.features import FeatureSet, encode_items
 from xmr.workflows.run_config import load_run_config, run_encoders, run_items
 
@@ -94,7 +94,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
                                             "factory": factory, "n_images": len(fs.items),
                                             "n_texts": len(fs.texts), "rerank": built,
                                             "fingerprint": index_fingerprint(tmp), "command": command})
-        _swap_in(tmp, out)
+        swap_in_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("indexed %d images and %d texts into %s", len(fs.items), len(fs.texts), out)
@@ -118,13 +118,3 @@ def _build_rerank(index_dir: Path, rerankers: Sequence[Reranker], targets: Seque
             log.info("built %s re-ranking structures for %d %s", rr.name, rr.n_gallery, target)
         built[proto.name] = {"targets": list(dict.fromkeys(targets)), "params": proto.params}
     return built
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace ``target`` by ``new`` with two renames; the old folder is removed only at the end."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
