@@ -78,11 +78,14 @@ def _cmd_train(a: argparse.Namespace) -> None:
     from xmr.workflows.run_config import RunConfig
     from xmr.workflows.train import train_run
 
-    cfg = RunConfig(manifest=os.path.abspath(a.manifest),
-                    image_root=os.path.abspath(a.image_root) if a.image_root else None, image_encoder=a.image_encoder,
-                    text_encoder=a.text_encoder, train_split=a.train_split, val_split=a.val_split,
-                    eval_texts_per_item=a.eval_texts_per_item, embed_dim=a.embed_dim, head=a.head,
-                    train=_train_config(a))
+    try:
+        cfg = RunConfig(manifest=os.path.abspath(a.manifest),
+                        image_root=os.path.abspath(a.image_root) if a.image_root else None,
+                        image_encoder=a.image_encoder, text_encoder=a.text_encoder, train_split=a.train_split,
+                        val_split=a.val_split, eval_texts_per_item=a.eval_texts_per_item, embed_dim=a.embed_dim,
+                        head=a.head, train=_train_config(a), similarity=a.similarity)
+    except ValueError as e:
+        raise XmrError(f"invalid training option: {e}") from None
     r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
     print(f"{r.status}: best epoch {r.best_epoch}, val rsum {r.best_metrics.get('rsum', float('nan')):.1f}; "
           f"checkpoint: {r.best_dir}")
@@ -200,6 +203,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="with --loss instance: 'instance+rank' after --stage1-epochs (dual-path two-stage)")
     p.add_argument("--stage1-epochs", type=int, default=0, help="epochs of Stage I (instance loss only)")
     p.add_argument("--rank-loss", default="vse++", help="the ranking loss of instance+rank")
+    p.add_argument("--similarity", default="cosine",
+                   help="how the space scores a pair: cosine | order (GXN order violation; ranking losses only)")
     p.add_argument("--margin", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)

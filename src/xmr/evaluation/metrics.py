@@ -27,6 +27,8 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 from scipy import sparse
 
+from xmr.evaluation.similarity import score_fn
+
 log = logging.getLogger(__name__)
 
 PRIMARY_METRIC = "rsum"
@@ -184,7 +186,8 @@ def cross_modal_ranks(
 
 
 def cross_modal_ranks_from_embeddings(
-    img_emb: np.ndarray, txt_emb: np.ndarray, relevance: Relevance, *, chunk_rows: int | None = None
+    img_emb: np.ndarray, txt_emb: np.ndarray, relevance: Relevance, *, chunk_rows: int | None = None,
+    similarity: str = "cosine",
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cross_modal_ranks` of ``img_emb @ txt_emb.T`` without building the full matrix.
 
@@ -193,6 +196,8 @@ def cross_modal_ranks_from_embeddings(
         txt_emb: text embeddings. Shape: (n_txt, d).
         relevance: Shape: (n_img, n_txt).
         chunk_rows: images scored per step.
+        similarity: a scorer of :data:`xmr.evaluation.similarity.SCORERS` (``cosine`` is the
+            inner product above; ``order`` is GXN's order-violation score).
 
     Returns:
         ``(i2t_ranks, t2i_ranks)`` of shapes (n_img,) and (n_txt,).
@@ -201,7 +206,8 @@ def cross_modal_ranks_from_embeddings(
     if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
         raise ValueError(f"embedding shapes {img.shape} and {txt.shape} do not match")
     rel = _as_relevance(relevance, (img.shape[0], txt.shape[0]))
-    return _two_way_ranks(lambda a, b: img[a:b] @ txt.T, rel, chunk_rows)
+    score = score_fn(similarity)
+    return _two_way_ranks(lambda a, b: score(img[a:b], txt), rel, chunk_rows)
 
 
 def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10), prefix: str = "") -> dict[str, float]:

@@ -105,7 +105,7 @@ def _check_embeddings(
 
 def _fold_mean(
     img: np.ndarray, txt: np.ndarray, rel: sparse.csr_matrix, fold_size: int, n_folds: int,
-    ks: Sequence[int],
+    ks: Sequence[int], similarity: str = "cosine",
 ) -> dict[str, float]:
     """Metrics averaged over consecutive folds of ``fold_size`` images and their texts."""
     folds = []
@@ -113,7 +113,7 @@ def _fold_mean(
         a, b = f * fold_size, (f + 1) * fold_size
         fold_rel = rel[a:b]
         cols = np.unique(fold_rel.indices)  # the texts of this fold's images
-        i2t, t2i = cross_modal_ranks_from_embeddings(img[a:b], txt[cols], fold_rel[:, cols])
+        i2t, t2i = cross_modal_ranks_from_embeddings(img[a:b], txt[cols], fold_rel[:, cols], similarity=similarity)
         folds.append(cross_modal_metrics_from_ranks(i2t, t2i, ks=ks))
     out: dict[str, float] = {}
     for key in folds[0]:
@@ -131,10 +131,12 @@ def evaluate_embeddings(
     fold_size: int = 1000,
     n_folds: int = 5,
     ks: Sequence[int] = (1, 5, 10),
+    similarity: str = "cosine",
 ) -> dict[str, float | str]:
     """Image->text and text->image retrieval metrics of L2-normalised embeddings.
 
-    Similarities are ``img_emb @ txt_emb.T``, computed a block of images at a time.
+    Similarities are ``img_emb @ txt_emb.T`` (or the model's ``similarity``, e.g. GXN's
+    order-violation score), computed a block of images at a time.
 
     Args:
         img_emb: image embeddings, L2-normalised. Shape: (n_img, d).
@@ -147,6 +149,7 @@ def evaluate_embeddings(
         fold_size: images per fold in ``"1k"`` mode.
         n_folds: folds in ``"1k"`` mode.
         ks: recall cut-offs.
+        similarity: a scorer name of :data:`xmr.evaluation.similarity.SCORERS`.
 
     Returns:
         The keys of :func:`~xmr.evaluation.metrics.cross_modal_metrics` (means over folds in
@@ -164,7 +167,7 @@ def evaluate_embeddings(
     img, txt, rel = _check_embeddings(img_emb, txt_emb, relevance)
     out: dict[str, float | str]
     if mode == "full":
-        i2t, t2i = cross_modal_ranks_from_embeddings(img, txt, rel)
+        i2t, t2i = cross_modal_ranks_from_embeddings(img, txt, rel, similarity=similarity)
         out = {**cross_modal_metrics_from_ranks(i2t, t2i, ks=ks), "mode": mode, "n_folds": 1}
         return out
     needed = int(n_folds) * int(fold_size)
@@ -173,7 +176,7 @@ def evaluate_embeddings(
                        f"got {img.shape[0]}; use mode 'full'")
     if img.shape[0] > needed:
         log.warning("1k mode: using the first %d of %d images", needed, img.shape[0])
-    out = {**_fold_mean(img, txt, rel, int(fold_size), int(n_folds), ks), "mode": mode,
+    out = {**_fold_mean(img, txt, rel, int(fold_size), int(n_folds), ks, similarity), "mode": mode,
            "n_folds": int(n_folds)}
     return out
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xmr.errors import XmrError
+from xmr.evaluation.similarity import SCORERS
 from xmr.models.heads import HEADS, create_head
 from xmr.models.shared_classifier import SharedClassifier
 from xmr.utils.io import atomic_save_file, load_json, save_json
@@ -40,6 +41,7 @@ class ModelConfig:
     image_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
     text_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
     n_instances: int = 0
+    similarity: str = "cosine"
 
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
@@ -50,6 +52,7 @@ class ModelConfig:
         if not 0 < self.init_temperature <= 1:
             raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
         HEADS.get(self.head)  # unknown head -> XmrError listing the known ones
+        SCORERS.get(self.similarity)  # unknown similarity -> XmrError listing the known ones
         if int(self.n_instances) < 0:
             raise ValueError(f"n_instances must be >= 0, got {self.n_instances}")
 
@@ -61,7 +64,9 @@ class JointModel(nn.Module):
     (B, embed_dim). ``logit_scale`` = 1/temperature, stored as a log so it stays positive.
     With ``config.n_instances > 0`` the model also holds the instance loss's shared classifier
     W_share (dual-path paper, Eqs. 5-8), ``classifier.weight`` of shape (n_instances, embed_dim);
-    it is used in training only.
+    it is used in training only. ``config.similarity`` says how the space scores an (image, text)
+    pair: ``cosine`` (inner product) or GXN's ``order`` violation; training, validation,
+    evaluation and search all use it.
     """
 
     def __init__(self, config: ModelConfig) -> None:

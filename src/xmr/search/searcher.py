@@ -22,6 +22,7 @@ import numpy as np
 from xmr.data.manifest import Item, read_manifest
 from xmr.encoders import ImageEncoder, TextEncoder
 from xmr.errors import XmrError
+from xmr.evaluation.similarity import score_fn
 from xmr.index import Index, load_index
 from xmr.models import JointModel, load_model
 from xmr.search.rerank_base import Modality, Reranker, Target, load_reranker, order_shortlist
@@ -155,6 +156,12 @@ class Searcher:
             rerank: a method name or a fitted re-ranker; None uses the searcher's default.
         """
         rr = self._reranker(rerank, target)
+        cross = (modality == "text") == (target == "images")
+        if self.model.config.similarity != "cosine" and cross:
+            if rr is not None:
+                raise XmrError(f"re-ranking works on cosine spaces; this model scores by "
+                               f"{self.model.config.similarity!r}")
+            return self._scored_search(queries, k, target=target, modality=modality)
         if rr is None:
             return self.search_vectors(queries, k, target=target)
         base_scores, base_ids = self.search_vectors(queries, max(k, rr.params.shortlist), target=target)
@@ -179,6 +186,27 @@ class Searcher:
         q = self.model.embed_numpy(feats, "image")
         return self._hits(*self.search_reranked(q, feats, k, target=target, modality="image", rerank=rerank),
                           target)
+
+    def _scored_search(self, queries: np.ndarray, k: int, *, target: Target, modality: Modality
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cross-modal search by the model's own (non-inner-product) similarity.
+
+        FAISS ranks by inner product, which an order-violation space does not use, so the
+        gallery vectors are read back from the index and every pair is scored (numpy).
+        """
+        index = self.indexes[target]
+        try:
+            gallery = index.faiss_index.reconstruct_n(0, len(index))
+        except RuntimeError:
+            raise XmrError(f"searching a {self.model.config.similarity!r} space needs an index whose vectors can "
+                           "be read back (build it with --factory Flat or HNSW32)") from None
+        score = score_fn(self.model.config.similarity)
+        sims = score(gallery, queries).T if modality == "text" else score(queries, gallery)  # (n_q, n_gallery)
+        k = min(k, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable"),
+                                   axis=1)
+        return np.take_along_axis(sims, order, axis=1).astype(np.float32), index.ids()[order]
 
     # -- re-ranking structures ------------------------------------------------------------------
 

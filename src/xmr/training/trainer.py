@@ -24,7 +24,9 @@ import torch
 
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics
+from xmr.evaluation.similarity import score_fn
 from xmr.losses import TwoStageSchedule, create_loss, instance_loss
+from xmr.losses.registry import LossFn
 from xmr.models import JointModel, ModelConfig, load_model
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
 from xmr.training.data import EvalSet, PairSet
@@ -48,10 +50,10 @@ class TrainResult:
 
 
 def validate(model: JointModel, data: EvalSet) -> dict[str, float]:
-    """Cross-modal metrics of ``model`` on ``data`` (rsum and friends)."""
+    """Cross-modal metrics of ``model`` on ``data`` (rsum and friends), scored by its similarity."""
     img = model.embed_numpy(data.image_feats, "image")
     txt = model.embed_numpy(data.text_feats, "text")
-    return cross_modal_metrics(img @ txt.T, data.relevance)
+    return cross_modal_metrics(score_fn(model.config.similarity)(img, txt), data.relevance)
 
 
 def _check_run_dir(out: Path, spec: dict[str, object], overwrite: bool) -> bool:
@@ -76,7 +78,17 @@ ObjectiveFn = Callable[[JointModel, torch.Tensor, torch.Tensor, torch.Tensor, to
                       dict[str, torch.Tensor]]
 
 
-def _objective(cfg: TrainConfig, epoch: int) -> tuple[ObjectiveFn, str]:
+def _pair_loss(name: str, cfg: TrainConfig, similarity: str) -> LossFn:
+    """The registered loss ``name`` with its hyper-parameters; ranking losses score by ``similarity``."""
+    kwargs: dict[str, object] = dict(cfg.loss_kwargs(name))
+    if similarity != "cosine":
+        if name == "infonce":
+            raise XmrError(f"similarity {similarity!r} needs a ranking loss; infonce scores by the inner product")
+        kwargs["similarity"] = similarity
+    return create_loss(name, **kwargs)  # type: ignore[arg-type]
+
+
+def _objective(cfg: TrainConfig, epoch: int, similarity: str = "cosine") -> tuple[ObjectiveFn, str]:
     """The objective of this 0-based epoch and its name.
 
     * a registered pair loss (VSE0 instead during the warm-up of a hardest-negative loss);
@@ -88,7 +100,7 @@ def _objective(cfg: TrainConfig, epoch: int) -> tuple[ObjectiveFn, str]:
     """
     if cfg.uses_instances:
         w = TwoStageSchedule(cfg.stage1_epochs if cfg.then else cfg.epochs).weights(epoch)
-        rank = create_loss(cfg.rank_loss, **cfg.loss_kwargs(cfg.rank_loss)) if w.lambda_rank > 0 else None
+        rank = _pair_loss(cfg.rank_loss, cfg, similarity) if w.lambda_rank > 0 else None
 
         def instance(model: JointModel, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor,
                      text_ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -105,7 +117,7 @@ def _objective(cfg: TrainConfig, epoch: int) -> tuple[ObjectiveFn, str]:
 
         return instance, INSTANCE if rank is None else INSTANCE_RANK
     name = "vse0" if cfg.hardest_negative and epoch < cfg.vse0_warmup_epochs else cfg.loss
-    loss_fn = create_loss(name, **cfg.loss_kwargs(name))
+    loss_fn = _pair_loss(name, cfg, similarity)
 
     def pair(model: JointModel, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor,
              text_ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -116,7 +128,7 @@ def _objective(cfg: TrainConfig, epoch: int) -> tuple[ObjectiveFn, str]:
 
 def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR) -> dict[str, float]:
-    objective, loss_name = _objective(cfg, epoch)
+    objective, loss_name = _objective(cfg, epoch, model.config.similarity)
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data.pairs))
     n_batches = len(order) // cfg.batch_size or 1  # drop the ragged last batch
     img_all = torch.from_numpy(data.image_feats)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevant_ranks, label_retrieval_metrics
+from xmr.errors import XmrError
 from xmr.evaluation.protocol import evaluate_embeddings
 from xmr.models import JointModel, load_model
 from xmr.search.rerank_base import GalleryVectors, Modality, Reranker, order_shortlist
@@ -124,9 +125,12 @@ def evaluate_features(model: JointModel, fs: FeatureSet, *, mode: str = "full",
 
     Each re-ranker in ``rerank`` adds its metrics as ``"<name>/<metric>"`` (see :func:`rerank_metrics`).
     """
+    similarity = model.config.similarity
+    if rerank and similarity != "cosine":
+        raise XmrError(f"re-ranking works on cosine spaces; this model scores by {similarity!r}")
     img = model.embed_numpy(fs.image_feats, "image")
     txt = model.embed_numpy(fs.text_feats, "text")
-    metrics = {k: v for k, v in evaluate_embeddings(img, txt, fs.relevance, mode=mode).items()
+    metrics = {k: v for k, v in evaluate_embeddings(img, txt, fs.relevance, mode=mode, similarity=similarity).items()
                if isinstance(v, (int, float))}
     metrics.update(_label_metrics(fs, img))
     for rr in rerank:

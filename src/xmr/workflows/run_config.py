@@ -10,6 +10,7 @@ from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_encoder
 from xmr.errors import XmrError
+from xmr.evaluation.similarity import SCORERS
 from xmr.models import HEADS
 from xmr.training import TrainConfig
 from xmr.utils.io import load_json
@@ -30,6 +31,8 @@ class RunConfig:
             demo uses 1, the CLDR name, since keywords like "face" are shared by many emoji).
         embed_dim, head, hidden_dim, dropout: the projection heads.
         train: the optimisation settings.
+        similarity: how the joint space scores a pair: ``cosine`` or GXN's ``order`` violation
+            (Sec. 3.2; with the ranking losses), used in training, evaluation and search.
     """
 
     manifest: str
@@ -44,11 +47,16 @@ class RunConfig:
     hidden_dim: int = 1024
     dropout: float = 0.1
     train: TrainConfig = field(default_factory=TrainConfig)
+    similarity: str = "cosine"
 
     def __post_init__(self) -> None:
         ENCODERS.get(self.image_encoder)
         ENCODERS.get(self.text_encoder)
         HEADS.get(self.head)
+        SCORERS.get(self.similarity)
+        if self.similarity != "cosine" and self.train.loss == "infonce":
+            raise ValueError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
+                             "infonce scores by the inner product")
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
             raise ValueError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
 

@@ -1,0 +1,58 @@
+"""How a joint space scores an (image, text) pair, in numpy: the evaluation side's twins of
+:mod:`xmr.losses.similarity` (which evaluation must not import: it is torch).
+
+* ``cosine``: ``img @ txt.T`` of L2-normalised embeddings.
+* ``order``: GXN's order-violation score ``s(t, v) = -||max(0, v - t)||^2`` (Sec. 3.2, Eq. 2),
+  the image being the more abstract side as GXN prints it. Not symmetric: the first argument is
+  always the image side.
+
+Example::
+
+    >>> import numpy as np
+    >>> v, t = np.array([[1.0, 0.0]]), np.array([[0.5, 0.5], [1.0, 1.0]])
+    >>> order_scores(v, t).tolist()
+    [[-0.25, -0.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from xmr.registry import Registry
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+#: name -> ``fn(img (n_i, d), txt (n_t, d)) -> scores (n_i, n_t)``
+SCORERS: Registry[ScoreFn] = Registry("similarity")
+
+# pairs x dims held at once by order_scores (about 64 MB of float32)
+_ORDER_BLOCK = 1 << 24
+
+
+@SCORERS.register("cosine")
+def cosine_scores(img: np.ndarray, txt: np.ndarray) -> np.ndarray:
+    """Inner products of (L2-normalised) embeddings. Shape: (n_i, d), (n_t, d) -> (n_i, n_t)."""
+    return np.asarray(img) @ np.asarray(txt).T
+
+
+@SCORERS.register("order")
+def order_scores(img: np.ndarray, txt: np.ndarray) -> np.ndarray:
+    """``-||max(0, v_i - t_j)||^2`` for every image i and text j. Shape: (n_i, n_t).
+
+    Computed a block of images at a time, so memory stays near ``_ORDER_BLOCK`` floats.
+    """
+    img, txt = np.asarray(img), np.asarray(txt)
+    out = np.empty((img.shape[0], txt.shape[0]), dtype=np.result_type(img, txt))
+    step = max(1, _ORDER_BLOCK // max(1, txt.shape[0] * txt.shape[1]))
+    for a in range(0, img.shape[0], step):
+        diff = img[a:a + step, None, :] - txt[None, :, :]
+        np.maximum(diff, 0, out=diff)
+        out[a:a + step] = -np.einsum("ijk,ijk->ij", diff, diff)
+    return out
+
+
+def score_fn(similarity: str) -> ScoreFn:
+    """The registered scorer ``similarity``; an unknown name raises XmrError listing the known ones."""
+    return SCORERS.get(similarity)
