@@ -83,7 +83,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
                         image_root=os.path.abspath(a.image_root) if a.image_root else None,
                         image_encoder=a.image_encoder, text_encoder=a.text_encoder, train_split=a.train_split,
                         val_split=a.val_split, eval_texts_per_item=a.eval_texts_per_item, embed_dim=a.embed_dim,
-                        head=a.head, train=_train_config(a), similarity=a.similarity)
+                        head=a.head, train=_train_config(a), similarity=a.similarity, two_branch=a.two_branch)
     except ValueError as e:
         raise XmrError(f"invalid training option: {e}") from None
     r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
@@ -205,6 +205,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-loss", default="vse++", help="the ranking loss of instance+rank")
     p.add_argument("--similarity", default="cosine",
                    help="how the space scores a pair: cosine | order (GXN order violation; ranking losses only)")
+    p.add_argument("--two-branch", type=float, default=None, metavar="LAMBDA",
+                   help="GXN abstract + grounded heads scored by s* = lam s_h + (1 - lam) s_l (GXN: 0.5)")
     p.add_argument("--margin", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)

@@ -42,6 +42,7 @@ class ModelConfig:
     text_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
     n_instances: int = 0
     similarity: str = "cosine"
+    two_branch: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
@@ -53,6 +54,11 @@ class ModelConfig:
             raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
         HEADS.get(self.head)  # unknown head -> XmrError listing the known ones
         SCORERS.get(self.similarity)  # unknown similarity -> XmrError listing the known ones
+        if self.two_branch is not None:
+            if not 0.0 < float(self.two_branch) < 1.0:
+                raise ValueError(f"two_branch (GXN's lambda) must be in (0, 1), got {self.two_branch}")
+            if int(self.embed_dim) % 2:
+                raise ValueError(f"a two-branch model splits embed_dim in halves; got an odd {self.embed_dim}")
         if int(self.n_instances) < 0:
             raise ValueError(f"n_instances must be >= 0, got {self.n_instances}")
 
@@ -73,8 +79,12 @@ class JointModel(nn.Module):
         super().__init__()
         self.config = config
         kw = {"hidden_dim": config.hidden_dim, "dropout": config.dropout}
-        self.image_head = create_head(config.head, config.image_dim, config.embed_dim, **kw)
-        self.text_head = create_head(config.head, config.text_dim, config.embed_dim, **kw)
+        branch_dim = config.embed_dim // 2 if config.two_branch is not None else config.embed_dim
+        self.image_head = create_head(config.head, config.image_dim, branch_dim, **kw)
+        self.text_head = create_head(config.head, config.text_dim, branch_dim, **kw)
+        if config.two_branch is not None:  # GXN's grounded pair of heads beside the abstract one
+            self.image_head_grounded = create_head(config.head, config.image_dim, branch_dim, **kw)
+            self.text_head_grounded = create_head(config.head, config.text_dim, branch_dim, **kw)
         log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)
         self.classifier = SharedClassifier(config.n_instances, config.embed_dim) if config.n_instances else None
@@ -85,10 +95,28 @@ class JointModel(nn.Module):
         return self.log_logit_scale.exp().clamp(max=100.0)
 
     def embed_images(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.image_head(feats)
+        if self.config.two_branch is None:
+            return self.image_head(feats)
+        return self._join(self.image_head(feats), self.image_head_grounded(feats))
 
     def embed_texts(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.text_head(feats)
+        if self.config.two_branch is None:
+            return self.text_head(feats)
+        return self._join(self.text_head(feats), self.text_head_grounded(feats))
+
+    def embed_grounded(self, feats: torch.Tensor, modality: str) -> torch.Tensor:
+        """The grounded branch alone (where GXN's generative paths attach). Shape: (B, embed_dim / 2)."""
+        if self.config.two_branch is None:
+            raise XmrError("this model has one branch; train it with a two-branch lambda for a grounded branch")
+        return (self.image_head_grounded if modality == "image" else self.text_head_grounded)(feats)
+
+    def _join(self, abstract: torch.Tensor, grounded: torch.Tensor) -> torch.Tensor:
+        """[sqrt(lam) h, sqrt(1 - lam) l]: any pair score s of the joined vectors is GXN's Eq. 3,
+        s* = lam s(t_h, v_h) + (1 - lam) s(t_l, v_l), for the inner product and for the order
+        violation alike (both are homogeneous of degree 2 in a positive scale); the joined
+        vector has unit norm, so FAISS, evaluation and re-ranking use it unchanged."""
+        lam = float(self.config.two_branch)  # type: ignore[arg-type]
+        return torch.cat([math.sqrt(lam) * abstract, math.sqrt(1.0 - lam) * grounded], dim=-1)
 
     @torch.inference_mode()
     def embed_numpy(self, feats: np.ndarray, modality: str, batch_size: int = 4096) -> np.ndarray:

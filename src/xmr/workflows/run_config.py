@@ -33,6 +33,7 @@ class RunConfig:
         train: the optimisation settings.
         similarity: how the joint space scores a pair: ``cosine`` or GXN's ``order`` violation
             (Sec. 3.2; with the ranking losses), used in training, evaluation and search.
+        two_branch: GXN's lambda (Eq. 3) for an abstract + a grounded pair of heads, or None.
     """
 
     manifest: str
@@ -48,6 +49,7 @@ class RunConfig:
     dropout: float = 0.1
     train: TrainConfig = field(default_factory=TrainConfig)
     similarity: str = "cosine"
+    two_branch: float | None = None
 
     def __post_init__(self) -> None:
         ENCODERS.get(self.image_encoder)

@@ -43,7 +43,7 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
                                image_dim=encoders["image_encoder"].dim, text_dim=encoders["text_encoder"].dim,
                                embed_dim=config.embed_dim, head=config.head, hidden_dim=config.hidden_dim,
                                dropout=config.dropout, n_instances=n_instances,
-                               similarity=config.similarity)
+                               similarity=config.similarity, two_branch=config.two_branch)
     val = EvalSet(val_fs.image_feats, val_fs.text_feats, val_fs.relevance)
     log.info("training %s on %d pairs (%d images, %d texts); validating on %d images",
              config.train.loss, len(pairs.pairs), len(train_fs.items), len(train_fs.texts), len(val_fs.items))
