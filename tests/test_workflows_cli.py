@@ -41,6 +41,7 @@ def test_eval_far_above_chance_and_written(trained: tuple[Path, Path, Path], cap
     chance = chance_metrics(select_split(read_manifest(manifest), "test"))
     assert m["rsum"] >= chance["rsum"] + 100
     assert m["t2i_r5"] >= 40 and m["i2t_r1"] >= 20
+    assert 0.0 < m["overlap_S"] < 1.0 and "overlap S" in out  # a trained space separates pairs somewhat
     assert saved["command"].startswith("xmr eval") and saved["texts_per_item"] == 1
     assert "i2i_group_map" in m and "i2i_label_map" in m
 

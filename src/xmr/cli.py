@@ -155,6 +155,8 @@ def _cmd_eval(a: argparse.Namespace) -> None:
     extra = {k: v for k, v in m.items() if k.startswith("i2i_") and ("_map" in k or "_cmc" in k)}
     for k, v in extra.items():
         print(f"{k}: {v:.2f}")
+    if "overlap_S" in m:
+        print(f"overlap S (dual-path Eq. 10; lower separates positives better): {m['overlap_S']:.3f}")
     print(f"written: {os.path.join(a.run, f'eval-{a.split}-{a.mode}.json')}")
 
 

@@ -22,6 +22,7 @@ from scipy import sparse
 
 from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevant_ranks, label_retrieval_metrics
 from xmr.errors import XmrError
+from xmr.evaluation.overlap import overlap_indicator, positive_negative_sims
 from xmr.evaluation.protocol import evaluate_embeddings
 from xmr.models import JointModel, load_model
 from xmr.search.rerank_base import GalleryVectors, Modality, Reranker, order_shortlist
@@ -133,6 +134,9 @@ def evaluate_features(model: JointModel, fs: FeatureSet, *, mode: str = "full",
     metrics = {k: v for k, v in evaluate_embeddings(img, txt, fs.relevance, mode=mode, similarity=similarity).items()
                if isinstance(v, (int, float))}
     metrics.update(_label_metrics(fs, img))
+    if similarity == "cosine":  # dual-path Eq. 10: overlap of positive and negative pair cosines
+        pos, neg = positive_negative_sims(img, txt, fs.relevance, max_negatives=1_000_000, seed=0)
+        metrics["overlap_S"] = overlap_indicator(pos, neg)
     for rr in rerank:
         metrics.update({f"{rr.name}/{k}": v for k, v in rerank_metrics(rr, fs, img, txt, mode=mode).items()})
     return metrics
