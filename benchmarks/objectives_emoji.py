@@ -114,7 +114,7 @@ def overlap(run: Path, fs: FeatureSet, bins: int, png: Path | None) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--runs", default="/work/xmr-runs/objectives", help="folder of the run folders")
+    ap.add_argument("--runs", default="runs/objectives", help="folder of the run folders")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "objectives"))
     ap.add_argument("--stage1", type=int, nargs="+", default=[3, 5, 10],
                     help="Stage I lengths tried for the two-stage run (chosen on val rsum)")
