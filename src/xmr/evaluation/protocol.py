@@ -195,6 +195,13 @@ def _cell(value: object, precision: int) -> str:
     return str(value)
 
 
+def _align(table: list[list[str]]) -> str:
+    """Rows of cells as text: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(line[c]) for line in table) for c in range(len(table[0]))]
+    return "\n".join("  ".join([line[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(line[1:], widths[1:])])
+                     .rstrip() for line in table)
+
+
 def format_table(
     rows: Mapping[str, Mapping[str, float | str]],
     keys: Sequence[str] = TABLE_KEYS,
@@ -220,12 +227,7 @@ def format_table(
     """
     table = [[name_header, *(_column_title(k) for k in keys)]]
     table += [[str(name), *(_cell(m.get(k), precision) for k in keys)] for name, m in rows.items()]
-    widths = [max(len(line[c]) for line in table) for c in range(len(table[0]))]
-    lines = []
-    for line in table:
-        cells = [line[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(line[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    return _align(table)
 
 
 SIDE_BY_SIDE_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
@@ -254,6 +256,4 @@ def format_side_by_side(
     """
     table = [[name_header, *columns]]
     table += [[_column_title(k), *(_cell(m.get(k), precision) for m in columns.values())] for k in keys]
-    widths = [max(len(line[c]) for line in table) for c in range(len(table[0]))]
-    return "\n".join("  ".join([line[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(line[1:], widths[1:])])
-                     .rstrip() for line in table)
+    return _align(table)

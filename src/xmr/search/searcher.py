@@ -74,6 +74,7 @@ class Searcher:
         self._run_dir = run_dir
         self._fingerprint: str | None = None
         self._loaded: dict[tuple[str, str], Reranker] = {}
+        self._gallery_vectors: dict[str, np.ndarray] = {}  # for non-inner-product search, read lazily
         self.rerank_params = dict(rerank_params or {})
         self.rerank = rerank
         if isinstance(rerank, str):
@@ -195,11 +196,13 @@ class Searcher:
         gallery vectors are read back from the index and every pair is scored (numpy).
         """
         index = self.indexes[target]
-        try:
-            gallery = index.faiss_index.reconstruct_n(0, len(index))
-        except RuntimeError:
-            raise XmrError(f"searching a {self.model.config.similarity!r} space needs an index whose vectors can "
-                           "be read back (build it with --factory Flat or HNSW32)") from None
+        if target not in self._gallery_vectors:  # read back once per searcher, not per query
+            try:
+                self._gallery_vectors[target] = index.faiss_index.reconstruct_n(0, len(index))
+            except RuntimeError:
+                raise XmrError(f"searching a {self.model.config.similarity!r} space needs an index whose vectors "
+                               "can be read back (build it with --factory Flat or HNSW32)") from None
+        gallery = self._gallery_vectors[target]
         score = score_fn(self.model.config.similarity)
         sims = score(gallery, queries).T if modality == "text" else score(queries, gallery)  # (n_q, n_gallery)
         k = min(k, sims.shape[1])

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from xmr.errors import XmrError
+from xmr.text.embedding import trainable_word_table
 from xmr.text.registry import TEXT_MODELS
 from xmr.text.vocab import PAD_ID
 
@@ -68,9 +69,8 @@ class BiGRUTextEncoder(nn.Module):
         super().__init__()
         if pool not in ("mean", "last"):
             raise XmrError(f"BiGRU pool must be 'mean' or 'last', got {pool!r}")
-        weight = torch.as_tensor(np.asarray(embedding), dtype=torch.float32)
-        self.embed = nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=PAD_ID)
-        self.gru = nn.GRU(weight.shape[1], hidden, num_layers=1, batch_first=True, bidirectional=True)
+        self.embed = trainable_word_table(embedding)
+        self.gru = nn.GRU(self.embed.embedding_dim, hidden, num_layers=1, batch_first=True, bidirectional=True)
         self.pool = pool
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * hidden, out_dim)

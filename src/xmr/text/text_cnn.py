@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xmr.errors import XmrError
+from xmr.text.embedding import trainable_word_table
 from xmr.text.registry import TEXT_MODELS
-from xmr.text.vocab import PAD_ID
 
 
 class ResidualBlock1x2(nn.Module):
@@ -100,9 +100,8 @@ class TextCNN(nn.Module):
             raise XmrError(f"TextCNN pool must be 'max' or 'avg', got {pool!r}")
         if hidden < 4 or blocks < 0:
             raise XmrError(f"TextCNN needs hidden >= 4 and blocks >= 0, got hidden={hidden}, blocks={blocks}")
-        weight = torch.as_tensor(np.asarray(embedding), dtype=torch.float32)
-        self.embed = nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=PAD_ID)
-        self.stem = nn.Sequential(nn.Conv1d(weight.shape[1], hidden, kernel_size=1, bias=False),
+        self.embed = trainable_word_table(embedding)
+        self.stem = nn.Sequential(nn.Conv1d(self.embed.embedding_dim, hidden, kernel_size=1, bias=False),
                                   nn.BatchNorm1d(hidden), nn.ReLU())
         self.blocks = nn.Sequential(*(ResidualBlock1x2(hidden, max(1, hidden // 4)) for _ in range(blocks)))
         self.pool = pool
