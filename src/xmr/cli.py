@@ -26,6 +26,7 @@ from xmr.errors import XmrError
 
 if TYPE_CHECKING:
     from xmr.search.rerank_base import Reranker
+    from xmr.text import TextEncoderConfig
     from xmr.training import TrainConfig
 
 log = logging.getLogger("xmr")
@@ -74,6 +75,16 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         raise XmrError(f"invalid training option: {e}") from None
 
 
+def _text_model(a: argparse.Namespace) -> TextEncoderConfig | None:
+    """``--text-encoder textcnn|bigru`` and its options as a config (None for a frozen encoder)."""
+    from xmr.text import TEXT_MODELS, TextEncoderConfig
+
+    if a.text_encoder not in TEXT_MODELS.names():
+        return None
+    return TextEncoderConfig(kind=a.text_encoder, length=a.text_length, init=a.word_vectors,
+                             position_shift=not a.no_position_shift, seed=a.seed)
+
+
 def _cmd_train(a: argparse.Namespace) -> None:
     from xmr.workflows.run_config import RunConfig
     from xmr.workflows.train import train_run
@@ -83,7 +94,8 @@ def _cmd_train(a: argparse.Namespace) -> None:
                         image_root=os.path.abspath(a.image_root) if a.image_root else None,
                         image_encoder=a.image_encoder, text_encoder=a.text_encoder, train_split=a.train_split,
                         val_split=a.val_split, eval_texts_per_item=a.eval_texts_per_item, embed_dim=a.embed_dim,
-                        head=a.head, train=_train_config(a), similarity=a.similarity, two_branch=a.two_branch)
+                        head=a.head, train=_train_config(a), similarity=a.similarity, two_branch=a.two_branch,
+                        text_model=_text_model(a))
     except ValueError as e:
         raise XmrError(f"invalid training option: {e}") from None
     r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
@@ -173,8 +185,10 @@ def _cmd_list(a: argparse.Namespace) -> None:
     from xmr.losses import LOSSES
     from xmr.models import HEADS
     from xmr.search import RERANKERS
+    from xmr.text import TEXT_MODELS
 
-    for name, reg in (("encoders", ENCODERS), ("losses", LOSSES), ("heads", HEADS), ("indexes", INDEXES),
+    for name, reg in (("encoders", ENCODERS), ("text models (trained)", TEXT_MODELS), ("losses", LOSSES),
+                      ("heads", HEADS), ("indexes", INDEXES),
                       ("rerankers", RERANKERS), ("datasets", DATASETS)):
         print(f"{name}: {', '.join(reg.names())}")
 
@@ -185,7 +199,8 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
 
 def _add_encoders(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-encoder", default="efficientnet-lite0", help="registered image encoder (xmr list)")
-    p.add_argument("--text-encoder", default="minilm-l6", help="registered text encoder (xmr list)")
+    p.add_argument("--text-encoder", default="minilm-l6",
+                   help="registered text encoder (xmr list); for training also textcnn | bigru (trained end to end)")
 
 
 def _add_rerank(p: argparse.ArgumentParser, *, many: bool) -> None:
@@ -200,6 +215,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--out", required=True, help="run folder (created; an unfinished run there is resumed)")
     _add_encoders(p)
+    p.add_argument("--word-vectors", default="glove", choices=["glove", "random"],
+                   help="textcnn/bigru: initialise the word table from GloVe 6B-50d (needs the glove extra) or at random")
+    p.add_argument("--no-position-shift", action="store_true",
+                   help="textcnn: left-align the words instead of the random-padding position shift")
+    p.add_argument("--text-length", type=int, default=32, help="textcnn/bigru: words per text (longer are cut)")
     p.add_argument("--loss", default="infonce", help="infonce | vse0 | vse++ | instance")
     p.add_argument("--then", default=None, metavar="OBJECTIVE",
                    help="with --loss instance: 'instance+rank' after --stage1-epochs (dual-path two-stage)")

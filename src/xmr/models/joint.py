@@ -1,7 +1,8 @@
 """The joint embedding model: one projection head per modality plus a temperature.
 
 Saved as ``model.safetensors`` (weights) + ``model.json`` (the :class:`ModelConfig` and the
-model id) in one folder; :func:`load_model` rebuilds it from those two files alone.
+model id) in one folder, plus ``vocab.json`` when the text side is a trainable word-level model;
+:func:`load_model` rebuilds it from those files alone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from xmr.errors import XmrError
 from xmr.evaluation.similarity import SCORERS
 from xmr.models.heads import HEADS, create_head
 from xmr.models.shared_classifier import SharedClassifier
+from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
 from xmr.utils.io import atomic_save_file, load_json, save_json
+
+VOCAB_FILE = "vocab.json"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class ModelConfig:
     n_instances: int = 0
     similarity: str = "cosine"
     two_branch: float | None = None
+    text_model: dict[str, object] | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
@@ -61,6 +66,15 @@ class ModelConfig:
                 raise ValueError(f"a two-branch model splits embed_dim in halves; got an odd {self.embed_dim}")
         if int(self.n_instances) < 0:
             raise ValueError(f"n_instances must be >= 0, got {self.n_instances}")
+        if self.text_model is not None:
+            tm = self.text_config
+            if tm.out_dim != self.text_dim:  # type: ignore[union-attr]
+                raise ValueError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")  # type: ignore[union-attr]
+
+    @property
+    def text_config(self) -> TextEncoderConfig | None:
+        """The trainable word-level text model (``text_model`` as a config), or None."""
+        return None if self.text_model is None else TextEncoderConfig.from_dict(dict(self.text_model))
 
 
 class JointModel(nn.Module):
@@ -73,11 +87,36 @@ class JointModel(nn.Module):
     it is used in training only. ``config.similarity`` says how the space scores an (image, text)
     pair: ``cosine`` (inner product) or GXN's ``order`` violation; training, validation,
     evaluation and search all use it.
+
+    With ``config.text_model`` the text side is trained end to end: ``embed_texts`` takes
+    float32 word-id rows (B, length) from :class:`~xmr.encoders.word_ids.WordIdsEncoder`, runs
+    the word-level model (the dual-path text CNN or a bi-GRU, :mod:`xmr.text`) to
+    (B, text_dim) and then the text head; in training mode a text CNN sees position-shifted
+    rows (dual-path paper, Sec. III-B).
+
+    Args:
+        config: the architecture.
+        vocab: the word-level model's vocabulary (required with ``config.text_model``).
+        word_vectors: ``(words, vectors)`` for a GloVe-initialised word table (None: the
+            packaged GloVe); ignored with random init.
+        pretrained_words: initialise the word table as the config says; False starts it at
+            random whatever the config (for :func:`load_model`, whose weights replace it).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, vocab: Vocabulary | None = None,
+                 word_vectors: tuple[list[str], np.ndarray] | None = None, *,
+                 pretrained_words: bool = True) -> None:
         super().__init__()
         self.config = config
+        self.vocab = vocab
+        self.text_model: nn.Module | None = None
+        text_cfg = config.text_config
+        if text_cfg is not None:
+            if vocab is None:
+                raise XmrError(f"a {text_cfg.kind} text model needs its vocabulary")
+            if not pretrained_words:
+                text_cfg = dataclasses.replace(text_cfg, init="random")
+            self.text_model = create_text_model(text_cfg, vocab, word_vectors)
         kw = {"hidden_dim": config.hidden_dim, "dropout": config.dropout}
         branch_dim = config.embed_dim // 2 if config.two_branch is not None else config.embed_dim
         self.image_head = create_head(config.head, config.image_dim, branch_dim, **kw)
@@ -100,15 +139,28 @@ class JointModel(nn.Module):
         return self._join(self.image_head(feats), self.image_head_grounded(feats))
 
     def embed_texts(self, feats: torch.Tensor) -> torch.Tensor:
+        feats = self._text_features(feats)
         if self.config.two_branch is None:
             return self.text_head(feats)
         return self._join(self.text_head(feats), self.text_head_grounded(feats))
+
+    def _text_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Encoder features as they are, or the word-level model's output for id rows."""
+        if self.text_model is None:
+            return feats
+        ids = feats.long()
+        text_cfg = self.config.text_config
+        if self.training and text_cfg is not None and text_cfg.shift_for_training:
+            ids = shift_positions(ids)
+        return self.text_model(ids)
 
     def embed_grounded(self, feats: torch.Tensor, modality: str) -> torch.Tensor:
         """The grounded branch alone (where GXN's generative paths attach). Shape: (B, embed_dim / 2)."""
         if self.config.two_branch is None:
             raise XmrError("this model has one branch; train it with a two-branch lambda for a grounded branch")
-        return (self.image_head_grounded if modality == "image" else self.text_head_grounded)(feats)
+        if modality == "image":
+            return self.image_head_grounded(feats)
+        return self.text_head_grounded(self._text_features(feats))
 
     def _join(self, abstract: torch.Tensor, grounded: torch.Tensor) -> torch.Tensor:
         """[sqrt(lam) h, sqrt(1 - lam) l]: any pair score s of the joined vectors is GXN's Eq. 3,
@@ -139,6 +191,8 @@ class JointModel(nn.Module):
             digest.update(state[k].numpy().tobytes())
         self.model_id = digest.hexdigest()[:16]
         atomic_save_file(directory / "model.safetensors", lambda tmp: save_file(state, tmp))
+        if self.vocab is not None:
+            self.vocab.save(directory / VOCAB_FILE)
         save_json(directory / "model.json", {"model_id": self.model_id, "config": self.config,
                                              **(extra or {})})
         return self.model_id
@@ -152,7 +206,13 @@ def load_model(directory: str | Path) -> JointModel:
         config = ModelConfig(**meta["config"])
     except (TypeError, KeyError) as e:
         raise XmrError(f"{directory / 'model.json'}: not an xmr model config ({e})") from None
-    model = JointModel(config)
+    vocab = None
+    text_cfg = config.text_config
+    if text_cfg is not None:
+        if not (directory / VOCAB_FILE).is_file():
+            raise XmrError(f"{directory / VOCAB_FILE}: the vocabulary of the {text_cfg.kind} text model is missing")
+        vocab = Vocabulary.load(directory / VOCAB_FILE)
+    model = JointModel(config, vocab, pretrained_words=False)  # the saved weights replace the word table
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise XmrError(f"{weights}: model weights not found")

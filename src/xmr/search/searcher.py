@@ -110,7 +110,7 @@ class Searcher:
         text_index = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id)
         items = read_manifest(idx / "gallery.jsonl")
         texts = list(load_json(idx / "texts.json"))
-        encoders = run_encoders(cfg)
+        encoders = run_encoders(cfg, model.vocab)
         return cls(model, encoders["image_encoder"], encoders["text_encoder"],  # type: ignore[arg-type]
                    image_index, text_index, items, texts, index_dir=idx, rerank=rerank,
                    rerank_params=rerank_params, run_dir=run_dir)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from xmr.errors import XmrError
 from xmr.text.vocab import PAD_ID, UNK_ID, Vocabulary
@@ -55,3 +56,28 @@ def encode_ids(
         start = int(rng.integers(0, length - len(ids) + 1)) if position_shift else 0  # type: ignore[union-attr]
         out[row, start : start + len(ids)] = ids
     return out
+
+
+def shift_positions(ids: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Position shift of left-aligned id rows, in torch (training-time augmentation).
+
+    Each row's real tokens (ids ``!= PAD_ID``, at positions ``0 .. n-1``) move right by
+    ``s ~ U{0, ..., L - n}``: the same distribution as :func:`encode_ids` with
+    ``position_shift=True``, applied on the fly so cached left-aligned rows get a fresh
+    shift every time they are drawn.
+
+    Args:
+        ids: left-aligned id rows (``encode_ids`` without shift). Integer dtype.
+        generator: random source (None: torch's global generator, seeded by the trainer).
+
+    Shape:
+        (B, L) -> (B, L)
+    """
+    if ids.ndim != 2:
+        raise XmrError(f"id rows must be (B, L), got {tuple(ids.shape)}")
+    batch, length = ids.shape
+    n = (ids != PAD_ID).sum(dim=1)
+    u = torch.rand(batch, generator=generator, device=ids.device)
+    shift = torch.minimum((u * (length - n + 1).to(u.dtype)).long(), length - n)  # in [0, L - n]
+    src = (torch.arange(length, device=ids.device)[None, :] - shift[:, None]) % length
+    return ids.gather(1, src)

@@ -15,6 +15,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -139,6 +141,11 @@ class Vocabulary:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise XmrError(f"{path} is not an xmr vocabulary (expected format {FORMAT!r})")
         return cls(data["words"], VocabConfig(**data["config"]))
+
+    def digest(self) -> str:
+        """A short content hash of the words and config (names caches of id features)."""
+        blob = json.dumps({"config": asdict(self.config), "words": self._words}, ensure_ascii=False)
+        return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:12]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and self._words == other._words and self.config == other.config

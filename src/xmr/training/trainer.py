@@ -28,6 +28,7 @@ from xmr.evaluation.similarity import score_fn
 from xmr.losses import TwoStageSchedule, create_loss, instance_loss
 from xmr.losses.registry import LossFn
 from xmr.models import JointModel, ModelConfig, load_model
+from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
 from xmr.training.data import EvalSet, PairSet
 from xmr.training.schedule import warmup_cosine
@@ -169,22 +170,25 @@ def _restore(path: Path, model: JointModel, opt: torch.optim.Optimizer,
 
 
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,
-                      out_dir: str | Path, overwrite: bool = False) -> TrainResult:
+                      out_dir: str | Path, overwrite: bool = False, vocab: Vocabulary | None = None) -> TrainResult:
     """Train a joint model; resume if ``out_dir`` holds an unfinished run of the same config.
 
-    Returns the best (highest validation rsum) model. A finished run is loaded, not retrained.
+    ``vocab`` is the word-level text model's vocabulary (``model_config.text_model``); the text
+    features are then its id rows. Returns the best (highest validation rsum) model. A finished
+    run is loaded, not retrained.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = {"train": config, "model": model_config, "n_pairs": int(len(train.pairs)),
-            "n_train_images": int(len(train.image_feats))}
+            "n_train_images": int(len(train.image_feats)),
+            **({"vocab": vocab.digest()} if vocab is not None else {})}
     resumable = _check_run_dir(out, spec, overwrite)
     save_json(out / "train.json", spec)
     if config.uses_instances and model_config.n_instances <= int(train.image_groups.max()):
         raise XmrError(f"the instance loss needs a classifier over {int(train.image_groups.max()) + 1} training "
                        f"groups; the model config has n_instances={model_config.n_instances}")
     torch.manual_seed(config.seed)
-    model = JointModel(model_config)
+    model = JointModel(model_config, vocab)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                             weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train.pairs) // config.batch_size)

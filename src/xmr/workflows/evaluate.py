@@ -164,7 +164,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
     n_texts = texts_per_item if texts_per_item is not None else cfg.eval_texts_per_item
-    fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg),  # type: ignore[arg-type]
+    fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
                       cache_dir=cache_dir, texts_per_item=n_texts, show_progress=show_progress)
     metrics = evaluate_features(model, fs, mode=mode, rerank=rerankers)
     plain = {k: v for k, v in metrics.items() if "/" not in k}

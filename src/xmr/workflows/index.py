@@ -71,7 +71,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             raise XmrError(f"unknown re-ranking target {t!r}; use 'images' or 'texts'")
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
-    fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg),  # type: ignore[arg-type]
+    fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
                       cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
                       show_progress=show_progress)
     out = Path(out_dir) if out_dir else run_dir / "index"

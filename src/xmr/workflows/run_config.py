@@ -9,9 +9,11 @@ from pathlib import Path
 from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_encoder
+from xmr.encoders.word_ids import WordIdsEncoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SCORERS
 from xmr.models import HEADS
+from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.training import TrainConfig
 from xmr.utils.io import load_json
 
@@ -25,7 +27,10 @@ class RunConfig:
     Attributes:
         manifest: the dataset file (absolute path): an xmr manifest or a Karpathy split file.
         image_root: Karpathy files only: the folder holding the images.
-        image_encoder, text_encoder: registered encoder names.
+        image_encoder: a registered image encoder.
+        text_encoder: a registered (frozen) text encoder, or a trainable word-level model:
+            ``textcnn`` (the dual-path paper's text CNN) or ``bigru``; those are set by
+            ``text_model`` and trained end to end with the heads.
         train_split, val_split: manifest ``split`` values used for training / model selection.
         eval_texts_per_item: texts per item used as evaluation queries (None = all; the emoji
             demo uses 1, the CLDR name, since keywords like "face" are shared by many emoji).
@@ -34,6 +39,10 @@ class RunConfig:
         similarity: how the joint space scores a pair: ``cosine`` or GXN's ``order`` violation
             (Sec. 3.2; with the ranking losses), used in training, evaluation and search.
         two_branch: GXN's lambda (Eq. 3) for an abstract + a grounded pair of heads, or None.
+        text_model: the word-level model's settings (kind, length, word-vector init, position
+            shift, ...) when ``text_encoder`` is ``textcnn`` or ``bigru``; defaults to
+            ``TextEncoderConfig(kind=text_encoder)``. Its vocabulary is built from the training
+            texts.
     """
 
     manifest: str
@@ -50,10 +59,22 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     similarity: str = "cosine"
     two_branch: float | None = None
+    text_model: TextEncoderConfig | None = None
 
     def __post_init__(self) -> None:
         ENCODERS.get(self.image_encoder)
-        ENCODERS.get(self.text_encoder)
+        if self.text_encoder in TEXT_MODELS.names():
+            if self.text_model is None:
+                object.__setattr__(self, "text_model", TextEncoderConfig(kind=self.text_encoder))  # type: ignore[arg-type]
+            elif self.text_model.kind != self.text_encoder:
+                raise ValueError(f"text_encoder {self.text_encoder!r} but text_model.kind {self.text_model.kind!r}")
+        else:
+            if self.text_encoder not in ENCODERS.names():
+                known = sorted([*ENCODERS.names(), *TEXT_MODELS.names()])
+                raise ValueError(f"unknown text encoder {self.text_encoder!r}; known: {', '.join(known)}")
+            if self.text_model is not None:
+                raise ValueError(f"text_model settings need a word-level text encoder "
+                                 f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
         HEADS.get(self.head)
         SCORERS.get(self.similarity)
         if self.similarity != "cosine" and self.train.loss == "infonce":
@@ -71,9 +92,11 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     raw = load_json(path)
     try:
         raw["train"] = TrainConfig(**raw["train"])
+        if raw.get("text_model") is not None:
+            raw["text_model"] = TextEncoderConfig.from_dict(raw["text_model"])
         names = {f.name for f in dataclasses.fields(RunConfig)}
         return RunConfig(**{k: v for k, v in raw.items() if k in names})
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, ValueError) as e:
         raise XmrError(f"{path}: not a valid run config ({e})") from None
 
 
@@ -83,7 +106,15 @@ def run_items(cfg: RunConfig, *, manifest: str | None = None, split: str | None 
     return select_split(read_items(source, image_root=None if manifest else cfg.image_root), split)
 
 
-def run_encoders(cfg: RunConfig) -> dict[str, ImageEncoder | TextEncoder]:
-    """The run's encoders as ``encode_items`` keyword arguments (weights load on first use)."""
-    return {"image_encoder": create_encoder(cfg.image_encoder),  # type: ignore[dict-item]
-            "text_encoder": create_encoder(cfg.text_encoder)}
+def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> dict[str, ImageEncoder | TextEncoder]:
+    """The run's encoders as ``encode_items`` keyword arguments (weights load on first use).
+
+    A word-level text model's "encoder" turns texts into id rows of ``vocab`` (the training
+    vocabulary: the trained model's ``vocab``), so it is required then.
+    """
+    image_encoder = create_encoder(cfg.image_encoder)
+    if cfg.text_model is None:
+        return {"image_encoder": image_encoder, "text_encoder": create_encoder(cfg.text_encoder)}  # type: ignore[dict-item]
+    if vocab is None:
+        raise XmrError(f"the run's {cfg.text_encoder} text model needs its vocabulary (the model's vocab.json)")
+    return {"image_encoder": image_encoder, "text_encoder": WordIdsEncoder(vocab, cfg.text_model.length)}  # type: ignore[dict-item]
