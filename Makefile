@@ -58,7 +58,7 @@ bench: demo data
 	$(BIN)/python benchmarks/zeroshot_emoji.py
 	$(BIN)/python benchmarks/label_retrieval.py
 	$(BIN)/python benchmarks/objectives_emoji.py --threads 1
-	$(BIN)/python benchmarks/sparse_emoji.py --limit-unannotated 1024 --seeds 0 1 2
+	$(BIN)/python benchmarks/sparse_emoji.py --seeds 0 1 2 --threads 1
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

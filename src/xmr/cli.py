@@ -70,7 +70,8 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
     try:
         return TrainConfig(loss=a.loss, margin=a.margin, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                            patience=a.patience, vse0_warmup_epochs=a.vse0_warmup, seed=a.seed, then=a.then,
-                           stage1_epochs=a.stage1_epochs, rank_loss=a.rank_loss)
+                           stage1_epochs=a.stage1_epochs, rank_loss=a.rank_loss, adversarial=a.adversarial,
+                           steps_per_epoch=a.steps_per_epoch, grad_clip=a.grad_clip)
     except ValueError as e:  # the dataclass's own validation: a bad option value
         raise XmrError(f"invalid training option: {e}") from None
 
@@ -94,8 +95,10 @@ def _cmd_train(a: argparse.Namespace) -> None:
                         image_root=os.path.abspath(a.image_root) if a.image_root else None,
                         image_encoder=a.image_encoder, text_encoder=a.text_encoder, train_split=a.train_split,
                         val_split=a.val_split, eval_texts_per_item=a.eval_texts_per_item, embed_dim=a.embed_dim,
-                        head=a.head, train=_train_config(a), similarity=a.similarity, two_branch=a.two_branch,
-                        text_model=_text_model(a))
+                        head=a.head, hidden_dim=a.hidden_dim, train=_train_config(a), similarity=a.similarity,
+                        two_branch=a.two_branch,
+                        text_model=_text_model(a), image_head=a.image_head, sparse=a.sparse,
+                        pseudo_texts=a.pseudo_texts)
     except ValueError as e:
         raise XmrError(f"invalid training option: {e}") from None
     r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
@@ -229,6 +232,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="how the space scores a pair: cosine | order (GXN order violation; ranking losses only)")
     p.add_argument("--two-branch", type=float, default=None, metavar="LAMBDA",
                    help="GXN abstract + grounded heads scored by s* = lam s_h + (1 - lam) s_l (GXN: 0.5)")
+    p.add_argument("--image-head", default=None,
+                   help="image-side head if not --head: region-attention | region-mean (A3VSE; need a region "
+                        "image encoder such as efficientnet-lite0-regions)")
+    p.add_argument("--sparse", default=None, metavar="FRACxTEXTS",
+                   help="annotate only a seeded fraction of the training images, e.g. 0.1x1, 0.2x2, 0.5xall")
+    p.add_argument("--pseudo-texts", default=None, choices=["regional", "global"],
+                   help="pair un-annotated training images with their ImageNet labels as pseudo-texts (A3VSE)")
+    p.add_argument("--adversarial", action="store_true",
+                   help="A3VSE's six domain discriminators behind a gradient-reversal layer")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="optimiser steps per epoch (default: one pass over the annotated pairs)")
+    p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off; A3VSE: 2)")
     p.add_argument("--margin", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
@@ -238,6 +253,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embed-dim", type=int, default=256)
     p.add_argument("--head", default="mlp", help="linear | mlp")
+    p.add_argument("--hidden-dim", type=int, default=1024,
+                   help="MLP head width; the region-attention head's context size K'")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
     p.add_argument("--eval-texts-per-item", type=int, default=None,

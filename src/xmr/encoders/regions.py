@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from xmr.data.manifest import Item
-from xmr.encoders.base import ImageEncoder
+from xmr.encoders.base import ENCODERS, ImageEncoder, create_encoder
 from xmr.encoders.pipeline import encode_images
 from xmr.errors import XmrError
 
@@ -131,3 +131,18 @@ def encode_regions(items_or_paths: Sequence[Item | str | Path], encoder: Spatial
     paths = [it.image if isinstance(it, Item) else it for it in items_or_paths]
     res = encode_images(region_enc, paths, cache_dir=cache_dir, skip_bad=False, show_progress=show_progress)
     return res.feats.reshape(len(paths), region_enc.n_regions, region_enc.channels).astype(dtype, copy=False)
+
+
+@ENCODERS.register("efficientnet-lite0-regions")
+def efficientnet_regions(*, grid: int = 3) -> RegionEncoder:
+    """EfficientNet-Lite0's final 7 x 7 x 1280 map pooled to ``grid x grid`` regions (A3VSE's image input)."""
+    return RegionEncoder(create_encoder("efficientnet-lite0"), grid=grid)  # type: ignore[arg-type]
+
+
+@ENCODERS.register("toy-image-regions")
+def toy_regions(*, grid: int = 2, dim: int = 64, seed: int = 0) -> RegionEncoder:
+    """The toy image encoder's 8 x 8 map pooled to ``grid x grid`` regions (tests and examples)."""
+    from xmr.encoders.toy import ToyImageEncoder
+
+    base = ToyImageEncoder(dim=dim, seed=seed)
+    return RegionEncoder(base, grid=grid, to_input=base.to_input)  # type: ignore[arg-type]

@@ -40,10 +40,19 @@ class ToyImageEncoder(ImageEncoder):
     def load(self, path: str | Path) -> np.ndarray:
         return image_to_array(path, self.image_size)
 
+    @staticmethod
+    def to_input(inputs: Sequence[object]) -> torch.Tensor:
+        """Loaded uint8 images -> the net's input batch. Shape: (B, S, S, 3) -> (B, 3, S, S)."""
+        return torch.from_numpy(np.stack(inputs)).permute(0, 3, 1, 2).float() / 255.0 - 0.5  # type: ignore[arg-type]
+
+    @torch.inference_mode()
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final feature map (for region features). Shape: (B, 3, S, S) -> (B, dim, S/4, S/4)."""
+        return self.net(x)
+
     @torch.inference_mode()
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
-        x = torch.from_numpy(np.stack(inputs)).permute(0, 3, 1, 2).float() / 255.0 - 0.5  # type: ignore[arg-type]
-        feats = self.net(x)
+        feats = self.net(self.to_input(inputs))
         out = torch.cat([feats.mean(dim=(2, 3)), feats.amax(dim=(2, 3))], dim=1)[:, : self.dim]
         return out.numpy().astype(np.float32)
 

@@ -48,6 +48,8 @@ class ModelConfig:
     similarity: str = "cosine"
     two_branch: float | None = None
     text_model: dict[str, object] | None = None
+    image_head: str | None = None
+    image_regions: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
@@ -58,6 +60,11 @@ class ModelConfig:
         if not 0 < self.init_temperature <= 1:
             raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
         HEADS.get(self.head)  # unknown head -> XmrError listing the known ones
+        if getattr(HEADS.get(self.head), "needs_regions", False):
+            raise ValueError(f"head {self.head!r} reads image regions; give it as the image head")
+        if getattr(HEADS.get(self.image_head_name), "needs_regions", False) and int(self.image_regions) < 1:
+            raise ValueError(f"image head {self.image_head_name!r} needs a region image encoder "
+                             "(e.g. efficientnet-lite0-regions)")
         SCORERS.get(self.similarity)  # unknown similarity -> XmrError listing the known ones
         if self.two_branch is not None:
             if not 0.0 < float(self.two_branch) < 1.0:
@@ -70,6 +77,11 @@ class ModelConfig:
             tm = self.text_config
             if tm.out_dim != self.text_dim:  # type: ignore[union-attr]
                 raise ValueError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")  # type: ignore[union-attr]
+
+    @property
+    def image_head_name(self) -> str:
+        """The image side's head (``image_head``, else the shared ``head``)."""
+        return self.image_head or self.head
 
     @property
     def text_config(self) -> TextEncoderConfig | None:
@@ -118,11 +130,14 @@ class JointModel(nn.Module):
                 text_cfg = dataclasses.replace(text_cfg, init="random")
             self.text_model = create_text_model(text_cfg, vocab, word_vectors)
         kw = {"hidden_dim": config.hidden_dim, "dropout": config.dropout}
+        img_kw = dict(kw)
+        if getattr(HEADS.get(config.image_head_name), "needs_regions", False):  # A3VSE's G^v over regions
+            img_kw["regions"] = config.image_regions
         branch_dim = config.embed_dim // 2 if config.two_branch is not None else config.embed_dim
-        self.image_head = create_head(config.head, config.image_dim, branch_dim, **kw)
+        self.image_head = create_head(config.image_head_name, config.image_dim, branch_dim, **img_kw)
         self.text_head = create_head(config.head, config.text_dim, branch_dim, **kw)
         if config.two_branch is not None:  # GXN's grounded pair of heads beside the abstract one
-            self.image_head_grounded = create_head(config.head, config.image_dim, branch_dim, **kw)
+            self.image_head_grounded = create_head(config.image_head_name, config.image_dim, branch_dim, **img_kw)
             self.text_head_grounded = create_head(config.head, config.text_dim, branch_dim, **kw)
         log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)

@@ -63,9 +63,10 @@ from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.losses import vse_loss
 from xmr.models.attention import ContextAttentionPool
-from xmr.models.discriminator import A3VSE_PAIRS, adversarial_alignment_loss, make_a3vse_discriminators
+from xmr.models.discriminator import A3VSE_PAIRS, make_a3vse_discriminators
 from xmr.models.grl import grl_schedule
 from xmr.models.heads import create_head
+from xmr.training.sparse_objective import sparse_alignment_loss
 from xmr.utils.io import atomic_write, save_json, to_jsonable
 
 log = logging.getLogger(__name__)
@@ -283,30 +284,15 @@ def a3vse_loss(emb: Mapping[str, torch.Tensor], config: A3VSEConfig, *,
         ``loss`` = ``triplet`` + ``adversarial``; ``triplet_vt``, ``triplet_vs`` (when used),
         ``adversarial`` (when used) and the per-pair ``loss_<pair>``/``acc_<pair>``.
     """
-    out: dict[str, torch.Tensor] = {}
+    if config.adversarial and discriminators is None:
+        raise XmrError("adversarial A3VSE loss needs the discriminators")
     tri_vt = vse_loss(emb["v"], emb["t"], margin=config.margin, max_violation=True)["loss"]  # Eq. 2
+    domains = {d: emb[d] for d in (("v", "t", "vu", "s") if config.pseudo_texts else ("v", "t", "vu")) if d in emb}
+    out = sparse_alignment_loss(domains, tri_vt, beta=config.beta, pseudo_margin=config.pseudo_margin,
+                                discriminators=discriminators if config.adversarial else None,
+                                weights=config.pair_weights(), coeff=coeff)
     out["triplet_vt"] = tri_vt
-    if config.pseudo_texts:
-        tri_vs = vse_loss(emb["vu"], emb["s"], margin=config.pseudo_margin, max_violation=True)["loss"]
-        out["triplet_vs"] = tri_vs
-        triplet = config.beta * tri_vt + (1.0 - config.beta) * tri_vs  # Eq. 3
-    else:
-        triplet = tri_vt  # the vanilla model: VSE++ on the annotated pairs
-    out["triplet"] = triplet
-    loss = triplet
-    if config.adversarial:
-        if discriminators is None:
-            raise XmrError("adversarial A3VSE loss needs the discriminators")
-        present = {d for d in ("v", "t", "vu", "s") if d in emb}
-        active = {p.name: discriminators[p.name] for p in A3VSE_PAIRS
-                  if p.a in present and p.b in present and p.name in discriminators}
-        if active:
-            adv = adversarial_alignment_loss(active, {d: emb[d] for d in present},
-                                             weights=config.pair_weights(), coeff=coeff)  # Eqs. 4-8
-            out.update({k: v for k, v in adv.items() if k != "loss"})
-            out["adversarial"] = adv["loss"]
-            loss = loss + adv["loss"]
-    out["loss"] = loss
+    out["triplet"] = out["loss"] - out.get("adversarial", 0.0)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xmr.losses import LOSSES
+from xmr.training.sparse_objective import PAIR_NAMES, PAPER_WEIGHTS
 
 HARDEST_NEGATIVE_LOSSES = ("vse++",)
 #: the dual-path paper's instance loss (a shared classifier over training groups, Eqs. 5-8); not a
@@ -38,6 +39,17 @@ class TrainConfig:
         stage1_epochs: length of Stage I (instance loss only) before ``then``. Stage I epochs are
             validated and logged but never chosen as the best checkpoint when ``then`` is set.
         rank_loss: the registered ranking loss of Stage II (default VSE++, margin ``margin``).
+        pseudo_beta: with pseudo pairs (un-annotated images + pseudo-texts, A3VSE Eq. 3): the
+            weight beta of the annotated pairs' loss; 1 - beta weights the pseudo-pair hinge.
+        pseudo_margin: alpha_vs, the margin of the pseudo-pair VSE++ hinge (A3VSE: 0.3).
+        adversarial: add A3VSE's six domain discriminators behind a gradient-reversal layer
+            (Eqs. 4-8); pairs whose domains are absent (no pseudo pairs) are skipped.
+        adv_weights: lambda of (v_vu, t_s, v_t, vu_s, v_s, vu_t) (A3VSE: 0.2, 0.1, 0.5, 0.5, 0.3, 0.3).
+        grl_eta: eta of the GRL schedule gamma(p) = 2 / (1 + exp(-eta p)) - 1, p = step / total steps.
+        disc_hidden: hidden width of each discriminator MLP.
+        grad_clip: clip the gradient norm to this (0 = off; A3VSE: 2.0).
+        steps_per_epoch: optimiser steps per epoch (None: one pass over the annotated pairs);
+            sparse corpora have few pairs, so a fixed count keeps epochs comparable.
     """
 
     loss: str = "infonce"
@@ -54,6 +66,14 @@ class TrainConfig:
     then: str | None = None
     stage1_epochs: int = 0
     rank_loss: str = "vse++"
+    pseudo_beta: float = 0.8
+    pseudo_margin: float = 0.3
+    adversarial: bool = False
+    adv_weights: tuple[float, ...] = PAPER_WEIGHTS
+    grl_eta: float = 10.0
+    disc_hidden: int = 256
+    grad_clip: float = 0.0
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         if self.loss != INSTANCE:
@@ -70,10 +90,15 @@ class TrainConfig:
             "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
             "warmup_epochs": self.warmup_epochs >= 0, "patience": self.patience >= 0,
             "vse0_warmup_epochs": self.vse0_warmup_epochs >= 0, "collapse_epochs": self.collapse_epochs >= 1,
+            "pseudo_beta": 0.0 <= self.pseudo_beta <= 1.0, "pseudo_margin": self.pseudo_margin >= 0,
+            "grl_eta": self.grl_eta > 0, "disc_hidden": self.disc_hidden >= 1, "grad_clip": self.grad_clip >= 0,
+            "steps_per_epoch": self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+            "adv_weights": len(self.adv_weights) == len(PAIR_NAMES) and all(w >= 0 for w in self.adv_weights),
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"invalid {name}: {getattr(self, name)!r}")
+        object.__setattr__(self, "adv_weights", tuple(float(w) for w in self.adv_weights))  # JSON lists too
         if self.hardest_negative and self.epochs <= self.vse0_warmup_epochs:
             raise ValueError(f"epochs ({self.epochs}) must exceed vse0_warmup_epochs ({self.vse0_warmup_epochs})")
 

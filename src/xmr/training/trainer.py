@@ -27,11 +27,12 @@ from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.evaluation.similarity import score_fn
 from xmr.losses import TwoStageSchedule, create_loss, instance_loss
 from xmr.losses.registry import LossFn
-from xmr.models import JointModel, ModelConfig, load_model
+from xmr.models import JointModel, ModelConfig, grl_schedule, load_model, make_a3vse_discriminators
 from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
 from xmr.training.data import EvalSet, PairSet
 from xmr.training.schedule import warmup_cosine
+from xmr.training.sparse_objective import PAIR_NAMES, sparse_alignment_loss
 from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
 from xmr.utils.progress import progress
 
@@ -127,14 +128,46 @@ def _objective(cfg: TrainConfig, epoch: int, similarity: str = "cosine") -> tupl
     return pair, name
 
 
+def _epoch_order(n: int, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``steps`` batches over ``n`` items: back-to-back permutations, cut to length."""
+    reps = -(-steps * batch_size // n)  # ceil
+    return np.concatenate([rng.permutation(n) for _ in range(max(1, reps))])[: steps * batch_size]
+
+
+@dataclass
+class _Extras:
+    """What a sparse-annotation run adds to the plain pair loss (A3VSE): pseudo pairs and discriminators."""
+
+    pseudo: PairSet | None
+    discriminators: torch.nn.ModuleDict | None
+    total_steps: int
+
+    @property
+    def active(self) -> bool:
+        return self.pseudo is not None or self.discriminators is not None
+
+
 def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
-               opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR) -> dict[str, float]:
+               opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
+               extras: _Extras | None = None) -> dict[str, float]:
     objective, loss_name = _objective(cfg, epoch, model.config.similarity)
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data.pairs))
-    n_batches = len(order) // cfg.batch_size or 1  # drop the ragged last batch
+    rng = np.random.default_rng([cfg.seed, epoch])
+    if cfg.steps_per_epoch is None:
+        order = rng.permutation(len(data.pairs))
+        n_batches = len(order) // cfg.batch_size or 1  # drop the ragged last batch
+    else:
+        n_batches = cfg.steps_per_epoch
+        order = _epoch_order(len(data.pairs), n_batches, cfg.batch_size, rng)
     img_all = torch.from_numpy(data.image_feats)
     txt_all = torch.from_numpy(data.text_feats)
     groups_all = torch.from_numpy(data.image_groups)
+    pseudo = extras.pseudo if extras is not None else None
+    pseudo_order = None
+    if pseudo is not None:
+        pseudo_order = _epoch_order(len(pseudo.pairs), n_batches, cfg.batch_size,
+                                    np.random.default_rng([cfg.seed, epoch, 1]))
+    params = [p for g in opt.param_groups for p in g["params"]]
+    weights = dict(zip(PAIR_NAMES, cfg.adv_weights))
     model.train()
     totals: dict[str, float] = {}
     for b in progress(range(n_batches), desc=f"epoch {epoch + 1}", unit="batch"):
@@ -142,8 +175,20 @@ def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
         img = model.embed_images(img_all[idx[:, 0]])
         txt = model.embed_texts(txt_all[idx[:, 1]])
         out = objective(model, img, txt, groups_all[idx[:, 0]], idx[:, 1])
+        if extras is not None and extras.active:  # A3VSE Eq. 9 around the pair loss
+            emb = {"v": img, "t": txt}
+            if pseudo is not None and pseudo_order is not None:
+                pidx = pseudo.pairs[pseudo_order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
+                emb["vu"] = model.embed_images(torch.from_numpy(pseudo.image_feats[pidx[:, 0]]))
+                emb["s"] = model.embed_texts(torch.from_numpy(pseudo.text_feats[pidx[:, 1]]))
+            coeff = grl_schedule(min(1.0, sched.last_epoch / extras.total_steps), eta=cfg.grl_eta)
+            extra = sparse_alignment_loss(emb, out["loss"], beta=cfg.pseudo_beta, pseudo_margin=cfg.pseudo_margin,
+                                          discriminators=extras.discriminators, weights=weights, coeff=coeff)
+            out = {**out, "pair_loss": out["loss"], **extra, "grl_gamma": torch.tensor(coeff)}
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         for k, v in out.items():
@@ -155,11 +200,13 @@ def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
 
 
 def _restore(path: Path, model: JointModel, opt: torch.optim.Optimizer,
-             sched: torch.optim.lr_scheduler.LambdaLR) -> dict:
+             sched: torch.optim.lr_scheduler.LambdaLR, discriminators: torch.nn.Module | None = None) -> dict:
     """Load the resume state saved after the last finished epoch; returns the bookkeeping dict."""
     try:
         saved = torch.load(path, weights_only=False)
         model.load_state_dict(saved["model"])
+        if discriminators is not None:
+            discriminators.load_state_dict(saved["discriminators"])
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         torch.set_rng_state(saved["torch_rng"])
@@ -170,44 +217,57 @@ def _restore(path: Path, model: JointModel, opt: torch.optim.Optimizer,
 
 
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,
-                      out_dir: str | Path, overwrite: bool = False, vocab: Vocabulary | None = None) -> TrainResult:
+                      out_dir: str | Path, overwrite: bool = False, vocab: Vocabulary | None = None,
+                      pseudo: PairSet | None = None) -> TrainResult:
     """Train a joint model; resume if ``out_dir`` holds an unfinished run of the same config.
 
     ``vocab`` is the word-level text model's vocabulary (``model_config.text_model``); the text
-    features are then its id rows. Returns the best (highest validation rsum) model. A finished
-    run is loaded, not retrained.
+    features are then its id rows. ``pseudo`` holds un-annotated images paired with their
+    pseudo-texts (A3VSE): each step then also draws a batch of them and adds their hinge
+    (weight ``1 - config.pseudo_beta``); ``config.adversarial`` adds the domain discriminators
+    (:func:`~xmr.training.sparse_objective.sparse_alignment_loss`), which are trained with the
+    model and kept in ``last.pt`` but not in the saved model. Returns the best (highest
+    validation rsum) model. A finished run is loaded, not retrained.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = {"train": config, "model": model_config, "n_pairs": int(len(train.pairs)),
             "n_train_images": int(len(train.image_feats)),
-            **({"vocab": vocab.digest()} if vocab is not None else {})}
+            **({"vocab": vocab.digest()} if vocab is not None else {}),
+            **({"n_pseudo_pairs": int(len(pseudo.pairs))} if pseudo is not None else {})}
     resumable = _check_run_dir(out, spec, overwrite)
     save_json(out / "train.json", spec)
     if config.uses_instances and model_config.n_instances <= int(train.image_groups.max()):
         raise XmrError(f"the instance loss needs a classifier over {int(train.image_groups.max()) + 1} training "
                        f"groups; the model config has n_instances={model_config.n_instances}")
     torch.manual_seed(config.seed)
+    if (pseudo is not None or config.adversarial) and model_config.similarity != "cosine":
+        raise XmrError("pseudo pairs and the adversarial terms score by cosine; train them with --similarity cosine")
     model = JointModel(model_config, vocab)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+    discs = make_a3vse_discriminators(model_config.embed_dim, hidden_dim=config.disc_hidden) \
+        if config.adversarial else None
+    trainable = [*model.parameters(), *(discs.parameters() if discs is not None else [])]
+    opt = torch.optim.AdamW([p for p in trainable if p.requires_grad], lr=config.lr,
                             weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(train.pairs) // config.batch_size)
+    steps_per_epoch = config.steps_per_epoch or max(1, len(train.pairs) // config.batch_size)
     total = steps_per_epoch * config.epochs
     warm = int(config.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warm))
     st: dict = {"epoch": 0, "best_rsum": -math.inf, "best_epoch": 0, "bad": 0, "history": [],
                 "status": "running", "stuck": 0}
     if resumable and (out / "last.pt").exists():
-        st = _restore(out / "last.pt", model, opt, sched)
+        st = _restore(out / "last.pt", model, opt, sched, discs)
         log.info("resuming %s after epoch %d", out, st["epoch"])
 
     def checkpoint() -> None:
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "st": st}
+                 "torch_rng": torch.get_rng_state(), "st": st,
+                 **({"discriminators": discs.state_dict()} if discs is not None else {})}
         atomic_save_file(out / "last.pt", lambda tmp: torch.save(state, tmp))
 
+    extras = _Extras(pseudo, discs, total)
     while st["status"] == "running" and st["epoch"] < config.epochs:
-        st = _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out)
+        st = _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras)
         checkpoint()
     if st["status"] == "running":
         st["status"] = "done"
@@ -221,10 +281,11 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
 
 
 def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, config: TrainConfig, st: dict,
-                           opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, out: Path) -> dict:
+                           opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, out: Path,
+                           extras: _Extras | None = None) -> dict:
     t0 = time.perf_counter()
     epoch = st["epoch"]
-    row = _run_epoch(model, train, config, epoch, opt, sched)
+    row = _run_epoch(model, train, config, epoch, opt, sched, extras)
     metrics = validate(model, val)
     row.update({f"val_{k}": float(v) for k, v in metrics.items()}, seconds=time.perf_counter() - t0)
     st = {**st, "epoch": epoch + 1, "history": st["history"] + [row]}
@@ -239,7 +300,8 @@ def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, conf
             st["bad"] += 1
     save_json(out / "history.json", st["history"])
     if config.hardest_negative and row["loss_name"] == config.loss:
-        stuck = abs(row["train_loss"] - 2 * config.margin) <= 0.01 * config.margin
+        pair_loss = row.get("train_pair_loss", row["train_loss"])  # the hinge alone, without A3VSE's terms
+        stuck = abs(pair_loss - 2 * config.margin) <= 0.01 * config.margin
         st["stuck"] = st["stuck"] + 1 if stuck else 0
         if st["stuck"] >= config.collapse_epochs:
             log.error("COLLAPSE: the %s loss has sat at 2 x margin = %.3f for %d epochs — every embedding "

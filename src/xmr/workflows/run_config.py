@@ -9,6 +9,7 @@ from pathlib import Path
 from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_encoder
+from xmr.data.sparse import SparseSpec
 from xmr.encoders.word_ids import WordIdsEncoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SCORERS
@@ -16,6 +17,7 @@ from xmr.models import HEADS
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.training import TrainConfig
 from xmr.utils.io import load_json
+from xmr.workflows.pseudo_texts import PSEUDO_TEXT_KINDS
 
 RUN_FILE = "run.json"
 
@@ -43,6 +45,16 @@ class RunConfig:
             shift, ...) when ``text_encoder`` is ``textcnn`` or ``bigru``; defaults to
             ``TextEncoderConfig(kind=text_encoder)``. Its vocabulary is built from the training
             texts.
+        image_head: the image side's head if not ``head``: ``region-attention`` (A3VSE's K-head
+            attention over regions) or ``region-mean`` need a region image encoder such as
+            ``efficientnet-lite0-regions``.
+        sparse: keep texts for a seeded fraction of the training images only
+            (:class:`~xmr.data.sparse.SparseSpec`, e.g. ``"0.1x1"``; seed ``train.seed``); the
+            other training images are un-annotated.
+        sparse_by_group: draw the annotated fraction over item groups (all drawings of one
+            emoji annotated or none), not single images.
+        pseudo_texts: pair un-annotated training images with pseudo-texts from their ImageNet
+            labels, ``regional`` or ``global`` (A3VSE; :mod:`xmr.workflows.pseudo_texts`).
     """
 
     manifest: str
@@ -60,9 +72,24 @@ class RunConfig:
     similarity: str = "cosine"
     two_branch: float | None = None
     text_model: TextEncoderConfig | None = None
+    image_head: str | None = None
+    sparse: str | None = None
+    sparse_by_group: bool = True
+    pseudo_texts: str | None = None
 
     def __post_init__(self) -> None:
         ENCODERS.get(self.image_encoder)
+        if self.image_head is not None:
+            HEADS.get(self.image_head)
+        if self.sparse is not None:
+            try:
+                object.__setattr__(self, "sparse", str(SparseSpec.parse(self.sparse)))
+            except XmrError as e:
+                raise ValueError(str(e)) from None
+        if self.pseudo_texts is not None and self.pseudo_texts not in PSEUDO_TEXT_KINDS:
+            raise ValueError(f"pseudo_texts must be one of {', '.join(PSEUDO_TEXT_KINDS)}, got {self.pseudo_texts!r}")
+        if (self.pseudo_texts is not None or self.train.adversarial) and self.similarity != "cosine":
+            raise ValueError("pseudo-texts and the adversarial terms need the cosine similarity")
         if self.text_encoder in TEXT_MODELS.names():
             if self.text_model is None:
                 object.__setattr__(self, "text_model", TextEncoderConfig(kind=self.text_encoder))  # type: ignore[arg-type]

@@ -2,63 +2,99 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
-from xmr.data.manifest import select_split
+from xmr.data.manifest import Item, select_split, write_manifest
+from xmr.data.sparse import sparsify
 from xmr.errors import XmrError
 from xmr.models import ModelConfig
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
 from xmr.utils.io import load_json, matches_saved, save_json
-from xmr.workflows.features import encode_items
+from xmr.semantics.labeller import ImageNetLabeller
+from xmr.workflows.features import FeatureSet, encode_items
+from xmr.workflows.pseudo_texts import make_pseudo_items
 from xmr.workflows.run_config import RUN_FILE, RunConfig, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 
 
 def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
-              overwrite: bool = False, show_progress: bool | None = None) -> TrainResult:
+              overwrite: bool = False, show_progress: bool | None = None,
+              labeller: ImageNetLabeller | None = None) -> TrainResult:
     """Train a joint model as described by ``config`` into ``out_dir``.
 
     Writes ``run.json`` (the config), the trainer's files (``best/``, ``last.pt``,
-    ``history.json``) and resumes an interrupted run of the same config. A word-level text
-    model (``config.text_model``) gets its vocabulary from the training split's texts; it is
-    saved beside the run (``vocab.json``) and inside every checkpoint.
+    ``history.json``) and resumes an interrupted run of the same config.
+
+    * A word-level text model (``config.text_model``) gets its vocabulary from the training
+      texts (pseudo-texts included); it is saved beside the run (``vocab.json``) and inside
+      every checkpoint.
+    * ``config.sparse`` thins the training split (``sparse.json`` records which images kept
+      texts); training images left without texts are un-annotated. With
+      ``config.pseudo_texts`` they are paired with pseudo-texts (``pseudo_texts.jsonl``, made
+      by ``labeller``; None: the ImageNet labeller) and trained on as A3VSE's pseudo pairs.
     """
     out = Path(out_dir)
     if (out / RUN_FILE).exists() and not overwrite and not matches_saved(load_json(out / RUN_FILE), config):
         raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
     out.mkdir(parents=True, exist_ok=True)
     items = run_items(config)
-    train_items = select_split(items, config.train_split)
+    if config.sparse is not None:
+        corpus = sparsify(items, config.sparse, seed=config.train.seed, split=config.train_split,
+                          by_group=config.sparse_by_group)
+        items = list(corpus.items)
+        save_json(out / "sparse.json", corpus.summary())
+        log.info("sparse %s: %d training images keep %d texts, %d are un-annotated", config.sparse,
+                 len(corpus.annotated), corpus.n_pairs, len(corpus.unannotated))
+    train_items = [it for it in select_split(items, config.train_split) if it.texts]
+    if not train_items:
+        raise XmrError(f"split {config.train_split!r} of {config.manifest} has no annotated training items")
+    pseudo_items: list[Item] = []
+    if config.pseudo_texts is not None:
+        unannotated = [it for it in select_split(items, config.train_split) if not it.texts]
+        if not unannotated:
+            raise XmrError("pseudo-texts need un-annotated training images; thin the training split with sparse")
+        pseudo_items = make_pseudo_items(unannotated, config.pseudo_texts, cache_dir=cache_dir, labeller=labeller)
+        write_manifest(pseudo_items, out / "pseudo_texts.jsonl")
     vocab = None
     if config.text_model is not None:
-        vocab = Vocabulary.build(t for it in train_items for t in it.texts)
-        log.info("vocabulary: %d words from the %d training items", len(vocab) - 2, len(train_items))
+        vocab = Vocabulary.build(t for it in [*train_items, *pseudo_items] for t in it.texts)
+        log.info("vocabulary: %d words from %d training texts", len(vocab) - 2,
+                 sum(len(it.texts) for it in [*train_items, *pseudo_items]))
         vocab.save(out / "vocab.json")
-    encoders = run_encoders(config, vocab)  # one pair for both splits: weights load once
-    train_fs = encode_items(train_items, **encoders,  # type: ignore[arg-type]
-                            cache_dir=cache_dir, show_progress=show_progress)
-    val_fs = encode_items(select_split(items, config.val_split), **encoders,  # type: ignore[arg-type]
-                          cache_dir=cache_dir, texts_per_item=config.eval_texts_per_item,
-                          show_progress=show_progress)
-    pairs = PairSet(train_fs.image_feats, train_fs.text_feats, pairs_from_relevance(train_fs.relevance),
-                    train_fs.group_ids())
+    encoders = run_encoders(config, vocab)  # one pair for all item sets: weights load once
+    encode = functools.partial(encode_items, **encoders, cache_dir=cache_dir, show_progress=show_progress)
+    train_fs = encode(train_items)
+    val_fs = encode(select_split(items, config.val_split), texts_per_item=config.eval_texts_per_item)
+    pairs = _pair_set(train_fs)
+    pseudo = _pair_set(encode(pseudo_items)) if pseudo_items else None
     # the instance loss classifies into the training groups (each group its own class)
     n_instances = int(pairs.image_groups.max()) + 1 if config.train.uses_instances else 0
     # a word-level model's "features" are id rows; the head sees the model's output
     text_dim = config.text_model.out_dim if config.text_model is not None else encoders["text_encoder"].dim
-    model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
-                               image_dim=encoders["image_encoder"].dim, text_dim=text_dim,
-                               embed_dim=config.embed_dim, head=config.head, hidden_dim=config.hidden_dim,
-                               dropout=config.dropout, n_instances=n_instances,
-                               similarity=config.similarity, two_branch=config.two_branch,
-                               text_model=None if config.text_model is None else config.text_model.to_dict())
+    try:
+        model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
+                                   image_dim=encoders["image_encoder"].dim, text_dim=text_dim,
+                                   embed_dim=config.embed_dim, head=config.head, hidden_dim=config.hidden_dim,
+                                   dropout=config.dropout, n_instances=n_instances,
+                                   similarity=config.similarity, two_branch=config.two_branch,
+                                   text_model=None if config.text_model is None else config.text_model.to_dict(),
+                                   image_head=config.image_head,
+                                   image_regions=int(getattr(encoders["image_encoder"], "n_regions", 0)))
+    except ValueError as e:  # an architecture the encoders cannot feed
+        raise XmrError(f"invalid model for {config.image_encoder} / {config.text_encoder}: {e}") from None
     val = EvalSet(val_fs.image_feats, val_fs.text_feats, val_fs.relevance)
-    log.info("training %s on %d pairs (%d images, %d texts); validating on %d images",
-             config.train.loss, len(pairs.pairs), len(train_fs.items), len(train_fs.texts), len(val_fs.items))
+    log.info("training %s on %d pairs (%d images, %d texts)%s; validating on %d images", config.train.loss,
+             len(pairs.pairs), len(train_fs.items), len(train_fs.texts),
+             f" + {len(pseudo.pairs)} pseudo pairs" if pseudo is not None else "", len(val_fs.items))
     save_json(out / RUN_FILE, config)
-    return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite, vocab=vocab)
+    return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite, vocab=vocab,
+                             pseudo=pseudo)
 
+
+def _pair_set(fs: FeatureSet) -> PairSet:
+    return PairSet(fs.image_feats, fs.text_feats, pairs_from_relevance(fs.relevance), fs.group_ids())
