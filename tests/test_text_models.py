@@ -185,7 +185,7 @@ def test_text_encoder_config_validates_and_round_trips() -> None:
         TextEncoderConfig.from_dict({"colour": 1})
 
 
-@pytest.mark.parametrize("pool", ["mean", "last"])
+@pytest.mark.parametrize("pool", ["mean", "last", "attention"])
 def test_bigru_ignores_padding_and_its_position(pool: str) -> None:
     vocab = _vocab()
     model = _model("bigru", vocab, pool=pool).eval()
@@ -302,3 +302,19 @@ def test_real_glove_initialises_a_text_cnn() -> None:
     model = create_text_model(TextEncoderConfig(hidden=16, out_dim=8), vocab)
     np.testing.assert_array_equal(model.embed.weight[vocab.id("cat")].detach().numpy(), vecs[words.index("cat")])
     assert model(torch.from_numpy(encode_ids(["a smiling cat"], vocab))).shape == (1, 8)
+
+
+def test_bigru_token_attention_matches_manual_pooling() -> None:
+    """A3VSE's token-level attention (Eq. 1 on the GRU outputs): the pooled vector equals the
+    attention module applied by hand to the real tokens of each sentence alone."""
+    vocab = _vocab()
+    model = _model("bigru", vocab, pool="attention").eval()
+    texts = ["a red circle", "blue"]
+    ids = torch.from_numpy(encode_ids(texts, vocab, length=6))
+    with torch.no_grad():
+        got = model(ids)
+        for row, text in enumerate(texts):
+            n = len(vocab.encode(text))
+            out, _ = model.gru(model.embed(ids[row:row + 1, :n]))  # (1, n, 2h), no padding at all
+            ref = model.fc(model.attention(out))
+            torch.testing.assert_close(got[row], F.normalize(ref, dim=-1)[0], rtol=1e-5, atol=1e-5)

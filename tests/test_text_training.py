@@ -133,8 +133,9 @@ def test_bigru_no_shift_cli_records_options(textcnn_run: tuple[Path, Path, Path]
     run = tmp_path / "gru"
     args = [a if a != "20" else "2" for a in TRAIN]
     assert main(["train", str(manifest), "--out", str(run), "--cache-dir", str(cache), "--text-encoder", "bigru",
-                 "--no-position-shift", "--text-length", "12", *args]) == 0
+                 "--no-position-shift", "--text-length", "12", "--text-pool", "attention", *args]) == 0
     saved = json.loads((run / "run.json").read_text())["text_model"]
-    assert (saved["kind"], saved["length"], saved["position_shift"], saved["init"]) == ("bigru", 12, False, "random")
+    assert (saved["kind"], saved["length"], saved["position_shift"], saved["init"], saved["pool"]) == \
+        ("bigru", 12, False, "random", "attention")
     model = load_model(run / "best")
     assert model.text_model is not None and type(model.text_model).__name__ == "BiGRUTextEncoder"

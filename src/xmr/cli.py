@@ -83,7 +83,7 @@ def _text_model(a: argparse.Namespace) -> TextEncoderConfig | None:
     if a.text_encoder not in TEXT_MODELS.names():
         return None
     return TextEncoderConfig(kind=a.text_encoder, length=a.text_length, init=a.word_vectors,
-                             position_shift=not a.no_position_shift, seed=a.seed)
+                             position_shift=not a.no_position_shift, pool=a.text_pool, seed=a.seed)
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
@@ -223,6 +223,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-position-shift", action="store_true",
                    help="textcnn: left-align the words instead of the random-padding position shift")
     p.add_argument("--text-length", type=int, default=32, help="textcnn/bigru: words per text (longer are cut)")
+    p.add_argument("--text-pool", default=None,
+                   help="textcnn: max | avg; bigru: mean | last | attention (A3VSE's K-head token attention)")
     p.add_argument("--loss", default="infonce", help="infonce | vse0 | vse++ | instance")
     p.add_argument("--then", default=None, metavar="OBJECTIVE",
                    help="with --loss instance: 'instance+rank' after --stage1-epochs (dual-path two-stage)")

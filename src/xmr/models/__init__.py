@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xmr.models.attention import ContextAttentionPool
+from xmr.layers.attention import ContextAttentionPool
 from xmr.models.discriminator import (
     A3VSE_PAIRS,
     DomainDiscriminator,

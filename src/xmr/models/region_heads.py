@@ -2,7 +2,7 @@
 
 Huang et al., "Annotation Efficient Cross-Modal Retrieval with Adversarial Attentive Alignment"
 (A3VSE, ACM MM 2019), Sec. 3.2: each region feature goes through F^v's trainable FC layer, then
-K-head context-aware attention pooling (Eq. 1, :class:`~xmr.models.attention.ContextAttentionPool`)
+K-head context-aware attention pooling (Eq. 1, :class:`~xmr.layers.attention.ContextAttentionPool`)
 merges the regions into one image vector. The "w/o attention" ablation averages the projected
 regions instead.
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xmr.errors import XmrError
-from xmr.models.attention import ContextAttentionPool
+from xmr.layers.attention import ContextAttentionPool
 from xmr.models.heads import HEADS
 
 

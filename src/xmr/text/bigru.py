@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from xmr.errors import XmrError
+from xmr.layers.attention import ContextAttentionPool
 from xmr.text.embedding import trainable_word_table
 from xmr.text.registry import TEXT_MODELS
 from xmr.text.vocab import PAD_ID
@@ -48,7 +49,10 @@ class BiGRUTextEncoder(nn.Module):
         embedding: the initial word table (row 0, padding, should be zero); trainable.
         hidden: the GRU state size per direction.
         out_dim: the output size.
-        pool: ``"mean"`` over real tokens or ``"last"`` states (see the module docstring).
+        pool: ``"mean"`` over real tokens, ``"last"`` states (see the module docstring), or
+            ``"attention"``: A3VSE's K-head context-aware attention over the token outputs
+            (Eq. 1 on the text side, E^t; :class:`xmr.layers.attention.ContextAttentionPool`,
+            K = 3, padding masked out, the K heads projected back to 2 * hidden).
         dropout: dropout before the fc.
         normalize: L2-normalise the output.
 
@@ -67,11 +71,12 @@ class BiGRUTextEncoder(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if pool not in ("mean", "last"):
-            raise XmrError(f"BiGRU pool must be 'mean' or 'last', got {pool!r}")
+        if pool not in ("mean", "last", "attention"):
+            raise XmrError(f"BiGRU pool must be 'mean', 'last' or 'attention', got {pool!r}")
         self.embed = trainable_word_table(embedding)
         self.gru = nn.GRU(self.embed.embedding_dim, hidden, num_layers=1, batch_first=True, bidirectional=True)
         self.pool = pool
+        self.attention = ContextAttentionPool(2 * hidden, heads=3, out_dim=2 * hidden) if pool == "attention" else None
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * hidden, out_dim)
         self.normalize = normalize
@@ -85,6 +90,10 @@ class BiGRUTextEncoder(nn.Module):
             x = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2h): forward's last step, backward's first
         else:
             padded, _ = pad_packed_sequence(out, batch_first=True)  # zeros past each length
-            x = padded.sum(dim=1) / lengths.to(padded.dtype).unsqueeze(1)
+            if self.attention is not None:
+                mask = torch.arange(padded.shape[1])[None, :] < lengths[:, None]  # real tokens only
+                x = self.attention(padded, mask)
+            else:
+                x = padded.sum(dim=1) / lengths.to(padded.dtype).unsqueeze(1)
         y = self.fc(self.dropout(x))
         return F.normalize(y, dim=-1) if self.normalize else y

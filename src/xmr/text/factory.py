@@ -26,7 +26,7 @@ from xmr.text.registry import TEXT_MODELS
 from xmr.text.vocab import Vocabulary
 from xmr.text.word_vectors import embedding_matrix, load_glove
 
-_POOLS = {"textcnn": ("max", "avg"), "bigru": ("mean", "last")}
+_POOLS = {"textcnn": ("max", "avg"), "bigru": ("mean", "last", "attention")}
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class TextEncoderConfig:
         position_shift: pad at random before/after during training (TextCNN only; the bi-GRU
             compacts its tokens, so a shift cannot change its output).
         blocks: TextCNN residual blocks (ignored by ``bigru``).
-        pool: ``"max"``/``"avg"`` (textcnn) or ``"mean"``/``"last"`` (bigru); ``None`` takes
+        pool: ``"max"``/``"avg"`` (textcnn) or ``"mean"``/``"last"``/``"attention"`` (bigru,
+            the last is A3VSE's K-head token attention); ``None`` takes
             the first of these.
         dropout: dropout before the final fc.
         normalize: L2-normalise the output.

@@ -62,7 +62,7 @@ from torch import nn
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.losses import vse_loss
-from xmr.models.attention import ContextAttentionPool
+from xmr.layers.attention import ContextAttentionPool
 from xmr.models.discriminator import A3VSE_PAIRS, make_a3vse_discriminators
 from xmr.models.grl import grl_schedule
 from xmr.models.heads import create_head

@@ -56,6 +56,7 @@ def make_pseudo_items(items: Sequence[Item], kind: str, *, cache_dir: str | Path
             else labeller.global_labels(paths, top_k=GLOBAL_TOP_K)
         out += [dataclasses.replace(it, texts=(text,)) for it, lab in zip(chunk, labels)
                 if (text := pseudo_text(lab).strip())]
+        log.info("%s pseudo-texts: %d / %d images labelled", kind, min(start + _CHUNK, len(items)), len(items))
     if len(out) < len(items):
         log.warning("%d of %d un-annotated images got no pseudo-text and are left out", len(items) - len(out),
                     len(items))
