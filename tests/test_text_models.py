@@ -175,8 +175,8 @@ def test_text_encoder_config_validates_and_round_trips() -> None:
     assert TextEncoderConfig.from_dict(cfg.to_dict()) == cfg
     assert TextEncoderConfig().pooling == "max" and TextEncoderConfig(kind="bigru").pooling == "mean"
     assert TextEncoderConfig().shift_for_training and not TextEncoderConfig(kind="bigru").shift_for_training
-    with pytest.raises(XmrError, match="'lstm'"):
-        TextEncoderConfig(kind="lstm")  # type: ignore[arg-type]
+    with pytest.raises(XmrError, match="'gru'"):
+        TextEncoderConfig(kind="gru")  # type: ignore[arg-type]
     with pytest.raises(XmrError, match="'max'"):
         TextEncoderConfig(kind="bigru", pool="max")
     with pytest.raises(XmrError, match="out_dim"):
@@ -185,10 +185,11 @@ def test_text_encoder_config_validates_and_round_trips() -> None:
         TextEncoderConfig.from_dict({"colour": 1})
 
 
-@pytest.mark.parametrize("pool", ["mean", "last", "attention"])
-def test_bigru_ignores_padding_and_its_position(pool: str) -> None:
+@pytest.mark.parametrize("kind, pool", [("bigru", "mean"), ("bigru", "last"), ("bigru", "attention"),
+                                        ("lstm", "last"), ("lstm", "mean")])
+def test_recurrent_models_ignore_padding_and_its_position(kind: str, pool: str) -> None:
     vocab = _vocab()
-    model = _model("bigru", vocab, pool=pool).eval()
+    model = _model(kind, vocab, pool=pool).eval()
     texts = ["a red circle", "the blue square", "blue"]
     short = torch.from_numpy(encode_ids(texts, vocab, length=4))
     long = torch.from_numpy(encode_ids(texts, vocab, length=12))

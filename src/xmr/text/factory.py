@@ -21,12 +21,12 @@ import numpy as np
 from torch import nn
 
 from xmr.errors import XmrError
-from xmr.text import bigru, text_cnn  # noqa: F401  (register the built-ins)
+from xmr.text import bigru, lstm, text_cnn  # noqa: F401  (register the built-ins)
 from xmr.text.registry import TEXT_MODELS
 from xmr.text.vocab import Vocabulary
 from xmr.text.word_vectors import embedding_matrix, load_glove
 
-_POOLS = {"textcnn": ("max", "avg"), "bigru": ("mean", "last", "attention")}
+_POOLS = {"textcnn": ("max", "avg"), "bigru": ("mean", "last", "attention"), "lstm": ("last", "mean")}
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class TextEncoderConfig:
     """A word-level text encoder, fully described (saved as JSON beside its checkpoint).
 
     Args:
-        kind: the registered model, ``"textcnn"`` (Zheng et al. 2020) or ``"bigru"``.
+        kind: the registered model, ``"textcnn"`` (Zheng et al. 2020), ``"bigru"`` or ``"lstm"``
+            (TIRG's query encoder, hidden 512).
         length: the fixed id-row length (the paper's 32).
         word_dim: the word-vector size (50 for the packaged GloVe).
         hidden: TextCNN block width / GRU state size per direction.
@@ -51,7 +52,7 @@ class TextEncoderConfig:
         seed: seeds the random rows of the word table.
     """
 
-    kind: Literal["textcnn", "bigru"] = "textcnn"
+    kind: Literal["textcnn", "bigru", "lstm"] = "textcnn"
     length: int = 32
     word_dim: int = 50
     hidden: int = 256
