@@ -59,9 +59,12 @@ def _cmd_encode(a: argparse.Namespace) -> None:
 
     items = select_split(read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad), a.split)
     fs = encode_items(items, image_encoder=create_encoder(a.image_encoder),  # type: ignore[arg-type]
-                      text_encoder=create_encoder(a.text_encoder), cache_dir=a.cache_dir)  # type: ignore[arg-type]
+                      text_encoder=create_encoder(a.text_encoder or DEFAULT_TEXT_ENCODER), cache_dir=a.cache_dir)  # type: ignore[arg-type]
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
+
+
+DEFAULT_TEXT_ENCODER = "minilm-l6"
 
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:
@@ -86,10 +89,31 @@ def _text_model(a: argparse.Namespace) -> TextEncoderConfig | None:
                              position_shift=not a.no_position_shift, pool=a.text_pool, seed=a.seed)
 
 
+def _cmd_train_composed(a: argparse.Namespace) -> None:
+    from xmr.data.composed_sets import triplets_beside
+    from xmr.training.composed import ComposedTrainConfig
+    from xmr.workflows.composed import ComposedRunConfig, train_composed_run
+
+    text = a.text_encoder or "lstm"  # TIRG's query encoder unless a frozen one is asked for
+    cfg = ComposedRunConfig(manifest=os.path.abspath(a.manifest),
+                            triplets=os.path.abspath(a.triplets or triplets_beside(a.manifest)),
+                            composer=a.compose, in_joint=a.in_joint, image_encoder=a.image_encoder,
+                            text_encoder=text, embed_dim=a.embed_dim, loss=a.compose_loss,
+                            train=ComposedTrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                                                      patience=a.patience, seed=a.seed))
+    r = train_composed_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
+    m = r.best_metrics
+    print(f"{r.status}: best epoch {r.best_epoch}, val R@1 {m.get('r1', float('nan')):.1f} "
+          f"R@10 {m.get('r10', float('nan')):.1f} R@50 {m.get('r50', float('nan')):.1f}; checkpoint: {r.best_dir}")
+
+
 def _cmd_train(a: argparse.Namespace) -> None:
     from xmr.workflows.run_config import RunConfig
     from xmr.workflows.train import train_run
 
+    if a.task == "composed":
+        return _cmd_train_composed(a)
+    a.text_encoder = a.text_encoder or DEFAULT_TEXT_ENCODER
     try:
         cfg = RunConfig(manifest=os.path.abspath(a.manifest),
                         image_root=os.path.abspath(a.image_root) if a.image_root else None,
@@ -131,9 +155,16 @@ def _cmd_index(a: argparse.Namespace) -> None:
 
 def _cmd_search(a: argparse.Namespace) -> None:
     from xmr.search import Searcher
+    from xmr.workflows.composed import ComposedSearcher, is_composed_run
 
+    if is_composed_run(a.run):
+        if a.text is None or a.image is None:
+            raise XmrError("a composed run searches with both --image (the source) and --text (the modification)")
+        for h in ComposedSearcher.from_run(a.run).search(a.image, a.text, a.k):
+            print(f"{h.rank:>3}  {h.score:.3f}  {h.id}  {h.image}")
+        return
     if (a.text is None) == (a.image is None):
-        raise XmrError("give exactly one of --text or --image")
+        raise XmrError("give exactly one of --text or --image (both: only for a composed run)")
     rerank = _rerankers(a)
     if len(rerank) > 1:
         raise XmrError("search re-ranks with one method at a time; give one name to --rerank")
@@ -149,8 +180,16 @@ def _cmd_search(a: argparse.Namespace) -> None:
 
 def _cmd_eval(a: argparse.Namespace) -> None:
     from xmr.evaluation.protocol import format_side_by_side, format_table
+    from xmr.workflows.composed import evaluate_composed_run, is_composed_run
     from xmr.workflows.evaluate import evaluate_run
 
+    if a.task == "composed" or is_composed_run(a.run):
+        cm = evaluate_composed_run(a.run, split=a.split, cache_dir=a.cache_dir, command=_command(a))
+        print(f"{os.path.basename(os.path.normpath(a.run))}, composed, split {a.split} "
+              f"({int(cm['n_queries'])} queries): R@1 {cm['r1']:.1f}  R@10 {cm['r10']:.1f}  R@50 {cm['r50']:.1f}  "
+              f"medr {cm['medr']:.0f}")
+        print(f"written: {os.path.join(a.run, f'eval-composed-{a.split}.json')}")
+        return
     rerank = _rerankers(a)
     m = evaluate_run(a.run, split=a.split, mode=a.mode, manifest=a.manifest, rerank=rerank,
                      texts_per_item=a.texts_per_item, cache_dir=a.cache_dir, command=_command(a))
@@ -202,8 +241,9 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
 
 def _add_encoders(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-encoder", default="efficientnet-lite0", help="registered image encoder (xmr list)")
-    p.add_argument("--text-encoder", default="minilm-l6",
-                   help="registered text encoder (xmr list); for training also textcnn | bigru (trained end to end)")
+    p.add_argument("--text-encoder", default=None,
+                   help="registered text encoder (xmr list; default minilm-l6); for training also textcnn | bigru "
+                        "(trained end to end); composed training: lstm (the default there) or a frozen encoder")
 
 
 def _add_rerank(p: argparse.ArgumentParser, *, many: bool) -> None:
@@ -217,6 +257,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="JSONL/CSV manifest or Karpathy split JSON (see README: Data)")
     p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--out", required=True, help="run folder (created; an unfinished run there is resumed)")
+    p.add_argument("--task", default="retrieval", choices=["retrieval", "composed"],
+                   help="retrieval: a joint image-text space; composed: image + modification text -> image")
+    p.add_argument("--triplets", default=None,
+                   help="composed: the triplet JSONL (default: triplets.jsonl beside the manifest)")
+    p.add_argument("--compose", default="tirg", help="composed: tirg | relation | concat | add")
+    p.add_argument("--in-joint", action="store_true",
+                   help="composed: compose in a learned joint space (the joint-manifold paper's Eq. 2)")
+    p.add_argument("--compose-loss", default="batch_classification",
+                   help="composed: batch_classification | soft_triplet (TIRG's losses)")
     _add_encoders(p)
     p.add_argument("--word-vectors", default="glove", choices=["glove", "random"],
                    help="textcnn/bigru: initialise the word table from GloVe 6B-50d (needs the glove extra) or at random")
@@ -322,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="full", choices=["full", "1k"], help="full set, or COCO-style 5 x 1K folds")
     p.add_argument("--manifest", default=None)
     p.add_argument("--texts-per-item", type=int, default=None)
+    p.add_argument("--task", default=None, choices=["retrieval", "composed"],
+                   help="composed: R@1/10/50 of image + text queries (default: the run's own task)")
     _add_rerank(p, many=True)
     _add_cache(p)
     p.set_defaults(func=_cmd_eval)

@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from xmr.data.composed_sets import fetch_cci, fetch_css, fetch_emoji_edits, fetch_icons
 from xmr.data.emoji import fetch_emoji
 from xmr.registry import Registry
 
 #: name -> fetch function ``(cache_dir: Path | None, **kw) -> manifest path``
 DATASETS: Registry[Callable[..., Path]] = Registry("dataset")
 DATASETS.add("emoji", fetch_emoji)
+DATASETS.add("css", fetch_css)
+DATASETS.add("cci", fetch_cci)
+DATASETS.add("emoji-edits", fetch_emoji_edits)
+DATASETS.add("icon-edits", fetch_icons)
 
 
 def fetch_dataset(name: str, cache_dir: str | Path | None = None, **kw: object) -> Path:

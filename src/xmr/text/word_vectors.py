@@ -153,6 +153,7 @@ def embedding_matrix(
             out[idx] = vectors[r]
             found += 1
     total = len(vocab) - 2
-    log.info("pretrained vectors cover %d of %d vocabulary words (%.1f %%); the rest start random",
-             found, total, 100.0 * found / total if total else 0.0)
+    if len(words):  # nothing to report for a random table
+        log.info("pretrained vectors cover %d of %d vocabulary words (%.1f %%); the rest start random",
+                 found, total, 100.0 * found / total if total else 0.0)
     return out

@@ -1,0 +1,283 @@
+"""``xmr train --task composed`` / ``xmr eval --task composed`` / composed ``xmr search``.
+
+A composed run learns f_compose on a composed dataset (a manifest of images + a triplet file,
+:mod:`xmr.data.triplets`): CSS-/CCI-like scenes (:mod:`xmr.data.scenes`), emoji or icon edits
+(:mod:`xmr.data.edits`). Run folder::
+
+    run.json         ComposedRunConfig (``"task": "composed"``)
+    vocab.json       the LSTM query encoder's vocabulary (word-level text encoders only)
+    best/            composed.json + model.safetensors (+ vocab.json) of the best validation epoch
+    last.pt, history.json, train.json   the trainer's resume state and log
+    gallery.npz      the gallery embeddings of the best model + their item ids (``xmr search``)
+    eval-composed-<split>.json          ``xmr eval --task composed``
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_model
+from xmr.data.manifest import Item, read_manifest
+from xmr.data.triplets import EditTriplet, read_triplets, target_identity
+from xmr.encoders import create_encoder, encode_images, encode_texts
+from xmr.encoders.regions import encode_regions
+from xmr.encoders.word_ids import WordIdsEncoder
+from xmr.errors import XmrError
+from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
+from xmr.training.composed import ComposedData, ComposedResult, ComposedTrainConfig, evaluate_composed, train_composed
+from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
+from xmr.workflows.features import feature_cache_dir
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+TASK = "composed"
+LSTM_CONFIG = TextEncoderConfig(kind="lstm", init="random", word_dim=50, hidden=512, out_dim=512, pool="last",
+                                position_shift=False, length=32)
+
+
+@dataclass(frozen=True)
+class ComposedRunConfig:
+    """Everything that defines a composed run (saved as ``run.json``).
+
+    Attributes:
+        manifest: the image manifest (absolute path).
+        triplets: the triplet JSONL file (absolute path).
+        composer: ``tirg`` | ``relation`` | ``concat`` | ``add``.
+        in_joint: compose in a learned joint space (seed Eq. 2) instead of the pretrained one.
+        image_encoder: the frozen image encoder of the gallery / targets.
+        region_encoder: the region encoder of the relation composer (default
+            ``<image_encoder>-regions``).
+        text_encoder: ``lstm`` (TIRG's hidden-512 LSTM trained from scratch) or a frozen encoder
+            such as ``minilm-l6``.
+        embed_dim: the joint-space size (in Joint).
+        loss: ``batch_classification`` | ``soft_triplet``.
+        val_fraction: share of the training triplets held out for validation when the triplet
+            file has no ``val`` split (seeded by ``train.seed``).
+        train: optimisation settings.
+    """
+
+    manifest: str
+    triplets: str
+    composer: str = "tirg"
+    in_joint: bool = False
+    image_encoder: str = "efficientnet-lite0"
+    region_encoder: str | None = None
+    text_encoder: str = "lstm"
+    embed_dim: int = 512
+    loss: str = "batch_classification"
+    val_fraction: float = 0.1
+    train: ComposedTrainConfig = field(default_factory=ComposedTrainConfig)
+    task: str = TASK
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise XmrError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.text_encoder not in TEXT_MODELS.names():
+            create_encoder(self.text_encoder)  # unknown -> XmrError listing the known ones
+
+
+def load_composed_config(run_dir: str | Path) -> ComposedRunConfig:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise XmrError(f"{run_dir} is not an xmr run folder (no {RUN_FILE})")
+    raw = load_json(path)
+    if raw.get("task") != TASK:
+        raise XmrError(f"{run_dir} is not a composed run; train one with `xmr train --task composed`")
+    try:
+        raw["train"] = ComposedTrainConfig(**raw["train"])
+        return ComposedRunConfig(**raw)
+    except (TypeError, KeyError) as e:
+        raise XmrError(f"{path}: not a valid composed run config ({e})") from None
+
+
+def is_composed_run(run_dir: str | Path) -> bool:
+    path = Path(run_dir) / RUN_FILE
+    return path.is_file() and load_json(path).get("task") == TASK
+
+
+@dataclass
+class _Corpus:
+    items: list[Item]
+    triplets: list[EditTriplet]
+    item_index: dict[str, int]
+    identity: np.ndarray
+
+
+def _corpus(cfg: ComposedRunConfig) -> _Corpus:
+    items = read_manifest(cfg.manifest)
+    index = {it.id: i for i, it in enumerate(items)}
+    triplets = read_triplets(cfg.triplets, index)
+    codes: dict[str, int] = {}
+    identity = np.array([codes.setdefault(target_identity(it), len(codes)) for it in items], dtype=np.int64)
+    return _Corpus(items, triplets, index, identity)
+
+
+def _encode(cfg: ComposedRunConfig, corpus: _Corpus, vocab: Vocabulary | None, cache_dir: str | Path | None,
+            show_progress: bool | None) -> tuple[np.ndarray, np.ndarray | None, list[str], np.ndarray, int]:
+    """Image features, region features, the text list, its features and the region channel count."""
+    cache = feature_cache_dir(cache_dir)
+    paths = [it.image for it in corpus.items]
+    img = encode_images(create_encoder(cfg.image_encoder), paths, cache_dir=cache, skip_bad=False,  # type: ignore[arg-type]
+                        show_progress=show_progress)
+    regions, region_dim = None, 0
+    if getattr(_composer_cls(cfg), "needs_regions", False):
+        enc = create_encoder(cfg.region_encoder or f"{cfg.image_encoder}-regions")
+        regions = encode_regions(corpus.items, enc, cache_dir=cache, show_progress=show_progress)  # type: ignore[arg-type]
+        region_dim = regions.shape[2]
+    texts = list(dict.fromkeys([t.text for t in corpus.triplets] + [it.texts[0] for it in corpus.items if it.texts]))
+    if vocab is not None:
+        feats = WordIdsEncoder(vocab, LSTM_CONFIG.length).encode_batch(texts)
+    else:
+        feats = encode_texts(create_encoder(cfg.text_encoder), texts, cache_dir=cache,  # type: ignore[arg-type]
+                             show_progress=show_progress).feats
+    return img.feats, regions, texts, feats, region_dim
+
+
+def _composer_cls(cfg: ComposedRunConfig) -> type:
+    from xmr.compose.modules import COMPOSERS
+
+    return COMPOSERS.get(cfg.composer)
+
+
+def _data(corpus: _Corpus, image: np.ndarray, regions: np.ndarray | None, texts: list[str], feats: np.ndarray,
+          triplets: list[EditTriplet]) -> ComposedData:
+    tix = {t: i for i, t in enumerate(texts)}
+    rows = np.array([[corpus.item_index[t.source], tix[t.text], corpus.item_index[t.target]] for t in triplets],
+                    dtype=np.int64).reshape(-1, 3)
+    captions = np.array([tix.get(it.texts[0], -1) if it.texts else -1 for it in corpus.items], dtype=np.int64)
+    return ComposedData(image, regions, feats, rows, corpus.identity, captions)
+
+
+def _splits(cfg: ComposedRunConfig, corpus: _Corpus) -> dict[str, list[EditTriplet]]:
+    by = {s: [t for t in corpus.triplets if t.split == s] for s in ("train", "val", "test")}
+    if not by["train"]:
+        raise XmrError(f"{cfg.triplets}: no training triplets (split 'train')")
+    if not by["val"]:  # hold out a seeded share of the training triplets
+        rng = np.random.default_rng(cfg.train.seed)
+        pick = set(rng.choice(len(by["train"]), max(1, int(round(cfg.val_fraction * len(by["train"])))),
+                              replace=False).tolist())
+        by["val"] = [t for i, t in enumerate(by["train"]) if i in pick]
+        by["train"] = [t for i, t in enumerate(by["train"]) if i not in pick]
+    return by
+
+
+def train_composed_run(cfg: ComposedRunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
+                       overwrite: bool = False, show_progress: bool | None = None) -> ComposedResult:
+    """Train a composed model as ``cfg`` says into ``out_dir`` (resumes an unfinished run)."""
+    out = Path(out_dir)
+    if (out / RUN_FILE).exists() and not overwrite and not matches_saved(load_json(out / RUN_FILE), cfg):
+        raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = _corpus(cfg)
+    splits = _splits(cfg, corpus)
+    vocab = None
+    if cfg.text_encoder in TEXT_MODELS.names():
+        if cfg.text_encoder != "lstm":
+            raise XmrError(f"composed queries take the lstm or a frozen text encoder, not {cfg.text_encoder!r}")
+        vocab = Vocabulary.build([t.text for t in splits["train"]] + [it.texts[0] for it in corpus.items if it.texts])
+        vocab.save(out / "vocab.json")
+    image, regions, texts, feats, region_dim = _encode(cfg, corpus, vocab, cache_dir, show_progress)
+    text_cfg = LSTM_CONFIG if vocab is not None else None
+    model_cfg = ComposedModelConfig(composer=cfg.composer, in_joint=cfg.in_joint, image_dim=image.shape[1],
+                                    text_dim=text_cfg.out_dim if text_cfg else feats.shape[1], embed_dim=cfg.embed_dim,
+                                    region_dim=region_dim, loss=cfg.loss,
+                                    text_model=text_cfg.to_dict() if text_cfg else None)
+    save_json(out / RUN_FILE, cfg)
+    log.info("composed %s%s: %d train / %d val triplets over %d images", cfg.composer,
+             " in Joint" if cfg.in_joint else "", len(splits["train"]), len(splits["val"]), len(corpus.items))
+    res = train_composed(_data(corpus, image, regions, texts, feats, splits["train"]),
+                         _data(corpus, image, regions, texts, feats, splits["val"]), model_cfg, cfg.train,
+                         out_dir=out, vocab=vocab, overwrite=overwrite)
+    gallery = res.model.numpy("embed_gallery", image)
+    ids = np.array([it.id for it in corpus.items])
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare temp name
+            np.savez(f, emb=gallery, model_id=res.model.model_id, ids=ids)
+
+    atomic_save_file(out / "gallery.npz", write)
+    return res
+
+
+def evaluate_composed_run(run_dir: str | Path, *, split: str = "test", cache_dir: str | Path | None = None,
+                          command: str | None = None, show_progress: bool | None = None) -> dict[str, float]:
+    """Composed R@1/10/50 of the run's best model on ``split``; written to ``eval-composed-<split>.json``."""
+    run = Path(run_dir)
+    cfg = load_composed_config(run)
+    model = load_composed_model(run / "best")
+    corpus = _corpus(cfg)
+    splits = _splits(cfg, corpus)
+    if split not in splits or not splits[split]:
+        raise XmrError(f"{cfg.triplets} has no {split!r} triplets")
+    image, regions, texts, feats, _ = _encode(cfg, corpus, model.vocab, cache_dir, show_progress)
+    metrics = evaluate_composed(model, _data(corpus, image, regions, texts, feats, splits[split]))
+    save_json(run / f"eval-composed-{split}.json", {"split": split, "metrics": metrics, "model_id": model.model_id,
+                                                   "command": command})
+    return metrics
+
+
+@dataclass
+class ComposedHit:
+    rank: int
+    score: float
+    id: str
+    image: str
+
+
+class ComposedSearcher:
+    """Image + modification text -> gallery images, with a composed run's best model.
+
+    Example::
+
+        s = ComposedSearcher.from_run("runs/css-tirg")
+        s.search("scene.png", "make the small cube red", k=5)
+    """
+
+    def __init__(self, model: ComposedModel, cfg: ComposedRunConfig, gallery: np.ndarray, items: list[Item]) -> None:
+        self.model, self.cfg, self.gallery, self.items = model, cfg, gallery, items
+        self._image_encoder = create_encoder(cfg.image_encoder)
+        self._region_encoder = create_encoder(cfg.region_encoder or f"{cfg.image_encoder}-regions") \
+            if model.config.needs_regions else None
+        self._text_encoder = WordIdsEncoder(model.vocab, LSTM_CONFIG.length) if model.vocab is not None \
+            else create_encoder(cfg.text_encoder)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> ComposedSearcher:
+        run = Path(run_dir)
+        cfg = load_composed_config(run)
+        model = load_composed_model(run / "best")
+        path = run / "gallery.npz"
+        if not path.is_file():
+            raise XmrError(f"{path} missing; re-run `xmr train --task composed` to finish the run")
+        data = np.load(path)
+        if str(data["model_id"]) != model.model_id:
+            raise XmrError(f"{path} was built by model {data['model_id']}, not the run's model {model.model_id}; "
+                           "re-run `xmr train --task composed` on this folder to rebuild it")
+        items = {it.id: it for it in read_manifest(cfg.manifest)}
+        gallery_items = [items[str(i)] for i in data["ids"]]
+        return cls(model, cfg, data["emb"], gallery_items)
+
+    def search(self, image: str | Path, text: str, k: int = 10) -> list[ComposedHit]:
+        """The ``k`` gallery images closest to (``image`` modified by ``text``)."""
+        if not isinstance(text, str) or not text.strip():
+            raise XmrError("the modification text is empty")
+        if not Path(image).is_file():
+            raise XmrError(f"source image {image}: not found")
+        enc = self._region_encoder or self._image_encoder
+        feats = enc.encode_batch([enc.load(image)])  # type: ignore[attr-defined]
+        if self._region_encoder is not None:
+            feats = feats.reshape(1, self._region_encoder.n_regions, -1)  # type: ignore[attr-defined]
+        txt = self._text_encoder.encode_batch([text.strip()])  # type: ignore[attr-defined]
+        q = self.model.numpy("compose", feats, txt)
+        scores = (q @ self.gallery.T)[0]
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [ComposedHit(r + 1, float(scores[i]), self.items[i].id, self.items[i].image) for r, i in enumerate(top)]
+
+
+__all__ = ["ComposedRunConfig", "train_composed_run", "evaluate_composed_run", "ComposedSearcher",
+           "load_composed_config", "is_composed_run"]
