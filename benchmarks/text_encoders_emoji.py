@@ -67,7 +67,7 @@ def coverage_note(manifest: Path) -> dict[str, float]:
     """How many test-query tokens the training vocabulary (and GloVe) knows."""
     items = read_items(manifest)
     vocab = Vocabulary.build(t for it in select_split(items, "train") for t in it.texts)
-    test_queries = [it.texts[0] for it in select_split(items, "test")]
+    test_queries = sorted({it.texts[0] for it in select_split(items, "test")})  # the distinct CLDR names
     tokens = [t for q in test_queries for t in tokenize(q)]
     words, _ = load_glove(50)
     cov = vector_coverage(vocab, words, test_queries)
@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         table,
         "",
         f"Vocabulary: {cov['vocab_words']} training words, {cov['vocab_with_glove']} of them in GloVe 6B. "
-        f"Test queries: {cov['test_tokens_in_vocab']} of {cov['test_query_tokens']} tokens are in the training "
+        f"Test names: {cov['test_tokens_in_vocab']} of {cov['test_query_tokens']} tokens are in the training "
         f"vocabulary ({cov['test_tokens_in_vocab_and_glove']} also have a GloVe vector); "
-        f"{cov['test_queries_all_oov']} of {cov['test_queries']} queries have no known word at all.",
+        f"{cov['test_queries_all_oov']} of the {cov['test_queries']} distinct test names have no known word at all.",
         "",
         f"Command: `{cmd}`",
         "",

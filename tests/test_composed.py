@@ -144,3 +144,5 @@ def test_composed_search_cli_and_errors(css_run: tuple[Path, Path, Path], capsys
         np.savez(fh, **{**data, "model_id": np.array("0123456789abcdef")})
     with pytest.raises(XmrError, match="built by model"):
         ComposedSearcher.from_run(other)
+    assert main(["index", str(run)]) == 2  # a composed run has no joint-space index
+    assert "composed-query run" in capsys.readouterr().err

@@ -117,6 +117,9 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise XmrError(f"{run_dir} is not an xmr run folder (no {RUN_FILE}); train one with `xmr train`")
     raw = load_json(path)
+    if raw.get("task") == "composed":
+        raise XmrError(f"{run_dir} is a composed-query run: query it with `xmr search {run_dir} --image SOURCE "
+                       "--text MODIFICATION` (its gallery is built at training time)")
     try:
         raw["train"] = TrainConfig(**raw["train"])
         if raw.get("text_model") is not None:
