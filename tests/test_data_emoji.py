@@ -390,7 +390,7 @@ def test_npm_error_line(stderr: str, line: str) -> None:
 def test_registry() -> None:
     assert "emoji" in DATASETS
     assert DATASETS.get("emoji") is fetch_emoji
-    with pytest.raises(XmrError, match="unknown dataset 'nope'; known: emoji"):
+    with pytest.raises(XmrError, match="unknown dataset 'nope'; known: cci, css, emoji, emoji-edits, icon-edits"):
         fetch_dataset("nope")
 
 
