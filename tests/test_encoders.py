@@ -136,6 +136,27 @@ def test_cache_ignores_corrupt_shard(tmp_path: Path) -> None:
     assert text_key("a") in again and len(again) == 1
 
 
+def test_cache_writers_in_two_processes_never_lose_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two caches on one folder (as two processes would have) append and merge without losing data."""
+    import xmr.encoders.cache as cache_mod
+
+    desc = {"encoder_id": "e", "modality": "text", "dim": 2}
+    a, b = FeatureCache(tmp_path, desc), FeatureCache(tmp_path, desc)
+    for i in range(4):  # interleaved writes: shard names never collide
+        a.put([text_key(f"a{i}")], np.full((1, 2), i))
+        b.put([text_key(f"b{i}")], np.full((1, 2), 10 + i))
+    assert len(list(a.dir.glob("shard-*.npz"))) == 8
+    c = FeatureCache(tmp_path, desc)  # has read the 8 shards
+    b.put([text_key("late")], np.full((1, 2), 99.0))  # another process appends meanwhile
+    c._merge()  # c rewrites what it read as one shard: the late shard must survive
+    monkeypatch.setattr(cache_mod, "_MERGE_AT", 1)
+    c2 = FeatureCache(tmp_path, desc)  # a second merge (at load) keeps everything too
+    d = FeatureCache(tmp_path, desc)
+    assert len(c) == 8 and len(c2) == 9 and len(d) == 9
+    assert len(list(d.dir.glob("shard-*.npz"))) == 1
+    np.testing.assert_array_equal(d.get([text_key("b3"), text_key("late")]), [[13, 13], [99, 99]])
+
+
 @pytest.mark.slow
 def test_real_encoders_load_offline_and_give_documented_dims(shapes_manifest: Path) -> None:
     img = create_encoder("efficientnet-lite0")

@@ -3,11 +3,13 @@
 Layout (one folder per encoder id)::
 
     <root>/<encoder_id>/encoder.json      what produced the vectors (id, modality, dim)
-    <root>/<encoder_id>/shard-00000.npz   keys (n,) str + feats (n, dim) float32
-    <root>/<encoder_id>/shard-00001.npz   ...
+    <root>/<encoder_id>/shard-<time>-<pid>-<rand>.npz   keys (n,) str + feats (n, dim) float32
+    <root>/<encoder_id>/shard-...npz                    ...
 
-Shards are append-only and each is written atomically, so an interrupted encode keeps every
-finished shard and a re-run encodes only what is missing. Keys are SHA-1 hex digests of the
+Shards are append-only and each is written atomically under a name no other writer can pick
+(time, process id and a random part), so an interrupted encode keeps every finished shard, a
+re-run encodes only what is missing, and two processes encoding into one cache never overwrite
+or delete each other's shards (a merge removes only the shards it read). Keys are SHA-1 hex digests of the
 image file bytes or of the UTF-8 text, so renaming a file does not re-encode it and changing
 its content does.
 """
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,6 +75,7 @@ class FeatureCache:
     def _load(self) -> None:
         keys: list[np.ndarray] = []
         feats: list[np.ndarray] = []
+        self._read: list[Path] = []
         for shard in self._shards():
             try:
                 with np.load(shard, allow_pickle=False) as z:
@@ -82,6 +88,7 @@ class FeatureCache:
                 continue
             keys.append(k)
             feats.append(f)
+            self._read.append(shard)
         if feats:
             self._feats = np.concatenate(feats).astype(np.float32, copy=False)
             all_keys = np.concatenate(keys)
@@ -90,17 +97,16 @@ class FeatureCache:
             self._merge()
 
     def _merge(self) -> None:
-        old = self._shards()
+        """Rewrite the shards this process read as one; shards written since by others stay."""
         keys = np.array(sorted(self._keys, key=self._keys.get))
-        self._write_shard(keys, self._feats, name="shard-merged-tmp.npz")
-        for p in old:
-            p.unlink()
-        (self.dir / "shard-merged-tmp.npz").rename(self.dir / "shard-00000.npz")
+        self._write_shard(keys, self._feats)
+        for p in self._read:
+            p.unlink(missing_ok=True)  # another process may have merged them already
+        self._read = []
 
-    def _write_shard(self, keys: np.ndarray, feats: np.ndarray, name: str | None = None) -> None:
-        if name is None:
-            existing = [int(m.group(1)) for p in self._shards() if (m := re.match(r"shard-(\d+)", p.name))]
-            name = f"shard-{(max(existing) + 1) if existing else 0:05d}.npz"
+    def _write_shard(self, keys: np.ndarray, feats: np.ndarray) -> None:
+        # sortable by time, unique across processes: concurrent writers never pick the same name
+        name = f"shard-{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.npz"
         with atomic_write(self.dir / name, "wb") as fh:
             np.savez(fh, keys=keys.astype(str), feats=feats.astype(np.float32, copy=False))
 
