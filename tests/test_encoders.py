@@ -145,7 +145,8 @@ def test_cache_writers_in_two_processes_never_lose_shards(tmp_path: Path, monkey
     for i in range(4):  # interleaved writes: shard names never collide
         a.put([text_key(f"a{i}")], np.full((1, 2), i))
         b.put([text_key(f"b{i}")], np.full((1, 2), 10 + i))
-    assert len(list(a.dir.glob("shard-*.npz"))) == 8
+    b.put([text_key("a0")], np.zeros((1, 2)))  # both encoded the same text: a duplicate key across shards
+    assert len(list(a.dir.glob("shard-*.npz"))) == 9
     c = FeatureCache(tmp_path, desc)  # has read the 8 shards
     b.put([text_key("late")], np.full((1, 2), 99.0))  # another process appends meanwhile
     c._merge()  # c rewrites what it read as one shard: the late shard must survive

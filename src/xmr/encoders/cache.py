@@ -98,8 +98,12 @@ class FeatureCache:
 
     def _merge(self) -> None:
         """Rewrite the shards this process read as one; shards written since by others stay."""
-        keys = np.array(sorted(self._keys, key=self._keys.get))
-        self._write_shard(keys, self._feats)
+        keys = sorted(self._keys, key=self._keys.get)
+        rows = np.fromiter((self._keys[k] for k in keys), dtype=np.int64, count=len(keys))
+        # a key cached twice (two writers encoded it) keeps one row: keys and rows stay aligned
+        self._feats = self._feats[rows]
+        self._keys = {k: i for i, k in enumerate(keys)}
+        self._write_shard(np.array(keys), self._feats)
         for p in self._read:
             p.unlink(missing_ok=True)  # another process may have merged them already
         self._read = []
