@@ -58,7 +58,9 @@ bench: demo data
 	$(BIN)/python benchmarks/zeroshot_emoji.py
 	$(BIN)/python benchmarks/label_retrieval.py
 	$(BIN)/python benchmarks/objectives_emoji.py --threads 1
+	$(BIN)/python benchmarks/text_encoders_emoji.py --threads 1
 	$(BIN)/python benchmarks/sparse_emoji.py --seeds 0 1 2 --threads 1
+	$(BIN)/python benchmarks/tag_baseline_emoji.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
