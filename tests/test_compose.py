@@ -20,6 +20,7 @@ from xmr.compose import (
     create_composer,
     soft_triplet_loss,
 )
+from xmr.compose.losses import infonce_compose_loss
 from xmr.errors import XmrError
 
 
@@ -272,7 +273,8 @@ def test_losses_reject_bad_shapes(fn) -> None:
 
 
 def test_compose_losses_table() -> None:
-    assert COMPOSE_LOSSES == {"soft_triplet": soft_triplet_loss, "batch_classification": batch_classification_loss}
+    assert COMPOSE_LOSSES == {"soft_triplet": soft_triplet_loss, "batch_classification": batch_classification_loss,
+                              "infonce": infonce_compose_loss}
     from xmr.losses import LOSSES
     assert "soft_triplet" not in LOSSES and "batch_classification" not in LOSSES
 
@@ -286,3 +288,19 @@ def test_in_joint_composition_end_to_end() -> None:
     loss = batch_classification_loss(comp(g(ref), g(txt)), g(tgt))["loss"]
     loss.backward()
     assert float(g.weight.grad.abs().sum()) > 0 and comp.w_r.grad is not None
+
+
+def test_infonce_compose_loss_matches_a_hand_written_loop() -> None:
+    from xmr.compose.losses import COMPOSE_LOSSES
+
+    g = torch.Generator().manual_seed(3)
+    q, t = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    qn, tn = torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(t, dim=1)
+    total = 0.0
+    for i in range(5):  # symmetric: query -> targets and target -> queries, scale 7
+        row = [7.0 * float(qn[i] @ tn[j]) for j in range(5)]
+        col = [7.0 * float(qn[j] @ tn[i]) for j in range(5)]
+        total += -(row[i] - math.log(sum(math.exp(v) for v in row)))
+        total += -(col[i] - math.log(sum(math.exp(v) for v in col)))
+    got = COMPOSE_LOSSES["infonce"](q, t, scale=7.0)["loss"]
+    assert float(got) == pytest.approx(total / 10, rel=1e-5)

@@ -160,7 +160,7 @@ def _cmd_search(a: argparse.Namespace) -> None:
     if is_composed_run(a.run):
         if a.text is None or a.image is None:
             raise XmrError("a composed run searches with both --image (the source) and --text (the modification)")
-        for h in ComposedSearcher.from_run(a.run).search(a.image, a.text, a.k):
+        for h in ComposedSearcher.from_run(a.run).search_composed(a.image, a.text, a.k):
             print(f"{h.rank:>3}  {h.score:.3f}  {h.id}  {h.image}")
         return
     if (a.text is None) == (a.image is None):
@@ -265,7 +265,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-joint", action="store_true",
                    help="composed: compose in a learned joint space (the joint-manifold paper's Eq. 2)")
     p.add_argument("--compose-loss", default="batch_classification",
-                   help="composed: batch_classification | soft_triplet (TIRG's losses)")
+                   help="composed: batch_classification | soft_triplet (TIRG) | infonce")
     _add_encoders(p)
     p.add_argument("--word-vectors", default="glove", choices=["glove", "random"],
                    help="textcnn/bigru: initialise the word table from GloVe 6B-50d (needs the glove extra) or at random")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from xmr.errors import XmrError
+from xmr.losses import infonce_loss
 
 
 def _check(query: torch.Tensor, target: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
@@ -104,10 +105,19 @@ def batch_classification_loss(query: torch.Tensor, target: torch.Tensor, *, scal
     return {"loss": F.cross_entropy(logits, labels), "accuracy": accuracy}
 
 
+def infonce_compose_loss(query: torch.Tensor, target: torch.Tensor, *, scale: torch.Tensor | float = 16.0,
+                         groups: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The foundation issue's symmetric InfoNCE (:func:`xmr.losses.infonce_loss`) on (composed query,
+    target) pairs: logits ``scale * cos``; same-group targets are not negatives. Shapes: (B, D) each."""
+    _check(query, target, groups)
+    return infonce_loss(F.normalize(query, dim=1), F.normalize(target, dim=1), logit_scale=scale, groups=groups)
+
+
 LossFn = Callable[..., dict[str, torch.Tensor]]
 
 # kept apart from xmr.losses.LOSSES: these take (composed query, target image), not (image, text)
 COMPOSE_LOSSES: dict[str, LossFn] = {
     "soft_triplet": soft_triplet_loss,
     "batch_classification": batch_classification_loss,
+    "infonce": infonce_compose_loss,
 }

@@ -128,7 +128,7 @@ def _step_loss(model: ComposedModel, data: ComposedData, batch: np.ndarray, cfg:
     target = model.embed_gallery(torch.from_numpy(data.image_feats[tgt]))
     groups = torch.from_numpy(data.identity[tgt])
     name = model.config.loss
-    kw = {"scale": model.scale} if name == "batch_classification" else {}
+    kw = {"scale": model.scale} if name in ("batch_classification", "infonce") else {}
     out = dict(COMPOSE_LOSSES[name](q, target, groups=groups, **kw))
     loss = out["loss"]
     if model.config.in_joint and cfg.joint_weight > 0:  # Eq. 2: keep g a joint image-text space

@@ -235,7 +235,7 @@ class ComposedSearcher:
     Example::
 
         s = ComposedSearcher.from_run("runs/css-tirg")
-        s.search("scene.png", "make the small cube red", k=5)
+        s.search_composed("scene.png", "make the small cube red", k=5)
     """
 
     def __init__(self, model: ComposedModel, cfg: ComposedRunConfig, gallery: np.ndarray, items: list[Item]) -> None:
@@ -262,7 +262,7 @@ class ComposedSearcher:
         gallery_items = [items[str(i)] for i in data["ids"]]
         return cls(model, cfg, data["emb"], gallery_items)
 
-    def search(self, image: str | Path, text: str, k: int = 10) -> list[ComposedHit]:
+    def search_composed(self, image: str | Path, text: str, k: int = 10) -> list[ComposedHit]:
         """The ``k`` gallery images closest to (``image`` modified by ``text``)."""
         if not isinstance(text, str) or not text.strip():
             raise XmrError("the modification text is empty")
@@ -277,6 +277,8 @@ class ComposedSearcher:
         scores = (q @ self.gallery.T)[0]
         top = np.argsort(-scores, kind="stable")[:k]
         return [ComposedHit(r + 1, float(scores[i]), self.items[i].id, self.items[i].image) for r, i in enumerate(top)]
+
+    search = search_composed
 
 
 __all__ = ["ComposedRunConfig", "train_composed_run", "evaluate_composed_run", "ComposedSearcher",
