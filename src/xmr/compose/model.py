@@ -20,7 +20,6 @@ Saved as ``model.safetensors`` + ``composed.json`` (+ ``vocab.json`` for a word-
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.modules import COMPOSERS, create_composer
 from xmr.errors import XmrError
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model
-from xmr.utils.io import atomic_save_file, load_json, save_json
+from xmr.utils.io import load_json, save_json
+from xmr.utils.weights import load_weights, save_weights
 
 CONFIG_FILE = "composed.json"
 VOCAB_FILE = "vocab.json"
@@ -185,13 +184,7 @@ class ComposedModel(nn.Module):
     def save(self, directory: str | Path, extra: dict[str, object] | None = None) -> str:
         """Write weights + config atomically; returns the model id (hash of the weights)."""
         directory = Path(directory)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        digest = hashlib.sha1()
-        for k in sorted(state):
-            digest.update(k.encode())
-            digest.update(state[k].numpy().tobytes())
-        self.model_id = digest.hexdigest()[:16]
-        atomic_save_file(directory / "model.safetensors", lambda tmp: save_file(state, tmp))
+        self.model_id = save_weights(self, directory)
         if self.vocab is not None:
             self.vocab.save(directory / VOCAB_FILE)
         save_json(directory / CONFIG_FILE, {"model_id": self.model_id, "config": self.config, **(extra or {})})
@@ -211,10 +204,7 @@ def load_composed_model(directory: str | Path) -> ComposedModel:
         raise XmrError(f"{directory / CONFIG_FILE}: not a composed model config ({e})") from None
     vocab = Vocabulary.load(directory / VOCAB_FILE) if config.text_model is not None else None
     model = ComposedModel(config, vocab, pretrained_words=False)
-    try:
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    except Exception as e:  # safetensors raises its own error types
-        raise XmrError(f"{directory / 'model.safetensors'}: cannot load weights ({str(e).splitlines()[0]})") from None
+    load_weights(model, directory)
     model.model_id = str(meta.get("model_id", "unknown"))
     return model.eval()
 

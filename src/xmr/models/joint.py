@@ -8,14 +8,12 @@ model id) in one folder, plus ``vocab.json`` when the text side is a trainable w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xmr.errors import XmrError
@@ -23,7 +21,8 @@ from xmr.evaluation.similarity import SCORERS
 from xmr.models.heads import HEADS, create_head
 from xmr.models.shared_classifier import SharedClassifier
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
-from xmr.utils.io import atomic_save_file, load_json, save_json
+from xmr.utils.io import load_json, save_json
+from xmr.utils.weights import load_weights, save_weights
 
 VOCAB_FILE = "vocab.json"
 
@@ -199,13 +198,7 @@ class JointModel(nn.Module):
     def save(self, directory: str | Path, extra: dict[str, object] | None = None) -> str:
         """Write weights + config atomically; returns the model id (hash of the weights)."""
         directory = Path(directory)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        digest = hashlib.sha1()
-        for k in sorted(state):
-            digest.update(k.encode())
-            digest.update(state[k].numpy().tobytes())
-        self.model_id = digest.hexdigest()[:16]
-        atomic_save_file(directory / "model.safetensors", lambda tmp: save_file(state, tmp))
+        self.model_id = save_weights(self, directory)
         if self.vocab is not None:
             self.vocab.save(directory / VOCAB_FILE)
         save_json(directory / "model.json", {"model_id": self.model_id, "config": self.config,
@@ -228,12 +221,6 @@ def load_model(directory: str | Path) -> JointModel:
             raise XmrError(f"{directory / VOCAB_FILE}: the vocabulary of the {text_cfg.kind} text model is missing")
         vocab = Vocabulary.load(directory / VOCAB_FILE)
     model = JointModel(config, vocab, pretrained_words=False)  # the saved weights replace the word table
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise XmrError(f"{weights}: model weights not found")
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise XmrError(f"{weights}: cannot load weights ({str(e).splitlines()[0]})") from None
+    load_weights(model, directory)
     model.model_id = str(meta.get("model_id", "unknown"))
     return model.eval()
