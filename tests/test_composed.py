@@ -66,6 +66,15 @@ def test_trainer_learns_a_simple_edit(tmp_path: Path, composer: str, joint: bool
     assert res.best_metrics["r1"] >= 70 and res.best_metrics["r1"] > before["r1"] + 40, (before, res.best_metrics)
 
 
+def test_bad_composed_options_fail_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for argv, needle in ((["--compose", "nope"], "unknown composer 'nope'"),
+                         (["--compose-loss", "hinge"], "unknown composed loss 'hinge'")):
+        assert main(["train", str(tmp_path / "m.jsonl"), "--task", "composed", "--out", str(tmp_path / "r"),
+                     *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+
+
 def test_model_save_load_and_errors(tmp_path: Path) -> None:
     cfg = ComposedModelConfig(composer="relation", in_joint=True, image_dim=6, text_dim=5, embed_dim=4, region_dim=6)
     torch.manual_seed(0)
@@ -126,7 +135,9 @@ def test_composed_search_cli_and_errors(css_run: tuple[Path, Path, Path], capsys
     capsys.readouterr()
     assert main(["search", str(run), "--image", src, "--text", "make the circle red", "-k", "3"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    (tmp_path / "broken.png").write_bytes(b"not an image")
     for argv, needle in ((["--image", src, "--text", "  "], "modification text is empty"),
+                         (["--image", str(tmp_path / "broken.png"), "--text", "make it red"], "broken.png"),
                          (["--image", str(tmp_path / "nope.png"), "--text", "make it red"], "nope.png"),
                          (["--text", "make it red"], "both --image")):
         assert main(["search", str(run), *argv]) == 2

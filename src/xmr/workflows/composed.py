@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_model
 from xmr.data.manifest import Item, read_manifest
 from xmr.data.triplets import EditTriplet, read_triplets, target_identity
@@ -79,6 +80,9 @@ class ComposedRunConfig:
             raise XmrError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.text_encoder not in TEXT_MODELS.names():
             create_encoder(self.text_encoder)  # unknown -> XmrError listing the known ones
+        _composer_cls(self)  # unknown composer -> XmrError listing the known ones
+        if self.loss not in COMPOSE_LOSSES:
+            raise XmrError(f"unknown composed loss {self.loss!r}; known: {', '.join(sorted(COMPOSE_LOSSES))}")
 
 
 def load_composed_config(run_dir: str | Path) -> ComposedRunConfig:
