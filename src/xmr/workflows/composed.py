@@ -22,6 +22,7 @@ import numpy as np
 
 from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_model
+from xmr.compose.modules import COMPOSERS
 from xmr.data.manifest import Item, read_manifest
 from xmr.data.triplets import EditTriplet, read_triplets, target_identity
 from xmr.encoders import create_encoder, encode_images, encode_texts
@@ -143,8 +144,6 @@ def _encode(cfg: ComposedRunConfig, corpus: _Corpus, vocab: Vocabulary | None, c
 
 
 def _composer_cls(cfg: ComposedRunConfig) -> type:
-    from xmr.compose.modules import COMPOSERS
-
     return COMPOSERS.get(cfg.composer)
 
 
@@ -183,6 +182,8 @@ def train_composed_run(cfg: ComposedRunConfig, out_dir: str | Path, *, cache_dir
     if cfg.text_encoder in TEXT_MODELS.names():
         if cfg.text_encoder != "lstm":
             raise XmrError(f"composed queries take the lstm or a frozen text encoder, not {cfg.text_encoder!r}")
+        # training modification texts and every image caption (a caption word never trained keeps its
+        # random vector, which is no more informed than <unk>)
         vocab = Vocabulary.build([t.text for t in splits["train"]] + [it.texts[0] for it in corpus.items if it.texts])
         vocab.save(out / "vocab.json")
     image, regions, texts, feats, region_dim = _encode(cfg, corpus, vocab, cache_dir, show_progress)
