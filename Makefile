@@ -62,6 +62,8 @@ bench: demo data
 	$(BIN)/python benchmarks/text_encoders_emoji.py --threads 1
 	$(BIN)/python benchmarks/sparse_emoji.py --seeds 0 1 2 --threads 1
 	$(BIN)/python benchmarks/tag_baseline_emoji.py
+	$(BIN)/python benchmarks/smooth_paths_cci.py --threads 1
+	$(BIN)/python benchmarks/composed_retrieval.py --epochs 10 --threads 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
