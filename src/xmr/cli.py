@@ -268,7 +268,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="composed: batch_classification | soft_triplet (TIRG) | infonce")
     _add_encoders(p)
     p.add_argument("--word-vectors", default="glove", choices=["glove", "random"],
-                   help="textcnn/bigru: initialise the word table from GloVe 6B-50d (needs the glove extra) or at random")
+                   help="textcnn/bigru: word table from GloVe 6B-50d (needs the glove extra) or random")
     p.add_argument("--no-position-shift", action="store_true",
                    help="textcnn: left-align the words instead of the random-padding position shift")
     p.add_argument("--text-length", type=int, default=32, help="textcnn/bigru: words per text (longer are cut)")

@@ -72,10 +72,9 @@ class ModelConfig:
                 raise ValueError(f"a two-branch model splits embed_dim in halves; got an odd {self.embed_dim}")
         if int(self.n_instances) < 0:
             raise ValueError(f"n_instances must be >= 0, got {self.n_instances}")
-        if self.text_model is not None:
-            tm = self.text_config
-            if tm.out_dim != self.text_dim:  # type: ignore[union-attr]
-                raise ValueError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")  # type: ignore[union-attr]
+        tm = self.text_config
+        if tm is not None and tm.out_dim != self.text_dim:
+            raise ValueError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")
 
     @property
     def image_head_name(self) -> str:
@@ -122,6 +121,7 @@ class JointModel(nn.Module):
         self.vocab = vocab
         self.text_model: nn.Module | None = None
         text_cfg = config.text_config
+        self._shift_words = text_cfg is not None and text_cfg.shift_for_training  # position shift in training
         if text_cfg is not None:
             if vocab is None:
                 raise XmrError(f"a {text_cfg.kind} text model needs its vocabulary")
@@ -163,8 +163,7 @@ class JointModel(nn.Module):
         if self.text_model is None:
             return feats
         ids = feats.long()
-        text_cfg = self.config.text_config
-        if self.training and text_cfg is not None and text_cfg.shift_for_training:
+        if self.training and self._shift_words:
             ids = shift_positions(ids)
         return self.text_model(ids)
 

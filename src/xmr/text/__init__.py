@@ -15,6 +15,7 @@ from xmr.text.text_cnn import ResidualBlock1x2, TextCNN
 from xmr.text.vocab import PAD_ID, UNK_ID, VocabConfig, Vocabulary, tokenize
 from xmr.text.word_vectors import Coverage, embedding_matrix, load_glove, vector_coverage
 
-__all__ = ["BiGRUTextEncoder", "LSTMTextEncoder", "TextEncoderConfig", "create_text_model", "encode_ids", "shift_positions", "TEXT_MODELS",
+__all__ = ["BiGRUTextEncoder", "LSTMTextEncoder", "TextEncoderConfig", "create_text_model", "encode_ids",
+           "shift_positions", "TEXT_MODELS",
            "ResidualBlock1x2", "TextCNN", "PAD_ID", "UNK_ID", "VocabConfig", "Vocabulary", "tokenize",
            "Coverage", "embedding_matrix", "load_glove", "vector_coverage"]

@@ -89,7 +89,8 @@ class ComposedData:
         n = len(self.image_feats)
         if self.triplets.ndim != 2 or self.triplets.shape[1] != 3:
             raise XmrError(f"triplets must be (n, 3) indices, got {self.triplets.shape}")
-        if len(self.triplets) and (self.triplets[:, [0, 2]].max() >= n or self.triplets[:, 1].max() >= len(self.text_feats)):
+        t = self.triplets
+        if len(t) and (t[:, [0, 2]].max() >= n or t[:, 1].max() >= len(self.text_feats) or t.min() < 0):
             raise XmrError("a triplet index is out of range")
         if self.identity.shape != (n,) or self.captions.shape != (n,):
             raise XmrError("identity and captions need one entry per item")
