@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from xmr.text.bigru import BiGRUTextEncoder
 from xmr.text.factory import TextEncoderConfig, create_text_model
-from xmr.text.lstm import LSTMTextEncoder
 from xmr.text.ids import encode_ids, shift_positions
+from xmr.text.lstm import LSTMTextEncoder
 from xmr.text.registry import TEXT_MODELS
 from xmr.text.text_cnn import ResidualBlock1x2, TextCNN
 from xmr.text.vocab import PAD_ID, UNK_ID, VocabConfig, Vocabulary, tokenize
