@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from xmr.data import edits as edits_mod
-from xmr.data.edits import (Edit, EmojiForms, assign_component_splits, build_emoji_edits, build_icon_edits,
-                            datasource_images, emoji_edit_dataset, fetch_icon_edits, gender_swap_edits,
-                            hair_style_edits, parse_emojibase_forms, parse_mdi_meta, style_words, tone_edits)
+from xmr.data import icon_edits as icon_mod
+from xmr.data.edits import (Edit, EmojiForms, assign_component_splits, build_emoji_edits, datasource_images,
+                            emoji_edit_dataset, gender_swap_edits, hair_style_edits, parse_emojibase_forms,
+                            tone_edits)
+from xmr.data.icon_edits import build_icon_edits, fetch_icon_edits, parse_mdi_meta, style_words
 from xmr.data.manifest import read_manifest
 from xmr.data.triplets import read_triplets
 from xmr.errors import XmrError
@@ -356,7 +357,7 @@ def test_icon_split_by_base(tmp_path: Path) -> None:
               for i in range(50) for s in ("outline", "off")]
     parsed, edits = parse_mdi_meta(icons)
     images = {name: f"/x/{name}.png" for name in parsed}
-    _, triplets, kinds = edits_mod.icon_edit_dataset(parsed, edits, images, seed=1)
+    _, triplets, kinds = icon_mod.icon_edit_dataset(parsed, edits, images, seed=1)
     assert set(kinds) == {"icon-style"} and len(triplets) == 100
     train = {t.source for t in triplets if t.split == "train"}
     test = {t.source for t in triplets if t.split == "test"}
@@ -383,7 +384,7 @@ def test_fetch_icon_edits_is_idempotent(tmp_path: Path, monkeypatch: pytest.Monk
         calls.append((name, version, root))
         return mdi
 
-    monkeypatch.setattr(edits_mod, "ensure_package", fake_ensure)
+    monkeypatch.setattr(icon_mod, "ensure_package", fake_ensure)
     first = fetch_icon_edits(tmp_path / "cache", image_size=16, progress=False)
     assert calls == [("@mdi/svg", "7.4.47", tmp_path / "cache" / "datasets" / "icons")]
     assert first[0] == tmp_path / "cache" / "datasets" / "icon-edits" / "manifest.jsonl"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xmr.data.edits import build_emoji_edits, fetch_icon_edits
+from xmr.data.edits import build_emoji_edits
 from xmr.data.emoji import fetch_emoji
+from xmr.data.icon_edits import fetch_icon_edits
 from xmr.data.scenes import make_cci_dataset, make_css_dataset
 from xmr.utils.paths import default_cache_dir
 

@@ -23,8 +23,15 @@ from xmr.layers.attention import ContextAttentionPool
 from xmr.models.heads import HEADS
 
 
-class _RegionHead(nn.Module):
-    """Shared part: (B, R * C) -> (B, R, C) -> per-region FC to ``out_dim`` -> pool -> L2."""
+@HEADS.register("region-mean")
+class RegionMeanHead(nn.Module):
+    """A3VSE's "w/o attention" image branch: (B, R * C) -> (B, R, C) -> per-region FC -> mean -> L2.
+
+    :class:`RegionAttentionHead` replaces the mean by attention pooling (:meth:`pool`).
+
+    Shape:
+        (B, R * C) -> (B, out_dim)
+    """
 
     needs_regions = True
 
@@ -39,7 +46,8 @@ class _RegionHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def pool(self, h: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Merge the projected regions. Shape: (B, R, out_dim) -> (B, out_dim)."""
+        return h.mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.region_fc(self.dropout(x.view(x.shape[0], self.regions, self.region_dim)))  # (B, R, out)
@@ -47,7 +55,7 @@ class _RegionHead(nn.Module):
 
 
 @HEADS.register("region-attention")
-class RegionAttentionHead(_RegionHead):
+class RegionAttentionHead(RegionMeanHead):
     """A3VSE's G^v: per-region FC, K-head context attention (Eq. 1, K = 3), projection, L2.
 
     Args:
@@ -70,14 +78,3 @@ class RegionAttentionHead(_RegionHead):
     def pool(self, h: torch.Tensor) -> torch.Tensor:
         return self.attention(h)
 
-
-@HEADS.register("region-mean")
-class RegionMeanHead(_RegionHead):
-    """A3VSE's "w/o attention" image branch: per-region FC, mean over regions, L2.
-
-    Shape:
-        (B, R * C) -> (B, out_dim)
-    """
-
-    def pool(self, h: torch.Tensor) -> torch.Tensor:
-        return h.mean(dim=1)

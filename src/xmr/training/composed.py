@@ -30,7 +30,8 @@ from xmr.evaluation.composed import composed_metrics
 from xmr.losses import infonce_loss
 from xmr.text import Vocabulary
 from xmr.training.schedule import warmup_cosine
-from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
+from xmr.training.trainer import restore_resume_state, save_resume_state
+from xmr.utils.io import load_json, matches_saved, save_json
 from xmr.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -171,15 +172,7 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
         opt, lambda s: warmup_cosine(s, total_steps=steps * config.epochs, warmup_steps=steps))
     st: dict = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad": 0, "history": [], "status": "running"}
     if (out / "last.pt").exists():
-        try:
-            saved = torch.load(out / "last.pt", weights_only=False)
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["opt"])
-            sched.load_state_dict(saved["sched"])
-            torch.set_rng_state(saved["torch_rng"])
-            st = saved["st"]
-        except Exception as e:  # torch raises many types for a damaged file
-            raise XmrError(f"cannot resume from {out / 'last.pt'} ({type(e).__name__}); pass overwrite") from None
+        st = restore_resume_state(out / "last.pt", model, opt, sched)
         log.info("resuming %s after epoch %d", out, st["epoch"])
     while st["status"] == "running" and st["epoch"] < config.epochs:
         t0 = time.perf_counter()
@@ -212,9 +205,7 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
         if st["status"] == "running" and st["epoch"] >= config.epochs:
             st["status"] = "done"
         save_json(out / "history.json", st["history"])
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "st": st}
-        atomic_save_file(out / "last.pt", lambda tmp: torch.save(state, tmp))
+        save_resume_state(out / "last.pt", model, opt, sched, st)
     best = load_composed_model(out / "best")
     row = next((r for r in st["history"] if r["epoch"] == st["best_epoch"]), {})
     return ComposedResult(best, out / "best", st["best_epoch"],

@@ -199,9 +199,20 @@ def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
     return row
 
 
-def _restore(path: Path, model: JointModel, opt: torch.optim.Optimizer,
-             sched: torch.optim.lr_scheduler.LambdaLR, discriminators: torch.nn.Module | None = None) -> dict:
-    """Load the resume state saved after the last finished epoch; returns the bookkeeping dict."""
+def save_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                      sched: torch.optim.lr_scheduler.LRScheduler, st: dict,
+                      discriminators: torch.nn.Module | None = None) -> None:
+    """Write what resuming after this epoch needs (``last.pt``): weights, optimiser, schedule, RNG, bookkeeping."""
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "torch_rng": torch.get_rng_state(), "st": st,
+             **({"discriminators": discriminators.state_dict()} if discriminators is not None else {})}
+    atomic_save_file(path, lambda tmp: torch.save(state, tmp))
+
+
+def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                         sched: torch.optim.lr_scheduler.LRScheduler,
+                         discriminators: torch.nn.Module | None = None) -> dict:
+    """Load the state :func:`save_resume_state` wrote; returns the bookkeeping dict."""
     try:
         saved = torch.load(path, weights_only=False)
         model.load_state_dict(saved["model"])
@@ -256,14 +267,11 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     st: dict = {"epoch": 0, "best_rsum": -math.inf, "best_epoch": 0, "bad": 0, "history": [],
                 "status": "running", "stuck": 0}
     if resumable and (out / "last.pt").exists():
-        st = _restore(out / "last.pt", model, opt, sched, discs)
+        st = restore_resume_state(out / "last.pt", model, opt, sched, discs)
         log.info("resuming %s after epoch %d", out, st["epoch"])
 
     def checkpoint() -> None:
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "st": st,
-                 **({"discriminators": discs.state_dict()} if discs is not None else {})}
-        atomic_save_file(out / "last.pt", lambda tmp: torch.save(state, tmp))
+        save_resume_state(out / "last.pt", model, opt, sched, st, discs)
 
     extras = _Extras(pseudo, discs, total)
     while st["status"] == "running" and st["epoch"] < config.epochs:

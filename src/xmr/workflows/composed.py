@@ -33,10 +33,10 @@ from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.training.composed import ComposedData, ComposedResult, ComposedTrainConfig, evaluate_composed, train_composed
 from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
 from xmr.workflows.features import feature_cache_dir
+from xmr.workflows.run_config import RUN_FILE
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
 TASK = "composed"
 LSTM_CONFIG = TextEncoderConfig(kind="lstm", init="random", word_dim=50, hidden=512, out_dim=512, pool="last",
                                 position_shift=False, length=32)
