@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from xmr.errors import XmrError
+from xmr.utils.io import os_error_reason
 
 if TYPE_CHECKING:
     from xmr.search.rerank_base import Reranker
@@ -55,13 +56,17 @@ def _cmd_encode(a: argparse.Namespace) -> None:
     from xmr.data.manifest import select_split
     from xmr.data.readers import read_items
     from xmr.encoders import create_encoder
-    from xmr.workflows.features import encode_items, feature_cache_dir
+    from xmr.workflows.features import encode_items, feature_cache_dir, skipped_list_path, write_skipped
 
     items = select_split(read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad), a.split)
     fs = encode_items(items, image_encoder=create_encoder(a.image_encoder),  # type: ignore[arg-type]
-                      text_encoder=create_encoder(a.text_encoder or DEFAULT_TEXT_ENCODER), cache_dir=a.cache_dir)  # type: ignore[arg-type]
+                      text_encoder=create_encoder(a.text_encoder or DEFAULT_TEXT_ENCODER),  # type: ignore[arg-type]
+                      cache_dir=a.cache_dir, skip_bad=a.skip_bad)
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
+    if fs.skipped:
+        listed = write_skipped(skipped_list_path(a.manifest, a.cache_dir), fs.skipped)
+        print(f"skipped {len(fs.skipped)} unreadable image(s); listed in {listed}")
 
 
 DEFAULT_TEXT_ENCODER = "minilm-l6"
@@ -125,7 +130,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
                         pseudo_texts=a.pseudo_texts)
     except ValueError as e:
         raise XmrError(f"invalid training option: {e}") from None
-    r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
+    r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite, skip_bad=a.skip_bad)
     print(f"{r.status}: best epoch {r.best_epoch}, val rsum {r.best_metrics.get('rsum', float('nan')):.1f}; "
           f"checkpoint: {r.best_dir}")
 
@@ -147,7 +152,7 @@ def _cmd_index(a: argparse.Namespace) -> None:
     targets = ["images", "texts"] if a.rerank_target == "both" else [a.rerank_target]
     out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory,
                     texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
-                    cache_dir=a.cache_dir, command=_command(a))
+                    cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad)
     print(f"index: {out}")
     if a.rerank:
         print(f"re-ranking structures ({a.rerank}; {', '.join(targets)}): {os.path.join(out, 'rerank')}")
@@ -192,7 +197,8 @@ def _cmd_eval(a: argparse.Namespace) -> None:
         return
     rerank = _rerankers(a)
     m = evaluate_run(a.run, split=a.split, mode=a.mode, manifest=a.manifest, rerank=rerank,
-                     texts_per_item=a.texts_per_item, cache_dir=a.cache_dir, command=_command(a))
+                     texts_per_item=a.texts_per_item, cache_dir=a.cache_dir, command=_command(a),
+                     skip_bad=a.skip_bad)
     if rerank:
         columns = {"plain": m, **{rr.name: {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(f"{rr.name}/")}
                                   for rr in rerank}}
@@ -233,6 +239,27 @@ def _cmd_list(a: argparse.Namespace) -> None:
                       ("heads", HEADS), ("indexes", INDEXES),
                       ("rerankers", RERANKERS), ("datasets", DATASETS)):
         print(f"{name}: {', '.join(reg.names())}")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (``--texts-per-item 0`` is refused by name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split("\n")) if "\n" in message else message
+
+
+def _add_skip_bad(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out unreadable images and bad manifest rows (warn with a count; the items "
+                        "left out are listed in skipped.jsonl beside the output) instead of refusing them")
 
 
 def _add_cache(p: argparse.ArgumentParser) -> None:
@@ -308,9 +335,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="MLP head width; the region-attention head's context size K'")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
-    p.add_argument("--eval-texts-per-item", type=int, default=None,
+    p.add_argument("--eval-texts-per-item", type=_positive_int, default=None,
                    help="texts per item used as validation queries (default: all)")
     p.add_argument("--overwrite", action="store_true", help="discard any run in --out and start again")
+    _add_skip_bad(p)
     _add_cache(p)
 
 
@@ -319,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="xmr", description="Cross-modal retrieval: train, index, search, evaluate.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ap.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
+    ap.add_argument("--max-image-pixels", type=_positive_int, default=None, metavar="N",
+                    help="refuse images declaring more pixels than N, before decoding (default: "
+                         "xmr.encoders.image_io.ImageReadConfig.max_pixels, 178,956,970; sets $XMR_MAX_IMAGE_PIXELS)")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("data", help="built-in datasets")
@@ -332,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help="JSONL/CSV manifest or Karpathy split JSON")
     p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--split", default=None, help="only this split")
-    p.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows (warn with a count)")
+    _add_skip_bad(p)
     _add_encoders(p)
     _add_cache(p)
     p.set_defaults(func=_cmd_encode)
@@ -346,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default=None, help="gallery manifest (default: the run's)")
     p.add_argument("--split", default=None, help="only this split (default: all items)")
     p.add_argument("--factory", default="Flat", help="FAISS index_factory string: Flat, HNSW32, IVF1024,Flat ...")
-    p.add_argument("--texts-per-item", type=int, default=None,
+    p.add_argument("--texts-per-item", type=_positive_int, default=None,
                    help="index only each item's first N texts (default: all)")
+    _add_skip_bad(p)
     p.add_argument("--out", default=None, help="index folder (default: RUN/index)")
     _add_rerank(p, many=True)
     p.add_argument("--rerank-target", default="images", choices=["images", "texts", "both"],
@@ -359,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--text", default=None)
     p.add_argument("--image", default=None)
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=_positive_int, default=10, help="results to show (default 10)")
     p.add_argument("--target", default="images", choices=["images", "texts"])
     p.add_argument("--index", default=None, help="index folder (default: RUN/index)")
     _add_rerank(p, many=False)
@@ -370,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--mode", default="full", choices=["full", "1k"], help="full set, or COCO-style 5 x 1K folds")
     p.add_argument("--manifest", default=None)
-    p.add_argument("--texts-per-item", type=int, default=None)
+    p.add_argument("--texts-per-item", type=_positive_int, default=None,
+                   help="texts per item used as queries (default: the run's eval_texts_per_item)")
+    _add_skip_bad(p)
     p.add_argument("--task", default=None, choices=["retrieval", "composed"],
                    help="composed: R@1/10/50 of image + text queries (default: the run's own task)")
     _add_rerank(p, many=True)
@@ -399,10 +433,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if args.quiet:
         os.environ["XMR_NO_PROGRESS"] = "1"
+    if args.max_image_pixels is not None:
+        from xmr.encoders.image_io import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(args.max_image_pixels)
     try:
         args.func(args)
     except XmrError as e:
-        print(f"xmr: error: {e}", file=sys.stderr)
+        print(f"xmr: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the environment, not the input: a full disk, a read-only folder ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"xmr: error: {where}{os_error_reason(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("xmr: error: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("xmr: interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)

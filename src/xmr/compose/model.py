@@ -33,8 +33,8 @@ from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.modules import COMPOSERS, create_composer
 from xmr.errors import XmrError
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model
-from xmr.utils.io import load_json, save_json
-from xmr.utils.weights import load_weights, save_weights
+from xmr.utils.io import atomic_folder, load_json_object, recover_folder, save_json
+from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 CONFIG_FILE = "composed.json"
 VOCAB_FILE = "vocab.json"
@@ -183,29 +183,29 @@ class ComposedModel(nn.Module):
 
     def save(self, directory: str | Path, extra: dict[str, object] | None = None) -> str:
         """Write weights + config atomically; returns the model id (hash of the weights)."""
-        directory = Path(directory)
-        self.model_id = save_weights(self, directory)
-        if self.vocab is not None:
-            self.vocab.save(directory / VOCAB_FILE)
-        save_json(directory / CONFIG_FILE, {"model_id": self.model_id, "config": self.config, **(extra or {})})
+        with atomic_folder(directory) as tmp:  # one unit: a crash keeps the previous checkpoint whole
+            self.model_id = save_weights(self, tmp)
+            if self.vocab is not None:
+                self.vocab.save(tmp / VOCAB_FILE)
+            save_json(tmp / CONFIG_FILE, {"model_id": self.model_id, "config": self.config, **(extra or {})})
         return self.model_id
 
 
 def load_composed_model(directory: str | Path) -> ComposedModel:
     """Rebuild a :class:`ComposedModel` saved by :meth:`ComposedModel.save`."""
     directory = Path(directory)
+    recover_folder(directory)
     if not (directory / CONFIG_FILE).is_file():
         raise XmrError(f"{directory} holds no composed model ({CONFIG_FILE} missing); train one with "
                        "`xmr train --task composed`")
-    meta = load_json(directory / CONFIG_FILE)
+    meta = load_json_object(directory / CONFIG_FILE, "composed model description")
     try:
         config = ComposedModelConfig(**meta["config"])
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, ValueError) as e:
         raise XmrError(f"{directory / CONFIG_FILE}: not a composed model config ({e})") from None
     vocab = Vocabulary.load(directory / VOCAB_FILE) if config.text_model is not None else None
     model = ComposedModel(config, vocab, pretrained_words=False)
-    load_weights(model, directory)
-    model.model_id = str(meta.get("model_id", "unknown"))
+    model.model_id = load_weights(model, directory, expect_id=saved_model_id(meta, directory / CONFIG_FILE))
     return model.eval()
 
 

@@ -2,37 +2,188 @@
 
 Every image is read with PIL, transparency composited on white (emoji and line art are drawn
 on transparent canvases; black-on-transparent would otherwise become black-on-black), converted
-to RGB, its shorter side resized to ``size`` (bicubic) and centre-cropped to ``size`` x ``size``.
+to 8-bit RGB, its shorter side resized to ``size`` (bicubic) and centre-cropped to ``size`` x
+``size``.
+
+What is refused, each with a one-line :class:`UnreadableImage` naming the file: a missing file,
+anything but a regular file (a folder, a FIFO, a device such as ``/dev/zero``: they are never
+opened, so nothing blocks), an empty, truncated or non-image file, an SVG (vector: rasterise it
+first), and an image declaring more pixels than :attr:`ImageReadConfig.max_pixels` (a
+decompression bomb) — checked from the header, before anything is decoded. Large images that
+are allowed are decoded reduced when the encoder needs far fewer pixels (JPEG DCT scaling, then
+box reduction by an integer factor), so a 170-megapixel scan does not cost gigabytes.
+
+High-bit-depth modes are scaled, not clipped: 16-bit greyscale (``I;16``, ``I;16B`` ...) by
+1/257, 32-bit integer ``I`` by its range (8- or 16-bit data, else min-max), float ``F`` as
+[0, 1] or [0, 255] data (else min-max).
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xmr.errors import XmrError
 
+MAX_PIXELS_ENV = "XMR_MAX_IMAGE_PIXELS"
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open ``path`` fully decoded as RGB on white; XmrError names a missing/corrupt/truncated file."""
-    path = Path(path)
+
+@dataclass(frozen=True)
+class ImageReadConfig:
+    """Limits of image reading.
+
+    Attributes:
+        max_pixels: images declaring more pixels (width x height) are refused before decoding;
+            the default is the size at which PIL itself calls an image a decompression bomb.
+            ``$XMR_MAX_IMAGE_PIXELS`` (or ``xmr --max-image-pixels``) overrides it.
+        reduce_gap: decode reduced when the image's shorter side is at least this many times
+            the size the encoder needs; the reduced image keeps at least that margin, so the
+            final bicubic resize still works from ``reduce_gap`` x the output resolution.
+    """
+
+    max_pixels: int = 2 * 89_478_485
+    reduce_gap: int = 3
+
+    @classmethod
+    def from_env(cls) -> ImageReadConfig:
+        raw = os.environ.get(MAX_PIXELS_ENV)
+        if not raw:
+            return cls()
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise XmrError(f"${MAX_PIXELS_ENV} must be a whole number of pixels, got {raw!r}") from None
+        if value < 1:
+            raise XmrError(f"${MAX_PIXELS_ENV} must be >= 1, got {value}")
+        return cls(max_pixels=value)
+
+
+class UnreadableImage(XmrError):
+    """An image file that cannot be used; ``path`` is the file, ``reason`` says why."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{reason}: {path}")
+
+
+def check_image_file(path: str | Path) -> os.stat_result:
+    """Stat ``path`` without opening it: it must exist and be a regular file (not a FIFO, device, folder)."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb_on_white(im)
+        st = os.stat(path)
     except FileNotFoundError:
-        raise XmrError(f"image not found: {path}") from None
+        raise UnreadableImage(path, "image not found") from None
+    except OSError as e:
+        raise UnreadableImage(path, f"cannot read image ({(e.strerror or str(e)).lower()})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UnreadableImage(path, "a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnreadableImage(path, "not a regular file (a FIFO, socket or device), refused")
+    if st.st_size == 0:
+        raise UnreadableImage(path, "empty file (0 bytes), not an image")
+    return st
+
+
+def _looks_like_svg(path: Path) -> bool:
+    if path.suffix.lower() in (".svg", ".svgz"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024).lstrip().lower()
+    except OSError:
+        return False
+    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
+
+
+def load_rgb(path: str | Path, min_side: int | None = None, config: ImageReadConfig | None = None) -> Image.Image:
+    """Open ``path`` fully decoded as 8-bit RGB on white.
+
+    Args:
+        path: the image file.
+        min_side: the shorter side the caller needs; a much larger image is decoded reduced
+            (never below ``config.reduce_gap`` x ``min_side``). None decodes at full size.
+        config: reading limits (default: :meth:`ImageReadConfig.from_env`).
+
+    Raises:
+        UnreadableImage: see the module docstring; the message names the file.
+    """
+    path = Path(path)
+    config = config or ImageReadConfig.from_env()
+    check_image_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > config.max_pixels:
+                    raise UnreadableImage(path, f"image of {w} x {h} = {w * h:,} pixels is over the limit of "
+                                                f"{config.max_pixels:,} (possible decompression bomb; raise "
+                                                f"${MAX_PIXELS_ENV} or xmr --max-image-pixels to allow it)")
+                if min_side is not None:
+                    im.draft("RGB", (min_side * config.reduce_gap, min_side * config.reduce_gap))
+                im.load()
+                im = ImageOps.exif_transpose(im) or im
+                if min_side is not None:
+                    im = _reduced(im, min_side * config.reduce_gap)
+                return to_rgb_on_white(im)
+    except UnreadableImage:
+        raise
+    except Image.DecompressionBombError as e:
+        raise UnreadableImage(path, f"over PIL's decompression-bomb limit ({e})") from None
     except UnidentifiedImageError:
-        raise XmrError(f"not an image or corrupt: {path}") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated files raise OSError on load()
-        raise XmrError(f"cannot read image {path}: {e}") from None
+        if _looks_like_svg(path):
+            raise UnreadableImage(path, "an SVG (vector) image; rasterise it to PNG first") from None
+        raise UnreadableImage(path, "not an image or corrupt") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated files raise OSError on load()
+        raise UnreadableImage(path, f"cannot read image ({e})") from None
+    except MemoryError:
+        raise UnreadableImage(path, "not enough memory to decode this image") from None
+
+
+def _reduced(im: Image.Image, keep: int) -> Image.Image:
+    """``im`` shrunk by the largest integer factor that keeps its shorter side >= ``keep``."""
+    factor = min(im.size) // keep
+    if factor < 2:
+        return im
+    if im.mode == "P":  # palette indices cannot be averaged
+        im = im.convert("RGBA")
+    return im.reduce(factor)
+
+
+def _to_8bit(a: np.ndarray, *, unit_range: bool) -> np.ndarray:
+    """Grey levels of any range as uint8: 8-bit data kept, 16-bit scaled by 1/257, else min-max."""
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.all():
+        a = np.where(finite, a, 0.0)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if unit_range and lo >= 0.0 and hi <= 1.0:
+        a = a * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        pass
+    elif lo >= 0.0 and hi <= 65535.0:
+        a = a / 257.0
+    else:
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
 def to_rgb_on_white(im: Image.Image) -> Image.Image:
-    """RGB copy of ``im`` with any alpha channel composited over a white background."""
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+    """8-bit RGB copy of ``im``: alpha composited over white, high bit depths scaled (not clipped)."""
+    if im.mode.startswith("I;16"):
+        im = Image.fromarray(np.rint(np.asarray(im).astype(np.float64) / 257.0).astype(np.uint8), "L")
+    elif im.mode == "I":
+        im = Image.fromarray(_to_8bit(np.asarray(im), unit_range=False), "L")
+    elif im.mode == "F":
+        im = Image.fromarray(_to_8bit(np.asarray(im), unit_range=True), "L")
+    elif im.mode == "La":
+        im = im.convert("LA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
@@ -52,4 +203,4 @@ def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
 
 def image_to_array(path: str | Path, size: int) -> np.ndarray:
     """uint8 array (size, size, 3) of the preprocessed image at ``path``."""
-    return np.asarray(resize_center_crop(load_rgb(path), size), dtype=np.uint8)
+    return np.asarray(resize_center_crop(load_rgb(path, min_side=size), size), dtype=np.uint8)

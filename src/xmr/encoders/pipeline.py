@@ -20,6 +20,7 @@ import numpy as np
 
 from xmr.encoders.base import Encoder, ImageEncoder, TextEncoder
 from xmr.encoders.cache import FeatureCache, text_key
+from xmr.encoders.image_io import UnreadableImage, check_image_file
 from xmr.errors import XmrError
 from xmr.utils.io import sha1_file
 from xmr.utils.progress import progress
@@ -40,29 +41,36 @@ class EncodeResult:
     ok: np.ndarray
     n_encoded: int = 0
     n_cached: int = 0
-    bad: list[str] = field(default_factory=list)
+    bad: list[XmrError] = field(default_factory=list)
+    errors: list[XmrError | None] = field(default_factory=list)  # per input: why its row is NaN
 
     @property
     def n_bad(self) -> int:
         return len(self.bad)
 
 
-def _image_keys(paths: Sequence[str | Path], skip_bad: bool) -> tuple[list[str | None], list[str]]:
+def _image_keys(paths: Sequence[str | Path], skip_bad: bool) -> tuple[list[str | None], list[UnreadableImage]]:
+    """Content keys of the image files; a file that is not a readable regular file has key None.
+
+    Files are checked with ``stat`` before they are opened, so a FIFO or a device never blocks.
+    """
     keys: list[str | None] = []
-    bad: list[str] = []
+    bad: list[UnreadableImage] = []
     for p in paths:
         try:
+            check_image_file(p)
             keys.append(sha1_file(p))
-        except FileNotFoundError:
+        except UnreadableImage as e:
             if not skip_bad:
-                raise XmrError(f"image not found: {p}") from None
+                raise
             keys.append(None)
-            bad.append(f"image not found: {p}")
+            bad.append(e)
         except OSError as e:
+            err = UnreadableImage(p, f"cannot read image ({(e.strerror or str(e)).lower()})")
             if not skip_bad:
-                raise XmrError(f"cannot read image {p}: {e.strerror}") from None
+                raise err from None
             keys.append(None)
-            bad.append(f"cannot read image {p}")
+            bad.append(err)
     return keys, bad
 
 
@@ -85,14 +93,13 @@ def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[T], U], items: Sequence[
 
 
 def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], batch_size: int,
-         skip_bad: bool, desc: str, show: bool | None) -> tuple[int, list[str], set[str]]:
-    """Encode ``todo`` [(key, source)] into the cache. Returns (n encoded, bad messages, bad keys).
+         skip_bad: bool, desc: str, show: bool | None) -> tuple[int, dict[str, XmrError]]:
+    """Encode ``todo`` [(key, source)] into the cache. Returns (n encoded, {bad key: its error}).
 
     Batches are encoded as soon as their inputs are loaded; every ``CHUNK`` inputs the features
     so far are written as one cache shard (what an interruption can lose).
     """
-    bad: list[str] = []
-    bad_keys: set[str] = set()
+    bad: dict[str, XmrError] = {}
     loaded_keys: list[str] = []   # loaded, not yet encoded
     loaded_inputs: list[object] = []
     done_keys: list[str] = []     # encoded, not yet in the cache
@@ -104,8 +111,7 @@ def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], 
         loaded = _prefetched(pool, lambda kv: _load_one(encoder, kv, skip_bad), todo, ahead=2 * batch_size)
         for i, ((key, _), item) in enumerate(zip(todo, loaded), start=1):
             if isinstance(item, XmrError):
-                bad.append(str(item))
-                bad_keys.add(key)
+                bad[key] = item
             else:
                 loaded_keys.append(key)
                 loaded_inputs.append(item)
@@ -120,7 +126,7 @@ def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], 
                 done_keys, done_feats = [], []
             bar.update(1)
     bar.close()
-    return n_done, bad, bad_keys
+    return n_done, bad
 
 
 def _load_one(encoder: Encoder, kv: tuple[str, object], skip_bad: bool) -> object:
@@ -146,23 +152,26 @@ def encode_images(encoder: ImageEncoder, paths: Sequence[str | Path], *, cache_d
     """Features of the images at ``paths``, through the cache. Shape: (len(paths), encoder.dim).
 
     With ``skip_bad`` (default) a missing, corrupt or truncated image is counted, logged once
-    with the first offender, and its row left NaN with ``ok`` False; otherwise it raises
-    :class:`XmrError` naming the file.
+    with the first offender, and its row left NaN with ``ok`` False (``bad`` holds one
+    :class:`~xmr.encoders.image_io.UnreadableImage` per such file); otherwise the first raises.
+    Every image with the same content (same key) as a bad one is bad too.
     """
     cache = FeatureCache(cache_dir, encoder.describe())
-    keys, bad = _image_keys(paths, skip_bad)
+    keys, bad_files = _image_keys(paths, skip_bad)
     first: dict[str, str | Path] = {}
     for k, p in zip(keys, paths):
         if k is not None and k not in cache and k not in first:
             first[k] = p
-    n_new, bad_load, bad_keys = _run(encoder, cache, list(first.items()),
-                                     batch_size or encoder.default_batch_size, skip_bad,
-                                     f"encode images ({encoder.encoder_id})", show_progress)
-    feats, ok = _gather(cache, keys, bad_keys)
-    bad += bad_load
+    n_new, bad_keys = _run(encoder, cache, list(first.items()), batch_size or encoder.default_batch_size,
+                           skip_bad, f"encode images ({encoder.encoder_id})", show_progress)
+    feats, ok = _gather(cache, keys, set(bad_keys))
+    by_path = {e.path: e for e in bad_files}
+    errors: list[XmrError | None] = [None if good else by_path.get(str(p)) if k is None else bad_keys[k]
+                                     for p, k, good in zip(paths, keys, ok)]
+    bad = [e for e in errors if e is not None]
     if bad:
-        log.warning("skipped %d unreadable image(s); first: %s", len(bad), bad[0])
-    return EncodeResult(feats, ok, n_encoded=n_new, n_cached=int(ok.sum()) - n_new, bad=bad)
+        log.warning("%d of %d image(s) unreadable; first: %s", len(bad), len(paths), bad[0])
+    return EncodeResult(feats, ok, n_encoded=n_new, n_cached=int(ok.sum()) - n_new, bad=bad, errors=errors)
 
 
 def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, cache_dir: str | Path,
@@ -180,7 +189,7 @@ def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, cache_dir: str |
     for k, t in zip(keys, texts):
         if k not in cache and k not in first:
             first[k] = t
-    n_new, _, _ = _run(encoder, cache, list(first.items()), batch_size or encoder.default_batch_size,
+    n_new, _ = _run(encoder, cache, list(first.items()), batch_size or encoder.default_batch_size,
                        False, f"encode texts ({encoder.encoder_id})", show_progress)
     feats, ok = _gather(cache, keys, set())
     return EncodeResult(feats, ok, n_encoded=n_new, n_cached=len(texts) - n_new)

@@ -21,8 +21,8 @@ from xmr.evaluation.similarity import SCORERS
 from xmr.models.heads import HEADS, create_head
 from xmr.models.shared_classifier import SharedClassifier
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
-from xmr.utils.io import load_json, save_json
-from xmr.utils.weights import load_weights, save_weights
+from xmr.utils.io import atomic_folder, load_json_object, recover_folder, save_json
+from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 VOCAB_FILE = "vocab.json"
 
@@ -195,23 +195,28 @@ class JointModel(nn.Module):
         return torch.cat(out).numpy() if out else np.zeros((0, self.config.embed_dim), np.float32)
 
     def save(self, directory: str | Path, extra: dict[str, object] | None = None) -> str:
-        """Write weights + config atomically; returns the model id (hash of the weights)."""
-        directory = Path(directory)
-        self.model_id = save_weights(self, directory)
-        if self.vocab is not None:
-            self.vocab.save(directory / VOCAB_FILE)
-        save_json(directory / "model.json", {"model_id": self.model_id, "config": self.config,
-                                             **(extra or {})})
+        """Write weights + config (+ vocabulary) as one unit; returns the model id (hash of the weights).
+
+        The files are written into a temporary folder beside ``directory`` that then replaces
+        it (:func:`~xmr.utils.io.atomic_folder`): a crash at any point leaves the previous
+        checkpoint whole, never new weights beside an old ``model.json``.
+        """
+        with atomic_folder(directory) as tmp:
+            self.model_id = save_weights(self, tmp)
+            if self.vocab is not None:
+                self.vocab.save(tmp / VOCAB_FILE)
+            save_json(tmp / "model.json", {"model_id": self.model_id, "config": self.config, **(extra or {})})
         return self.model_id
 
 
 def load_model(directory: str | Path) -> JointModel:
-    """Rebuild a :class:`JointModel` saved by :meth:`JointModel.save`."""
+    """Rebuild a :class:`JointModel` saved by :meth:`JointModel.save`; the weights must match its id."""
     directory = Path(directory)
-    meta = load_json(directory / "model.json")
+    recover_folder(directory)
+    meta = load_json_object(directory / "model.json", "xmr model description")
     try:
         config = ModelConfig(**meta["config"])
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, ValueError) as e:
         raise XmrError(f"{directory / 'model.json'}: not an xmr model config ({e})") from None
     vocab = None
     text_cfg = config.text_config
@@ -220,6 +225,5 @@ def load_model(directory: str | Path) -> JointModel:
             raise XmrError(f"{directory / VOCAB_FILE}: the vocabulary of the {text_cfg.kind} text model is missing")
         vocab = Vocabulary.load(directory / VOCAB_FILE)
     model = JointModel(config, vocab, pretrained_words=False)  # the saved weights replace the word table
-    load_weights(model, directory)
-    model.model_id = str(meta.get("model_id", "unknown"))
+    model.model_id = load_weights(model, directory, expect_id=saved_model_id(meta, directory / "model.json"))
     return model.eval()

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import os
-import shutil
-import tempfile
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +32,7 @@ import scipy.sparse as sp
 
 from xmr.errors import XmrError
 from xmr.registry import Registry
-from xmr.utils.io import load_json, save_json, swap_in_folder
+from xmr.utils.io import atomic_folder, load_json, save_json
 
 Target = Literal["images", "texts"]
 Modality = Literal["image", "text"]
@@ -362,19 +359,14 @@ class Reranker(abc.ABC):
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         arrays, matrices, info = self._state()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            _default_folder_mode(tmp)
-            np.savez(tmp / ARRAYS_FILE, **arrays)
+        with atomic_folder(directory) as tmp:
+            np.savez(tmp / ARRAYS_FILE, **arrays)  # the whole folder is swapped in at the end
             for key, m in matrices.items():
                 sp.save_npz(tmp / f"{key}.npz", sp.csr_matrix(m), compressed=False)
             save_json(tmp / META_FILE, {"format": FORMAT, "version": VERSION, "method": self.name,
                                         "target": self.target, "params": params_dict(self.params),
                                         "n_gallery": self.n_gallery, "fingerprint": self.fingerprint,
                                         "matrices": sorted(matrices), "info": info})
-            swap_in_folder(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return directory
 
 
@@ -412,13 +404,6 @@ def load_reranker(directory: str | Path, *, expect_fingerprint: str | None = Non
     rr._set_state(arrays, matrices, meta.get("info") or {})
     rr.target, rr.n_gallery, rr.fingerprint = meta["target"], int(meta["n_gallery"]), meta.get("fingerprint")
     return rr
-
-
-def _default_folder_mode(path: Path) -> None:
-    """Give a mkdtemp folder (mode 0700) the permissions a plain ``mkdir`` would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
 
 
 def order_shortlist(scores: np.ndarray, scored: np.ndarray, base_ids: np.ndarray

@@ -8,13 +8,18 @@ leaves a half-written index, cache shard or checkpoint where a good one was.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -22,20 +27,90 @@ from typing import IO, Any
 from xmr.errors import XmrError
 
 
+_LOW_SPACE = 1 << 20  # bytes: a failed write with less than this free is reported as a full disk
+
+
+def os_error_reason(e: BaseException, folder: str | os.PathLike[str] | None = None) -> str:
+    """A short reason for a failed write: ``no space left on device``, ``permission denied`` ...
+
+    Libraries that wrap the OS error in their own type (torch, FAISS, safetensors) are told
+    apart by the free space left in ``folder`` at the moment of failure.
+    """
+    if isinstance(e, OSError) and e.errno is not None:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left on device"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        if e.errno == errno.EROFS:
+            return "read-only file system"
+        return (e.strerror or str(e)).lower()
+    text = str(e)
+    if "No space left" in text or "ENOSPC" in text or "errno 28" in text.lower():
+        return "no space left on device"
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            st = os.statvfs(folder)
+            if st.f_bavail * st.f_frsize < _LOW_SPACE:
+                return "no space left on device"
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def is_write_failure(e: BaseException, folder: str | os.PathLike[str]) -> bool:
+    """True for an OS-level write failure (an OSError, or a library error on a full disk)."""
+    if isinstance(e, OSError):
+        return True
+    return isinstance(e, Exception) and os_error_reason(e, folder) == "no space left on device"
+
+
+def ensure_folder(path: str | os.PathLike[str], what: str = "folder") -> Path:
+    """``mkdir -p path``; a permission problem or a file in the way is a one-line XmrError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise XmrError(f"cannot create {what} {path}: a file is in the way") from None
+    except OSError as e:
+        raise XmrError(f"cannot create {what} {path}: {os_error_reason(e)}") from None
+    return path
+
+
+def check_writable(folder: str | os.PathLike[str], what: str = "folder") -> Path:
+    """Refuse early (before hours of work) when nothing can be written into ``folder``."""
+    folder = Path(folder)
+    probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), folder)
+    if not probe.is_dir():
+        raise XmrError(f"cannot write into {what} {folder}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise XmrError(f"cannot write into {what} {folder}: permission denied")
+    return folder
+
+
 @contextlib.contextmanager
 def _temp_beside(path: str | os.PathLike[str]) -> Iterator[str]:
-    """A temporary path in ``path``'s folder, renamed over ``path`` on success, removed on error."""
+    """A temporary path in ``path``'s folder, renamed over ``path`` on success, removed on error.
+
+    A failed write (full disk, no permission) becomes an XmrError naming ``path``; the previous
+    file at ``path`` is untouched either way.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    ensure_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise XmrError(f"cannot write {path}: {os_error_reason(e, path.parent)}") from None
     os.close(fd)
     try:
         yield tmp
         _default_mode(tmp)
         os.replace(tmp, path)
-    except BaseException:
+        crash_point(f"replaced:{path.name}")
+    except BaseException as e:
+        failure = is_write_failure(e, path.parent) and not isinstance(e, XmrError)
+        reason = os_error_reason(e, path.parent) if failure else ""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if failure:
+            raise XmrError(f"cannot write {path}: {reason}") from None
         raise
 
 
@@ -92,19 +167,184 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def swap_in_folder(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
-    """Replace the folder ``target`` by the finished folder ``new`` with two renames.
+_EXCHANGE = 2  # RENAME_EXCHANGE of renameat2(2): swap two paths in one atomic step
+_AT_FDCWD = -100
+OWNER_FILE = ".xmr-owner"
 
-    The old folder is moved aside first and removed last, so a crash leaves either the old or
-    the new folder in place (plus, at worst, a hidden ``.<name>.old``), never a half-written one.
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` atomically (Linux ``renameat2``); False where the system cannot."""
+    if os.environ.get("XMR_NO_RENAME_EXCHANGE"):  # tests of the portable fallback
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # filesystem or kernel without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _old_aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def recover_folder(target: str | os.PathLike[str]) -> None:
+    """Finish a folder swap that a crash interrupted between its two renames.
+
+    Only the portable fallback of :func:`swap_in_folder` has that window: the old folder was
+    moved aside to ``.<name>.old`` and the new one was not yet in place. The old one is put back.
+    """
+    target = Path(target)
+    old = _old_aside(target)
+    if not os.path.lexists(target) and old.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            old.rename(target)
+
+
+def swap_in_folder(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Replace the folder ``target`` by the finished folder ``new``; ``new`` is consumed.
+
+    Where the system has ``renameat2(RENAME_EXCHANGE)`` (Linux) the two folders trade places in
+    one atomic step and the old one is then removed: at every instant ``target`` is whole, old
+    or new. Elsewhere the old folder is moved aside to ``.<name>.old`` first and removed last;
+    :func:`recover_folder` (called by every loader) puts it back if a crash fell in between.
+
+    ``target`` must be a folder or absent: callers decide what may be replaced (see
+    :func:`xmr.workflows.index.index_run`); a file there is refused, never moved.
     """
     new, target = Path(new), Path(target)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
+    recover_folder(target)
+    if os.path.lexists(target) and (target.is_symlink() or not target.is_dir()):
+        raise XmrError(f"{target} exists and is not a folder; not replacing it")
+    if target.is_dir():
+        if _rename_exchange(new, target):
+            _fsync_dir(target.parent)
+            shutil.rmtree(new, ignore_errors=True)  # now the old folder
+            return
+        old = _old_aside(target)
+        shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
+        crash_point("swap-between-renames")
+        new.rename(target)
+        _fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return
     new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets you fsync a folder
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def crash_point(name: str) -> None:
+    """Kill this process with SIGKILL here when ``$XMR_CRASH_AT`` is ``name`` (atomicity tests)."""
+    if os.environ.get("XMR_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def make_temp_folder(beside: str | os.PathLike[str]) -> Path:
+    """A new hidden folder next to ``beside`` (``.<name>.<random>``) to build it in, then swap in.
+
+    It gets the permissions a plain ``mkdir`` would (not mkdtemp's 0700) and an owner file with
+    this process's id, so :func:`remove_stale_temp_folders` can tell a dead run's leftovers
+    from a live one's.
+    """
+    beside = Path(beside)
+    remove_stale_temp_folders(beside)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-", dir=beside.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    (tmp / OWNER_FILE).write_text(f"{os.getpid()} {_boot_id()}\n")
+    return tmp
+
+
+def remove_stale_temp_folders(beside: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary folders of ``beside`` left by processes that died; returns them.
+
+    A folder counts as stale when its owner file names a process that no longer runs (or ran
+    before the last boot), or it has no owner file and is over a day old.
+    """
+    beside = Path(beside)
+    removed = []
+    with contextlib.suppress(OSError):
+        for p in beside.parent.glob(f".{glob_escape(beside.name)}.tmp-*"):
+            if p.is_dir() and not p.is_symlink() and _is_stale(p):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "-"
+
+
+def _is_stale(folder: Path) -> bool:
+    try:
+        pid_s, _, boot = (folder / OWNER_FILE).read_text().strip().partition(" ")
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        try:
+            return time.time() - folder.stat().st_mtime > 86400
+        except OSError:
+            return False
+    if boot and boot != _boot_id():
+        return True
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder in a temporary place beside ``target`` and swap it in on a clean exit.
+
+    On any exception (Ctrl-C included) the temporary folder is removed and ``target`` is left
+    as it was; a failed write (full disk, no permission) becomes an XmrError naming ``target``.
+    The owner file is removed before the swap.
+    """
+    target = Path(target)
+    ensure_folder(target.parent)
+    try:
+        tmp = make_temp_folder(target)
+    except OSError as e:
+        raise XmrError(f"cannot write {target}: {os_error_reason(e, target.parent)}") from None
+    try:
+        yield tmp
+        (tmp / OWNER_FILE).unlink(missing_ok=True)
+        swap_in_folder(tmp, target)
+    except BaseException as e:
+        failure = is_write_failure(e, target.parent) and not isinstance(e, XmrError)
+        reason = os_error_reason(e, target.parent) if failure else ""
+        shutil.rmtree(tmp, ignore_errors=True)
+        if failure:
+            raise XmrError(f"cannot write {target}: {reason}") from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def matches_saved(saved: Any, current: Any) -> bool:
@@ -141,11 +381,23 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     """Read JSON; a missing or corrupt file raises XmrError naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise XmrError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise XmrError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise XmrError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise XmrError(f"cannot read {path}: {os_error_reason(e)}") from None
+
+
+def load_json_object(path: str | os.PathLike[str], what: str = "file") -> dict[str, Any]:
+    """:func:`load_json` that also refuses anything but a JSON object (a list, a number ...)."""
+    obj = load_json(path)
+    if not isinstance(obj, dict):
+        raise XmrError(f"{path}: not a valid {what} (a JSON object expected, found {type(obj).__name__})")
+    return obj
 
 
 def sha1_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

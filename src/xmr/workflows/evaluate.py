@@ -27,11 +27,13 @@ from xmr.evaluation.protocol import evaluate_embeddings
 from xmr.models import JointModel, load_model
 from xmr.search.rerank_base import GalleryVectors, Modality, Reranker, order_shortlist
 from xmr.search.rerankers import create_reranker
-from xmr.utils.io import save_json
+from xmr.utils.io import check_writable, save_json
 from xmr.workflows.features import FeatureSet, encode_items
 from xmr.workflows.run_config import load_run_config, run_encoders, run_items
 
 log = logging.getLogger(__name__)
+
+EVAL_MODES = ("full", "1k")
 
 
 def _label_metrics(fs: FeatureSet, img: np.ndarray) -> dict[str, float]:
@@ -145,7 +147,7 @@ def evaluate_features(model: JointModel, fs: FeatureSet, *, mode: str = "full",
 def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full", manifest: str | None = None,
                  texts_per_item: int | None = None, cache_dir: str | Path | None = None,
                  rerank: Sequence[str | Reranker] = (), command: str | None = None,
-                 show_progress: bool | None = None) -> dict[str, float]:
+                 show_progress: bool | None = None, skip_bad: bool = False) -> dict[str, float]:
     """Evaluate the best checkpoint of ``run_dir`` on ``split`` and write ``eval-<split>-<mode>.json``.
 
     Args:
@@ -158,14 +160,20 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
             evaluate beside the plain ranking; their metrics come back as ``"<name>/<metric>"``
             and go to the JSON's ``rerank`` section with the parameters.
         command: the command line that asked for this, stored beside the numbers.
+        skip_bad: evaluate around unreadable images (listed under ``skipped`` in the JSON)
+            instead of refusing.
     """
     run_dir = Path(run_dir)
     rerankers = [create_reranker(r) if isinstance(r, str) else r for r in rerank]
+    if mode not in EVAL_MODES:
+        raise XmrError(f"unknown evaluation mode {mode!r}; use {' or '.join(EVAL_MODES)}")
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
     n_texts = texts_per_item if texts_per_item is not None else cfg.eval_texts_per_item
-    fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
-                      cache_dir=cache_dir, texts_per_item=n_texts, show_progress=show_progress)
+    check_writable(run_dir, "run folder")  # the results go there: refuse now, not after encoding
+    fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad),
+                      **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
+                      cache_dir=cache_dir, texts_per_item=n_texts, show_progress=show_progress, skip_bad=skip_bad)
     metrics = evaluate_features(model, fs, mode=mode, rerank=rerankers)
     plain = {k: v for k, v in metrics.items() if "/" not in k}
     reranked = {rr.name: {"params": rr.params, "directions": ["t2i", "i2t"],
@@ -174,5 +182,5 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
     save_json(run_dir / f"eval-{split}-{mode}.json",
               {"metrics": plain, "split": split, "mode": mode, "manifest": manifest or cfg.manifest,
                "texts_per_item": n_texts, "model_id": model.model_id, **({"rerank": reranked} if reranked else {}),
-               "command": command})
+               **({"skipped": list(fs.skipped)} if fs.skipped else {}), "command": command})
     return metrics

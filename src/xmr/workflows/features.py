@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,9 +14,13 @@ from scipy import sparse
 
 from xmr.data.manifest import Item
 from xmr.encoders import ImageEncoder, TextEncoder, encode_images, encode_texts
+from xmr.encoders.image_io import UnreadableImage
 from xmr.errors import XmrError
 from xmr.evaluation.protocol import build_text_queries
+from xmr.utils.io import atomic_write_text
 from xmr.utils.paths import default_cache_dir
+
+SKIPPED_FILE = "skipped.jsonl"
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,7 @@ class FeatureSet:
         texts: distinct texts of the items (see :func:`build_text_queries`).
         text_feats: Shape: (n_texts, text_dim).
         relevance: True where text t belongs to item i. Shape: (n_items, n_texts), CSR.
+        skipped: with ``skip_bad``, the items left out: ``{"id", "image", "reason"}`` each.
     """
 
     items: list[Item]
@@ -40,6 +47,7 @@ class FeatureSet:
     texts: list[str]
     text_feats: np.ndarray
     relevance: sparse.csr_matrix
+    skipped: tuple[dict[str, str], ...] = ()
 
     def group_ids(self) -> np.ndarray:
         """Integer group per item (items without a group are their own group). Shape: (n_items,)."""
@@ -64,22 +72,54 @@ def _text_pool(items: list[Item], texts_per_item: int | None, allow_textless: bo
 
 def encode_items(items: Sequence[Item], *, image_encoder: ImageEncoder, text_encoder: TextEncoder,
                  cache_dir: str | Path | None = None, texts_per_item: int | None = None,
-                 allow_textless: bool = False, show_progress: bool | None = None) -> FeatureSet:
+                 allow_textless: bool = False, show_progress: bool | None = None,
+                 skip_bad: bool = False) -> FeatureSet:
     """Encode every item's image and text through the feature cache.
 
-    Items whose image is missing or unreadable are dropped with one warning and a count. Items
-    without texts are an error unless ``allow_textless`` (a search gallery may hold bare images).
+    An item whose image is missing or unreadable (see :mod:`xmr.encoders.image_io`) is refused
+    with an XmrError naming the item and the file; with ``skip_bad`` it is dropped instead,
+    counted in one warning and listed in :attr:`FeatureSet.skipped`. Items without texts are
+    an error unless ``allow_textless`` (a search gallery may hold bare images).
     """
+    if texts_per_item is not None and texts_per_item < 1:
+        raise XmrError(f"texts_per_item must be >= 1 (or None for all), got {texts_per_item}")
     cache = feature_cache_dir(cache_dir)
-    img = encode_images(image_encoder, [it.image for it in items], cache_dir=cache,
-                        show_progress=show_progress)
+    try:
+        img = encode_images(image_encoder, [it.image for it in items], cache_dir=cache,
+                            show_progress=show_progress, skip_bad=skip_bad)
+    except UnreadableImage as e:
+        item = next((it for it in items if it.image == e.path), None)
+        name = f"item {item.id!r}: " if item is not None else ""
+        raise XmrError(f"{name}{e}; pass --skip-bad to leave unreadable images out (listed in {SKIPPED_FILE})") \
+            from None
+    skipped = tuple({"id": it.id, "image": it.image, "reason": str(getattr(err, "reason", err))}
+                    for it, err in zip(items, img.errors) if err is not None)
     kept = [it for it, ok in zip(items, img.ok) if ok]
     if not kept:
-        raise XmrError(f"none of the {len(items)} images could be read; first problem: {img.bad[0]}")
-    if len(kept) < len(items):
-        log.warning("dropped %d of %d items with unreadable images", len(items) - len(kept), len(items))
+        first = f"; first problem: {skipped[0]['reason']}: {skipped[0]['image']}" if skipped else ""
+        raise XmrError(f"none of the {len(items)} images could be read{first}")
+    if skipped:
+        log.warning("skipped %d of %d items with unreadable images (--skip-bad); first: %s (%s)",
+                    len(skipped), len(items), skipped[0]["id"], skipped[0]["reason"])
     texts, relevance = _text_pool(kept, texts_per_item, allow_textless)
     txt = encode_texts(text_encoder, texts, cache_dir=cache, show_progress=show_progress)
     log.info("features: %d images (%d newly encoded), %d texts (%d newly encoded)",
              len(kept), img.n_encoded, len(texts), txt.n_encoded)
-    return FeatureSet(kept, img.feats[img.ok], texts, txt.feats, relevance)
+    return FeatureSet(kept, img.feats[img.ok], texts, txt.feats, relevance, skipped)
+
+
+def skipped_list_path(manifest: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Where ``xmr encode --skip-bad`` lists the items it left out: the feature cache, by manifest.
+
+    ``<cache>/features/skipped/<manifest name>-<8 hex of its absolute path>.jsonl``.
+    """
+    manifest = Path(manifest).resolve()
+    tag = hashlib.sha1(str(manifest).encode()).hexdigest()[:8]
+    return feature_cache_dir(cache_dir) / "skipped" / f"{manifest.stem}-{tag}.jsonl"
+
+
+def write_skipped(path: str | Path, skipped: Sequence[dict[str, str]]) -> Path:
+    """Write the items ``--skip-bad`` left out, one JSON object per line (id, image, reason)."""
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in skipped))
+    log.warning("the %d skipped item(s) are listed in %s", len(skipped), path)
+    return Path(path)

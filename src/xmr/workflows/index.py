@@ -7,6 +7,7 @@ Index folder layout (default ``<run>/index``)::
     gallery.jsonl      the indexed items (image index id = line number)
     texts.json         the indexed texts (text index id = position)
     index_run.json     what built it: run, model id, manifest, split, factory, re-ranking, command
+    skipped.jsonl      with ``skip_bad``: the manifest items left out, each with its reason
     rerank/<name>/<target>/   optional re-ranking structures (``--rerank``), with their parameters
                        and the fingerprint of this index (see :mod:`xmr.search.rerankers`)
 
@@ -18,8 +19,7 @@ the index beside them.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,11 +31,13 @@ from xmr.index import Index, create_index
 from xmr.models import load_model
 from xmr.search.rerankers import (TARGETS, GalleryVectors, Reranker, Target, create_reranker, first_text_pairs,
                                   index_fingerprint, rerank_dir)
-from xmr.utils.io import save_json, swap_in_folder
-from xmr.workflows.features import FeatureSet, encode_items
+from xmr.utils.io import atomic_folder, check_writable, load_json, save_json
+from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
 from xmr.workflows.run_config import load_run_config, run_encoders, run_items
 
 log = logging.getLogger(__name__)
+
+INDEX_RUN_FILE = "index_run.json"
 
 
 def _make_index(factory: str, dim: int, model_id: str) -> Index:
@@ -48,7 +50,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
               factory: str = "Flat", texts_per_item: int | None = None, out_dir: str | Path | None = None,
               cache_dir: str | Path | None = None, rerank: Sequence[str | Reranker] = (),
               rerank_targets: Sequence[Target] = ("images",),
-              command: str | None = None, show_progress: bool | None = None) -> Path:
+              command: str | None = None, show_progress: bool | None = None, skip_bad: bool = False) -> Path:
     """Build the gallery index of a run. Returns the index folder.
 
     Args:
@@ -63,21 +65,29 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             on the gallery's embeddings and the encoders' own features, no re-encoding later.
         rerank_targets: which side each method re-orders: ``"images"`` (text and image queries
             over the images) and/or ``"texts"``.
+        skip_bad: index around unreadable images (listed in ``skipped.jsonl``) instead of refusing.
+
+    Raises:
+        XmrError: ``out_dir`` holds anything but an index of this run (it is never replaced
+            then), a bad factory string or option, an unreadable image (without ``skip_bad``).
     """
     run_dir = Path(run_dir)
     rerankers = [create_reranker(r) if isinstance(r, str) else r for r in rerank]
     for t in rerank_targets:
         if t not in TARGETS:
             raise XmrError(f"unknown re-ranking target {t!r}; use 'images' or 'texts'")
+    if texts_per_item is not None and texts_per_item < 1:
+        raise XmrError(f"texts_per_item must be >= 1 (or None for all), got {texts_per_item}")
     cfg = load_run_config(run_dir)
     model = load_model(run_dir / "best")
-    fs = encode_items(run_items(cfg, manifest=manifest, split=split), **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
-                      cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
-                      show_progress=show_progress)
+    _make_index(factory, model.config.embed_dim, model.model_id)  # a bad factory string fails now, not after encoding
     out = Path(out_dir) if out_dir else run_dir / "index"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    check_index_target(out, run_dir, model.model_id)
+    check_writable(out.parent, "index folder")
+    fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad), **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
+                      cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
+                      show_progress=show_progress, skip_bad=skip_bad)
+    with atomic_folder(out) as tmp:
         dim = model.config.embed_dim
         embedded = {}
         for name, feats, modality in (("images", fs.image_feats, "image"), ("texts", fs.text_feats, "text")):
@@ -88,17 +98,45 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             index.save(tmp / name)
         write_manifest(fs.items, tmp / "gallery.jsonl")
         save_json(tmp / "texts.json", fs.texts)
+        if fs.skipped:
+            write_skipped(tmp / SKIPPED_FILE, fs.skipped)
         built = _build_rerank(tmp, rerankers, rerank_targets, fs, embedded["images"], embedded["texts"])
-        save_json(tmp / "index_run.json", {"run": str(run_dir.resolve()), "model_id": model.model_id,
-                                            "manifest": manifest or cfg.manifest, "split": split,
-                                            "factory": factory, "n_images": len(fs.items),
-                                            "n_texts": len(fs.texts), "rerank": built,
-                                            "fingerprint": index_fingerprint(tmp), "command": command})
-        swap_in_folder(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        save_json(tmp / INDEX_RUN_FILE, {"run": str(run_dir.resolve()), "model_id": model.model_id,
+                                         "manifest": manifest or cfg.manifest, "split": split,
+                                         "factory": factory, "n_images": len(fs.items),
+                                         "n_texts": len(fs.texts), "n_skipped": len(fs.skipped), "rerank": built,
+                                         "fingerprint": index_fingerprint(tmp), "command": command})
+        check_index_target(out, run_dir, model.model_id)  # nothing new appeared there meanwhile
     log.info("indexed %d images and %d texts into %s", len(fs.items), len(fs.texts), out)
     return out
+
+
+def check_index_target(out: Path, run_dir: Path, model_id: str) -> None:
+    """Refuse an ``--out`` whose replacement would lose anything but an old index of this run.
+
+    Allowed: nothing there, an empty folder, or an xmr index folder (``index_run.json``) built
+    from this run (same run folder, or same model id). Refused: the run folder itself or a
+    folder holding it, a file, a symlink, any other folder, an index of another run.
+    """
+    where, run = out.resolve(), run_dir.resolve()
+    if where == run or where in run.parents:
+        what = "is the run folder" if where == run else f"holds the run folder {run_dir}"
+        raise XmrError(f"--out {out} {what}: replacing it would delete the run; give the index a folder of its own "
+                       f"(default {run_dir / 'index'})")
+    if not os.path.lexists(out):
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise XmrError(f"--out {out} exists and is not an xmr index folder; not replacing it")
+    if not any(out.iterdir()):
+        return
+    if not (out / INDEX_RUN_FILE).is_file():
+        raise XmrError(f"--out {out} is a folder that is not an xmr index (no {INDEX_RUN_FILE}); "
+                       "not replacing it: remove it yourself or pick another folder")
+    built = load_json(out / INDEX_RUN_FILE)
+    if not isinstance(built, dict) or (built.get("run") != str(run) and built.get("model_id") != model_id):
+        other = built.get("run") if isinstance(built, dict) else "?"
+        raise XmrError(f"--out {out} holds the index of another run ({other}); not replacing it: remove it "
+                       "yourself or pick another folder")
 
 
 def _build_rerank(index_dir: Path, rerankers: Sequence[Reranker], targets: Sequence[Target], fs: FeatureSet,

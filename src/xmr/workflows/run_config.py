@@ -130,10 +130,15 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         raise XmrError(f"{path}: not a valid run config ({e})") from None
 
 
-def run_items(cfg: RunConfig, *, manifest: str | None = None, split: str | None = None) -> list[Item]:
-    """Items of the run's dataset (or of ``manifest``), restricted to ``split`` when given."""
+def run_items(cfg: RunConfig, *, manifest: str | None = None, split: str | None = None,
+              skip_bad: bool = False) -> list[Item]:
+    """Items of the run's dataset (or of ``manifest``), restricted to ``split`` when given.
+
+    ``skip_bad`` skips bad manifest rows (with a warning and a count) instead of refusing them.
+    """
     source = manifest or cfg.manifest
-    return select_split(read_items(source, image_root=None if manifest else cfg.image_root), split)
+    return select_split(read_items(source, image_root=None if manifest else cfg.image_root, skip_bad=skip_bad),
+                        split)
 
 
 def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> dict[str, ImageEncoder | TextEncoder]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 
 from xmr.data.manifest import Item, select_split, write_manifest
@@ -13,9 +14,9 @@ from xmr.models import ModelConfig
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
-from xmr.utils.io import load_json, matches_saved, save_json
+from xmr.utils.io import check_writable, ensure_folder, load_json, matches_saved, save_json
 from xmr.semantics.labeller import ImageNetLabeller
-from xmr.workflows.features import FeatureSet, encode_items
+from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
 from xmr.workflows.pseudo_texts import make_pseudo_items
 from xmr.workflows.run_config import RUN_FILE, RunConfig, run_encoders, run_items
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
               overwrite: bool = False, show_progress: bool | None = None,
-              labeller: ImageNetLabeller | None = None) -> TrainResult:
+              labeller: ImageNetLabeller | None = None, skip_bad: bool = False) -> TrainResult:
     """Train a joint model as described by ``config`` into ``out_dir``.
 
     Writes ``run.json`` (the config), the trainer's files (``best/``, ``last.pt``,
@@ -37,12 +38,17 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
       texts); training images left without texts are un-annotated. With
       ``config.pseudo_texts`` they are paired with pseudo-texts (``pseudo_texts.jsonl``, made
       by ``labeller``; None: the ImageNet labeller) and trained on as A3VSE's pseudo pairs.
+    * An unreadable image (or a bad manifest row) is refused unless ``skip_bad``; then the
+      items left out are listed in ``skipped.jsonl``.
     """
     out = Path(out_dir)
+    if os.path.lexists(out) and not out.is_dir():
+        raise XmrError(f"--out {out} exists and is not a folder; give the run a folder of its own")
     if (out / RUN_FILE).exists() and not overwrite and not matches_saved(load_json(out / RUN_FILE), config):
         raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    items = run_items(config)
+    check_writable(out, "run folder")
+    ensure_folder(out, "run folder")
+    items = run_items(config, skip_bad=skip_bad)
     if config.sparse is not None:
         corpus = sparsify(items, config.sparse, seed=config.train.seed, split=config.train_split,
                           by_group=config.sparse_by_group)
@@ -67,11 +73,16 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
                  sum(len(it.texts) for it in [*train_items, *pseudo_items]))
         vocab.save(out / "vocab.json")
     encoders = run_encoders(config, vocab)  # one pair for all item sets: weights load once
-    encode = functools.partial(encode_items, **encoders, cache_dir=cache_dir, show_progress=show_progress)
+    encode = functools.partial(encode_items, **encoders, cache_dir=cache_dir, show_progress=show_progress,
+                               skip_bad=skip_bad)
     train_fs = encode(train_items)
     val_fs = encode(select_split(items, config.val_split), texts_per_item=config.eval_texts_per_item)
     pairs = _pair_set(train_fs)
-    pseudo = _pair_set(encode(pseudo_items)) if pseudo_items else None
+    pseudo_fs = encode(pseudo_items) if pseudo_items else None
+    pseudo = _pair_set(pseudo_fs) if pseudo_fs is not None else None
+    skipped = [s for fs in (train_fs, val_fs, pseudo_fs) if fs is not None for s in fs.skipped]
+    if skipped:
+        write_skipped(out / SKIPPED_FILE, skipped)
     # the instance loss classifies into the training groups (each group its own class)
     n_instances = int(pairs.image_groups.max()) + 1 if config.train.uses_instances else 0
     # a word-level model's "features" are id rows; the head sees the model's output
