@@ -100,29 +100,83 @@ def _item_from_row(row: dict[str, object] | XmrError, root: Path, where: str, *,
     return Item(id=rid, image=str(path), texts=tuple(t.strip() for t in texts), **extra)
 
 
+def _decode_line(raw: bytes, where: str) -> str:
+    """One line of a manifest as text; invalid UTF-8 raises an XmrError naming line and byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise XmrError(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                       "save the manifest as UTF-8") from None
+
+
+def _text_lines(path: Path) -> Iterable[tuple[int, str | XmrError]]:
+    """(line number, text) per line of ``path``, a BOM dropped; a line that is not UTF-8 yields its error."""
+    try:
+        fh = open(path, "rb")
+    except OSError as e:
+        raise XmrError(f"cannot read manifest {path}: {(e.strerror or str(e)).lower()}") from None
+    with fh:
+        for i, raw in enumerate(fh, start=1):
+            if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield i, _decode_line(raw, f"{path}:{i}")
+            except XmrError as e:
+                yield i, e
+
+
 def _rows(path: Path) -> Iterable[tuple[str, dict[str, object] | XmrError]]:
     """(where, row) per data line; a line that cannot be parsed yields an XmrError instead."""
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "id" not in reader.fieldnames:
-                raise XmrError(f"{path}: CSV manifest needs a header row with at least 'id,image,texts'")
-            for i, row in enumerate(reader, start=2):
-                yield f"{path}:{i}", dict(row)
+        yield from _csv_rows(path)
         return
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield f"{path}:{i}", XmrError(f"{path}:{i}: not valid JSON ({e.msg})")
-                continue
-            if not isinstance(row, dict):
-                yield f"{path}:{i}", XmrError(f"{path}:{i}: each line must be a JSON object")
-                continue
-            yield f"{path}:{i}", row
+    for i, line in _text_lines(path):
+        if isinstance(line, XmrError):
+            yield f"{path}:{i}", line
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield f"{path}:{i}", XmrError(f"{path}:{i}: not valid JSON ({e.msg})")
+            continue
+        if not isinstance(row, dict):
+            yield f"{path}:{i}", XmrError(f"{path}:{i}: each line must be a JSON object")
+            continue
+        yield f"{path}:{i}", row
+
+
+def _csv_rows(path: Path) -> Iterable[tuple[str, dict[str, object] | XmrError]]:
+    """CSV rows; a record with invalid UTF-8 yields an error naming its line (the others are read)."""
+    bad: dict[int, XmrError] = {}
+
+    def lines() -> Iterable[str]:
+        for i, line in _text_lines(path):
+            if isinstance(line, XmrError):
+                bad[i] = line
+                yield "\ufffd\n"  # a placeholder keeps the reader's line numbers true
+            else:
+                yield line
+
+    reader = csv.DictReader(lines())
+    if reader.fieldnames is None or "id" not in reader.fieldnames:
+        if 1 in bad:
+            raise bad[1]
+        raise XmrError(f"{path}: CSV manifest needs a header row with at least 'id,image,texts'")
+    start = reader.line_num + 1
+    for row in reader:
+        lines_of_row = range(start, reader.line_num + 1)
+        start = reader.line_num + 1
+        err = next((bad[i] for i in lines_of_row if i in bad), None)
+        if err is not None:
+            yield f"{path}:{lines_of_row.start}", err
+            continue
+        if None in row:  # more fields than the header names
+            yield f"{path}:{lines_of_row.start}", XmrError(f"{path}:{lines_of_row.start}: more fields than the header "
+                                                            f"has ({len(reader.fieldnames)})")
+            continue
+        yield f"{path}:{lines_of_row.start}", dict(row)
 
 
 def read_manifest(path: str | Path, *, skip_bad: bool = False) -> list[Item]:

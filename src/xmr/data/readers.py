@@ -25,8 +25,8 @@ def detect_format(path: Path) -> str:
     """``karpathy`` for a Karpathy split file, else ``manifest``."""
     if path.suffix.lower() != ".json" or not path.is_file():
         return "manifest"
-    with open(path, encoding="utf-8") as fh:
-        head = fh.read(4096).lstrip()
+    with open(path, encoding="utf-8", errors="replace") as fh:  # bad bytes are reported by the reader
+        head = fh.read(4096).lstrip().lstrip("\ufeff")
     # a JSONL manifest's first line is a whole object; a Karpathy file is one object over many lines
     first_line = head.split("\n", 1)[0]
     return "karpathy" if head.startswith("{") and '"images"' in head and not first_line.rstrip().endswith("}") \

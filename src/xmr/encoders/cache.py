@@ -16,6 +16,7 @@ its content does.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -28,11 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from xmr.errors import XmrError
-from xmr.utils.io import atomic_write, load_json, save_json
+from xmr.utils.io import atomic_write, ensure_folder, load_json, save_json
 
 log = logging.getLogger(__name__)
 
 _MERGE_AT = 64  # shards; past this, open() merges them into one
+_RELIST_TRIES = 5  # listings of the shard folder while other processes merge it
+_MERGE_LOCK = ".merge.lock"
 
 
 def text_key(text: str) -> str:
@@ -56,7 +59,7 @@ class FeatureCache:
         self.describe = describe
         self.dim = int(describe["dim"])  # type: ignore[arg-type]
         self.dir = Path(root) / _safe(str(describe["encoder_id"]))
-        self.dir.mkdir(parents=True, exist_ok=True)
+        ensure_folder(self.dir, "feature cache")
         meta = self.dir / "encoder.json"
         if meta.exists():
             saved = load_json(meta)
@@ -73,40 +76,66 @@ class FeatureCache:
         return sorted(self.dir.glob("shard-*.npz"))
 
     def _load(self) -> None:
-        keys: list[np.ndarray] = []
-        feats: list[np.ndarray] = []
-        self._read: list[Path] = []
-        for shard in self._shards():
-            try:
-                with np.load(shard, allow_pickle=False) as z:
-                    k, f = z["keys"], z["feats"]
-            except Exception as e:  # a shard we cannot read is dropped, not fatal
-                log.warning("ignoring unreadable cache shard %s (%s)", shard, e)
-                continue
-            if f.ndim != 2 or f.shape[1] != self.dim or len(k) != len(f):
-                log.warning("ignoring cache shard %s with shape %s (expected dim %d)", shard, f.shape, self.dim)
-                continue
-            keys.append(k)
-            feats.append(f)
-            self._read.append(shard)
-        if feats:
-            self._feats = np.concatenate(feats).astype(np.float32, copy=False)
-            all_keys = np.concatenate(keys)
+        """Read every shard. A shard that vanishes meanwhile was merged by another process:
+        the merged shard is written before the old ones are removed, so listing again finds it."""
+        read: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+        for _ in range(_RELIST_TRIES):
+            vanished = False
+            for shard in self._shards():
+                if shard in read:
+                    continue
+                try:
+                    with np.load(shard, allow_pickle=False) as z:
+                        k, f = z["keys"], z["feats"]
+                except FileNotFoundError:
+                    vanished = True
+                    continue
+                except Exception as e:  # a shard we cannot read is dropped, not fatal
+                    log.warning("ignoring unreadable cache shard %s (%s)", shard, e)
+                    continue
+                if f.ndim != 2 or f.shape[1] != self.dim or len(k) != len(f):
+                    log.warning("ignoring cache shard %s with shape %s (expected dim %d)", shard, f.shape, self.dim)
+                    continue
+                read[shard] = (k, f)
+            if not vanished:
+                break
+        # shards read before and after another process merged them may repeat keys: keep one row each
+        self._read = list(read)
+        if read:
+            self._feats = np.concatenate([f for _, f in read.values()]).astype(np.float32, copy=False)
+            all_keys = np.concatenate([k for k, _ in read.values()])
             self._keys = {str(k): i for i, k in enumerate(all_keys)}
-        if len(feats) > _MERGE_AT:
+        if len(read) > _MERGE_AT:
             self._merge()
 
     def _merge(self) -> None:
-        """Rewrite the shards this process read as one; shards written since by others stay."""
-        keys = sorted(self._keys, key=self._keys.get)
-        rows = np.fromiter((self._keys[k] for k in keys), dtype=np.int64, count=len(keys))
-        # a key cached twice (two writers encoded it) keeps one row: keys and rows stay aligned
-        self._feats = self._feats[rows]
-        self._keys = {k: i for i, k in enumerate(keys)}
-        self._write_shard(np.array(keys), self._feats)
-        for p in self._read:
-            p.unlink(missing_ok=True)  # another process may have merged them already
-        self._read = []
+        """Rewrite the shards this process read as one; shards written since by others stay.
+
+        One process merges at a time (an advisory lock); the others skip it and keep reading
+        the many small shards, which is correct, only slower.
+        """
+        try:
+            lock = open(self.dir / _MERGE_LOCK, "a")
+        except OSError:
+            return  # a read-only cache is still a cache
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return
+            keys = sorted(self._keys, key=self._keys.get)
+            rows = np.fromiter((self._keys[k] for k in keys), dtype=np.int64, count=len(keys))
+            # a key cached twice (two writers encoded it) keeps one row: keys and rows stay aligned
+            self._feats = self._feats[rows]
+            self._keys = {k: i for i, k in enumerate(keys)}
+            try:
+                self._write_shard(np.array(keys), self._feats)
+            except XmrError as e:  # a full disk: keep the shards as they are
+                log.warning("feature cache %s not merged: %s", self.dir, e)
+                return
+            for p in self._read:
+                p.unlink(missing_ok=True)  # another process may have merged them already
+            self._read = []
 
     def _write_shard(self, keys: np.ndarray, feats: np.ndarray) -> None:
         # sortable by time, unique across processes: concurrent writers never pick the same name

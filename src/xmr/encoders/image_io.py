@@ -21,6 +21,7 @@ High-bit-depth modes are scaled, not clipped: 16-bit greyscale (``I;16``, ``I;16
 from __future__ import annotations
 
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ def load_rgb(path: str | Path, min_side: int | None = None, config: ImageReadCon
     path = Path(path)
     config = config or ImageReadConfig.from_env()
     check_image_file(path)
+    if config.max_pixels > 2 * (Image.MAX_IMAGE_PIXELS or config.max_pixels):
+        Image.MAX_IMAGE_PIXELS = config.max_pixels // 2 + 1  # PIL refuses past twice its limit: asked for more
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
@@ -133,8 +136,12 @@ def load_rgb(path: str | Path, min_side: int | None = None, config: ImageReadCon
                 return to_rgb_on_white(im)
     except UnreadableImage:
         raise
-    except Image.DecompressionBombError as e:
-        raise UnreadableImage(path, f"over PIL's decompression-bomb limit ({e})") from None
+    except Image.DecompressionBombError as e:  # PIL's own check, at twice its limit, comes before ours
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(n.group(1)):,} pixels" if n else "its size"
+        raise UnreadableImage(path, f"image of {size} is over the limit of {config.max_pixels:,} (possible "
+                                    f"decompression bomb; raise ${MAX_PIXELS_ENV} or xmr --max-image-pixels to "
+                                    "allow it)") from None
     except UnidentifiedImageError:
         if _looks_like_svg(path):
             raise UnreadableImage(path, "an SVG (vector) image; rasterise it to PNG first") from None

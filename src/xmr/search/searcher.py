@@ -24,11 +24,11 @@ from xmr.encoders import ImageEncoder, TextEncoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import score_fn
 from xmr.index import Index, load_index
-from xmr.models import JointModel, load_model
+from xmr.models import JointModel
 from xmr.search.rerank_base import Modality, Reranker, Target, load_reranker, order_shortlist
 from xmr.search.rerankers import RERANKERS, index_fingerprint, rerank_dir
 from xmr.utils.io import load_json
-from xmr.workflows.run_config import load_run_config, run_encoders
+from xmr.workflows.run_config import load_run, run_encoders
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ class Searcher:
                 from the index or built for another index.
         """
         run_dir = Path(run_dir)
-        cfg = load_run_config(run_dir)
-        model = load_model(run_dir / "best")
+        cfg, model = load_run(run_dir)
         idx = Path(index_dir) if index_dir else run_dir / "index"
         if not (idx / "index_run.json").is_file():
             raise XmrError(f"no index at {idx}; build one with `xmr index {run_dir}`")
@@ -109,7 +108,14 @@ class Searcher:
         image_index = load_index(idx / "images", expect_dim=dim, expect_model_id=model.model_id)
         text_index = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id)
         items = read_manifest(idx / "gallery.jsonl")
-        texts = list(load_json(idx / "texts.json"))
+        texts = load_json(idx / "texts.json")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise XmrError(f"{idx / 'texts.json'}: not a list of texts; rebuild with `xmr index {run_dir}`")
+        for what, n_meta, index, path in (("images", len(items), image_index, idx / "gallery.jsonl"),
+                                          ("texts", len(texts), text_index, idx / "texts.json")):
+            if n_meta != len(index):
+                raise XmrError(f"{path} lists {n_meta} {what} but the index holds {len(index)}; the index "
+                               f"folder {idx} is damaged: rebuild it with `xmr index {run_dir}`")
         encoders = run_encoders(cfg, model.vocab)
         return cls(model, encoders["image_encoder"], encoders["text_encoder"],  # type: ignore[arg-type]
                    image_index, text_index, items, texts, index_dir=idx, rerank=rerank,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xmr.errors import XmrError
 from xmr.losses import LOSSES
 from xmr.training.sparse_objective import PAIR_NAMES, PAPER_WEIGHTS
 
@@ -76,8 +77,9 @@ class TrainConfig:
     steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        if self.loss != INSTANCE:
-            LOSSES.get(self.loss)  # unknown loss -> XmrError listing the known ones
+        if self.loss != INSTANCE and self.loss not in LOSSES:
+            known = ", ".join(sorted([*LOSSES.names(), INSTANCE]))
+            raise XmrError(f"unknown loss {self.loss!r}; known: {known}")
         LOSSES.get(self.rank_loss)
         if self.then is not None and (self.loss != INSTANCE or self.then != INSTANCE_RANK):
             raise ValueError(f"then={self.then!r}: only loss='instance' has a second stage, "

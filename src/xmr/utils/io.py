@@ -7,6 +7,7 @@ leaves a half-written index, cache shard or checkpoint where a good one was.
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import ctypes
 import dataclasses
@@ -20,6 +21,8 @@ import shutil
 import signal
 import tempfile
 import time
+import types
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -81,7 +84,10 @@ def check_writable(folder: str | os.PathLike[str], what: str = "folder") -> Path
     if not probe.is_dir():
         raise XmrError(f"cannot write into {what} {folder}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise XmrError(f"cannot write into {what} {folder}: permission denied")
+        read_only = False
+        with contextlib.suppress(OSError):
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        raise XmrError(f"cannot write into {what} {folder}: {'read-only file system' if read_only else 'permission denied'}")
     return folder
 
 
@@ -324,7 +330,7 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     On any exception (Ctrl-C included) the temporary folder is removed and ``target`` is left
     as it was; a failed write (full disk, no permission) becomes an XmrError naming ``target``.
-    The owner file is removed before the swap.
+    The owner file is removed right after the swap.
     """
     target = Path(target)
     ensure_folder(target.parent)
@@ -334,8 +340,8 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise XmrError(f"cannot write {target}: {os_error_reason(e, target.parent)}") from None
     try:
         yield tmp
-        (tmp / OWNER_FILE).unlink(missing_ok=True)
-        swap_in_folder(tmp, target)
+        swap_in_folder(tmp, target)  # the owner file goes along: a crash just before is cleaned as stale
+        (target / OWNER_FILE).unlink(missing_ok=True)
     except BaseException as e:
         failure = is_write_failure(e, target.parent) and not isinstance(e, XmrError)
         reason = os_error_reason(e, target.parent) if failure else ""
@@ -407,3 +413,61 @@ def sha1_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def check_json_types(cls: type, raw: dict[str, Any], where: str | os.PathLike[str]) -> None:
+    """Refuse JSON values whose type does not fit the field of dataclass ``cls`` they are for.
+
+    ``{"manifest": 5}`` for a ``str`` field, ``"3"`` for an ``int``, a list for a nested
+    config ...: a one-line XmrError naming the file and the field, instead of a failure far
+    away. Unknown keys are left to the caller; nested dataclass fields are checked as objects
+    (their own fields are the caller's to check with their class).
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in raw and not _fits(raw[f.name], hints.get(f.name, Any)):
+            shown = json.dumps(raw[f.name])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise XmrError(f"{where}: field {f.name!r} is {shown}, expected {_type_name(hints.get(f.name, Any))}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list, collections.abc.Sequence):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value) if args else \
+            isinstance(value, (list, tuple))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return "an object"
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list):
+        return "a list"
+    if origin is dict:
+        return "an object"
+    return {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(hint, str(hint))

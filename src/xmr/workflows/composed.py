@@ -102,7 +102,10 @@ def load_composed_config(run_dir: str | Path) -> ComposedRunConfig:
 
 def is_composed_run(run_dir: str | Path) -> bool:
     path = Path(run_dir) / RUN_FILE
-    return path.is_file() and load_json(path).get("task") == TASK
+    if not path.is_file():
+        return False
+    raw = load_json(path)
+    return isinstance(raw, dict) and raw.get("task") == TASK
 
 
 @dataclass

@@ -24,12 +24,12 @@ from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevan
 from xmr.errors import XmrError
 from xmr.evaluation.overlap import overlap_indicator, positive_negative_sims
 from xmr.evaluation.protocol import evaluate_embeddings
-from xmr.models import JointModel, load_model
+from xmr.models import JointModel
 from xmr.search.rerank_base import GalleryVectors, Modality, Reranker, order_shortlist
 from xmr.search.rerankers import create_reranker
 from xmr.utils.io import check_writable, save_json
 from xmr.workflows.features import FeatureSet, encode_items
-from xmr.workflows.run_config import load_run_config, run_encoders, run_items
+from xmr.workflows.run_config import load_run, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
     rerankers = [create_reranker(r) if isinstance(r, str) else r for r in rerank]
     if mode not in EVAL_MODES:
         raise XmrError(f"unknown evaluation mode {mode!r}; use {' or '.join(EVAL_MODES)}")
-    cfg = load_run_config(run_dir)
-    model = load_model(run_dir / "best")
+    cfg, model = load_run(run_dir)
     n_texts = texts_per_item if texts_per_item is not None else cfg.eval_texts_per_item
     check_writable(run_dir, "run folder")  # the results go there: refuse now, not after encoding
     fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad),

@@ -28,12 +28,11 @@ import numpy as np
 from xmr.data.manifest import write_manifest
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
-from xmr.models import load_model
 from xmr.search.rerankers import (TARGETS, GalleryVectors, Reranker, Target, create_reranker, first_text_pairs,
                                   index_fingerprint, rerank_dir)
 from xmr.utils.io import atomic_folder, check_writable, load_json, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
-from xmr.workflows.run_config import load_run_config, run_encoders, run_items
+from xmr.workflows.run_config import load_run, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,12 @@ INDEX_RUN_FILE = "index_run.json"
 
 
 def _make_index(factory: str, dim: int, model_id: str) -> Index:
-    if factory == "Flat":
-        return create_index("flat", dim=dim, model_id=model_id)
-    return create_index("faiss", dim=dim, factory=factory, model_id=model_id)
+    try:
+        if factory == "Flat":
+            return create_index("flat", dim=dim, model_id=model_id)
+        return create_index("faiss", dim=dim, factory=factory, model_id=model_id)
+    except ValueError as e:  # the config's own check of the factory string
+        raise XmrError(f"--factory {factory!r}: {e}; e.g. Flat, HNSW32, IVF1024,Flat") from None
 
 
 def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | None = None,
@@ -78,8 +80,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             raise XmrError(f"unknown re-ranking target {t!r}; use 'images' or 'texts'")
     if texts_per_item is not None and texts_per_item < 1:
         raise XmrError(f"texts_per_item must be >= 1 (or None for all), got {texts_per_item}")
-    cfg = load_run_config(run_dir)
-    model = load_model(run_dir / "best")
+    cfg, model = load_run(run_dir)
     _make_index(factory, model.config.embed_dim, model.model_id)  # a bad factory string fails now, not after encoding
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)

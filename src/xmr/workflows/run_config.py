@@ -13,10 +13,10 @@ from xmr.data.sparse import SparseSpec
 from xmr.encoders.word_ids import WordIdsEncoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SCORERS
-from xmr.models import HEADS
+from xmr.models import HEADS, JointModel, load_model
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.training import TrainConfig
-from xmr.utils.io import load_json
+from xmr.utils.io import check_json_types, load_json_object
 from xmr.workflows.pseudo_texts import PSEUDO_TEXT_KINDS
 
 RUN_FILE = "run.json"
@@ -112,22 +112,45 @@ class RunConfig:
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    """Read ``run.json`` of a run folder."""
+    """Read ``run.json`` of a run folder; a damaged one (wrong types, not an object) is one XmrError."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise XmrError(f"{run_dir} is not an xmr run folder (no {RUN_FILE}); train one with `xmr train`")
-    raw = load_json(path)
+    raw = load_json_object(path, "run config")
     if raw.get("task") == "composed":
         raise XmrError(f"{run_dir} is a composed-query run: query it with `xmr search {run_dir} --image SOURCE "
                        "--text MODIFICATION` (its gallery is built at training time)")
+    check_json_types(RunConfig, raw, path)
+    for key, cls in (("train", TrainConfig), ("text_model", TextEncoderConfig)):
+        if isinstance(raw.get(key), dict):
+            check_json_types(cls, raw[key], f"{path} ({key})")
     try:
         raw["train"] = TrainConfig(**raw["train"])
         if raw.get("text_model") is not None:
             raw["text_model"] = TextEncoderConfig.from_dict(raw["text_model"])
         names = {f.name for f in dataclasses.fields(RunConfig)}
         return RunConfig(**{k: v for k, v in raw.items() if k in names})
-    except (TypeError, KeyError, ValueError) as e:
+    except (TypeError, KeyError, ValueError, XmrError) as e:
         raise XmrError(f"{path}: not a valid run config ({e})") from None
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, JointModel]:
+    """The run's config and best model, checked against each other.
+
+    The checkpoint must have been trained with the encoders ``run.json`` names (an edited or
+    mixed-up ``run.json`` would otherwise fail deep inside a matrix product, or silently score
+    with the wrong features).
+    """
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    model = load_model(run_dir / "best")
+    mc = model.config
+    for side, named, trained in (("image", cfg.image_encoder, mc.image_encoder),
+                                 ("text", cfg.text_encoder, mc.text_encoder)):
+        if named != trained:
+            raise XmrError(f"{run_dir / RUN_FILE} names the {side} encoder {named!r} but the checkpoint in "
+                           f"{run_dir / 'best'} was trained on {trained!r}; restore the run's {RUN_FILE}")
+    return cfg, model
 
 
 def run_items(cfg: RunConfig, *, manifest: str | None = None, split: str | None = None,

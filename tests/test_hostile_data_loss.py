@@ -1,0 +1,215 @@
+"""Nothing good is lost: ``index --out`` replaces only an index of this run, a checkpoint is one
+atomic unit (tested with a real SIGKILL between its writes), weights are checked against their id."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hostile import TRAIN, cli_error, cli_ok, run_process, tree
+from safetensors.torch import load_file
+
+from xmr.models import load_model
+from xmr.utils.io import OWNER_FILE, atomic_folder, make_temp_folder, recover_folder, remove_stale_temp_folders
+from xmr.utils.weights import weights_id
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    from conftest import make_shapes_dataset
+
+    root = tmp_path_factory.mktemp("loss")
+    manifest = make_shapes_dataset(root / "data", copies=2)
+    cache, run = root / "cache", root / "run"
+    from xmr.cli import main
+
+    assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TRAIN]) == 0
+    return manifest, cache, run
+
+
+# -- 1. index --out ---------------------------------------------------------------------------------
+
+
+def test_index_out_refuses_the_run_folder_and_its_parents(run: tuple[Path, Path, Path],
+                                                         capsys: pytest.CaptureFixture) -> None:
+    _, cache, r = run
+    before = tree(r)
+    for out in (r, r.parent):
+        msg = cli_error(["index", r, "--split", "test", "--out", out, "--cache-dir", cache], capsys)
+        assert "would delete the run" in msg and str(out) in msg
+    assert tree(r) == before
+
+
+def test_index_out_refuses_unrelated_folders_files_and_other_runs(run: tuple[Path, Path, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    _, cache, r = run
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("x")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    assert "not an xmr index" in cli_error(["index", r, "--split", "test", "--out", victim, "--cache-dir", cache],
+                                           capsys)
+    assert (victim / "notes.txt").read_text() == "x" and sorted(os.listdir(victim)) == ["notes.txt"]
+    assert "not an xmr index folder" in cli_error(["index", r, "--split", "test", "--out", afile,
+                                                   "--cache-dir", cache], capsys)
+    assert afile.read_text() == "keep me" and not (tmp_path / ".afile.old").exists()
+    assert "not an xmr index" in cli_error(["index", r, "--split", "test", "--out", r / "best",
+                                            "--cache-dir", cache], capsys)
+    load_model(r / "best")
+    other = tmp_path / "other-index"
+    other.mkdir()
+    (other / "index_run.json").write_text(json.dumps({"run": "/somewhere/else", "model_id": "0" * 16}))
+    assert "another run" in cli_error(["index", r, "--split", "test", "--out", other, "--cache-dir", cache], capsys)
+    assert (other / "index_run.json").exists()
+
+
+def test_index_out_replaces_its_own_index_and_fills_an_empty_folder(run: tuple[Path, Path, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    _, cache, r = run
+    out = tmp_path / "empty"
+    out.mkdir()
+    cli_ok(["-q", "index", r, "--split", "test", "--out", out, "--cache-dir", cache], capsys)
+    first = json.loads((out / "index_run.json").read_text())
+    cli_ok(["-q", "index", r, "--split", "val", "--out", out, "--cache-dir", cache], capsys)
+    second = json.loads((out / "index_run.json").read_text())
+    assert (first["split"], second["split"]) == ("test", "val")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or .old folders left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask  # 15: not mkdtemp's 0700
+
+
+# -- 2. the best checkpoint is one unit: SIGKILL right after the new weights are in place ----------------
+
+KILL_AFTER_WEIGHTS = """
+import os, signal, sys
+real = os.replace
+count = [0]
+def replace(src, dst, *a, **k):
+    real(src, dst, *a, **k)
+    if str(dst).endswith("model.safetensors"):
+        count[0] += 1
+        if count[0] == int(os.environ["KILL_AT_WEIGHTS"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+from xmr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _consistent(best: Path) -> dict:
+    meta = json.loads((best / "model.json").read_text())
+    assert weights_id(load_file(str(best / "model.safetensors"))) == meta["model_id"]
+    return meta
+
+
+def test_kill_between_checkpoint_writes_keeps_the_previous_best(run: tuple[Path, Path, Path],
+                                                                tmp_path: Path) -> None:
+    manifest, cache, _ = run
+    out = tmp_path / "r"
+    args = ["-q", "train", manifest, "--out", out, "--cache-dir", cache, *TRAIN[:-6], "--epochs", "6",
+            "--batch-size", "16", "--patience", "0"]
+    proc = run_process(args, env={"KILL_AT_WEIGHTS": "2"}, code=KILL_AFTER_WEIGHTS)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # killed right after the 2nd best's weights were written
+    first = _consistent(out / "best")  # today's layout paired those weights with the 1st best's JSON
+    assert load_model(out / "best").model_id == first["model_id"]
+    proc = run_process(args)  # resume to the end
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = _consistent(out / "best")
+    assert last["epoch"] > first["epoch"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_kill_between_the_two_renames_of_the_fallback_swap_is_recovered(tmp_path: Path) -> None:
+    target = tmp_path / "best"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    code = """
+import sys
+from pathlib import Path
+from xmr.utils.io import atomic_folder
+with atomic_folder(Path(sys.argv[1])) as tmp:
+    (tmp / "a.txt").write_text("new")
+"""
+    proc = run_process([target], env={"XMR_NO_RENAME_EXCHANGE": "1", "XMR_CRASH_AT": "swap-between-renames"},
+                       code=code)
+    assert proc.returncode == -9
+    assert not target.exists() and (tmp_path / ".best.old" / "a.txt").read_text() == "old"
+    recover_folder(target)
+    assert (target / "a.txt").read_text() == "old"
+    proc = run_process([target], code=code)  # with the atomic exchange
+    assert proc.returncode == 0 and (target / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_load_model_recovers_a_checkpoint_left_aside(run: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    best = tmp_path / "best"
+    shutil.copytree(run[2] / "best", tmp_path / ".best.old")
+    assert load_model(best).model_id == _consistent(best)["model_id"]
+
+
+def test_atomic_folder_keeps_the_old_folder_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "x").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(target) as tmp:
+        (tmp / "x").write_text("new")
+        raise RuntimeError("boom")
+    assert (target / "x").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["t"]
+
+
+# -- 3. the model id is checked against the weights ---------------------------------------------------------
+
+
+def test_weights_of_another_run_are_refused_and_results_kept(run: tuple[Path, Path, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    manifest, cache, r = run
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    shutil.copytree(r, mine)
+    shutil.copytree(r, other)
+    from xmr.cli import main
+
+    assert main(["-q", "train", str(manifest), "--out", str(other), "--cache-dir", str(cache), *TRAIN,
+                 "--seed", "1", "--overwrite"]) == 0
+    cli_ok(["-q", "eval", mine, "--cache-dir", cache, "--texts-per-item", "1"], capsys)
+    results = (mine / "eval-test-full.json").read_bytes()
+    shutil.copy(other / "best" / "model.safetensors", mine / "best" / "model.safetensors")
+    msg = cli_error(["eval", mine, "--cache-dir", cache, "--texts-per-item", "1"], capsys)
+    assert "not the ones the checkpoint was saved with" in msg and "model.safetensors" in msg
+    assert (mine / "eval-test-full.json").read_bytes() == results
+    assert "not the ones" in cli_error(["index", mine, "--cache-dir", cache], capsys)
+
+
+# -- 13. a killed index build leaves a temp folder; the next run removes it -----------------------------------
+
+
+def test_killed_index_build_leaves_nothing_after_the_next_run(run: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, cache, r = run
+    mine = tmp_path / "mine"
+    shutil.copytree(r, mine, ignore=shutil.ignore_patterns("index"))
+    args = ["-q", "index", mine, "--split", "test", "--cache-dir", cache, "--rerank", "diffusion",
+            "--rerank-param", "k=4", "--rerank-param", "n_trunc=8"]
+    proc = run_process(args, env={"XMR_CRASH_AT": "replaced:gallery.jsonl"})
+    assert proc.returncode == -9
+    assert [p.name for p in mine.iterdir() if p.name.startswith(".index.tmp-")]
+    proc = run_process(args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not [p.name for p in mine.iterdir() if p.name.startswith(".")]
+    assert (mine / "index" / "rerank" / "diffusion").is_dir()
+
+
+def test_stale_temp_folders_only_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "index"
+    live = make_temp_folder(target)  # this process: alive
+    dead = tmp_path / ".index.tmp-dead"
+    dead.mkdir()
+    proc = run_process([], code="import os; print(os.getpid())")
+    (dead / OWNER_FILE).write_text(f"{int(proc.stdout)} {(live / OWNER_FILE).read_text().split()[1]}\n")
+    unrelated = tmp_path / ".index.keep"
+    unrelated.mkdir()
+    assert remove_stale_temp_folders(target) == [dead]
+    assert live.is_dir() and unrelated.is_dir() and not dead.exists()
