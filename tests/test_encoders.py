@@ -110,11 +110,13 @@ def test_bad_image_skipped_with_count_or_raised(tmp_path: Path, shapes_manifest:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"garbage")
     enc = create_encoder("toy-image")
-    res = encode_images(enc, paths + [str(broken), str(tmp_path / "missing.png")], cache_dir=tmp_path / "c")
+    res = encode_images(enc, paths + [str(broken), str(tmp_path / "missing.png")], cache_dir=tmp_path / "c",
+                        skip_bad=True)
+    assert [type(e).__name__ if e else None for e in res.errors] == [None] * 4 + ["UnreadableImage"] * 2
     assert res.ok.tolist() == [True] * 4 + [False, False]
     assert res.n_bad == 2 and np.isnan(res.feats[4:]).all() and np.isfinite(res.feats[:4]).all()
     with pytest.raises(XmrError, match="broken.png"):
-        encode_images(enc, [str(broken)], cache_dir=tmp_path / "c", skip_bad=False)
+        encode_images(enc, [str(broken)], cache_dir=tmp_path / "c")  # refusing is the default
 
 
 def test_empty_text_rejected(tmp_path: Path) -> None:

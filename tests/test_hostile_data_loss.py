@@ -3,13 +3,14 @@ atomic unit (tested with a real SIGKILL between its writes), weights are checked
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from hostile import TRAIN, cli_error, cli_ok, run_process, tree
+from hostile import TRAIN, cli_error, cli_ok, one_error_line, run_process, tree
 from safetensors.torch import load_file
 
 from xmr.models import load_model
@@ -28,6 +29,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
     assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TRAIN]) == 0
     return manifest, cache, run
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Hidden temporary or moved-aside entries (lock files are meant to stay)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
 
 
 # -- 1. index --out ---------------------------------------------------------------------------------
@@ -77,7 +83,7 @@ def test_index_out_replaces_its_own_index_and_fills_an_empty_folder(run: tuple[P
     cli_ok(["-q", "index", r, "--split", "val", "--out", out, "--cache-dir", cache], capsys)
     second = json.loads((out / "index_run.json").read_text())
     assert (first["split"], second["split"]) == ("test", "val")
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or .old folders left
+    assert _leftovers(tmp_path) == []  # no temp or .old folders
     umask = os.umask(0)
     os.umask(umask)
     assert (out.stat().st_mode & 0o777) == 0o777 & ~umask  # 15: not mkdtemp's 0700
@@ -101,8 +107,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _digest(path: Path) -> str:
+    """The model id recomputed by hand from the weights file (SHA-1 of sorted names and bytes)."""
+    state = load_file(str(path))
+    h = hashlib.sha1()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _consistent(best: Path) -> dict:
     meta = json.loads((best / "model.json").read_text())
+    assert _digest(best / "model.safetensors") == meta["model_id"], "weights and model.json disagree"
     assert weights_id(load_file(str(best / "model.safetensors"))) == meta["model_id"]
     return meta
 
@@ -121,7 +138,7 @@ def test_kill_between_checkpoint_writes_keeps_the_previous_best(run: tuple[Path,
     assert proc.returncode == 0, proc.stderr[-2000:]
     last = _consistent(out / "best")
     assert last["epoch"] > first["epoch"]
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert _leftovers(out) == []
 
 
 def test_kill_between_the_two_renames_of_the_fallback_swap_is_recovered(tmp_path: Path) -> None:
@@ -198,7 +215,7 @@ def test_killed_index_build_leaves_nothing_after_the_next_run(run: tuple[Path, P
     assert [p.name for p in mine.iterdir() if p.name.startswith(".index.tmp-")]
     proc = run_process(args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert not [p.name for p in mine.iterdir() if p.name.startswith(".")]
+    assert _leftovers(mine) == []
     assert (mine / "index" / "rerank" / "diffusion").is_dir()
 
 
@@ -213,3 +230,36 @@ def test_stale_temp_folders_only_of_dead_processes_are_removed(tmp_path: Path) -
     unrelated.mkdir()
     assert remove_stale_temp_folders(target) == [dead]
     assert live.is_dir() and unrelated.is_dir() and not dead.exists()
+
+
+# -- more: two writers into one run folder or one index ------------------------------------------------------------
+
+
+def test_second_writer_of_a_run_or_index_is_refused(run: tuple[Path, Path, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from xmr.utils.io import exclusive_lock
+
+    manifest, cache, r = run
+    out = tmp_path / "r"
+    out.mkdir()
+    with exclusive_lock(out / ".xmr-train.lock", "test"):  # as a running `xmr train` holds it
+        proc = run_process(["train", manifest, "--out", out, "--cache-dir", cache, *TRAIN])
+        assert "another xmr process is writing the run" in one_error_line(proc)
+    with exclusive_lock(tmp_path / ".idx.lock", "test"):
+        proc = run_process(["index", r, "--split", "test", "--cache-dir", cache, "--out", tmp_path / "idx"])
+        assert "another xmr process is writing the index" in one_error_line(proc)
+    cli_ok(["-q", "index", r, "--split", "test", "--cache-dir", cache, "--out", tmp_path / "idx"], capsys)
+
+
+def test_sigterm_during_an_index_build_cleans_up_and_keeps_the_old_index(run: tuple[Path, Path, Path],
+                                                                         tmp_path: Path) -> None:
+    _, cache, r = run
+    mine = tmp_path / "mine"
+    shutil.copytree(r, mine, ignore=shutil.ignore_patterns("index"))
+    args = ["-q", "index", mine, "--split", "test", "--cache-dir", cache]
+    assert run_process(args).returncode == 0
+    before = tree(mine / "index")
+    proc = run_process(["-q", "index", mine, "--split", "val", "--cache-dir", cache],
+                       env={"XMR_CRASH_AT": "replaced:gallery.jsonl", "XMR_CRASH_SIGNAL": "TERM"})
+    assert proc.returncode == 143 and "interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    assert tree(mine / "index") == before and _leftovers(mine) == []

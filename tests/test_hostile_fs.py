@@ -30,7 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 def _leftovers(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.name.startswith(".") or p.name.endswith(".tmp"))
+                  if (p.name.startswith(".") or p.name.endswith(".tmp")) and not p.name.endswith(".lock"))
 
 
 # -- 9. read-only folders -------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -437,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from xmr.encoders.image_io import MAX_PIXELS_ENV
 
         os.environ[MAX_PIXELS_ENV] = str(args.max_image_pixels)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         args.func(args)
     except XmrError as e:
@@ -449,10 +453,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print("xmr: error: out of memory", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a scheduler's stop): temp files are removed on the way
         print("xmr: interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` runs (temporary folders removed)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 if __name__ == "__main__":

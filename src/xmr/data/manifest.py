@@ -179,6 +179,16 @@ def _csv_rows(path: Path) -> Iterable[tuple[str, dict[str, object] | XmrError]]:
         yield f"{path}:{lines_of_row.start}", dict(row)
 
 
+def check_manifest_file(path: Path) -> None:
+    """Refuse a manifest path that is missing, a folder, or not a regular file (a FIFO would block)."""
+    if path.is_dir():
+        raise XmrError(f"{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON)")
+    if not path.exists():
+        raise XmrError(f"{path}: manifest not found")
+    if not path.is_file():
+        raise XmrError(f"{path}: not a regular file (a FIFO or device); give a manifest file")
+
+
 def read_manifest(path: str | Path, *, skip_bad: bool = False) -> list[Item]:
     """Read a JSONL (``.jsonl``/``.json``) or CSV (``.csv``) manifest.
 
@@ -192,8 +202,7 @@ def read_manifest(path: str | Path, *, skip_bad: bool = False) -> list[Item]:
         The items in file order.
     """
     path = Path(path)
-    if not path.is_file():
-        raise XmrError(f"{path}: manifest not found")
+    check_manifest_file(path)
     root = path.resolve().parent
     is_csv = path.suffix.lower() == ".csv"
     rows = ((where, lambda row=row, where=where: _item_from_row(row, root, where, is_csv=is_csv))
@@ -257,6 +266,9 @@ def select_split(items: Sequence[Item], split: str | None) -> list[Item]:
         return list(items)
     out = [it for it in items if it.split == split]
     if not out:
-        known = sorted({str(it.split) for it in items})
+        known = sorted({it.split for it in items if it.split is not None})
+        if not known:
+            raise XmrError(f"no items in split {split!r}: the manifest's items have no 'split' field (add one, "
+                           "e.g. train/val/test)")
         raise XmrError(f"no items in split {split!r}; splits present: {', '.join(known)}")
     return out

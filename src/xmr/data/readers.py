@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xmr.data.karpathy import read_karpathy
-from xmr.data.manifest import Item, read_manifest
+from xmr.data.manifest import Item, check_manifest_file, read_manifest
 from xmr.errors import XmrError
 from xmr.registry import Registry
 
@@ -44,8 +44,7 @@ def read_items(path: str | Path, *, format: str | None = None, image_root: str |
         skip_bad: skip bad rows with one warning and a count instead of raising.
     """
     path = Path(path)
-    if not path.is_file():
-        raise XmrError(f"{path}: manifest not found")
+    check_manifest_file(path)
     fmt = format or detect_format(path)
     if fmt == "manifest" and image_root is not None:
         raise XmrError("image_root applies to Karpathy files only; manifest paths are relative to the manifest")

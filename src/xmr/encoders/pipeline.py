@@ -147,13 +147,13 @@ def _gather(cache: FeatureCache, keys: Sequence[str | None], bad_keys: set[str])
 
 
 def encode_images(encoder: ImageEncoder, paths: Sequence[str | Path], *, cache_dir: str | Path,
-                  batch_size: int | None = None, skip_bad: bool = True,
+                  batch_size: int | None = None, skip_bad: bool = False,
                   show_progress: bool | None = None) -> EncodeResult:
     """Features of the images at ``paths``, through the cache. Shape: (len(paths), encoder.dim).
 
-    With ``skip_bad`` (default) a missing, corrupt or truncated image is counted, logged once
+    With ``skip_bad`` a missing, corrupt or truncated image is counted, logged once
     with the first offender, and its row left NaN with ``ok`` False (``bad`` holds one
-    :class:`~xmr.encoders.image_io.UnreadableImage` per such file); otherwise the first raises.
+    :class:`~xmr.encoders.image_io.UnreadableImage` per such file); by default the first raises.
     Every image with the same content (same key) as a bad one is bad too.
     """
     cache = FeatureCache(cache_dir, encoder.describe())

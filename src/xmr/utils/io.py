@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -255,9 +256,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL here when ``$XMR_CRASH_AT`` is ``name`` (atomicity tests)."""
+    """Signal this process here when ``$XMR_CRASH_AT`` is ``name`` (atomicity tests).
+
+    The signal is SIGKILL, or the one ``$XMR_CRASH_SIGNAL`` names (e.g. ``TERM``).
+    """
     if os.environ.get("XMR_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        sig = getattr(signal, "SIG" + os.environ.get("XMR_CRASH_SIGNAL", "KILL").upper().removeprefix("SIG"))
+        os.kill(os.getpid(), sig)
 
 
 def make_temp_folder(beside: str | os.PathLike[str]) -> Path:
@@ -471,3 +476,26 @@ def _type_name(hint: Any) -> str:
     if origin is dict:
         return "an object"
     return {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(hint, str(hint))
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold an advisory lock on ``lock_path`` for the block; another holder -> one-line XmrError.
+
+    Two ``xmr train`` runs into one folder (or two index builds of one target) would each write
+    consistent files, but interleaved: the second one is refused instead. The lock goes with the
+    process, so a killed run never leaves a stale lock behind.
+    """
+    lock_path = Path(lock_path)
+    ensure_folder(lock_path.parent)
+    try:
+        fh = open(lock_path, "a")
+    except OSError as e:
+        raise XmrError(f"cannot write {lock_path}: {os_error_reason(e, lock_path.parent)}") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise XmrError(f"another xmr process is writing {what} (lock {lock_path} is held); wait for it to "
+                           "finish or pick another folder") from None
+        yield

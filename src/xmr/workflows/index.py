@@ -30,9 +30,10 @@ from xmr.errors import XmrError
 from xmr.index import Index, create_index
 from xmr.search.rerankers import (TARGETS, GalleryVectors, Reranker, Target, create_reranker, first_text_pairs,
                                   index_fingerprint, rerank_dir)
-from xmr.utils.io import atomic_folder, check_writable, load_json, save_json
+from xmr.utils.io import atomic_folder, check_writable, exclusive_lock, load_json, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
-from xmr.workflows.run_config import load_run, run_encoders, run_items
+from xmr.models import JointModel
+from xmr.workflows.run_config import RunConfig, load_run, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,21 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
     check_writable(out.parent, "index folder")
-    fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad), **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
-                      cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
-                      show_progress=show_progress, skip_bad=skip_bad)
+    with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"):
+        fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad),
+                          **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
+                          cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
+                          show_progress=show_progress, skip_bad=skip_bad)
+        _write_index(out, run_dir, cfg, model, fs, factory=factory, manifest=manifest, split=split,
+                     rerankers=rerankers, rerank_targets=rerank_targets, command=command)
+    log.info("indexed %d images and %d texts into %s", len(fs.items), len(fs.texts), out)
+    return out
+
+
+def _write_index(out: Path, run_dir: Path, cfg: RunConfig, model: JointModel, fs: FeatureSet, *, factory: str,
+                 manifest: str | None, split: str | None, rerankers: Sequence[Reranker],
+                 rerank_targets: Sequence[Target], command: str | None) -> None:
+    """Build the index folder beside ``out`` and swap it in (see the module docstring)."""
     with atomic_folder(out) as tmp:
         dim = model.config.embed_dim
         embedded = {}
@@ -108,8 +121,6 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
                                          "n_texts": len(fs.texts), "n_skipped": len(fs.skipped), "rerank": built,
                                          "fingerprint": index_fingerprint(tmp), "command": command})
         check_index_target(out, run_dir, model.model_id)  # nothing new appeared there meanwhile
-    log.info("indexed %d images and %d texts into %s", len(fs.items), len(fs.texts), out)
-    return out
 
 
 def check_index_target(out: Path, run_dir: Path, model_id: str) -> None:

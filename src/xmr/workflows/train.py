@@ -14,13 +14,15 @@ from xmr.models import ModelConfig
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
-from xmr.utils.io import check_writable, ensure_folder, load_json, matches_saved, save_json
+from xmr.utils.io import check_writable, ensure_folder, exclusive_lock, load_json, matches_saved, save_json
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
 from xmr.workflows.pseudo_texts import make_pseudo_items
 from xmr.workflows.run_config import RUN_FILE, RunConfig, run_encoders, run_items
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = ".xmr-train.lock"  # held while a process trains into the run folder
 
 
 def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
@@ -48,6 +50,13 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
         raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
     check_writable(out, "run folder")
     ensure_folder(out, "run folder")
+    with exclusive_lock(out / LOCK_FILE, f"the run {out}"):
+        return _train_locked(config, out, cache_dir=cache_dir, overwrite=overwrite, show_progress=show_progress,
+                             labeller=labeller, skip_bad=skip_bad)
+
+
+def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None, overwrite: bool,
+                  show_progress: bool | None, labeller: ImageNetLabeller | None, skip_bad: bool) -> TrainResult:
     items = run_items(config, skip_bad=skip_bad)
     if config.sparse is not None:
         corpus = sparsify(items, config.sparse, seed=config.train.seed, split=config.train_split,
