@@ -356,3 +356,16 @@ def test_cache_reader_survives_a_concurrent_merge(tmp_path: Path, monkeypatch: p
     assert state["merged"] and not [r for r in caplog.records if "ignoring" in r.getMessage()]
     assert len(reader) == 40 and reader.missing(keys) == []
     np.testing.assert_array_equal(reader.get(keys), feats)
+
+
+def test_exif_orientation_is_applied_also_when_reduced(tmp_path: Path) -> None:
+    im = Image.new("RGB", (400, 200), (255, 255, 255))
+    im.paste((255, 0, 0), (0, 0, 40, 200))  # a red band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    im.save(tmp_path / "cam.jpg", exif=exif, quality=95)
+    full, small = load_rgb(tmp_path / "cam.jpg"), load_rgb(tmp_path / "cam.jpg", min_side=16)
+    assert full.size == (200, 400) and small.size[0] < small.size[1]
+    for view in (full, small):
+        top = np.asarray(view)[:8].mean(axis=(0, 1))
+        assert top[0] > 200 and top[1] < 80  # the left band is on top once the camera's rotation is applied

@@ -28,11 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from xmr.errors import XmrError
 
 MAX_PIXELS_ENV = "XMR_MAX_IMAGE_PIXELS"
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
 @dataclass(frozen=True)
@@ -130,9 +134,11 @@ def load_rgb(path: str | Path, min_side: int | None = None, config: ImageReadCon
                 if min_side is not None:
                     im.draft("RGB", (min_side * config.reduce_gap, min_side * config.reduce_gap))
                 im.load()
-                im = ImageOps.exif_transpose(im) or im
+                orientation = im.getexif().get(_ORIENTATION, 1)
                 if min_side is not None:
-                    im = _reduced(im, min_side * config.reduce_gap)
+                    im = _reduced(im, min_side * config.reduce_gap)  # before any full-size copy is made
+                if orientation in _TRANSPOSE:  # a camera's EXIF rotation, applied to the (reduced) pixels
+                    im = im.transpose(_TRANSPOSE[orientation])
                 return to_rgb_on_white(im)
     except UnreadableImage:
         raise

@@ -145,10 +145,12 @@ def check_index_target(out: Path, run_dir: Path, model_id: str) -> None:
         raise XmrError(f"--out {out} is a folder that is not an xmr index (no {INDEX_RUN_FILE}); "
                        "not replacing it: remove it yourself or pick another folder")
     built = load_json(out / INDEX_RUN_FILE)
-    if not isinstance(built, dict) or (built.get("run") != str(run) and built.get("model_id") != model_id):
-        other = built.get("run") if isinstance(built, dict) else "?"
-        raise XmrError(f"--out {out} holds the index of another run ({other}); not replacing it: remove it "
-                       "yourself or pick another folder")
+    if not isinstance(built, dict):
+        raise XmrError(f"--out {out}: {INDEX_RUN_FILE} is not an index description; not replacing the folder: "
+                       "remove it yourself or pick another folder")
+    if built.get("run") != str(run) and built.get("model_id") != model_id:
+        raise XmrError(f"--out {out} holds the index of another run ({built.get('run')}); not replacing it: remove "
+                       "it yourself or pick another folder")
 
 
 def _build_rerank(index_dir: Path, rerankers: Sequence[Reranker], targets: Sequence[Target], fs: FeatureSet,
