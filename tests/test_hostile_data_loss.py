@@ -14,7 +14,7 @@ from hostile import TRAIN, cli_error, cli_ok, one_error_line, run_process, tree
 from safetensors.torch import load_file
 
 from xmr.models import load_model
-from xmr.utils.io import OWNER_FILE, atomic_folder, make_temp_folder, recover_folder, remove_stale_temp_folders
+from xmr.utils.folders import OWNER_FILE, atomic_folder, make_temp_folder, recover_folder, remove_stale_temp_folders
 from xmr.utils.weights import weights_id
 
 
@@ -148,7 +148,7 @@ def test_kill_between_the_two_renames_of_the_fallback_swap_is_recovered(tmp_path
     code = """
 import sys
 from pathlib import Path
-from xmr.utils.io import atomic_folder
+from xmr.utils.folders import atomic_folder
 with atomic_folder(Path(sys.argv[1])) as tmp:
     (tmp / "a.txt").write_text("new")
 """
@@ -237,7 +237,7 @@ def test_stale_temp_folders_only_of_dead_processes_are_removed(tmp_path: Path) -
 
 def test_second_writer_of_a_run_or_index_is_refused(run: tuple[Path, Path, Path], tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
-    from xmr.utils.io import exclusive_lock
+    from xmr.utils.folders import exclusive_lock
 
     manifest, cache, r = run
     out = tmp_path / "r"

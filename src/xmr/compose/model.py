@@ -33,7 +33,8 @@ from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.modules import COMPOSERS, create_composer
 from xmr.errors import XmrError
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model
-from xmr.utils.io import atomic_folder, load_json_object, recover_folder, save_json
+from xmr.utils.folders import atomic_folder, recover_folder
+from xmr.utils.io import load_json_object, save_json
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 CONFIG_FILE = "composed.json"

@@ -21,7 +21,8 @@ from xmr.evaluation.similarity import SCORERS
 from xmr.models.heads import HEADS, create_head
 from xmr.models.shared_classifier import SharedClassifier
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
-from xmr.utils.io import atomic_folder, load_json_object, recover_folder, save_json
+from xmr.utils.folders import atomic_folder, recover_folder
+from xmr.utils.io import load_json_object, save_json
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 VOCAB_FILE = "vocab.json"

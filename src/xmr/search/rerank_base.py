@@ -32,7 +32,8 @@ import scipy.sparse as sp
 
 from xmr.errors import XmrError
 from xmr.registry import Registry
-from xmr.utils.io import atomic_folder, load_json, save_json
+from xmr.utils.folders import atomic_folder
+from xmr.utils.io import load_json, save_json
 
 Target = Literal["images", "texts"]
 Modality = Literal["image", "text"]

@@ -1,4 +1,4 @@
-"""Atomic file writes and JSON config helpers.
+"""Atomic file writes, JSON config helpers, and write failures as one-line errors.
 
 Every artefact xmr writes goes through :func:`atomic_write`: data is written to a temporary
 file in the destination folder, flushed, fsynced and renamed over the target, so a crash never
@@ -7,28 +7,20 @@ leaves a half-written index, cache shard or checkpoint where a good one was.
 
 from __future__ import annotations
 
-import collections.abc
 import contextlib
-import ctypes
 import dataclasses
 import errno
-import fcntl
 import functools
 import hashlib
 import json
 import os
-import re
-import shutil
-import signal
 import tempfile
-import time
-import types
-import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from xmr.errors import XmrError
+from xmr.utils.faults import crash_point
 
 
 _LOW_SPACE = 1 << 20  # bytes: a failed write with less than this free is reported as a full disk
@@ -134,7 +126,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
 
 
 @functools.cache
-def _umask() -> int:
+def current_umask() -> int:
     umask = os.umask(0)  # the only way to read it; read once, not per file (threads)
     os.umask(umask)
     return umask
@@ -142,7 +134,7 @@ def _umask() -> int:
 
 def _default_mode(path: str) -> None:
     """Give a mkstemp file (mode 0600) the permissions a plain ``open`` would have."""
-    os.chmod(path, 0o666 & ~_umask())
+    os.chmod(path, 0o666 & ~current_umask())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -172,190 +164,6 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-_EXCHANGE = 2  # RENAME_EXCHANGE of renameat2(2): swap two paths in one atomic step
-_AT_FDCWD = -100
-OWNER_FILE = ".xmr-owner"
-
-
-def _rename_exchange(a: Path, b: Path) -> bool:
-    """Swap ``a`` and ``b`` atomically (Linux ``renameat2``); False where the system cannot."""
-    if os.environ.get("XMR_NO_RENAME_EXCHANGE"):  # tests of the portable fallback
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # filesystem or kernel without it
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _old_aside(target: Path) -> Path:
-    return target.with_name(f".{target.name}.old")
-
-
-def recover_folder(target: str | os.PathLike[str]) -> None:
-    """Finish a folder swap that a crash interrupted between its two renames.
-
-    Only the portable fallback of :func:`swap_in_folder` has that window: the old folder was
-    moved aside to ``.<name>.old`` and the new one was not yet in place. The old one is put back.
-    """
-    target = Path(target)
-    old = _old_aside(target)
-    if not os.path.lexists(target) and old.is_dir():
-        with contextlib.suppress(FileNotFoundError):
-            old.rename(target)
-
-
-def swap_in_folder(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
-    """Replace the folder ``target`` by the finished folder ``new``; ``new`` is consumed.
-
-    Where the system has ``renameat2(RENAME_EXCHANGE)`` (Linux) the two folders trade places in
-    one atomic step and the old one is then removed: at every instant ``target`` is whole, old
-    or new. Elsewhere the old folder is moved aside to ``.<name>.old`` first and removed last;
-    :func:`recover_folder` (called by every loader) puts it back if a crash fell in between.
-
-    ``target`` must be a folder or absent: callers decide what may be replaced (see
-    :func:`xmr.workflows.index.index_run`); a file there is refused, never moved.
-    """
-    new, target = Path(new), Path(target)
-    recover_folder(target)
-    if os.path.lexists(target) and (target.is_symlink() or not target.is_dir()):
-        raise XmrError(f"{target} exists and is not a folder; not replacing it")
-    if target.is_dir():
-        if _rename_exchange(new, target):
-            _fsync_dir(target.parent)
-            shutil.rmtree(new, ignore_errors=True)  # now the old folder
-            return
-        old = _old_aside(target)
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        crash_point("swap-between-renames")
-        new.rename(target)
-        _fsync_dir(target.parent)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    new.rename(target)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets you fsync a folder
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def crash_point(name: str) -> None:
-    """Signal this process here when ``$XMR_CRASH_AT`` is ``name`` (atomicity tests).
-
-    The signal is SIGKILL, or the one ``$XMR_CRASH_SIGNAL`` names (e.g. ``TERM``).
-    """
-    if os.environ.get("XMR_CRASH_AT") == name:
-        sig = getattr(signal, "SIG" + os.environ.get("XMR_CRASH_SIGNAL", "KILL").upper().removeprefix("SIG"))
-        os.kill(os.getpid(), sig)
-
-
-def make_temp_folder(beside: str | os.PathLike[str]) -> Path:
-    """A new hidden folder next to ``beside`` (``.<name>.<random>``) to build it in, then swap in.
-
-    It gets the permissions a plain ``mkdir`` would (not mkdtemp's 0700) and an owner file with
-    this process's id, so :func:`remove_stale_temp_folders` can tell a dead run's leftovers
-    from a live one's.
-    """
-    beside = Path(beside)
-    remove_stale_temp_folders(beside)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-", dir=beside.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
-    (tmp / OWNER_FILE).write_text(f"{os.getpid()} {_boot_id()}\n")
-    return tmp
-
-
-def remove_stale_temp_folders(beside: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary folders of ``beside`` left by processes that died; returns them.
-
-    A folder counts as stale when its owner file names a process that no longer runs (or ran
-    before the last boot), or it has no owner file and is over a day old.
-    """
-    beside = Path(beside)
-    removed = []
-    with contextlib.suppress(OSError):
-        for p in beside.parent.glob(f".{glob_escape(beside.name)}.tmp-*"):
-            if p.is_dir() and not p.is_symlink() and _is_stale(p):
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
-    return removed
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "-"
-
-
-def _is_stale(folder: Path) -> bool:
-    try:
-        pid_s, _, boot = (folder / OWNER_FILE).read_text().strip().partition(" ")
-        pid = int(pid_s)
-    except (OSError, ValueError):
-        try:
-            return time.time() - folder.stat().st_mtime > 86400
-        except OSError:
-            return False
-    if boot and boot != _boot_id():
-        return True
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-@contextlib.contextmanager
-def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Build a folder in a temporary place beside ``target`` and swap it in on a clean exit.
-
-    On any exception (Ctrl-C included) the temporary folder is removed and ``target`` is left
-    as it was; a failed write (full disk, no permission) becomes an XmrError naming ``target``.
-    The owner file is removed right after the swap.
-    """
-    target = Path(target)
-    ensure_folder(target.parent)
-    try:
-        tmp = make_temp_folder(target)
-    except OSError as e:
-        raise XmrError(f"cannot write {target}: {os_error_reason(e, target.parent)}") from None
-    try:
-        yield tmp
-        swap_in_folder(tmp, target)  # the owner file goes along: a crash just before is cleaned as stale
-        (target / OWNER_FILE).unlink(missing_ok=True)
-    except BaseException as e:
-        failure = is_write_failure(e, target.parent) and not isinstance(e, XmrError)
-        reason = os_error_reason(e, target.parent) if failure else ""
-        shutil.rmtree(tmp, ignore_errors=True)
-        if failure:
-            raise XmrError(f"cannot write {target}: {reason}") from None
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def matches_saved(saved: Any, current: Any) -> bool:
@@ -419,83 +227,3 @@ def sha1_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def check_json_types(cls: type, raw: dict[str, Any], where: str | os.PathLike[str]) -> None:
-    """Refuse JSON values whose type does not fit the field of dataclass ``cls`` they are for.
-
-    ``{"manifest": 5}`` for a ``str`` field, ``"3"`` for an ``int``, a list for a nested
-    config ...: a one-line XmrError naming the file and the field, instead of a failure far
-    away. Unknown keys are left to the caller; nested dataclass fields are checked as objects
-    (their own fields are the caller's to check with their class).
-    """
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in raw and not _fits(raw[f.name], hints.get(f.name, Any)):
-            shown = json.dumps(raw[f.name])
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
-            raise XmrError(f"{where}: field {f.name!r} is {shown}, expected {_type_name(hints.get(f.name, Any))}")
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (tuple, list, collections.abc.Sequence):
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value) if args else \
-            isinstance(value, (list, tuple))
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    if dataclasses.is_dataclass(hint):
-        return isinstance(value, (dict, hint))
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    if dataclasses.is_dataclass(hint):
-        return "an object"
-    origin = typing.get_origin(hint)
-    if origin in (tuple, list):
-        return "a list"
-    if origin is dict:
-        return "an object"
-    return {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(hint, str(hint))
-
-
-@contextlib.contextmanager
-def exclusive_lock(lock_path: str | os.PathLike[str], what: str) -> Iterator[None]:
-    """Hold an advisory lock on ``lock_path`` for the block; another holder -> one-line XmrError.
-
-    Two ``xmr train`` runs into one folder (or two index builds of one target) would each write
-    consistent files, but interleaved: the second one is refused instead. The lock goes with the
-    process, so a killed run never leaves a stale lock behind.
-    """
-    lock_path = Path(lock_path)
-    ensure_folder(lock_path.parent)
-    try:
-        fh = open(lock_path, "a")
-    except OSError as e:
-        raise XmrError(f"cannot write {lock_path}: {os_error_reason(e, lock_path.parent)}") from None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise XmrError(f"another xmr process is writing {what} (lock {lock_path} is held); wait for it to "
-                           "finish or pick another folder") from None
-        yield

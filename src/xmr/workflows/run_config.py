@@ -16,7 +16,8 @@ from xmr.evaluation.similarity import SCORERS
 from xmr.models import HEADS, JointModel, load_model
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.training import TrainConfig
-from xmr.utils.io import check_json_types, load_json_object
+from xmr.utils.io import load_json_object
+from xmr.utils.json_types import check_json_types
 from xmr.workflows.pseudo_texts import PSEUDO_TEXT_KINDS
 
 RUN_FILE = "run.json"

@@ -14,7 +14,8 @@ from xmr.models import ModelConfig
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
-from xmr.utils.io import check_writable, ensure_folder, exclusive_lock, load_json, matches_saved, save_json
+from xmr.utils.folders import exclusive_lock
+from xmr.utils.io import check_writable, ensure_folder, load_json, matches_saved, save_json
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
 from xmr.workflows.pseudo_texts import make_pseudo_items
