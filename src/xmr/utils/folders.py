@@ -117,8 +117,12 @@ def make_temp_folder(beside: str | os.PathLike[str]) -> Path:
     beside = Path(beside)
     remove_stale_temp_folders(beside)
     tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-", dir=beside.parent))
-    os.chmod(tmp, 0o777 & ~current_umask())
-    (tmp / OWNER_FILE).write_text(f"{os.getpid()} {_boot_id()}\n")
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())
+        (tmp / OWNER_FILE).write_text(f"{os.getpid()} {_boot_id()}\n")
+    except BaseException:  # a disk too full for even the owner file
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return tmp
 
 

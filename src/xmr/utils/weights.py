@@ -62,8 +62,11 @@ def load_weights(module: nn.Module, directory: str | Path, *, expect_id: str | N
                        f"(id {expect_id}); restore the run's own weights or retrain")
     try:
         module.load_state_dict(state)
-    except Exception as e:  # torch's RuntimeError lists every mismatched tensor; keep the first line
-        raise XmrError(f"{path}: weights do not fit the saved model config ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # torch's RuntimeError lists every mismatched tensor; keep the first one
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        first = next((line for line in lines if not line.endswith(":")), lines[0] if lines else type(e).__name__)
+        more = f" and {len(lines) - 2} more" if len(lines) > 2 else ""
+        raise XmrError(f"{path}: weights do not fit the saved model config ({first}{more})") from None
     return model_id
 
 
