@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -187,11 +188,11 @@ MORE = [
      f"xmr -q train data/manifest.jsonl --out rt {TOY} --embed-dim 32 --epochs 400 --batch-size 16 --patience 0 "
      "| tail -1"),
     ("concurrency", "two trainings into one run folder (the first paused mid-run)",
-     f"(XMR_CRASH_AT=replaced:history.json XMR_CRASH_SIGNAL=STOP xmr -q train data/manifest.jsonl --out rc {T} &) ; "
+     f"(XMR_CRASH_AT=replaced:history.json XMR_CRASH_SIGNAL=STOP xmr -q train data/manifest.jsonl --out rc {T} > bg.log 2>&1 &) ; "
      f"sleep 6; xmr train data/manifest.jsonl --out rc {T} ;; pkill -CONT -f 'out rc'; sleep 3; cat rc/history.json "
      "| grep -c epoch"),
     ("concurrency", "two index builds of one index (the first paused mid-build)",
-     "(XMR_CRASH_AT=replaced:gallery.jsonl XMR_CRASH_SIGNAL=STOP xmr -q index run --split test &) ; sleep 5; "
+     "(XMR_CRASH_AT=replaced:gallery.jsonl XMR_CRASH_SIGNAL=STOP xmr -q index run --split test > bg.log 2>&1 &) ; sleep 5; "
      "xmr index run --split val ;; pkill -CONT -f 'split test'; sleep 3; ls -a run | tr '\\n' ' '"),
     ("concurrency", "two encodes into one fresh cache at once", f"(xmr -q encode data/manifest.jsonl {TOY} "
      f"--cache-dir c3 & xmr -q encode data/manifest.jsonl {TOY} --cache-dir c3; wait) && "
@@ -220,6 +221,13 @@ MORE = [
     ("option", "eval --mode 5k", "xmr eval run --mode 5k"),
     ("option", "train --out below a file", f"echo x > f && xmr train data/manifest.jsonl --out f/sub {T}"),
 ]
+
+
+def _shown_command(cmd: str) -> str:
+    """The case's main command (its last ``xmr`` or helper call), for the table."""
+    calls = re.findall(r"(?:XMR_\w+=\S+ )*(?:xmr|python kill2.py|python -m pytest) [^;&|()]*", cmd)
+    shown = (calls[-1] if calls else cmd).strip().replace(T, "$T").replace(TOY, "$TOY")
+    return shown.replace("|", "\\|").replace("`", "'")[:140]
 
 
 def _message(out: str) -> str:
@@ -267,14 +275,17 @@ def main() -> None:
                     out += "\n" + q.stdout + q.stderr
             except subprocess.TimeoutExpired:
                 status, out = "timeout", "no answer in 300 s"
-            rows.append((group, item, name, status, _message(out)))
+            rows.append((group, item, name, _shown_command(first), status, _message(out)))
             print(f"{item:>11} | {name} | {status} | {_message(out)}", flush=True)
     subprocess.run(["bash", "-c", f"mount | grep -F {base} | cut -d' ' -f3 | xargs -r -n1 umount -l"],
                    capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
-    lines = ["| # | item | case | exit | what the user is told |", "|---|---|---|---|---|"]
-    lines += [f"| {i} | {it} | {name} | {st} | {msg} |" for i, (_, it, name, st, msg) in enumerate(rows, 1)]
-    text = "Command: `python benchmarks/hostile_inputs.py` (as root, for the tmpfs cases)\n\n" + "\n".join(lines) + "\n"
+    lines = ["| # | item | case | command (after its set-up) | exit | what the user is told |", "|---|---|---|---|---|---|"]
+    lines += [f"| {i} | {it} | {name} | `{cmd}` | {st} | {msg} |" for i, (_, it, name, cmd, st, msg) in enumerate(rows, 1)]
+    text = ("Command: `python benchmarks/hostile_inputs.py` (as root, for the tmpfs cases). Each case runs in a copy of "
+            "a folder holding a toy run (`run`, indexed on `test`) and its manifest (`data/manifest.jsonl`); the set-up of "
+            f"each case is in the script. `$TOY` = `{TOY}`, `$T` = `$TOY {T[len(TOY) + 1:]}`.\n\n"
+            + "\n".join(lines) + "\n")
     Path(args.out).write_text(text)
     print(f"written: {args.out}")
 
