@@ -40,9 +40,9 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T, *, overwrite: bool = False) -> None:
         """Register ``obj`` under ``name`` (the non-decorator form)."""
         if not name or not isinstance(name, str):
-            raise ValueError(f"{self.family} name must be a non-empty string, got {name!r}")
+            raise XmrError(f"{self.family} name must be a non-empty string, got {name!r}")
         if name in self._items and not overwrite:
-            raise ValueError(f"{self.family} {name!r} is already registered")
+            raise XmrError(f"{self.family} {name!r} is already registered")
         self._items[name] = obj
 
     def get(self, name: str) -> T:

@@ -123,7 +123,7 @@ def assign_component_splits(edges: Iterable[tuple[str, str]], *, seed: int = 0,
         node -> split.
     """
     if not (0 <= test_fraction and 0 <= val_fraction and test_fraction + val_fraction <= 1):
-        raise ValueError(f"bad split fractions: test={test_fraction}, val={val_fraction}")
+        raise XmrError(f"bad split fractions: test={test_fraction}, val={val_fraction}")
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:

@@ -294,7 +294,7 @@ def rasterise_svgs(jobs: Sequence[tuple[Path, Path]], image_size: int, *,
         try:
             data = src.read_bytes()
             if not data.strip():
-                raise ValueError("empty file")
+                raise XmrError("empty file")
             png = cairosvg.svg2png(bytestring=data, output_width=image_size,
                                    output_height=image_size)
         # cairosvg raises many unrelated types (ParseError, ValueError, ZeroDivisionError...)
@@ -330,7 +330,7 @@ def assign_subgroup_splits(emoji_per_subgroup: Mapping[str, int], *,
         subgroup name -> split.
     """
     if not (0 <= test_fraction and 0 <= val_fraction and test_fraction + val_fraction <= 1):
-        raise ValueError(f"bad split fractions: test={test_fraction}, val={val_fraction}")
+        raise XmrError(f"bad split fractions: test={test_fraction}, val={val_fraction}")
     total = sum(emoji_per_subgroup.values())
     quota = {"test": round(test_fraction * total), "val": round(val_fraction * total)}
     filled = {"test": 0, "val": 0}
@@ -379,7 +379,7 @@ def build_emoji_items(packages: EmojiPackages, out_dir: Path, *, image_size: int
         (``missing`` file, ``unrenderable`` SVG).
     """
     if not isinstance(image_size, int) or image_size <= 0:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        raise XmrError(f"image_size must be a positive integer, got {image_size!r}")
     entries = read_emojibase(packages.emojibase)
     sources = style_sources(packages)
     png_dir = Path(out_dir) / "png" / str(image_size)
@@ -459,7 +459,7 @@ def fetch_emoji(cache_dir: Path | None = None, *, image_size: int = 224,
         ValueError: ``image_size`` is not a positive integer.
     """
     if not isinstance(image_size, int) or image_size <= 0:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        raise XmrError(f"image_size must be a positive integer, got {image_size!r}")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = root / "datasets" / "emoji"
     manifest = root / MANIFEST_NAME

@@ -126,7 +126,7 @@ def build_icon_edits(mdi_root: Path, out_dir: Path, *, seed: int = 0, image_size
         ValueError: ``image_size`` is not a positive integer.
     """
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        raise XmrError(f"image_size must be a positive integer, got {image_size!r}")
     start = time.perf_counter()
     mdi_root, out_dir = Path(mdi_root), Path(out_dir)
     meta = mdi_root / "meta.json"

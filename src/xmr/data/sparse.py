@@ -45,11 +45,11 @@ class SparseSpec:
     def __post_init__(self) -> None:
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float) \
                 or not 0 < self.fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")
+            raise XmrError(f"fraction must be in (0, 1], got {self.fraction!r}")
         if self.texts_per_image is not None and (
                 isinstance(self.texts_per_image, bool) or not isinstance(self.texts_per_image, int)
                 or self.texts_per_image < 1):
-            raise ValueError(f"texts_per_image must be a positive integer or None, "
+            raise XmrError(f"texts_per_image must be a positive integer or None, "
                              f"got {self.texts_per_image!r}")
 
     @classmethod

@@ -171,7 +171,7 @@ class FeatureCache:
         """Append vectors (one new shard, written atomically). Shape: (len(keys), dim)."""
         feats = np.asarray(feats, dtype=np.float32)
         if feats.shape != (len(keys), self.dim):
-            raise ValueError(f"expected feats of shape ({len(keys)}, {self.dim}), got {feats.shape}")
+            raise XmrError(f"expected feats of shape ({len(keys)}, {self.dim}), got {feats.shape}")
         if not np.isfinite(feats).all():
             raise XmrError(f"encoder {self.describe['encoder_id']} produced NaN/inf features")
         if not len(keys):

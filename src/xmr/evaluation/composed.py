@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xmr.errors import XmrError
 from xmr.evaluation.metrics import rank_metrics
 
 COMPOSED_KS = (1, 10, 50)
@@ -36,10 +37,10 @@ def composed_ranks(queries: np.ndarray, gallery: np.ndarray, target_identity: np
     """
     q, g = np.asarray(queries, np.float32), np.asarray(gallery, np.float32)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"query and gallery embeddings must be (n, d) with one d, got {q.shape} and {g.shape}")
+        raise XmrError(f"query and gallery embeddings must be (n, d) with one d, got {q.shape} and {g.shape}")
     t_id, g_id = np.asarray(target_identity), np.asarray(gallery_identity)
     if t_id.shape != (len(q),) or g_id.shape != (len(g),):
-        raise ValueError("one target identity per query and one identity per gallery image are needed")
+        raise XmrError("one target identity per query and one identity per gallery image are needed")
     excl = np.full(len(q), -1) if exclude is None else np.asarray(exclude)
     ranks = np.empty(len(q), dtype=np.int64)
     for a in range(0, len(q), chunk_rows):

@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 from scipy import sparse
 
+from xmr.errors import XmrError
 from xmr.evaluation.similarity import score_fn
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,14 @@ def _check_chunk_rows(chunk_rows: int | None, n_cols: int) -> int:
     if chunk_rows is None:
         return max(1, _CHUNK_ELEMENTS // max(1, n_cols))
     if int(chunk_rows) < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        raise XmrError(f"chunk_rows must be >= 1, got {chunk_rows}")
     return int(chunk_rows)
 
 
 def _as_scores(scores: np.ndarray, ndim: int = 2) -> np.ndarray:
     scores = np.asarray(scores)
     if scores.ndim != ndim:
-        raise ValueError(f"scores must be {ndim}-D, got shape {scores.shape}")
+        raise XmrError(f"scores must be {ndim}-D, got shape {scores.shape}")
     if not np.issubdtype(scores.dtype, np.floating):
         scores = scores.astype(np.float64)
     return scores
@@ -62,7 +63,7 @@ def _as_relevance(relevance: Relevance, shape: tuple[int, ...]) -> np.ndarray | 
     else:
         rel = np.asarray(relevance)
     if rel.shape != shape:
-        raise ValueError(f"relevance has shape {rel.shape}, scores have shape {shape}")
+        raise XmrError(f"relevance has shape {rel.shape}, scores have shape {shape}")
     return rel
 
 
@@ -93,7 +94,7 @@ def _map_row_blocks(scores: np.ndarray, relevance: Relevance, chunk_rows: int | 
 def _check_finite_rows(scores: np.ndarray, offset: int, query_name: str) -> None:
     bad = np.isnan(scores).any(axis=1)
     if bad.any():
-        raise ValueError(f"scores of {query_name} {int(np.flatnonzero(bad)[0]) + offset} contain NaN")
+        raise XmrError(f"scores of {query_name} {int(np.flatnonzero(bad)[0]) + offset} contain NaN")
 
 
 def _ranks_block(scores: np.ndarray, rel: np.ndarray, offset: int, query_name: str) -> np.ndarray:
@@ -101,7 +102,7 @@ def _ranks_block(scores: np.ndarray, rel: np.ndarray, offset: int, query_name: s
     has = rel.any(axis=1)
     if not has.all():
         i = int(np.flatnonzero(~has)[0]) + offset
-        raise ValueError(f"{query_name} {i} has no relevant item")
+        raise XmrError(f"{query_name} {i} has no relevant item")
     _check_finite_rows(scores, offset, query_name)
     best = np.where(rel, scores, -np.inf).max(axis=1)
     return np.count_nonzero((scores >= best[:, None]) & ~rel, axis=1)
@@ -145,7 +146,7 @@ def _two_way_ranks(
     """
     n_rows, n_cols = rel.shape
     if n_rows == 0 or n_cols == 0:
-        raise ValueError(f"empty score matrix of shape {rel.shape}")
+        raise XmrError(f"empty score matrix of shape {rel.shape}")
     step = _check_chunk_rows(chunk_rows, n_cols)
     row_ranks = np.empty(n_rows, dtype=np.int64)
     col_best = np.full(n_cols, -np.inf)
@@ -157,7 +158,7 @@ def _two_way_ranks(
         np.maximum(col_best, np.where(r, s, -np.inf).max(axis=0), out=col_best)
         col_has |= r.any(axis=0)
     if not col_has.all():
-        raise ValueError(f"text {int(np.flatnonzero(~col_has)[0])} has no relevant item")
+        raise XmrError(f"text {int(np.flatnonzero(~col_has)[0])} has no relevant item")
     col_ranks = np.zeros(n_cols, dtype=np.int64)
     for a in range(0, n_rows, step):
         b = min(a + step, n_rows)
@@ -204,7 +205,7 @@ def cross_modal_ranks_from_embeddings(
     """
     img, txt = np.asarray(img_emb), np.asarray(txt_emb)
     if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
-        raise ValueError(f"embedding shapes {img.shape} and {txt.shape} do not match")
+        raise XmrError(f"embedding shapes {img.shape} and {txt.shape} do not match")
     rel = _as_relevance(relevance, (img.shape[0], txt.shape[0]))
     score = score_fn(similarity)
     return _two_way_ranks(lambda a, b: score(img[a:b], txt), rel, chunk_rows)
@@ -224,13 +225,13 @@ def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10), prefix: str 
     """
     ranks = np.asarray(ranks)
     if ranks.ndim != 1 or ranks.size == 0:
-        raise ValueError(f"ranks must be a non-empty 1-D array, got shape {ranks.shape}")
+        raise XmrError(f"ranks must be a non-empty 1-D array, got shape {ranks.shape}")
     if (ranks < 0).any():
-        raise ValueError(f"ranks must be >= 0, got {ranks.min()}")
+        raise XmrError(f"ranks must be >= 0, got {ranks.min()}")
     out: dict[str, float] = {}
     for k in ks:
         if int(k) < 1:
-            raise ValueError(f"cut-off K must be >= 1, got {k}")
+            raise XmrError(f"cut-off K must be >= 1, got {k}")
         out[f"{prefix}r{int(k)}"] = 100.0 * float(np.mean(ranks < k))
     out[f"{prefix}medr"] = float(np.floor(np.median(ranks)) + 1)
     out[f"{prefix}meanr"] = float(np.mean(ranks) + 1)
@@ -332,9 +333,9 @@ def average_precision(scores: np.ndarray, relevance: np.ndarray) -> float:
     scores = _as_scores(scores, ndim=1)
     rel = np.asarray(relevance).astype(bool)
     if rel.shape != scores.shape:
-        raise ValueError(f"relevance has shape {rel.shape}, scores have shape {scores.shape}")
+        raise XmrError(f"relevance has shape {rel.shape}, scores have shape {scores.shape}")
     if not rel.any():
-        raise ValueError("no relevant item: average precision is undefined")
+        raise XmrError("no relevant item: average precision is undefined")
     return float(average_precisions(scores[None], rel[None])[0])
 
 
@@ -360,7 +361,7 @@ def mean_average_precision(
     aps = average_precisions(scores, relevance, chunk_rows=chunk_rows)
     defined = ~np.isnan(aps)
     if not defined.any():
-        raise ValueError("no query has a relevant item: mAP is undefined")
+        raise XmrError("no query has a relevant item: mAP is undefined")
     if not defined.all():
         log.debug("mAP: %d of %d queries have no relevant item and are excluded",
                   int((~defined).sum()), aps.size)
@@ -380,11 +381,11 @@ def cmc(ranks: np.ndarray, max_rank: int) -> np.ndarray:
     """
     ranks = np.asarray(ranks)
     if ranks.ndim != 1 or ranks.size == 0:
-        raise ValueError(f"ranks must be a non-empty 1-D array, got shape {ranks.shape}")
+        raise XmrError(f"ranks must be a non-empty 1-D array, got shape {ranks.shape}")
     if (ranks < 0).any():
-        raise ValueError(f"ranks must be >= 0, got {ranks.min()}")
+        raise XmrError(f"ranks must be >= 0, got {ranks.min()}")
     if int(max_rank) < 1:
-        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+        raise XmrError(f"max_rank must be >= 1, got {max_rank}")
     counts = np.bincount(np.minimum(ranks, max_rank).astype(np.int64), minlength=max_rank + 1)
     return np.cumsum(counts[:max_rank]) / ranks.size
 
@@ -393,7 +394,7 @@ def _label_codes(labels: Sequence[Hashable] | np.ndarray, mapping: dict[Hashable
     codes = np.empty(len(labels), dtype=np.int64)
     for i, label in enumerate(labels):
         if label is None:
-            raise ValueError(f"{what} {i} has no label")
+            raise XmrError(f"{what} {i} has no label")
         codes[i] = mapping.setdefault(label, len(mapping))
     return codes
 
@@ -429,14 +430,14 @@ def label_retrieval_metrics(
     """
     q, g = np.asarray(query_emb), np.asarray(gallery_emb)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"embedding shapes {q.shape} and {g.shape} do not match")
+        raise XmrError(f"embedding shapes {q.shape} and {g.shape} do not match")
     if len(query_labels) != q.shape[0] or len(gallery_labels) != g.shape[0]:
-        raise ValueError(f"{len(query_labels)} query labels for {q.shape[0]} queries or "
+        raise XmrError(f"{len(query_labels)} query labels for {q.shape[0]} queries or "
                          f"{len(gallery_labels)} gallery labels for {g.shape[0]} items")
     if exclude_self and q.shape[0] != g.shape[0]:
-        raise ValueError(f"exclude_self needs query set == gallery set, got {q.shape[0]} and {g.shape[0]}")
+        raise XmrError(f"exclude_self needs query set == gallery set, got {q.shape[0]} and {g.shape[0]}")
     if not ks or min(int(k) for k in ks) < 1:
-        raise ValueError(f"cut-offs K must be >= 1, got {tuple(ks)}")
+        raise XmrError(f"cut-offs K must be >= 1, got {tuple(ks)}")
     mapping: dict[Hashable, int] = {}
     q_codes = _label_codes(query_labels, mapping, "query")
     g_codes = _label_codes(gallery_labels, mapping, "gallery item")
@@ -457,7 +458,7 @@ def label_retrieval_metrics(
         aps.append(_average_precisions_block(s, r))
     all_ranks = np.concatenate(ranks)
     if all_ranks.size == 0:
-        raise ValueError("no query has a relevant gallery item")
+        raise XmrError("no query has a relevant gallery item")
     curve = cmc(all_ranks, max(int(k) for k in ks))
     out = {"map": 100.0 * float(np.concatenate(aps).mean())}
     out.update({f"cmc{int(k)}": 100.0 * float(curve[int(k) - 1]) for k in ks})

@@ -57,7 +57,7 @@ def build_text_queries(
         XmrError: no items, or an item has no text (it could not be an image query).
     """
     if texts_per_item is not None and int(texts_per_item) < 1:
-        raise ValueError(f"texts_per_item must be >= 1 or None, got {texts_per_item}")
+        raise XmrError(f"texts_per_item must be >= 1 or None, got {texts_per_item}")
     if not items:
         raise XmrError("no items to evaluate")
     index: dict[str, int] = {}
@@ -161,9 +161,9 @@ def evaluate_embeddings(
             without images, or fewer than ``n_folds * fold_size`` images in ``"1k"`` mode.
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise XmrError(f"mode must be one of {MODES}, got {mode!r}")
     if int(fold_size) < 1 or int(n_folds) < 1:
-        raise ValueError(f"fold_size and n_folds must be >= 1, got {fold_size} and {n_folds}")
+        raise XmrError(f"fold_size and n_folds must be >= 1, got {fold_size} and {n_folds}")
     img, txt, rel = _check_embeddings(img_emb, txt_emb, relevance)
     out: dict[str, float | str]
     if mode == "full":

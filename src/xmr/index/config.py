@@ -9,6 +9,7 @@ from typing import Literal
 
 import faiss
 
+from xmr.errors import XmrError
 from xmr.index.faiss_utils import faiss_error_reason
 
 METRICS: dict[str, int] = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -16,7 +17,7 @@ METRICS: dict[str, int] = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise XmrError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -54,20 +55,20 @@ class IndexConfig:
         object.__setattr__(self, "nprobe", _positive_int("nprobe", self.nprobe))
         object.__setattr__(self, "ef_search", _positive_int("ef_search", self.ef_search))
         if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
+            raise XmrError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
         if self.model_id is not None and (not isinstance(self.model_id, str) or not self.model_id):
-            raise ValueError(f"model_id must be a non-empty string or None, got {self.model_id!r}")
+            raise XmrError(f"model_id must be a non-empty string or None, got {self.model_id!r}")
         if not isinstance(self.factory, str) or not self.factory.strip():
-            raise ValueError(
+            raise XmrError(
                 f"factory must be a non-empty FAISS index_factory string, got {self.factory!r}"
             )
         if "IDMAP" in self.factory.upper():
-            raise ValueError(f"factory {self.factory!r}: leave out 'IDMap', xmr maps ids itself")
+            raise XmrError(f"factory {self.factory!r}: leave out 'IDMap', xmr maps ids itself")
         # Building the (empty, untrained) index is cheap and is the only reliable parser.
         try:
             faiss.index_factory(self.dim, self.factory, self.faiss_metric)
         except RuntimeError as e:
-            raise ValueError(
+            raise XmrError(
                 f"factory {self.factory!r} is not a valid FAISS index for dim {self.dim}: "
                 f"{faiss_error_reason(e)}"
             ) from None
@@ -85,11 +86,11 @@ class IndexConfig:
     def from_dict(cls, data: dict[str, object]) -> IndexConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys raise ``ValueError``."""
         if not isinstance(data, dict):
-            raise ValueError(f"index config must be a JSON object, got {type(data).__name__}")
+            raise XmrError(f"index config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown index config keys {unknown}")
+            raise XmrError(f"unknown index config keys {unknown}")
         if "dim" not in data:
-            raise ValueError("index config has no 'dim'")
+            raise XmrError("index config has no 'dim'")
         return cls(**data)  # type: ignore[arg-type]

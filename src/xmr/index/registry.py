@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+from xmr.errors import XmrError
 from xmr.index.config import IndexConfig
 from xmr.index.faiss_index import Index
 from xmr.registry import Registry
@@ -38,7 +39,7 @@ def hnsw_index(*, dim: int, m: int = 32, metric: Literal["ip", "l2"] = "ip",
                model_id: str | None = None, ef_search: int = 64) -> Index:
     """HNSW graph with ``m`` links per node (``"HNSW32"`` by default); no training needed."""
     if isinstance(m, bool) or not isinstance(m, int) or m < 2:
-        raise ValueError(f"m must be an integer >= 2, got {m!r}")
+        raise XmrError(f"m must be an integer >= 2, got {m!r}")
     return Index(IndexConfig(dim=dim, factory=f"HNSW{m}", metric=metric, model_id=model_id,
                              ef_search=ef_search))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from xmr.errors import XmrError
+
 
 def extra_positives(batch: int, device: torch.device, *keys: torch.Tensor | None) -> torch.Tensor:
     """Bool (B, B): True where i != j but pair j also matches pair i.
@@ -18,12 +20,12 @@ def extra_positives(batch: int, device: torch.device, *keys: torch.Tensor | None
         if key is None:
             continue
         if key.shape != (batch,):
-            raise ValueError(f"pair ids must have shape ({batch},), got {tuple(key.shape)}")
+            raise XmrError(f"pair ids must have shape ({batch},), got {tuple(key.shape)}")
         mask |= key[:, None] == key[None, :]
     return mask & ~torch.eye(batch, dtype=torch.bool, device=device)
 
 
 def check_pair(img: torch.Tensor, txt: torch.Tensor) -> None:
     if img.ndim != 2 or img.shape != txt.shape:
-        raise ValueError(f"image and text embeddings must both be (B, d); got {tuple(img.shape)} "
+        raise XmrError(f"image and text embeddings must both be (B, d); got {tuple(img.shape)} "
                          f"and {tuple(txt.shape)}")

@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from xmr.errors import XmrError
+
 
 def _pairwise_distances(emb: torch.Tensor) -> torch.Tensor:
     """Euclidean distances, with a gradient that stays finite on the zero diagonal. Shape: (B, B)."""
@@ -59,9 +61,9 @@ def batch_hard_triplet_loss(emb: torch.Tensor, labels: torch.Tensor, *, margin: 
         ValueError: bad shapes or a negative margin.
     """
     if emb.ndim != 2 or labels.ndim != 1 or labels.shape[0] != emb.shape[0]:
-        raise ValueError(f"need emb (B, d) and labels (B,); got {tuple(emb.shape)} and {tuple(labels.shape)}")
+        raise XmrError(f"need emb (B, d) and labels (B,); got {tuple(emb.shape)} and {tuple(labels.shape)}")
     if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+        raise XmrError(f"margin must be >= 0, got {margin}")
     dist = _pairwise_distances(emb)
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=emb.device)
@@ -92,7 +94,7 @@ def identity_ce_loss(logits: torch.Tensor, labels: torch.Tensor, *, label_smooth
         ``{"loss", "accuracy"}``: mean cross-entropy and the batch top-1 accuracy.
     """
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"need logits (B, C) and labels (B,); got {tuple(logits.shape)} and {tuple(labels.shape)}")
+        raise XmrError(f"need logits (B, C) and labels (B,); got {tuple(logits.shape)} and {tuple(labels.shape)}")
     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     acc = (logits.argmax(dim=1) == labels).float().mean().detach()
     return {"loss": loss, "accuracy": acc}

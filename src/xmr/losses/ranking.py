@@ -83,7 +83,7 @@ def vse_loss(img: torch.Tensor | None, txt: torch.Tensor | None, *, margin: floa
             unknown similarity name.
     """
     if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+        raise XmrError(f"margin must be >= 0, got {margin}")
     scores = _pair_scores(img, txt, similarity, scores)
     batch, device = scores.shape[0], scores.device
     pos = scores.diagonal()

@@ -54,28 +54,28 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
             if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise XmrError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise XmrError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.init_temperature <= 1:
-            raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
+            raise XmrError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
         HEADS.get(self.head)  # unknown head -> XmrError listing the known ones
         if getattr(HEADS.get(self.head), "needs_regions", False):
-            raise ValueError(f"head {self.head!r} reads image regions; give it as the image head")
+            raise XmrError(f"head {self.head!r} reads image regions; give it as the image head")
         if getattr(HEADS.get(self.image_head_name), "needs_regions", False) and int(self.image_regions) < 1:
-            raise ValueError(f"image head {self.image_head_name!r} needs a region image encoder "
+            raise XmrError(f"image head {self.image_head_name!r} needs a region image encoder "
                              "(e.g. efficientnet-lite0-regions)")
         SCORERS.get(self.similarity)  # unknown similarity -> XmrError listing the known ones
         if self.two_branch is not None:
             if not 0.0 < float(self.two_branch) < 1.0:
-                raise ValueError(f"two_branch (GXN's lambda) must be in (0, 1), got {self.two_branch}")
+                raise XmrError(f"two_branch (GXN's lambda) must be in (0, 1), got {self.two_branch}")
             if int(self.embed_dim) % 2:
-                raise ValueError(f"a two-branch model splits embed_dim in halves; got an odd {self.embed_dim}")
+                raise XmrError(f"a two-branch model splits embed_dim in halves; got an odd {self.embed_dim}")
         if int(self.n_instances) < 0:
-            raise ValueError(f"n_instances must be >= 0, got {self.n_instances}")
+            raise XmrError(f"n_instances must be >= 0, got {self.n_instances}")
         tm = self.text_config
         if tm is not None and tm.out_dim != self.text_dim:
-            raise ValueError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")
+            raise XmrError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")
 
     @property
     def image_head_name(self) -> str:

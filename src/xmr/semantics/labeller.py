@@ -44,9 +44,9 @@ def grid_boxes(size: int, grid: tuple[int, int] = (2, 2), *,
     """
     rows, cols = grid
     if rows < 1 or cols < 1:
-        raise ValueError(f"grid must be two positive integers, got {grid!r}")
+        raise XmrError(f"grid must be two positive integers, got {grid!r}")
     if window is not None and not 0 < window <= 1:
-        raise ValueError(f"window must be in (0, 1], got {window!r}")
+        raise XmrError(f"window must be in (0, 1], got {window!r}")
     boxes = []
     for r in range(rows):
         for c in range(cols):
@@ -159,7 +159,7 @@ class ImageNetLabeller:
                  image_size: int = 224, batch_size: int = 32,
                  cache_dir: str | Path | None = None) -> None:
         if image_size < 1 or batch_size < 1:
-            raise ValueError(f"image_size and batch_size must be positive, got "
+            raise XmrError(f"image_size and batch_size must be positive, got "
                              f"{image_size!r}, {batch_size!r}")
         self.class_names = list(class_names) if class_names is not None else imagenet_class_names()
         self._logits_fn = logits_fn

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xmr.errors import XmrError
 from xmr.semantics.wordnet import WordNet
 
 
@@ -75,7 +76,7 @@ def tag_scores(image_tags: np.ndarray, queries: np.ndarray) -> np.ndarray:
     s = np.asarray(image_tags, dtype=np.float32)
     q = np.asarray(queries, dtype=np.float32)
     if s.ndim != 2 or q.ndim != 2 or s.shape[1] != q.shape[1]:
-        raise ValueError(f"need image_tags (n_images, n_tags) and queries (n_queries, n_tags) "
+        raise XmrError(f"need image_tags (n_images, n_tags) and queries (n_queries, n_tags) "
                          f"with the same n_tags, got {s.shape} and {q.shape}")
     return q @ s.T
 

@@ -156,7 +156,7 @@ class WordNet:
 
     def _path(self, kind: str, pos: str) -> Path:
         if pos not in POS_FILES:
-            raise ValueError(f"pos must be one of {sorted(POS_FILES)}, got {pos!r}")
+            raise XmrError(f"pos must be one of {sorted(POS_FILES)}, got {pos!r}")
         return self.root / (f"{kind}.{POS_FILES[pos]}" if kind != "exc" else f"{POS_FILES[pos]}.exc")
 
     def _lines(self, path: Path) -> Iterable[str]:

@@ -49,7 +49,7 @@ def encode_ids(
     if not isinstance(length, int) or length < 1:
         raise XmrError(f"text length must be an integer >= 1, got {length!r}")
     if position_shift and rng is None:
-        raise ValueError("encode_ids: position_shift=True needs a seeded rng (np.random.default_rng(seed))")
+        raise XmrError("encode_ids: position_shift=True needs a seeded rng (np.random.default_rng(seed))")
     out = np.full((len(texts), length), PAD_ID, dtype=np.int64)
     for row, text in enumerate(texts):
         ids = vocab.encode(text)[:length] or [UNK_ID]

@@ -82,10 +82,10 @@ class TrainConfig:
             raise XmrError(f"unknown loss {self.loss!r}; known: {known}")
         LOSSES.get(self.rank_loss)
         if self.then is not None and (self.loss != INSTANCE or self.then != INSTANCE_RANK):
-            raise ValueError(f"then={self.then!r}: only loss='instance' has a second stage, "
+            raise XmrError(f"then={self.then!r}: only loss='instance' has a second stage, "
                              f"and it must be {INSTANCE_RANK!r}")
         if self.then is not None and not 1 <= self.stage1_epochs < self.epochs:
-            raise ValueError(f"stage1_epochs ({self.stage1_epochs}) must be in [1, epochs={self.epochs}) "
+            raise XmrError(f"stage1_epochs ({self.stage1_epochs}) must be in [1, epochs={self.epochs}) "
                              f"with then={self.then!r}")
         checks = {
             "seed": 0 <= self.seed < 2**32, "margin": self.margin >= 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
@@ -99,10 +99,10 @@ class TrainConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"invalid {name}: {getattr(self, name)!r}")
+                raise XmrError(f"invalid {name}: {getattr(self, name)!r}")
         object.__setattr__(self, "adv_weights", tuple(float(w) for w in self.adv_weights))  # JSON lists too
         if self.hardest_negative and self.epochs <= self.vse0_warmup_epochs:
-            raise ValueError(f"epochs ({self.epochs}) must exceed vse0_warmup_epochs ({self.vse0_warmup_epochs})")
+            raise XmrError(f"epochs ({self.epochs}) must exceed vse0_warmup_epochs ({self.vse0_warmup_epochs})")
 
     @property
     def hardest_negative(self) -> bool:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from xmr.errors import XmrError
+
 
 @dataclass(frozen=True)
 class PairSet:
@@ -27,11 +29,11 @@ class PairSet:
 
     def __post_init__(self) -> None:
         if self.pairs.ndim != 2 or self.pairs.shape[1] != 2 or len(self.pairs) < 2:
-            raise ValueError(f"pairs must be (n >= 2, 2), got {self.pairs.shape}")
+            raise XmrError(f"pairs must be (n >= 2, 2), got {self.pairs.shape}")
         if self.image_groups.shape != (len(self.image_feats),):
-            raise ValueError("image_groups must have one entry per image")
+            raise XmrError("image_groups must have one entry per image")
         if self.pairs[:, 0].max() >= len(self.image_feats) or self.pairs[:, 1].max() >= len(self.text_feats):
-            raise ValueError("pair index out of range")
+            raise XmrError("pair index out of range")
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, cache_dir: 
     """Run the demo; write a human-readable report to ``out`` and return the metric rows."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    for loss in LOSSES:  # bad settings fail now, before the download and the encoding
+        TrainConfig(loss=loss, epochs=epochs)
     manifest = fetch_dataset("emoji", cache_dir)
     out.write(f"[1/4] emoji dataset ready: {manifest}\n")
     test_items = select_split(read_manifest(manifest), "test")

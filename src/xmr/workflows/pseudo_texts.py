@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from xmr.errors import XmrError
 from xmr.data.manifest import Item
 from xmr.semantics.labeller import ImageNetLabeller, pseudo_text
 from xmr.utils.paths import default_cache_dir
@@ -43,7 +44,7 @@ def make_pseudo_items(items: Sequence[Item], kind: str, *, cache_dir: str | Path
         Items in input order, ``texts = (pseudo-text,)``.
     """
     if kind not in PSEUDO_TEXT_KINDS:
-        raise ValueError(f"pseudo-texts must be one of {', '.join(PSEUDO_TEXT_KINDS)}, got {kind!r}")
+        raise XmrError(f"pseudo-texts must be one of {', '.join(PSEUDO_TEXT_KINDS)}, got {kind!r}")
     if labeller is None:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         labeller = ImageNetLabeller(cache_dir=root / "semantics")

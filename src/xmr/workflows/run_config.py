@@ -86,30 +86,30 @@ class RunConfig:
             try:
                 object.__setattr__(self, "sparse", str(SparseSpec.parse(self.sparse)))
             except XmrError as e:
-                raise ValueError(str(e)) from None
+                raise XmrError(str(e)) from None
         if self.pseudo_texts is not None and self.pseudo_texts not in PSEUDO_TEXT_KINDS:
-            raise ValueError(f"pseudo_texts must be one of {', '.join(PSEUDO_TEXT_KINDS)}, got {self.pseudo_texts!r}")
+            raise XmrError(f"pseudo_texts must be one of {', '.join(PSEUDO_TEXT_KINDS)}, got {self.pseudo_texts!r}")
         if (self.pseudo_texts is not None or self.train.adversarial) and self.similarity != "cosine":
-            raise ValueError("pseudo-texts and the adversarial terms need the cosine similarity")
+            raise XmrError("pseudo-texts and the adversarial terms need the cosine similarity")
         if self.text_encoder in TEXT_MODELS.names():
             if self.text_model is None:
                 object.__setattr__(self, "text_model", TextEncoderConfig(kind=self.text_encoder))  # type: ignore[arg-type]
             elif self.text_model.kind != self.text_encoder:
-                raise ValueError(f"text_encoder {self.text_encoder!r} but text_model.kind {self.text_model.kind!r}")
+                raise XmrError(f"text_encoder {self.text_encoder!r} but text_model.kind {self.text_model.kind!r}")
         else:
             if self.text_encoder not in ENCODERS.names():
                 known = sorted([*ENCODERS.names(), *TEXT_MODELS.names()])
-                raise ValueError(f"unknown text encoder {self.text_encoder!r}; known: {', '.join(known)}")
+                raise XmrError(f"unknown text encoder {self.text_encoder!r}; known: {', '.join(known)}")
             if self.text_model is not None:
-                raise ValueError(f"text_model settings need a word-level text encoder "
+                raise XmrError(f"text_model settings need a word-level text encoder "
                                  f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
         HEADS.get(self.head)
         SCORERS.get(self.similarity)
         if self.similarity != "cosine" and self.train.loss == "infonce":
-            raise ValueError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
+            raise XmrError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
                              "infonce scores by the inner product")
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
-            raise ValueError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
+            raise XmrError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:

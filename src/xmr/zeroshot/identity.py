@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmr.errors import XmrError
 from xmr.losses.batch_hard import batch_hard_triplet_loss, identity_ce_loss
 
 log = logging.getLogger(__name__)
@@ -62,15 +63,15 @@ class IdentityTrainConfig:
     def __post_init__(self) -> None:
         for name in ("embed_dim", "stream_dim", "epochs", "batch_size", "p_identities"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise XmrError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.p_identities < 2:
-            raise ValueError(f"p_identities must be >= 2 (negatives come from other identities), got {self.p_identities}")
+            raise XmrError(f"p_identities must be >= 2 (negatives come from other identities), got {self.p_identities}")
         if self.k_per_identity < 2:
-            raise ValueError(f"k_per_identity must be >= 2 (one item per modality at least), got {self.k_per_identity}")
+            raise XmrError(f"k_per_identity must be >= 2 (one item per modality at least), got {self.k_per_identity}")
         if self.lr <= 0 or self.weight_decay < 0 or self.beta < 0 or self.margin < 0:
-            raise ValueError(f"need lr > 0 and weight_decay, beta, margin >= 0; got {self}")
+            raise XmrError(f"need lr > 0 and weight_decay, beta, margin >= 0; got {self}")
         if not 0.0 <= self.input_dropout < 1.0:
-            raise ValueError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
+            raise XmrError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -159,7 +160,7 @@ def pk_batches(labels: np.ndarray, modality: np.ndarray, *, p: int, k: int, rng:
     labels, modality = np.asarray(labels), np.asarray(modality)
     mods = np.unique(modality)
     if k < len(mods):
-        raise ValueError(f"k={k} cannot hold one item of each of the {len(mods)} modalities")
+        raise XmrError(f"k={k} cannot hold one item of each of the {len(mods)} modalities")
     members: dict[int, list[np.ndarray]] = {}
     for ident in np.unique(labels):
         rows = np.flatnonzero(labels == ident)
@@ -274,7 +275,7 @@ def embed(model: SingleModalNet | TwoStreamNet, feats: np.ndarray, *, modality: 
     ``modality`` picks the stream of a :class:`TwoStreamNet` (required there, ignored otherwise).
     """
     if isinstance(model, TwoStreamNet) and modality is None:
-        raise ValueError("a two-stream model needs the modality (stream index) of the features")
+        raise XmrError("a two-stream model needs the modality (stream index) of the features")
     model.eval()
     x = torch.as_tensor(np.asarray(feats), dtype=torch.float32)
     out = []

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from xmr.errors import XmrError
 from xmr.evaluation.metrics import cmc, first_relevant_ranks, mean_average_precision
 from xmr.rerank import (cross_knn_affinity, gallery_guided_ranges, knn, mutual_knn_affinity,
                         random_walk_scores, row_normalize, symmetric_normalize, truncated_walk_scores)
@@ -52,11 +53,11 @@ class WalkConfig:
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.k_cross < 1 or self.k_trunc < 1 or self.n_seeds < 0:
-            raise ValueError(f"need k, k_cross, k_trunc >= 1 and n_seeds >= 0; got {self}")
+            raise XmrError(f"need k, k_cross, k_trunc >= 1 and n_seeds >= 0; got {self}")
         if not 0.0 < self.alpha < 1.0:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+            raise XmrError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.gamma <= 0:
-            raise ValueError(f"gamma must be > 0, got {self.gamma}")
+            raise XmrError(f"gamma must be > 0, got {self.gamma}")
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -91,7 +92,7 @@ def walk_both_ways(a_own: np.ndarray, b_own: np.ndarray, a_cross: np.ndarray, b_
         shape (n, m); non-negative, 0 where a walk never arrives.
     """
     if len(a_own) != len(a_cross) or len(b_own) != len(b_cross):
-        raise ValueError(f"own and cross embeddings must have the same rows: {len(a_own)} vs {len(a_cross)}, "
+        raise XmrError(f"own and cross embeddings must have the same rows: {len(a_own)} vs {len(a_cross)}, "
                          f"{len(b_own)} vs {len(b_cross)}")
     s_aa, s_bb = _own_graph(a_own, cfg), _own_graph(b_own, cfg)
     a_ab = cross_knn_affinity(a_cross, b_cross, min(cfg.k_cross, len(a_cross), len(b_cross)), gamma=cfg.gamma)
@@ -111,9 +112,9 @@ def fuse(w_qg: np.ndarray, w_gq: np.ndarray, lam: float) -> np.ndarray:
         lam: weight of the query-side walk, in [0, 1].
     """
     if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lambda must be in [0, 1], got {lam}")
+        raise XmrError(f"lambda must be in [0, 1], got {lam}")
     if w_gq.shape != w_qg.shape[::-1]:
-        raise ValueError(f"w_gq must have shape {w_qg.shape[::-1]}, got {w_gq.shape}")
+        raise XmrError(f"w_gq must have shape {w_qg.shape[::-1]}, got {w_gq.shape}")
     return lam * w_qg + (1.0 - lam) * w_gq.T
 
 
@@ -135,7 +136,7 @@ def with_fallback(primary: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """
     primary, fallback = np.asarray(primary, dtype=np.float64), np.asarray(fallback, dtype=np.float64)
     if primary.shape != fallback.shape or primary.ndim != 2:
-        raise ValueError(f"primary and fallback must be equal 2-D shapes, got {primary.shape} and {fallback.shape}")
+        raise XmrError(f"primary and fallback must be equal 2-D shapes, got {primary.shape} and {fallback.shape}")
     order = np.lexsort((fallback, np.clip(primary, 0.0, None)), axis=-1)  # ascending; last key is primary
     out = np.empty_like(primary)
     np.put_along_axis(out, order, np.broadcast_to(np.arange(primary.shape[1], dtype=np.float64), primary.shape),

@@ -1,0 +1,57 @@
+"""Every subcommand given a bad argument prints one ``xmr: error:`` line and exits 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hostile import TOY, TRAIN, cli_error
+
+from xmr.cli import main
+from xmr.errors import XmrError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    from conftest import make_shapes_dataset
+
+    root = tmp_path_factory.mktemp("cli-errors")
+    manifest = make_shapes_dataset(root / "data", copies=2)
+    cache, run = root / "cache", root / "run"
+    assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TRAIN]) == 0
+    assert main(["-q", "index", str(run), "--split", "test", "--cache-dir", str(cache)]) == 0
+    return manifest, cache, run
+
+
+BAD = {
+    "data fetch": (["data", "fetch", "no-such-set"], "unknown dataset"),
+    "encode": (["encode", "{m}", "--image-encoder", "nope", "--text-encoder", "toy-text"], "unknown encoder"),
+    "train: margin": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--margin", "-1"], "margin"),
+    "train: head": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--head", "nope"], "unknown head"),
+    "train: similarity": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--similarity", "nope"], "nope"),
+    "train: embed dim": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--embed-dim", "0"], "embed_dim"),
+    "train: text pool": (["train", "{m}", "--out", "{tmp}/a", *TOY[:2], "--text-encoder", "textcnn",
+                          "--word-vectors", "random", "--text-pool", "nope"], "nope"),
+    "train: composed": (["train", "{m}", "--out", "{tmp}/a", "--task", "composed", "--compose", "nope"], "nope"),
+    "index": (["index", "{run}", "--factory", "IVF99999,Flat", "--cache-dir", "{cache}"], "IVF99999"),
+    "search": (["search", "{run}", "--text", "x", "--rerank", "nope"], "nope"),
+    "eval": (["eval", "{run}", "--split", "nope", "--cache-dir", "{cache}"], "nope"),
+    "demo": (["demo", "--out", "{tmp}/demo", "--epochs", "0", "--cache-dir", "{tmp}/nocache"], "epochs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_argument_is_one_line(case: str, run: tuple[Path, Path, Path], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture) -> None:
+    manifest, cache, r = run
+    args, expected = BAD[case]
+    args = [a.format(m=manifest, run=r, cache=cache, tmp=tmp_path) for a in args]
+    assert expected in cli_error(args, capsys)
+
+
+def test_xmr_error_is_a_value_error() -> None:
+    from xmr.training import TrainConfig
+
+    with pytest.raises(XmrError):
+        TrainConfig(epochs=0)
+    assert issubclass(XmrError, ValueError)
