@@ -197,7 +197,7 @@ def fmnist_pools(args: argparse.Namespace, cache_dir: Path) -> tuple[dict[str, P
 def emoji_pools(args: argparse.Namespace, cache_dir: Path) -> tuple[dict[str, Pool], dict[str, object]]:
     from xmr.models import load_model
     from xmr.workflows.features import encode_items
-    from xmr.workflows.run_config import load_run_config, run_encoders, run_items
+    from xmr.runs.config import load_run_config, run_encoders, run_items
 
     run = Path(args.emoji_run)
     cfg = load_run_config(run)

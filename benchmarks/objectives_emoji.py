@@ -53,7 +53,7 @@ from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM  # noqa: E402
 from xmr.workflows.evaluate import evaluate_run  # noqa: E402
 from xmr.workflows.features import FeatureSet, encode_items  # noqa: E402
-from xmr.workflows.run_config import RunConfig, load_run_config, run_encoders, run_items  # noqa: E402
+from xmr.runs.config import RunConfig, load_run_config, run_encoders, run_items  # noqa: E402
 from xmr.workflows.train import train_run  # noqa: E402
 
 log = logging.getLogger("objectives_emoji")

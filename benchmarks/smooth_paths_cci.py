@@ -72,7 +72,7 @@ from xmr.rerank import count_smooth_paths, procrustes_align  # noqa: E402
 from xmr.training import TrainConfig  # noqa: E402
 from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
 from xmr.workflows.features import encode_items  # noqa: E402
-from xmr.workflows.run_config import RunConfig, run_encoders  # noqa: E402
+from xmr.runs.config import RunConfig, run_encoders  # noqa: E402
 from xmr.workflows.train import train_run  # noqa: E402
 
 log = logging.getLogger("smooth_paths_cci")

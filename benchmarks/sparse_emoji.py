@@ -50,7 +50,7 @@ from xmr.training import TrainConfig  # noqa: E402
 from xmr.utils.io import atomic_write_text, load_json, save_json  # noqa: E402
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM  # noqa: E402
 from xmr.workflows.evaluate import evaluate_run  # noqa: E402
-from xmr.workflows.run_config import RunConfig  # noqa: E402
+from xmr.runs.config import RunConfig  # noqa: E402
 from xmr.workflows.train import train_run  # noqa: E402
 
 log = logging.getLogger("sparse_emoji")

@@ -17,7 +17,7 @@ from xmr.semantics.labeller import ImageNetLabeller
 from xmr.training import TrainConfig
 from xmr.training.sparse_objective import PAIR_NAMES, PAPER_WEIGHTS, sparse_alignment_loss
 from xmr.training.trainer import _epoch_order
-from xmr.workflows.run_config import RunConfig
+from xmr.runs.config import RunConfig
 from xmr.workflows.train import train_run
 
 D = 8

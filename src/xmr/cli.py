@@ -115,7 +115,7 @@ def _cmd_train_composed(a: argparse.Namespace) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from xmr.workflows.run_config import RunConfig
+    from xmr.runs.config import RunConfig
     from xmr.workflows.train import train_run
 
     if a.task == "composed":

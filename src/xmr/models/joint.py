@@ -100,7 +100,7 @@ class JointModel(nn.Module):
     evaluation and search all use it.
 
     With ``config.text_model`` the text side is trained end to end: ``embed_texts`` takes
-    float32 word-id rows (B, length) from :class:`~xmr.encoders.word_ids.WordIdsEncoder`, runs
+    float32 word-id rows (B, length) from :class:`~xmr.text.word_ids.WordIdsEncoder`, runs
     the word-level model (the dual-path text CNN or a bi-GRU, :mod:`xmr.text`) to
     (B, text_dim) and then the text head; in training mode a text CNN sees position-shifted
     rows (dual-path paper, Sec. III-B).

@@ -28,7 +28,7 @@ from xmr.models import JointModel
 from xmr.search.rerank_base import Modality, Reranker, Target, load_reranker, order_shortlist
 from xmr.search.rerankers import RERANKERS, index_fingerprint, rerank_dir
 from xmr.utils.io import load_json
-from xmr.workflows.run_config import load_run, run_encoders
+from xmr.runs.config import load_run, run_encoders
 
 log = logging.getLogger(__name__)
 

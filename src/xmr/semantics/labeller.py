@@ -24,6 +24,9 @@ from xmr.errors import XmrError
 
 log = logging.getLogger(__name__)
 
+#: the kinds of pseudo-text an un-annotated image can get (A3VSE Sec. 3.2): 2x2 crops, or the whole image
+PSEUDO_TEXT_KINDS = ("regional", "global")
+
 #: uint8 images (B, S, S, 3) -> logits (B, n_classes)
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 Label = tuple[str, float]

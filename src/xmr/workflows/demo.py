@@ -23,7 +23,7 @@ from xmr.training import TrainConfig
 from xmr.utils.io import save_json
 from xmr.workflows.evaluate import evaluate_run
 from xmr.workflows.index import index_run
-from xmr.workflows.run_config import RunConfig
+from xmr.runs.config import RunConfig
 from xmr.workflows.train import train_run
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from xmr.search.rerank_base import GalleryVectors, Modality, Reranker, order_sho
 from xmr.search.rerankers import create_reranker
 from xmr.utils.io import check_writable, save_json
 from xmr.workflows.features import FeatureSet, encode_items
-from xmr.workflows.run_config import load_run, run_encoders, run_items
+from xmr.runs.config import load_run, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import check_writable, load_json, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
 from xmr.models import JointModel
-from xmr.workflows.run_config import RunConfig, load_run, run_encoders, run_items
+from xmr.runs.config import RunConfig, load_run, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,12 @@ from pathlib import Path
 
 from xmr.errors import XmrError
 from xmr.data.manifest import Item
-from xmr.semantics.labeller import ImageNetLabeller, pseudo_text
+from xmr.semantics.labeller import PSEUDO_TEXT_KINDS, ImageNetLabeller, pseudo_text
 from xmr.utils.paths import default_cache_dir
 from xmr.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
-PSEUDO_TEXT_KINDS = ("regional", "global")
 REGION_GRID = (2, 2)
 REGION_TOP_K = 1
 GLOBAL_TOP_K = 5

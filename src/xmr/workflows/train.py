@@ -19,7 +19,7 @@ from xmr.utils.io import check_writable, ensure_folder, load_json, matches_saved
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
 from xmr.workflows.pseudo_texts import make_pseudo_items
-from xmr.workflows.run_config import RUN_FILE, RunConfig, run_encoders, run_items
+from xmr.runs.config import RUN_FILE, RunConfig, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The frozen description of a training run, saved as ``run.json`` in the run folder."""
+"""The frozen description of a training run (``run.json``) and the loader of a run folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_encoder
 from xmr.data.sparse import SparseSpec
-from xmr.encoders.word_ids import WordIdsEncoder
+from xmr.text.word_ids import WordIdsEncoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SCORERS
 from xmr.models import HEADS, JointModel, load_model
@@ -18,7 +18,7 @@ from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.training import TrainConfig
 from xmr.utils.io import load_json_object
 from xmr.utils.json_types import check_json_types
-from xmr.workflows.pseudo_texts import PSEUDO_TEXT_KINDS
+from xmr.semantics.labeller import PSEUDO_TEXT_KINDS
 
 RUN_FILE = "run.json"
 
