@@ -263,3 +263,49 @@ def test_sigterm_during_an_index_build_cleans_up_and_keeps_the_old_index(run: tu
                        env={"XMR_CRASH_AT": "replaced:gallery.jsonl", "XMR_CRASH_SIGNAL": "TERM"})
     assert proc.returncode == 143 and "interrupted" in proc.stderr and "Traceback" not in proc.stderr
     assert tree(mine / "index") == before and _leftovers(mine) == []
+
+
+def test_eval_on_another_manifest_keeps_the_runs_own_results(run: tuple[Path, Path, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    manifest, cache, r = run
+    mine = tmp_path / "mine"
+    shutil.copytree(r, mine)
+    cli_ok(["-q", "eval", mine, "--cache-dir", cache], capsys)
+    own = (mine / "eval-test-full.json").read_bytes()
+    other = tmp_path / "other" / "gallery.jsonl"
+    other.parent.mkdir()
+    shutil.copy(manifest, other)
+    (other.parent / "img").symlink_to(manifest.parent / "img")
+    out = cli_ok(["eval", mine, "--manifest", other, "--cache-dir", cache], capsys)
+    assert (mine / "eval-test-full.json").read_bytes() == own
+    written = [p for p in mine.glob("eval-gallery-*-test-full.json")]
+    assert len(written) == 1 and f"written: {written[0]}" in out
+    assert json.loads(written[0].read_text())["manifest"] == str(other)
+    cli_ok(["-q", "eval", mine, "--manifest", other, "--cache-dir", cache, "--out", tmp_path / "x.json"], capsys)
+    assert json.loads((tmp_path / "x.json").read_text())["split"] == "test"
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled (what a hostile last.pt could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_resume_file_cannot_run_code(run: tuple[Path, Path, Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    manifest, cache, r = run
+    mine = tmp_path / "mine"
+    shutil.copytree(r, mine, ignore=shutil.ignore_patterns("index"))
+    marker = tmp_path / "pwned"
+    state = torch.load(mine / "last.pt", weights_only=True)
+    state["st"]["status"] = "running"
+    state["st"]["extra"] = _Payload(marker)
+    torch.save(state, mine / "last.pt")
+    msg = cli_error(["train", manifest, "--out", mine, "--cache-dir", cache, *TRAIN], capsys)
+    assert "cannot resume from" in msg and not marker.exists()

@@ -21,6 +21,7 @@ import shlex
 import signal
 import sys
 import threading
+import typing
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -188,7 +189,8 @@ def _cmd_search(a: argparse.Namespace) -> None:
 def _cmd_eval(a: argparse.Namespace) -> None:
     from xmr.evaluation.protocol import format_side_by_side, format_table
     from xmr.workflows.composed import evaluate_composed_run, is_composed_run
-    from xmr.workflows.evaluate import evaluate_run
+    from xmr.runs import load_run_config
+    from xmr.workflows.evaluate import eval_output_path, evaluate_run
 
     if a.task == "composed" or is_composed_run(a.run):
         cm = evaluate_composed_run(a.run, split=a.split, cache_dir=a.cache_dir, command=_command(a))
@@ -200,7 +202,7 @@ def _cmd_eval(a: argparse.Namespace) -> None:
     rerank = _rerankers(a)
     m = evaluate_run(a.run, split=a.split, mode=a.mode, manifest=a.manifest, rerank=rerank,
                      texts_per_item=a.texts_per_item, cache_dir=a.cache_dir, command=_command(a),
-                     skip_bad=a.skip_bad)
+                     skip_bad=a.skip_bad, out=a.out)
     if rerank:
         columns = {"plain": m, **{rr.name: {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(f"{rr.name}/")}
                                   for rr in rerank}}
@@ -219,7 +221,9 @@ def _cmd_eval(a: argparse.Namespace) -> None:
         print(f"{k}: {v:.2f}")
     if "overlap_S" in m:
         print(f"overlap S (dual-path Eq. 10; lower separates positives better): {m['overlap_S']:.3f}")
-    print(f"written: {os.path.join(a.run, f'eval-{a.split}-{a.mode}.json')}")
+    written = eval_output_path(a.run, load_run_config(a.run).manifest, split=a.split, mode=a.mode,
+                               manifest=a.manifest, out=a.out)
+    print(f"written: {written}")
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
@@ -344,9 +348,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_cache(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with xmr's one-line errors: ``xmr: error: <what>`` (exit 2), no usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"xmr: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
-    ap = argparse.ArgumentParser(prog="xmr", description="Cross-modal retrieval: train, index, search, evaluate.")
+    ap = _Parser(prog="xmr", description="Cross-modal retrieval: train, index, search, evaluate.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ap.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
     ap.add_argument("--max-image-pixels", type=_positive_int, default=None, metavar="N",
@@ -406,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default=None)
     p.add_argument("--texts-per-item", type=_positive_int, default=None,
                    help="texts per item used as queries (default: the run's eval_texts_per_item)")
+    p.add_argument("--out", default=None, help="results JSON (default: RUN/eval-SPLIT-MODE.json for the run's own "
+                                               "manifest, a name carrying the manifest for another)")
     _add_skip_bad(p)
     p.add_argument("--task", default=None, choices=["retrieval", "composed"],
                    help="composed: R@1/10/50 of image + text queries (default: the run's own task)")

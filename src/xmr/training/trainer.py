@@ -214,7 +214,7 @@ def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Op
                          discriminators: torch.nn.Module | None = None) -> dict:
     """Load the state :func:`save_resume_state` wrote; returns the bookkeeping dict."""
     try:
-        saved = torch.load(path, weights_only=False)
+        saved = torch.load(path, weights_only=True)  # tensors and plain containers only: no pickled code runs
         model.load_state_dict(saved["model"])
         if discriminators is not None:
             discriminators.load_state_dict(saved["discriminators"])

@@ -13,6 +13,7 @@ ICP on mutual nearest neighbours instead of the pairs a search gallery provides.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,11 +145,29 @@ def evaluate_features(model: JointModel, fs: FeatureSet, *, mode: str = "full",
     return metrics
 
 
+def eval_output_path(run_dir: str | Path, run_manifest: str, *, split: str, mode: str,
+                     manifest: str | None = None, out: str | Path | None = None) -> Path:
+    """Where :func:`evaluate_run` writes: ``out``, else ``<run>/eval-<split>-<mode>.json`` for the
+    run's own manifest, else ``<run>/eval-<manifest stem>-<8 hex of its path>-<split>-<mode>.json``."""
+    if out is not None:
+        return Path(out)
+    run_dir = Path(run_dir)
+    if manifest is None or Path(manifest).resolve() == Path(run_manifest).resolve():
+        return run_dir / f"eval-{split}-{mode}.json"
+    resolved = Path(manifest).resolve()
+    tag = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
+    return run_dir / f"eval-{resolved.stem}-{tag}-{split}-{mode}.json"
+
+
 def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full", manifest: str | None = None,
                  texts_per_item: int | None = None, cache_dir: str | Path | None = None,
                  rerank: Sequence[str | Reranker] = (), command: str | None = None,
-                 show_progress: bool | None = None, skip_bad: bool = False) -> dict[str, float]:
-    """Evaluate the best checkpoint of ``run_dir`` on ``split`` and write ``eval-<split>-<mode>.json``.
+                 show_progress: bool | None = None, skip_bad: bool = False,
+                 out: str | Path | None = None) -> dict[str, float]:
+    """Evaluate the best checkpoint of ``run_dir`` on ``split`` and write the results as JSON.
+
+    The file is :func:`eval_output_path`: ``eval-<split>-<mode>.json`` for the run's own data,
+    a name carrying the manifest for another one, so results never overwrite each other.
 
     Args:
         run_dir: a folder made by ``xmr train``.
@@ -162,6 +181,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
         command: the command line that asked for this, stored beside the numbers.
         skip_bad: evaluate around unreadable images (listed under ``skipped`` in the JSON)
             instead of refusing.
+        out: write the results here instead.
     """
     run_dir = Path(run_dir)
     rerankers = [create_reranker(r) if isinstance(r, str) else r for r in rerank]
@@ -169,7 +189,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
         raise XmrError(f"unknown evaluation mode {mode!r}; use {' or '.join(EVAL_MODES)}")
     cfg, model = load_run(run_dir)
     n_texts = texts_per_item if texts_per_item is not None else cfg.eval_texts_per_item
-    check_writable(run_dir, "run folder")  # the results go there: refuse now, not after encoding
+    target = eval_output_path(run_dir, cfg.manifest, split=split, mode=mode, manifest=manifest, out=out)
+    check_writable(target.parent, "results folder")  # refuse now, not after encoding
     fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad),
                       **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
                       cache_dir=cache_dir, texts_per_item=n_texts, show_progress=show_progress, skip_bad=skip_bad)
@@ -178,7 +199,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
     reranked = {rr.name: {"params": rr.params, "directions": ["t2i", "i2t"],
                           "metrics": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{rr.name}/")}}
                 for rr in rerankers}
-    save_json(run_dir / f"eval-{split}-{mode}.json",
+    save_json(eval_output_path(run_dir, cfg.manifest, split=split, mode=mode, manifest=manifest, out=out),
               {"metrics": plain, "split": split, "mode": mode, "manifest": manifest or cfg.manifest,
                "texts_per_item": n_texts, "model_id": model.model_id, **({"rerank": reranked} if reranked else {}),
                **({"skipped": list(fs.skipped)} if fs.skipped else {}), "command": command})
