@@ -94,3 +94,18 @@ def test_the_checker_catches_an_upward_import(tmp_path: Path) -> None:
     lines = declared_layers()
     assert upward_imports(tmp_path) == [f"index/bad.py:2: index (line {lines['index']}) imports models "
                                         f"(line {lines['models']})"]
+
+
+def test_a_wrong_modality_is_refused_not_sent_to_the_other_head() -> None:
+    import numpy as np
+    import pytest
+
+    from xmr.errors import XmrError
+    from xmr.models import JointModel, ModelConfig
+
+    model = JointModel(ModelConfig(image_encoder="toy-image", text_encoder="toy-text", image_dim=8, text_dim=8,
+                                   embed_dim=4, head="linear"))
+    feats = np.zeros((2, 8), np.float32)
+    assert model.embed_numpy(feats, "text").shape == (2, 4)
+    with pytest.raises(XmrError, match="'images'"):
+        model.embed_numpy(feats, "images")  # type: ignore[arg-type]

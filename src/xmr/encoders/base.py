@@ -20,13 +20,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 
+from xmr.modality import Modality
 from xmr.registry import Registry
 
-Modality = Literal["image", "text"]
 
 
 class Encoder(abc.ABC):

@@ -18,6 +18,7 @@ from torch import nn
 
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SCORERS
+from xmr.modality import Modality, check_modality
 from xmr.models.heads import HEADS, create_head
 from xmr.models.shared_classifier import SharedClassifier
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
@@ -185,9 +186,13 @@ class JointModel(nn.Module):
         return torch.cat([math.sqrt(lam) * abstract, math.sqrt(1.0 - lam) * grounded], dim=-1)
 
     @torch.inference_mode()
-    def embed_numpy(self, feats: np.ndarray, modality: str, batch_size: int = 4096) -> np.ndarray:
-        """Inference helper: numpy features in, float32 embeddings out. Shape: (n, embed_dim)."""
-        fn = self.embed_images if modality == "image" else self.embed_texts
+    def embed_numpy(self, feats: np.ndarray, modality: Modality, batch_size: int = 4096) -> np.ndarray:
+        """Inference helper: numpy features in, float32 embeddings out. Shape: (n, embed_dim).
+
+        ``modality`` picks the head; anything but ``"image"`` or ``"text"`` is refused (a
+        ``"images"`` once fell through to the text head).
+        """
+        fn = self.embed_images if check_modality(modality) == "image" else self.embed_texts
         was = self.training
         self.eval()
         out = [fn(torch.from_numpy(np.ascontiguousarray(feats[i:i + batch_size], dtype=np.float32)))

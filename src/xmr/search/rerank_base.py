@@ -31,12 +31,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmr.errors import XmrError
+from xmr.modality import Modality
 from xmr.registry import Registry
 from xmr.utils.folders import atomic_folder
 from xmr.utils.io import load_json, save_json
 
 Target = Literal["images", "texts"]
-Modality = Literal["image", "text"]
 TARGETS: tuple[Target, ...] = ("images", "texts")
 FORMAT = "xmr.rerank"
 VERSION = 1
