@@ -42,9 +42,9 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import cg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, load_note, markdown  # noqa: E402
-
 from xmr.rerank import mutual_knn_affinity, online_topk, symmetric_normalize, truncated_inverse  # noqa: E402
+
+from _common import command_line, load_note, markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_diffusion.json"
 

@@ -33,13 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (command_line, fmt_ratio, interleaved, load_note, markdown, median,  # noqa: E402
-                     paired_ratio, spread)
-
 from xmr.models import JointModel, ModelConfig  # noqa: E402
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model  # noqa: E402
 from xmr.training.schedule import warmup_cosine  # noqa: E402
 from xmr.training.trainer import _run_epoch  # noqa: E402
+
+from _common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio, spread  # noqa: E402
 
 
 def make_data(n_pairs: int, img_dim: int, txt_dim: int, seed: int = 0) -> PairSet:

@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, load_note, markdown  # noqa: E402
-
 from xmr.data import fetch_dataset  # noqa: E402
 from xmr.data.composed_sets import triplets_beside  # noqa: E402
 from xmr.training.composed import ComposedTrainConfig  # noqa: E402
 from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
 from xmr.workflows.composed import ComposedRunConfig, evaluate_composed_run, train_composed_run  # noqa: E402
+
+from _common import command_line, load_note, markdown  # noqa: E402
 
 log = logging.getLogger("composed_retrieval")
 

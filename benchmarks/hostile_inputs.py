@@ -90,8 +90,8 @@ ISSUE = [
      f"python add.py $PWD/s.svg && xmr encode data/m.jsonl {TOY}"),
     ("4", "truncated image (train)", f"head -c 120 data/img/red-circle-0.png > t.png && python add.py $PWD/t.png "
      f"&& xmr train data/m.jsonl --out rb {T}"),
-    ("4", "truncated image (index --manifest)", f"head -c 120 data/img/red-circle-0.png > t.png && "
-     f"python add.py $PWD/t.png test && xmr index run --manifest data/m.jsonl --split test --out ib"),
+    ("4", "truncated image (index --manifest)", "head -c 120 data/img/red-circle-0.png > t.png && "
+     "python add.py $PWD/t.png test && xmr index run --manifest data/m.jsonl --split test --out ib"),
     ("4", "truncated image, --skip-bad (train)", f"head -c 120 data/img/red-circle-0.png > t.png && "
      f"python add.py $PWD/t.png && xmr -q train data/m.jsonl --out rb {T} --skip-bad ;; cat rb/skipped.jsonl"),
     ("5", "16-bit greyscale PNG (I;16) vs its 8-bit copy",
@@ -104,9 +104,9 @@ ISSUE = [
     ("7", "decompression bomb (encode)", f"python bomb.py b.png && python add.py $PWD/b.png && xmr encode data/m.jsonl {TOY}"),
     ("7", "decompression bomb (encode --skip-bad)", f"python bomb.py b.png && python add.py $PWD/b.png && "
      f"xmr -q encode data/m.jsonl {TOY} --skip-bad"),
-    ("7", "decompression bomb (index --manifest)", f"python bomb.py b.png && python add.py $PWD/b.png test && "
+    ("7", "decompression bomb (index --manifest)", "python bomb.py b.png && python add.py $PWD/b.png test && "
      "xmr index run --manifest data/m.jsonl --split test --out ib"),
-    ("7", "decompression bomb (search --image)", f"python bomb.py b.png && xmr search run --image b.png"),
+    ("7", "decompression bomb (search --image)", "python bomb.py b.png && xmr search run --image b.png"),
     ("7", "10,524 x 16,000 RGBA PNG as a query: peak RSS",
      "python -c \"import numpy as np; from PIL import Image; r=np.random.default_rng(0); "
      "Image.fromarray(r.integers(0,256,(160,105,4),dtype=np.uint8)).resize((10524,16000),0).save('big.png',"

@@ -60,8 +60,6 @@ import scipy.sparse as sp
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, load_note, markdown  # noqa: E402
-
 from xmr.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist  # noqa: E402
 from xmr.encoders import create_encoder  # noqa: E402
 from xmr.encoders.cache import FeatureCache, text_key  # noqa: E402
@@ -71,6 +69,8 @@ from xmr.rerank.manifold_eval import label_retrieval, sample_n_way_k_shot  # noq
 from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
 from xmr.utils.paths import default_cache_dir  # noqa: E402
 from xmr.utils.progress import progress  # noqa: E402
+
+from _common import command_line, load_note, markdown  # noqa: E402
 
 log = logging.getLogger("label_retrieval")
 
@@ -196,8 +196,8 @@ def fmnist_pools(args: argparse.Namespace, cache_dir: Path) -> tuple[dict[str, P
 
 def emoji_pools(args: argparse.Namespace, cache_dir: Path) -> tuple[dict[str, Pool], dict[str, object]]:
     from xmr.models import load_model
-    from xmr.workflows.features import encode_items
     from xmr.runs.config import load_run_config, run_encoders, run_items
+    from xmr.workflows.features import encode_items
 
     run = Path(args.emoji_run)
     cfg = load_run_config(run)
@@ -420,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         res["info"] = info
         results[name] = res
         print(f"\n## {name}\n\n{table(res)}\n", flush=True)
-    meta = {"command": command_line(), "cache_dir": str(cache_dir), "load": load_note(), "seconds": time.perf_counter() - t0,
+    meta = {"command": command_line(), "cache_dir": str(cache_dir), "load": load_note(),
+            "seconds": time.perf_counter() - t0,
             "val_seeds": list(range(VAL_SEED0, VAL_SEED0 + n_seeds)),
             "test_seeds": list(range(TEST_SEED0, TEST_SEED0 + n_seeds)), "epv_grid": list(EPV_GRID),
             "settings": [list(s) for s in SETTINGS], "quick": args.quick}

@@ -43,18 +43,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, load_note, markdown  # noqa: E402
-
 from xmr.data import fetch_dataset  # noqa: E402
 from xmr.evaluation.overlap import overlap_indicator, plot_overlap_histogram, positive_negative_sims  # noqa: E402
 from xmr.models import load_model  # noqa: E402
+from xmr.runs.config import RunConfig, load_run_config, run_encoders, run_items  # noqa: E402
 from xmr.training import TrainConfig  # noqa: E402
 from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM  # noqa: E402
 from xmr.workflows.evaluate import evaluate_run  # noqa: E402
 from xmr.workflows.features import FeatureSet, encode_items  # noqa: E402
-from xmr.runs.config import RunConfig, load_run_config, run_encoders, run_items  # noqa: E402
 from xmr.workflows.train import train_run  # noqa: E402
+
+from _common import command_line, load_note, markdown  # noqa: E402
 
 log = logging.getLogger("objectives_emoji")
 
@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         f"max {args.epochs} epochs, patience 5, batch 128, lr 1e-3, seed {SEED}, eval texts per item "
         f"{EVAL_TEXTS_PER_ITEM}); the best checkpoint by val rsum (warm-up / Stage I epochs never chosen) "
         "is scored once on test (GXN rows: VSE++, margin 0.05, order-violation similarity, two-branch lambda 0.5, "
-        "scored by that similarity; nan S: S is defined on cosines). `overlap S`: dual-path Eq. 10 on the test embeddings, "
+        "scored by that similarity; nan S: S is defined on cosines). "
+        "`overlap S`: dual-path Eq. 10 on the test embeddings, "
         f"{args.bins} bins over [-1, 1], all positive vs all negative image-name pairs (lower = less overlap). "
         "`train s`: sum of epoch times including each epoch's validation, on a shared 2-core machine.",
         "",

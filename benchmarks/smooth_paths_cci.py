@@ -61,19 +61,19 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, load_note, markdown  # noqa: E402
-
 from xmr.data import fetch_dataset, read_manifest, write_manifest  # noqa: E402
 from xmr.data.composed_sets import triplets_beside  # noqa: E402
 from xmr.data.scenes import read_neighbours  # noqa: E402
 from xmr.data.triplets import read_triplets  # noqa: E402
 from xmr.models import load_model  # noqa: E402
 from xmr.rerank import count_smooth_paths, procrustes_align  # noqa: E402
+from xmr.runs.config import RunConfig, run_encoders  # noqa: E402
 from xmr.training import TrainConfig  # noqa: E402
 from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
 from xmr.workflows.features import encode_items  # noqa: E402
-from xmr.runs.config import RunConfig, run_encoders  # noqa: E402
 from xmr.workflows.train import train_run  # noqa: E402
+
+from _common import command_line, load_note, markdown  # noqa: E402
 
 log = logging.getLogger("smooth_paths_cci")
 
@@ -264,14 +264,16 @@ def main(argv: list[str] | None = None) -> int:
                     if t <= limit and row["mean_degree"] <= args.max_degree:  # type: ignore[operator]
                         g = graph_of(n_v, blocks[name], t)
                         key = None if name == "image" else (
-                            (lambda v: int(text_key[v])) if name == "image + text" else (lambda v: v if v < n else None))
+                            (lambda v: int(text_key[v])) if name == "image + text"
+                            else (lambda v: v if v < n else None))
                         t1 = time.perf_counter()
                         smooth, paths = count_smooth_paths(g, np.arange(n), step, vertex_key=key, sources=sources)
                         dt = time.perf_counter() - t1
                         t_count += dt
                         row.update(n_smooth=smooth, n_paths=paths,
                                    log_smooth=math.log(smooth) if smooth else float("-inf"),
-                                   log_smooth_all_sources=math.log(smooth * n / len(sources)) if smooth else float("-inf"),
+                                   log_smooth_all_sources=(math.log(smooth * n / len(sources)) if smooth
+                                                           else float("-inf")),
                                    count_seconds=dt)
                     else:
                         row.update(n_smooth=None, n_paths=None, log_smooth=None, log_smooth_all_sources=None,

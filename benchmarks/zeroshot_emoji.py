@@ -50,15 +50,24 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, load_note, markdown  # noqa: E402
-
 from xmr.data import fetch_dataset, read_manifest  # noqa: E402
 from xmr.encoders import create_encoder, encode_images  # noqa: E402
 from xmr.utils.io import atomic_write_bytes, atomic_write_text, save_json  # noqa: E402
 from xmr.utils.paths import default_cache_dir  # noqa: E402
 from xmr.workflows.features import feature_cache_dir  # noqa: E402
-from xmr.zeroshot import (IdentityTrainConfig, WalkConfig, embed, fuse, retrieval_metrics,  # noqa: E402
-                          train_single_modal, train_two_stream, walk_both_ways, with_fallback)
+from xmr.zeroshot import (  # noqa: E402
+    IdentityTrainConfig,
+    WalkConfig,
+    embed,
+    fuse,
+    retrieval_metrics,
+    train_single_modal,
+    train_two_stream,
+    walk_both_ways,
+    with_fallback,
+)
+
+from _common import command_line, load_note, markdown  # noqa: E402
 
 log = logging.getLogger("zeroshot_emoji")
 

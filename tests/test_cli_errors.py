@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hostile import TOY, TRAIN, cli_error
 
 from xmr.cli import main
 from xmr.errors import XmrError
+
+from hostile import TOY, TRAIN, cli_error
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,17 @@ from PIL import Image
 
 from xmr.data import DATASETS, fetch_dataset, read_manifest
 from xmr.data import emoji as emoji_mod
-from xmr.data.emoji import (NPM_MISSING, EmojiPackages, assign_subgroup_splits, build_emoji_items,
-                            fetch_emoji, normalise_hexcode, read_emojibase, safe_extract,
-                            split_counts)
+from xmr.data.emoji import (
+    NPM_MISSING,
+    EmojiPackages,
+    assign_subgroup_splits,
+    build_emoji_items,
+    fetch_emoji,
+    normalise_hexcode,
+    read_emojibase,
+    safe_extract,
+    split_counts,
+)
 from xmr.errors import XmrError
 
 SVG = ('<svg viewBox="0 0 72 72" xmlns="http://www.w3.org/2000/svg">'

@@ -9,8 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xmr.data.fashion_mnist import (CLASS_NAMES, SPLIT_FILES, find_fashion_mnist_dir, load_fashion_mnist,
-                                    parse_idx, read_idx)
+from xmr.data.fashion_mnist import (
+    CLASS_NAMES,
+    SPLIT_FILES,
+    find_fashion_mnist_dir,
+    load_fashion_mnist,
+    parse_idx,
+    read_idx,
+)
 from xmr.errors import XmrError
 
 

@@ -13,9 +13,18 @@ import pytest
 from PIL import Image
 
 from xmr.data import icon_edits as icon_mod
-from xmr.data.edits import (Edit, EmojiForms, assign_component_splits, build_emoji_edits, datasource_images,
-                            emoji_edit_dataset, gender_swap_edits, hair_style_edits, parse_emojibase_forms,
-                            tone_edits)
+from xmr.data.edits import (
+    Edit,
+    EmojiForms,
+    assign_component_splits,
+    build_emoji_edits,
+    datasource_images,
+    emoji_edit_dataset,
+    gender_swap_edits,
+    hair_style_edits,
+    parse_emojibase_forms,
+    tone_edits,
+)
 from xmr.data.icon_edits import build_icon_edits, fetch_icon_edits, parse_mdi_meta, style_words
 from xmr.data.manifest import read_manifest
 from xmr.data.triplets import read_triplets

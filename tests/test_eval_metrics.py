@@ -212,7 +212,8 @@ def test_cross_modal_matches_vsepp_evaluation() -> None:
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("as_sparse", [False, True])
 @pytest.mark.parametrize("chunk_rows", [None, 1, 4])
-def test_cross_modal_ranks_multi_relevant_match_brute_force(ties: bool, as_sparse: bool, chunk_rows: int | None) -> None:
+def test_cross_modal_ranks_multi_relevant_match_brute_force(ties: bool, as_sparse: bool,
+                                                             chunk_rows: int | None) -> None:
     rng = np.random.default_rng(4)
     sim, rel = random_case(rng, 9, 14, ties)
     rel[rng.integers(0, 9, size=14), np.arange(14)] = True  # every text has an image too

@@ -20,7 +20,8 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def five_caption_case(rng: np.random.Generator, n_img: int, d: int = 8) -> tuple[np.ndarray, np.ndarray, sparse.csr_matrix]:
+def five_caption_case(rng: np.random.Generator, n_img: int,
+                      d: int = 8) -> tuple[np.ndarray, np.ndarray, sparse.csr_matrix]:
     """Noisy paired embeddings with 5 unique captions per image, built via build_text_queries."""
     items = [item(i, *(f"caption {i}.{j}" for j in range(5))) for i in range(n_img)]
     texts, rel = build_text_queries(items)
@@ -93,7 +94,8 @@ def test_perfect_and_collapsed_embeddings() -> None:
     assert collapsed["i2t_medr"] == 5 * n - 5 + 1 and collapsed["t2i_medr"] == n
 
 
-def brute_fold_mean(img: np.ndarray, txt: np.ndarray, rel: np.ndarray, fold_size: int, n_folds: int) -> dict[str, float]:
+def brute_fold_mean(img: np.ndarray, txt: np.ndarray, rel: np.ndarray, fold_size: int,
+                    n_folds: int) -> dict[str, float]:
     per_fold = []
     for f in range(n_folds):
         rows = list(range(f * fold_size, (f + 1) * fold_size))

@@ -10,12 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hostile import TRAIN, cli_error, cli_ok, one_error_line, run_process, tree
 from safetensors.torch import load_file
 
 from xmr.models import load_model
 from xmr.utils.folders import OWNER_FILE, atomic_folder, make_temp_folder, recover_folder, remove_stale_temp_folders
 from xmr.utils.weights import weights_id
+
+from hostile import TRAIN, cli_error, cli_ok, one_error_line, run_process, tree
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hostile import TOY, TRAIN, cli_error, cli_ok, fill, remount_readonly, tmpfs, tree
 
 from xmr.models import load_model
+
+from hostile import TOY, TRAIN, cli_error, cli_ok, fill, remount_readonly, tmpfs, tree
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from conftest import make_shapes_dataset
-
     from xmr.cli import main
+
+    from conftest import make_shapes_dataset
 
     root = tmp_path_factory.mktemp("fs")
     manifest = make_shapes_dataset(root / "data", copies=2)

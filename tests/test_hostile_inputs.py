@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile import TOY, TRAIN, cli_error, cli_ok, one_error_line, run_process
 from PIL import Image
 
 from xmr.data.manifest import Item, read_manifest, write_manifest
@@ -19,12 +18,14 @@ from xmr.encoders.cache import FeatureCache
 from xmr.encoders.image_io import ImageReadConfig, UnreadableImage, image_to_array, load_rgb
 from xmr.errors import XmrError
 
+from hostile import TOY, TRAIN, cli_error, cli_ok, one_error_line, run_process
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from conftest import make_shapes_dataset
-
     from xmr.cli import main
+
+    from conftest import make_shapes_dataset
 
     root = tmp_path_factory.mktemp("inputs")
     manifest = make_shapes_dataset(root / "data", copies=2)

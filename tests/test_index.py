@@ -16,8 +16,6 @@ from xmr.index import INDEXES, Index, IndexConfig, create_index
 from vectors import DIM, unit_vectors  # tests/vectors.py
 
 
-
-
 def brute_force(xb: np.ndarray, xq: np.ndarray, k: int,
                 metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Dense exact top-k in float64. Returns (scores (nq, k), ids (nq, k)), best first."""

@@ -18,8 +18,6 @@ from xmr.index import Index, create_index, load_index
 from vectors import DIM, unit_vectors  # tests/vectors.py
 
 
-
-
 def built(name: str = "flat", n: int = 500, seed: int = 0, **kwargs: object) -> Index:
     index = create_index(name, dim=DIM, **kwargs)
     index.add(unit_vectors(n, seed=seed), ids=np.arange(n) * 3 + 11)

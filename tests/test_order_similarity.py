@@ -15,8 +15,8 @@ from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_ranks_from_embeddings
 from xmr.evaluation.similarity import order_scores
 from xmr.losses import order_similarity
-from xmr.search import Searcher
 from xmr.runs.config import RunConfig
+from xmr.search import Searcher
 
 TRAIN = ["--image-encoder", "toy-image", "--text-encoder", "toy-text", "--embed-dim", "32", "--epochs", "6",
          "--batch-size", "16", "--lr", "3e-3", "--patience", "0"]

@@ -13,7 +13,6 @@ from PIL import Image
 from xmr.encoders.regions import RegionEncoder, encode_regions, pool_regions
 from xmr.errors import XmrError
 
-
 # --- region features ---------------------------------------------------------------------------
 
 

@@ -7,8 +7,16 @@ import pytest
 import scipy.sparse as sp
 
 from xmr.errors import XmrError
-from xmr.rerank import (bidirectional_scores, cross_knn_affinity, diffuse, knn, mutual_knn_affinity,
-                        random_walk_scores, row_normalize, symmetric_normalize)
+from xmr.rerank import (
+    bidirectional_scores,
+    cross_knn_affinity,
+    diffuse,
+    knn,
+    mutual_knn_affinity,
+    random_walk_scores,
+    row_normalize,
+    symmetric_normalize,
+)
 
 
 def _unit(n: int, d: int = 8, seed: int = 0) -> np.ndarray:

@@ -15,10 +15,31 @@ import pytest
 from PIL import Image
 
 from xmr.data.manifest import read_manifest
-from xmr.data.scenes import (ATTRIBUTES, CELL_NAMES, COLOURS, SHAPES, SIZES, Modification, Scene, SceneObject,
-                             add_object, all_modifications, apply, change_attribute, describe, generate_cci_tree,
-                             make_cci_dataset, make_css_dataset, random_modification, random_scene,
-                             reachable_neighbours, read_neighbours, refer, remove_object, render)
+from xmr.data.scenes import (
+    ATTRIBUTES,
+    CELL_NAMES,
+    COLOURS,
+    SHAPES,
+    SIZES,
+    Modification,
+    Scene,
+    SceneObject,
+    add_object,
+    all_modifications,
+    apply,
+    change_attribute,
+    describe,
+    generate_cci_tree,
+    make_cci_dataset,
+    make_css_dataset,
+    random_modification,
+    random_scene,
+    reachable_neighbours,
+    read_neighbours,
+    refer,
+    remove_object,
+    render,
+)
 from xmr.data.triplets import read_triplets
 from xmr.errors import XmrError
 

@@ -12,8 +12,15 @@ from scipy.sparse.csgraph import floyd_warshall
 
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import first_relevant_ranks
-from xmr.search.rerankers import (RERANKERS, GalleryVectors, Reranker, create_reranker, load_reranker,
-                                  order_shortlist, rerankers_from_strings)
+from xmr.search.rerankers import (
+    RERANKERS,
+    GalleryVectors,
+    Reranker,
+    create_reranker,
+    load_reranker,
+    order_shortlist,
+    rerankers_from_strings,
+)
 from xmr.workflows.evaluate import reranked_ranks
 
 

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from xmr.cli import main
 from xmr.errors import XmrError
 from xmr.models import HEADS, create_head, load_model, make_a3vse_discriminators
+from xmr.runs.config import RunConfig
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.training import TrainConfig
 from xmr.training.sparse_objective import PAIR_NAMES, PAPER_WEIGHTS, sparse_alignment_loss
 from xmr.training.trainer import _epoch_order
-from xmr.runs.config import RunConfig
 from xmr.workflows.train import train_run
 
 D = 8

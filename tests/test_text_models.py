@@ -14,9 +14,23 @@ import torch
 import torch.nn.functional as F
 
 from xmr.errors import XmrError
-from xmr.text import (PAD_ID, TEXT_MODELS, UNK_ID, BiGRUTextEncoder, ResidualBlock1x2, TextCNN,
-                      TextEncoderConfig, VocabConfig, Vocabulary, create_text_model, embedding_matrix,
-                      encode_ids, load_glove, tokenize, vector_coverage)
+from xmr.text import (
+    PAD_ID,
+    TEXT_MODELS,
+    UNK_ID,
+    BiGRUTextEncoder,
+    ResidualBlock1x2,
+    TextCNN,
+    TextEncoderConfig,
+    VocabConfig,
+    Vocabulary,
+    create_text_model,
+    embedding_matrix,
+    encode_ids,
+    load_glove,
+    tokenize,
+    vector_coverage,
+)
 
 TEXTS = ["a red circle", "a blue square", "A red square!", "the blue, blue circle"]
 

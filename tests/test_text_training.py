@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from xmr.cli import main
-from xmr.text.word_ids import WordIdsEncoder
 from xmr.errors import XmrError
 from xmr.models import load_model
+from xmr.runs.config import RunConfig, load_run_config
 from xmr.search import Searcher
 from xmr.text import PAD_ID, Vocabulary, encode_ids, shift_positions
-from xmr.runs.config import RunConfig, load_run_config
+from xmr.text.word_ids import WordIdsEncoder
 
 TRAIN = ["--image-encoder", "toy-image", "--embed-dim", "32", "--epochs", "20", "--batch-size", "16",
          "--lr", "3e-3", "--patience", "0", "--word-vectors", "random"]

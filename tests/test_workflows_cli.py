@@ -204,7 +204,8 @@ def test_rerank_errors(trained: tuple[Path, Path, Path], tmp_path: Path, capsys:
           "alpha=1"], "alpha must be in (0, 1)"),
         (["index", str(run), "--split", "test", "--out", str(b), "--rerank", "diffusion", "--rerank-param", "k=40"],
          "k=40 is too large for a gallery of 36 images"),
-        (["eval", str(run), "--rerank", "diffusion", "--rerank-param", "beta=2"], "unknown re-ranking parameter 'beta'"),
+        (["eval", str(run), "--rerank", "diffusion", "--rerank-param", "beta=2"],
+         "unknown re-ranking parameter 'beta'"),
     ]
     for argv, needle in cases:
         capsys.readouterr()

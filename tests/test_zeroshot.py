@@ -9,9 +9,19 @@ import torch.nn.functional as F
 
 from xmr.evaluation.metrics import first_relevant_ranks
 from xmr.losses import batch_hard_triplet_loss, identity_ce_loss
-from xmr.rerank import (cross_knn_affinity, mutual_knn_affinity, row_normalize, symmetric_normalize)
-from xmr.zeroshot import (IdentityTrainConfig, WalkConfig, embed, fuse, pk_batches, retrieval_metrics,
-                          train_single_modal, train_two_stream, walk_both_ways, with_fallback)
+from xmr.rerank import cross_knn_affinity, mutual_knn_affinity, row_normalize, symmetric_normalize
+from xmr.zeroshot import (
+    IdentityTrainConfig,
+    WalkConfig,
+    embed,
+    fuse,
+    pk_batches,
+    retrieval_metrics,
+    train_single_modal,
+    train_two_stream,
+    walk_both_ways,
+    with_fallback,
+)
 
 
 def _loop_batch_hard(emb: torch.Tensor, labels: list[int], margin: float) -> float:

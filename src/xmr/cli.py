@@ -188,8 +188,8 @@ def _cmd_search(a: argparse.Namespace) -> None:
 
 def _cmd_eval(a: argparse.Namespace) -> None:
     from xmr.evaluation.protocol import format_side_by_side, format_table
-    from xmr.workflows.composed import evaluate_composed_run, is_composed_run
     from xmr.runs import load_run_config
+    from xmr.workflows.composed import evaluate_composed_run, is_composed_run
     from xmr.workflows.evaluate import eval_output_path, evaluate_run
 
     if a.task == "composed" or is_composed_run(a.run):

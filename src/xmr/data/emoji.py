@@ -37,8 +37,8 @@ from typing import cast
 
 from xmr.data.manifest import Item, write_manifest
 from xmr.errors import XmrError
-from xmr.utils.paths import default_cache_dir
 from xmr.utils.io import atomic_write_bytes, load_json, save_json
+from xmr.utils.paths import default_cache_dir
 from xmr.utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,20 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from xmr.data.edits import (FORMAT_VERSION, MANIFEST_NAME, TEST_FRACTION, TRIPLETS_NAME, VAL_FRACTION, Edit,
-                            assign_component_splits, dataset_is_complete, edit_report, edit_triplets, split_report,
-                            write_edit_dataset)
+from xmr.data.edits import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    TEST_FRACTION,
+    TRIPLETS_NAME,
+    VAL_FRACTION,
+    Edit,
+    assign_component_splits,
+    dataset_is_complete,
+    edit_report,
+    edit_triplets,
+    split_report,
+    write_edit_dataset,
+)
 from xmr.data.emoji import ensure_package, rasterise_svgs
 from xmr.data.manifest import Item
 from xmr.data.triplets import EditTriplet

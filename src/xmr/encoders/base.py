@@ -28,7 +28,6 @@ from xmr.modality import Modality
 from xmr.registry import Registry
 
 
-
 class Encoder(abc.ABC):
     """A frozen feature extractor. Subclasses set ``modality``, ``dim`` and ``encoder_id``.
 

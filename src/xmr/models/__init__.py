@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from xmr.layers.attention import ContextAttentionPool
+from xmr.models import region_heads  # noqa: F401  (register the region heads)
 from xmr.models.discriminator import (
     A3VSE_PAIRS,
     DomainDiscriminator,
@@ -13,7 +14,6 @@ from xmr.models.discriminator import (
 )
 from xmr.models.grl import GradientReversal, grad_reverse, grl_schedule
 from xmr.models.heads import HEADS, create_head
-from xmr.models import region_heads  # noqa: F401  (register the region heads)
 from xmr.models.joint import JointModel, ModelConfig, load_model
 from xmr.models.shared_classifier import SharedClassifier
 

@@ -9,14 +9,11 @@ joint image-text embedding manifold" (Sec. 3.2, Alg. 1).
 from __future__ import annotations
 
 from xmr.rerank.diffusion import bidirectional_scores, diffuse, random_walk_scores
-from xmr.rerank.geodesic import (epsilon_graph, geodesic_distances, geodesic_knn, great_circle,
-                                 procrustes_align)
-from xmr.rerank.graphs import (cross_knn_affinity, knn, mutual_knn_affinity, row_normalize,
-                               symmetric_normalize)
+from xmr.rerank.geodesic import epsilon_graph, geodesic_distances, geodesic_knn, great_circle, procrustes_align
+from xmr.rerank.graphs import cross_knn_affinity, knn, mutual_knn_affinity, row_normalize, symmetric_normalize
 from xmr.rerank.manifold_eval import count_smooth_paths, label_retrieval, sample_n_way_k_shot
 from xmr.rerank.offline import online_scores, online_topk, truncated_inverse
-from xmr.rerank.truncation import (gallery_guided_ranges, truncated_bidirectional_scores,
-                                   truncated_walk_scores)
+from xmr.rerank.truncation import gallery_guided_ranges, truncated_bidirectional_scores, truncated_walk_scores
 
 __all__ = ["knn", "mutual_knn_affinity", "cross_knn_affinity", "symmetric_normalize", "row_normalize",
            "diffuse", "random_walk_scores", "bidirectional_scores", "procrustes_align", "great_circle",

@@ -7,9 +7,15 @@ shortlist on the data manifold, from structures built beside the index.
 
 from __future__ import annotations
 
-from xmr.search.rerankers import (RERANKERS, GalleryVectors, Reranker, create_reranker, load_reranker,
-                                  rerankers_from_strings)
-from xmr.search.searcher import SearchHit, Searcher
+from xmr.search.rerankers import (
+                                  RERANKERS,
+                                  GalleryVectors,
+                                  Reranker,
+                                  create_reranker,
+                                  load_reranker,
+                                  rerankers_from_strings,
+)
+from xmr.search.searcher import Searcher, SearchHit
 
 __all__ = ["RERANKERS", "GalleryVectors", "Reranker", "SearchHit", "Searcher", "create_reranker", "load_reranker",
            "rerankers_from_strings"]

@@ -22,10 +22,27 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from xmr.errors import XmrError
-from xmr.rerank import (epsilon_graph, great_circle, knn, mutual_knn_affinity, online_scores, procrustes_align,
-                        row_normalize, symmetric_normalize, truncated_inverse)
-from xmr.search.rerank_base import (RERANKERS, GallerySides, Reranker, RerankParams, check_bool, check_float,
-                                    check_int, unit_rows)
+from xmr.rerank import (
+    epsilon_graph,
+    great_circle,
+    knn,
+    mutual_knn_affinity,
+    online_scores,
+    procrustes_align,
+    row_normalize,
+    symmetric_normalize,
+    truncated_inverse,
+)
+from xmr.search.rerank_base import (
+    RERANKERS,
+    GallerySides,
+    Reranker,
+    RerankParams,
+    check_bool,
+    check_float,
+    check_int,
+    unit_rows,
+)
 
 # -- parameters ----------------------------------------------------------------------------------
 

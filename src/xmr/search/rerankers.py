@@ -19,10 +19,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xmr.errors import XmrError
-from xmr.search.rerank_base import (RERANKERS, TARGETS, GalleryVectors, Reranker, RerankParams, Target,
-                                    first_text_pairs, load_reranker, order_shortlist)
-from xmr.search.rerank_methods import (BidirectionalParams, BidirectionalReranker, DiffusionParams,
-                                       DiffusionReranker, GeodesicParams, GeodesicReranker)
+from xmr.search.rerank_base import (
+    RERANKERS,
+    TARGETS,
+    GalleryVectors,
+    Reranker,
+    RerankParams,
+    Target,
+    first_text_pairs,
+    load_reranker,
+    order_shortlist,
+)
+from xmr.search.rerank_methods import (
+    BidirectionalParams,
+    BidirectionalReranker,
+    DiffusionParams,
+    DiffusionReranker,
+    GeodesicParams,
+    GeodesicReranker,
+)
 from xmr.utils.io import load_json
 
 __all__ = ["RERANKERS", "TARGETS", "GalleryVectors", "Reranker", "RerankParams", "Target", "DiffusionParams",

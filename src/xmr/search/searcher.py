@@ -25,10 +25,10 @@ from xmr.errors import XmrError
 from xmr.evaluation.similarity import score_fn
 from xmr.index import Index, load_index
 from xmr.models import JointModel
+from xmr.runs.config import load_run, run_encoders
 from xmr.search.rerank_base import Modality, Reranker, Target, load_reranker, order_shortlist
 from xmr.search.rerankers import RERANKERS, index_fingerprint, rerank_dir
 from xmr.utils.io import load_json
-from xmr.runs.config import load_run, run_encoders
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,8 @@ class Searcher:
         run = Path(self._run_dir) if self._run_dir is not None else None
         args = [str(run) if run is not None else "RUN"]
         if self.index_dir is not None:
-            built = load_json(self.index_dir / "index_run.json") if (self.index_dir / "index_run.json").is_file() else {}
+            built_file = self.index_dir / "index_run.json"
+            built = load_json(built_file) if built_file.is_file() else {}
             if isinstance(built, dict) and built.get("split"):
                 args.append(f"--split {built['split']}")
             if run is None or self.index_dir.resolve() != (run / "index").resolve():

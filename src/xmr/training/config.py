@@ -88,7 +88,8 @@ class TrainConfig:
             raise XmrError(f"stage1_epochs ({self.stage1_epochs}) must be in [1, epochs={self.epochs}) "
                              f"with then={self.then!r}")
         checks = {
-            "seed": 0 <= self.seed < 2**32, "margin": self.margin >= 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
+            "seed": 0 <= self.seed < 2**32, "margin": self.margin >= 0, "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 2,
             "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
             "warmup_epochs": self.warmup_epochs >= 0, "patience": self.patience >= 0,
             "vse0_warmup_epochs": self.vse0_warmup_epochs >= 0, "collapse_epochs": self.collapse_epochs >= 1,

@@ -22,7 +22,6 @@ from typing import IO, Any
 from xmr.errors import XmrError
 from xmr.utils.faults import crash_point
 
-
 _LOW_SPACE = 1 << 20  # bytes: a failed write with less than this free is reported as a full disk
 
 
@@ -80,7 +79,8 @@ def check_writable(folder: str | os.PathLike[str], what: str = "folder") -> Path
         read_only = False
         with contextlib.suppress(OSError):
             read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
-        raise XmrError(f"cannot write into {what} {folder}: {'read-only file system' if read_only else 'permission denied'}")
+        reason = "read-only file system" if read_only else "permission denied"
+        raise XmrError(f"cannot write into {what} {folder}: {reason}")
     return folder
 
 

@@ -27,13 +27,13 @@ from xmr.data.manifest import Item, read_manifest
 from xmr.data.triplets import EditTriplet, read_triplets, target_identity
 from xmr.encoders import create_encoder, encode_images, encode_texts
 from xmr.encoders.regions import encode_regions
-from xmr.text.word_ids import WordIdsEncoder
 from xmr.errors import XmrError
+from xmr.runs.config import RUN_FILE
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
+from xmr.text.word_ids import WordIdsEncoder
 from xmr.training.composed import ComposedData, ComposedResult, ComposedTrainConfig, evaluate_composed, train_composed
 from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
 from xmr.workflows.features import feature_cache_dir
-from xmr.runs.config import RUN_FILE
 
 log = logging.getLogger(__name__)
 

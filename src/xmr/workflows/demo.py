@@ -18,12 +18,12 @@ import numpy as np
 
 from xmr.data import Item, fetch_dataset, read_manifest, select_split
 from xmr.evaluation.protocol import build_text_queries, evaluate_embeddings, format_table
+from xmr.runs.config import RunConfig
 from xmr.search import Searcher
 from xmr.training import TrainConfig
 from xmr.utils.io import save_json
 from xmr.workflows.evaluate import evaluate_run
 from xmr.workflows.index import index_run
-from xmr.runs.config import RunConfig
 from xmr.workflows.train import train_run
 
 log = logging.getLogger(__name__)

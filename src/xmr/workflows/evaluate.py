@@ -21,16 +21,16 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevant_ranks, label_retrieval_metrics
 from xmr.errors import XmrError
+from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevant_ranks, label_retrieval_metrics
 from xmr.evaluation.overlap import overlap_indicator, positive_negative_sims
 from xmr.evaluation.protocol import evaluate_embeddings
 from xmr.models import JointModel
+from xmr.runs.config import load_run, run_encoders, run_items
 from xmr.search.rerank_base import GalleryVectors, Modality, Reranker, order_shortlist
 from xmr.search.rerankers import create_reranker
 from xmr.utils.io import check_writable, save_json
 from xmr.workflows.features import FeatureSet, encode_items
-from xmr.runs.config import load_run, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,21 @@ import numpy as np
 from xmr.data.manifest import write_manifest
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
-from xmr.search.rerankers import (TARGETS, GalleryVectors, Reranker, Target, create_reranker, first_text_pairs,
-                                  index_fingerprint, rerank_dir)
+from xmr.models import JointModel
+from xmr.runs.config import RunConfig, load_run, run_encoders, run_items
+from xmr.search.rerankers import (
+    TARGETS,
+    GalleryVectors,
+    Reranker,
+    Target,
+    create_reranker,
+    first_text_pairs,
+    index_fingerprint,
+    rerank_dir,
+)
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import check_writable, load_json, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
-from xmr.models import JointModel
-from xmr.runs.config import RunConfig, load_run, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 

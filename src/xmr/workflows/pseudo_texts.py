@@ -14,8 +14,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from xmr.errors import XmrError
 from xmr.data.manifest import Item
+from xmr.errors import XmrError
 from xmr.semantics.labeller import PSEUDO_TEXT_KINDS, ImageNetLabeller, pseudo_text
 from xmr.utils.paths import default_cache_dir
 from xmr.utils.progress import progress

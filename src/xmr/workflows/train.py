@@ -11,15 +11,15 @@ from xmr.data.manifest import Item, select_split, write_manifest
 from xmr.data.sparse import sparsify
 from xmr.errors import XmrError
 from xmr.models import ModelConfig
+from xmr.runs.config import RUN_FILE, RunConfig, run_encoders, run_items
+from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
 from xmr.utils.folders import exclusive_lock
 from xmr.utils.io import check_writable, ensure_folder, load_json, matches_saved, save_json
-from xmr.semantics.labeller import ImageNetLabeller
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
 from xmr.workflows.pseudo_texts import make_pseudo_items
-from xmr.runs.config import RUN_FILE, RunConfig, run_encoders, run_items
 
 log = logging.getLogger(__name__)
 

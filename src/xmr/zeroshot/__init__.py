@@ -8,8 +8,15 @@
 
 from __future__ import annotations
 
-from xmr.zeroshot.identity import (IdentityTrainConfig, SingleModalNet, TwoStreamNet, embed, pk_batches,
-                                   train_single_modal, train_two_stream)
+from xmr.zeroshot.identity import (
+                                   IdentityTrainConfig,
+                                   SingleModalNet,
+                                   TwoStreamNet,
+                                   embed,
+                                   pk_batches,
+                                   train_single_modal,
+                                   train_two_stream,
+)
 from xmr.zeroshot.manifolds import WalkConfig, fuse, retrieval_metrics, walk_both_ways, with_fallback
 
 __all__ = ["IdentityTrainConfig", "SingleModalNet", "TwoStreamNet", "embed", "pk_batches",

@@ -25,8 +25,16 @@ import scipy.sparse as sp
 
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import cmc, first_relevant_ranks, mean_average_precision
-from xmr.rerank import (cross_knn_affinity, gallery_guided_ranges, knn, mutual_knn_affinity,
-                        random_walk_scores, row_normalize, symmetric_normalize, truncated_walk_scores)
+from xmr.rerank import (
+    cross_knn_affinity,
+    gallery_guided_ranges,
+    knn,
+    mutual_knn_affinity,
+    random_walk_scores,
+    row_normalize,
+    symmetric_normalize,
+    truncated_walk_scores,
+)
 
 
 @dataclass(frozen=True)
