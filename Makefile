@@ -1,6 +1,6 @@
 # The two set-up commands of the README:
 #   make demo   installs xmr into .venv and runs its main job (xmr demo)
-#   make test   installs xmr (with test extras) into .venv and runs the test suite
+#   make test   installs xmr (with test extras) into .venv, runs ruff and mypy, then the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -19,7 +19,10 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/xmr demo
 
+# lint and import order, types, then the tests (ruff and mypy are configured in pyproject.toml)
 test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # Fashion-MNIST for the label-retrieval benchmark and WordNet 3.0 for xmr.semantics (A3VSE

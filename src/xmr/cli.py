@@ -29,7 +29,7 @@ from xmr.errors import XmrError
 from xmr.utils.io import os_error_reason
 
 if TYPE_CHECKING:
-    from xmr.search.rerank_base import Reranker
+    from xmr.search.rerank_base import Reranker, Target
     from xmr.text import TextEncoderConfig
     from xmr.training import TrainConfig
 
@@ -58,12 +58,12 @@ def _cmd_fetch(a: argparse.Namespace) -> None:
 def _cmd_encode(a: argparse.Namespace) -> None:
     from xmr.data.manifest import select_split
     from xmr.data.readers import read_items
-    from xmr.encoders import create_encoder
+    from xmr.encoders import create_image_encoder, create_text_encoder
     from xmr.workflows.features import encode_items, feature_cache_dir, skipped_list_path, write_skipped
 
     items = select_split(read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad), a.split)
-    fs = encode_items(items, image_encoder=create_encoder(a.image_encoder),  # type: ignore[arg-type]
-                      text_encoder=create_encoder(a.text_encoder or DEFAULT_TEXT_ENCODER),  # type: ignore[arg-type]
+    fs = encode_items(items, image_encoder=create_image_encoder(a.image_encoder),
+                      text_encoder=create_text_encoder(a.text_encoder or DEFAULT_TEXT_ENCODER),
                       cache_dir=a.cache_dir, skip_bad=a.skip_bad)
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
@@ -152,7 +152,7 @@ def _rerankers(a: argparse.Namespace) -> list[Reranker]:
 def _cmd_index(a: argparse.Namespace) -> None:
     from xmr.workflows.index import index_run
 
-    targets = ["images", "texts"] if a.rerank_target == "both" else [a.rerank_target]
+    targets: list[Target] = ["images", "texts"] if a.rerank_target == "both" else [a.rerank_target]
     out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory,
                     texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
                     cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad)
@@ -181,9 +181,9 @@ def _cmd_search(a: argparse.Namespace) -> None:
     s = Searcher.from_run(a.run, a.index, rerank=rerank[0].name if rerank else None, rerank_params=params)
     hits = s.search_text(a.text, a.k, target=a.target) if a.text is not None else \
         s.search_image(a.image, a.k, target=a.target)
-    for h in hits:
-        where = f"  {h.id}  [{h.style}]  {h.image}" if h.image else ""
-        print(f"{h.rank:>3}  {h.score:.3f}  {h.text}{where}")
+    for hit in hits:
+        where = f"  {hit.id}  [{hit.style}]  {hit.image}" if hit.image else ""
+        print(f"{hit.rank:>3}  {hit.score:.3f}  {hit.text}{where}")
 
 
 def _cmd_eval(a: argparse.Namespace) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
 from xmr.errors import XmrError
 
@@ -14,4 +14,4 @@ def check_modality(value: object, what: str = "modality") -> Modality:
     """``value`` if it is a modality; anything else (``"images"``, ``None`` ...) is an XmrError naming it."""
     if value not in MODALITIES:
         raise XmrError(f"{what} must be 'image' or 'text', got {value!r}")
-    return cast(Modality, value)
+    return value

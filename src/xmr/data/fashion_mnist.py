@@ -39,7 +39,7 @@ SPLIT_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
-_IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+_IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -134,7 +134,7 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> 
         raise XmrError(f"unknown Fashion-MNIST split {split!r}; use one of {sorted(SPLIT_FILES)}")
     folder = find_fashion_mnist_dir(root)
     img_path, lab_path = (_locate(folder, stem) for stem in SPLIT_FILES[split])
-    images, labels = read_idx(img_path), read_idx(lab_path)  # type: ignore[arg-type]
+    images, labels = read_idx(img_path), read_idx(lab_path)  # type: ignore[arg-type]  # _locate found both files
     if images.ndim != 3 or images.dtype != np.uint8:
         raise XmrError(f"expected uint8 images of shape (n, rows, cols), got {images.dtype} {images.shape}: {img_path}")
     if labels.ndim != 1 or len(labels) != len(images):

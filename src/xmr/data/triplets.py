@@ -55,7 +55,8 @@ def write_triplets(triplets: Iterable[EditTriplet], path: str | Path) -> Path:
     return path
 
 
-def read_triplets(path: str | Path, items: Mapping[str, Item] | Sequence[Item] | None = None) -> list[EditTriplet]:
+def read_triplets(path: str | Path, items: Mapping[str, object] | Sequence[Item] | None = None
+                  ) -> list[EditTriplet]:
     """Read a triplet JSONL file; with ``items``, every id must name one of them.
 
     Raises:

@@ -18,12 +18,13 @@ Add your own (say a CLIP you have on disk) by registering a factory::
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from xmr.errors import XmrError
 from xmr.modality import Modality
 from xmr.registry import Registry
 
@@ -68,9 +69,25 @@ class ImageEncoder(Encoder):
         """Read and preprocess one image; raise XmrError naming the path if it is unusable."""
 
 
-ENCODERS: Registry[type[Encoder]] = Registry("encoder")
+ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")  # classes, or factories (region encoders)
 
 
 def create_encoder(name: str, **kwargs: object) -> Encoder:
     """Instantiate the encoder registered as ``name`` (weights load on first use)."""
     return ENCODERS.get(name)(**kwargs)
+
+
+def create_image_encoder(name: str, **kwargs: object) -> ImageEncoder:
+    """:func:`create_encoder` for an image encoder; a text encoder's name is refused by name."""
+    enc = create_encoder(name, **kwargs)
+    if not isinstance(enc, ImageEncoder):
+        raise XmrError(f"encoder {name!r} encodes {enc.modality}s, not images; give an image encoder (xmr list)")
+    return enc
+
+
+def create_text_encoder(name: str, **kwargs: object) -> TextEncoder:
+    """:func:`create_encoder` for a text encoder; an image encoder's name is refused by name."""
+    enc = create_encoder(name, **kwargs)
+    if not isinstance(enc, TextEncoder):
+        raise XmrError(f"encoder {name!r} encodes {enc.modality}s, not texts; give a text encoder (xmr list)")
+    return enc

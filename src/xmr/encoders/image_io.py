@@ -125,7 +125,8 @@ def load_rgb(path: str | Path, min_side: int | None = None, config: ImageReadCon
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            with Image.open(path) as im:
+            with Image.open(path) as opened:
+                im: Image.Image = opened
                 w, h = im.size
                 if w * h > config.max_pixels:
                     raise UnreadableImage(path, f"image of {w} x {h} = {w * h:,} pixels is over the limit of "

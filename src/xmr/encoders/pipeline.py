@@ -86,8 +86,7 @@ def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[T], U], items: Sequence[
         pending.append(pool.submit(fn, x))
     while pending:
         done = pending.popleft().result()
-        nxt = next(it, _END)
-        if nxt is not _END:
+        for nxt in itertools.islice(it, 1):
             pending.append(pool.submit(fn, nxt))
         yield done
 
@@ -131,7 +130,7 @@ def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], 
 
 def _load_one(encoder: Encoder, kv: tuple[str, object], skip_bad: bool) -> object:
     try:
-        return encoder.load(kv[1])  # type: ignore[arg-type]
+        return encoder.load(kv[1])  # type: ignore[attr-defined]  # image and text encoders both have load()
     except XmrError as e:
         if not skip_bad:
             raise
@@ -142,7 +141,7 @@ def _gather(cache: FeatureCache, keys: Sequence[str | None], bad_keys: set[str])
     ok = np.array([k is not None and k not in bad_keys for k in keys], dtype=bool)
     feats = np.full((len(keys), cache.dim), np.nan, dtype=np.float32)
     if ok.any():
-        feats[ok] = cache.get([k for k, good in zip(keys, ok) if good])  # type: ignore[misc]
+        feats[ok] = cache.get([k for k, good in zip(keys, ok) if good])  # type: ignore[misc]  # good keys are never None
     return feats, ok
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from xmr.data.manifest import Item
-from xmr.encoders.base import ENCODERS, ImageEncoder, create_encoder
+from xmr.encoders.base import ENCODERS, ImageEncoder, create_image_encoder
 from xmr.encoders.pipeline import encode_images
 from xmr.errors import XmrError
 
@@ -99,7 +99,7 @@ class RegionEncoder(ImageEncoder):
 
     @torch.inference_mode()
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
-        fmap = self.base.spatial_features(self._to_input(inputs))  # type: ignore[arg-type]
+        fmap = self.base.spatial_features(self._to_input(inputs))  # type: ignore[arg-type]  # loaded arrays
         if fmap.shape[1] != self.channels:
             raise XmrError(f"{self.base.encoder_id} feature map has {fmap.shape[1]} channels, "
                            f"expected {self.channels}")
@@ -136,7 +136,7 @@ def encode_regions(items_or_paths: Sequence[Item | str | Path], encoder: Spatial
 @ENCODERS.register("efficientnet-lite0-regions")
 def efficientnet_regions(*, grid: int = 3) -> RegionEncoder:
     """EfficientNet-Lite0's final 7 x 7 x 1280 map pooled to ``grid x grid`` regions (A3VSE's image input)."""
-    return RegionEncoder(create_encoder("efficientnet-lite0"), grid=grid)  # type: ignore[arg-type]
+    return RegionEncoder(create_image_encoder("efficientnet-lite0"), grid=grid)  # type: ignore[arg-type]  # has spatial_features
 
 
 @ENCODERS.register("toy-image-regions")
@@ -145,4 +145,4 @@ def toy_regions(*, grid: int = 2, dim: int = 64, seed: int = 0) -> RegionEncoder
     from xmr.encoders.toy import ToyImageEncoder
 
     base = ToyImageEncoder(dim=dim, seed=seed)
-    return RegionEncoder(base, grid=grid, to_input=base.to_input)  # type: ignore[arg-type]
+    return RegionEncoder(base, grid=grid, to_input=base.to_input)

@@ -43,7 +43,7 @@ class ToyImageEncoder(ImageEncoder):
     @staticmethod
     def to_input(inputs: Sequence[object]) -> torch.Tensor:
         """Loaded uint8 images -> the net's input batch. Shape: (B, S, S, 3) -> (B, 3, S, S)."""
-        return torch.from_numpy(np.stack(inputs)).permute(0, 3, 1, 2).float() / 255.0 - 0.5  # type: ignore[arg-type]
+        return torch.from_numpy(np.stack(inputs)).permute(0, 3, 1, 2).float() / 255.0 - 0.5  # type: ignore[arg-type]  # load() made each input an array
 
     @torch.inference_mode()
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ Conventions:
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 PRIMARY_METRIC = "rsum"
 """The key to select checkpoints on: the sum of R@1/5/10 in both directions."""
 
-Relevance = np.ndarray | sparse.spmatrix | sparse.sparray
+Relevance: typing.TypeAlias = "np.ndarray | sparse.spmatrix | sparse.sparray"
 
 _CHUNK_ELEMENTS = 1 << 22  # ~4M scores per chunk: tens of MB of temporaries
 
@@ -70,7 +71,7 @@ def _as_relevance(relevance: Relevance, shape: tuple[int, ...]) -> np.ndarray | 
 def _dense_rows(rel: np.ndarray | sparse.csr_matrix, start: int, stop: int) -> np.ndarray:
     block = rel[start:stop]
     if sparse.issparse(block):
-        block = block.toarray()
+        return typing.cast(sparse.csr_matrix, block).toarray().astype(bool, copy=False)
     return np.asarray(block).astype(bool, copy=False)
 
 
@@ -84,7 +85,7 @@ def _map_row_blocks(scores: np.ndarray, relevance: Relevance, chunk_rows: int | 
     rel = _as_relevance(relevance, scores.shape)
     n_q, n_g = scores.shape
     step = _check_chunk_rows(chunk_rows, n_g)
-    out = np.empty(n_q, dtype=dtype)
+    out: np.ndarray = np.empty(n_q, dtype=dtype)
     for a in range(0, n_q, step):
         b = min(a + step, n_q)
         out[a:b] = block_fn(scores[a:b], _dense_rows(rel, a, b), a)

@@ -20,6 +20,7 @@ Numpy only (Pillow, lazily, for the optional plot); never torch.
 from __future__ import annotations
 
 import os
+import typing
 
 import numpy as np
 from scipy import sparse
@@ -27,7 +28,7 @@ from scipy import sparse
 from xmr.errors import XmrError
 from xmr.utils.io import atomic_save_file
 
-Relevance = np.ndarray | sparse.spmatrix
+Relevance: typing.TypeAlias = "np.ndarray | sparse.spmatrix"
 
 _RANGE_TOL = 1e-6  # cosines of normalised float32 vectors stray this far outside [-1, 1]
 
@@ -130,7 +131,8 @@ def positive_negative_sims(img_emb: np.ndarray, txt_emb: np.ndarray, relevance: 
     for start in range(0, shape[0], chunk_rows):
         stop = min(start + chunk_rows, shape[0])
         block = img[start:stop] @ txt.T
-        rel_block = rel[start:stop].toarray() if sparse.issparse(rel) else rel[start:stop]
+        rel_block = typing.cast(sparse.csr_matrix, rel[start:stop]).toarray() if sparse.issparse(rel) \
+            else rel[start:stop]
         negs.append(block[~rel_block])
     return pos, np.concatenate(negs) if negs else np.zeros(0)
 

@@ -93,4 +93,4 @@ class IndexConfig:
             raise XmrError(f"unknown index config keys {unknown}")
         if "dim" not in data:
             raise XmrError("index config has no 'dim'")
-        return cls(**data)  # type: ignore[arg-type]
+        return cls(**data)  # type: ignore[arg-type]  # JSON values; __post_init__ validates each

@@ -16,6 +16,7 @@ import logging
 import operator
 import os
 import time
+import typing
 from pathlib import Path
 
 import faiss
@@ -158,7 +159,7 @@ class Index:
         """
         changes = {name: value for name, value in (("nprobe", nprobe), ("ef_search", ef_search))
                    if value is not None}
-        config = dataclasses.replace(self.config, **changes)
+        config = dataclasses.replace(self.config, **changes)  # type: ignore[arg-type]  # int knobs only
         self.config = config
         apply_search_params(self._index, nprobe=config.nprobe, ef_search=config.ef_search,
                             factory=config.factory)
@@ -342,17 +343,18 @@ class Index:
         meta = read_index_meta(directory)
         json_path = directory / CONFIG_FILE
         try:
-            config = IndexConfig.from_dict(meta["config"])  # type: ignore[arg-type]
+            config = IndexConfig.from_dict(meta["config"])  # type: ignore[arg-type]  # a dict: read_index_meta checked
         except (ValueError, TypeError) as e:
             raise XmrError(f"{json_path}: invalid index config ({e})") from None
         _check_expected(directory, config, expect_dim, expect_model_id)
         index = read_index_file(directory, meta)
         _check_loaded(directory, config, index, meta.get("ntotal"))
-        ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
-        if np.array_equal(ids, np.arange(ids.size)):
+        mapped = typing.cast(faiss.IndexIDMap, index)  # _check_loaded made sure it is one
+        ids: np.ndarray | None = faiss.vector_to_array(mapped.id_map).astype(np.int64, copy=False)
+        if ids is not None and np.array_equal(ids, np.arange(ids.size)):
             ids = None
         obj = cls.__new__(cls)
-        obj._setup(config, faiss.downcast_index(index.index), ids=ids, owner=index)
+        obj._setup(config, faiss.downcast_index(mapped.index), ids=ids, owner=index)
         logger.info("loaded %r from %s", obj, directory)
         return obj
 

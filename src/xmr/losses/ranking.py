@@ -102,10 +102,10 @@ def vse_loss(img: torch.Tensor | None, txt: torch.Tensor | None, *, margin: floa
 @LOSSES.register("vse0")
 def vse0_loss(img: torch.Tensor, txt: torch.Tensor, **kw: object) -> dict[str, torch.Tensor]:
     """VSE0: :func:`vse_loss` summed over all in-batch negatives."""
-    return vse_loss(img, txt, **{**kw, "max_violation": False})  # type: ignore[arg-type]
+    return vse_loss(img, txt, **{**kw, "max_violation": False})
 
 
 @LOSSES.register("vse++")
 def vsepp_loss(img: torch.Tensor, txt: torch.Tensor, **kw: object) -> dict[str, torch.Tensor]:
     """VSE++: :func:`vse_loss` with the hardest in-batch negative (max violation)."""
-    return vse_loss(img, txt, **{**kw, "max_violation": True})  # type: ignore[arg-type]
+    return vse_loss(img, txt, **{**kw, "max_violation": True})

@@ -24,12 +24,12 @@ class _GradientReversal(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, coeff: float) -> torch.Tensor:
-        ctx.coeff = coeff  # type: ignore[attr-defined]
+        ctx.coeff = coeff  # type: ignore[attr-defined]  # autograd ctx objects take any attribute
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return -ctx.coeff * grad, None  # type: ignore[attr-defined]
+        return -ctx.coeff * grad, None  # type: ignore[attr-defined]  # set in forward
 
 
 def grad_reverse(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:

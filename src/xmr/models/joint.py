@@ -182,7 +182,7 @@ class JointModel(nn.Module):
         s* = lam s(t_h, v_h) + (1 - lam) s(t_l, v_l), for the inner product and for the order
         violation alike (both are homogeneous of degree 2 in a positive scale); the joined
         vector has unit norm, so FAISS, evaluation and re-ranking use it unchanged."""
-        lam = float(self.config.two_branch)  # type: ignore[arg-type]
+        lam = float(self.config.two_branch)  # type: ignore[arg-type]  # only called on two-branch models
         return torch.cat([math.sqrt(lam) * abstract, math.sqrt(1.0 - lam) * grounded], dim=-1)
 
     @torch.inference_mode()

@@ -23,21 +23,21 @@ from xmr.errors import XmrError
 from xmr.rerank.geodesic import epsilon_graph, geodesic_knn
 
 
-def sample_n_way_k_shot(labels: Sequence[object], n_way: int, k_shot: int, *, seed: int = 0
+def sample_n_way_k_shot(labels: Sequence[object] | np.ndarray, n_way: int, k_shot: int, *, seed: int = 0
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Database and query indices: ``n_way`` random classes, ``k_shot`` database points each.
 
     Classes with fewer than ``k_shot + 1`` points are not eligible (they would have no query).
     """
-    labels = np.asarray(labels, dtype=object)
-    classes, counts = np.unique(labels.astype(str), return_counts=True)
+    as_str = np.asarray(labels, dtype=object).astype(str)
+    classes, counts = np.unique(as_str, return_counts=True)
     eligible = classes[counts > k_shot]
     if n_way < 1 or k_shot < 1 or len(eligible) < n_way:
         raise XmrError(f"need {n_way} classes with more than {k_shot} points each; {len(eligible)} qualify")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(eligible, size=n_way, replace=False)
-    db, queries = [], []
-    as_str = labels.astype(str)
+    db: list[np.ndarray] = []
+    queries: list[np.ndarray] = []
     for c in chosen:
         idx = rng.permutation(np.flatnonzero(as_str == c))
         db.extend(idx[:k_shot])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TypedDict
 from pathlib import Path
 
 from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
-from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_encoder
+from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.data.sparse import SparseSpec
 from xmr.text.word_ids import WordIdsEncoder
 from xmr.errors import XmrError
@@ -93,7 +94,7 @@ class RunConfig:
             raise XmrError("pseudo-texts and the adversarial terms need the cosine similarity")
         if self.text_encoder in TEXT_MODELS.names():
             if self.text_model is None:
-                object.__setattr__(self, "text_model", TextEncoderConfig(kind=self.text_encoder))  # type: ignore[arg-type]
+                object.__setattr__(self, "text_model", TextEncoderConfig(kind=self.text_encoder))  # type: ignore[arg-type]  # a TEXT_MODELS name, checked above
             elif self.text_model.kind != self.text_encoder:
                 raise XmrError(f"text_encoder {self.text_encoder!r} but text_model.kind {self.text_model.kind!r}")
         else:
@@ -165,15 +166,22 @@ def run_items(cfg: RunConfig, *, manifest: str | None = None, split: str | None 
                         split)
 
 
-def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> dict[str, ImageEncoder | TextEncoder]:
+class RunEncoders(TypedDict):
+    """The run's encoders, as :func:`~xmr.workflows.features.encode_items` keyword arguments."""
+
+    image_encoder: ImageEncoder
+    text_encoder: TextEncoder
+
+
+def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> RunEncoders:
     """The run's encoders as ``encode_items`` keyword arguments (weights load on first use).
 
     A word-level text model's "encoder" turns texts into id rows of ``vocab`` (the training
     vocabulary: the trained model's ``vocab``), so it is required then.
     """
-    image_encoder = create_encoder(cfg.image_encoder)
+    image_encoder = create_image_encoder(cfg.image_encoder)
     if cfg.text_model is None:
-        return {"image_encoder": image_encoder, "text_encoder": create_encoder(cfg.text_encoder)}  # type: ignore[dict-item]
+        return {"image_encoder": image_encoder, "text_encoder": create_text_encoder(cfg.text_encoder)}
     if vocab is None:
         raise XmrError(f"the run's {cfg.text_encoder} text model needs its vocabulary (the model's vocab.json)")
-    return {"image_encoder": image_encoder, "text_encoder": WordIdsEncoder(vocab, cfg.text_model.length)}  # type: ignore[dict-item]
+    return {"image_encoder": image_encoder, "text_encoder": WordIdsEncoder(vocab, cfg.text_model.length)}

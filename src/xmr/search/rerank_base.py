@@ -143,9 +143,10 @@ def check_int(method: str, name: str, value: object, low: int = 1) -> None:
 
 def check_float(method: str, name: str, value: object, low: float, high: float, *,
                 open_low: bool = False, open_high: bool = False) -> None:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and bool(np.isfinite(value))
     if ok:
-        ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+        v = float(value)  # type: ignore[arg-type]  # a real number, checked just above
+        ok = (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
     if not ok:
         rule = f"in {'(' if open_low else '['}{low:g}, {'inf' if high == np.inf else f'{high:g}'}" \
                f"{')' if open_high else ']'}"
@@ -204,7 +205,7 @@ def params_from_mapping(cls: type[RerankParams], values: Mapping[str, object]) -
     unknown = sorted(set(values) - fields)
     if unknown:
         raise XmrError(f"unknown {cls.METHOD} parameter {unknown[0]!r}; known: {', '.join(sorted(fields))}")
-    return cls(**{k: _coerce(cls.METHOD, k, hints[k], v) for k, v in values.items()})  # type: ignore[arg-type]
+    return cls(**{k: _coerce(cls.METHOD, k, hints[k], v) for k, v in values.items()})  # type: ignore[arg-type]  # _coerce made each value its field's type
 
 
 def params_dict(params: RerankParams) -> dict[str, object]:
@@ -361,7 +362,7 @@ class Reranker(abc.ABC):
         directory.parent.mkdir(parents=True, exist_ok=True)
         arrays, matrices, info = self._state()
         with atomic_folder(directory) as tmp:
-            np.savez(tmp / ARRAYS_FILE, **arrays)  # the whole folder is swapped in at the end
+            np.savez(tmp / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
             for key, m in matrices.items():
                 sp.save_npz(tmp / f"{key}.npz", sp.csr_matrix(m), compressed=False)
             save_json(tmp / META_FILE, {"format": FORMAT, "version": VERSION, "method": self.name,

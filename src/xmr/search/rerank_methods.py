@@ -257,7 +257,7 @@ class DiffusionReranker(Reranker):
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, sp.csr_matrix], dict[str, object]]:
         return {}, {"inverse": self.inverse}, {"nnz": int(self.inverse.nnz)}
 
-    def _set_state(self, arrays, matrices, info) -> None:  # type: ignore[no-untyped-def]
+    def _set_state(self, arrays, matrices, info) -> None:
         self.inverse = matrices["inverse"]
 
 
@@ -314,10 +314,10 @@ class BidirectionalReranker(Reranker):
         if p.k_cross > n:
             raise XmrError(f"bidirectional parameter k_cross={p.k_cross} is larger than the gallery ({n})")
         xj, yj = unit_rows(sides.target), unit_rows(sides.other)
-        xf, yf = (unit_rows(sides.target_feats), unit_rows(sides.other_feats)) if p.hetero else (xj, yj)  # type: ignore[arg-type]
+        xf, yf = (unit_rows(sides.target_feats), unit_rows(sides.other_feats)) if p.hetero else (xj, yj)  # type: ignore[arg-type]  # fit checked feats exist when hetero
         kw = {"k": p.k, "gamma": p.gamma, "alpha": p.alpha, "n_trunc": p.n_trunc}
-        self.inverse_x = diffusion_inverse(xf, **kw)  # type: ignore[arg-type]
-        inverse_y = diffusion_inverse(yf, **kw)  # type: ignore[arg-type]
+        self.inverse_x = diffusion_inverse(xf, **kw)  # type: ignore[arg-type]  # int and float knobs
+        inverse_y = diffusion_inverse(yf, **kw)  # type: ignore[arg-type]  # int and float knobs
         sims, ids = knn(yj, p.k_cross, y=xj)
         w = np.power(np.clip(sims, 0.0, None), p.gamma).ravel()
         s_yx = row_normalize(sp.csr_matrix((w, (np.repeat(np.arange(m), p.k_cross), ids.ravel())), shape=(m, n)))
@@ -356,7 +356,7 @@ class BidirectionalReranker(Reranker):
         return ({"other_points": self.other_points}, {"inverse_x": self.inverse_x, "cross_y": self.cross_y},
                 {"nnz": int(self.inverse_x.nnz + self.cross_y.nnz)})
 
-    def _set_state(self, arrays, matrices, info) -> None:  # type: ignore[no-untyped-def]
+    def _set_state(self, arrays, matrices, info) -> None:
         self.other_points = arrays["other_points"]
         self.inverse_x, self.cross_y = matrices["inverse_x"], matrices["cross_y"]
 
@@ -439,7 +439,7 @@ class GeodesicReranker(Reranker):
                 {"epsilon": self.epsilon, "n_vertices": len(self.points), "n_edges": int(self.graph.nnz // 2),
                  "alignment": self.alignment})
 
-    def _set_state(self, arrays, matrices, info) -> None:  # type: ignore[no-untyped-def]
+    def _set_state(self, arrays, matrices, info) -> None:
         self.points, self.rotation, self.shift = arrays["points"], arrays["rotation"], arrays["shift"]
-        self.graph, self.epsilon = matrices["graph"], float(info["epsilon"])  # type: ignore[arg-type]
+        self.graph, self.epsilon = matrices["graph"], float(info["epsilon"])
         self.alignment = str(info.get("alignment", ""))

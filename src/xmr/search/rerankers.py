@@ -58,7 +58,7 @@ def create_reranker(name: str, **params: object) -> Reranker:
     Raises:
         XmrError: an unknown method, an unknown parameter or an invalid value.
     """
-    return RERANKERS.get(name)(**params)
+    return RERANKERS.get(name)(None, **params)
 
 
 def rerankers_from_strings(names: str | Sequence[str], params: Sequence[str] = ()) -> list[Reranker]:

@@ -117,7 +117,7 @@ class Searcher:
                 raise XmrError(f"{path} lists {n_meta} {what} but the index holds {len(index)}; the index "
                                f"folder {idx} is damaged: rebuild it with `xmr index {run_dir}`")
         encoders = run_encoders(cfg, model.vocab)
-        return cls(model, encoders["image_encoder"], encoders["text_encoder"],  # type: ignore[arg-type]
+        return cls(model, encoders["image_encoder"], encoders["text_encoder"],
                    image_index, text_index, items, texts, index_dir=idx, rerank=rerank,
                    rerank_params=rerank_params, run_dir=run_dir)
 

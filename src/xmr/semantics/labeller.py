@@ -221,7 +221,7 @@ class ImageNetLabeller:
             cache = FeatureCache(self.cache_dir, {
                 "encoder_id": f"{self.model_id}-probs@{self.image_size}-{_short_hash(layout)}",
                 "modality": "image", "dim": dim, "layout": layout})
-            keys = [sha1_file(p) for p in images]  # type: ignore[arg-type]
+            keys = [sha1_file(p) for p in images]  # type: ignore[arg-type]  # paths here; arrays take the no-cache branch
         todo = list(range(len(images))) if cache is None else \
             [i for i, k in enumerate(keys or []) if k not in cache]
         fresh = np.zeros((0, dim), np.float32)

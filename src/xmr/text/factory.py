@@ -102,7 +102,7 @@ class TextEncoderConfig:
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise XmrError(f"unknown text encoder config keys: {', '.join(unknown)}")
-        return cls(**data)  # type: ignore[arg-type]
+        return cls(**data)  # type: ignore[arg-type]  # JSON values; __post_init__ validates each
 
 
 def create_text_model(

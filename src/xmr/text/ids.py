@@ -53,7 +53,7 @@ def encode_ids(
     out = np.full((len(texts), length), PAD_ID, dtype=np.int64)
     for row, text in enumerate(texts):
         ids = vocab.encode(text)[:length] or [UNK_ID]
-        start = int(rng.integers(0, length - len(ids) + 1)) if position_shift else 0  # type: ignore[union-attr]
+        start = int(rng.integers(0, length - len(ids) + 1)) if position_shift else 0  # type: ignore[union-attr]  # rng checked above
         out[row, start : start + len(ids)] = ids
     return out
 

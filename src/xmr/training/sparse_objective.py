@@ -32,7 +32,7 @@ PAPER_WEIGHTS: tuple[float, ...] = tuple(p.weight for p in A3VSE_PAIRS)  # 0.2, 
 
 def sparse_alignment_loss(emb: Mapping[str, torch.Tensor], pair_loss: torch.Tensor, *, beta: float = 0.8,
                           pseudo_margin: float = 0.3,
-                          discriminators: Mapping[str, nn.Module] | None = None,
+                          discriminators: Mapping[str, nn.Module] | nn.ModuleDict | None = None,
                           weights: Mapping[str, float] | None = None, coeff: float = 0.0
                           ) -> dict[str, torch.Tensor]:
     """A3VSE's Eq. 9 for one mini-batch.

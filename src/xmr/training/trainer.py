@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ def _pair_loss(name: str, cfg: TrainConfig, similarity: str) -> LossFn:
         if name == "infonce":
             raise XmrError(f"similarity {similarity!r} needs a ranking loss; infonce scores by the inner product")
         kwargs["similarity"] = similarity
-    return create_loss(name, **kwargs)  # type: ignore[arg-type]
+    return create_loss(name, **kwargs)  # type: ignore[arg-type]  # margin (float) and similarity (str)
 
 
 def _objective(cfg: TrainConfig, epoch: int, similarity: str = "cosine") -> tuple[ObjectiveFn, str]:
@@ -193,8 +194,8 @@ def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
         sched.step()
         for k, v in out.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach())
-    row = {f"train_{k}": v / n_batches for k, v in totals.items()}
-    row.update(epoch=epoch + 1, loss_name=loss_name, lr=sched.get_last_lr()[0],  # type: ignore[dict-item]
+    row: dict[str, Any] = {f"train_{k}": v / n_batches for k, v in totals.items()}  # + "loss_name": str
+    row.update(epoch=epoch + 1, loss_name=loss_name, lr=float(sched.get_last_lr()[0]),
                logit_scale=float(model.logit_scale.detach()))
     return row
 
@@ -283,7 +284,7 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     if not (out / "best" / "model.safetensors").exists():
         raise XmrError(f"training in {out} produced no checkpoint (status {st['status']})")
     best = load_model(out / "best")
-    best_row = next((r for r in st["history"] if r["epoch"] == st["best_epoch"]), {})
+    best_row: dict[str, float] = next((r for r in st["history"] if r["epoch"] == st["best_epoch"]), {})
     return TrainResult(best, out / "best", st["best_epoch"],
                        {k[4:]: v for k, v in best_row.items() if k.startswith("val_")}, st["history"], st["status"])
 

@@ -51,7 +51,7 @@ def _fits(value: Any, hint: Any) -> bool:
             isinstance(value, (list, tuple))
     if origin is dict or hint is dict:
         return isinstance(value, dict)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return isinstance(value, (dict, hint))
     return True
 

@@ -15,6 +15,7 @@ A composed run learns f_compose on a composed dataset (a manifest of images + a 
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,16 @@ from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_
 from xmr.compose.modules import COMPOSERS
 from xmr.data.manifest import Item, read_manifest
 from xmr.data.triplets import EditTriplet, read_triplets, target_identity
-from xmr.encoders import create_encoder, encode_images, encode_texts
-from xmr.encoders.regions import encode_regions
+from xmr.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    create_encoder,
+    create_image_encoder,
+    create_text_encoder,
+    encode_images,
+    encode_texts,
+)
+from xmr.encoders.regions import RegionEncoder, encode_regions
 from xmr.errors import XmrError
 from xmr.runs.config import RUN_FILE
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
@@ -130,18 +139,18 @@ def _encode(cfg: ComposedRunConfig, corpus: _Corpus, vocab: Vocabulary | None, c
     """Image features, region features, the text list, its features and the region channel count."""
     cache = feature_cache_dir(cache_dir)
     paths = [it.image for it in corpus.items]
-    img = encode_images(create_encoder(cfg.image_encoder), paths, cache_dir=cache, skip_bad=False,  # type: ignore[arg-type]
+    img = encode_images(create_image_encoder(cfg.image_encoder), paths, cache_dir=cache, skip_bad=False,
                         show_progress=show_progress)
     regions, region_dim = None, 0
     if getattr(_composer_cls(cfg), "needs_regions", False):
-        enc = create_encoder(cfg.region_encoder or f"{cfg.image_encoder}-regions")
-        regions = encode_regions(corpus.items, enc, cache_dir=cache, show_progress=show_progress)  # type: ignore[arg-type]
+        enc = typing.cast(RegionEncoder, create_image_encoder(cfg.region_encoder or f"{cfg.image_encoder}-regions"))
+        regions = encode_regions(corpus.items, enc, cache_dir=cache, show_progress=show_progress)
         region_dim = regions.shape[2]
     texts = list(dict.fromkeys([t.text for t in corpus.triplets] + [it.texts[0] for it in corpus.items if it.texts]))
     if vocab is not None:
         feats = WordIdsEncoder(vocab, LSTM_CONFIG.length).encode_batch(texts)
     else:
-        feats = encode_texts(create_encoder(cfg.text_encoder), texts, cache_dir=cache,  # type: ignore[arg-type]
+        feats = encode_texts(create_text_encoder(cfg.text_encoder), texts, cache_dir=cache,
                              show_progress=show_progress).feats
     return img.feats, regions, texts, feats, region_dim
 
@@ -204,7 +213,7 @@ def train_composed_run(cfg: ComposedRunConfig, out_dir: str | Path, *, cache_dir
     gallery = res.model.numpy("embed_gallery", image)
     ids = np.array([it.id for it in corpus.items])
 
-    def write(tmp: Path) -> None:
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare temp name
             np.savez(f, emb=gallery, model_id=res.model.model_id, ids=ids)
 
@@ -248,11 +257,11 @@ class ComposedSearcher:
 
     def __init__(self, model: ComposedModel, cfg: ComposedRunConfig, gallery: np.ndarray, items: list[Item]) -> None:
         self.model, self.cfg, self.gallery, self.items = model, cfg, gallery, items
-        self._image_encoder = create_encoder(cfg.image_encoder)
-        self._region_encoder = create_encoder(cfg.region_encoder or f"{cfg.image_encoder}-regions") \
-            if model.config.needs_regions else None
-        self._text_encoder = WordIdsEncoder(model.vocab, LSTM_CONFIG.length) if model.vocab is not None \
-            else create_encoder(cfg.text_encoder)
+        self._image_encoder = create_image_encoder(cfg.image_encoder)
+        self._region_encoder = typing.cast(RegionEncoder, create_image_encoder(
+            cfg.region_encoder or f"{cfg.image_encoder}-regions")) if model.config.needs_regions else None
+        self._text_encoder: TextEncoder = WordIdsEncoder(model.vocab, LSTM_CONFIG.length) \
+            if model.vocab is not None else create_text_encoder(cfg.text_encoder)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> ComposedSearcher:
@@ -276,11 +285,11 @@ class ComposedSearcher:
             raise XmrError("the modification text is empty")
         if not Path(image).is_file():
             raise XmrError(f"source image {image}: not found")
-        enc = self._region_encoder or self._image_encoder
-        feats = enc.encode_batch([enc.load(image)])  # type: ignore[attr-defined]
+        enc: ImageEncoder = self._region_encoder or self._image_encoder
+        feats = enc.encode_batch([enc.load(image)])
         if self._region_encoder is not None:
-            feats = feats.reshape(1, self._region_encoder.n_regions, -1)  # type: ignore[attr-defined]
-        txt = self._text_encoder.encode_batch([text.strip()])  # type: ignore[attr-defined]
+            feats = feats.reshape(1, self._region_encoder.n_regions, -1)
+        txt = self._text_encoder.encode_batch([text.strip()])
         q = self.model.numpy("compose", feats, txt)
         scores = (q @ self.gallery.T)[0]
         top = np.argsort(-scores, kind="stable")[:k]

@@ -192,7 +192,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
     target = eval_output_path(run_dir, cfg.manifest, split=split, mode=mode, manifest=manifest, out=out)
     check_writable(target.parent, "results folder")  # refuse now, not after encoding
     fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad),
-                      **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
+                      **run_encoders(cfg, model.vocab),
                       cache_dir=cache_dir, texts_per_item=n_texts, show_progress=show_progress, skip_bad=skip_bad)
     metrics = evaluate_features(model, fs, mode=mode, rerank=rerankers)
     plain = {k: v for k, v in metrics.items() if "/" not in k}

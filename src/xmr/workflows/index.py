@@ -28,6 +28,7 @@ import numpy as np
 from xmr.data.manifest import write_manifest
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
+from xmr.modality import Modality
 from xmr.models import JointModel
 from xmr.runs.config import RunConfig, load_run, run_encoders, run_items
 from xmr.search.rerankers import (
@@ -97,7 +98,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     check_writable(out.parent, "index folder")
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"):
         fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad),
-                          **run_encoders(cfg, model.vocab),  # type: ignore[arg-type]
+                          **run_encoders(cfg, model.vocab),
                           cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
         _write_index(out, run_dir, cfg, model, fs, factory=factory, manifest=manifest, split=split,
@@ -113,7 +114,9 @@ def _write_index(out: Path, run_dir: Path, cfg: RunConfig, model: JointModel, fs
     with atomic_folder(out) as tmp:
         dim = model.config.embed_dim
         embedded = {}
-        for name, feats, modality in (("images", fs.image_feats, "image"), ("texts", fs.text_feats, "text")):
+        sides: tuple[tuple[str, np.ndarray, Modality], ...] = (("images", fs.image_feats, "image"),
+                                                               ("texts", fs.text_feats, "text"))
+        for name, feats, modality in sides:
             index = _make_index(factory, dim, model.model_id)
             embedded[name] = model.embed_numpy(feats, modality)
             if len(feats):  # a gallery of bare images has an empty text index

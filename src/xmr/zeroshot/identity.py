@@ -86,6 +86,9 @@ class _Standardize(nn.Module):
         self.register_buffer("mean", x.mean(dim=0))
         self.register_buffer("std", x.std(dim=0).clamp(min=1e-6))
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
@@ -282,7 +285,7 @@ def embed(model: SingleModalNet | TwoStreamNet, feats: np.ndarray, *, modality: 
     for a in range(0, len(x), batch_size):
         xb = x[a:a + batch_size]
         if isinstance(model, TwoStreamNet):
-            emb, _ = model(xb, torch.full((len(xb),), int(modality), dtype=torch.int64))  # type: ignore[arg-type]
+            emb, _ = model(xb, torch.full((len(xb),), int(modality), dtype=torch.int64))  # type: ignore[arg-type]  # modality is 0 or 1 here
         else:
             emb, _ = model(xb)
         out.append(F.normalize(emb, dim=1))
