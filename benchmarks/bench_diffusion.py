@@ -43,6 +43,7 @@ from scipy.sparse.linalg import cg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from xmr.rerank import mutual_knn_affinity, online_topk, symmetric_normalize, truncated_inverse  # noqa: E402
+from xmr.utils.arrays import l2_normalize  # noqa: E402
 
 from _common import command_line, load_note, markdown  # noqa: E402
 
@@ -55,8 +56,7 @@ def clustered_unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     do not depend on n, so rows beyond a gallery are new points of the same mixture. Shape: (n, dim)."""
     rng = np.random.default_rng(seed)
 
-    def unit(v: np.ndarray) -> np.ndarray:
-        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+    unit = l2_normalize
 
     coarse = unit(rng.standard_normal((100, dim)))
     fine = unit(coarse[rng.integers(0, 100, 1000)] + 0.08 * rng.standard_normal((1000, dim)))

@@ -34,6 +34,7 @@ import faiss
 import numpy as np
 
 from xmr.index import create_index
+from xmr.utils.arrays import l2_normalize
 
 
 @dataclass
@@ -62,7 +63,7 @@ def unit_vectors(n: int, dim: int, seed: int, chunk: int = 1 << 16) -> np.ndarra
     x = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         block = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        block = l2_normalize(block)
         x[start:start + len(block)] = block
     return x
 

@@ -66,6 +66,7 @@ from xmr.encoders.cache import FeatureCache, text_key  # noqa: E402
 from xmr.errors import XmrError  # noqa: E402
 from xmr.rerank.geodesic import epsilon_graph, geodesic_distances, procrustes_align  # noqa: E402
 from xmr.rerank.manifold_eval import label_retrieval, sample_n_way_k_shot  # noqa: E402
+from xmr.utils.arrays import l2_normalize  # noqa: E402
 from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
 from xmr.utils.paths import default_cache_dir  # noqa: E402
 from xmr.utils.progress import progress  # noqa: E402
@@ -94,8 +95,7 @@ class Pool:
 
 
 def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(np.asarray(x, np.float64))
 
 
 def make_pools(img_feats: dict[str, np.ndarray], img_emb: dict[str, np.ndarray],

@@ -69,6 +69,7 @@ from xmr.models import load_model  # noqa: E402
 from xmr.rerank import count_smooth_paths, procrustes_align  # noqa: E402
 from xmr.runs.config import RunConfig, run_encoders  # noqa: E402
 from xmr.training import TrainConfig  # noqa: E402
+from xmr.utils.arrays import l2_normalize  # noqa: E402
 from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
 from xmr.workflows.features import encode_items  # noqa: E402
 from xmr.workflows.train import train_run  # noqa: E402
@@ -96,8 +97,7 @@ def split_manifest(manifest: Path, out: Path, val_fraction: float, seed: int) ->
 
 
 def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(np.asarray(x, np.float32))
 
 
 def block_pairs(a: np.ndarray, b: np.ndarray | None, count_at: list[float], keep_below: float,

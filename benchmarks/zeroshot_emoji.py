@@ -52,6 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from xmr.data import fetch_dataset, read_manifest  # noqa: E402
 from xmr.encoders import create_encoder, encode_images  # noqa: E402
+from xmr.utils.arrays import l2_normalize  # noqa: E402
 from xmr.utils.io import atomic_write_bytes, atomic_write_text, save_json  # noqa: E402
 from xmr.utils.paths import default_cache_dir  # noqa: E402
 from xmr.workflows.features import feature_cache_dir  # noqa: E402
@@ -102,7 +103,7 @@ class Embedded:
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return l2_normalize(x).astype(np.float32)
 
 
 def load_pair(manifest: Path, styles: tuple[str, str], cache_dir: Path) -> dict[str, SplitData]:

@@ -17,6 +17,7 @@ import torch
 
 from xmr.encoders.base import ENCODERS, ImageEncoder, TextEncoder
 from xmr.encoders.image_io import image_to_array
+from xmr.utils.arrays import l2_normalize
 
 
 @ENCODERS.register("toy-image")
@@ -80,4 +81,4 @@ class ToyTextEncoder(TextEncoder):
             for tok in words + ["#" + g for g in grams]:
                 bags[row, self._bucket(tok)] += 1.0
         out = bags @ self.proj
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return l2_normalize(out)

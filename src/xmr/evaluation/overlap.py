@@ -26,6 +26,7 @@ import numpy as np
 from scipy import sparse
 
 from xmr.errors import XmrError
+from xmr.utils.arrays import l2_normalize
 from xmr.utils.io import atomic_save_file
 
 Relevance: typing.TypeAlias = "np.ndarray | sparse.spmatrix"
@@ -78,8 +79,7 @@ def _normalise_rows(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise XmrError(f"{name} embeddings must be 2-D (n, d), got shape {x.shape}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return l2_normalize(x)
 
 
 def positive_negative_sims(img_emb: np.ndarray, txt_emb: np.ndarray, relevance: Relevance, *,

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from xmr.errors import XmrError
+from xmr.utils.arrays import l2_normalize
 
 
 def procrustes_align(src: np.ndarray, dst: np.ndarray, *, allow_reflection: bool = False
@@ -58,7 +59,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise XmrError(f"points must be an (n >= 2, d) array, got shape {x.shape}")
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(x)
 
 
 EpsilonMethod = Literal["auto", "dense", "knn"]

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from xmr.errors import XmrError
 from xmr.modality import Modality
 from xmr.registry import Registry
+from xmr.utils.arrays import l2_normalize
 from xmr.utils.folders import atomic_folder
 from xmr.utils.io import load_json, save_json
 
@@ -125,8 +126,7 @@ def first_text_pairs(item_texts: Sequence[Sequence[str]], texts: Sequence[str]) 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero), float32. Shape: as ``x``."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(np.asarray(x, dtype=np.float32))
 
 
 # -- parameters ----------------------------------------------------------------------------------

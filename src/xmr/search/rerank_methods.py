@@ -43,6 +43,7 @@ from xmr.search.rerank_base import (
     check_int,
     unit_rows,
 )
+from xmr.utils.arrays import l2_normalize
 
 # -- parameters ----------------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ def icp_align(src: np.ndarray, dst: np.ndarray, *, iterations: int = 5) -> tuple
     n_pairs = 0
     for _ in range(iterations):
         cur = src @ r.T + t
-        sims = (cur / np.maximum(np.linalg.norm(cur, axis=1, keepdims=True), 1e-12)) @ dst.T
+        sims = l2_normalize(cur) @ dst.T
         nn_src, nn_dst = sims.argmax(axis=1), sims.argmax(axis=0)
         mutual = np.flatnonzero(nn_dst[nn_src] == np.arange(len(src)))
         if len(mutual) < 2:
@@ -347,8 +348,7 @@ class BidirectionalReranker(Reranker):
         f_x = online_scores(self.inverse_x, *_seeds(base_scores, base_ids, p.k_q), gamma=p.gamma)
         f_y = online_scores(self.cross_y, *knn(q_own, k_y, y=self.other_points), gamma=p.gamma)
         if p.normalize:
-            for f in (f_x, f_y):
-                f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-300)
+            f_x, f_y = l2_normalize(f_x, eps=1e-300), l2_normalize(f_y, eps=1e-300)
         scores = _at(p.lam * f_x + (1.0 - p.lam) * f_y, base_ids)
         return scores, scores > 0
 
@@ -401,7 +401,7 @@ class GeodesicReranker(Reranker):
                                "set --rerank-param align=false")
             x = x @ self.rotation.T + self.shift
         points = np.vstack([x, other]) if p.with_other_modality and len(other) else x
-        self.points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+        self.points = l2_normalize(points)
         self.graph, self.epsilon = epsilon_graph(self.points, edges_per_vertex=p.edges_per_vertex)
 
     def query_distances(self, query_joint: np.ndarray, *, same_modality: bool = False) -> np.ndarray:
@@ -412,7 +412,7 @@ class GeodesicReranker(Reranker):
         q = np.asarray(query_joint, np.float64)
         if same_modality and self.params.align:
             q = q @ self.rotation.T + self.shift
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        q = l2_normalize(q)
         n_v = len(self.points)
         coo = self.graph.tocoo()
         out = np.full((len(q), n_v), np.inf)

@@ -21,6 +21,7 @@ from xmr.evaluation.protocol import build_text_queries, evaluate_embeddings, for
 from xmr.runs.config import RunConfig
 from xmr.search import Searcher
 from xmr.training import TrainConfig
+from xmr.utils.arrays import l2_normalize
 from xmr.utils.io import save_json
 from xmr.workflows.evaluate import evaluate_run
 from xmr.workflows.index import index_run
@@ -37,10 +38,8 @@ def chance_metrics(items: Sequence[Item], seed: int = 0) -> dict[str, float]:
     """The same protocol scored on random unit vectors: what 'far above chance' is measured against."""
     texts, rel = build_text_queries(items, texts_per_item=EVAL_TEXTS_PER_ITEM)
     rng = np.random.default_rng(seed)
-    img = rng.standard_normal((len(items), 256)).astype(np.float32)
-    txt = rng.standard_normal((len(texts), 256)).astype(np.float32)
-    img /= np.linalg.norm(img, axis=1, keepdims=True)
-    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    img = l2_normalize(rng.standard_normal((len(items), 256)).astype(np.float32))
+    txt = l2_normalize(rng.standard_normal((len(texts), 256)).astype(np.float32))
     return {k: v for k, v in evaluate_embeddings(img, txt, rel).items() if isinstance(v, (int, float))}
 
 
