@@ -56,3 +56,16 @@ def test_xmr_error_is_a_value_error() -> None:
     with pytest.raises(XmrError):
         TrainConfig(epochs=0)
     assert issubclass(XmrError, ValueError)
+
+
+def test_every_valid_loss_and_similarity_is_listed(capsys: pytest.CaptureFixture) -> None:
+    from xmr.evaluation.similarity import SIMILARITIES
+    from xmr.training import TrainConfig
+
+    assert main(["list"]) == 0
+    listed = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
+    for loss in listed["losses"].split(", "):
+        TrainConfig(loss=loss, epochs=5)  # each listed loss is valid
+    assert "instance" in listed["losses"]
+    assert listed["similarities"].split(", ") == SIMILARITIES.names()
+    assert SIMILARITIES.get("cosine").is_inner_product and not SIMILARITIES.get("order").is_inner_product

@@ -235,16 +235,18 @@ def _cmd_demo(a: argparse.Namespace) -> None:
 def _cmd_list(a: argparse.Namespace) -> None:
     from xmr.data import DATASETS
     from xmr.encoders import ENCODERS
+    from xmr.evaluation.similarity import SIMILARITIES
     from xmr.index import INDEXES
-    from xmr.losses import LOSSES
     from xmr.models import HEADS
     from xmr.search import RERANKERS
     from xmr.text import TEXT_MODELS
+    from xmr.training.config import train_loss_names
 
-    for name, reg in (("encoders", ENCODERS), ("text models (trained)", TEXT_MODELS), ("losses", LOSSES),
-                      ("heads", HEADS), ("indexes", INDEXES),
-                      ("rerankers", RERANKERS), ("datasets", DATASETS)):
-        print(f"{name}: {', '.join(reg.names())}")
+    for name, names in (("encoders", ENCODERS.names()), ("text models (trained)", TEXT_MODELS.names()),
+                        ("losses", train_loss_names()), ("similarities", SIMILARITIES.names()),
+                        ("heads", HEADS.names()), ("indexes", INDEXES.names()), ("rerankers", RERANKERS.names()),
+                        ("datasets", DATASETS.names())):
+        print(f"{name}: {', '.join(names)}")
 
 
 def _positive_int(text: str) -> int:

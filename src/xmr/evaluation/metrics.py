@@ -198,7 +198,7 @@ def cross_modal_ranks_from_embeddings(
         txt_emb: text embeddings. Shape: (n_txt, d).
         relevance: Shape: (n_img, n_txt).
         chunk_rows: images scored per step.
-        similarity: a scorer of :data:`xmr.evaluation.similarity.SCORERS` (``cosine`` is the
+        similarity: a registered :data:`xmr.evaluation.similarity.SIMILARITIES` name (``cosine`` is the
             inner product above; ``order`` is GXN's order-violation score).
 
     Returns:

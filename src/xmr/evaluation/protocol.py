@@ -149,7 +149,7 @@ def evaluate_embeddings(
         fold_size: images per fold in ``"1k"`` mode.
         n_folds: folds in ``"1k"`` mode.
         ks: recall cut-offs.
-        similarity: a scorer name of :data:`xmr.evaluation.similarity.SCORERS`.
+        similarity: a registered :data:`xmr.evaluation.similarity.SIMILARITIES` name.
 
     Returns:
         The keys of :func:`~xmr.evaluation.metrics.cross_modal_metrics` (means over folds in

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,20 +25,38 @@ from xmr.registry import Registry
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-#: name -> ``fn(img (n_i, d), txt (n_t, d)) -> scores (n_i, n_t)``
-SCORERS: Registry[ScoreFn] = Registry("similarity")
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """A registered way to score (image, text) pairs, with what it can be used for.
+
+    Attributes:
+        name: the registered name (``--similarity``).
+        score: ``fn(img (n_i, d), txt (n_t, d)) -> scores (n_i, n_t)``.
+        is_inner_product: the score is the inner product of the embeddings. Then FAISS's
+            inner-product search ranks exactly by it, and the inner-product machinery applies:
+            InfoNCE, re-ranking, A3VSE's pseudo pairs and adversarial terms, the overlap
+            indicator S. Otherwise search scores every pair exactly (numpy).
+    """
+
+    name: str
+    score: ScoreFn
+    is_inner_product: bool
+
+
+#: name -> :class:`Similarity`
+SIMILARITIES: Registry[Similarity] = Registry("similarity")
 
 # pairs x dims held at once by order_scores (about 64 MB of float32)
 _ORDER_BLOCK = 1 << 24
 
 
-@SCORERS.register("cosine")
 def cosine_scores(img: np.ndarray, txt: np.ndarray) -> np.ndarray:
     """Inner products of (L2-normalised) embeddings. Shape: (n_i, d), (n_t, d) -> (n_i, n_t)."""
     return np.asarray(img) @ np.asarray(txt).T
 
 
-@SCORERS.register("order")
 def order_scores(img: np.ndarray, txt: np.ndarray) -> np.ndarray:
     """``-||max(0, v_i - t_j)||^2`` for every image i and text j. Shape: (n_i, n_t).
 
@@ -53,6 +72,15 @@ def order_scores(img: np.ndarray, txt: np.ndarray) -> np.ndarray:
     return out
 
 
+SIMILARITIES.add("cosine", Similarity("cosine", cosine_scores, is_inner_product=True))
+SIMILARITIES.add("order", Similarity("order", order_scores, is_inner_product=False))
+
+
 def score_fn(similarity: str) -> ScoreFn:
-    """The registered scorer ``similarity``; an unknown name raises XmrError listing the known ones."""
-    return SCORERS.get(similarity)
+    """The scorer of the registered ``similarity``; an unknown name raises XmrError listing the known ones."""
+    return SIMILARITIES.get(similarity).score
+
+
+def is_inner_product(similarity: str) -> bool:
+    """:attr:`Similarity.is_inner_product` of the registered ``similarity``."""
+    return SIMILARITIES.get(similarity).is_inner_product

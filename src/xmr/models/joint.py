@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from xmr.errors import XmrError
-from xmr.evaluation.similarity import SCORERS
+from xmr.evaluation.similarity import SIMILARITIES
 from xmr.modality import Modality, check_modality
 from xmr.models.heads import HEADS, create_head
 from xmr.models.shared_classifier import SharedClassifier
@@ -66,7 +66,7 @@ class ModelConfig:
         if getattr(HEADS.get(self.image_head_name), "needs_regions", False) and int(self.image_regions) < 1:
             raise XmrError(f"image head {self.image_head_name!r} needs a region image encoder "
                              "(e.g. efficientnet-lite0-regions)")
-        SCORERS.get(self.similarity)  # unknown similarity -> XmrError listing the known ones
+        SIMILARITIES.get(self.similarity)  # unknown similarity -> XmrError listing the known ones
         if self.two_branch is not None:
             if not 0.0 < float(self.two_branch) < 1.0:
                 raise XmrError(f"two_branch (GXN's lambda) must be in (0, 1), got {self.two_branch}")

@@ -13,7 +13,7 @@ from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encod
 from xmr.data.sparse import SparseSpec
 from xmr.text.word_ids import WordIdsEncoder
 from xmr.errors import XmrError
-from xmr.evaluation.similarity import SCORERS
+from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, load_model
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.training import TrainConfig
@@ -90,7 +90,8 @@ class RunConfig:
                 raise XmrError(str(e)) from None
         if self.pseudo_texts is not None and self.pseudo_texts not in PSEUDO_TEXT_KINDS:
             raise XmrError(f"pseudo_texts must be one of {', '.join(PSEUDO_TEXT_KINDS)}, got {self.pseudo_texts!r}")
-        if (self.pseudo_texts is not None or self.train.adversarial) and self.similarity != "cosine":
+        inner = SIMILARITIES.get(self.similarity).is_inner_product
+        if (self.pseudo_texts is not None or self.train.adversarial) and not inner:
             raise XmrError("pseudo-texts and the adversarial terms need the cosine similarity")
         if self.text_encoder in TEXT_MODELS.names():
             if self.text_model is None:
@@ -105,8 +106,7 @@ class RunConfig:
                 raise XmrError(f"text_model settings need a word-level text encoder "
                                  f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
         HEADS.get(self.head)
-        SCORERS.get(self.similarity)
-        if self.similarity != "cosine" and self.train.loss == "infonce":
+        if not inner and self.train.loss == "infonce":
             raise XmrError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
                              "infonce scores by the inner product")
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:

@@ -22,7 +22,7 @@ import numpy as np
 from xmr.data.manifest import Item, read_manifest
 from xmr.encoders import ImageEncoder, TextEncoder
 from xmr.errors import XmrError
-from xmr.evaluation.similarity import score_fn
+from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.index import Index, load_index
 from xmr.models import JointModel
 from xmr.runs.config import load_run, run_encoders
@@ -164,7 +164,7 @@ class Searcher:
         """
         rr = self._reranker(rerank, target)
         cross = (modality == "text") == (target == "images")
-        if self.model.config.similarity != "cosine" and cross:
+        if not is_inner_product(self.model.config.similarity) and cross:
             if rr is not None:
                 raise XmrError(f"re-ranking works on cosine spaces; this model scores by "
                                f"{self.model.config.similarity!r}")

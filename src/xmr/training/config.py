@@ -16,6 +16,11 @@ INSTANCE = "instance"
 INSTANCE_RANK = "instance+rank"
 
 
+def train_loss_names() -> list[str]:
+    """Every valid ``TrainConfig.loss`` (``--loss``): the registered pair losses and ``instance``."""
+    return sorted([*LOSSES.names(), INSTANCE])
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train a :class:`~xmr.models.JointModel` on cached features.
@@ -77,9 +82,8 @@ class TrainConfig:
     steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        if self.loss != INSTANCE and self.loss not in LOSSES:
-            known = ", ".join(sorted([*LOSSES.names(), INSTANCE]))
-            raise XmrError(f"unknown loss {self.loss!r}; known: {known}")
+        if self.loss not in train_loss_names():
+            raise XmrError(f"unknown loss {self.loss!r}; known: {', '.join(train_loss_names())}")
         LOSSES.get(self.rank_loss)
         if self.then is not None and (self.loss != INSTANCE or self.then != INSTANCE_RANK):
             raise XmrError(f"then={self.then!r}: only loss='instance' has a second stage, "

@@ -25,7 +25,7 @@ import torch
 
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics
-from xmr.evaluation.similarity import score_fn
+from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.losses import TwoStageSchedule, create_loss, instance_loss
 from xmr.losses.registry import LossFn
 from xmr.models import JointModel, ModelConfig, grl_schedule, load_model, make_a3vse_discriminators
@@ -84,7 +84,7 @@ ObjectiveFn = Callable[[JointModel, torch.Tensor, torch.Tensor, torch.Tensor, to
 def _pair_loss(name: str, cfg: TrainConfig, similarity: str) -> LossFn:
     """The registered loss ``name`` with its hyper-parameters; ranking losses score by ``similarity``."""
     kwargs: dict[str, object] = dict(cfg.loss_kwargs(name))
-    if similarity != "cosine":
+    if not is_inner_product(similarity):
         if name == "infonce":
             raise XmrError(f"similarity {similarity!r} needs a ranking loss; infonce scores by the inner product")
         kwargs["similarity"] = similarity
@@ -253,7 +253,7 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
         raise XmrError(f"the instance loss needs a classifier over {int(train.image_groups.max()) + 1} training "
                        f"groups; the model config has n_instances={model_config.n_instances}")
     torch.manual_seed(config.seed)
-    if (pseudo is not None or config.adversarial) and model_config.similarity != "cosine":
+    if (pseudo is not None or config.adversarial) and not is_inner_product(model_config.similarity):
         raise XmrError("pseudo pairs and the adversarial terms score by cosine; train them with --similarity cosine")
     model = JointModel(model_config, vocab)
     discs = make_a3vse_discriminators(model_config.embed_dim, hidden_dim=config.disc_hidden) \

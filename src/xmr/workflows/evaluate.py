@@ -25,6 +25,7 @@ from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevant_ranks, label_retrieval_metrics
 from xmr.evaluation.overlap import overlap_indicator, positive_negative_sims
 from xmr.evaluation.protocol import evaluate_embeddings
+from xmr.evaluation.similarity import is_inner_product
 from xmr.models import JointModel
 from xmr.runs.config import load_run, run_encoders, run_items
 from xmr.search.rerank_base import GalleryVectors, Modality, Reranker, order_shortlist
@@ -130,14 +131,14 @@ def evaluate_features(model: JointModel, fs: FeatureSet, *, mode: str = "full",
     Each re-ranker in ``rerank`` adds its metrics as ``"<name>/<metric>"`` (see :func:`rerank_metrics`).
     """
     similarity = model.config.similarity
-    if rerank and similarity != "cosine":
+    if rerank and not is_inner_product(similarity):
         raise XmrError(f"re-ranking works on cosine spaces; this model scores by {similarity!r}")
     img = model.embed_numpy(fs.image_feats, "image")
     txt = model.embed_numpy(fs.text_feats, "text")
     metrics = {k: v for k, v in evaluate_embeddings(img, txt, fs.relevance, mode=mode, similarity=similarity).items()
                if isinstance(v, (int, float))}
     metrics.update(_label_metrics(fs, img))
-    if similarity == "cosine":  # dual-path Eq. 10: overlap of positive and negative pair cosines
+    if is_inner_product(similarity):  # dual-path Eq. 10: overlap of positive and negative pair cosines
         pos, neg = positive_negative_sims(img, txt, fs.relevance, max_negatives=1_000_000, seed=0)
         metrics["overlap_S"] = overlap_indicator(pos, neg)
     for rr in rerank:
