@@ -29,9 +29,9 @@ from xmr.errors import XmrError
 from xmr.utils.io import os_error_reason
 
 if TYPE_CHECKING:
+    from xmr.runs.config import RunConfig
     from xmr.search.rerank_base import Reranker, Target
-    from xmr.text import TextEncoderConfig
-    from xmr.training import TrainConfig
+    from xmr.workflows.composed import ComposedRunConfig
 
 log = logging.getLogger("xmr")
 
@@ -59,11 +59,12 @@ def _cmd_encode(a: argparse.Namespace) -> None:
     from xmr.data.manifest import select_split
     from xmr.data.readers import read_items
     from xmr.encoders import create_image_encoder, create_text_encoder
+    from xmr.runs.config import RunConfig
     from xmr.workflows.features import encode_items, feature_cache_dir, skipped_list_path, write_skipped
 
     items = select_split(read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad), a.split)
-    fs = encode_items(items, image_encoder=create_image_encoder(a.image_encoder),
-                      text_encoder=create_text_encoder(a.text_encoder or DEFAULT_TEXT_ENCODER),
+    fs = encode_items(items, image_encoder=create_image_encoder(a.image_encoder or RunConfig.image_encoder),
+                      text_encoder=create_text_encoder(a.text_encoder or RunConfig.text_encoder),
                       cache_dir=a.cache_dir, skip_bad=a.skip_bad)
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
@@ -72,67 +73,95 @@ def _cmd_encode(a: argparse.Namespace) -> None:
         print(f"skipped {len(fs.skipped)} unreadable image(s); listed in {listed}")
 
 
-DEFAULT_TEXT_ENCODER = "minilm-l6"
+# --- xmr train: options -> configs. The defaults live in the config dataclasses only: an option
+# the user did not give is left out, so the field's own default applies (CLI and Python API build
+# the same config). An option that the chosen task (or text model) does not use is refused.
+
+#: option dest -> field, per config: the retrieval task
+_RUN_FIELDS = {"image_encoder": "image_encoder", "text_encoder": "text_encoder", "train_split": "train_split",
+               "val_split": "val_split", "eval_texts_per_item": "eval_texts_per_item", "embed_dim": "embed_dim",
+               "head": "head", "hidden_dim": "hidden_dim", "similarity": "similarity", "two_branch": "two_branch",
+               "image_head": "image_head", "sparse": "sparse", "pseudo_texts": "pseudo_texts"}
+_TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                 "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
+                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
+                 "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip"}
+_TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
+#: the composed task
+_COMPOSED_RUN_FIELDS = {"compose": "composer", "in_joint": "in_joint", "image_encoder": "image_encoder",
+                        "text_encoder": "text_encoder", "embed_dim": "embed_dim", "compose_loss": "loss"}
+_COMPOSED_TRAIN_FIELDS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "patience": "patience",
+                          "seed": "seed"}
+_TASK_OPTIONS = {"retrieval": {*_RUN_FIELDS, *_TRAIN_FIELDS, *_TEXT_MODEL_FIELDS, "no_position_shift", "image_root"},
+                 "composed": {*_COMPOSED_RUN_FIELDS, *_COMPOSED_TRAIN_FIELDS, "triplets"}}
 
 
-def _train_config(a: argparse.Namespace) -> TrainConfig:
+def _given(a: argparse.Namespace, fields: dict[str, str]) -> dict[str, object]:
+    """``{field: value}`` of the options in ``fields`` that the user gave."""
+    return {field: getattr(a, dest) for dest, field in fields.items() if getattr(a, dest) is not None}
+
+
+def _refuse_foreign_options(a: argparse.Namespace) -> None:
+    foreign = sorted(dest for task, dests in _TASK_OPTIONS.items() if task != a.task for dest in dests
+                     if dest not in _TASK_OPTIONS[a.task] and getattr(a, dest, None) is not None)
+    if foreign:
+        names = ", ".join("--" + d.replace("_", "-") for d in foreign)
+        raise XmrError(f"{names} {'does' if len(foreign) == 1 else 'do'} not apply to --task {a.task}")
+
+
+def train_config_from_args(a: argparse.Namespace) -> RunConfig | ComposedRunConfig:
+    """The run config ``xmr train`` builds from its parsed options (exposed for tests)."""
+    _refuse_foreign_options(a)
+    if a.task == "composed":
+        from xmr.data.composed_sets import triplets_beside
+        from xmr.training.composed import ComposedTrainConfig
+        from xmr.workflows.composed import ComposedRunConfig
+
+        return ComposedRunConfig(manifest=os.path.abspath(a.manifest),
+                                 triplets=os.path.abspath(a.triplets or triplets_beside(a.manifest)),
+                                 **_given(a, _COMPOSED_RUN_FIELDS),  # type: ignore[arg-type]  # argparse types
+                                 train=ComposedTrainConfig(**_given(a, _COMPOSED_TRAIN_FIELDS)))  # type: ignore[arg-type]
+    from xmr.runs.config import RunConfig
+    from xmr.text import TEXT_MODELS, TextEncoderConfig
     from xmr.training import TrainConfig
 
+    run = _given(a, _RUN_FIELDS)
+    text_options = _given(a, _TEXT_MODEL_FIELDS)
+    if a.no_position_shift:
+        text_options["position_shift"] = False
+    text_model = None
+    if run.get("text_encoder") in TEXT_MODELS.names():
+        text_model = TextEncoderConfig(kind=run["text_encoder"], **text_options,  # type: ignore[arg-type]  # argparse types
+                                       **({"seed": a.seed} if a.seed is not None else {}))
+    elif text_options:
+        names = ", ".join(sorted("--" + d.replace("_", "-") for d in
+                                 [*(k for k in _TEXT_MODEL_FIELDS if getattr(a, k) is not None),
+                                  *(["no_position_shift"] if a.no_position_shift else [])]))
+        raise XmrError(f"{names} apply to a word-level --text-encoder ({', '.join(TEXT_MODELS.names())}) only")
     try:
-        return TrainConfig(loss=a.loss, margin=a.margin, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                           patience=a.patience, vse0_warmup_epochs=a.vse0_warmup, seed=a.seed, then=a.then,
-                           stage1_epochs=a.stage1_epochs, rank_loss=a.rank_loss, adversarial=a.adversarial,
-                           steps_per_epoch=a.steps_per_epoch, grad_clip=a.grad_clip)
-    except ValueError as e:  # the dataclass's own validation: a bad option value
+        train = TrainConfig(**_given(a, _TRAIN_FIELDS))  # type: ignore[arg-type]  # argparse types
+    except XmrError as e:  # the dataclass's own validation: a bad option value
         raise XmrError(f"invalid training option: {e}") from None
-
-
-def _text_model(a: argparse.Namespace) -> TextEncoderConfig | None:
-    """``--text-encoder textcnn|bigru`` and its options as a config (None for a frozen encoder)."""
-    from xmr.text import TEXT_MODELS, TextEncoderConfig
-
-    if a.text_encoder not in TEXT_MODELS.names():
-        return None
-    return TextEncoderConfig(kind=a.text_encoder, length=a.text_length, init=a.word_vectors,
-                             position_shift=not a.no_position_shift, pool=a.text_pool, seed=a.seed)
-
-
-def _cmd_train_composed(a: argparse.Namespace) -> None:
-    from xmr.data.composed_sets import triplets_beside
-    from xmr.training.composed import ComposedTrainConfig
-    from xmr.workflows.composed import ComposedRunConfig, train_composed_run
-
-    text = a.text_encoder or "lstm"  # TIRG's query encoder unless a frozen one is asked for
-    cfg = ComposedRunConfig(manifest=os.path.abspath(a.manifest),
-                            triplets=os.path.abspath(a.triplets or triplets_beside(a.manifest)),
-                            composer=a.compose, in_joint=a.in_joint, image_encoder=a.image_encoder,
-                            text_encoder=text, embed_dim=a.embed_dim, loss=a.compose_loss,
-                            train=ComposedTrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                                                      patience=a.patience, seed=a.seed))
-    r = train_composed_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
-    m = r.best_metrics
-    print(f"{r.status}: best epoch {r.best_epoch}, val R@1 {m.get('r1', float('nan')):.1f} "
-          f"R@10 {m.get('r10', float('nan')):.1f} R@50 {m.get('r50', float('nan')):.1f}; checkpoint: {r.best_dir}")
+    try:
+        return RunConfig(manifest=os.path.abspath(a.manifest),
+                         image_root=os.path.abspath(a.image_root) if a.image_root else None,
+                         train=train, text_model=text_model, **run)  # type: ignore[arg-type]  # argparse types
+    except XmrError as e:
+        raise XmrError(f"invalid training option: {e}") from None
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from xmr.runs.config import RunConfig
+    from xmr.workflows.composed import ComposedRunConfig, train_composed_run
     from xmr.workflows.train import train_run
 
-    if a.task == "composed":
-        return _cmd_train_composed(a)
-    a.text_encoder = a.text_encoder or DEFAULT_TEXT_ENCODER
-    try:
-        cfg = RunConfig(manifest=os.path.abspath(a.manifest),
-                        image_root=os.path.abspath(a.image_root) if a.image_root else None,
-                        image_encoder=a.image_encoder, text_encoder=a.text_encoder, train_split=a.train_split,
-                        val_split=a.val_split, eval_texts_per_item=a.eval_texts_per_item, embed_dim=a.embed_dim,
-                        head=a.head, hidden_dim=a.hidden_dim, train=_train_config(a), similarity=a.similarity,
-                        two_branch=a.two_branch,
-                        text_model=_text_model(a), image_head=a.image_head, sparse=a.sparse,
-                        pseudo_texts=a.pseudo_texts)
-    except ValueError as e:
-        raise XmrError(f"invalid training option: {e}") from None
+    cfg = train_config_from_args(a)
+    if isinstance(cfg, ComposedRunConfig):
+        c = train_composed_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
+        m = c.best_metrics
+        print(f"{c.status}: best epoch {c.best_epoch}, val R@1 {m.get('r1', float('nan')):.1f} "
+              f"R@10 {m.get('r10', float('nan')):.1f} R@50 {m.get('r50', float('nan')):.1f}; "
+              f"checkpoint: {c.best_dir}")
+        return
     r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite, skip_bad=a.skip_bad)
     print(f"{r.status}: best epoch {r.best_epoch}, val rsum {r.best_metrics.get('rsum', float('nan')):.1f}; "
           f"checkpoint: {r.best_dir}")
@@ -275,9 +304,9 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
 
 
 def _add_encoders(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-encoder", default="efficientnet-lite0", help="registered image encoder (xmr list)")
+    p.add_argument("--image-encoder", default=None, help="registered image encoder (xmr list; default: RunConfig's)")
     p.add_argument("--text-encoder", default=None,
-                   help="registered text encoder (xmr list; default minilm-l6); for training also textcnn | bigru "
+                   help="registered text encoder (xmr list; default: RunConfig's); for training also textcnn | bigru "
                         "(trained end to end); composed training: lstm (the default there) or a frozen encoder")
 
 
@@ -296,25 +325,25 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="retrieval: a joint image-text space; composed: image + modification text -> image")
     p.add_argument("--triplets", default=None,
                    help="composed: the triplet JSONL (default: triplets.jsonl beside the manifest)")
-    p.add_argument("--compose", default="tirg", help="composed: tirg | relation | concat | add")
-    p.add_argument("--in-joint", action="store_true",
+    p.add_argument("--compose", default=None, help="composed: tirg | relation | concat | add")
+    p.add_argument("--in-joint", action="store_true", default=None,
                    help="composed: compose in a learned joint space (the joint-manifold paper's Eq. 2)")
-    p.add_argument("--compose-loss", default="batch_classification",
+    p.add_argument("--compose-loss", default=None,
                    help="composed: batch_classification | soft_triplet (TIRG) | infonce")
     _add_encoders(p)
-    p.add_argument("--word-vectors", default="glove", choices=["glove", "random"],
+    p.add_argument("--word-vectors", default=None, choices=["glove", "random"],
                    help="textcnn/bigru: word table from GloVe 6B-50d (needs the glove extra) or random")
-    p.add_argument("--no-position-shift", action="store_true",
+    p.add_argument("--no-position-shift", action="store_true", default=None,
                    help="textcnn: left-align the words instead of the random-padding position shift")
-    p.add_argument("--text-length", type=int, default=32, help="textcnn/bigru: words per text (longer are cut)")
+    p.add_argument("--text-length", type=int, default=None, help="textcnn/bigru: words per text (longer are cut)")
     p.add_argument("--text-pool", default=None,
                    help="textcnn: max | avg; bigru: mean | last | attention (A3VSE's K-head token attention)")
-    p.add_argument("--loss", default="infonce", help="infonce | vse0 | vse++ | instance")
+    p.add_argument("--loss", default=None, help="infonce | vse0 | vse++ | instance")
     p.add_argument("--then", default=None, metavar="OBJECTIVE",
                    help="with --loss instance: 'instance+rank' after --stage1-epochs (dual-path two-stage)")
-    p.add_argument("--stage1-epochs", type=int, default=0, help="epochs of Stage I (instance loss only)")
-    p.add_argument("--rank-loss", default="vse++", help="the ranking loss of instance+rank")
-    p.add_argument("--similarity", default="cosine",
+    p.add_argument("--stage1-epochs", type=int, default=None, help="epochs of Stage I (instance loss only)")
+    p.add_argument("--rank-loss", default=None, help="the ranking loss of instance+rank")
+    p.add_argument("--similarity", default=None,
                    help="how the space scores a pair: cosine | order (GXN order violation; ranking losses only)")
     p.add_argument("--two-branch", type=float, default=None, metavar="LAMBDA",
                    help="GXN abstract + grounded heads scored by s* = lam s_h + (1 - lam) s_l (GXN: 0.5)")
@@ -325,33 +354,66 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="annotate only a seeded fraction of the training images, e.g. 0.1x1, 0.2x2, 0.5xall")
     p.add_argument("--pseudo-texts", default=None, choices=["regional", "global"],
                    help="pair un-annotated training images with their ImageNet labels as pseudo-texts (A3VSE)")
-    p.add_argument("--adversarial", action="store_true",
+    p.add_argument("--adversarial", action="store_true", default=None,
                    help="A3VSE's six domain discriminators behind a gradient-reversal layer")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimiser steps per epoch (default: one pass over the annotated pairs)")
-    p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off; A3VSE: 2)")
-    p.add_argument("--margin", type=float, default=0.2)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs (0 = off)")
-    p.add_argument("--vse0-warmup", type=int, default=2, help="epochs of VSE0 before a hardest-negative loss")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--embed-dim", type=int, default=256)
-    p.add_argument("--head", default="mlp", help="linear | mlp")
-    p.add_argument("--hidden-dim", type=int, default=1024,
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (0 = off; A3VSE: 2)")
+    p.add_argument("--margin", type=float, default=None, help="hinge margin of the ranking losses")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--vse0-warmup", type=int, default=None, help="epochs of VSE0 before a hardest-negative loss")
+    p.add_argument("--seed", type=int, default=None, help="seeds initialisation, batches, sparse draws")
+    p.add_argument("--embed-dim", type=int, default=None)
+    p.add_argument("--head", default=None, help="linear | mlp")
+    p.add_argument("--hidden-dim", type=int, default=None,
                    help="MLP head width; the region-attention head's context size K'")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
+    p.add_argument("--train-split", default=None)
+    p.add_argument("--val-split", default=None)
     p.add_argument("--eval-texts-per-item", type=_positive_int, default=None,
                    help="texts per item used as validation queries (default: all)")
     p.add_argument("--overwrite", action="store_true", help="discard any run in --out and start again")
     _add_skip_bad(p)
     _add_cache(p)
+    p.epilog_fn = _train_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
+
+
+def _train_defaults() -> str:
+    """The defaults of ``xmr train``'s options, read from the config dataclasses (for --help)."""
+    import dataclasses
+
+    from xmr.runs.config import RunConfig
+    from xmr.text import TextEncoderConfig
+    from xmr.training import TrainConfig
+    from xmr.training.composed import ComposedTrainConfig
+    from xmr.workflows.composed import ComposedRunConfig
+
+    def line(title: str, fields: dict[str, str], cls: type) -> str:
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        return title + ": " + ", ".join(f"--{d.replace('_', '-')} {defaults[f]}" for d, f in fields.items())
+
+    return "\n".join(["defaults (from the config dataclasses):",
+                      line("  RunConfig", _RUN_FIELDS, RunConfig), line("  TrainConfig", _TRAIN_FIELDS, TrainConfig),
+                      line("  TextEncoderConfig", _TEXT_MODEL_FIELDS, TextEncoderConfig),
+                      line("  ComposedRunConfig", _COMPOSED_RUN_FIELDS, ComposedRunConfig),
+                      line("  ComposedTrainConfig", _COMPOSED_TRAIN_FIELDS, ComposedTrainConfig)])
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with xmr's one-line errors: ``xmr: error: <what>`` (exit 2), no usage block."""
+    """argparse with xmr's one-line errors: ``xmr: error: <what>`` (exit 2), no usage block.
+
+    A parser with an ``epilog_fn`` computes its epilog when help is asked for (the train
+    defaults import the configs, which ``xmr --help`` need not pay for).
+    """
+
+    def format_help(self) -> str:
+        fn = getattr(self, "epilog_fn", None)
+        if fn is not None:
+            self.epilog = fn()
+            self.formatter_class = argparse.RawDescriptionHelpFormatter
+        return super().format_help()
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"xmr: error: {message} (see `{self.prog} --help`)\n")

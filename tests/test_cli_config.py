@@ -1,0 +1,58 @@
+"""One source of truth: ``xmr train`` builds the same config as the Python API; foreign options are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from xmr.cli import build_parser, train_config_from_args
+from xmr.errors import XmrError
+from xmr.runs import RunConfig
+from xmr.text import TextEncoderConfig
+from xmr.training import TrainConfig
+from xmr.training.composed import ComposedTrainConfig
+from xmr.workflows.composed import ComposedRunConfig
+
+
+def _cli(*args: str):
+    return train_config_from_args(build_parser().parse_args(["train", *args]))
+
+
+def test_defaults_are_the_dataclasses(tmp_path: Path) -> None:
+    m = str(tmp_path / "m.jsonl")
+    assert _cli(m, "--out", "r") == RunConfig(manifest=os.path.abspath(m))
+    (tmp_path / "triplets.jsonl").write_text("")
+    assert _cli(m, "--out", "r", "--task", "composed") == ComposedRunConfig(
+        manifest=os.path.abspath(m), triplets=str(tmp_path / "triplets.jsonl"))
+
+
+def test_given_options_reach_their_fields(tmp_path: Path) -> None:
+    m = str(tmp_path / "m.jsonl")
+    cli = _cli(m, "--out", "r", "--loss", "vse++", "--epochs", "7", "--vse0-warmup", "1", "--embed-dim", "64",
+               "--text-encoder", "textcnn", "--text-length", "12", "--no-position-shift", "--word-vectors", "random",
+               "--seed", "3")
+    api = RunConfig(manifest=os.path.abspath(m), text_encoder="textcnn", embed_dim=64,
+                    train=TrainConfig(loss="vse++", epochs=7, vse0_warmup_epochs=1, seed=3),
+                    text_model=TextEncoderConfig(kind="textcnn", length=12, position_shift=False, init="random", seed=3))
+    assert cli == api
+    composed = _cli(m, "--out", "r", "--task", "composed", "--triplets", "t.jsonl", "--epochs", "4",
+                    "--compose", "concat", "--in-joint")
+    assert composed == ComposedRunConfig(manifest=os.path.abspath(m), triplets=os.path.abspath("t.jsonl"),
+                                         composer="concat", in_joint=True, train=ComposedTrainConfig(epochs=4))
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--task", "composed", "--loss", "vse++"], "--loss"),
+    (["--task", "composed", "--margin", "0.1", "--similarity", "order"], "--margin, --similarity"),
+    (["--task", "composed", "--sparse", "0.1x1"], "--sparse"),
+    (["--compose", "relation"], "--compose"),
+    (["--in-joint"], "--in-joint"),
+    (["--text-length", "12"], "--text-length"),
+    (["--no-position-shift"], "--no-position-shift"),
+])
+def test_options_that_do_not_apply_are_refused_by_name(tmp_path: Path, args: list[str], named: str) -> None:
+    (tmp_path / "triplets.jsonl").write_text("")
+    with pytest.raises(XmrError, match=named):
+        _cli(str(tmp_path / "m.jsonl"), "--out", "r", *args)
