@@ -35,7 +35,8 @@ def test_given_options_reach_their_fields(tmp_path: Path) -> None:
                "--seed", "3")
     api = RunConfig(manifest=os.path.abspath(m), text_encoder="textcnn", embed_dim=64,
                     train=TrainConfig(loss="vse++", epochs=7, vse0_warmup_epochs=1, seed=3),
-                    text_model=TextEncoderConfig(kind="textcnn", length=12, position_shift=False, init="random", seed=3))
+                    text_model=TextEncoderConfig(kind="textcnn", length=12, position_shift=False, init="random",
+                                                 seed=3))
     assert cli == api
     composed = _cli(m, "--out", "r", "--task", "composed", "--triplets", "t.jsonl", "--epochs", "4",
                     "--compose", "concat", "--in-joint")
