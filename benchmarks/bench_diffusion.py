@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -41,11 +40,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import cg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.rerank import mutual_knn_affinity, online_topk, symmetric_normalize, truncated_inverse  # noqa: E402
-from xmr.utils.arrays import l2_normalize  # noqa: E402
-
-from _common import command_line, load_note, markdown  # noqa: E402
+from xmr.bench.common import command_line, load_note, markdown
+from xmr.rerank import mutual_knn_affinity, online_topk, symmetric_normalize, truncated_inverse
+from xmr.utils.arrays import l2_normalize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_diffusion.json"
 

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,12 +35,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.encoders import FeatureCache, create_encoder, encode_images, encode_texts  # noqa: E402
-from xmr.encoders.efficientnet import to_model_input  # noqa: E402
-from xmr.utils.io import sha1_file  # noqa: E402
-
-from _common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio, spread  # noqa: E402
+from xmr.bench.common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio, spread
+from xmr.encoders import FeatureCache, create_encoder, encode_images, encode_texts
+from xmr.encoders.efficientnet import to_model_input
+from xmr.utils.io import sha1_file
 
 
 def emoji_images(root: Path, n: int) -> list[Path] | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,13 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.models import JointModel, ModelConfig  # noqa: E402
-from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model  # noqa: E402
-from xmr.training.schedule import warmup_cosine  # noqa: E402
-from xmr.training.trainer import _run_epoch  # noqa: E402
-
-from _common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio, spread  # noqa: E402
+from xmr.bench.common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio, spread
+from xmr.models import JointModel, ModelConfig
+from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
+from xmr.training.schedule import warmup_cosine
+from xmr.training.trainer import _run_epoch
 
 
 def make_data(n_pairs: int, img_dim: int, txt_dim: int, seed: int = 0) -> PairSet:

@@ -23,20 +23,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.data import fetch_dataset  # noqa: E402
-from xmr.data.composed_sets import triplets_beside  # noqa: E402
-from xmr.training.composed import ComposedTrainConfig  # noqa: E402
-from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
-from xmr.workflows.composed import ComposedRunConfig, evaluate_composed_run, train_composed_run  # noqa: E402
-
-from _common import command_line, load_note, markdown  # noqa: E402
+from xmr.bench.common import command_line, load_note, markdown
+from xmr.data import fetch_dataset
+from xmr.data.composed_sets import triplets_beside
+from xmr.training.composed import ComposedTrainConfig
+from xmr.utils.io import atomic_write_text, save_json
+from xmr.workflows.composed import ComposedRunConfig, evaluate_composed_run, train_composed_run
 
 log = logging.getLogger("composed_retrieval")
 

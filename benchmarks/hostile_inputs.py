@@ -21,8 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from xmr.bench.shapes import make_shapes_dataset
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 TOY = "--image-encoder toy-image --text-encoder toy-text"
 T = f"{TOY} --embed-dim 32 --epochs 3 --batch-size 16 --patience 0"
@@ -244,8 +245,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(HERE / "results" / "hostile_inputs.md"))
     args = ap.parse_args()
-    from conftest import make_shapes_dataset
-
     base = Path(tempfile.mkdtemp(prefix="xmr-hostile-"))
     env = {**os.environ, "XMR_CACHE_DIR": str(base / "cache"), "XMR_NO_PROGRESS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

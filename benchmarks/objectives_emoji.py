@@ -42,19 +42,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.data import fetch_dataset  # noqa: E402
-from xmr.evaluation.overlap import overlap_indicator, plot_overlap_histogram, positive_negative_sims  # noqa: E402
-from xmr.models import load_model  # noqa: E402
-from xmr.runs.config import RunConfig, load_run_config, run_encoders, run_items  # noqa: E402
-from xmr.training import TrainConfig  # noqa: E402
-from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
-from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM  # noqa: E402
-from xmr.workflows.evaluate import evaluate_run  # noqa: E402
-from xmr.workflows.features import FeatureSet, encode_items  # noqa: E402
-from xmr.workflows.train import train_run  # noqa: E402
-
-from _common import command_line, load_note, markdown  # noqa: E402
+from xmr.bench.common import command_line, load_note, markdown
+from xmr.data import fetch_dataset
+from xmr.evaluation.overlap import overlap_indicator, plot_overlap_histogram, positive_negative_sims
+from xmr.models import load_model
+from xmr.runs.config import RunConfig, load_run_config, run_encoders, run_items
+from xmr.training import TrainConfig
+from xmr.utils.io import atomic_write_text, save_json
+from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
+from xmr.workflows.evaluate import evaluate_run
+from xmr.workflows.features import FeatureSet, encode_items
+from xmr.workflows.train import train_run
 
 log = logging.getLogger("objectives_emoji")
 

@@ -52,7 +52,6 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -60,21 +59,19 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.data import fetch_dataset, read_manifest, write_manifest  # noqa: E402
-from xmr.data.composed_sets import triplets_beside  # noqa: E402
-from xmr.data.scenes import read_neighbours  # noqa: E402
-from xmr.data.triplets import read_triplets  # noqa: E402
-from xmr.models import load_model  # noqa: E402
-from xmr.rerank import count_smooth_paths, procrustes_align  # noqa: E402
-from xmr.runs.config import RunConfig, run_encoders  # noqa: E402
-from xmr.training import TrainConfig  # noqa: E402
-from xmr.utils.arrays import l2_normalize  # noqa: E402
-from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
-from xmr.workflows.features import encode_items  # noqa: E402
-from xmr.workflows.train import train_run  # noqa: E402
-
-from _common import command_line, load_note, markdown  # noqa: E402
+from xmr.bench.common import command_line, load_note, markdown
+from xmr.data import fetch_dataset, read_manifest, write_manifest
+from xmr.data.composed_sets import triplets_beside
+from xmr.data.scenes import read_neighbours
+from xmr.data.triplets import read_triplets
+from xmr.models import load_model
+from xmr.rerank import count_smooth_paths, procrustes_align
+from xmr.runs.config import RunConfig, run_encoders
+from xmr.training import TrainConfig
+from xmr.utils.arrays import l2_normalize
+from xmr.utils.io import atomic_write_text, save_json
+from xmr.workflows.features import encode_items
+from xmr.workflows.train import train_run
 
 log = logging.getLogger("smooth_paths_cci")
 

@@ -36,22 +36,19 @@ import argparse
 import logging
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.data import fetch_dataset  # noqa: E402
-from xmr.runs.config import RunConfig  # noqa: E402
-from xmr.training import TrainConfig  # noqa: E402
-from xmr.utils.io import atomic_write_text, load_json, save_json  # noqa: E402
-from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM  # noqa: E402
-from xmr.workflows.evaluate import evaluate_run  # noqa: E402
-from xmr.workflows.train import train_run  # noqa: E402
-
-from _common import command_line, load_note, markdown  # noqa: E402
+from xmr.bench.common import command_line, load_note, markdown
+from xmr.data import fetch_dataset
+from xmr.runs.config import RunConfig
+from xmr.training import TrainConfig
+from xmr.utils.io import atomic_write_text, load_json, save_json
+from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
+from xmr.workflows.evaluate import evaluate_run
+from xmr.workflows.train import train_run
 
 log = logging.getLogger("sparse_emoji")
 

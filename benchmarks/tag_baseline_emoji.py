@@ -38,23 +38,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.data.manifest import Item, read_manifest  # noqa: E402
-from xmr.evaluation.metrics import cross_modal_metrics  # noqa: E402
-from xmr.evaluation.protocol import build_text_queries  # noqa: E402
-from xmr.semantics.labeller import ImageNetLabeller, top_labels  # noqa: E402
-from xmr.semantics.tag_baseline import TagBaseline  # noqa: E402
-from xmr.semantics.wordnet import WordNet  # noqa: E402
-from xmr.utils.paths import default_cache_dir  # noqa: E402
-
-from _common import command_line, load_note, markdown  # noqa: E402
+from xmr.bench.common import command_line, load_note, markdown
+from xmr.data.manifest import Item, read_manifest
+from xmr.evaluation.metrics import cross_modal_metrics
+from xmr.evaluation.protocol import build_text_queries
+from xmr.semantics.labeller import ImageNetLabeller, top_labels
+from xmr.semantics.tag_baseline import TagBaseline
+from xmr.semantics.wordnet import WordNet
+from xmr.utils.paths import default_cache_dir
 
 log = logging.getLogger("tag_baseline_emoji")
 

@@ -32,16 +32,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from objectives_emoji import METRICS, SEED, train_one  # noqa: E402
-from xmr.data import fetch_dataset, read_items, select_split  # noqa: E402
-from xmr.text import TextEncoderConfig, Vocabulary, load_glove, tokenize, vector_coverage  # noqa: E402
-from xmr.training import TrainConfig  # noqa: E402
-from xmr.utils.io import atomic_write_text, save_json  # noqa: E402
-from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM  # noqa: E402
-from xmr.workflows.evaluate import evaluate_run  # noqa: E402
-
-from _common import command_line, load_note, markdown  # noqa: E402
+from objectives_emoji import METRICS, SEED, train_one
+from xmr.bench.common import command_line, load_note, markdown
+from xmr.data import fetch_dataset, read_items, select_split
+from xmr.text import TextEncoderConfig, Vocabulary, load_glove, tokenize, vector_coverage
+from xmr.training import TrainConfig
+from xmr.utils.io import atomic_write_text, save_json
+from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
+from xmr.workflows.evaluate import evaluate_run
 
 log = logging.getLogger("text_encoders_emoji")
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,14 +48,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmr.data import fetch_dataset, read_manifest  # noqa: E402
-from xmr.encoders import create_encoder, encode_images  # noqa: E402
-from xmr.utils.arrays import l2_normalize  # noqa: E402
-from xmr.utils.io import atomic_write_bytes, atomic_write_text, save_json  # noqa: E402
-from xmr.utils.paths import default_cache_dir  # noqa: E402
-from xmr.workflows.features import feature_cache_dir  # noqa: E402
-from xmr.zeroshot import (  # noqa: E402
+from xmr.bench.common import command_line, load_note, markdown
+from xmr.data import fetch_dataset, read_manifest
+from xmr.encoders import create_encoder, encode_images
+from xmr.utils.arrays import l2_normalize
+from xmr.utils.io import atomic_write_bytes, atomic_write_text, save_json
+from xmr.utils.paths import default_cache_dir
+from xmr.workflows.features import feature_cache_dir
+from xmr.zeroshot import (
     IdentityTrainConfig,
     WalkConfig,
     embed,
@@ -67,8 +66,6 @@ from xmr.zeroshot import (  # noqa: E402
     walk_both_ways,
     with_fallback,
 )
-
-from _common import command_line, load_note, markdown  # noqa: E402
 
 log = logging.getLogger("zeroshot_emoji")
 

@@ -1,30 +1,18 @@
-"""benchmarks/label_retrieval.py: its precomputed-geodesics fast path against label_retrieval."""
+"""The label-retrieval study (xmr.bench.label_retrieval): its fast path against label_retrieval."""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import xmr.bench.label_retrieval as label_retrieval_study
 from xmr.rerank.geodesic import procrustes_align
 from xmr.rerank.manifold_eval import label_retrieval
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "label_retrieval.py"
-
 
 @pytest.fixture(scope="module")
-def bench():  # noqa: ANN201 - the benchmark module
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("label_retrieval_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = mod  # type: ignore[union-attr]  # dataclasses look their module up
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    yield mod
-    sys.modules.pop(spec.name, None)  # type: ignore[union-attr]
-    sys.path.remove(str(BENCH.parent))
+def bench():  # noqa: ANN201 - the study's module
+    return label_retrieval_study
 
 
 def clusters(seed: int, n_classes: int = 6, per_class: int = 12, dim: int = 8) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import statistics
@@ -39,7 +40,7 @@ def interleaved(cases: dict[str, Callable[[int], object]], repeat: int, n_slices
     for i in range(repeat * n_slices):
         k = i % len(names)
         for n in names[k:] + names[:k]:
-            out[n].append(timed(lambda n=n: cases[n](i % n_slices)))
+            out[n].append(timed(functools.partial(cases[n], i % n_slices)))
     return out
 
 
