@@ -1,4 +1,4 @@
-"""Composed retrieval (issue 5): TIRG / Relation / concat / add, in the pretrained space and in Joint.
+"""Composed retrieval: TIRG / Relation / concat / add, in the pretrained space and in Joint.
 
 Datasets (all built offline, seed 0; ``xmr fetch``-able): ``css`` (CSS-like 2-D scenes, 10k train /
 2k test queries), ``cci`` (CCI-like iterative scenes, rounds 1-3 train, round 4 test: 1,110 / 10,000),
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = time.perf_counter() - t_start
     cmd = "XMR_CACHE_DIR=" + (cache_dir or "(default)") + " " + command_line()
     text = "\n".join([
-        "# Composed retrieval: TIRG / Relation / concat / add, pretrained space vs in Joint (issue 5)", "",
+        "# Composed retrieval: TIRG / Relation / concat / add, pretrained space vs in Joint", "",
         f"Command: `{cmd}`", "",
         "Test R@K in percent (hit: an image of the target scene / emoji / icon in the top K; the query's own "
         "image excluded; gallery: every image of the dataset). Settings in the script's docstring.", "",

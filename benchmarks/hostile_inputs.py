@@ -1,4 +1,4 @@
-"""The hostile-input survey of issue 10: bad inputs and faults across the commands, as a table.
+"""The hostile-input survey: bad inputs and faults across the commands, as a table.
 
 Each case runs as a real ``xmr`` process (bash) on a small synthetic run made with the toy
 encoders, and the table shows the exit status and what the user is told (the ``xmr: error``
@@ -70,8 +70,8 @@ print(f"weights {h.hexdigest()[:16]}, model.json {m['model_id']} (epoch {m.get('
 MNT = "mkdir -p {d} && mount -t tmpfs -o size={s} tmpfs {d}"
 FILL = "(cat /dev/zero > {d}/filler 2>/dev/null; true)"
 
-# (issue item, case, bash); every case starts in a copy of the work folder
-ISSUE = [
+# (item of the report, case, bash); every case starts in a copy of the work folder
+REPORTED = [
     ("1", "index --out the run folder", "xmr index run --split test --out run ;; ls run | tr '\\n' ' '"),
     ("1", "index --out a folder of other files", "mkdir victim; echo x > victim/notes.txt; "
      "xmr index run --split test --out victim ;; cat victim/notes.txt"),
@@ -254,7 +254,7 @@ def main() -> None:
                    shell=True, check=True, env=env)
     shutil.copytree(base / "cache", base / "cache0")
     rows = []
-    for group, cases in (("issue 10", ISSUE), ("more", MORE)):
+    for group, cases in (("reported", REPORTED), ("more", MORE)):
         for item, name, cmd in cases:
             shutil.rmtree(base / "case", ignore_errors=True)
             shutil.copytree(base / "work", base / "case", symlinks=True)

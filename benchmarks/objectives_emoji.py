@@ -1,4 +1,4 @@
-"""Training objectives of issue 4 on the emoji zero-shot split: one run per objective.
+"""Training objectives on the emoji zero-shot split: one run per objective.
 
 Every run has the demo's settings (``xmr.workflows.demo``: EfficientNet-Lite0 + MiniLM frozen
 features, MLP heads to 256-d, 30 epochs max, patience 5, ``EVAL_TEXTS_PER_ITEM = 1`` i.e. the
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     n_img, n_txt = rows["infonce"]["n_images"], rows["infonce"]["n_texts"]
     cmd = "XMR_CACHE_DIR=" + (cache_dir or "(default)") + " " + command_line()
     text = "\n".join([
-        "# Training objectives on the emoji zero-shot split (issue 4)",
+        "# Training objectives on the emoji zero-shot split",
         "",
         f"Test split: {n_img} images x {n_txt} CLDR names (29 subgroups unseen in training); "
         "R@K in percent, rsum = sum of the six recalls. Each run: the demo's settings (MLP heads, 256-d, "

@@ -1,4 +1,4 @@
-"""Smooth shortest paths on the CCI-like scenes (issue 5, part 3; the joint-manifold paper's Table 3).
+"""Smooth shortest paths on the CCI-like scenes (the joint-manifold paper's Table 3).
 
 The paper ("Learning a joint image-text embedding manifold", Sec. 3.2 and 4.3.2) builds an
 epsilon-graph on L2-normalised joint-space points -- an edge iff the great-circle distance is below
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                        markdown(["threshold", *names], [[f"{t:.4f}", *(fmt(v.get(g), ".2f") for g in names)]
                                                         for t, v in summary.items()]), ""]
     text = "\n".join([
-        "# Smooth shortest paths on the CCI-like scenes (issue 5, part 3; joint-manifold paper Table 3)",
+        "# Smooth shortest paths on the CCI-like scenes (joint-manifold paper Table 3)",
         "",
         f"{n} scenes (one image + one description each), reachability oracle mean degree {oracle_degree:.2f}. "
         f"Joint space: InfoNCE run (efficientnet-lite0 + minilm-l6, MLP heads to 256-d, max {args.epochs} epochs, "

@@ -1,4 +1,4 @@
-"""Sparse annotation on emoji: VSE++ vs A3VSE and its ablations at 2 / 10 / 20 / 50 % of the texts (issue 4).
+"""Sparse annotation on emoji: VSE++ vs A3VSE and its ablations at 2 / 10 / 20 / 50 % of the texts.
 
 Every run is an ordinary ``xmr train`` run (:func:`xmr.workflows.train.train_run`), the same as::
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = time.perf_counter() - t_start
     cmd = "XMR_CACHE_DIR=" + (cache_dir or "(default)") + " " + command_line()
     text = "\n".join([
-        "# Sparse annotation on emoji: VSE++ vs A3VSE (issue 4)", "",
+        "# Sparse annotation on emoji: VSE++ vs A3VSE", "",
         f"Command: `{cmd}`", "",
         "Emoji zero-shot split; the training split thinned by emoji (all styles of a kept emoji annotated, one "
         "text each), the rest un-annotated with regional ImageNet pseudo-texts. Test: 1,526 images x 383 CLDR "

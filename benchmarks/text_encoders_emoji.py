@@ -1,4 +1,4 @@
-"""Text encoders on the emoji zero-shot split (issue 4, part 2): frozen MiniLM vs trained text CNN / bi-GRU.
+"""Text encoders on the emoji zero-shot split: frozen MiniLM vs trained text CNN / bi-GRU.
 
 Every run has the demo's settings (EfficientNet-Lite0 frozen image features, MLP heads to 256-d,
 InfoNCE, max 30 epochs, patience 5, batch 128, lr 1e-3, seed 0, the CLDR name as the one
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = time.perf_counter() - t_start
     cmd = "XMR_CACHE_DIR=" + (cache_dir or "(default)") + " " + command_line()
     text = "\n".join([
-        "# Text encoders on the emoji zero-shot split (issue 4)",
+        "# Text encoders on the emoji zero-shot split",
         "",
         "Test split: 1,526 images x 383 CLDR names (29 subgroups unseen in training); R@K in percent. "
         f"Every run: EfficientNet-Lite0 features, MLP heads to 256-d, InfoNCE, max {args.epochs} epochs, "

@@ -1,4 +1,4 @@
-"""Composed queries end to end: metric vs brute force, model, trainer, workflow, CLI (issue 5)."""
+"""Composed queries end to end: metric vs brute force, model, trainer, workflow, CLI."""
 
 from __future__ import annotations
 

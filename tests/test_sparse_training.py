@@ -1,4 +1,4 @@
-"""A3VSE inside xmr train: region heads, the Eq. 9 objective, sparse corpora with pseudo-texts (issue 4, part 4)."""
+"""A3VSE inside xmr train: region heads, the Eq. 9 objective, sparse corpora with pseudo-texts."""
 
 from __future__ import annotations
 

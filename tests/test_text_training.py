@@ -1,4 +1,4 @@
-"""Trainable word-level text encoders inside xmr train / eval / index / search (issue 4, part 2)."""
+"""Trainable word-level text encoders inside xmr train / eval / index / search."""
 
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ def batch_classification_loss(query: torch.Tensor, target: torch.Tensor, *, scal
 
 def infonce_compose_loss(query: torch.Tensor, target: torch.Tensor, *, scale: torch.Tensor | float = 16.0,
                          groups: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The foundation issue's symmetric InfoNCE (:func:`xmr.losses.infonce_loss`) on (composed query,
+    """The joint space's symmetric InfoNCE (:func:`xmr.losses.infonce_loss`) on (composed query,
     target) pairs: logits ``scale * cos``; same-group targets are not negatives. Shapes: (B, D) each."""
     _check(query, target, groups)
     return infonce_loss(F.normalize(query, dim=1), F.normalize(target, dim=1), logit_scale=scale, groups=groups)
