@@ -57,3 +57,29 @@ def test_options_that_do_not_apply_are_refused_by_name(tmp_path: Path, args: lis
     (tmp_path / "triplets.jsonl").write_text("")
     with pytest.raises(XmrError, match=named):
         _cli(str(tmp_path / "m.jsonl"), "--out", "r", *args)
+
+
+def test_eval_and_search_refuse_what_the_runs_task_does_not_take(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    from xmr.cli import main
+
+    run = tmp_path / "c"
+    run.mkdir()
+    (run / "run.json").write_text('{"task": "composed"}')
+    for args, named in ((["eval", str(run), "--rerank", "diffusion"], "--rerank does not apply to `xmr eval` of a "
+                                                                      "composed run"),
+                        (["search", str(run), "--text", "x", "--image", "y.png", "--target", "texts"], "--target"),
+                        (["eval", str(run), "--task", "retrieval"], "is a composed run, not retrieval")):
+        assert main(args) == 2
+        assert named in capsys.readouterr().err
+
+
+def test_tasks_are_registered_and_dispatched_by_run_json(tmp_path: Path) -> None:
+    from xmr.tasks import TASKS, task_of_run
+
+    assert TASKS.names() == ["composed", "retrieval"]
+    (tmp_path / "run.json").write_text('{"manifest": "m"}')
+    assert task_of_run(tmp_path).name == "retrieval"
+    (tmp_path / "run.json").write_text('{"task": "bogus"}')
+    with pytest.raises(XmrError, match="unknown task 'bogus'"):
+        task_of_run(tmp_path)

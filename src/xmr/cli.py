@@ -29,9 +29,7 @@ from xmr.errors import XmrError
 from xmr.utils.io import os_error_reason
 
 if TYPE_CHECKING:
-    from xmr.runs.config import RunConfig
     from xmr.search.rerank_base import Reranker, Target
-    from xmr.workflows.composed import ComposedRunConfig
 
 log = logging.getLogger("xmr")
 
@@ -73,98 +71,46 @@ def _cmd_encode(a: argparse.Namespace) -> None:
         print(f"skipped {len(fs.skipped)} unreadable image(s); listed in {listed}")
 
 
-# --- xmr train: options -> configs. The defaults live in the config dataclasses only: an option
-# the user did not give is left out, so the field's own default applies (CLI and Python API build
-# the same config). An option that the chosen task (or text model) does not use is refused.
+# --- task dispatch. The defaults live in the config dataclasses only: an option the user did not
+# give is left out, so the field's own default applies (CLI and Python API build the same config).
+# Each task lists the options it takes (xmr.tasks); any other option given is refused by name.
 
-#: option dest -> field, per config: the retrieval task
-_RUN_FIELDS = {"image_encoder": "image_encoder", "text_encoder": "text_encoder", "train_split": "train_split",
-               "val_split": "val_split", "eval_texts_per_item": "eval_texts_per_item", "embed_dim": "embed_dim",
-               "head": "head", "hidden_dim": "hidden_dim", "similarity": "similarity", "two_branch": "two_branch",
-               "image_head": "image_head", "sparse": "sparse", "pseudo_texts": "pseudo_texts"}
-_TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-                 "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
-                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
-                 "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip"}
-_TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
-#: the composed task
-_COMPOSED_RUN_FIELDS = {"compose": "composer", "in_joint": "in_joint", "image_encoder": "image_encoder",
-                        "text_encoder": "text_encoder", "embed_dim": "embed_dim", "compose_loss": "loss"}
-_COMPOSED_TRAIN_FIELDS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "patience": "patience",
-                          "seed": "seed"}
-_TASK_OPTIONS = {"retrieval": {*_RUN_FIELDS, *_TRAIN_FIELDS, *_TEXT_MODEL_FIELDS, "no_position_shift", "image_root"},
-                 "composed": {*_COMPOSED_RUN_FIELDS, *_COMPOSED_TRAIN_FIELDS, "triplets"}}
+#: namespace entries that are not options of a task
+_NOT_TASK_OPTIONS = frozenset({"cmd", "func", "argv", "verbose", "quiet", "max_image_pixels", "task", "run",
+                               "manifest", "out", "overwrite", "cache_dir"})
 
 
-def _given(a: argparse.Namespace, fields: dict[str, str]) -> dict[str, object]:
-    """``{field: value}`` of the options in ``fields`` that the user gave."""
-    return {field: getattr(a, dest) for dest, field in fields.items() if getattr(a, dest) is not None}
+def _given(a: argparse.Namespace, *, keep: frozenset[str] = frozenset()) -> dict[str, object]:
+    return {k: v for k, v in vars(a).items() if k not in _NOT_TASK_OPTIONS or k in keep}
 
 
-def _refuse_foreign_options(a: argparse.Namespace) -> None:
-    foreign = sorted(dest for task, dests in _TASK_OPTIONS.items() if task != a.task for dest in dests
-                     if dest not in _TASK_OPTIONS[a.task] and getattr(a, dest, None) is not None)
-    if foreign:
-        names = ", ".join("--" + d.replace("_", "-") for d in foreign)
-        raise XmrError(f"{names} {'does' if len(foreign) == 1 else 'do'} not apply to --task {a.task}")
-
-
-def train_config_from_args(a: argparse.Namespace) -> RunConfig | ComposedRunConfig:
+def train_config_from_args(a: argparse.Namespace) -> object:
     """The run config ``xmr train`` builds from its parsed options (exposed for tests)."""
-    _refuse_foreign_options(a)
-    if a.task == "composed":
-        from xmr.data.composed_sets import triplets_beside
-        from xmr.training.composed import ComposedTrainConfig
-        from xmr.workflows.composed import ComposedRunConfig
+    from xmr.tasks import TASKS
+    from xmr.tasks.base import refuse_options
 
-        return ComposedRunConfig(manifest=os.path.abspath(a.manifest),
-                                 triplets=os.path.abspath(a.triplets or triplets_beside(a.manifest)),
-                                 **_given(a, _COMPOSED_RUN_FIELDS),  # type: ignore[arg-type]  # argparse types
-                                 train=ComposedTrainConfig(**_given(a, _COMPOSED_TRAIN_FIELDS)))  # type: ignore[arg-type]
-    from xmr.runs.config import RunConfig
-    from xmr.text import TEXT_MODELS, TextEncoderConfig
-    from xmr.training import TrainConfig
-
-    run = _given(a, _RUN_FIELDS)
-    text_options = _given(a, _TEXT_MODEL_FIELDS)
-    if a.no_position_shift:
-        text_options["position_shift"] = False
-    text_model = None
-    if run.get("text_encoder") in TEXT_MODELS.names():
-        text_model = TextEncoderConfig(kind=run["text_encoder"], **text_options,  # type: ignore[arg-type]  # argparse types
-                                       **({"seed": a.seed} if a.seed is not None else {}))
-    elif text_options:
-        names = ", ".join(sorted("--" + d.replace("_", "-") for d in
-                                 [*(k for k in _TEXT_MODEL_FIELDS if getattr(a, k) is not None),
-                                  *(["no_position_shift"] if a.no_position_shift else [])]))
-        raise XmrError(f"{names} apply to a word-level --text-encoder ({', '.join(TEXT_MODELS.names())}) only")
-    try:
-        train = TrainConfig(**_given(a, _TRAIN_FIELDS))  # type: ignore[arg-type]  # argparse types
-    except XmrError as e:  # the dataclass's own validation: a bad option value
-        raise XmrError(f"invalid training option: {e}") from None
-    try:
-        return RunConfig(manifest=os.path.abspath(a.manifest),
-                         image_root=os.path.abspath(a.image_root) if a.image_root else None,
-                         train=train, text_model=text_model, **run)  # type: ignore[arg-type]  # argparse types
-    except XmrError as e:
-        raise XmrError(f"invalid training option: {e}") from None
+    task = TASKS.get(a.task)
+    given = _given(a)
+    refuse_options(given, task.all_train_options(), f"--task {task.name}")
+    return task.config_from_options(a.manifest, given)
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from xmr.workflows.composed import ComposedRunConfig, train_composed_run
-    from xmr.workflows.train import train_run
+    from xmr.tasks import TASKS
 
-    cfg = train_config_from_args(a)
-    if isinstance(cfg, ComposedRunConfig):
-        c = train_composed_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite)
-        m = c.best_metrics
-        print(f"{c.status}: best epoch {c.best_epoch}, val R@1 {m.get('r1', float('nan')):.1f} "
-              f"R@10 {m.get('r10', float('nan')):.1f} R@50 {m.get('r50', float('nan')):.1f}; "
-              f"checkpoint: {c.best_dir}")
-        return
-    r = train_run(cfg, a.out, cache_dir=a.cache_dir, overwrite=a.overwrite, skip_bad=a.skip_bad)
-    print(f"{r.status}: best epoch {r.best_epoch}, val rsum {r.best_metrics.get('rsum', float('nan')):.1f}; "
-          f"checkpoint: {r.best_dir}")
+    r = TASKS.get(a.task).train(train_config_from_args(a), a.out, cache_dir=a.cache_dir, overwrite=a.overwrite,
+                                skip_bad=bool(a.skip_bad))
+    print(f"{r.status}: best epoch {r.best_epoch}, {r.summary}; checkpoint: {r.best_dir}")
+
+
+def _run_task(a: argparse.Namespace):  # noqa: ANN202 - a Task
+    """The task of ``a.run``; ``--task`` (eval) must agree with it."""
+    from xmr.tasks import TASKS, task_of_run
+
+    task = task_of_run(a.run)
+    if getattr(a, "task", None) is not None and TASKS.get(a.task) is not task:
+        raise XmrError(f"{a.run} is a {task.name} run, not {a.task}")
+    return task
 
 
 def _rerankers(a: argparse.Namespace) -> list[Reranker]:
@@ -191,68 +137,24 @@ def _cmd_index(a: argparse.Namespace) -> None:
 
 
 def _cmd_search(a: argparse.Namespace) -> None:
-    from xmr.search import Searcher
-    from xmr.workflows.composed import ComposedSearcher, is_composed_run
+    from xmr.tasks.base import refuse_options
 
-    if is_composed_run(a.run):
-        if a.text is None or a.image is None:
-            raise XmrError("a composed run searches with both --image (the source) and --text (the modification)")
-        for h in ComposedSearcher.from_run(a.run).search_composed(a.image, a.text, a.k):
-            print(f"{h.rank:>3}  {h.score:.3f}  {h.id}  {h.image}")
-        return
-    if (a.text is None) == (a.image is None):
-        raise XmrError("give exactly one of --text or --image (both: only for a composed run)")
-    rerank = _rerankers(a)
-    if len(rerank) > 1:
-        raise XmrError("search re-ranks with one method at a time; give one name to --rerank")
-    # only query-time parameters may be given here; the rest were fixed by `xmr index --rerank`
-    params = {k.strip().rpartition(".")[2]: v.strip() for k, _, v in (p.partition("=") for p in a.rerank_param)}
-    s = Searcher.from_run(a.run, a.index, rerank=rerank[0].name if rerank else None, rerank_params=params)
-    hits = s.search_text(a.text, a.k, target=a.target) if a.text is not None else \
-        s.search_image(a.image, a.k, target=a.target)
-    for hit in hits:
-        where = f"  {hit.id}  [{hit.style}]  {hit.image}" if hit.image else ""
-        print(f"{hit.rank:>3}  {hit.score:.3f}  {hit.text}{where}")
+    task = _run_task(a)
+    given = _given(a)
+    refuse_options(given, task.search_options, f"`xmr search` of a {task.name} run")
+    for line in task.search(a.run, given):
+        print(line)
 
 
 def _cmd_eval(a: argparse.Namespace) -> None:
-    from xmr.evaluation.protocol import format_side_by_side, format_table
-    from xmr.runs import load_run_config
-    from xmr.workflows.composed import evaluate_composed_run, is_composed_run
-    from xmr.workflows.evaluate import eval_output_path, evaluate_run
+    from xmr.tasks.base import refuse_options
 
-    if a.task == "composed" or is_composed_run(a.run):
-        cm = evaluate_composed_run(a.run, split=a.split, cache_dir=a.cache_dir, command=_command(a))
-        print(f"{os.path.basename(os.path.normpath(a.run))}, composed, split {a.split} "
-              f"({int(cm['n_queries'])} queries): R@1 {cm['r1']:.1f}  R@10 {cm['r10']:.1f}  R@50 {cm['r50']:.1f}  "
-              f"medr {cm['medr']:.0f}")
-        print(f"written: {os.path.join(a.run, f'eval-composed-{a.split}.json')}")
-        return
-    rerank = _rerankers(a)
-    m = evaluate_run(a.run, split=a.split, mode=a.mode, manifest=a.manifest, rerank=rerank,
-                     texts_per_item=a.texts_per_item, cache_dir=a.cache_dir, command=_command(a),
-                     skip_bad=a.skip_bad, out=a.out)
-    if rerank:
-        columns = {"plain": m, **{rr.name: {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(f"{rr.name}/")}
-                                  for rr in rerank}}
-        print(f"{os.path.basename(os.path.normpath(a.run))}, split {a.split} ({a.mode}); re-ranked "
-              f"{', '.join(f'{rr.name}: shortlist {rr.params.shortlist}' for rr in rerank)}")
-        print(format_side_by_side(columns))
-        for rr in rerank:
-            un = {d: int(columns[rr.name][f"{d}_unscored"]) for d in ("t2i", "i2t")}
-            if any(un.values()):
-                print(f"{rr.name}: {un['t2i']} t2i and {un['i2t']} i2t queries got no re-ranking score "
-                      "(cosine order kept)")
-    else:
-        print(format_table({os.path.basename(os.path.normpath(a.run)): m}))
-    extra = {k: v for k, v in m.items() if k.startswith("i2i_") and ("_map" in k or "_cmc" in k)}
-    for k, v in extra.items():
-        print(f"{k}: {v:.2f}")
-    if "overlap_S" in m:
-        print(f"overlap S (dual-path Eq. 10; lower separates positives better): {m['overlap_S']:.3f}")
-    written = eval_output_path(a.run, load_run_config(a.run).manifest, split=a.split, mode=a.mode,
-                               manifest=a.manifest, out=a.out)
-    print(f"written: {written}")
+    task = _run_task(a)
+    given = _given(a, keep=frozenset({"manifest", "out", "cache_dir"}))
+    refuse_options(given, task.eval_options, f"`xmr eval` of a {task.name} run")
+    outcome = task.evaluate(a.run, given, command=_command(a))
+    print(outcome.report)
+    print(f"written: {outcome.written}")
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
@@ -381,24 +283,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_defaults() -> str:
-    """The defaults of ``xmr train``'s options, read from the config dataclasses (for --help)."""
+    """The defaults of ``xmr train``'s options, read from each task's config dataclasses (for --help)."""
     import dataclasses
 
-    from xmr.runs.config import RunConfig
-    from xmr.text import TextEncoderConfig
-    from xmr.training import TrainConfig
-    from xmr.training.composed import ComposedTrainConfig
-    from xmr.workflows.composed import ComposedRunConfig
+    from xmr.tasks import TASKS
 
-    def line(title: str, fields: dict[str, str], cls: type) -> str:
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        return title + ": " + ", ".join(f"--{d.replace('_', '-')} {defaults[f]}" for d, f in fields.items())
-
-    return "\n".join(["defaults (from the config dataclasses):",
-                      line("  RunConfig", _RUN_FIELDS, RunConfig), line("  TrainConfig", _TRAIN_FIELDS, TrainConfig),
-                      line("  TextEncoderConfig", _TEXT_MODEL_FIELDS, TextEncoderConfig),
-                      line("  ComposedRunConfig", _COMPOSED_RUN_FIELDS, ComposedRunConfig),
-                      line("  ComposedTrainConfig", _COMPOSED_TRAIN_FIELDS, ComposedTrainConfig)])
+    lines = ["defaults (from the config dataclasses):"]
+    for name in TASKS.names():
+        for cls, fields in TASKS.get(name).train_fields.items():
+            defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+            shown = ", ".join(f"--{d.replace('_', '-')} {defaults[f]}" for d, f in fields.items())
+            lines.append(f"  --task {name}, {cls.__name__}: {shown}")
+    return "\n".join(lines)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -469,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", default=None)
     p.add_argument("--image", default=None)
     p.add_argument("-k", type=_positive_int, default=10, help="results to show (default 10)")
-    p.add_argument("--target", default="images", choices=["images", "texts"])
+    p.add_argument("--target", default=None, choices=["images", "texts"], help="what to return (default: images)")
     p.add_argument("--index", default=None, help="index folder (default: RUN/index)")
     _add_rerank(p, many=False)
     p.set_defaults(func=_cmd_search)
@@ -477,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="Recall@K / medr / rsum (+ mAP, CMC) of a run on a split")
     p.add_argument("run")
     p.add_argument("--split", default="test")
-    p.add_argument("--mode", default="full", choices=["full", "1k"], help="full set, or COCO-style 5 x 1K folds")
+    p.add_argument("--mode", default=None, choices=["full", "1k"],
+                   help="full set (default), or COCO-style 5 x 1K folds")
     p.add_argument("--manifest", default=None)
     p.add_argument("--texts-per-item", type=_positive_int, default=None,
                    help="texts per item used as queries (default: the run's eval_texts_per_item)")

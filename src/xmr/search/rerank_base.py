@@ -39,6 +39,13 @@ from xmr.utils.io import load_json, save_json
 
 Target = Literal["images", "texts"]
 TARGETS: tuple[Target, ...] = ("images", "texts")
+
+
+def check_target(value: object) -> Target:
+    """``value`` if it is a search target (``"images"`` / ``"texts"``); anything else is an XmrError naming it."""
+    if value == "images" or value == "texts":
+        return value
+    raise XmrError(f"unknown search target {value!r}; use 'images' or 'texts'")
 FORMAT = "xmr.rerank"
 VERSION = 1
 META_FILE = "rerank.json"

@@ -1,0 +1,147 @@
+"""The ``retrieval`` task: a joint image-text space (:mod:`xmr.workflows.train`, :class:`xmr.search.Searcher`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from xmr.errors import XmrError
+from xmr.runs.config import RunConfig, load_run_config
+from xmr.tasks.base import TASKS, EvalOutcome, Options, Task, TrainOutcome
+
+#: option dest -> field of RunConfig / TrainConfig / TextEncoderConfig
+RUN_FIELDS = {"image_encoder": "image_encoder", "text_encoder": "text_encoder", "train_split": "train_split",
+              "val_split": "val_split", "eval_texts_per_item": "eval_texts_per_item", "embed_dim": "embed_dim",
+              "head": "head", "hidden_dim": "hidden_dim", "similarity": "similarity", "two_branch": "two_branch",
+              "image_head": "image_head", "sparse": "sparse", "pseudo_texts": "pseudo_texts"}
+TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
+                "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
+                "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip"}
+TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
+
+
+def _pick(given: Options, fields: Mapping[str, str]) -> dict[str, Any]:
+    return {f: given[d] for d, f in fields.items() if given.get(d) is not None}
+
+
+class RetrievalTask(Task):
+    """Learn a joint space; index it; search by text or image; R@K / medr / rsum (+ mAP, CMC)."""
+
+    name = "retrieval"
+    train_options = frozenset({"image_root", "no_position_shift", "skip_bad"})
+    eval_options = frozenset({"split", "mode", "manifest", "texts_per_item", "rerank", "rerank_param", "skip_bad",
+                              "out", "cache_dir"})
+    search_options = frozenset({"text", "image", "k", "target", "index", "rerank", "rerank_param"})
+
+    @property
+    def train_fields(self) -> Mapping[type, Mapping[str, str]]:
+        from xmr.text import TextEncoderConfig
+        from xmr.training import TrainConfig
+
+        return {RunConfig: RUN_FIELDS, TrainConfig: TRAIN_FIELDS, TextEncoderConfig: TEXT_MODEL_FIELDS}
+
+    def config_from_options(self, manifest: str, given: Options) -> RunConfig:
+        from xmr.text import TEXT_MODELS, TextEncoderConfig
+        from xmr.training import TrainConfig
+
+        run = _pick(given, RUN_FIELDS)
+        text_options = _pick(given, TEXT_MODEL_FIELDS)
+        if given.get("no_position_shift"):
+            text_options["position_shift"] = False
+        text_model = None
+        if run.get("text_encoder") in TEXT_MODELS.names():
+            seed = {"seed": given["seed"]} if given.get("seed") is not None else {}
+            text_model = TextEncoderConfig(kind=run["text_encoder"], **text_options, **seed)
+        elif text_options:
+            names = [d for d in TEXT_MODEL_FIELDS if given.get(d) is not None]
+            names += ["no_position_shift"] if given.get("no_position_shift") else []
+            shown = ", ".join(sorted("--" + d.replace("_", "-") for d in names))
+            raise XmrError(f"{shown} apply to a word-level --text-encoder ({', '.join(TEXT_MODELS.names())}) only")
+        try:
+            train = TrainConfig(**_pick(given, TRAIN_FIELDS))
+            root = given.get("image_root")
+            return RunConfig(manifest=os.path.abspath(manifest),
+                             image_root=os.path.abspath(str(root)) if root else None,
+                             train=train, text_model=text_model, **run)
+        except XmrError as e:  # the dataclasses' own validation: a bad option value
+            raise XmrError(f"invalid training option: {e}") from None
+
+    def train(self, config: object, out_dir: str | Path, *, cache_dir: str | Path | None = None,
+              overwrite: bool = False, skip_bad: bool = False) -> TrainOutcome:
+        from xmr.workflows.train import train_run
+
+        assert isinstance(config, RunConfig)
+        r = train_run(config, out_dir, cache_dir=cache_dir, overwrite=overwrite, skip_bad=skip_bad)
+        return TrainOutcome(r.status, r.best_epoch, r.best_metrics, r.best_dir,
+                            f"val rsum {r.best_metrics.get('rsum', float('nan')):.1f}")
+
+    def evaluate(self, run_dir: str | Path, given: Options, *, command: str | None = None
+                 ) -> EvalOutcome:
+        from xmr.evaluation.protocol import format_side_by_side, format_table
+        from xmr.search.rerankers import rerankers_from_strings
+        from xmr.workflows.evaluate import eval_output_path, evaluate_run
+
+        split, mode = str(given["split"]), str(given.get("mode") or "full")
+        rerank = rerankers_from_strings(given["rerank"], given.get("rerank_param") or []) \
+            if given.get("rerank") else []
+        if given.get("rerank_param") and not rerank:
+            raise XmrError("--rerank-param needs --rerank")
+        manifest, out = given.get("manifest"), given.get("out")
+        m = evaluate_run(run_dir, split=split, mode=mode, manifest=manifest, rerank=rerank,
+                         texts_per_item=given.get("texts_per_item"), cache_dir=given.get("cache_dir"),
+                         command=command, skip_bad=bool(given.get("skip_bad")), out=out)
+        name = os.path.basename(os.path.normpath(run_dir))
+        lines = []
+        if rerank:
+            columns = {"plain": m, **{rr.name: {k.split("/", 1)[1]: v for k, v in m.items()
+                                                if k.startswith(f"{rr.name}/")} for rr in rerank}}
+            lines.append(f"{name}, split {split} ({mode}); re-ranked "
+                         f"{', '.join(f'{rr.name}: shortlist {rr.params.shortlist}' for rr in rerank)}")
+            lines.append(format_side_by_side(columns))
+            for rr in rerank:
+                un = {d: int(columns[rr.name][f"{d}_unscored"]) for d in ("t2i", "i2t")}
+                if any(un.values()):
+                    lines.append(f"{rr.name}: {un['t2i']} t2i and {un['i2t']} i2t queries got no re-ranking score "
+                                 "(cosine order kept)")
+        else:
+            lines.append(format_table({name: m}))
+        lines += [f"{k}: {v:.2f}" for k, v in m.items() if k.startswith("i2i_") and ("_map" in k or "_cmc" in k)]
+        if "overlap_S" in m:
+            lines.append(f"overlap S (dual-path Eq. 10; lower separates positives better): {m['overlap_S']:.3f}")
+        written = eval_output_path(run_dir, load_run_config(run_dir).manifest, split=split, mode=mode,
+                                   manifest=manifest, out=out)
+        return EvalOutcome(m, "\n".join(lines), written)
+
+    def search(self, run_dir: str | Path, given: Options) -> list[str]:
+        from xmr.search import Searcher
+        from xmr.search.rerank_base import check_target
+        from xmr.search.rerankers import rerankers_from_strings
+
+        text, image = given.get("text"), given.get("image")
+        if (text is None) == (image is None):
+            raise XmrError("give exactly one of --text or --image (both: only for a composed run)")
+        rerank = rerankers_from_strings(given["rerank"], given.get("rerank_param") or []) \
+            if given.get("rerank") else []
+        if given.get("rerank_param") and not rerank:
+            raise XmrError("--rerank-param needs --rerank")
+        if len(rerank) > 1:
+            raise XmrError("search re-ranks with one method at a time; give one name to --rerank")
+        # only query-time parameters may be given here; the rest were fixed by `xmr index --rerank`
+        params = {k.strip().rpartition(".")[2]: v.strip()
+                  for k, _, v in (str(p).partition("=") for p in given.get("rerank_param") or [])}
+        s = Searcher.from_run(run_dir, given.get("index"), rerank=rerank[0].name if rerank else None,
+                              rerank_params=params)
+        k, target = int(given.get("k") or 10), check_target(given.get("target") or "images")
+        hits = s.search_text(str(text), k, target=target) if text is not None else \
+            s.search_image(str(image), k, target=target)
+        lines = []
+        for hit in hits:
+            where = f"  {hit.id}  [{hit.style}]  {hit.image}" if hit.image else ""
+            lines.append(f"{hit.rank:>3}  {hit.score:.3f}  {hit.text}{where}")
+        return lines
+
+
+TASKS.add(RetrievalTask.name, RetrievalTask())
