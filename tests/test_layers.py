@@ -109,3 +109,17 @@ def test_a_wrong_modality_is_refused_not_sent_to_the_other_head() -> None:
     assert model.embed_numpy(feats, "text").shape == (2, 4)
     with pytest.raises(XmrError, match="'images'"):
         model.embed_numpy(feats, "images")  # type: ignore[arg-type]
+
+
+def test_checkpoints_written_before_the_unused_fields_went_still_load(tmp_path: Path) -> None:
+    import json
+
+    from xmr.models import JointModel, ModelConfig, load_model
+
+    model = JointModel(ModelConfig(image_encoder="toy-image", text_encoder="toy-text", image_dim=8, text_dim=8,
+                                   embed_dim=4, head="linear"))
+    model.save(tmp_path / "best")
+    meta = json.loads((tmp_path / "best" / "model.json").read_text())
+    meta["config"].update(image_encoder_kwargs={}, text_encoder_kwargs={})  # as every older model.json has
+    (tmp_path / "best" / "model.json").write_text(json.dumps(meta))
+    assert load_model(tmp_path / "best").model_id == model.model_id

@@ -27,6 +27,7 @@ from xmr.utils.io import load_json_object, save_json
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 VOCAB_FILE = "vocab.json"
+_NEVER_READ = ("image_encoder_kwargs", "text_encoder_kwargs")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,6 @@ class ModelConfig:
     dropout: float = 0.1
     init_temperature: float = 0.07
     learn_temperature: bool = True
-    image_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
-    text_encoder_kwargs: dict[str, int] = dataclasses.field(default_factory=dict)
     n_instances: int = 0
     similarity: str = "cosine"
     two_branch: float | None = None
@@ -221,7 +220,11 @@ def load_model(directory: str | Path) -> JointModel:
     recover_folder(directory)
     meta = load_json_object(directory / "model.json", "xmr model description")
     try:
-        config = ModelConfig(**meta["config"])
+        saved = dict(meta["config"])
+        for legacy in _NEVER_READ:  # fields older checkpoints carry that no code ever read
+            if not saved.get(legacy):
+                saved.pop(legacy, None)
+        config = ModelConfig(**saved)
     except (TypeError, KeyError, ValueError) as e:
         raise XmrError(f"{directory / 'model.json'}: not an xmr model config ({e})") from None
     vocab = None

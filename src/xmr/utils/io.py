@@ -171,13 +171,17 @@ def matches_saved(saved: Any, current: Any) -> bool:
 
     Dataclass fields missing from the saved file count as holding their defaults: a run
     written before a field existed still matches a config that leaves the field at its default.
+    Saved fields the dataclass no longer has are ignored when they hold nothing (``{}``, ``[]``,
+    ``None``): a run written before an unused field was removed still matches.
     """
     return _fill_defaults(saved, current) == to_jsonable(current)
 
 
 def _fill_defaults(saved: Any, obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and isinstance(saved, dict):
-        out = dict(saved)
+        names = {f.name for f in dataclasses.fields(obj)}
+        # a field that has since been removed counts only if it held something ({} or None: never read)
+        out = {k: v for k, v in saved.items() if k in names or v not in ({}, [], None)}
         for f in dataclasses.fields(obj):
             if f.name in out:
                 out[f.name] = _fill_defaults(out[f.name], getattr(obj, f.name))

@@ -109,14 +109,6 @@ def load_composed_config(run_dir: str | Path) -> ComposedRunConfig:
         raise XmrError(f"{path}: not a valid composed run config ({e})") from None
 
 
-def is_composed_run(run_dir: str | Path) -> bool:
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        return False
-    raw = load_json(path)
-    return isinstance(raw, dict) and raw.get("task") == TASK
-
-
 @dataclass
 class _Corpus:
     items: list[Item]
@@ -299,4 +291,4 @@ class ComposedSearcher:
 
 
 __all__ = ["ComposedRunConfig", "train_composed_run", "evaluate_composed_run", "ComposedSearcher",
-           "load_composed_config", "is_composed_run"]
+           "load_composed_config"]
