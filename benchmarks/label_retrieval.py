@@ -74,7 +74,7 @@ from xmr.encoders import create_encoder
 from xmr.encoders.cache import FeatureCache, text_key
 from xmr.errors import XmrError
 from xmr.rerank.geodesic import procrustes_align
-from xmr.rerank.manifold_eval import label_retrieval
+from xmr.rerank.manifold_eval import n_way_k_shot_retrieval
 from xmr.utils.io import atomic_write_text, save_json
 from xmr.utils.paths import default_cache_dir
 from xmr.utils.progress import progress
@@ -211,15 +211,15 @@ def test_sweep(pool: Pool, space: str, seeds: list[int]) -> dict[str, dict[str, 
 
 
 def reference_check(pool: Pool, space: str, epv: float, seed: int) -> None:
-    """The fast path must agree with the library's label_retrieval on one database."""
+    """The fast path must agree with the library's n_way_k_shot_retrieval on one database."""
     points, extra = pool.spaces[space]
     n_way = min(5, len(set(pool.labels)))
-    ref = label_retrieval(points, pool.labels, n_way=n_way, k_shot=1, edges_per_vertex=epv,
+    ref = n_way_k_shot_retrieval(points, pool.labels, n_way=n_way, k_shot=1, edges_per_vertex=epv,
                           extra_points=extra, seed=seed)
     fast = score_database(points, manifold_graph(points, extra, epv)[0], pool.labels, n_way, 1, seed)
     for m in METRICS:
         if not (np.isclose(ref[m], fast[m]) or (np.isnan(ref[m]) and np.isnan(fast[m]))):
-            raise AssertionError(f"fast path disagrees with label_retrieval on {m}: {fast[m]} vs {ref[m]}")
+            raise AssertionError(f"fast path disagrees with n_way_k_shot_retrieval on {m}: {fast[m]} vs {ref[m]}")
 
 
 def run_dataset(name: str, pools: dict[str, Pool], n_seeds: int) -> dict[str, object]:

@@ -7,7 +7,7 @@ import pytest
 
 import xmr.bench.label_retrieval as label_retrieval_study
 from xmr.rerank.geodesic import procrustes_align
-from xmr.rerank.manifold_eval import label_retrieval
+from xmr.rerank.manifold_eval import n_way_k_shot_retrieval
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_fast_path_equals_label_retrieval(bench, with_text: bool, epv: float) ->
     graph, _ = bench.manifold_graph(pts, extra, epv)
     for seed in range(4):
         for n_way, k_shot in ((3, 1), (5, 3)):
-            ref = label_retrieval(pts, labels, n_way=n_way, k_shot=k_shot, edges_per_vertex=epv,
+            ref = n_way_k_shot_retrieval(pts, labels, n_way=n_way, k_shot=k_shot, edges_per_vertex=epv,
                                   extra_points=extra, seed=seed)
             fast = bench.score_database(pts, graph, labels, n_way, k_shot, seed)
             for key, value in ref.items():

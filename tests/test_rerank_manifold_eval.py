@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from xmr.errors import XmrError
-from xmr.rerank import count_smooth_paths, epsilon_graph, label_retrieval, sample_n_way_k_shot
+from xmr.rerank import count_smooth_paths, epsilon_graph, n_way_k_shot_retrieval, sample_n_way_k_shot
 
 
 def _clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +38,7 @@ def _floyd(w: np.ndarray) -> np.ndarray:
 def test_label_retrieval_matches_dense_reference(extra: bool) -> None:
     x, labels = _clusters(2)
     text = _clusters(3)[0][:20] if extra else None
-    out = label_retrieval(x, labels, n_way=4, k_shot=2, edges_per_vertex=2.0, extra_points=text, seed=5)
+    out = n_way_k_shot_retrieval(x, labels, n_way=4, k_shot=2, edges_per_vertex=2.0, extra_points=text, seed=5)
     db, q = sample_n_way_k_shot(labels, 4, 2, seed=5)
     eu = np.mean([labels[db[np.argmax([x[i] @ x[j] for j in db])]] == labels[i] for i in q]) * 100
     pts = x if text is None else np.vstack([x, text])

@@ -12,7 +12,7 @@ from scipy.sparse.csgraph import floyd_warshall
 
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import first_relevant_ranks
-from xmr.search.rerankers import (
+from xmr.rerank.registry import (
     RERANKERS,
     GalleryVectors,
     Reranker,

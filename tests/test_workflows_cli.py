@@ -148,7 +148,7 @@ def test_list(capsys: pytest.CaptureFixture) -> None:
 
 def test_rerank_index_search_eval(trained: tuple[Path, Path, Path], tmp_path: Path,
                                   capsys: pytest.CaptureFixture) -> None:
-    from xmr.search.rerankers import index_fingerprint, load_reranker, rerank_dir
+    from xmr.rerank.registry import index_fingerprint, load_reranker, rerank_dir
 
     manifest, cache, run = trained
     idx = tmp_path / "idx"

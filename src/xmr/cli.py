@@ -29,7 +29,7 @@ from xmr.errors import XmrError
 from xmr.utils.io import os_error_reason
 
 if TYPE_CHECKING:
-    from xmr.search.rerank_base import Reranker, Target
+    from xmr.rerank.reranker import Reranker, Target
 
 log = logging.getLogger("xmr")
 
@@ -115,7 +115,7 @@ def _run_task(a: argparse.Namespace):  # noqa: ANN202 - a Task
 
 def _rerankers(a: argparse.Namespace) -> list[Reranker]:
     """``--rerank NAME[,NAME]`` and ``--rerank-param key=value`` as unfitted re-rankers."""
-    from xmr.search.rerankers import rerankers_from_strings
+    from xmr.rerank.registry import rerankers_from_strings
 
     if a.rerank is None:
         if a.rerank_param:
@@ -169,7 +169,7 @@ def _cmd_list(a: argparse.Namespace) -> None:
     from xmr.evaluation.similarity import SIMILARITIES
     from xmr.index import INDEXES
     from xmr.models import HEADS
-    from xmr.search import RERANKERS
+    from xmr.rerank import RERANKERS
     from xmr.text import TEXT_MODELS
     from xmr.training.config import train_loss_names
 

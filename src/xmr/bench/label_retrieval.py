@@ -59,7 +59,7 @@ def manifold_graph(points: np.ndarray, extra: np.ndarray | None, epv: float) -> 
 
 def score_database(points: np.ndarray, graph: sp.csr_matrix, labels: np.ndarray, n_way: int, k_shot: int,
                    seed: int) -> dict[str, float]:
-    """:func:`label_retrieval` on a prebuilt graph (same sampling, ties and counting).
+    """:func:`n_way_k_shot_retrieval` on a prebuilt graph (same sampling, ties and counting).
 
     Dijkstra runs from the database vertices (the graph is undirected), N x k sources instead of
     one per query.

@@ -1,4 +1,6 @@
-"""Re-ranking on the data manifold: kNN graphs, diffusion and bi-directional random walks.
+"""Re-ranking on the data manifold: kNN graphs, diffusion and bi-directional random walks, and the
+registered re-rankers built on them (``RERANKERS``: ``diffusion``, ``bidirectional``, ``geodesic``;
+:mod:`.reranker`, :mod:`.methods`, :mod:`.registry`) that re-order a search's shortlist.
 
 Array in, array out (numpy / scipy.sparse / FAISS); nothing here imports a torch model.
 Papers: "Mining on Heterogeneous Manifolds for Zero-Shot Cross-Modal Image Retrieval" (AAAI
@@ -9,15 +11,31 @@ joint image-text embedding manifold" (Sec. 3.2, Alg. 1).
 from __future__ import annotations
 
 from xmr.rerank.diffusion import bidirectional_scores, diffuse, random_walk_scores
-from xmr.rerank.geodesic import epsilon_graph, geodesic_distances, geodesic_knn, great_circle, procrustes_align
+from xmr.rerank.geodesic import (
+                                 epsilon_graph,
+                                 geodesic_distances,
+                                 geodesic_knn,
+                                 great_circle,
+                                 icp_align,
+                                 procrustes_align,
+)
 from xmr.rerank.graphs import cross_knn_affinity, knn, mutual_knn_affinity, row_normalize, symmetric_normalize
-from xmr.rerank.manifold_eval import count_smooth_paths, label_retrieval, sample_n_way_k_shot
+from xmr.rerank.manifold_eval import count_smooth_paths, n_way_k_shot_retrieval, sample_n_way_k_shot
 from xmr.rerank.offline import online_scores, online_topk, truncated_inverse
+from xmr.rerank.registry import (  # noqa: I001  (after the arrays: the re-rankers are built on them)
+                                 RERANKERS,
+                                 GalleryVectors,
+                                 Reranker,
+                                 create_reranker,
+                                 load_reranker,
+                                 rerankers_from_strings,
+)
 from xmr.rerank.truncation import gallery_guided_ranges, truncated_bidirectional_scores, truncated_walk_scores
 
 __all__ = ["knn", "mutual_knn_affinity", "cross_knn_affinity", "symmetric_normalize", "row_normalize",
-           "diffuse", "random_walk_scores", "bidirectional_scores", "procrustes_align", "great_circle",
+           "diffuse", "random_walk_scores", "bidirectional_scores", "procrustes_align", "icp_align", "great_circle",
            "epsilon_graph", "geodesic_distances", "geodesic_knn", "truncated_inverse", "online_scores",
            "online_topk",
            "gallery_guided_ranges", "truncated_walk_scores", "truncated_bidirectional_scores",
-           "label_retrieval", "sample_n_way_k_shot", "count_smooth_paths"]
+           "n_way_k_shot_retrieval", "sample_n_way_k_shot", "count_smooth_paths",
+           "RERANKERS", "GalleryVectors", "Reranker", "create_reranker", "load_reranker", "rerankers_from_strings"]

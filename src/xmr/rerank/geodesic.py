@@ -50,6 +50,37 @@ def procrustes_align(src: np.ndarray, dst: np.ndarray, *, allow_reflection: bool
     return r, mu_d - r @ mu_s
 
 
+def icp_align(src: np.ndarray, dst: np.ndarray, *, iterations: int = 5) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rigid alignment of ``src`` onto ``dst`` without known pairs (iterative closest point).
+
+    Each round pairs the points that are each other's nearest neighbour (cosine, after the
+    current alignment) and solves :func:`procrustes_align` on those pairs.
+
+    Args:
+        src: points to move. Shape: (n, d).
+        dst: the other point cloud. Shape: (m, d).
+
+    Returns:
+        ``(R, t, n_pairs)``: rotation (d, d), translation (d,) and the pairs used last.
+    """
+    r, t = np.eye(src.shape[1]), np.zeros(src.shape[1])
+    n_pairs = 0
+    for _ in range(iterations):
+        cur = src @ r.T + t
+        sims = l2_normalize(cur) @ dst.T
+        nn_src, nn_dst = sims.argmax(axis=1), sims.argmax(axis=0)
+        mutual = np.flatnonzero(nn_dst[nn_src] == np.arange(len(src)))
+        if len(mutual) < 2:
+            break
+        r_new, t_new = procrustes_align(src[mutual], dst[nn_src[mutual]])
+        converged = n_pairs == len(mutual) and np.allclose(r_new, r) and np.allclose(t_new, t)
+        r, t, n_pairs = r_new, t_new, len(mutual)
+        if converged:
+            break
+    return r, t, n_pairs
+
+
+
 def great_circle(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Angle between unit vectors, arccos(<x, y>) clipped to [0, pi]. Shape: (n, m)."""
     return np.arccos(np.clip(np.asarray(x, np.float64) @ np.asarray(y, np.float64).T, -1.0, 1.0))

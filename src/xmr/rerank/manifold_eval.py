@@ -1,6 +1,6 @@
 """Manifold evaluation tasks of the joint-embedding-manifold paper (Sec. 3.2.1), for any dataset.
 
-* :func:`label_retrieval`: an N-way k-shot labelled database; every other point of those classes
+* :func:`n_way_k_shot_retrieval`: an N-way k-shot labelled database; every other point of those classes
   is a query whose label is predicted by its nearest database point, once by Euclidean (cosine)
   distance and once by geodesic distance on an epsilon-graph (optionally with extra, unlabelled
   manifold samples such as text points). Queries with no path to the database are counted as
@@ -45,7 +45,7 @@ def sample_n_way_k_shot(labels: Sequence[object] | np.ndarray, n_way: int, k_sho
     return np.sort(np.array(db)), np.sort(np.array(queries))
 
 
-def label_retrieval(points: np.ndarray, labels: Sequence[object], *, n_way: int, k_shot: int,
+def n_way_k_shot_retrieval(points: np.ndarray, labels: Sequence[object], *, n_way: int, k_shot: int,
                     edges_per_vertex: float = 5.0, extra_points: np.ndarray | None = None,
                     seed: int = 0) -> dict[str, float]:
     """R@1 of label prediction by Euclidean vs geodesic nearest database point.

@@ -25,9 +25,9 @@ from xmr.errors import XmrError
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.index import Index, load_index
 from xmr.models import JointModel
+from xmr.rerank.registry import RERANKERS, index_fingerprint, rerank_dir
+from xmr.rerank.reranker import Modality, Reranker, Target, load_reranker, order_shortlist
 from xmr.runs.config import load_run, run_encoders
-from xmr.search.rerank_base import Modality, Reranker, Target, load_reranker, order_shortlist
-from xmr.search.rerankers import RERANKERS, index_fingerprint, rerank_dir
 from xmr.utils.io import load_json
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Searcher:
         texts: gallery texts (text index id = position).
         index_dir: the index folder, where re-ranking structures are looked up by name.
         rerank: the default re-ranking for every search: a method name (structures loaded from
-            ``index_dir``) or a fitted :class:`~xmr.search.rerank_base.Reranker`; None = none.
+            ``index_dir``) or a fitted :class:`~xmr.rerank.reranker.Reranker`; None = none.
         rerank_params: query-time parameters to change (e.g. ``{"shortlist": 200}``).
         run_dir: the run folder, only to name it in "rebuild with `xmr index ...`" hints.
     """
@@ -280,7 +280,7 @@ class Searcher:
 
     @property
     def fingerprint(self) -> str:
-        """:func:`~xmr.search.rerankers.index_fingerprint` of the loaded index folder."""
+        """:func:`~xmr.rerank.registry.index_fingerprint` of the loaded index folder."""
         if self._fingerprint is None:
             if self.index_dir is None:
                 raise XmrError("this searcher was not loaded from an index folder")

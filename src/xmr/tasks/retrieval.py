@@ -81,7 +81,7 @@ class RetrievalTask(Task):
     def evaluate(self, run_dir: str | Path, given: Options, *, command: str | None = None
                  ) -> EvalOutcome:
         from xmr.evaluation.protocol import format_side_by_side, format_table
-        from xmr.search.rerankers import rerankers_from_strings
+        from xmr.rerank.registry import rerankers_from_strings
         from xmr.workflows.evaluate import eval_output_path, evaluate_run
 
         split, mode = str(given["split"]), str(given.get("mode") or "full")
@@ -116,9 +116,9 @@ class RetrievalTask(Task):
         return EvalOutcome(m, "\n".join(lines), written)
 
     def search(self, run_dir: str | Path, given: Options) -> list[str]:
+        from xmr.rerank.registry import rerankers_from_strings
+        from xmr.rerank.reranker import check_target
         from xmr.search import Searcher
-        from xmr.search.rerank_base import check_target
-        from xmr.search.rerankers import rerankers_from_strings
 
         text, image = given.get("text"), given.get("image")
         if (text is None) == (image is None):

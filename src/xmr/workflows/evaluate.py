@@ -27,9 +27,9 @@ from xmr.evaluation.overlap import overlap_indicator, positive_negative_sims
 from xmr.evaluation.protocol import evaluate_embeddings
 from xmr.evaluation.similarity import is_inner_product
 from xmr.models import JointModel
+from xmr.rerank.registry import create_reranker
+from xmr.rerank.reranker import GalleryVectors, Modality, Reranker, order_shortlist
 from xmr.runs.config import load_run, run_encoders, run_items
-from xmr.search.rerank_base import GalleryVectors, Modality, Reranker, order_shortlist
-from xmr.search.rerankers import create_reranker
 from xmr.utils.io import check_writable, save_json
 from xmr.workflows.features import FeatureSet, encode_items
 

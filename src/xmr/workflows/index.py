@@ -9,7 +9,7 @@ Index folder layout (default ``<run>/index``)::
     index_run.json     what built it: run, model id, manifest, split, factory, re-ranking, command
     skipped.jsonl      with ``skip_bad``: the manifest items left out, each with its reason
     rerank/<name>/<target>/   optional re-ranking structures (``--rerank``), with their parameters
-                       and the fingerprint of this index (see :mod:`xmr.search.rerankers`)
+                       and the fingerprint of this index (see :mod:`xmr.rerank.registry`)
 
 The folder, re-ranking structures included, is built beside the target and swapped in at the
 end, so an interrupted build leaves the previous index intact and structures always belong to
@@ -30,8 +30,7 @@ from xmr.errors import XmrError
 from xmr.index import Index, create_index
 from xmr.modality import Modality
 from xmr.models import JointModel
-from xmr.runs.config import RunConfig, load_run, run_encoders, run_items
-from xmr.search.rerankers import (
+from xmr.rerank.registry import (
     TARGETS,
     GalleryVectors,
     Reranker,
@@ -41,6 +40,7 @@ from xmr.search.rerankers import (
     index_fingerprint,
     rerank_dir,
 )
+from xmr.runs.config import RunConfig, load_run, run_encoders, run_items
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import check_writable, load_json, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
@@ -74,7 +74,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         texts_per_item: index only each item's first texts (e.g. 1: the caption, not keywords).
         out_dir: where to write (default ``<run_dir>/index``).
         rerank: re-ranking methods to build structures for, by name (default parameters) or as
-            unfitted re-rankers (see :func:`xmr.search.rerankers.create_reranker`); they are fit
+            unfitted re-rankers (see :func:`xmr.rerank.registry.create_reranker`); they are fit
             on the gallery's embeddings and the encoders' own features, no re-encoding later.
         rerank_targets: which side each method re-orders: ``"images"`` (text and image queries
             over the images) and/or ``"texts"``.

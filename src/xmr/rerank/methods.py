@@ -1,7 +1,7 @@
 """The registered re-rankers: ``diffusion``, ``bidirectional`` and ``geodesic``.
 
 All three only re-order the index's shortlist; the heavy work (graphs, truncated inverses,
-epsilon-graphs) is done once by :meth:`~xmr.search.rerank_base.Reranker.fit` and saved beside
+epsilon-graphs) is done once by :meth:`~xmr.rerank.reranker.Reranker.fit` and saved beside
 the index. The array primitives come from :mod:`xmr.rerank`.
 
 * ``diffusion``: mutual-kNN graph of the gallery in the joint space, truncated inverse of
@@ -22,18 +22,10 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from xmr.errors import XmrError
-from xmr.rerank import (
-    epsilon_graph,
-    great_circle,
-    knn,
-    mutual_knn_affinity,
-    online_scores,
-    procrustes_align,
-    row_normalize,
-    symmetric_normalize,
-    truncated_inverse,
-)
-from xmr.search.rerank_base import (
+from xmr.rerank.geodesic import epsilon_graph, great_circle, icp_align, procrustes_align
+from xmr.rerank.graphs import knn, mutual_knn_affinity, row_normalize, symmetric_normalize
+from xmr.rerank.offline import online_scores, truncated_inverse
+from xmr.rerank.reranker import (
     RERANKERS,
     GallerySides,
     Reranker,
@@ -189,36 +181,6 @@ def _top_per_row(m: sp.csr_matrix, keep: int) -> sp.csr_matrix:
     out = sp.csr_matrix((data, indices, m.indptr.copy()), shape=m.shape)
     out.eliminate_zeros()
     return out
-
-
-def icp_align(src: np.ndarray, dst: np.ndarray, *, iterations: int = 5) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rigid alignment of ``src`` onto ``dst`` without known pairs (iterative closest point).
-
-    Each round pairs the points that are each other's nearest neighbour (cosine, after the
-    current alignment) and solves :func:`xmr.rerank.procrustes_align` on those pairs.
-
-    Args:
-        src: points to move. Shape: (n, d).
-        dst: the other point cloud. Shape: (m, d).
-
-    Returns:
-        ``(R, t, n_pairs)``: rotation (d, d), translation (d,) and the pairs used last.
-    """
-    r, t = np.eye(src.shape[1]), np.zeros(src.shape[1])
-    n_pairs = 0
-    for _ in range(iterations):
-        cur = src @ r.T + t
-        sims = l2_normalize(cur) @ dst.T
-        nn_src, nn_dst = sims.argmax(axis=1), sims.argmax(axis=0)
-        mutual = np.flatnonzero(nn_dst[nn_src] == np.arange(len(src)))
-        if len(mutual) < 2:
-            break
-        r_new, t_new = procrustes_align(src[mutual], dst[nn_src[mutual]])
-        converged = n_pairs == len(mutual) and np.allclose(r_new, r) and np.allclose(t_new, t)
-        r, t, n_pairs = r_new, t_new, len(mutual)
-        if converged:
-            break
-    return r, t, n_pairs
 
 
 # -- diffusion -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
     >>> rr.save("runs/x/index/rerank/diffusion/images")                          # doctest: +SKIP
 
 Registered methods (``RERANKERS.names()``): ``diffusion``, ``bidirectional``, ``geodesic``; see
-:mod:`xmr.search.rerank_methods`. ``xmr index RUN --rerank NAME`` stores fitted structures in
+:mod:`xmr.rerank.methods`. ``xmr index RUN --rerank NAME`` stores fitted structures in
 ``<index>/rerank/<NAME>/<target>/`` together with :func:`index_fingerprint` of the index they
 were built on; :class:`~xmr.search.Searcher` refuses structures of another index.
 """
@@ -19,7 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xmr.errors import XmrError
-from xmr.search.rerank_base import (
+from xmr.rerank.methods import (
+    BidirectionalParams,
+    BidirectionalReranker,
+    DiffusionParams,
+    DiffusionReranker,
+    GeodesicParams,
+    GeodesicReranker,
+)
+from xmr.rerank.reranker import (
     RERANKERS,
     TARGETS,
     GalleryVectors,
@@ -29,14 +37,6 @@ from xmr.search.rerank_base import (
     first_text_pairs,
     load_reranker,
     order_shortlist,
-)
-from xmr.search.rerank_methods import (
-    BidirectionalParams,
-    BidirectionalReranker,
-    DiffusionParams,
-    DiffusionReranker,
-    GeodesicParams,
-    GeodesicReranker,
 )
 from xmr.utils.io import load_json
 

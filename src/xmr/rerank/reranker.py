@@ -245,7 +245,7 @@ class Reranker(abc.ABC):
         self.target: Target | None = None
         self.n_gallery = 0
         self.fingerprint: str | None = None
-        """Which index the structures belong to (see :func:`xmr.search.rerankers.index_fingerprint`)."""
+        """Which index the structures belong to (see :func:`xmr.rerank.registry.index_fingerprint`)."""
 
     def __repr__(self) -> str:
         fitted = f", target={self.target!r}, n={self.n_gallery}" if self.target else ""
