@@ -17,7 +17,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from xmr.errors import XmrError
 from xmr.evaluation.composed import composed_metrics
 from xmr.losses import infonce_loss
 from xmr.text import Vocabulary
+from xmr.training.result import TrainResult
 from xmr.training.schedule import warmup_cosine
 from xmr.training.trainer import restore_resume_state, save_resume_state
 from xmr.utils.io import load_json, matches_saved, save_json
@@ -105,14 +106,8 @@ class ComposedData:
         return (self.region_feats if self.region_feats is not None else self.image_feats)[items]
 
 
-@dataclass
-class ComposedResult:
-    model: ComposedModel
-    best_dir: Path
-    best_epoch: int
-    best_metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    status: str = "done"
+#: the composed trainer's outcome: :class:`~xmr.training.result.TrainResult` of a composed model
+ComposedResult = TrainResult[ComposedModel]
 
 
 def evaluate_composed(model: ComposedModel, data: ComposedData) -> dict[str, float]:

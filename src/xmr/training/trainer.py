@@ -16,7 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +32,13 @@ from xmr.models import JointModel, ModelConfig, grl_schedule, load_model, make_a
 from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
 from xmr.training.data import EvalSet, PairSet
+from xmr.training.result import TrainResult
 from xmr.training.schedule import warmup_cosine
 from xmr.training.sparse_objective import PAIR_NAMES, sparse_alignment_loss
 from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
 from xmr.utils.progress import progress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train_joint_model`."""
-
-    model: JointModel
-    best_dir: Path
-    best_epoch: int
-    best_metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    status: str = "done"  # done | early-stopped | collapsed
 
 
 def validate(model: JointModel, data: EvalSet) -> dict[str, float]:
@@ -230,7 +219,7 @@ def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Op
 
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,
                       out_dir: str | Path, overwrite: bool = False, vocab: Vocabulary | None = None,
-                      pseudo: PairSet | None = None) -> TrainResult:
+                      pseudo: PairSet | None = None) -> TrainResult[JointModel]:
     """Train a joint model; resume if ``out_dir`` holds an unfinished run of the same config.
 
     ``vocab`` is the word-level text model's vocabulary (``model_config.text_model``); the text
