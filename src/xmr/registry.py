@@ -13,7 +13,7 @@ Families are chosen by registered name, never by sniffing strings (see STYLE.md)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from xmr.errors import XmrError
@@ -55,6 +55,20 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def __getitem__(self, name: str) -> T:
+        """``registry[name]`` is :meth:`get` (an unknown name raises XmrError listing the known ones)."""
+        return self.get(name)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to another registry or a mapping with the same names and objects."""
+        if isinstance(other, Registry):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return self._items == dict(other)
+        return NotImplemented
+
+    __hash__ = object.__hash__  # identity: a registry is one object per family
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

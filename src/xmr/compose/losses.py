@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from xmr.errors import XmrError
 from xmr.losses import infonce_loss
+from xmr.registry import Registry
 
 
 def _check(query: torch.Tensor, target: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
@@ -116,8 +117,7 @@ def infonce_compose_loss(query: torch.Tensor, target: torch.Tensor, *, scale: to
 LossFn = Callable[..., dict[str, torch.Tensor]]
 
 # kept apart from xmr.losses.LOSSES: these take (composed query, target image), not (image, text)
-COMPOSE_LOSSES: dict[str, LossFn] = {
-    "soft_triplet": soft_triplet_loss,
-    "batch_classification": batch_classification_loss,
-    "infonce": infonce_compose_loss,
-}
+COMPOSE_LOSSES: Registry[LossFn] = Registry("composed loss")
+COMPOSE_LOSSES.add("soft_triplet", soft_triplet_loss)
+COMPOSE_LOSSES.add("batch_classification", batch_classification_loss)
+COMPOSE_LOSSES.add("infonce", infonce_compose_loss)

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TypedDict
 from pathlib import Path
+from typing import TypedDict
 
 from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
-from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.data.sparse import SparseSpec
-from xmr.text.word_ids import WordIdsEncoder
+from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, load_model
+from xmr.semantics.labeller import PSEUDO_TEXT_KINDS
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
+from xmr.text.word_ids import WordIdsEncoder
 from xmr.training import TrainConfig
 from xmr.utils.io import load_json_object
 from xmr.utils.json_types import check_json_types
-from xmr.semantics.labeller import PSEUDO_TEXT_KINDS
 
 RUN_FILE = "run.json"
 

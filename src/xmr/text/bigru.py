@@ -14,6 +14,8 @@ on a packed sequence, so adding padding anywhere does not change the output.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -60,6 +62,9 @@ class BiGRUTextEncoder(nn.Module):
         embedding: (V, word_dim); input ids: (B, L) int64 with 0 = padding -> (B, out_dim)
     """
 
+    #: the poolings this model offers; the first is its default (read by TextEncoderConfig)
+    POOLS: ClassVar[tuple[str, ...]] = ("mean", "last", "attention")
+
     def __init__(
         self,
         embedding: np.ndarray | torch.Tensor,
@@ -71,7 +76,7 @@ class BiGRUTextEncoder(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if pool not in ("mean", "last", "attention"):
+        if pool not in self.POOLS:
             raise XmrError(f"BiGRU pool must be 'mean', 'last' or 'attention', got {pool!r}")
         self.embed = trainable_word_table(embedding)
         self.gru = nn.GRU(self.embed.embedding_dim, hidden, num_layers=1, batch_first=True, bidirectional=True)

@@ -26,7 +26,10 @@ from xmr.text.registry import TEXT_MODELS
 from xmr.text.vocab import Vocabulary
 from xmr.text.word_vectors import embedding_matrix, load_glove
 
-_POOLS = {"textcnn": ("max", "avg"), "bigru": ("mean", "last", "attention"), "lstm": ("last", "mean")}
+
+def _pools(kind: str) -> tuple[str, ...]:
+    """The poolings the registered text model ``kind`` offers (its ``POOLS``; the first is its default)."""
+    return tuple(TEXT_MODELS.get(kind).POOLS)  # type: ignore[attr-defined]  # every TEXT_MODELS entry has POOLS
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,8 @@ class TextEncoderConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in _POOLS:
-            raise XmrError(f"unknown text model kind {self.kind!r}; known: {', '.join(sorted(_POOLS))}")
+        if self.kind not in TEXT_MODELS:
+            raise XmrError(f"unknown text model kind {self.kind!r}; known: {', '.join(TEXT_MODELS.names())}")
         if self.init not in ("glove", "random"):
             raise XmrError(f"text encoder init must be 'glove' or 'random', got {self.init!r}")
         for name in ("length", "word_dim", "hidden", "out_dim"):
@@ -78,15 +81,15 @@ class TextEncoderConfig:
             raise XmrError(f"text encoder blocks must be an integer >= 0, got {self.blocks!r}")
         if self.kind == "textcnn" and self.hidden < 4:
             raise XmrError(f"textcnn hidden must be >= 4 (bottleneck = hidden / 4), got {self.hidden}")
-        if self.pool is not None and self.pool not in _POOLS[self.kind]:
-            raise XmrError(f"{self.kind} pool must be one of {', '.join(_POOLS[self.kind])}, got {self.pool!r}")
+        if self.pool is not None and self.pool not in _pools(self.kind):
+            raise XmrError(f"{self.kind} pool must be one of {', '.join(_pools(self.kind))}, got {self.pool!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise XmrError(f"text encoder dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
     def pooling(self) -> str:
         """The pooling in effect (``pool`` or the kind's default)."""
-        return self.pool or _POOLS[self.kind][0]
+        return self.pool or _pools(self.kind)[0]
 
     @property
     def shift_for_training(self) -> bool:

@@ -9,6 +9,8 @@ Padding is ignored exactly (rows are compacted and packed, as in :mod:`xmr.text.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,10 +39,13 @@ class LSTMTextEncoder(nn.Module):
         ids (B, L) int64, 0 = padding -> (B, out_dim)
     """
 
+    #: the poolings this model offers; the first is its default (read by TextEncoderConfig)
+    POOLS: ClassVar[tuple[str, ...]] = ("last", "mean")
+
     def __init__(self, embedding: np.ndarray | torch.Tensor, *, hidden: int = 512, out_dim: int = 512,
                  pool: str = "last", dropout: float = 0.0, normalize: bool = True) -> None:
         super().__init__()
-        if pool not in ("last", "mean"):
+        if pool not in self.POOLS:
             raise XmrError(f"LSTM pool must be 'last' or 'mean', got {pool!r}")
         self.embed = trainable_word_table(embedding)
         self.lstm = nn.LSTM(self.embed.embedding_dim, hidden, num_layers=1, batch_first=True)

@@ -28,6 +28,8 @@ Where we differ from the paper, and why:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -84,6 +86,9 @@ class TextCNN(nn.Module):
         embedding: (V, word_dim); input ids: (B, L) int64 with 0 = padding -> (B, out_dim)
     """
 
+    #: the poolings this model offers; the first is its default (read by TextEncoderConfig)
+    POOLS: ClassVar[tuple[str, ...]] = ("max", "avg")
+
     def __init__(
         self,
         embedding: np.ndarray | torch.Tensor,
@@ -96,7 +101,7 @@ class TextCNN(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if pool not in ("max", "avg"):
+        if pool not in self.POOLS:
             raise XmrError(f"TextCNN pool must be 'max' or 'avg', got {pool!r}")
         if hidden < 4 or blocks < 0:
             raise XmrError(f"TextCNN needs hidden >= 4 and blocks >= 0, got hidden={hidden}, blocks={blocks}")

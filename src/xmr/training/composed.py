@@ -126,7 +126,7 @@ def _step_loss(model: ComposedModel, data: ComposedData, batch: np.ndarray, cfg:
     groups = torch.from_numpy(data.identity[tgt])
     name = model.config.loss
     kw = {"scale": model.scale} if name in ("batch_classification", "infonce") else {}
-    out = dict(COMPOSE_LOSSES[name](q, target, groups=groups, **kw))
+    out = dict(COMPOSE_LOSSES.get(name)(q, target, groups=groups, **kw))
     loss = out["loss"]
     if model.config.in_joint and cfg.joint_weight > 0:  # Eq. 2: keep g a joint image-text space
         items = np.unique(src[data.captions[src] >= 0])
