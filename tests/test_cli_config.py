@@ -83,3 +83,15 @@ def test_tasks_are_registered_and_dispatched_by_run_json(tmp_path: Path) -> None
     (tmp_path / "run.json").write_text('{"task": "bogus"}')
     with pytest.raises(XmrError, match="unknown task 'bogus'"):
         task_of_run(tmp_path)
+
+
+def test_losses_carry_their_capabilities() -> None:
+    from xmr.losses import LOSSES
+    from xmr.losses.registry import capabilities
+
+    assert capabilities("infonce").inner_product_only and not capabilities("infonce").takes_margin
+    assert all(capabilities(n).takes_margin and not capabilities(n).inner_product_only
+               for n in LOSSES.names() if n != "infonce")
+    assert TrainConfig(loss="infonce").loss_kwargs() == {} and TrainConfig(loss="vse0").loss_kwargs() == {"margin": 0.2}
+    with pytest.raises(XmrError, match="infonce scores by the inner product"):
+        RunConfig(manifest="m", similarity="order")

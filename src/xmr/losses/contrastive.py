@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from xmr.losses._masks import check_pair, extra_positives
-from xmr.losses.registry import LOSSES
+from xmr.losses.registry import LOSSES, declare
 
 
 @LOSSES.register("infonce")
+@declare(inner_product_only=True, takes_margin=False)
 def infonce_loss(img: torch.Tensor, txt: torch.Tensor, *, logit_scale: torch.Tensor | float = 1 / 0.07,
                  groups: torch.Tensor | None = None,
                  text_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -106,9 +106,9 @@ class RunConfig:
                 raise XmrError(f"text_model settings need a word-level text encoder "
                                  f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
         HEADS.get(self.head)
-        if not inner and self.train.loss == "infonce":
+        if not inner and self.train.scores_by_inner_product:
             raise XmrError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
-                             "infonce scores by the inner product")
+                           f"{self.train.loss} scores by the inner product")
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
             raise XmrError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
 

@@ -13,6 +13,7 @@ checkpoint is kept in ``best/``; ``last.pt`` makes an interrupted run resume whe
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import shutil
@@ -125,8 +126,9 @@ def _step_loss(model: ComposedModel, data: ComposedData, batch: np.ndarray, cfg:
     target = model.embed_gallery(torch.from_numpy(data.image_feats[tgt]))
     groups = torch.from_numpy(data.identity[tgt])
     name = model.config.loss
-    kw = {"scale": model.scale} if name in ("batch_classification", "infonce") else {}
-    out = dict(COMPOSE_LOSSES.get(name)(q, target, groups=groups, **kw))
+    fn = COMPOSE_LOSSES.get(name)
+    kw = {"scale": model.scale} if "scale" in inspect.signature(fn).parameters else {}  # the loss says if it is scaled
+    out = dict(fn(q, target, groups=groups, **kw))
     loss = out["loss"]
     if model.config.in_joint and cfg.joint_weight > 0:  # Eq. 2: keep g a joint image-text space
         items = np.unique(src[data.captions[src] >= 0])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from xmr.errors import XmrError
 from xmr.losses import LOSSES
+from xmr.losses.registry import capabilities as loss_capabilities
 from xmr.training.sparse_objective import PAIR_NAMES, PAPER_WEIGHTS
 
 HARDEST_NEGATIVE_LOSSES = ("vse++",)
@@ -110,6 +111,11 @@ class TrainConfig:
             raise XmrError(f"epochs ({self.epochs}) must exceed vse0_warmup_epochs ({self.vse0_warmup_epochs})")
 
     @property
+    def scores_by_inner_product(self) -> bool:
+        """The loss itself scores by the inner product (InfoNCE): no other similarity can be trained with it."""
+        return self.loss in LOSSES and loss_capabilities(self.loss).inner_product_only
+
+    @property
     def hardest_negative(self) -> bool:
         return self.loss in HARDEST_NEGATIVE_LOSSES
 
@@ -125,4 +131,4 @@ class TrainConfig:
 
     def loss_kwargs(self, name: str | None = None) -> dict[str, float]:
         """Hyper-parameters of the registered loss ``name`` (default: ``loss``)."""
-        return {} if (name or self.loss) == "infonce" else {"margin": self.margin}
+        return {"margin": self.margin} if loss_capabilities(name or self.loss).takes_margin else {}

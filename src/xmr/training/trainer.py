@@ -28,6 +28,7 @@ from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.losses import TwoStageSchedule, create_loss, instance_loss
 from xmr.losses.registry import LossFn
+from xmr.losses.registry import capabilities as loss_capabilities
 from xmr.models import JointModel, ModelConfig, grl_schedule, load_model, make_a3vse_discriminators
 from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
@@ -74,8 +75,8 @@ def _pair_loss(name: str, cfg: TrainConfig, similarity: str) -> LossFn:
     """The registered loss ``name`` with its hyper-parameters; ranking losses score by ``similarity``."""
     kwargs: dict[str, object] = dict(cfg.loss_kwargs(name))
     if not is_inner_product(similarity):
-        if name == "infonce":
-            raise XmrError(f"similarity {similarity!r} needs a ranking loss; infonce scores by the inner product")
+        if loss_capabilities(name).inner_product_only:
+            raise XmrError(f"similarity {similarity!r} needs a ranking loss; {name} scores by the inner product")
         kwargs["similarity"] = similarity
     return create_loss(name, **kwargs)  # type: ignore[arg-type]  # margin (float) and similarity (str)
 
