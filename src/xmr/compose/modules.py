@@ -33,6 +33,21 @@ from xmr.registry import Registry
 COMPOSERS: Registry[type[nn.Module]] = Registry("composer")
 
 
+class _VectorComposer(nn.Module):
+    """A composer of pooled vectors with a hidden width (TIRG, concat): checks and keeps the sizes."""
+
+    needs_regions = False
+
+    def __init__(self, image_dim: int, text_dim: int, hidden: int | None) -> None:
+        super().__init__()
+        self.hidden = image_dim + text_dim if hidden is None else hidden
+        _check_dims(image_dim=image_dim, text_dim=text_dim, hidden=self.hidden)
+        self.image_dim, self.text_dim = image_dim, text_dim
+
+    def extra_repr(self) -> str:
+        return f"image_dim={self.image_dim}, text_dim={self.text_dim}, hidden={self.hidden}"
+
+
 def _check_dims(**dims: int) -> None:
     for name, value in dims.items():
         if not isinstance(value, int) or value < 1:
@@ -53,7 +68,7 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 
 @COMPOSERS.register("tirg")
-class TIRGComposer(nn.Module):
+class TIRGComposer(_VectorComposer):
     """Text Image Residual Gating (Vo et al., CVPR 2019, Eq. 1-3; seed paper Sec. 3.3).
 
     With x = [psi_x, phi_t] (concatenation, image_dim + text_dim):
@@ -87,15 +102,10 @@ class TIRGComposer(nn.Module):
         (3, 8)
     """
 
-    needs_regions = False
-
     def __init__(self, image_dim: int, text_dim: int, *, hidden: int | None = None) -> None:
-        super().__init__()
-        hidden = image_dim + text_dim if hidden is None else hidden
-        _check_dims(image_dim=image_dim, text_dim=text_dim, hidden=hidden)
-        self.image_dim, self.text_dim, self.hidden = image_dim, text_dim, hidden
-        self.gate_mlp = _mlp(image_dim + text_dim, hidden, image_dim)
-        self.res_mlp = _mlp(image_dim + text_dim, hidden, image_dim)
+        super().__init__(image_dim, text_dim, hidden)
+        self.gate_mlp = _mlp(image_dim + text_dim, self.hidden, image_dim)
+        self.res_mlp = _mlp(image_dim + text_dim, self.hidden, image_dim)
         self.w_g = nn.Parameter(torch.tensor(1.0))
         self.w_r = nn.Parameter(torch.tensor(10.0))
 
@@ -104,9 +114,6 @@ class TIRGComposer(nn.Module):
         x = torch.cat([image, text], dim=1)
         gate = torch.sigmoid(self.gate_mlp(x))
         return self.w_g * gate * image + self.w_r * self.res_mlp(x)
-
-    def extra_repr(self) -> str:
-        return f"image_dim={self.image_dim}, text_dim={self.text_dim}, hidden={self.hidden}"
 
 
 @COMPOSERS.register("relation")
@@ -175,7 +182,7 @@ class RelationComposer(nn.Module):
 
 
 @COMPOSERS.register("concat")
-class ConcatComposer(nn.Module):
+class ConcatComposer(_VectorComposer):
     """out = MLP([psi_x, phi_t]), MLP = Linear(image_dim + text_dim, hidden) -> ReLU -> Linear(hidden, image_dim).
 
     TIRG's "Concat" baseline (Vo et al. 2019, Sec. 4); ``self.mlp``.
@@ -189,21 +196,13 @@ class ConcatComposer(nn.Module):
         ``forward(image, text)``: image (B, image_dim), text (B, text_dim) -> (B, image_dim).
     """
 
-    needs_regions = False
-
     def __init__(self, image_dim: int, text_dim: int, *, hidden: int | None = None) -> None:
-        super().__init__()
-        hidden = image_dim + text_dim if hidden is None else hidden
-        _check_dims(image_dim=image_dim, text_dim=text_dim, hidden=hidden)
-        self.image_dim, self.text_dim, self.hidden = image_dim, text_dim, hidden
-        self.mlp = _mlp(image_dim + text_dim, hidden, image_dim)
+        super().__init__(image_dim, text_dim, hidden)
+        self.mlp = _mlp(image_dim + text_dim, self.hidden, image_dim)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         _check_vectors(image, text, self.image_dim, self.text_dim)
         return self.mlp(torch.cat([image, text], dim=1))
-
-    def extra_repr(self) -> str:
-        return f"image_dim={self.image_dim}, text_dim={self.text_dim}, hidden={self.hidden}"
 
 
 @COMPOSERS.register("add")

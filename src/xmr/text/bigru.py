@@ -14,17 +14,13 @@ on a packed sequence, so adding padding anywhere does not change the output.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from xmr.errors import XmrError
 from xmr.layers.attention import ContextAttentionPool
-from xmr.text.embedding import trainable_word_table
+from xmr.text.embedding import WordSequenceModel
 from xmr.text.registry import TEXT_MODELS
 from xmr.text.vocab import PAD_ID
 
@@ -44,7 +40,7 @@ def compact_left(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @TEXT_MODELS.register("bigru")
-class BiGRUTextEncoder(nn.Module):
+class BiGRUTextEncoder(WordSequenceModel):
     """Word ids -> sentence embedding: embedding, 1-layer bi-GRU, pooling, fc.
 
     Args:
@@ -62,8 +58,7 @@ class BiGRUTextEncoder(nn.Module):
         embedding: (V, word_dim); input ids: (B, L) int64 with 0 = padding -> (B, out_dim)
     """
 
-    #: the poolings this model offers; the first is its default (read by TextEncoderConfig)
-    POOLS: ClassVar[tuple[str, ...]] = ("mean", "last", "attention")
+    POOLS = ("mean", "last", "attention")
 
     def __init__(
         self,
@@ -76,15 +71,10 @@ class BiGRUTextEncoder(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if pool not in self.POOLS:
-            raise XmrError(f"BiGRU pool must be 'mean', 'last' or 'attention', got {pool!r}")
-        self.embed = trainable_word_table(embedding)
+        self._init_words(embedding, pool)
         self.gru = nn.GRU(self.embed.embedding_dim, hidden, num_layers=1, batch_first=True, bidirectional=True)
-        self.pool = pool
         self.attention = ContextAttentionPool(2 * hidden, heads=3, out_dim=2 * hidden) if pool == "attention" else None
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(2 * hidden, out_dim)
-        self.normalize = normalize
+        self._init_output(2 * hidden, out_dim, dropout, normalize)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids, lengths = compact_left(ids)
@@ -100,5 +90,4 @@ class BiGRUTextEncoder(nn.Module):
                 x = self.attention(padded, mask)
             else:
                 x = padded.sum(dim=1) / lengths.to(padded.dtype).unsqueeze(1)
-        y = self.fc(self.dropout(x))
-        return F.normalize(y, dim=-1) if self.normalize else y
+        return self._output(x)

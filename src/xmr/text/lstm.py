@@ -9,22 +9,18 @@ Padding is ignored exactly (rows are compacted and packed, as in :mod:`xmr.text.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from xmr.errors import XmrError
 from xmr.text.bigru import compact_left
-from xmr.text.embedding import trainable_word_table
+from xmr.text.embedding import WordSequenceModel
 from xmr.text.registry import TEXT_MODELS
 
 
 @TEXT_MODELS.register("lstm")
-class LSTMTextEncoder(nn.Module):
+class LSTMTextEncoder(WordSequenceModel):
     """Word ids -> sentence vector: embedding, 1-layer LSTM, last state or mean, fc.
 
     Args:
@@ -39,20 +35,14 @@ class LSTMTextEncoder(nn.Module):
         ids (B, L) int64, 0 = padding -> (B, out_dim)
     """
 
-    #: the poolings this model offers; the first is its default (read by TextEncoderConfig)
-    POOLS: ClassVar[tuple[str, ...]] = ("last", "mean")
+    POOLS = ("last", "mean")
 
     def __init__(self, embedding: np.ndarray | torch.Tensor, *, hidden: int = 512, out_dim: int = 512,
                  pool: str = "last", dropout: float = 0.0, normalize: bool = True) -> None:
         super().__init__()
-        if pool not in self.POOLS:
-            raise XmrError(f"LSTM pool must be 'last' or 'mean', got {pool!r}")
-        self.embed = trainable_word_table(embedding)
+        self._init_words(embedding, pool)
         self.lstm = nn.LSTM(self.embed.embedding_dim, hidden, num_layers=1, batch_first=True)
-        self.pool = pool
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(hidden, out_dim)
-        self.normalize = normalize
+        self._init_output(hidden, out_dim, dropout, normalize)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids, lengths = compact_left(ids)
@@ -64,5 +54,4 @@ class LSTMTextEncoder(nn.Module):
         else:
             padded, _ = pad_packed_sequence(out, batch_first=True)
             x = padded.sum(dim=1) / lengths.to(padded.dtype).unsqueeze(1)
-        y = self.fc(self.dropout(x))
-        return F.normalize(y, dim=-1) if self.normalize else y
+        return self._output(x)

@@ -28,15 +28,13 @@ Where we differ from the paper, and why:
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from xmr.errors import XmrError
-from xmr.text.embedding import trainable_word_table
+from xmr.text.embedding import WordSequenceModel
 from xmr.text.registry import TEXT_MODELS
 
 
@@ -70,7 +68,7 @@ class ResidualBlock1x2(nn.Module):
 
 
 @TEXT_MODELS.register("textcnn")
-class TextCNN(nn.Module):
+class TextCNN(WordSequenceModel):
     """Word ids -> sentence embedding with the dual-path paper's residual text CNN.
 
     Args:
@@ -86,8 +84,7 @@ class TextCNN(nn.Module):
         embedding: (V, word_dim); input ids: (B, L) int64 with 0 = padding -> (B, out_dim)
     """
 
-    #: the poolings this model offers; the first is its default (read by TextEncoderConfig)
-    POOLS: ClassVar[tuple[str, ...]] = ("max", "avg")
+    POOLS = ("max", "avg")
 
     def __init__(
         self,
@@ -101,22 +98,16 @@ class TextCNN(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if pool not in self.POOLS:
-            raise XmrError(f"TextCNN pool must be 'max' or 'avg', got {pool!r}")
         if hidden < 4 or blocks < 0:
             raise XmrError(f"TextCNN needs hidden >= 4 and blocks >= 0, got hidden={hidden}, blocks={blocks}")
-        self.embed = trainable_word_table(embedding)
+        self._init_words(embedding, pool)
         self.stem = nn.Sequential(nn.Conv1d(self.embed.embedding_dim, hidden, kernel_size=1, bias=False),
                                   nn.BatchNorm1d(hidden), nn.ReLU())
         self.blocks = nn.Sequential(*(ResidualBlock1x2(hidden, max(1, hidden // 4)) for _ in range(blocks)))
-        self.pool = pool
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(hidden, out_dim)
-        self.normalize = normalize
+        self._init_output(hidden, out_dim, dropout, normalize)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids).transpose(1, 2)  # (B, word_dim, L): channels first, like the paper's 1 x L x d
         x = self.blocks(self.stem(x))
         x = x.amax(dim=2) if self.pool == "max" else x.mean(dim=2)
-        y = self.fc(self.dropout(x))
-        return F.normalize(y, dim=-1) if self.normalize else y
+        return self._output(x)
