@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from xmr.errors import XmrError
 from xmr.evaluation.composed import composed_metrics
 from xmr.losses import infonce_loss
 from xmr.text import Vocabulary
-from xmr.training.result import TrainResult
+from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
 from xmr.training.trainer import restore_resume_state, save_resume_state
 from xmr.utils.io import load_json, matches_saved, save_json
@@ -167,13 +166,13 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
     steps = max(1, len(train.triplets) // config.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, total_steps=steps * config.epochs, warmup_steps=steps))
-    st: dict = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad": 0, "history": [], "status": "running"}
+    st = TrainState()
     if (out / "last.pt").exists():
         st = restore_resume_state(out / "last.pt", model, opt, sched)
-        log.info("resuming %s after epoch %d", out, st["epoch"])
-    while st["status"] == "running" and st["epoch"] < config.epochs:
+        log.info("resuming %s after epoch %d", out, st.epoch)
+    while st.status == "running" and st.epoch < config.epochs:
         t0 = time.perf_counter()
-        epoch = st["epoch"]
+        epoch = st.epoch
         order = np.random.default_rng([config.seed, epoch]).permutation(len(train.triplets))
         model.train()
         totals: dict[str, float] = {}
@@ -189,21 +188,15 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
         metrics = evaluate_composed(model, val)
         row = {"epoch": epoch + 1, **{f"train_{k}": v / steps for k, v in totals.items()},
                **{f"val_{k}": v for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
-        st = {**st, "epoch": epoch + 1, "history": st["history"] + [row]}
+        st.finished_epoch(row)
         log.info("epoch %d  loss %.4f  val R@1 %.1f R@10 %.1f R@50 %.1f", epoch + 1, row["train_loss"],
                  metrics["r1"], metrics["r10"], metrics["r50"])
-        if metrics["rsum"] > st["best"]:
+        if st.improved(metrics["rsum"]):
             model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics})
-            st.update(best=metrics["rsum"], best_epoch=epoch + 1, bad=0)
-        else:
-            st["bad"] += 1
-            if config.patience and st["bad"] >= config.patience:
-                st["status"] = "early-stopped"
-        if st["status"] == "running" and st["epoch"] >= config.epochs:
-            st["status"] = "done"
-        save_json(out / "history.json", st["history"])
+        elif config.patience and st.bad >= config.patience:
+            st.status = "early-stopped"
+        if st.status == "running" and st.epoch >= config.epochs:
+            st.status = "done"
+        save_json(out / "history.json", st.history)
         save_resume_state(out / "last.pt", model, opt, sched, st)
-    best = load_composed_model(out / "best")
-    row = next((r for r in st["history"] if r["epoch"] == st["best_epoch"]), {})
-    return ComposedResult(best, out / "best", st["best_epoch"],
-                          {k[4:]: v for k, v in row.items() if k.startswith("val_")}, st["history"], st["status"])
+    return st.result(load_composed_model(out / "best"), out / "best")

@@ -12,7 +12,6 @@ Run folder layout::
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from xmr.models import JointModel, ModelConfig, grl_schedule, load_model, make_a
 from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
 from xmr.training.data import EvalSet, PairSet
-from xmr.training.result import TrainResult
+from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
 from xmr.training.sparse_objective import PAIR_NAMES, sparse_alignment_loss
 from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
@@ -191,18 +190,18 @@ def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
 
 
 def save_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                      sched: torch.optim.lr_scheduler.LRScheduler, st: dict,
+                      sched: torch.optim.lr_scheduler.LRScheduler, st: TrainState,
                       discriminators: torch.nn.Module | None = None) -> None:
     """Write what resuming after this epoch needs (``last.pt``): weights, optimiser, schedule, RNG, bookkeeping."""
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-             "torch_rng": torch.get_rng_state(), "st": st,
+             "torch_rng": torch.get_rng_state(), "st": st.to_dict(),
              **({"discriminators": discriminators.state_dict()} if discriminators is not None else {})}
     atomic_save_file(path, lambda tmp: torch.save(state, tmp))
 
 
 def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                          sched: torch.optim.lr_scheduler.LRScheduler,
-                         discriminators: torch.nn.Module | None = None) -> dict:
+                         discriminators: torch.nn.Module | None = None) -> TrainState:
     """Load the state :func:`save_resume_state` wrote; returns the bookkeeping dict."""
     try:
         saved = torch.load(path, weights_only=True)  # tensors and plain containers only: no pickled code runs
@@ -212,7 +211,7 @@ def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Op
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         torch.set_rng_state(saved["torch_rng"])
-        return saved["st"]
+        return TrainState.from_dict(saved["st"])
     except Exception as e:  # torch raises many types for a damaged file
         raise XmrError(f"cannot resume from {path} ({type(e).__name__}); delete it or pass overwrite "
                        "to start again") from None
@@ -255,60 +254,52 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     total = steps_per_epoch * config.epochs
     warm = int(config.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warm))
-    st: dict = {"epoch": 0, "best_rsum": -math.inf, "best_epoch": 0, "bad": 0, "history": [],
-                "status": "running", "stuck": 0}
+    st = TrainState()
     if resumable and (out / "last.pt").exists():
         st = restore_resume_state(out / "last.pt", model, opt, sched, discs)
-        log.info("resuming %s after epoch %d", out, st["epoch"])
+        log.info("resuming %s after epoch %d", out, st.epoch)
 
     def checkpoint() -> None:
         save_resume_state(out / "last.pt", model, opt, sched, st, discs)
 
     extras = _Extras(pseudo, discs, total)
-    while st["status"] == "running" and st["epoch"] < config.epochs:
-        st = _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras)
+    while st.status == "running" and st.epoch < config.epochs:
+        _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras)
         checkpoint()
-    if st["status"] == "running":
-        st["status"] = "done"
+    if st.status == "running":
+        st.status = "done"
         checkpoint()
     if not (out / "best" / "model.safetensors").exists():
-        raise XmrError(f"training in {out} produced no checkpoint (status {st['status']})")
-    best = load_model(out / "best")
-    best_row: dict[str, float] = next((r for r in st["history"] if r["epoch"] == st["best_epoch"]), {})
-    return TrainResult(best, out / "best", st["best_epoch"],
-                       {k[4:]: v for k, v in best_row.items() if k.startswith("val_")}, st["history"], st["status"])
+        raise XmrError(f"training in {out} produced no checkpoint (status {st.status})")
+    return st.result(load_model(out / "best"), out / "best")
 
 
-def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, config: TrainConfig, st: dict,
+def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, config: TrainConfig, st: TrainState,
                            opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, out: Path,
-                           extras: _Extras | None = None) -> dict:
+                           extras: _Extras | None = None) -> None:
+    """One epoch, its validation, the best checkpoint and the stopping rules; updates ``st``."""
     t0 = time.perf_counter()
-    epoch = st["epoch"]
+    epoch = st.epoch
     row = _run_epoch(model, train, config, epoch, opt, sched, extras)
     metrics = validate(model, val)
     row.update({f"val_{k}": float(v) for k, v in metrics.items()}, seconds=time.perf_counter() - t0)
-    st = {**st, "epoch": epoch + 1, "history": st["history"] + [row]}
+    st.finished_epoch(row)
     log.info("epoch %d  %s %.4f  val rsum %.1f", epoch + 1, row["loss_name"], row["train_loss"], metrics["rsum"])
     # warm-up epochs (VSE0 before VSE++, Stage I before instance+rank) train but are not
     # candidates: the checkpoint of a VSE++ run must come from VSE++ training
-    if row["loss_name"] == config.final_objective:
-        if metrics["rsum"] > st["best_rsum"]:
-            model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
-            st.update(best_rsum=metrics["rsum"], best_epoch=epoch + 1, bad=0)
-        else:
-            st["bad"] += 1
-    save_json(out / "history.json", st["history"])
+    if row["loss_name"] == config.final_objective and st.improved(metrics["rsum"]):
+        model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
+    save_json(out / "history.json", st.history)
     if config.hardest_negative and row["loss_name"] == config.loss:
         pair_loss = row.get("train_pair_loss", row["train_loss"])  # the hinge alone, without A3VSE's terms
         stuck = abs(pair_loss - 2 * config.margin) <= 0.01 * config.margin
-        st["stuck"] = st["stuck"] + 1 if stuck else 0
-        if st["stuck"] >= config.collapse_epochs:
+        st.stuck = st.stuck + 1 if stuck else 0
+        if st.stuck >= config.collapse_epochs:
             log.error("COLLAPSE: the %s loss has sat at 2 x margin = %.3f for %d epochs — every embedding "
                       "is (nearly) the same point. Stopping; the best checkpoint is from epoch %d. Try a longer "
                       "vse0 warm-up, a lower lr or the infonce loss.", config.loss, 2 * config.margin,
-                      st["stuck"], st["best_epoch"])
-            st["status"] = "collapsed"
-    if st["status"] == "running" and config.patience and st["bad"] >= config.patience:
-        log.info("early stop after epoch %d (best %d)", epoch + 1, st["best_epoch"])
-        st["status"] = "early-stopped"
-    return st
+                      st.stuck, st.best_epoch)
+            st.status = "collapsed"
+    if st.status == "running" and config.patience and st.bad >= config.patience:
+        log.info("early stop after epoch %d (best %d)", epoch + 1, st.best_epoch)
+        st.status = "early-stopped"
