@@ -8,7 +8,7 @@ samples keep the paired ratio honest on a noisy machine; medians and quartiles a
 * ``bare``: a hand-written loop -- shuffle, index, two heads, the loss, zero_grad/backward/
   AdamW step/LambdaLR step -- doing the same math as xmr (same head architecture, dropout,
   group/text masking in the loss) on the same tensors: the baseline;
-* ``xmr _run_epoch``: the trainer's epoch function alone (no validation, no checkpoint);
+* ``xmr run_epoch``: the trainer's epoch function alone (no validation, no checkpoint);
 * ``xmr train_joint_model``: one whole 1-epoch ``train_joint_model`` call with a tiny val set
   (adds model/optimizer set-up, validation on 64 items, best + last checkpoint writes).
 
@@ -35,7 +35,7 @@ from xmr.bench.common import command_line, fmt_ratio, interleaved, load_note, ma
 from xmr.models import JointModel, ModelConfig
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
 from xmr.training.schedule import warmup_cosine
-from xmr.training.trainer import _run_epoch
+from xmr.training.trainer import run_epoch
 
 
 def make_data(n_pairs: int, img_dim: int, txt_dim: int, seed: int = 0) -> PairSet:
@@ -110,7 +110,7 @@ def bare_epoch(data: PairSet, mc: ModelConfig, tc: TrainConfig) -> None:
 
 
 def xmr_epoch(data: PairSet, mc: ModelConfig, tc: TrainConfig) -> None:
-    """``_run_epoch`` with the model/optimizer/scheduler built as ``train_joint_model`` does."""
+    """``run_epoch`` with the model/optimizer/scheduler built as ``train_joint_model`` does."""
     torch.manual_seed(tc.seed)
     model = JointModel(mc)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
@@ -118,7 +118,7 @@ def xmr_epoch(data: PairSet, mc: ModelConfig, tc: TrainConfig) -> None:
     steps = max(1, len(data.pairs) // tc.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, total_steps=steps * tc.epochs, warmup_steps=steps))
-    _run_epoch(model, data, tc, 0, opt, sched)
+    run_epoch(model, data, tc, 0, opt, sched)
 
 
 def main() -> None:
@@ -167,7 +167,7 @@ def main() -> None:
                 train_joint_model(parts[s], val, mc, tc, out_dir=Path(work.name) / f"{head}-{loss}-{runs[0]}")
 
             cases = {"bare": lambda s: bare_epoch(parts[s], mc, tc),
-                     "xmr _run_epoch": lambda s: xmr_epoch(parts[s], mc, tc),
+                     "xmr run_epoch": lambda s: xmr_epoch(parts[s], mc, tc),
                      "xmr train_joint_model": full}
             times = interleaved(cases, args.repeat, args.slices)
             for name, ts in times.items():

@@ -17,7 +17,7 @@ from xmr.runs.config import RunConfig
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.training import TrainConfig
 from xmr.training.sparse_objective import PAIR_NAMES, PAPER_WEIGHTS, sparse_alignment_loss
-from xmr.training.trainer import _epoch_order
+from xmr.training.trainer import epoch_order
 from xmr.workflows.train import train_run
 
 D = 8
@@ -100,7 +100,7 @@ def test_region_heads_against_manual_pooling() -> None:
 
 
 def test_epoch_order_covers_everything_before_repeating() -> None:
-    order = _epoch_order(7, steps=5, batch_size=4, rng=np.random.default_rng(0))
+    order = epoch_order(7, steps=5, batch_size=4, rng=np.random.default_rng(0))
     assert len(order) == 20
     for start in range(0, 14, 7):
         assert sorted(order[start:start + 7]) == list(range(7))

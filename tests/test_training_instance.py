@@ -16,7 +16,7 @@ from xmr.errors import XmrError
 from xmr.losses import vse_loss
 from xmr.models import JointModel, ModelConfig, load_model
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
-from xmr.training.trainer import _objective
+from xmr.training.trainer import objective_for_epoch
 from xmr.utils.io import matches_saved, to_jsonable
 
 
@@ -44,7 +44,7 @@ def test_instance_objective_equals_hand_written_cross_entropy() -> None:
     img = F.normalize(torch.randn(6, 8), dim=-1)
     txt = F.normalize(torch.randn(6, 8), dim=-1)
     groups = torch.tensor([0, 1, 2, 3, 4, 0])
-    fn, name = _objective(TrainConfig(loss="instance"), 0)
+    fn, name = objective_for_epoch(TrainConfig(loss="instance"), 0)
     out = fn(model, img, txt, groups, torch.arange(6))
     w = model.classifier.weight
     expect = 0.0
@@ -61,8 +61,8 @@ def test_stage_two_adds_the_ranking_loss() -> None:
     txt = F.normalize(torch.randn(6, 8), dim=-1)
     groups, ids = torch.tensor([0, 1, 2, 3, 4, 0]), torch.arange(6)
     cfg = TrainConfig(loss="instance", then="instance+rank", stage1_epochs=2, epochs=4, margin=0.3)
-    stage1, n1 = _objective(cfg, 1)
-    stage2, n2 = _objective(cfg, 2)
+    stage1, n1 = objective_for_epoch(cfg, 1)
+    stage2, n2 = objective_for_epoch(cfg, 2)
     assert (n1, n2) == ("instance", "instance+rank")
     rank = vse_loss(img, txt, margin=0.3, max_violation=True, groups=groups, text_ids=ids)["loss"]
     torch.testing.assert_close(stage2(model, img, txt, groups, ids)["loss"],

@@ -19,7 +19,7 @@ from scipy.sparse.linalg import cg
 from xmr.errors import XmrError
 
 
-def _check_alpha(alpha: float) -> None:
+def check_alpha(alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
         raise XmrError(f"alpha must be in (0, 1), got {alpha}")
 
@@ -38,7 +38,7 @@ def diffuse(s: sp.spmatrix, y: np.ndarray, *, alpha: float = 0.99, tol: float = 
     Returns:
         f with the shape of ``y``.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     s = sp.csr_matrix(s, dtype=np.float64)
     n = s.shape[0]
     if s.shape != (n, n):

@@ -38,7 +38,7 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 from scipy.sparse.linalg import cg
 
 from xmr.errors import XmrError
-from xmr.rerank.diffusion import _check_alpha
+from xmr.rerank.diffusion import check_alpha
 from xmr.utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def truncated_inverse(s: sp.spmatrix, neighbours: np.ndarray, *, alpha: float = 
         CSR (n, n) with exactly n_trunc stored entries per row (sorted column ids; entries the
         walk cannot reach within T_i are stored zeros), of the given dtype.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     dtype = np.dtype(dtype)
     if tol <= 0 or maxiter < 1:
         raise XmrError(f"tol must be > 0 and maxiter >= 1, got tol={tol}, maxiter={maxiter}")

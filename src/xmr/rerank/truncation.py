@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import cg
 
 from xmr.errors import XmrError
-from xmr.rerank.diffusion import _check_alpha
+from xmr.rerank.diffusion import check_alpha
 
 
 def gallery_guided_ranges(seed_ids: np.ndarray, gallery_neighbours: np.ndarray) -> list[np.ndarray]:
@@ -43,7 +43,7 @@ def truncated_walk_scores(s_gallery: sp.spmatrix, s_cross: sp.spmatrix, ranges: 
     Returns:
         Scores of every gallery item for every query, 0 outside the range. Shape: (q, m).
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     s_gallery = sp.csr_matrix(s_gallery, dtype=np.float64)
     s_cross = sp.csc_matrix(s_cross, dtype=np.float64)
     m, q = s_cross.shape

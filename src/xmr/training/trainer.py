@@ -80,7 +80,7 @@ def _pair_loss(name: str, cfg: TrainConfig, similarity: str) -> LossFn:
     return create_loss(name, **kwargs)  # type: ignore[arg-type]  # margin (float) and similarity (str)
 
 
-def _objective(cfg: TrainConfig, epoch: int, similarity: str = "cosine") -> tuple[ObjectiveFn, str]:
+def objective_for_epoch(cfg: TrainConfig, epoch: int, similarity: str = "cosine") -> tuple[ObjectiveFn, str]:
     """The objective of this 0-based epoch and its name.
 
     * a registered pair loss (VSE0 instead during the warm-up of a hardest-negative loss);
@@ -118,7 +118,7 @@ def _objective(cfg: TrainConfig, epoch: int, similarity: str = "cosine") -> tupl
     return pair, name
 
 
-def _epoch_order(n: int, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+def epoch_order(n: int, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
     """Indices of ``steps`` batches over ``n`` items: back-to-back permutations, cut to length."""
     reps = -(-steps * batch_size // n)  # ceil
     return np.concatenate([rng.permutation(n) for _ in range(max(1, reps))])[: steps * batch_size]
@@ -137,24 +137,24 @@ class _Extras:
         return self.pseudo is not None or self.discriminators is not None
 
 
-def _run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
+def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
                extras: _Extras | None = None) -> dict[str, float]:
-    objective, loss_name = _objective(cfg, epoch, model.config.similarity)
+    objective, loss_name = objective_for_epoch(cfg, epoch, model.config.similarity)
     rng = np.random.default_rng([cfg.seed, epoch])
     if cfg.steps_per_epoch is None:
         order = rng.permutation(len(data.pairs))
         n_batches = len(order) // cfg.batch_size or 1  # drop the ragged last batch
     else:
         n_batches = cfg.steps_per_epoch
-        order = _epoch_order(len(data.pairs), n_batches, cfg.batch_size, rng)
+        order = epoch_order(len(data.pairs), n_batches, cfg.batch_size, rng)
     img_all = torch.from_numpy(data.image_feats)
     txt_all = torch.from_numpy(data.text_feats)
     groups_all = torch.from_numpy(data.image_groups)
     pseudo = extras.pseudo if extras is not None else None
     pseudo_order = None
     if pseudo is not None:
-        pseudo_order = _epoch_order(len(pseudo.pairs), n_batches, cfg.batch_size,
+        pseudo_order = epoch_order(len(pseudo.pairs), n_batches, cfg.batch_size,
                                     np.random.default_rng([cfg.seed, epoch, 1]))
     params = [p for g in opt.param_groups for p in g["params"]]
     weights = dict(zip(PAIR_NAMES, cfg.adv_weights))
@@ -280,7 +280,7 @@ def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, conf
     """One epoch, its validation, the best checkpoint and the stopping rules; updates ``st``."""
     t0 = time.perf_counter()
     epoch = st.epoch
-    row = _run_epoch(model, train, config, epoch, opt, sched, extras)
+    row = run_epoch(model, train, config, epoch, opt, sched, extras)
     metrics = validate(model, val)
     row.update({f"val_{k}": float(v) for k, v in metrics.items()}, seconds=time.perf_counter() - t0)
     st.finished_epoch(row)
