@@ -136,6 +136,35 @@ class _Extras:
     def active(self) -> bool:
         return self.pseudo is not None or self.discriminators is not None
 
+    def pseudo_order(self, n_batches: int, cfg: TrainConfig, epoch: int) -> np.ndarray | None:
+        """This epoch's order of the pseudo pairs (their own seeded stream), or None without them."""
+        if self.pseudo is None:
+            return None
+        rng = np.random.default_rng([cfg.seed, epoch, 1])
+        return epoch_order(len(self.pseudo.pairs), n_batches, cfg.batch_size, rng)
+
+    def add_terms(self, model: JointModel, out: dict[str, torch.Tensor], img: torch.Tensor, txt: torch.Tensor,
+                  batch: int, pseudo_order: np.ndarray | None, step: int, cfg: TrainConfig
+                  ) -> dict[str, torch.Tensor]:
+        """A3VSE Eq. 9 around the pair loss ``out``: the pseudo-pair hinge and the GRL discriminators.
+
+        Args:
+            out: the pair objective's output (``"loss"`` and its parts).
+            img, txt: the batch's joint embeddings. Shape: (B, embed_dim) each.
+            batch: the batch's position in the epoch (which pseudo pairs go with it).
+            step: the scheduler's step count (the GRL schedule's progress).
+        """
+        emb = {"v": img, "t": txt}
+        if self.pseudo is not None and pseudo_order is not None:
+            pidx = self.pseudo.pairs[pseudo_order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]]
+            emb["vu"] = model.embed_images(torch.from_numpy(self.pseudo.image_feats[pidx[:, 0]]))
+            emb["s"] = model.embed_texts(torch.from_numpy(self.pseudo.text_feats[pidx[:, 1]]))
+        coeff = grl_schedule(min(1.0, step / self.total_steps), eta=cfg.grl_eta)
+        weights = dict(zip(PAIR_NAMES, cfg.adv_weights))
+        extra = sparse_alignment_loss(emb, out["loss"], beta=cfg.pseudo_beta, pseudo_margin=cfg.pseudo_margin,
+                                      discriminators=self.discriminators, weights=weights, coeff=coeff)
+        return {**out, "pair_loss": out["loss"], **extra, "grl_gamma": torch.tensor(coeff)}
+
 
 def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
@@ -151,13 +180,8 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
     img_all = torch.from_numpy(data.image_feats)
     txt_all = torch.from_numpy(data.text_feats)
     groups_all = torch.from_numpy(data.image_groups)
-    pseudo = extras.pseudo if extras is not None else None
-    pseudo_order = None
-    if pseudo is not None:
-        pseudo_order = epoch_order(len(pseudo.pairs), n_batches, cfg.batch_size,
-                                    np.random.default_rng([cfg.seed, epoch, 1]))
+    pseudo_order = extras.pseudo_order(n_batches, cfg, epoch) if extras is not None else None
     params = [p for g in opt.param_groups for p in g["params"]]
-    weights = dict(zip(PAIR_NAMES, cfg.adv_weights))
     model.train()
     totals: dict[str, float] = {}
     for b in progress(range(n_batches), desc=f"epoch {epoch + 1}", unit="batch"):
@@ -166,15 +190,7 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
         txt = model.embed_texts(txt_all[idx[:, 1]])
         out = objective(model, img, txt, groups_all[idx[:, 0]], idx[:, 1])
         if extras is not None and extras.active:  # A3VSE Eq. 9 around the pair loss
-            emb = {"v": img, "t": txt}
-            if pseudo is not None and pseudo_order is not None:
-                pidx = pseudo.pairs[pseudo_order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
-                emb["vu"] = model.embed_images(torch.from_numpy(pseudo.image_feats[pidx[:, 0]]))
-                emb["s"] = model.embed_texts(torch.from_numpy(pseudo.text_feats[pidx[:, 1]]))
-            coeff = grl_schedule(min(1.0, sched.last_epoch / extras.total_steps), eta=cfg.grl_eta)
-            extra = sparse_alignment_loss(emb, out["loss"], beta=cfg.pseudo_beta, pseudo_margin=cfg.pseudo_margin,
-                                          discriminators=extras.discriminators, weights=weights, coeff=coeff)
-            out = {**out, "pair_loss": out["loss"], **extra, "grl_gamma": torch.tensor(coeff)}
+            out = extras.add_terms(model, out, img, txt, b, pseudo_order, sched.last_epoch, cfg)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         if cfg.grad_clip > 0:
