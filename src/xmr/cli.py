@@ -2,12 +2,13 @@
 
     xmr data fetch emoji           xmr.data.fetch_dataset
     xmr encode MANIFEST            xmr.workflows.features.encode_items
-    xmr train MANIFEST --out RUN   xmr.workflows.train.train_run
+    xmr train MANIFEST --out RUN   the task's train (xmr.tasks; retrieval: xmr.workflows.train.train_run)
     xmr index RUN                  xmr.workflows.index.index_run
-    xmr search RUN --text "..."    xmr.search.Searcher
-    xmr eval RUN                   xmr.workflows.evaluate.evaluate_run
+    xmr search RUN --text "..."    the run's task's search (retrieval: xmr.search.Searcher)
+    xmr eval RUN                   the run's task's evaluate (retrieval: xmr.workflows.evaluate.evaluate_run)
     xmr demo                       xmr.workflows.demo.run_demo
-    xmr list                       the registered encoders, losses, heads, indexes, re-rankers, datasets
+    xmr list                       the registered encoders, losses, similarities, heads, indexes, re-rankers,
+                                   datasets
 
 User errors print one line (``xmr: error: ...``) and exit with status 2, never a traceback.
 """
@@ -30,6 +31,7 @@ from xmr.utils.io import os_error_reason
 
 if TYPE_CHECKING:
     from xmr.rerank.reranker import Reranker, Target
+    from xmr.tasks import Task
 
 log = logging.getLogger("xmr")
 
@@ -103,7 +105,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
     print(f"{r.status}: best epoch {r.best_epoch}, {r.summary}; checkpoint: {r.best_dir}")
 
 
-def _run_task(a: argparse.Namespace):  # noqa: ANN202 - a Task
+def _run_task(a: argparse.Namespace) -> Task:
     """The task of ``a.run``; ``--task`` (eval) must agree with it."""
     from xmr.tasks import TASKS, task_of_run
 
