@@ -370,3 +370,14 @@ def test_exif_orientation_is_applied_also_when_reduced(tmp_path: Path) -> None:
     for view in (full, small):
         top = np.asarray(view)[:8].mean(axis=(0, 1))
         assert top[0] > 200 and top[1] < 80  # the left band is on top once the camera's rotation is applied
+
+
+def test_reducing_by_strips_equals_reducing_the_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xmr.encoders.image_io as image_io
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(image_io, "_STRIP_PIXELS", 5000)  # many strips, a ragged last one
+    for mode, shape in (("RGBA", (301, 457, 4)), ("LA", (64, 1000, 2))):
+        im = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+        np.testing.assert_array_equal(np.asarray(image_io._reduced(im, 20)),
+                                      np.asarray(im.reduce(min(im.size) // 20)))

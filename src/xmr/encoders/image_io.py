@@ -159,14 +159,28 @@ def load_rgb(path: str | Path, min_side: int | None = None, config: ImageReadCon
         raise UnreadableImage(path, "not enough memory to decode this image") from None
 
 
+_STRIP_PIXELS = 1 << 22  # pixels per strip when reducing an image with alpha
+
+
 def _reduced(im: Image.Image, keep: int) -> Image.Image:
-    """``im`` shrunk by the largest integer factor that keeps its shorter side >= ``keep``."""
+    """``im`` shrunk by the largest integer factor that keeps its shorter side >= ``keep``.
+
+    An image with alpha is reduced a strip of rows at a time: PIL averages premultiplied
+    colours, and converting the whole image for that would copy it at full size.
+    """
     factor = min(im.size) // keep
     if factor < 2:
         return im
     if im.mode == "P":  # palette indices cannot be averaged
         im = im.convert("RGBA")
-    return im.reduce(factor)
+    if im.mode not in ("RGBA", "LA"):
+        return im.reduce(factor)
+    w, h = im.size
+    rows = max(1, _STRIP_PIXELS // (w * factor)) * factor  # whole blocks of rows per strip
+    out = Image.new(im.mode, (-(-w // factor), -(-h // factor)))
+    for top in range(0, h, rows):
+        out.paste(im.crop((0, top, w, min(h, top + rows))).reduce(factor), (0, top // factor))
+    return out
 
 
 def _to_8bit(a: np.ndarray, *, unit_range: bool) -> np.ndarray:
