@@ -95,3 +95,12 @@ def test_losses_carry_their_capabilities() -> None:
     assert TrainConfig(loss="infonce").loss_kwargs() == {} and TrainConfig(loss="vse0").loss_kwargs() == {"margin": 0.2}
     with pytest.raises(XmrError, match="infonce scores by the inner product"):
         RunConfig(manifest="m", similarity="order")
+
+
+def test_an_encoder_of_the_other_modality_is_refused_before_any_folder(tmp_path: Path) -> None:
+    with pytest.raises(XmrError, match="'toy-image' encodes images, not texts"):
+        _cli(str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "r"), "--image-encoder", "toy-image",
+             "--text-encoder", "toy-image")
+    with pytest.raises(XmrError, match="'minilm-l6' encodes texts, not images"):
+        RunConfig(manifest="m", image_encoder="minilm-l6")
+    assert not (tmp_path / "r").exists()

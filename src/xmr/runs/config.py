@@ -80,7 +80,7 @@ class RunConfig:
     pseudo_texts: str | None = None
 
     def __post_init__(self) -> None:
-        ENCODERS.get(self.image_encoder)
+        _check_modality_of(self.image_encoder, "image")
         if self.image_head is not None:
             HEADS.get(self.image_head)
         if self.sparse is not None:
@@ -102,6 +102,7 @@ class RunConfig:
             if self.text_encoder not in ENCODERS.names():
                 known = sorted([*ENCODERS.names(), *TEXT_MODELS.names()])
                 raise XmrError(f"unknown text encoder {self.text_encoder!r}; known: {', '.join(known)}")
+            _check_modality_of(self.text_encoder, "text")
             if self.text_model is not None:
                 raise XmrError(f"text_model settings need a word-level text encoder "
                                  f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
@@ -111,6 +112,18 @@ class RunConfig:
                            f"{self.train.loss} scores by the inner product")
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
             raise XmrError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
+
+
+def _check_modality_of(name: str, modality: str) -> None:
+    """Refuse a registered encoder of the other modality now, before any folder is made.
+
+    Encoder classes carry their ``modality``; factories (the region encoders) are checked when built.
+    """
+    declared = getattr(ENCODERS.get(name), "modality", None)
+    if isinstance(declared, str) and declared != modality:
+        article = "an" if modality == "image" else "a"
+        raise XmrError(f"encoder {name!r} encodes {declared}s, not {modality}s; give {article} {modality} encoder "
+                       "(xmr list)")
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
