@@ -104,3 +104,18 @@ def test_an_encoder_of_the_other_modality_is_refused_before_any_folder(tmp_path:
     with pytest.raises(XmrError, match="'minilm-l6' encodes texts, not images"):
         RunConfig(manifest="m", image_encoder="minilm-l6")
     assert not (tmp_path / "r").exists()
+
+
+def test_head_settings_have_one_source() -> None:
+    import dataclasses
+
+    from xmr.models import ModelConfig
+    from xmr.runs.config import HEAD_FIELDS, head_settings
+
+    model_defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    run_defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    assert all(run_defaults[n] == model_defaults[n] for n in HEAD_FIELDS)
+    cfg = RunConfig(manifest="m", embed_dim=64, head="linear", two_branch=0.5)
+    settings = head_settings(cfg)
+    assert settings["embed_dim"] == 64 and settings["head"] == "linear" and settings["two_branch"] == 0.5
+    assert set(settings) <= set(model_defaults)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
@@ -13,7 +13,7 @@ from xmr.data.sparse import SparseSpec
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
-from xmr.models import HEADS, JointModel, load_model
+from xmr.models import HEADS, JointModel, ModelConfig, load_model
 from xmr.semantics.labeller import PSEUDO_TEXT_KINDS
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
@@ -22,6 +22,10 @@ from xmr.utils.io import load_json_object
 from xmr.utils.json_types import check_json_types
 
 RUN_FILE = "run.json"
+
+#: the head settings a run passes to its model, with ModelConfig's defaults (their one source)
+HEAD_FIELDS = ("embed_dim", "head", "hidden_dim", "dropout", "similarity", "two_branch", "image_head")
+_HEAD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in HEAD_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,15 @@ class RunConfig:
     train_split: str = "train"
     val_split: str = "val"
     eval_texts_per_item: int | None = None
-    embed_dim: int = 256
-    head: str = "mlp"
-    hidden_dim: int = 1024
-    dropout: float = 0.1
+    embed_dim: int = _HEAD_DEFAULTS["embed_dim"]
+    head: str = _HEAD_DEFAULTS["head"]
+    hidden_dim: int = _HEAD_DEFAULTS["hidden_dim"]
+    dropout: float = _HEAD_DEFAULTS["dropout"]
     train: TrainConfig = field(default_factory=TrainConfig)
-    similarity: str = "cosine"
-    two_branch: float | None = None
+    similarity: str = _HEAD_DEFAULTS["similarity"]
+    two_branch: float | None = _HEAD_DEFAULTS["two_branch"]
     text_model: TextEncoderConfig | None = None
-    image_head: str | None = None
+    image_head: str | None = _HEAD_DEFAULTS["image_head"]
     sparse: str | None = None
     sparse_by_group: bool = True
     pseudo_texts: str | None = None
@@ -112,6 +116,11 @@ class RunConfig:
                            f"{self.train.loss} scores by the inner product")
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
             raise XmrError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
+
+
+def head_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The run's :data:`HEAD_FIELDS`, as :class:`~xmr.models.ModelConfig` keyword arguments."""
+    return {name: getattr(cfg, name) for name in HEAD_FIELDS}
 
 
 def _check_modality_of(name: str, modality: str) -> None:

@@ -11,7 +11,7 @@ from xmr.data.manifest import Item, select_split, write_manifest
 from xmr.data.sparse import sparsify
 from xmr.errors import XmrError
 from xmr.models import ModelConfig
-from xmr.runs.config import RUN_FILE, RunConfig, run_encoders, run_items
+from xmr.runs.config import RUN_FILE, RunConfig, head_settings, run_encoders, run_items
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
@@ -100,11 +100,8 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     try:
         model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
                                    image_dim=encoders["image_encoder"].dim, text_dim=text_dim,
-                                   embed_dim=config.embed_dim, head=config.head, hidden_dim=config.hidden_dim,
-                                   dropout=config.dropout, n_instances=n_instances,
-                                   similarity=config.similarity, two_branch=config.two_branch,
+                                   n_instances=n_instances, **head_settings(config),
                                    text_model=None if config.text_model is None else config.text_model.to_dict(),
-                                   image_head=config.image_head,
                                    image_regions=int(getattr(encoders["image_encoder"], "n_regions", 0)))
     except ValueError as e:  # an architecture the encoders cannot feed
         raise XmrError(f"invalid model for {config.image_encoder} / {config.text_encoder}: {e}") from None
