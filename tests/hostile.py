@@ -95,3 +95,15 @@ def fill(folder: Path, leave: int = 0) -> None:
 def tree(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes (for "nothing changed" checks)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def make_toy_run(root: Path, *, index_split: str | None = None) -> tuple[Path, Path, Path]:
+    """A trained toy run on the shapes dataset under ``root``: (manifest, cache folder, run folder)."""
+    from xmr.bench.shapes import make_shapes_dataset
+
+    manifest = make_shapes_dataset(root / "data", copies=2)
+    cache, run = root / "cache", root / "run"
+    assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TRAIN]) == 0
+    if index_split is not None:
+        assert main(["-q", "index", str(run), "--split", index_split, "--cache-dir", str(cache)]) == 0
+    return manifest, cache, run

@@ -9,19 +9,12 @@ import pytest
 from xmr.cli import main
 from xmr.errors import XmrError
 
-from hostile import TOY, TRAIN, cli_error
+from hostile import TOY, TRAIN, cli_error, make_toy_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from conftest import make_shapes_dataset
-
-    root = tmp_path_factory.mktemp("cli-errors")
-    manifest = make_shapes_dataset(root / "data", copies=2)
-    cache, run = root / "cache", root / "run"
-    assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TRAIN]) == 0
-    assert main(["-q", "index", str(run), "--split", "test", "--cache-dir", str(cache)]) == 0
-    return manifest, cache, run
+    return make_toy_run(tmp_path_factory.mktemp("cli-errors"), index_split="test")
 
 
 BAD = {

@@ -16,20 +16,12 @@ from xmr.models import load_model
 from xmr.utils.folders import OWNER_FILE, atomic_folder, make_temp_folder, recover_folder, remove_stale_temp_folders
 from xmr.utils.weights import weights_id
 
-from hostile import TRAIN, cli_error, cli_ok, one_error_line, run_process, tree
+from hostile import TRAIN, cli_error, cli_ok, make_toy_run, one_error_line, run_process, tree
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from conftest import make_shapes_dataset
-
-    root = tmp_path_factory.mktemp("loss")
-    manifest = make_shapes_dataset(root / "data", copies=2)
-    cache, run = root / "cache", root / "run"
-    from xmr.cli import main
-
-    assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TRAIN]) == 0
-    return manifest, cache, run
+    return make_toy_run(tmp_path_factory.mktemp("loss"))
 
 
 def _leftovers(folder: Path) -> list[str]:

@@ -13,20 +13,12 @@ import pytest
 
 from xmr.models import load_model
 
-from hostile import TOY, TRAIN, cli_error, cli_ok, fill, remount_readonly, tmpfs, tree
+from hostile import TOY, TRAIN, cli_error, cli_ok, fill, make_toy_run, remount_readonly, tmpfs, tree
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from xmr.cli import main
-
-    from conftest import make_shapes_dataset
-
-    root = tmp_path_factory.mktemp("fs")
-    manifest = make_shapes_dataset(root / "data", copies=2)
-    cache, run = root / "cache", root / "run"
-    assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TRAIN]) == 0
-    return manifest, cache, run
+    return make_toy_run(tmp_path_factory.mktemp("fs"))
 
 
 def _leftovers(folder: Path) -> list[str]:

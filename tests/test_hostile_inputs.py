@@ -18,21 +18,12 @@ from xmr.encoders.cache import FeatureCache
 from xmr.encoders.image_io import ImageReadConfig, UnreadableImage, image_to_array, load_rgb
 from xmr.errors import XmrError
 
-from hostile import TOY, TRAIN, cli_error, cli_ok, one_error_line, run_process
+from hostile import TOY, TRAIN, cli_error, cli_ok, make_toy_run, one_error_line, run_process
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from xmr.cli import main
-
-    from conftest import make_shapes_dataset
-
-    root = tmp_path_factory.mktemp("inputs")
-    manifest = make_shapes_dataset(root / "data", copies=2)
-    cache, run = root / "cache", root / "run"
-    assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TRAIN]) == 0
-    assert main(["-q", "index", str(run), "--split", "test", "--cache-dir", str(cache)]) == 0
-    return manifest, cache, run
+    return make_toy_run(tmp_path_factory.mktemp("inputs"), index_split="test")
 
 
 def _bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
