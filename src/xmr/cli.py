@@ -117,13 +117,9 @@ def _run_task(a: argparse.Namespace) -> Task:
 
 def _rerankers(a: argparse.Namespace) -> list[Reranker]:
     """``--rerank NAME[,NAME]`` and ``--rerank-param key=value`` as unfitted re-rankers."""
-    from xmr.rerank.registry import rerankers_from_strings
+    from xmr.rerank.registry import rerankers_from_options
 
-    if a.rerank is None:
-        if a.rerank_param:
-            raise XmrError("--rerank-param needs --rerank")
-        return []
-    return rerankers_from_strings(a.rerank, a.rerank_param)
+    return rerankers_from_options(a.rerank, a.rerank_param)
 
 
 def _cmd_index(a: argparse.Namespace) -> None:

@@ -41,8 +41,12 @@ class EncodeResult:
     ok: np.ndarray
     n_encoded: int = 0
     n_cached: int = 0
-    bad: list[XmrError] = field(default_factory=list)
-    errors: list[XmrError | None] = field(default_factory=list)  # per input: why its row is NaN
+    errors: list[XmrError | None] = field(default_factory=list)  # per input: why its row is NaN (or None)
+
+    @property
+    def bad(self) -> list[XmrError]:
+        """The errors of the unreadable inputs, in input order."""
+        return [e for e in self.errors if e is not None]
 
     @property
     def n_bad(self) -> int:
@@ -167,10 +171,10 @@ def encode_images(encoder: ImageEncoder, paths: Sequence[str | Path], *, cache_d
     by_path = {e.path: e for e in bad_files}
     errors: list[XmrError | None] = [None if good else by_path.get(str(p)) if k is None else bad_keys[k]
                                      for p, k, good in zip(paths, keys, ok)]
-    bad = [e for e in errors if e is not None]
-    if bad:
-        log.warning("%d of %d image(s) unreadable; first: %s", len(bad), len(paths), bad[0])
-    return EncodeResult(feats, ok, n_encoded=n_new, n_cached=int(ok.sum()) - n_new, bad=bad, errors=errors)
+    res = EncodeResult(feats, ok, n_encoded=n_new, n_cached=int(ok.sum()) - n_new, errors=errors)
+    if res.bad:
+        log.warning("%d of %d image(s) unreadable; first: %s", res.n_bad, len(paths), res.bad[0])
+    return res
 
 
 def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, cache_dir: str | Path,

@@ -23,11 +23,10 @@ from xmr.models.heads import HEADS, create_head
 from xmr.models.shared_classifier import SharedClassifier
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
 from xmr.utils.folders import atomic_folder, recover_folder
-from xmr.utils.io import load_json_object, save_json
+from xmr.utils.io import load_json_object, save_json, without_removed_fields
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 VOCAB_FILE = "vocab.json"
-_NEVER_READ = ("image_encoder_kwargs", "text_encoder_kwargs")
 
 
 @dataclass(frozen=True)
@@ -220,12 +219,8 @@ def load_model(directory: str | Path) -> JointModel:
     recover_folder(directory)
     meta = load_json_object(directory / "model.json", "xmr model description")
     try:
-        saved = dict(meta["config"])
-        for legacy in _NEVER_READ:  # fields older checkpoints carry that no code ever read
-            if not saved.get(legacy):
-                saved.pop(legacy, None)
-        config = ModelConfig(**saved)
-    except (TypeError, KeyError, ValueError) as e:
+        config = ModelConfig(**without_removed_fields(ModelConfig, meta["config"]))
+    except (TypeError, KeyError, ValueError, AttributeError) as e:  # AttributeError: "config" not an object
         raise XmrError(f"{directory / 'model.json'}: not an xmr model config ({e})") from None
     vocab = None
     text_cfg = config.text_config

@@ -61,6 +61,16 @@ def create_reranker(name: str, **params: object) -> Reranker:
     return RERANKERS.get(name)(None, **params)
 
 
+def rerankers_from_options(names: str | None, params: Sequence[str] = ()) -> list[Reranker]:
+    """``--rerank`` and ``--rerank-param`` as parsed: none when no method is named (then no
+    parameter may be given), else :func:`rerankers_from_strings`."""
+    if names is None:
+        if params:
+            raise XmrError("--rerank-param needs --rerank")
+        return []
+    return rerankers_from_strings(names, params)
+
+
 def rerankers_from_strings(names: str | Sequence[str], params: Sequence[str] = ()) -> list[Reranker]:
     """Re-rankers from command-line text: ``"diffusion,geodesic"`` and ``["k=10", "geodesic.align=false"]``.
 

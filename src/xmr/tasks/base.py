@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +35,6 @@ class EvalOutcome:
     metrics: Mapping[str, float]
     report: str
     written: Path
-    extra: Options = field(default_factory=dict)
 
 
 class Task(abc.ABC):

@@ -81,14 +81,11 @@ class RetrievalTask(Task):
     def evaluate(self, run_dir: str | Path, given: Options, *, command: str | None = None
                  ) -> EvalOutcome:
         from xmr.evaluation.protocol import format_side_by_side, format_table
-        from xmr.rerank.registry import rerankers_from_strings
+        from xmr.rerank.registry import rerankers_from_options
         from xmr.workflows.evaluate import eval_output_path, evaluate_run
 
         split, mode = str(given["split"]), str(given.get("mode") or "full")
-        rerank = rerankers_from_strings(given["rerank"], given.get("rerank_param") or []) \
-            if given.get("rerank") else []
-        if given.get("rerank_param") and not rerank:
-            raise XmrError("--rerank-param needs --rerank")
+        rerank = rerankers_from_options(given.get("rerank"), given.get("rerank_param") or [])
         manifest, out = given.get("manifest"), given.get("out")
         m = evaluate_run(run_dir, split=split, mode=mode, manifest=manifest, rerank=rerank,
                          texts_per_item=given.get("texts_per_item"), cache_dir=given.get("cache_dir"),
@@ -116,17 +113,14 @@ class RetrievalTask(Task):
         return EvalOutcome(m, "\n".join(lines), written)
 
     def search(self, run_dir: str | Path, given: Options) -> list[str]:
-        from xmr.rerank.registry import rerankers_from_strings
+        from xmr.rerank.registry import rerankers_from_options
         from xmr.rerank.reranker import check_target
         from xmr.search import Searcher
 
         text, image = given.get("text"), given.get("image")
         if (text is None) == (image is None):
             raise XmrError("give exactly one of --text or --image (both: only for a composed run)")
-        rerank = rerankers_from_strings(given["rerank"], given.get("rerank_param") or []) \
-            if given.get("rerank") else []
-        if given.get("rerank_param") and not rerank:
-            raise XmrError("--rerank-param needs --rerank")
+        rerank = rerankers_from_options(given.get("rerank"), given.get("rerank_param") or [])
         if len(rerank) > 1:
             raise XmrError("search re-ranks with one method at a time; give one name to --rerank")
         # only query-time parameters may be given here; the rest were fixed by `xmr index --rerank`

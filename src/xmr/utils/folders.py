@@ -194,9 +194,9 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
         swap_in_folder(tmp, target)  # the owner file goes along: a crash just before is cleaned as stale
         (target / OWNER_FILE).unlink(missing_ok=True)
     except BaseException as e:
+        # judged before the finally clause frees the space the temporary folder holds
         failure = is_write_failure(e, target.parent) and not isinstance(e, XmrError)
         reason = os_error_reason(e, target.parent) if failure else ""
-        shutil.rmtree(tmp, ignore_errors=True)
         if failure:
             raise XmrError(f"cannot write {target}: {reason}") from None
         raise

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -177,11 +177,17 @@ def matches_saved(saved: Any, current: Any) -> bool:
     return _fill_defaults(saved, current) == to_jsonable(current)
 
 
+def without_removed_fields(cls: Any, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """``saved`` less the keys of fields dataclass ``cls`` no longer has that held nothing (``{}``,
+    ``[]``, ``None``): what older files carry for a field that was removed unused. A removed field
+    that held something stays, so the caller still sees the difference."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in saved.items() if k in names or v not in ({}, [], None)}
+
+
 def _fill_defaults(saved: Any, obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and isinstance(saved, dict):
-        names = {f.name for f in dataclasses.fields(obj)}
-        # a field that has since been removed counts only if it held something ({} or None: never read)
-        out = {k: v for k, v in saved.items() if k in names or v not in ({}, [], None)}
+        out = without_removed_fields(obj, saved)
         for f in dataclasses.fields(obj):
             if f.name in out:
                 out[f.name] = _fill_defaults(out[f.name], getattr(obj, f.name))
