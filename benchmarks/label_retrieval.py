@@ -171,11 +171,11 @@ def fmnist_pools(args: argparse.Namespace, cache_dir: Path) -> tuple[dict[str, P
 
 def emoji_pools(args: argparse.Namespace, cache_dir: Path) -> tuple[dict[str, Pool], dict[str, object]]:
     from xmr.models import load_model
-    from xmr.runs.config import load_run_config, run_encoders, run_items
+    from xmr.runs.config import RunConfig, load_run_config, run_encoders, run_items
     from xmr.workflows.features import encode_items
 
     run = Path(args.emoji_run)
-    cfg = load_run_config(run)
+    cfg = load_run_config(run, RunConfig)
     model = load_model(run / "best")
     enc = run_encoders(cfg)
     feats, emb, temb, labels = {}, {}, {}, {}

@@ -104,7 +104,7 @@ def train_one(manifest: Path, train: TrainConfig, run: Path, cache_dir: str | No
 
 
 def test_features(run: Path, cache_dir: str | None) -> FeatureSet:
-    cfg = load_run_config(run)
+    cfg = load_run_config(run, RunConfig)
     return encode_items(run_items(cfg, split="test"), **run_encoders(cfg),  # type: ignore[arg-type]
                         cache_dir=cache_dir, texts_per_item=EVAL_TEXTS_PER_ITEM, show_progress=False)
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         png = out / HISTOGRAMS[name] if name in HISTOGRAMS else None
         rows[name] = {**info, "test": {k: float(metrics[k]) for k in METRICS},
                       "n_images": int(metrics["n_images"]), "n_texts": int(metrics["n_texts"]),
-                      "similarity": load_run_config(run).similarity,
+                      "similarity": load_run_config(run, RunConfig).similarity,
                       "overlap": overlap(run, fs, args.bins, png), "histogram": png.name if png else None}
 
     base = rows["infonce"]["test"]["rsum"]  # type: ignore[index]

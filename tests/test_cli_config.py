@@ -10,10 +10,10 @@ import pytest
 from xmr.cli import build_parser, train_config_from_args
 from xmr.errors import XmrError
 from xmr.runs import RunConfig
+from xmr.runs.composed import ComposedRunConfig
 from xmr.text import TextEncoderConfig
 from xmr.training import TrainConfig
 from xmr.training.composed import ComposedTrainConfig
-from xmr.workflows.composed import ComposedRunConfig
 
 
 def _cli(*args: str):

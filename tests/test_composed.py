@@ -13,8 +13,10 @@ from xmr.cli import main
 from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_model
 from xmr.errors import XmrError
 from xmr.evaluation.composed import composed_ranks
+from xmr.runs.composed import ComposedRunConfig
+from xmr.search.composed import ComposedSearcher
 from xmr.training.composed import ComposedData, ComposedTrainConfig, evaluate_composed, train_composed
-from xmr.workflows.composed import ComposedRunConfig, ComposedSearcher, evaluate_composed_run, train_composed_run
+from xmr.workflows.composed import evaluate_composed_run, train_composed_run
 
 
 def _brute_rank(q: np.ndarray, g: np.ndarray, t: int, gid: np.ndarray, excl: int) -> int:

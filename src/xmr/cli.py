@@ -7,7 +7,7 @@
     xmr search RUN --text "..."    the run's task's search (retrieval: xmr.search.Searcher)
     xmr eval RUN                   the run's task's evaluate (retrieval: xmr.workflows.evaluate.evaluate_run)
     xmr demo                       xmr.workflows.demo.run_demo
-    xmr list                       the registered encoders, losses, similarities, heads, indexes, re-rankers,
+    xmr list                       the registered tasks, encoders, losses, similarities, heads, indexes, re-rankers,
                                    datasets
 
 User errors print one line (``xmr: error: ...``) and exit with status 2, never a traceback.
@@ -168,10 +168,11 @@ def _cmd_list(a: argparse.Namespace) -> None:
     from xmr.index import INDEXES
     from xmr.models import HEADS
     from xmr.rerank import RERANKERS
+    from xmr.tasks import TASKS
     from xmr.text import TEXT_MODELS
     from xmr.training.config import train_loss_names
 
-    for name, names in (("encoders", ENCODERS.names()), ("text models (trained)", TEXT_MODELS.names()),
+    for name, names in (("tasks", TASKS.names()), ("encoders", ENCODERS.names()), ("text models (trained)", TEXT_MODELS.names()),
                         ("losses", train_loss_names()), ("similarities", SIMILARITIES.names()),
                         ("heads", HEADS.names()), ("indexes", INDEXES.names()), ("rerankers", RERANKERS.names()),
                         ("datasets", DATASETS.names())):
@@ -221,8 +222,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="JSONL/CSV manifest or Karpathy split JSON (see README: Data)")
     p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--out", required=True, help="run folder (created; an unfinished run there is resumed)")
-    p.add_argument("--task", default="retrieval", choices=["retrieval", "composed"],
-                   help="retrieval: a joint image-text space; composed: image + modification text -> image")
+    p.add_argument("--task", default="retrieval", metavar="TASK",
+                   help="a registered task (xmr list): retrieval (default): a joint image-text space; "
+                        "composed: image + modification text -> image")
     p.add_argument("--triplets", default=None,
                    help="composed: the triplet JSONL (default: triplets.jsonl beside the manifest)")
     p.add_argument("--compose", default=None, help="composed: tirg | relation | concat | add")
@@ -379,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results JSON (default: RUN/eval-SPLIT-MODE.json for the run's own "
                                                "manifest, a name carrying the manifest for another)")
     _add_skip_bad(p)
-    p.add_argument("--task", default=None, choices=["retrieval", "composed"],
+    p.add_argument("--task", default=None, metavar="TASK",
                    help="composed: R@1/10/50 of image + text queries (default: the run's own task)")
     _add_rerank(p, many=True)
     _add_cache(p)

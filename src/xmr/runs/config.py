@@ -1,11 +1,11 @@
-"""The frozen description of a training run (``run.json``) and the loader of a run folder."""
+"""The ``retrieval`` task's run config (``run.json``), its checked model loader, and the data and encoders it names."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict
 
 from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
@@ -14,23 +14,21 @@ from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encod
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, ModelConfig, load_model
+from xmr.runs.base import RUN_FILE, BaseRunConfig, load_run_config, register_run_config
 from xmr.semantics.labeller import PSEUDO_TEXT_KINDS
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
 from xmr.training import TrainConfig
-from xmr.utils.io import load_json_object
-from xmr.utils.json_types import check_json_types
-
-RUN_FILE = "run.json"
 
 #: the head settings a run passes to its model, with ModelConfig's defaults (their one source)
 HEAD_FIELDS = ("embed_dim", "head", "hidden_dim", "dropout", "similarity", "two_branch", "image_head")
 _HEAD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in HEAD_FIELDS}
 
 
+@register_run_config
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything needed to rebuild the encoders and data of a run.
+class RunConfig(BaseRunConfig):
+    """Everything needed to rebuild the encoders and data of a retrieval run.
 
     Attributes:
         manifest: the dataset file (absolute path): an xmr manifest or a Karpathy split file.
@@ -61,8 +59,10 @@ class RunConfig:
             emoji annotated or none), not single images.
         pseudo_texts: pair un-annotated training images with pseudo-texts from their ImageNet
             labels, ``regional`` or ``global`` (A3VSE; :mod:`xmr.workflows.pseudo_texts`).
+        task: ``"retrieval"``.
     """
 
+    ABOUT: ClassVar[str] = "a retrieval run"
     manifest: str
     image_root: str | None = None
     image_encoder: str = "efficientnet-lite0"
@@ -82,8 +82,10 @@ class RunConfig:
     sparse: str | None = None
     sparse_by_group: bool = True
     pseudo_texts: str | None = None
+    task: str = field(default="retrieval", kw_only=True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_modality_of(self.image_encoder, "image")
         if self.image_head is not None:
             HEADS.get(self.image_head)
@@ -135,29 +137,6 @@ def _check_modality_of(name: str, modality: str) -> None:
                        "(xmr list)")
 
 
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """Read ``run.json`` of a run folder; a damaged one (wrong types, not an object) is one XmrError."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise XmrError(f"{run_dir} is not an xmr run folder (no {RUN_FILE}); train one with `xmr train`")
-    raw = load_json_object(path, "run config")
-    if raw.get("task") == "composed":
-        raise XmrError(f"{run_dir} is a composed-query run: query it with `xmr search {run_dir} --image SOURCE "
-                       "--text MODIFICATION` (its gallery is built at training time)")
-    check_json_types(RunConfig, raw, path)
-    for key, cls in (("train", TrainConfig), ("text_model", TextEncoderConfig)):
-        if isinstance(raw.get(key), dict):
-            check_json_types(cls, raw[key], f"{path} ({key})")
-    try:
-        raw["train"] = TrainConfig(**raw["train"])
-        if raw.get("text_model") is not None:
-            raw["text_model"] = TextEncoderConfig.from_dict(raw["text_model"])
-        names = {f.name for f in dataclasses.fields(RunConfig)}
-        return RunConfig(**{k: v for k, v in raw.items() if k in names})
-    except (TypeError, KeyError, ValueError, XmrError) as e:
-        raise XmrError(f"{path}: not a valid run config ({e})") from None
-
-
 def load_run(run_dir: str | Path) -> tuple[RunConfig, JointModel]:
     """The run's config and best model, checked against each other.
 
@@ -166,7 +145,7 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, JointModel]:
     with the wrong features).
     """
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir, RunConfig)
     model = load_model(run_dir / "best")
     mc = model.config
     for side, named, trained in (("image", cfg.image_encoder, mc.image_encoder),

@@ -7,6 +7,7 @@ from structures built beside the index.
 
 from __future__ import annotations
 
+from xmr.search.composed import ComposedHit, ComposedSearcher
 from xmr.search.searcher import Searcher, SearchHit
 
-__all__ = ["SearchHit", "Searcher"]
+__all__ = ["ComposedHit", "ComposedSearcher", "SearchHit", "Searcher"]

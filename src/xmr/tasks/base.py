@@ -10,8 +10,7 @@ from typing import Any, ClassVar
 
 from xmr.errors import XmrError
 from xmr.registry import Registry
-from xmr.runs.config import RUN_FILE
-from xmr.utils.io import load_json
+from xmr.runs.base import read_task_name
 
 #: command-line options as argparse parsed them, ``{option dest: value}`` (None: not given)
 Options = Mapping[str, Any]
@@ -85,12 +84,7 @@ TASKS: Registry[Task] = Registry("task")
 
 def task_of_run(run_dir: str | Path) -> Task:
     """The task of the run in ``run_dir`` (``run.json``'s ``task``; runs without one are ``retrieval``)."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise XmrError(f"{run_dir} is not an xmr run folder (no {RUN_FILE}); train one with `xmr train`")
-    raw = load_json(path)
-    name = raw.get("task", "retrieval") if isinstance(raw, dict) else "retrieval"
-    return TASKS.get(str(name))
+    return TASKS.get(read_task_name(run_dir))
 
 
 def refuse_options(given: Options, allowed: frozenset[str], where: str) -> None:

@@ -31,15 +31,15 @@ class ComposedTask(Task):
 
     @property
     def train_fields(self) -> Mapping[type, Mapping[str, str]]:
+        from xmr.runs.composed import ComposedRunConfig
         from xmr.training.composed import ComposedTrainConfig
-        from xmr.workflows.composed import ComposedRunConfig
 
         return {ComposedRunConfig: COMPOSED_RUN_FIELDS, ComposedTrainConfig: COMPOSED_TRAIN_FIELDS}
 
     def config_from_options(self, manifest: str, given: Options) -> object:
         from xmr.data.composed_sets import triplets_beside
+        from xmr.runs.composed import ComposedRunConfig
         from xmr.training.composed import ComposedTrainConfig
-        from xmr.workflows.composed import ComposedRunConfig
 
         triplets = given.get("triplets") or triplets_beside(manifest)
         return ComposedRunConfig(manifest=os.path.abspath(manifest), triplets=os.path.abspath(str(triplets)),
@@ -48,7 +48,8 @@ class ComposedTask(Task):
 
     def train(self, config: object, out_dir: str | Path, *, cache_dir: str | Path | None = None,
               overwrite: bool = False, skip_bad: bool = False) -> TrainOutcome:
-        from xmr.workflows.composed import ComposedRunConfig, train_composed_run
+        from xmr.runs.composed import ComposedRunConfig
+        from xmr.workflows.composed import train_composed_run
 
         assert isinstance(config, ComposedRunConfig)
         r = train_composed_run(config, out_dir, cache_dir=cache_dir, overwrite=overwrite)
@@ -70,7 +71,7 @@ class ComposedTask(Task):
         return EvalOutcome(cm, report, Path(run_dir) / f"eval-composed-{split}.json")
 
     def search(self, run_dir: str | Path, given: Options) -> list[str]:
-        from xmr.workflows.composed import ComposedSearcher
+        from xmr.search.composed import ComposedSearcher
 
         text, image = given.get("text"), given.get("image")
         if text is None or image is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xmr.errors import XmrError
-from xmr.runs.config import RunConfig, load_run_config
+from xmr.runs import RunConfig, load_run_config
 from xmr.tasks.base import TASKS, EvalOutcome, Options, Task, TrainOutcome
 
 #: option dest -> field of RunConfig / TrainConfig / TextEncoderConfig
@@ -108,7 +108,7 @@ class RetrievalTask(Task):
         lines += [f"{k}: {v:.2f}" for k, v in m.items() if k.startswith("i2i_") and ("_map" in k or "_cmc" in k)]
         if "overlap_S" in m:
             lines.append(f"overlap S (dual-path Eq. 10; lower separates positives better): {m['overlap_S']:.3f}")
-        written = eval_output_path(run_dir, load_run_config(run_dir).manifest, split=split, mode=mode,
+        written = eval_output_path(run_dir, load_run_config(run_dir, RunConfig).manifest, split=split, mode=mode,
                                    manifest=manifest, out=out)
         return EvalOutcome(m, "\n".join(lines), written)
 

@@ -1,4 +1,4 @@
-"""``xmr train --task composed`` / ``xmr eval --task composed`` / composed ``xmr search``.
+"""``xmr train --task composed`` / ``xmr eval --task composed``; the searcher is :mod:`xmr.search.composed`.
 
 A composed run learns f_compose on a composed dataset (a manifest of images + a triplet file,
 :mod:`xmr.data.triplets`): CSS-/CCI-like scenes (:mod:`xmr.data.scenes`), emoji or icon edits
@@ -16,96 +16,27 @@ from __future__ import annotations
 
 import logging
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from xmr.compose.losses import COMPOSE_LOSSES
-from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_model
+from xmr.compose.model import ComposedModelConfig, load_composed_model
 from xmr.compose.modules import COMPOSERS
 from xmr.data.manifest import Item, read_manifest
 from xmr.data.triplets import EditTriplet, read_triplets, target_identity
-from xmr.encoders import (
-    ImageEncoder,
-    TextEncoder,
-    create_encoder,
-    create_image_encoder,
-    create_text_encoder,
-    encode_images,
-    encode_texts,
-)
+from xmr.encoders import create_image_encoder, create_text_encoder, encode_images, encode_texts
 from xmr.encoders.regions import RegionEncoder, encode_regions
 from xmr.errors import XmrError
-from xmr.runs.config import RUN_FILE
-from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
+from xmr.runs.base import load_run_config, save_run_config, saved_run_matches
+from xmr.runs.composed import LSTM_CONFIG, ComposedRunConfig
+from xmr.text import Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
-from xmr.training.composed import ComposedData, ComposedResult, ComposedTrainConfig, evaluate_composed, train_composed
-from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
+from xmr.training.composed import ComposedData, ComposedResult, evaluate_composed, train_composed
+from xmr.utils.io import atomic_save_file, save_json
 from xmr.workflows.features import feature_cache_dir
 
 log = logging.getLogger(__name__)
-
-TASK = "composed"
-LSTM_CONFIG = TextEncoderConfig(kind="lstm", init="random", word_dim=50, hidden=512, out_dim=512, pool="last",
-                                position_shift=False, length=32)
-
-
-@dataclass(frozen=True)
-class ComposedRunConfig:
-    """Everything that defines a composed run (saved as ``run.json``).
-
-    Attributes:
-        manifest: the image manifest (absolute path).
-        triplets: the triplet JSONL file (absolute path).
-        composer: ``tirg`` | ``relation`` | ``concat`` | ``add``.
-        in_joint: compose in a learned joint space (seed Eq. 2) instead of the pretrained one.
-        image_encoder: the frozen image encoder of the gallery / targets.
-        region_encoder: the region encoder of the relation composer (default
-            ``<image_encoder>-regions``).
-        text_encoder: ``lstm`` (TIRG's hidden-512 LSTM trained from scratch) or a frozen encoder
-            such as ``minilm-l6``.
-        embed_dim: the joint-space size (in Joint).
-        loss: ``batch_classification`` | ``soft_triplet``.
-        val_fraction: share of the training triplets held out for validation when the triplet
-            file has no ``val`` split (seeded by ``train.seed``).
-        train: optimisation settings.
-    """
-
-    manifest: str
-    triplets: str
-    composer: str = "tirg"
-    in_joint: bool = False
-    image_encoder: str = "efficientnet-lite0"
-    region_encoder: str | None = None
-    text_encoder: str = "lstm"
-    embed_dim: int = 512
-    loss: str = "batch_classification"
-    val_fraction: float = 0.1
-    train: ComposedTrainConfig = field(default_factory=ComposedTrainConfig)
-    task: str = TASK
-
-    def __post_init__(self) -> None:
-        if not 0 < self.val_fraction < 1:
-            raise XmrError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.text_encoder not in TEXT_MODELS.names():
-            create_encoder(self.text_encoder)  # unknown -> XmrError listing the known ones
-        _composer_cls(self)  # unknown composer -> XmrError listing the known ones
-        COMPOSE_LOSSES.get(self.loss)  # unknown -> XmrError listing the known ones
-
-
-def load_composed_config(run_dir: str | Path) -> ComposedRunConfig:
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise XmrError(f"{run_dir} is not an xmr run folder (no {RUN_FILE})")
-    raw = load_json(path)
-    if raw.get("task") != TASK:
-        raise XmrError(f"{run_dir} is not a composed run; train one with `xmr train --task composed`")
-    try:
-        raw["train"] = ComposedTrainConfig(**raw["train"])
-        return ComposedRunConfig(**raw)
-    except (TypeError, KeyError) as e:
-        raise XmrError(f"{path}: not a valid composed run config ({e})") from None
 
 
 @dataclass
@@ -133,7 +64,7 @@ def _encode(cfg: ComposedRunConfig, corpus: _Corpus, vocab: Vocabulary | None, c
     img = encode_images(create_image_encoder(cfg.image_encoder), paths, cache_dir=cache, skip_bad=False,
                         show_progress=show_progress)
     regions, region_dim = None, 0
-    if getattr(_composer_cls(cfg), "needs_regions", False):
+    if getattr(COMPOSERS.get(cfg.composer), "needs_regions", False):
         enc = typing.cast(RegionEncoder, create_image_encoder(cfg.region_encoder or f"{cfg.image_encoder}-regions"))
         regions = encode_regions(corpus.items, enc, cache_dir=cache, show_progress=show_progress)
         region_dim = regions.shape[2]
@@ -144,10 +75,6 @@ def _encode(cfg: ComposedRunConfig, corpus: _Corpus, vocab: Vocabulary | None, c
         feats = encode_texts(create_text_encoder(cfg.text_encoder), texts, cache_dir=cache,
                              show_progress=show_progress).feats
     return img.feats, regions, texts, feats, region_dim
-
-
-def _composer_cls(cfg: ComposedRunConfig) -> type:
-    return COMPOSERS.get(cfg.composer)
 
 
 def _data(corpus: _Corpus, image: np.ndarray, regions: np.ndarray | None, texts: list[str], feats: np.ndarray,
@@ -176,15 +103,13 @@ def train_composed_run(cfg: ComposedRunConfig, out_dir: str | Path, *, cache_dir
                        overwrite: bool = False, show_progress: bool | None = None) -> ComposedResult:
     """Train a composed model as ``cfg`` says into ``out_dir`` (resumes an unfinished run)."""
     out = Path(out_dir)
-    if (out / RUN_FILE).exists() and not overwrite and not matches_saved(load_json(out / RUN_FILE), cfg):
+    if not overwrite and not saved_run_matches(out, cfg):
         raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
     out.mkdir(parents=True, exist_ok=True)
     corpus = _corpus(cfg)
     splits = _splits(cfg, corpus)
     vocab = None
-    if cfg.text_encoder in TEXT_MODELS.names():
-        if cfg.text_encoder != "lstm":
-            raise XmrError(f"composed queries take the lstm or a frozen text encoder, not {cfg.text_encoder!r}")
+    if cfg.uses_word_model:
         # training modification texts and every image caption (a caption word never trained keeps its
         # random vector, which is no more informed than <unk>)
         vocab = Vocabulary.build([t.text for t in splits["train"]] + [it.texts[0] for it in corpus.items if it.texts])
@@ -195,7 +120,7 @@ def train_composed_run(cfg: ComposedRunConfig, out_dir: str | Path, *, cache_dir
                                     text_dim=text_cfg.out_dim if text_cfg else feats.shape[1], embed_dim=cfg.embed_dim,
                                     region_dim=region_dim, loss=cfg.loss,
                                     text_model=text_cfg.to_dict() if text_cfg else None)
-    save_json(out / RUN_FILE, cfg)
+    save_run_config(out, cfg)
     log.info("composed %s%s: %d train / %d val triplets over %d images", cfg.composer,
              " in Joint" if cfg.in_joint else "", len(splits["train"]), len(splits["val"]), len(corpus.items))
     res = train_composed(_data(corpus, image, regions, texts, feats, splits["train"]),
@@ -216,7 +141,7 @@ def evaluate_composed_run(run_dir: str | Path, *, split: str = "test", cache_dir
                           command: str | None = None, show_progress: bool | None = None) -> dict[str, float]:
     """Composed R@1/10/50 of the run's best model on ``split``; written to ``eval-composed-<split>.json``."""
     run = Path(run_dir)
-    cfg = load_composed_config(run)
+    cfg = load_run_config(run, ComposedRunConfig)
     model = load_composed_model(run / "best")
     corpus = _corpus(cfg)
     splits = _splits(cfg, corpus)
@@ -229,65 +154,4 @@ def evaluate_composed_run(run_dir: str | Path, *, split: str = "test", cache_dir
     return metrics
 
 
-@dataclass
-class ComposedHit:
-    rank: int
-    score: float
-    id: str
-    image: str
-
-
-class ComposedSearcher:
-    """Image + modification text -> gallery images, with a composed run's best model.
-
-    Example::
-
-        s = ComposedSearcher.from_run("runs/css-tirg")
-        s.search_composed("scene.png", "make the small cube red", k=5)
-    """
-
-    def __init__(self, model: ComposedModel, cfg: ComposedRunConfig, gallery: np.ndarray, items: list[Item]) -> None:
-        self.model, self.cfg, self.gallery, self.items = model, cfg, gallery, items
-        self._image_encoder = create_image_encoder(cfg.image_encoder)
-        self._region_encoder = typing.cast(RegionEncoder, create_image_encoder(
-            cfg.region_encoder or f"{cfg.image_encoder}-regions")) if model.config.needs_regions else None
-        self._text_encoder: TextEncoder = WordIdsEncoder(model.vocab, LSTM_CONFIG.length) \
-            if model.vocab is not None else create_text_encoder(cfg.text_encoder)
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path) -> ComposedSearcher:
-        run = Path(run_dir)
-        cfg = load_composed_config(run)
-        model = load_composed_model(run / "best")
-        path = run / "gallery.npz"
-        if not path.is_file():
-            raise XmrError(f"{path} missing; re-run `xmr train --task composed` to finish the run")
-        data = np.load(path)
-        if str(data["model_id"]) != model.model_id:
-            raise XmrError(f"{path} was built by model {data['model_id']}, not the run's model {model.model_id}; "
-                           "re-run `xmr train --task composed` on this folder to rebuild it")
-        items = {it.id: it for it in read_manifest(cfg.manifest)}
-        gallery_items = [items[str(i)] for i in data["ids"]]
-        return cls(model, cfg, data["emb"], gallery_items)
-
-    def search_composed(self, image: str | Path, text: str, k: int = 10) -> list[ComposedHit]:
-        """The ``k`` gallery images closest to (``image`` modified by ``text``)."""
-        if not isinstance(text, str) or not text.strip():
-            raise XmrError("the modification text is empty")
-        if not Path(image).is_file():
-            raise XmrError(f"source image {image}: not found")
-        enc: ImageEncoder = self._region_encoder or self._image_encoder
-        feats = enc.encode_batch([enc.load(image)])
-        if self._region_encoder is not None:
-            feats = feats.reshape(1, self._region_encoder.n_regions, -1)
-        txt = self._text_encoder.encode_batch([text.strip()])
-        q = self.model.numpy("compose", feats, txt)
-        scores = (q @ self.gallery.T)[0]
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [ComposedHit(r + 1, float(scores[i]), self.items[i].id, self.items[i].image) for r, i in enumerate(top)]
-
-    search = search_composed
-
-
-__all__ = ["ComposedRunConfig", "train_composed_run", "evaluate_composed_run", "ComposedSearcher",
-           "load_composed_config"]
+__all__ = ["train_composed_run", "evaluate_composed_run"]

@@ -11,13 +11,14 @@ from xmr.data.manifest import Item, select_split, write_manifest
 from xmr.data.sparse import sparsify
 from xmr.errors import XmrError
 from xmr.models import ModelConfig
-from xmr.runs.config import RUN_FILE, RunConfig, head_settings, run_encoders, run_items
+from xmr.runs.base import save_run_config, saved_run_matches
+from xmr.runs.config import RunConfig, head_settings, run_encoders, run_items
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
 from xmr.utils.folders import exclusive_lock
-from xmr.utils.io import check_writable, ensure_folder, load_json, matches_saved, save_json
+from xmr.utils.io import check_writable, ensure_folder, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
 from xmr.workflows.pseudo_texts import make_pseudo_items
 
@@ -47,7 +48,7 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     out = Path(out_dir)
     if os.path.lexists(out) and not out.is_dir():
         raise XmrError(f"--out {out} exists and is not a folder; give the run a folder of its own")
-    if (out / RUN_FILE).exists() and not overwrite and not matches_saved(load_json(out / RUN_FILE), config):
+    if not overwrite and not saved_run_matches(out, config):
         raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
     check_writable(out, "run folder")
     ensure_folder(out, "run folder")
@@ -109,7 +110,7 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     log.info("training %s on %d pairs (%d images, %d texts)%s; validating on %d images", config.train.loss,
              len(pairs.pairs), len(train_fs.items), len(train_fs.texts),
              f" + {len(pseudo.pairs)} pseudo pairs" if pseudo is not None else "", len(val_fs.items))
-    save_json(out / RUN_FILE, config)
+    save_run_config(out, config)
     return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite, vocab=vocab,
                              pseudo=pseudo)
 

@@ -1,0 +1,98 @@
+"""One run-folder config type and one loader for every task (``xmr.runs.base``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from xmr.errors import XmrError
+from xmr.runs import (
+    RUN_CONFIGS,
+    BaseRunConfig,
+    ComposedRunConfig,
+    RunConfig,
+    load_run_config,
+    read_task_name,
+    save_run_config,
+    saved_run_matches,
+)
+from xmr.tasks import TASKS
+from xmr.training import TrainConfig
+from xmr.training.composed import ComposedTrainConfig
+
+
+def _write(folder: Path, raw: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps(raw))
+    return folder
+
+
+def test_every_task_has_one_run_config_type() -> None:
+    assert RUN_CONFIGS.names() == TASKS.names() == ["composed", "retrieval"]
+    for name in RUN_CONFIGS.names():
+        cls = RUN_CONFIGS.get(name)
+        assert issubclass(cls, BaseRunConfig) and dataclasses.is_dataclass(cls)
+
+
+@pytest.mark.parametrize("cfg", [
+    RunConfig(manifest="/d/m.jsonl", embed_dim=64, train=TrainConfig(loss="vse++", epochs=3), sparse="0.1x1"),
+    ComposedRunConfig(manifest="/d/m.jsonl", triplets="/d/t.jsonl", composer="concat",
+                      train=ComposedTrainConfig(epochs=4)),
+])
+def test_one_loader_reads_back_what_any_task_saved(tmp_path: Path, cfg: BaseRunConfig) -> None:
+    save_run_config(tmp_path, cfg)
+    assert json.loads((tmp_path / "run.json").read_text())["task"] == cfg.task
+    back = load_run_config(tmp_path)
+    assert type(back) is type(cfg) and back == cfg
+    assert load_run_config(tmp_path, type(cfg)) == cfg and read_task_name(tmp_path) == cfg.task
+    assert saved_run_matches(tmp_path, cfg)
+    assert not saved_run_matches(tmp_path, dataclasses.replace(cfg, manifest="/d/other.jsonl"))
+
+
+def test_a_run_without_task_key_is_retrieval_and_still_matches(tmp_path: Path) -> None:
+    cfg = RunConfig(manifest="/d/m.jsonl")
+    save_run_config(tmp_path, cfg)
+    raw = json.loads((tmp_path / "run.json").read_text())
+    del raw["task"]  # as written before tasks were named
+    _write(tmp_path, raw)
+    assert load_run_config(tmp_path) == cfg and saved_run_matches(tmp_path, cfg)
+
+
+def test_a_run_of_another_task_is_refused_saying_what_it_is(tmp_path: Path) -> None:
+    composed = ComposedRunConfig(manifest="/d/m.jsonl", triplets="/d/t.jsonl")
+    save_run_config(tmp_path, composed)
+    with pytest.raises(XmrError, match="is a composed-query run .*not a retrieval run"):
+        load_run_config(tmp_path, RunConfig)
+    assert not saved_run_matches(tmp_path, RunConfig(manifest="/d/m.jsonl"))
+    save_run_config(tmp_path, RunConfig(manifest="/d/m.jsonl"))
+    with pytest.raises(XmrError, match="is a retrieval run, not a composed-query run"):
+        load_run_config(tmp_path, ComposedRunConfig)
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"manifest": "/m", "task": "segmentation"}, "unknown task 'segmentation'; known: composed, retrieval"),
+    ({"manifest": "/m", "task": 3}, "unknown task 3"),
+    ({"manifest": 5}, "field 'manifest' is 5, expected a string"),
+    ({"manifest": "/m", "embed_dims": 64}, "unknown field 'embed_dims'"),
+    ({"manifest": "/m", "train": {"epochs": "ten"}}, r"\(train\): field 'epochs' is \"ten\", expected a whole number"),
+    ({"manifest": "/m", "train": {"epoch": 3}}, r"\(train\): not a valid TrainConfig \(unknown field 'epoch'\)"),
+    ({"manifest": "/m", "text_encoder": "bigru", "text_model": {"kind": "bigru", "length": "x"}},
+     r"\(text_model\): field 'length'"),
+    ({"task": "composed", "manifest": "/m"}, "not a valid ComposedRunConfig .*triplets"),
+    ({"task": "composed", "manifest": "/m", "triplets": "/t", "train": {"lr": []}}, r"\(train\): field 'lr'"),
+])
+def test_damaged_run_files_are_one_line_naming_the_field(tmp_path: Path, raw: dict, needle: str) -> None:
+    _write(tmp_path, raw)
+    with pytest.raises(XmrError, match=needle) as e:
+        load_run_config(tmp_path)
+    assert "\n" not in str(e.value) and "run.json" in str(e.value)
+
+
+def test_removed_empty_fields_are_tolerated_and_a_config_is_of_its_own_task(tmp_path: Path) -> None:
+    _write(tmp_path, {"manifest": "/m", "an_old_unused_field": None})
+    assert load_run_config(tmp_path) == RunConfig(manifest="/m")
+    with pytest.raises(XmrError, match="'retrieval' run config, not 'composed'"):
+        RunConfig(manifest="/m", task="composed")
