@@ -31,9 +31,9 @@ import torch
 from xmr.bench.common import command_line, load_note, markdown
 from xmr.data import fetch_dataset
 from xmr.data.composed_sets import triplets_beside
+from xmr.runs.composed import ComposedRunConfig
 from xmr.training.composed import ComposedTrainConfig
 from xmr.utils.io import atomic_write_text, save_json
-from xmr.runs.composed import ComposedRunConfig
 from xmr.workflows.composed import evaluate_composed_run, train_composed_run
 
 log = logging.getLogger("composed_retrieval")

@@ -66,6 +66,23 @@ def test_index_and_search_cli_and_api(trained: tuple[Path, Path, Path], capsys: 
     assert "blue square" in capsys.readouterr().out
 
 
+def test_searcher_refuses_a_modality_given_as_a_target(trained: tuple[Path, Path, Path]) -> None:
+    from xmr.errors import XmrError
+
+    manifest, cache, run = trained
+    if not (run / "index").is_dir():
+        assert main(["-q", "index", str(run), "--cache-dir", str(cache)]) == 0
+    s = Searcher.from_run(run)
+    assert s.search_text("a red circle", k=2, target="texts")[0].id.startswith("text:")
+    q = s.embed_texts(["a red circle"])
+    for call, needle in ((lambda: s.search_text("a red circle", target="image"), "unknown search target 'image'"),
+                         (lambda: s.search_vectors(q, target="text"), "unknown search target 'text'"),
+                         (lambda: s.search_reranked(q, None, 2, target="images", modality="texts"),
+                          "query modality must be 'image' or 'text', got 'texts'")):
+        with pytest.raises(XmrError, match=needle):
+            call()  # type: ignore[arg-type]
+
+
 def test_index_keeps_previous_on_failure(trained: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     manifest, cache, run = trained
     assert main(["index", str(run), "--cache-dir", str(cache)]) == 0

@@ -30,7 +30,8 @@ from xmr.errors import XmrError
 from xmr.utils.io import os_error_reason
 
 if TYPE_CHECKING:
-    from xmr.rerank.reranker import Reranker, Target
+    from xmr.modality import Target
+    from xmr.rerank.reranker import Reranker
     from xmr.tasks import Task
 
 log = logging.getLogger("xmr")
@@ -123,9 +124,10 @@ def _rerankers(a: argparse.Namespace) -> list[Reranker]:
 
 
 def _cmd_index(a: argparse.Namespace) -> None:
+    from xmr.modality import TARGETS, check_target
     from xmr.workflows.index import index_run
 
-    targets: list[Target] = ["images", "texts"] if a.rerank_target == "both" else [a.rerank_target]
+    targets: list[Target] = list(TARGETS) if a.rerank_target == "both" else [check_target(a.rerank_target)]
     out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory,
                     texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
                     cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad)
@@ -172,7 +174,8 @@ def _cmd_list(a: argparse.Namespace) -> None:
     from xmr.text import TEXT_MODELS
     from xmr.training.config import train_loss_names
 
-    for name, names in (("tasks", TASKS.names()), ("encoders", ENCODERS.names()), ("text models (trained)", TEXT_MODELS.names()),
+    for name, names in (("tasks", TASKS.names()), ("encoders", ENCODERS.names()),
+                        ("text models (trained)", TEXT_MODELS.names()),
                         ("losses", train_loss_names()), ("similarities", SIMILARITIES.names()),
                         ("heads", HEADS.names()), ("indexes", INDEXES.names()), ("rerankers", RERANKERS.names()),
                         ("datasets", DATASETS.names())):

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xmr.errors import XmrError
+from xmr.modality import TARGETS, Target, check_target
 from xmr.rerank.methods import (
     BidirectionalParams,
     BidirectionalReranker,
@@ -29,11 +30,9 @@ from xmr.rerank.methods import (
 )
 from xmr.rerank.reranker import (
     RERANKERS,
-    TARGETS,
     GalleryVectors,
     Reranker,
     RerankParams,
-    Target,
     first_text_pairs,
     load_reranker,
     order_shortlist,
@@ -128,7 +127,5 @@ def index_fingerprint(index_dir: str | Path) -> str:
 
 def rerank_dir(index_dir: str | Path, name: str, target: Target) -> Path:
     """Where ``xmr index`` stores the ``name`` structures for ``target``: ``<index>/rerank/<name>/<target>``."""
-    if target not in TARGETS:
-        raise XmrError(f"unknown re-ranking target {target!r}; use 'images' or 'texts'")
-    return Path(index_dir) / RERANK_FOLDER / name / target
+    return Path(index_dir) / RERANK_FOLDER / name / check_target(target, "re-ranking target")
 

@@ -25,27 +25,18 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from xmr.errors import XmrError
-from xmr.modality import Modality
+from xmr.modality import Modality, Target, check_target, modality_of_target
 from xmr.registry import Registry
 from xmr.utils.arrays import l2_normalize
 from xmr.utils.folders import atomic_folder
 from xmr.utils.io import load_json, save_json
 
-Target = Literal["images", "texts"]
-TARGETS: tuple[Target, ...] = ("images", "texts")
-
-
-def check_target(value: object) -> Target:
-    """``value`` if it is a search target (``"images"`` / ``"texts"``); anything else is an XmrError naming it."""
-    if value == "images" or value == "texts":
-        return value
-    raise XmrError(f"unknown search target {value!r}; use 'images' or 'texts'")
 FORMAT = "xmr.rerank"
 VERSION = 1
 META_FILE = "rerank.json"
@@ -96,12 +87,11 @@ class GalleryVectors:
 
     def oriented(self, target: Target) -> GallerySides:
         """The gallery seen from ``target``: the re-ordered side first, the other modality second."""
-        if target not in TARGETS:
-            raise XmrError(f"unknown re-ranking target {target!r}; use 'images' or 'texts'")
+        modality = modality_of_target(check_target(target, "re-ranking target"))
         pairs = np.zeros((0, 2), np.int64) if self.pairs is None else np.asarray(self.pairs, np.int64)
-        if target == "images":
-            return GallerySides(self.images, self.texts, self.image_feats, self.text_feats, pairs, "image")
-        return GallerySides(self.texts, self.images, self.text_feats, self.image_feats, pairs[:, ::-1], "text")
+        if modality == "image":
+            return GallerySides(self.images, self.texts, self.image_feats, self.text_feats, pairs, modality)
+        return GallerySides(self.texts, self.images, self.text_feats, self.image_feats, pairs[:, ::-1], modality)
 
 
 @dataclass(frozen=True)
@@ -411,7 +401,11 @@ def load_reranker(directory: str | Path, *, expect_fingerprint: str | None = Non
     except (OSError, ValueError, KeyError) as e:
         raise XmrError(f"{directory}: unreadable re-ranking structures ({e}); {rebuild_hint}") from None
     rr._set_state(arrays, matrices, meta.get("info") or {})
-    rr.target, rr.n_gallery, rr.fingerprint = meta["target"], int(meta["n_gallery"]), meta.get("fingerprint")
+    try:
+        target = check_target(meta.get("target"), "re-ranking target")
+    except XmrError as e:
+        raise XmrError(f"{directory / META_FILE}: {e}; {rebuild_hint}") from None
+    rr.target, rr.n_gallery, rr.fingerprint = target, int(meta["n_gallery"]), meta.get("fingerprint")
     return rr
 
 

@@ -24,9 +24,10 @@ from xmr.encoders import ImageEncoder, TextEncoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.index import Index, load_index
+from xmr.modality import TARGETS, Modality, Target, check_modality, check_target, modality_of_target
 from xmr.models import JointModel
 from xmr.rerank.registry import RERANKERS, index_fingerprint, rerank_dir
-from xmr.rerank.reranker import Modality, Reranker, Target, load_reranker, order_shortlist
+from xmr.rerank.reranker import Reranker, load_reranker, order_shortlist
 from xmr.runs.config import load_run, run_encoders
 from xmr.utils.io import load_json
 
@@ -143,9 +144,7 @@ class Searcher:
     def search_vectors(self, queries: np.ndarray, k: int = 10, *, target: Target = "images"
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Raw search: (scores, ids), each of shape (n_queries, k')."""
-        if target not in self.indexes:
-            raise XmrError(f"unknown search target {target!r}; use 'images' or 'texts'")
-        return self.indexes[target].search(queries, k)
+        return self.indexes[check_target(target)].search(queries, k)
 
     def search_reranked(self, queries: np.ndarray, query_own: np.ndarray | None, k: int = 10, *,
                         target: Target = "images", modality: Modality,
@@ -163,7 +162,7 @@ class Searcher:
             rerank: a method name or a fitted re-ranker; None uses the searcher's default.
         """
         rr = self._reranker(rerank, target)
-        cross = (modality == "text") == (target == "images")
+        cross = check_modality(modality, "query modality") != modality_of_target(check_target(target))
         if not is_inner_product(self.model.config.similarity) and cross:
             if rr is not None:
                 raise XmrError(f"re-ranking works on cosine spaces; this model scores by "
@@ -230,7 +229,7 @@ class Searcher:
                 args.append(f"--split {built['split']}")
             if run is None or self.index_dir.resolve() != (run / "index").resolve():
                 args.append(f"--out {self.index_dir}")
-        extra = " --rerank-target both" if target == "texts" else ""
+        extra = "" if target == TARGETS[0] else " --rerank-target both"
         return f"rebuild with `xmr index {' '.join(args)} --rerank {name}{extra}`"
 
     def _load_available(self, name: str) -> None:
@@ -238,7 +237,7 @@ class Searcher:
         RERANKERS.get(name)
         if self.index_dir is None:
             raise XmrError(f"re-ranking by name ({name!r}) needs the index folder; pass a fitted re-ranker instead")
-        targets: list[Target] = [t for t in ("images", "texts")
+        targets: list[Target] = [t for t in TARGETS
                                  if (rerank_dir(self.index_dir, name, t) / "rerank.json").is_file()]
         if not targets:
             raise XmrError(f"index at {self.index_dir} has no {name!r} re-ranking structures; "
@@ -251,8 +250,7 @@ class Searcher:
         rerank = self.rerank if rerank is None else rerank
         if rerank is None:
             return None
-        if target not in self.indexes:
-            raise XmrError(f"unknown search target {target!r}; use 'images' or 'texts'")
+        check_target(target)
         if isinstance(rerank, Reranker):
             rr = rerank
             if rr.target != target:
@@ -292,7 +290,7 @@ class Searcher:
         for rank, (s, i) in enumerate(zip(scores[0], ids[0]), start=1):
             if i < 0:
                 continue
-            if target == "texts":
+            if modality_of_target(target) == "text":
                 hits.append(SearchHit(rank, float(s), id=f"text:{i}", text=self.texts[i]))
             else:
                 it = self.items[i]

@@ -113,8 +113,8 @@ class RetrievalTask(Task):
         return EvalOutcome(m, "\n".join(lines), written)
 
     def search(self, run_dir: str | Path, given: Options) -> list[str]:
+        from xmr.modality import check_target
         from xmr.rerank.registry import rerankers_from_options
-        from xmr.rerank.reranker import check_target
         from xmr.search import Searcher
 
         text, image = given.get("text"), given.get("image")

@@ -28,13 +28,11 @@ import numpy as np
 from xmr.data.manifest import write_manifest
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
-from xmr.modality import Modality
+from xmr.modality import Modality, Target, check_target
 from xmr.models import JointModel
 from xmr.rerank.registry import (
-    TARGETS,
     GalleryVectors,
     Reranker,
-    Target,
     create_reranker,
     first_text_pairs,
     index_fingerprint,
@@ -87,8 +85,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     run_dir = Path(run_dir)
     rerankers = [create_reranker(r) if isinstance(r, str) else r for r in rerank]
     for t in rerank_targets:
-        if t not in TARGETS:
-            raise XmrError(f"unknown re-ranking target {t!r}; use 'images' or 'texts'")
+        check_target(t, "re-ranking target")
     if texts_per_item is not None and texts_per_item < 1:
         raise XmrError(f"texts_per_item must be >= 1 (or None for all), got {texts_per_item}")
     cfg, model = load_run(run_dir)
