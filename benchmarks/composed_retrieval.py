@@ -22,18 +22,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import time
 from pathlib import Path
 
-import torch
-
-from xmr.bench.common import command_line, load_note, markdown
+from xmr.bench.common import add_session_options, command_line, markdown, start_session
 from xmr.data import fetch_dataset
 from xmr.data.composed_sets import triplets_beside
 from xmr.runs.composed import ComposedRunConfig
 from xmr.training.composed import ComposedTrainConfig
-from xmr.utils.io import atomic_write_text, save_json
 from xmr.workflows.composed import evaluate_composed_run, train_composed_run
 
 log = logging.getLogger("composed_retrieval")
@@ -54,16 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--runs", type=Path, default=Path("runs/composed"))
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "composed")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_session_options(ap, runs="runs/composed", out=Path(__file__).parent / "results" / "composed")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    cache_dir = os.environ.get("XMR_CACHE_DIR")
-    load_before = load_note()
+    session = start_session(args)
+    cache_dir = session.cache_dir
     results: dict[str, dict[str, dict[str, float]]] = {}
     for ds in args.datasets:
         manifest = fetch_dataset(ds, cache_dir)
@@ -87,19 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                       [[ds, name, int(r["n_queries"]), f"{r['medr']:.0f}", f"{r['val_rsum']:.1f}", r["best_epoch"],
                         r["epochs_run"], f"{r['train_seconds']:.0f}"] for ds, by in results.items()
                        for name, r in by.items()])
-    runtime = time.perf_counter() - t_start
-    cmd = "XMR_CACHE_DIR=" + (cache_dir or "(default)") + " " + command_line()
-    text = "\n".join([
-        "# Composed retrieval: TIRG / Relation / concat / add, pretrained space vs in Joint", "",
-        f"Command: `{cmd}`", "",
+    text = session.report(
+        "Composed retrieval: TIRG / Relation / concat / add, pretrained space vs in Joint",
         "Test R@K in percent (hit: an image of the target scene / emoji / icon in the top K; the query's own "
-        "image excluded; gallery: every image of the dataset). Settings in the script's docstring.", "",
-        table, "", detail, "",
-        f"{load_before} at start; this invocation {runtime:.0f} s (finished runs are loaded, not retrained).", "",
-    ])
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "composed_retrieval.md", text)
-    save_json(args.out / "composed_retrieval.json", {"results": results, "command": cmd, "seconds": runtime})
+        "image excluded; gallery: every image of the dataset). Settings in the script's docstring.",
+        table, detail)
+    session.write(args.out, "composed_retrieval", text, {"results": results})
     print(table)
     return 0
 

@@ -35,20 +35,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-from xmr.bench.common import command_line, load_note, markdown
+from xmr.bench.common import add_session_options, command_line, markdown, start_session
 from xmr.data import fetch_dataset
 from xmr.evaluation.overlap import overlap_indicator, plot_overlap_histogram, positive_negative_sims
 from xmr.models import load_model
 from xmr.runs.config import RunConfig, load_run_config, run_encoders, run_items
 from xmr.training import TrainConfig
-from xmr.utils.io import atomic_write_text, save_json
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
 from xmr.workflows.evaluate import evaluate_run
 from xmr.workflows.features import FeatureSet, encode_items
@@ -127,23 +123,16 @@ def overlap(run: Path, fs: FeatureSet, bins: int, png: Path | None) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--runs", default="runs/objectives", help="folder of the run folders")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "objectives"))
+    add_session_options(ap, runs="runs/objectives", out=Path(__file__).resolve().parent / "results" / "objectives")
     ap.add_argument("--stage1", type=int, nargs="+", default=[3, 5, 10],
                     help="Stage I lengths tried for the two-stage run (chosen on val rsum)")
     ap.add_argument("--epochs", type=int, default=30, help="maximum epochs per run (the demo's 30)")
     ap.add_argument("--bins", type=int, default=100, help="histogram bins of the overlap indicator")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    cache_dir = os.environ.get("XMR_CACHE_DIR")
-    runs, out = Path(args.runs), Path(args.out)
+    session = start_session(args)
+    cache_dir, runs, out = session.cache_dir, args.runs, args.out
     out.mkdir(parents=True, exist_ok=True)
     manifest = fetch_dataset("emoji", cache_dir)
-    load_before = load_note()
 
     trained: dict[str, dict[str, object]] = {}
     for name, train in single_stage_configs(args.epochs).items():
@@ -178,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     s_table = markdown(["Stage I epochs S", "val rsum (best epoch)", "best epoch", "epochs run", "chosen"],
                        [[s, f"{r['val_rsum']:.1f}", r["best_epoch"], r["epochs_run"], "yes" if s == chosen_s else ""]
                         for s, r in stage1_runs.items()])
-    runtime = time.perf_counter() - t_start
     n_img, n_txt = rows["infonce"]["n_images"], rows["infonce"]["n_texts"]
-    cmd = "XMR_CACHE_DIR=" + (cache_dir or "(default)") + " " + command_line()
     text = "\n".join([
         "# Training objectives on the emoji zero-shot split",
         "",
@@ -204,26 +191,23 @@ def main(argv: list[str] | None = None) -> int:
         "Histograms (P positive pairs blue, Q negative pairs red): "
         + ", ".join(f"`{n}` -> `{HISTOGRAMS[n]}`" for n in HISTOGRAMS) + ".",
         "",
-        f"Command: `{cmd}`",
+        f"Command: `{session.command}`",
         "",
         "Overlap S at half / double the bins: "
         + "; ".join(f"{n} {r['overlap'][f'S_{args.bins // 2}_bins']:.4f} / "  # type: ignore[index]
                     f"{r['overlap'][f'S_{args.bins * 2}_bins']:.4f}"  # type: ignore[index]
                     for n, r in rows.items()) + ".",
         "",
-        f"Seed {SEED}; runs in `{runs}`; {load_before} at start; this invocation {runtime:.0f} s "
-        "(finished runs are loaded, not retrained: the training time is the `train s` column).",
+        f"Seed {SEED}; runs in `{runs}`; {session.footer()} The training time is the `train s` column.",
         "",
     ])
-    atomic_write_text(out / "objectives_emoji.md", text)
-    save_json(out / "objectives_emoji.json", {"rows": rows, "stage1_candidates": stage1_runs,
-                                               "chosen_stage1_epochs": chosen_s, "seed": SEED,
-                                               "bins": args.bins, "epochs": args.epochs, "command": cmd,
-                                               "seconds": runtime})
+    session.write(out, "objectives_emoji", text, {"rows": rows, "stage1_candidates": stage1_runs,
+                                                  "chosen_stage1_epochs": chosen_s, "seed": SEED,
+                                                  "bins": args.bins, "epochs": args.epochs})
     print(table)
     print()
     print(s_table)
-    print(f"\nchosen S = {chosen_s} (val rsum); whole script {runtime:.0f} s")
+    print(f"\nchosen S = {chosen_s} (val rsum); whole script {session.seconds():.0f} s")
     return 0
 
 

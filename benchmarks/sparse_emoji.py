@@ -34,18 +34,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
-import time
 from pathlib import Path
 
-import torch
-
-from xmr.bench.common import command_line, load_note, markdown
+from xmr.bench.common import add_session_options, command_line, markdown, start_session
 from xmr.data import fetch_dataset
 from xmr.runs.config import RunConfig
 from xmr.training import TrainConfig
-from xmr.utils.io import atomic_write_text, load_json, save_json
+from xmr.utils.io import load_json
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
 from xmr.workflows.evaluate import evaluate_run
 from xmr.workflows.train import train_run
@@ -78,17 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.02, 0.1, 0.2, 0.5])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--runs", type=Path, default=Path("runs/sparse"), help="folder of the run folders")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sparse")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_session_options(ap, runs="runs/sparse", out=Path(__file__).parent / "results" / "sparse")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    cache_dir = os.environ.get("XMR_CACHE_DIR")
+    session = start_session(args)
+    cache_dir = session.cache_dir
     manifest = fetch_dataset("emoji", cache_dir)
-    load_before = load_note()
     raw: dict[str, dict[str, object]] = {}
     for fraction in args.fractions:
         for name in args.variants:
@@ -128,24 +118,17 @@ def main(argv: list[str] | None = None) -> int:
                         [[f"{r['fraction']:g}", r["variant"], r["seed"],
                           *(f"{r['test'][c]:.1f}" for c in COLUMNS),  # type: ignore[index]
                           f"{r['val_rsum']:.1f}", r["best_epoch"]] for r in raw.values()])
-    runtime = time.perf_counter() - t_start
-    cmd = "XMR_CACHE_DIR=" + (cache_dir or "(default)") + " " + command_line()
-    text = "\n".join([
-        "# Sparse annotation on emoji: VSE++ vs A3VSE", "",
-        f"Command: `{cmd}`", "",
+    text = session.report(
+        "Sparse annotation on emoji: VSE++ vs A3VSE",
         "Emoji zero-shot split; the training split thinned by emoji (all styles of a kept emoji annotated, one "
         "text each), the rest un-annotated with regional ImageNet pseudo-texts. Test: 1,526 images x 383 CLDR "
         f"names, model chosen by val rsum. Mean over seeds {', '.join(map(str, args.seeds))} (the seed also "
-        "draws which emoji keep texts). Settings: see the script's docstring.", "",
-        table, "",
+        "draws which emoji keep texts). Settings: see the script's docstring.",
+        table,
         "Unsupervised reference with no pairs at all, the WordNet tag baseline (r = s_g . q): test rsum 33.7 "
-        "(`tag_baseline_emoji.md`); random scores: 8.8.", "",
-        "Per seed:", "", per_seed, "",
-        f"{load_before} at start; this invocation {runtime:.0f} s (finished runs are loaded, not retrained).", "",
-    ])
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "sparse_emoji.md", text)
-    save_json(args.out / "sparse_emoji.json", {"runs": raw, "command": cmd, "seconds": runtime})
+        "(`tag_baseline_emoji.md`); random scores: 8.8.",
+        "Per seed:", per_seed)
+    session.write(args.out, "sparse_emoji", text, {"runs": raw})
     print(table)
     return 0
 

@@ -25,39 +25,33 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import time
 from pathlib import Path
-
-import torch
+from typing import Literal
 
 from objectives_emoji import METRICS, SEED, train_one
-from xmr.bench.common import command_line, load_note, markdown
+from xmr.bench.common import add_session_options, command_line, markdown, start_session
 from xmr.data import fetch_dataset, read_items, select_split
 from xmr.text import TextEncoderConfig, Vocabulary, load_glove, tokenize, vector_coverage
 from xmr.training import TrainConfig
-from xmr.utils.io import atomic_write_text, save_json
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
 from xmr.workflows.evaluate import evaluate_run
 
 log = logging.getLogger("text_encoders_emoji")
 
 #: row name -> (run folder, RunConfig text fields)
+def _word_model(kind: Literal["textcnn", "bigru"], init: Literal["glove", "random"], shift: bool
+                ) -> dict[str, object]:
+    return {"text_encoder": kind, "text_model": TextEncoderConfig(kind=kind, init=init, position_shift=shift)}
+
+
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "MiniLM-L6 (frozen)": ("minilm", {"text_encoder": "minilm-l6"}),
-    "text CNN, GloVe, position shift": ("textcnn-glove-shift", {"text_encoder": "textcnn", "text_model":
-                                        TextEncoderConfig(kind="textcnn", init="glove", position_shift=True)}),
-    "text CNN, GloVe, left-aligned": ("textcnn-glove-left", {"text_encoder": "textcnn", "text_model":
-                                      TextEncoderConfig(kind="textcnn", init="glove", position_shift=False)}),
-    "text CNN, random, position shift": ("textcnn-random-shift", {"text_encoder": "textcnn", "text_model":
-                                         TextEncoderConfig(kind="textcnn", init="random", position_shift=True)}),
-    "text CNN, random, left-aligned": ("textcnn-random-left", {"text_encoder": "textcnn", "text_model":
-                                       TextEncoderConfig(kind="textcnn", init="random", position_shift=False)}),
-    "bi-GRU, GloVe": ("bigru-glove", {"text_encoder": "bigru", "text_model":
-                      TextEncoderConfig(kind="bigru", init="glove", position_shift=False)}),
-    "bi-GRU, random": ("bigru-random", {"text_encoder": "bigru", "text_model":
-                       TextEncoderConfig(kind="bigru", init="random", position_shift=False)}),
+    **{f"text CNN, {'GloVe' if init == 'glove' else init}, {'position shift' if shift else 'left-aligned'}":
+       (f"textcnn-{init}-{'shift' if shift else 'left'}", _word_model("textcnn", init, shift))
+       for init in ("glove", "random") for shift in (True, False)},
+    **{f"bi-GRU, {'GloVe' if init == 'glove' else init}": (f"bigru-{init}", _word_model("bigru", init, False))
+       for init in ("glove", "random")},
 }
 
 
@@ -78,21 +72,13 @@ def coverage_note(manifest: Path) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--runs", default="runs/text-encoders", help="folder of the run folders")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "objectives"))
+    add_session_options(ap, runs="runs/text-encoders", out=Path(__file__).resolve().parent / "results" / "objectives")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    cache_dir = os.environ.get("XMR_CACHE_DIR")
-    runs, out = Path(args.runs), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    session = start_session(args)
+    cache_dir, runs, out = session.cache_dir, args.runs, args.out
     manifest = fetch_dataset("emoji", cache_dir)
-    load_before = load_note()
     cov = coverage_note(manifest)
     train = TrainConfig(loss="infonce", epochs=args.epochs, seed=SEED)
 
@@ -109,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(header, [[name, *(f"{r['test'][k]:.1f}" for k in METRICS),  # type: ignore[index]
                                f"{r['overlap_S']:.3f}", f"{r['val_rsum']:.1f}", r["best_epoch"], r["epochs_run"],
                                f"{r['train_seconds']:.0f}"] for name, r in rows.items()])
-    runtime = time.perf_counter() - t_start
-    cmd = "XMR_CACHE_DIR=" + (cache_dir or "(default)") + " " + command_line()
     text = "\n".join([
         "# Text encoders on the emoji zero-shot split",
         "",
@@ -127,14 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         f"vocabulary ({cov['test_tokens_in_vocab_and_glove']} also have a GloVe vector); "
         f"{cov['test_queries_all_oov']} of the {cov['test_queries']} distinct test names have no known word at all.",
         "",
-        f"Command: `{cmd}`",
+        f"Command: `{session.command}`",
         "",
-        f"{load_before} at start; this invocation {runtime:.0f} s (finished runs are loaded, not retrained).",
+        session.footer(),
         "",
     ])
-    atomic_write_text(out / "text_encoders_emoji.md", text)
-    save_json(out / "text_encoders_emoji.json", {"rows": rows, "coverage": cov, "seed": SEED,
-                                                  "epochs": args.epochs, "command": cmd, "seconds": runtime})
+    session.write(out, "text_encoders_emoji", text, {"rows": rows, "coverage": cov, "seed": SEED,
+                                                     "epochs": args.epochs})
     print(table)
     return 0
 

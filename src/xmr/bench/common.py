@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import shlex
@@ -9,6 +10,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 
 def load_note(own: float = 0.0) -> str:
@@ -76,3 +80,61 @@ def markdown(header: list[str], rows: list[list[object]]) -> str:
 
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def add_session_options(ap: argparse.ArgumentParser, *, runs: str, out: Path, threads: int = 0) -> None:
+    """The options every training benchmark takes: ``--runs`` (run folders), ``--out`` (results), ``--threads``."""
+    ap.add_argument("--runs", type=Path, default=Path(runs), help="folder of the run folders")
+    ap.add_argument("--out", type=Path, default=out, help="folder of the results (markdown + JSON)")
+    ap.add_argument("--threads", type=int, default=threads,
+                    help=f"torch threads (0: torch's default; default {threads})")
+
+
+@dataclass(frozen=True)
+class Session:
+    """One invocation of a training benchmark: when it started, its feature cache, the load before it.
+
+    ``start_session(args)`` logs at INFO, sets torch's threads (``args.threads``; 0 keeps torch's
+    default) and reads ``$XMR_CACHE_DIR``; ``write`` saves the report beside its data.
+    """
+
+    cache_dir: str | None
+    load_before: str
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def command(self) -> str:
+        """The command line, with the feature cache it used (the producing command of every number)."""
+        return "XMR_CACHE_DIR=" + (self.cache_dir or "(default)") + " " + command_line()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def footer(self) -> str:
+        """The last line of a report: the load at start and this invocation's wall time."""
+        return (f"{self.load_before} at start; this invocation {self.seconds():.0f} s (finished runs are loaded, "
+                "not retrained).")
+
+    def report(self, title: str, *blocks: str) -> str:
+        """A markdown report: ``# title``, the producing command, each block as a paragraph, the footer."""
+        return "\n\n".join([f"# {title}", f"Command: `{self.command}`", *blocks, self.footer()]) + "\n"
+
+    def write(self, out_dir: Path, stem: str, text: str, data: dict[str, Any]) -> None:
+        """``out_dir/<stem>.md`` and ``<stem>.json`` (``data`` + command + seconds), atomically."""
+        from xmr.utils.io import atomic_write_text, save_json
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / f"{stem}.md", text)
+        save_json(out_dir / f"{stem}.json", {**data, "command": self.command, "seconds": self.seconds()})
+
+
+def start_session(args: argparse.Namespace, log_format: str = "%(asctime)s %(name)s: %(message)s") -> Session:
+    """Start a benchmark invocation (see :class:`Session`)."""
+    import logging
+
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    return Session(os.environ.get("XMR_CACHE_DIR"), load_note())

@@ -208,52 +208,38 @@ def format_table(
     *,
     precision: int = 1,
     name_header: str = "run",
+    transpose: bool = False,
 ) -> str:
-    """A plain-text table with one row per run and one aligned column per metric.
+    """A plain-text table of metrics: one row per run and one aligned column per metric, or
+    (``transpose``) one row per metric and one column per run (e.g. plain vs re-ranked).
 
     Example:
         >>> print(format_table({"clip": {"i2t_r1": 50.12, "rsum": 400.0}}, ["i2t_r1", "rsum"]))
         run   i2t R@1   rsum
         clip     50.1  400.0
+        >>> print(format_table({"plain": {"t2i_r1": 10.0}, "diffusion": {"t2i_r1": 12.5}}, ["t2i_r1"],
+        ...                    name_header="metric", transpose=True))
+        metric   plain  diffusion
+        t2i R@1   10.0       12.5
 
     Args:
         rows: run name -> metrics dict (as from :func:`evaluate_embeddings`).
         keys: metric keys to show, in order; ``i2t_r1`` is titled ``i2t R@1``, ``_`` becomes a space.
         precision: decimals for float values; a missing value shows as ``-``.
         name_header: title of the first column.
+        transpose: runs as columns, metrics as rows.
 
     Returns:
         The table, lines joined by newlines, no trailing newline.
     """
-    table = [[name_header, *(_column_title(k) for k in keys)]]
-    table += [[str(name), *(_cell(m.get(k), precision) for k in keys)] for name, m in rows.items()]
+    cells = [[_cell(m.get(k), precision) for k in keys] for m in rows.values()]
+    if transpose:
+        table = [[name_header, *map(str, rows)]] + [[_column_title(k), *(c[j] for c in cells)]
+                                                     for j, k in enumerate(keys)]
+    else:
+        table = [[name_header, *(_column_title(k) for k in keys)]] + [[str(n), *c] for n, c in zip(rows, cells)]
     return _align(table)
 
 
 SIDE_BY_SIDE_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
-"""The rows of :func:`format_side_by_side`: the table's recalls plus the median ranks."""
-
-
-def format_side_by_side(
-    columns: Mapping[str, Mapping[str, float | str]],
-    keys: Sequence[str] = SIDE_BY_SIDE_KEYS,
-    *,
-    precision: int = 1,
-    name_header: str = "metric",
-) -> str:
-    """A plain-text table with one row per metric and one column per variant (e.g. plain, re-ranked).
-
-    Example:
-        >>> print(format_side_by_side({"plain": {"t2i_r1": 10.0}, "diffusion": {"t2i_r1": 12.5}}, ["t2i_r1"]))
-        metric   plain  diffusion
-        t2i R@1   10.0       12.5
-
-    Args:
-        columns: variant name -> metrics dict.
-        keys: metric keys, one row each; titled as in :func:`format_table`.
-        precision: decimals for float values; a missing value shows as ``-``.
-        name_header: title of the first column.
-    """
-    table = [[name_header, *columns]]
-    table += [[_column_title(k), *(_cell(m.get(k), precision) for m in columns.values())] for k in keys]
-    return _align(table)
+"""The rows of a transposed :func:`format_table` of plain vs re-ranked metrics: the recalls plus the median ranks."""

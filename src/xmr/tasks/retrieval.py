@@ -80,7 +80,7 @@ class RetrievalTask(Task):
 
     def evaluate(self, run_dir: str | Path, given: Options, *, command: str | None = None
                  ) -> EvalOutcome:
-        from xmr.evaluation.protocol import format_side_by_side, format_table
+        from xmr.evaluation.protocol import SIDE_BY_SIDE_KEYS, format_table
         from xmr.rerank.registry import rerankers_from_options
         from xmr.workflows.evaluate import eval_output_path, evaluate_run
 
@@ -97,7 +97,7 @@ class RetrievalTask(Task):
                                                 if k.startswith(f"{rr.name}/")} for rr in rerank}}
             lines.append(f"{name}, split {split} ({mode}); re-ranked "
                          f"{', '.join(f'{rr.name}: shortlist {rr.params.shortlist}' for rr in rerank)}")
-            lines.append(format_side_by_side(columns))
+            lines.append(format_table(columns, SIDE_BY_SIDE_KEYS, name_header="metric", transpose=True))
             for rr in rerank:
                 un = {d: int(columns[rr.name][f"{d}_unscored"]) for d in ("t2i", "i2t")}
                 if any(un.values()):
