@@ -207,11 +207,22 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="cache root (default: $XMR_CACHE_DIR or ~/.cache/xmr)")
 
 
+def _encoder_name(text: str) -> str:
+    """argparse type of the encoder options: ``hf-clip:ckpt`` is stored as ``hf-clip:/abs/ckpt`` (the run
+    works from any folder later); any other name is kept as typed and checked by the config."""
+    from xmr.encoders import canonical_encoder_name
+
+    return canonical_encoder_name(text)
+
+
 def _add_encoders(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-encoder", default=None, help="registered image encoder (xmr list; default: RunConfig's)")
-    p.add_argument("--text-encoder", default=None,
-                   help="registered text encoder (xmr list; default: RunConfig's); for training also textcnn | bigru "
-                        "(trained end to end); composed training: lstm (the default there) or a frozen encoder")
+    p.add_argument("--image-encoder", default=None, type=_encoder_name,
+                   help="registered image encoder (xmr list; default: RunConfig's), or hf-clip:PATH (a local "
+                        "transformers CLIP/SigLIP checkpoint folder; give it to both options)")
+    p.add_argument("--text-encoder", default=None, type=_encoder_name,
+                   help="registered text encoder (xmr list; default: RunConfig's), or hf-clip:PATH; for training "
+                        "also textcnn | bigru (trained end to end); composed training: lstm (the default there) or a "
+                        "frozen encoder")
 
 
 def _add_rerank(p: argparse.ArgumentParser, *, many: bool) -> None:
@@ -222,7 +233,11 @@ def _add_rerank(p: argparse.ArgumentParser, *, many: bool) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="JSONL/CSV manifest or Karpathy split JSON (see README: Data)")
+    p.add_argument("manifest", help="JSONL/CSV manifest or Karpathy split JSON (see README: Data); its val and "
+                                    "test splits are the run's")
+    p.add_argument("extra_train", nargs="*", default=None, metavar="EXTRA",
+                   help="more training manifests, each PATH[:SPLIT,...][@WEIGHT] (default splits: train; weight 1: "
+                        "its pairs drawn as often as the run's own), e.g. icons.jsonl:train,val,test@0.5")
     p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--out", required=True, help="run folder (created; an unfinished run there is resumed)")
     p.add_argument("--task", default="retrieval", metavar="TASK",
@@ -272,7 +287,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vse0-warmup", type=int, default=None, help="epochs of VSE0 before a hardest-negative loss")
     p.add_argument("--seed", type=int, default=None, help="seeds initialisation, batches, sparse draws")
     p.add_argument("--embed-dim", type=int, default=None)
-    p.add_argument("--head", default=None, help="linear | mlp")
+    p.add_argument("--head", default=None,
+                   help="linear | mlp | identity (no parameters: the encoders' own space, for hf-clip:PATH on both "
+                        "sides with --embed-dim its feature size)")
     p.add_argument("--hidden-dim", type=int, default=None,
                    help="MLP head width; the region-attention head's context size K'")
     p.add_argument("--train-split", default=None)

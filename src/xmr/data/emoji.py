@@ -274,7 +274,7 @@ def style_sources(packages: EmojiPackages) -> dict[str, dict[str, Path]]:
 
 
 def rasterise_svgs(jobs: Sequence[tuple[Path, Path]], image_size: int, *,
-                   progress: bool | None = None) -> list[Path]:
+                   progress: bool | None = None, what: str = "emoji") -> list[Path]:
     """Render each ``(svg, png)`` job to a square ``image_size`` PNG, transparency kept.
 
     PNGs already present are kept (resume); each new one is written atomically. An SVG that
@@ -290,7 +290,7 @@ def rasterise_svgs(jobs: Sequence[tuple[Path, Path]], image_size: int, *,
 
     failed: list[Path] = []
     disable = None if progress is None else not progress
-    for src, dst in progress_bar(todo, desc="rasterising emoji", unit="svg", disable=disable):
+    for src, dst in progress_bar(todo, desc=f"rasterising {what}", unit="svg", disable=disable):
         try:
             data = src.read_bytes()
             if not data.strip():

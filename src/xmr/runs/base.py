@@ -125,9 +125,14 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     if unknown:
         raise XmrError(f"{where}: not a valid {cls.__name__} (unknown field {', '.join(map(repr, unknown))})")
     for name, value in values.items():
-        nested = _dataclass_in(hints.get(name))
+        hint = hints.get(name)
+        nested = _dataclass_in(hint)
         if nested is not None and isinstance(value, dict):
             values[name] = _build(nested, value, f"{where} ({name})")
+        elements = _dataclass_elements(hint)
+        if elements is not None and isinstance(value, list):
+            values[name] = tuple(_build(elements, v, f"{where} ({name}[{i}])") if isinstance(v, dict) else v
+                                 for i, v in enumerate(value))
     try:
         return cls(**values)
     except TypeError as e:  # a missing required field
@@ -141,6 +146,15 @@ def _dataclass_in(hint: Any) -> type | None:
     for h in (hint, *typing.get_args(hint)):
         if isinstance(h, type) and dataclasses.is_dataclass(h):
             return h
+    return None
+
+
+def _dataclass_elements(hint: Any) -> type | None:
+    """The dataclass of a field typed ``tuple[D, ...]``, else None."""
+    if typing.get_origin(hint) is tuple:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if len(args) == 1 and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
+            return args[0]
     return None
 
 

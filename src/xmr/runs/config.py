@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypedDict
@@ -23,6 +25,55 @@ from xmr.training import TrainConfig
 #: the head settings a run passes to its model, with ModelConfig's defaults (their one source)
 HEAD_FIELDS = ("embed_dim", "head", "hidden_dim", "dropout", "similarity", "two_branch", "image_head")
 _HEAD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in HEAD_FIELDS}
+
+
+@dataclass(frozen=True)
+class TrainSource:
+    """An extra training manifest: the annotated items of its ``splits`` join the run's training pairs.
+
+    The run's own manifest still gives the validation and test splits, so they stay exactly as
+    they are while the training pool grows (e.g. emoji + the ``icons`` dataset).
+
+    Attributes:
+        manifest: the manifest (absolute path).
+        splits: which of its ``split`` values to train on.
+        weight: how often its pairs are drawn per epoch relative to the run's own (1: as often;
+            0.5: each pair with probability 0.5 per epoch; 2: twice).
+
+    ``xmr train`` reads it from ``PATH[:SPLIT[,SPLIT...]][@WEIGHT]``, e.g. ``icons.jsonl``,
+    ``icons.jsonl@0.5``, ``icons.jsonl:train,val,test@2`` (:meth:`parse`).
+    """
+
+    manifest: str
+    splits: tuple[str, ...] = ("train",)
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "splits", tuple(self.splits))
+        if not self.splits or not all(isinstance(s, str) and s.strip() for s in self.splits):
+            raise XmrError(f"extra training source {self.manifest}: splits must be non-empty names, got {self.splits}")
+        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight > 0):
+            raise XmrError(f"extra training source {self.manifest}: weight must be a number > 0, got {self.weight!r}")
+
+    @classmethod
+    def parse(cls, spec: str) -> TrainSource:
+        """``PATH[:SPLIT,...][@WEIGHT]`` as a source (the path made absolute); a bad spec is one XmrError."""
+        path, weight = spec, 1.0
+        head, at, tail = spec.rpartition("@")
+        if at:
+            try:
+                path, weight = head, float(tail)
+            except ValueError:
+                raise XmrError(f"extra training source {spec!r}: the weight after '@' must be a number") from None
+        splits: tuple[str, ...] = ("train",)
+        head, colon, tail = path.rpartition(":")
+        if colon and "/" not in tail:
+            if not tail:
+                raise XmrError(f"extra training source {spec!r}: no split names after ':'")
+            path, splits = head, tuple(s.strip() for s in tail.split(","))
+        if not path:
+            raise XmrError(f"extra training source {spec!r}: no manifest path")
+        return cls(os.path.abspath(path), splits, weight)
 
 
 @register_run_config
@@ -59,6 +110,8 @@ class RunConfig(BaseRunConfig):
             emoji annotated or none), not single images.
         pseudo_texts: pair un-annotated training images with pseudo-texts from their ImageNet
             labels, ``regional`` or ``global`` (A3VSE; :mod:`xmr.workflows.pseudo_texts`).
+        extra_train: more training manifests (:class:`TrainSource`), each with its splits and
+            weight; validation and test stay the run's own manifest's.
         task: ``"retrieval"``.
     """
 
@@ -82,10 +135,12 @@ class RunConfig(BaseRunConfig):
     sparse: str | None = None
     sparse_by_group: bool = True
     pseudo_texts: str | None = None
+    extra_train: tuple[TrainSource, ...] = ()
     task: str = field(default="retrieval", kw_only=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "extra_train", tuple(self.extra_train))
         _check_modality_of(self.image_encoder, "image")
         if self.image_head is not None:
             HEADS.get(self.image_head)

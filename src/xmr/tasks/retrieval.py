@@ -9,6 +9,7 @@ from typing import Any
 
 from xmr.errors import XmrError
 from xmr.runs import RunConfig, load_run_config
+from xmr.runs.config import TrainSource
 from xmr.tasks.base import TASKS, EvalOutcome, Options, Task, TrainOutcome
 
 #: option dest -> field of RunConfig / TrainConfig / TextEncoderConfig
@@ -31,7 +32,7 @@ class RetrievalTask(Task):
     """Learn a joint space; index it; search by text or image; R@K / medr / rsum (+ mAP, CMC)."""
 
     name = "retrieval"
-    train_options = frozenset({"image_root", "no_position_shift", "skip_bad"})
+    train_options = frozenset({"image_root", "no_position_shift", "skip_bad", "extra_train"})
     eval_options = frozenset({"split", "mode", "manifest", "texts_per_item", "rerank", "rerank_param", "skip_bad",
                               "out", "cache_dir"})
     search_options = frozenset({"text", "image", "k", "target", "index", "rerank", "rerank_param"})
@@ -63,9 +64,10 @@ class RetrievalTask(Task):
         try:
             train = TrainConfig(**_pick(given, TRAIN_FIELDS))
             root = given.get("image_root")
+            extra = tuple(TrainSource.parse(str(s)) for s in given.get("extra_train") or ())
             return RunConfig(manifest=os.path.abspath(manifest),
                              image_root=os.path.abspath(str(root)) if root else None,
-                             train=train, text_model=text_model, **run)
+                             train=train, text_model=text_model, extra_train=extra, **run)
         except XmrError as e:  # the dataclasses' own validation: a bad option value
             raise XmrError(f"invalid training option: {e}") from None
 

@@ -20,12 +20,16 @@ class PairSet:
         pairs: (image index, text index) of each matching pair. Shape: (n_pairs, 2).
         image_groups: group id per image; images of one group are not each other's negatives.
             Shape: (n_images,).
+        weights: how often each pair is drawn per epoch (None: once each): a pair of weight w
+            appears floor(w) times plus once more with probability frac(w), drawn afresh each
+            epoch (:func:`weighted_epoch`). Shape: (n_pairs,), values > 0.
     """
 
     image_feats: np.ndarray
     text_feats: np.ndarray
     pairs: np.ndarray
     image_groups: np.ndarray
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.pairs.ndim != 2 or self.pairs.shape[1] != 2 or len(self.pairs) < 2:
@@ -34,6 +38,28 @@ class PairSet:
             raise XmrError("image_groups must have one entry per image")
         if self.pairs[:, 0].max() >= len(self.image_feats) or self.pairs[:, 1].max() >= len(self.text_feats):
             raise XmrError("pair index out of range")
+        if self.weights is not None and (self.weights.shape != (len(self.pairs),) or not np.all(self.weights > 0)):
+            raise XmrError(f"pair weights must be (n_pairs,) values > 0, got shape {self.weights.shape}")
+
+    @property
+    def pairs_per_epoch(self) -> int:
+        """The expected number of pair draws in one epoch (the sum of the weights; n_pairs without)."""
+        return len(self.pairs) if self.weights is None else max(2, int(round(float(self.weights.sum()))))
+
+
+def weighted_epoch(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's pair indices, shuffled: pair i floor(w_i) times, plus once with probability frac(w_i).
+
+    Args:
+        weights: per-pair weights > 0. Shape: (n_pairs,).
+        rng: this epoch's generator (the draw and the order both come from it).
+
+    Returns:
+        Indices into the pairs, each repeated as drawn. Shape: (n_draws,).
+    """
+    whole = np.floor(weights).astype(np.int64)
+    counts = whole + (rng.random(len(weights)) < (weights - whole))
+    return rng.permutation(np.repeat(np.arange(len(weights)), counts))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from xmr.losses.registry import capabilities as loss_capabilities
 from xmr.models import JointModel, ModelConfig, grl_schedule, load_model, make_a3vse_discriminators
 from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
-from xmr.training.data import EvalSet, PairSet
+from xmr.training.data import EvalSet, PairSet, weighted_epoch
 from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
 from xmr.training.sparse_objective import PAIR_NAMES, sparse_alignment_loss
@@ -171,7 +171,11 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                extras: _Extras | None = None) -> dict[str, float]:
     objective, loss_name = objective_for_epoch(cfg, epoch, model.config.similarity)
     rng = np.random.default_rng([cfg.seed, epoch])
-    if cfg.steps_per_epoch is None:
+    if data.weights is not None:  # per-source weights: a fresh weighted draw of the pairs each epoch
+        draws = weighted_epoch(data.weights, rng)
+        n_batches = cfg.steps_per_epoch or max(1, data.pairs_per_epoch // cfg.batch_size)  # as the schedule counts
+        order = draws[epoch_order(len(draws), n_batches, cfg.batch_size, rng)]
+    elif cfg.steps_per_epoch is None:
         order = rng.permutation(len(data.pairs))
         n_batches = len(order) // cfg.batch_size or 1  # drop the ragged last batch
     else:
@@ -266,7 +270,7 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     trainable = [*model.parameters(), *(discs.parameters() if discs is not None else [])]
     opt = torch.optim.AdamW([p for p in trainable if p.requires_grad], lr=config.lr,
                             weight_decay=config.weight_decay)
-    steps_per_epoch = config.steps_per_epoch or max(1, len(train.pairs) // config.batch_size)
+    steps_per_epoch = config.steps_per_epoch or max(1, train.pairs_per_epoch // config.batch_size)
     total = steps_per_epoch * config.epochs
     warm = int(config.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warm))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
 from xmr.data.manifest import Item, select_split, write_manifest
+from xmr.data.readers import read_items
 from xmr.data.sparse import sparsify
 from xmr.errors import XmrError
 from xmr.models import ModelConfig
@@ -70,6 +74,8 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     train_items = [it for it in select_split(items, config.train_split) if it.texts]
     if not train_items:
         raise XmrError(f"split {config.train_split!r} of {config.manifest} has no annotated training items")
+    extra_items, extra_weight = extra_training_items(config, skip_bad=skip_bad)
+    train_items += extra_items
     pseudo_items: list[Item] = []
     if config.pseudo_texts is not None:
         unannotated = [it for it in select_split(items, config.train_split) if not it.texts]
@@ -88,7 +94,7 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                                skip_bad=skip_bad)
     train_fs = encode(train_items)
     val_fs = encode(select_split(items, config.val_split), texts_per_item=config.eval_texts_per_item)
-    pairs = _pair_set(train_fs)
+    pairs = _pair_set(train_fs, extra_weight)
     pseudo_fs = encode(pseudo_items) if pseudo_items else None
     pseudo = _pair_set(pseudo_fs) if pseudo_fs is not None else None
     skipped = [s for fs in (train_fs, val_fs, pseudo_fs) if fs is not None for s in fs.skipped]
@@ -115,5 +121,36 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                              pseudo=pseudo)
 
 
-def _pair_set(fs: FeatureSet) -> PairSet:
-    return PairSet(fs.image_feats, fs.text_feats, pairs_from_relevance(fs.relevance), fs.group_ids())
+def extra_training_items(config: RunConfig, *, skip_bad: bool = False) -> tuple[list[Item], dict[str, float]]:
+    """The annotated items of ``config.extra_train``, and ``{item id: weight}`` of those not weighted 1.
+
+    Source ``i`` (from 1) gets ids and groups prefixed ``+i/``, so its items never collide with the
+    run's own, nor its groups merge with theirs (texts are shared: "house" in both is one text).
+
+    Raises:
+        XmrError: a source with no annotated items in its splits (naming it and the splits).
+    """
+    items: list[Item] = []
+    weights: dict[str, float] = {}
+    for i, src in enumerate(config.extra_train, start=1):
+        rows = [it for it in read_items(src.manifest, skip_bad=skip_bad) if it.texts and it.split in src.splits]
+        if not rows:
+            raise XmrError(f"extra training source {src.manifest}: no annotated items in split(s) "
+                           f"{', '.join(src.splits)}")
+        tag = f"+{i}/"
+        for it in rows:
+            items.append(dataclasses.replace(it, id=tag + it.id, group=tag + (it.group or it.id)))
+            if src.weight != 1.0:
+                weights[tag + it.id] = src.weight
+        log.info("extra training source %d: %s, %d items (splits %s, weight %g)", i, src.manifest, len(rows),
+                 ",".join(src.splits), src.weight)
+    return items, weights
+
+
+def _pair_set(fs: FeatureSet, weight_of: dict[str, float] | None = None) -> PairSet:
+    pairs = pairs_from_relevance(fs.relevance)
+    weights = None
+    if weight_of:
+        per_item = np.array([weight_of.get(it.id, 1.0) for it in fs.items])
+        weights = per_item[pairs[:, 0]]
+    return PairSet(fs.image_feats, fs.text_feats, pairs, fs.group_ids(), weights)
