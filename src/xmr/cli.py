@@ -276,6 +276,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="pair un-annotated training images with their ImageNet labels as pseudo-texts (A3VSE)")
     p.add_argument("--adversarial", action="store_true", default=None,
                    help="A3VSE's six domain discriminators behind a gradient-reversal layer")
+    p.add_argument("--augment-views", type=int, default=None, metavar="K",
+                   help="K augmented views per training image, encoded once (cached); each epoch draws the plain "
+                        "or one augmented view per image (0 = off)")
+    p.add_argument("--augment", default=None, metavar="KINDS",
+                   help="comma-separated augmentations of the views: crop, jitter, grey, lineart (default: all "
+                        "four), hflip (opt-in: a mirror image can change meaning)")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimiser steps per epoch (default: one pass over the annotated pairs)")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (0 = off; A3VSE: 2)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xmr.encoders import (  # noqa: F401  (register the built-ins)
            efficientnet,
+           hf_clip,
            minilm,
            regions,  # noqa: E402,F401,I001  (register the region encoders; needs the pipeline)
            toy,
@@ -11,15 +12,21 @@ from xmr.encoders import (  # noqa: F401  (register the built-ins)
 from xmr.encoders.base import (
            ENCODERS,
            Encoder,
+           EncoderFamily,
            ImageEncoder,
            TextEncoder,
+           canonical_encoder_name,
            create_encoder,
            create_image_encoder,
            create_text_encoder,
+           is_encoder_name,
+           register_encoder_family,
+           resolve_encoder,
 )
 from xmr.encoders.cache import FeatureCache
 from xmr.encoders.pipeline import EncodeResult, encode_images, encode_texts
 
-__all__ = ["ENCODERS", "Encoder", "ImageEncoder", "TextEncoder", "create_encoder", "create_image_encoder",
-           "create_text_encoder", "FeatureCache",
+__all__ = ["ENCODERS", "Encoder", "EncoderFamily", "ImageEncoder", "TextEncoder", "canonical_encoder_name",
+           "create_encoder", "create_image_encoder", "create_text_encoder", "is_encoder_name",
+           "register_encoder_family", "resolve_encoder", "FeatureCache",
            "EncodeResult", "encode_images", "encode_texts"]

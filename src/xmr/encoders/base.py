@@ -4,7 +4,8 @@ An encoder turns raw inputs of one modality into fixed-size feature vectors with
 pretrained network. xmr never fine-tunes encoders: it caches their features
 (:mod:`xmr.encoders.cache`) and learns projection heads on top.
 
-Add your own (say a CLIP you have on disk) by registering a factory::
+Add your own by registering a class or factory (a CLIP or SigLIP checkpoint on disk needs none:
+``hf-clip:PATH``, :mod:`xmr.encoders.hf_clip`)::
 
     from xmr.encoders import ENCODERS, TextEncoder
 
@@ -13,19 +14,25 @@ Add your own (say a CLIP you have on disk) by registering a factory::
         return MyClipText(**kw)      # subclass of TextEncoder
 
     xmr.encoders.create_encoder("my-clip-text")
+
+A *family* of encoders that takes an argument after a colon (``hf-clip:/models/clip``: one
+checkpoint folder, both sides) is an :class:`EncoderFamily` registered with
+:func:`register_encoder_family`; ``ENCODERS`` lists it by its pattern (``hf-clip:PATH``), and
+:func:`create_image_encoder` / :func:`create_text_encoder` build the side of the slot they fill.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from xmr.errors import XmrError
-from xmr.modality import Modality
+from xmr.modality import MODALITIES, Modality
 from xmr.registry import Registry
 
 
@@ -69,17 +76,139 @@ class ImageEncoder(Encoder):
         """Read and preprocess one image; raise XmrError naming the path if it is unusable."""
 
 
-ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")  # classes, or factories (region encoders)
+@dataclass(frozen=True)
+class EncoderFamily:
+    """A registered family of encoders named ``<family>:<ARG>``, e.g. ``hf-clip:/models/clip``.
+
+    The argument is what tells two members apart (a checkpoint folder); ``xmr list`` shows the
+    family as its :attr:`pattern`. A family may build several sides from one argument (a joint
+    image-text checkpoint): the slot the name fills (``--image-encoder`` / ``--text-encoder``)
+    picks the side.
+
+    Attributes:
+        family: the part before the colon (``hf-clip``).
+        arg: what the argument is, as listed (``PATH``).
+        build: ``build(arg, side, **kwargs)`` -> that side's encoder (weights load on first use).
+        modalities: the sides ``build`` can make.
+        check: refuses a bad argument with a one-line XmrError, cheaply (no weights loaded); it
+            runs whenever the name is resolved, so a run config naming a missing checkpoint is
+            refused before any folder is made. None: any non-empty argument.
+        canonical: the argument's canonical spelling (a path made absolute), for names that are
+            stored (``run.json``) and used again from another directory. None: as given.
+    """
+
+    family: str
+    arg: str
+    build: Callable[..., Encoder]
+    modalities: tuple[Modality, ...] = MODALITIES
+    check: Callable[[str], None] | None = None
+    canonical: Callable[[str], str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.family or ":" in self.family:
+            raise XmrError(f"encoder family name must be non-empty and have no colon, got {self.family!r}")
+
+    @property
+    def pattern(self) -> str:
+        """How the family is listed and registered: ``<family>:<ARG>``."""
+        return f"{self.family}:{self.arg}"
+
+    @property
+    def modality(self) -> Modality | None:
+        """The side of a one-sided family; None when it builds both (config checks read this)."""
+        return self.modalities[0] if len(self.modalities) == 1 else None
 
 
-def create_encoder(name: str, **kwargs: object) -> Encoder:
-    """Instantiate the encoder registered as ``name`` (weights load on first use)."""
-    return ENCODERS.get(name)(**kwargs)
+#: exact names -> encoder classes or factories; a family's pattern (``hf-clip:PATH``) -> its EncoderFamily
+ENCODERS: Registry[Callable[..., Encoder] | EncoderFamily] = Registry("encoder")
+
+
+def register_encoder_family(family: EncoderFamily) -> EncoderFamily:
+    """Register ``family`` in :data:`ENCODERS` under its pattern (``xmr list`` shows it)."""
+    if _family_named(family.family) is not None:
+        raise XmrError(f"encoder family {family.family!r} is already registered")
+    ENCODERS.add(family.pattern, family)
+    return family
+
+
+def _is_exact(name: str) -> bool:
+    """``name`` is registered as is (a class or factory, not a family's pattern)."""
+    return name in ENCODERS and not isinstance(ENCODERS.get(name), EncoderFamily)
+
+
+def _family_named(family: str) -> EncoderFamily | None:
+    for name in ENCODERS.names():
+        entry = ENCODERS.get(name)
+        if isinstance(entry, EncoderFamily) and entry.family == family:
+            return entry
+    return None
+
+
+def resolve_encoder(name: str) -> tuple[Callable[..., Encoder] | EncoderFamily, str | None]:
+    """The :data:`ENCODERS` entry ``name`` refers to, and its argument (None for an exact name).
+
+    ``toy-image`` -> (its class, None); ``hf-clip:/m/clip`` -> (the ``hf-clip`` family,
+    ``"/m/clip"``), the argument checked by the family. An unknown name, an unknown family or an
+    empty argument raises XmrError.
+    """
+    if not isinstance(name, str):
+        raise XmrError(f"encoder name must be a string, got {name!r}")
+    if _is_exact(name):
+        return ENCODERS.get(name), None
+    prefix, colon, arg = name.partition(":")
+    family = _family_named(prefix) if colon else None
+    if family is None:
+        return ENCODERS.get(name), None  # unknown -> XmrError listing the known ones
+    if not arg.strip():
+        raise XmrError(f"encoder {name!r} needs a {family.arg} after the colon: {family.pattern}")
+    if family.check is not None:
+        family.check(arg)
+    return family, arg
+
+
+def is_encoder_name(name: object) -> bool:
+    """Whether ``name`` names a registered encoder or a member of a registered family (not checked)."""
+    if not isinstance(name, str):
+        return False
+    if _is_exact(name):
+        return True
+    prefix, colon, _ = name.partition(":")
+    return bool(colon) and _family_named(prefix) is not None
+
+
+def canonical_encoder_name(name: str) -> str:
+    """``name`` as it should be stored: a family member's argument in its canonical spelling
+    (``hf-clip:ckpt`` -> ``hf-clip:/abs/ckpt``); any other name, valid or not, unchanged."""
+    prefix, colon, arg = name.partition(":")
+    family = _family_named(prefix) if colon and not _is_exact(name) else None
+    if family is None or family.canonical is None or not arg.strip():
+        return name
+    return f"{prefix}:{family.canonical(arg)}"
+
+
+def create_encoder(name: str, *, side: Modality | None = None, **kwargs: object) -> Encoder:
+    """Instantiate the encoder registered as ``name`` (weights load on first use).
+
+    A family member (``hf-clip:PATH``) has one side per modality: ``side`` picks it; without
+    one, a family of two sides is an XmrError (use :func:`create_image_encoder` /
+    :func:`create_text_encoder`, i.e. ``--image-encoder`` / ``--text-encoder``). An exact name ignores ``side`` (the
+    ``create_*_encoder`` helpers check the modality of what it builds).
+    """
+    entry, arg = resolve_encoder(name)
+    if not isinstance(entry, EncoderFamily):
+        return entry(**kwargs)
+    side = side or entry.modality
+    if side is None:
+        raise XmrError(f"encoder {name!r} builds an image or a text encoder from one {entry.arg}; use it as "
+                       "--image-encoder or --text-encoder (create_image_encoder / create_text_encoder)")
+    if side not in entry.modalities:
+        raise XmrError(f"encoder family {entry.family!r} has no {side} side (it has: {', '.join(entry.modalities)})")
+    return entry.build(arg, side, **kwargs)
 
 
 def create_image_encoder(name: str, **kwargs: object) -> ImageEncoder:
     """:func:`create_encoder` for an image encoder; a text encoder's name is refused by name."""
-    enc = create_encoder(name, **kwargs)
+    enc = create_encoder(name, side="image", **kwargs)
     if not isinstance(enc, ImageEncoder):
         raise XmrError(f"encoder {name!r} encodes {enc.modality}s, not images; give an image encoder (xmr list)")
     return enc
@@ -87,7 +216,7 @@ def create_image_encoder(name: str, **kwargs: object) -> ImageEncoder:
 
 def create_text_encoder(name: str, **kwargs: object) -> TextEncoder:
     """:func:`create_encoder` for a text encoder; an image encoder's name is refused by name."""
-    enc = create_encoder(name, **kwargs)
+    enc = create_encoder(name, side="text", **kwargs)
     if not isinstance(enc, TextEncoder):
         raise XmrError(f"encoder {name!r} encodes {enc.modality}s, not texts; give a text encoder (xmr list)")
     return enc

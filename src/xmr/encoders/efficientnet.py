@@ -40,6 +40,7 @@ class EfficientNetLite0(ImageEncoder):
 
     dim = 1280
     default_batch_size = 32
+    takes_square_arrays = True  # load() is image_to_array(path, image_size): views can be augmented
 
     def __init__(self, *, image_size: int = 224) -> None:
         self.image_size = image_size

@@ -25,6 +25,7 @@ class ToyImageEncoder(ImageEncoder):
     """Random (seeded) 2-layer conv net with global pooling. Shape: (B, 32, 32, 3) -> (B, dim)."""
 
     default_batch_size = 64
+    takes_square_arrays = True  # load() is image_to_array(path, image_size): views can be augmented
 
     def __init__(self, *, dim: int = 64, seed: int = 0, image_size: int = 32) -> None:
         self.dim, self.image_size = dim, image_size

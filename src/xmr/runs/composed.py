@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.modules import COMPOSERS
-from xmr.encoders import create_encoder
+from xmr.encoders import create_text_encoder
 from xmr.errors import XmrError
 from xmr.runs.base import BaseRunConfig, register_run_config
 from xmr.text import TEXT_MODELS, TextEncoderConfig
@@ -64,7 +64,7 @@ class ComposedRunConfig(BaseRunConfig):
             if self.text_encoder != "lstm":
                 raise XmrError(f"composed queries take the lstm or a frozen text encoder, not {self.text_encoder!r}")
         else:
-            create_encoder(self.text_encoder)  # unknown -> XmrError listing the known ones
+            create_text_encoder(self.text_encoder)  # unknown, or not a text encoder -> XmrError
         COMPOSERS.get(self.composer)  # unknown composer -> XmrError listing the known ones
         COMPOSE_LOSSES.get(self.loss)  # unknown -> XmrError listing the known ones
 

@@ -13,6 +13,8 @@ from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
 from xmr.data.sparse import SparseSpec
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
+from xmr.encoders.augment import AugmentConfig
+from xmr.encoders.base import is_encoder_name, resolve_encoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, ModelConfig, load_model
@@ -112,6 +114,8 @@ class RunConfig(BaseRunConfig):
             labels, ``regional`` or ``global`` (A3VSE; :mod:`xmr.workflows.pseudo_texts`).
         extra_train: more training manifests (:class:`TrainSource`), each with its splits and
             weight; validation and test stay the run's own manifest's.
+        augment: training views of every training image (:class:`~xmr.encoders.augment.AugmentConfig`;
+            ``views=0``: none); one of the plain and the augmented views is drawn per image and epoch.
         task: ``"retrieval"``.
     """
 
@@ -136,6 +140,7 @@ class RunConfig(BaseRunConfig):
     sparse_by_group: bool = True
     pseudo_texts: str | None = None
     extra_train: tuple[TrainSource, ...] = ()
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     task: str = field(default="retrieval", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -160,7 +165,7 @@ class RunConfig(BaseRunConfig):
             elif self.text_model.kind != self.text_encoder:
                 raise XmrError(f"text_encoder {self.text_encoder!r} but text_model.kind {self.text_model.kind!r}")
         else:
-            if self.text_encoder not in ENCODERS.names():
+            if not is_encoder_name(self.text_encoder):
                 known = sorted([*ENCODERS.names(), *TEXT_MODELS.names()])
                 raise XmrError(f"unknown text encoder {self.text_encoder!r}; known: {', '.join(known)}")
             _check_modality_of(self.text_encoder, "text")
@@ -168,6 +173,9 @@ class RunConfig(BaseRunConfig):
                 raise XmrError(f"text_model settings need a word-level text encoder "
                                  f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
         HEADS.get(self.head)
+        if self.augment.views and not getattr(resolve_encoder(self.image_encoder)[0], "takes_square_arrays", False):
+            raise XmrError(f"image encoder {self.image_encoder!r} cannot be augmented (augment views need an encoder "
+                           "that reads square image arrays, e.g. efficientnet-lite0)")
         if not inner and self.train.scores_by_inner_product:
             raise XmrError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
                            f"{self.train.loss} scores by the inner product")
@@ -185,7 +193,7 @@ def _check_modality_of(name: str, modality: str) -> None:
 
     Encoder classes carry their ``modality``; factories (the region encoders) are checked when built.
     """
-    declared = getattr(ENCODERS.get(name), "modality", None)
+    declared = getattr(resolve_encoder(name)[0], "modality", None)
     if isinstance(declared, str) and declared != modality:
         article = "an" if modality == "image" else "a"
         raise XmrError(f"encoder {name!r} encodes {declared}s, not {modality}s; give {article} {modality} encoder "

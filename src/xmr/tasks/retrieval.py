@@ -22,6 +22,7 @@ TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_s
                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
                 "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip"}
 TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
+AUGMENT_FIELDS = {"augment_views": "views", "augment": "kinds"}
 
 
 def _pick(given: Options, fields: Mapping[str, str]) -> dict[str, Any]:
@@ -39,12 +40,15 @@ class RetrievalTask(Task):
 
     @property
     def train_fields(self) -> Mapping[type, Mapping[str, str]]:
+        from xmr.encoders.augment import AugmentConfig
         from xmr.text import TextEncoderConfig
         from xmr.training import TrainConfig
 
-        return {RunConfig: RUN_FIELDS, TrainConfig: TRAIN_FIELDS, TextEncoderConfig: TEXT_MODEL_FIELDS}
+        return {RunConfig: RUN_FIELDS, TrainConfig: TRAIN_FIELDS, TextEncoderConfig: TEXT_MODEL_FIELDS,
+                AugmentConfig: AUGMENT_FIELDS}
 
     def config_from_options(self, manifest: str, given: Options) -> RunConfig:
+        from xmr.encoders.augment import AugmentConfig
         from xmr.text import TEXT_MODELS, TextEncoderConfig
         from xmr.training import TrainConfig
 
@@ -65,9 +69,15 @@ class RetrievalTask(Task):
             train = TrainConfig(**_pick(given, TRAIN_FIELDS))
             root = given.get("image_root")
             extra = tuple(TrainSource.parse(str(s)) for s in given.get("extra_train") or ())
+            augment = _pick(given, AUGMENT_FIELDS)
+            if "kinds" in augment:
+                augment["kinds"] = tuple(k.strip() for k in str(augment["kinds"]).split(",") if k.strip())
+            if "kinds" in augment and not augment.get("views"):
+                raise XmrError("--augment needs --augment-views K (how many augmented views per image)")
             return RunConfig(manifest=os.path.abspath(manifest),
                              image_root=os.path.abspath(str(root)) if root else None,
-                             train=train, text_model=text_model, extra_train=extra, **run)
+                             train=train, text_model=text_model, extra_train=extra,
+                             augment=AugmentConfig(**augment), **run)
         except XmrError as e:  # the dataclasses' own validation: a bad option value
             raise XmrError(f"invalid training option: {e}") from None
 

@@ -23,6 +23,9 @@ class PairSet:
         weights: how often each pair is drawn per epoch (None: once each): a pair of weight w
             appears floor(w) times plus once more with probability frac(w), drawn afresh each
             epoch (:func:`weighted_epoch`). Shape: (n_pairs,), values > 0.
+        image_views: augmented views' features, the plain ``image_feats`` first (None: no
+            augmentation); each epoch draws one view per image (:func:`epoch_views`).
+            Shape: (n_views, n_images, image_dim).
     """
 
     image_feats: np.ndarray
@@ -30,6 +33,7 @@ class PairSet:
     pairs: np.ndarray
     image_groups: np.ndarray
     weights: np.ndarray | None = None
+    image_views: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.pairs.ndim != 2 or self.pairs.shape[1] != 2 or len(self.pairs) < 2:
@@ -40,11 +44,27 @@ class PairSet:
             raise XmrError("pair index out of range")
         if self.weights is not None and (self.weights.shape != (len(self.pairs),) or not np.all(self.weights > 0)):
             raise XmrError(f"pair weights must be (n_pairs,) values > 0, got shape {self.weights.shape}")
+        if self.image_views is not None and (self.image_views.ndim != 3
+                                             or self.image_views.shape[1:] != self.image_feats.shape):
+            raise XmrError(f"image_views must be (n_views, {', '.join(map(str, self.image_feats.shape))}), "
+                           f"got {self.image_views.shape}")
+
+    def epoch_image_feats(self, seed: int, epoch: int) -> np.ndarray:
+        """This epoch's image features: one drawn view per image (the plain ones without views)."""
+        if self.image_views is None:
+            return self.image_feats
+        pick = epoch_views(len(self.image_views), len(self.image_feats), seed, epoch)
+        return np.ascontiguousarray(self.image_views[pick, np.arange(len(pick))])
 
     @property
     def pairs_per_epoch(self) -> int:
         """The expected number of pair draws in one epoch (the sum of the weights; n_pairs without)."""
         return len(self.pairs) if self.weights is None else max(2, int(round(float(self.weights.sum()))))
+
+
+def epoch_views(n_views: int, n_images: int, seed: int, epoch: int) -> np.ndarray:
+    """Which view each image shows in ``epoch``: uniform over the views, seeded by (seed, epoch). Shape: (n_images,)."""
+    return np.random.default_rng([seed, epoch, 2]).integers(0, n_views, n_images)
 
 
 def weighted_epoch(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -181,7 +181,7 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
     else:
         n_batches = cfg.steps_per_epoch
         order = epoch_order(len(data.pairs), n_batches, cfg.batch_size, rng)
-    img_all = torch.from_numpy(data.image_feats)
+    img_all = torch.from_numpy(data.epoch_image_feats(cfg.seed, epoch))
     txt_all = torch.from_numpy(data.text_feats)
     groups_all = torch.from_numpy(data.image_groups)
     pseudo_order = extras.pseudo_order(n_batches, cfg, epoch) if extras is not None else None
@@ -196,10 +196,11 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
         if extras is not None and extras.active:  # A3VSE Eq. 9 around the pair loss
             out = extras.add_terms(model, out, img, txt, b, pseudo_order, sched.last_epoch, cfg)
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        if out["loss"].requires_grad:  # False when nothing the loss sees is trainable (identity heads)
+            out["loss"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()  # parameters without a gradient are left as they are
         sched.step()
         for k, v in out.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach())
@@ -268,7 +269,8 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     discs = make_a3vse_discriminators(model_config.embed_dim, hidden_dim=config.disc_hidden) \
         if config.adversarial else None
     trainable = [*model.parameters(), *(discs.parameters() if discs is not None else [])]
-    opt = torch.optim.AdamW([p for p in trainable if p.requires_grad], lr=config.lr,
+    # one group, possibly empty (a model with nothing to train still validates and saves)
+    opt = torch.optim.AdamW([{"params": [p for p in trainable if p.requires_grad]}], lr=config.lr,
                             weight_decay=config.weight_decay)
     steps_per_epoch = config.steps_per_epoch or max(1, train.pairs_per_epoch // config.batch_size)
     total = steps_per_epoch * config.epochs

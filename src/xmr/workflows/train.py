@@ -13,6 +13,8 @@ import numpy as np
 from xmr.data.manifest import Item, select_split, write_manifest
 from xmr.data.readers import read_items
 from xmr.data.sparse import sparsify
+from xmr.encoders import ImageEncoder, encode_images
+from xmr.encoders.augment import AugmentConfig, AugmentedView
 from xmr.errors import XmrError
 from xmr.models import ModelConfig
 from xmr.runs.base import save_run_config, saved_run_matches
@@ -23,7 +25,7 @@ from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
 from xmr.utils.folders import exclusive_lock
 from xmr.utils.io import check_writable, ensure_folder, save_json
-from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
+from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, feature_cache_dir, write_skipped
 from xmr.workflows.pseudo_texts import make_pseudo_items
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,9 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                                skip_bad=skip_bad)
     train_fs = encode(train_items)
     val_fs = encode(select_split(items, config.val_split), texts_per_item=config.eval_texts_per_item)
-    pairs = _pair_set(train_fs, extra_weight)
+    views = augmented_views(train_fs, encoders["image_encoder"], config.augment, cache_dir=cache_dir,
+                            show_progress=show_progress) if config.augment.views else None
+    pairs = _pair_set(train_fs, extra_weight, views)
     pseudo_fs = encode(pseudo_items) if pseudo_items else None
     pseudo = _pair_set(pseudo_fs) if pseudo_fs is not None else None
     skipped = [s for fs in (train_fs, val_fs, pseudo_fs) if fs is not None for s in fs.skipped]
@@ -147,10 +151,29 @@ def extra_training_items(config: RunConfig, *, skip_bad: bool = False) -> tuple[
     return items, weights
 
 
-def _pair_set(fs: FeatureSet, weight_of: dict[str, float] | None = None) -> PairSet:
+def augmented_views(fs: FeatureSet, base: ImageEncoder, augment: AugmentConfig, *, cache_dir: str | Path | None,
+                    show_progress: bool | None = None) -> np.ndarray:
+    """The plain features of ``fs`` then its ``augment.views`` augmented views, each through the feature cache.
+
+    Returns:
+        Shape: (1 + views, n_items, dim); row 0 is ``fs.image_feats``.
+    """
+    paths = [it.image for it in fs.items]
+    views = [fs.image_feats]
+    for v in range(1, augment.views + 1):
+        res = encode_images(AugmentedView(base, augment, v), paths, cache_dir=feature_cache_dir(cache_dir),
+                            show_progress=show_progress)
+        views.append(res.feats)
+    log.info("augmented views: %d per image (%s) for %d training images", augment.views, ",".join(augment.kinds),
+             len(paths))
+    return np.stack(views)
+
+
+def _pair_set(fs: FeatureSet, weight_of: dict[str, float] | None = None,
+              image_views: np.ndarray | None = None) -> PairSet:
     pairs = pairs_from_relevance(fs.relevance)
     weights = None
     if weight_of:
         per_item = np.array([weight_of.get(it.id, 1.0) for it in fs.items])
         weights = per_item[pairs[:, 0]]
-    return PairSet(fs.image_feats, fs.text_feats, pairs, fs.group_ids(), weights)
+    return PairSet(fs.image_feats, fs.text_feats, pairs, fs.group_ids(), weights, image_views)
