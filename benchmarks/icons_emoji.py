@@ -11,7 +11,9 @@ them is scored). Pools:
 - ``+ MDI + game-icons``: and the Game Icons drawings;
 - ``+ all icon sets``: the nine sets of the icons dataset.
 
-Each pool is trained with every ``--seeds`` seed (mean ± sd over seeds). Scored on the whole
+Each pool is trained with every ``--seeds`` seed (mean ± sd over seeds), and with each
+``--augment`` variant: ``none``, one kind alone (``crop``, ``jitter``, ``grey``, ``lineart``) or
+``all`` four, with ``--augment-views`` views per training image (``xmr train --augment-views``). Scored on the whole
 emoji test split (1,526 images x 383 CLDR names) and on its subset whose names appear verbatim
 (case-folded) in no training text of that pool (``unseen names``; its size is reported per
 pool): t2i / i2t R@1/5/10, rsum and cross-style image->image group mAP. A curve (matplotlib) shows
@@ -20,6 +22,8 @@ test rsum against the number of training pairs.
 Example (finished runs are loaded, not retrained)::
 
     python benchmarks/icons_emoji.py --runs /work/xmr-runs/icons --seeds 0 1 2 --threads 2
+    python benchmarks/icons_emoji.py --runs /work/xmr-runs/icons --pools emoji --seeds 0 \
+        --augment none crop jitter grey lineart all --augment-views 3 --out benchmarks/results/augment
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from xmr.bench.common import add_session_options, command_line, markdown, start_session
 from xmr.data import fetch_dataset, read_manifest, select_split
 from xmr.data.manifest import Item, write_manifest
+from xmr.encoders.augment import DEFAULT_KINDS, AugmentConfig
 from xmr.runs.config import RunConfig, TrainSource
 from xmr.training import TrainConfig
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
@@ -49,6 +54,8 @@ POOLS: dict[str, tuple[str, ...] | None] = {
     "+ MDI + game-icons": ("mdi", "game-icons"),
     "+ all icon sets": None,
 }
+AUGMENTS: dict[str, tuple[str, ...]] = {"none": (), "crop": ("crop",), "jitter": ("jitter",), "grey": ("grey",),
+                                        "lineart": ("lineart",), "all": DEFAULT_KINDS}
 METRICS = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "rsum", "i2i_group_map")
 
 
@@ -107,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--pools", nargs="+", default=list(POOLS), choices=list(POOLS))
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--augment", nargs="+", default=["none"], choices=list(AUGMENTS),
+                    help="augmentation variants: none, one kind alone, or all four")
+    ap.add_argument("--augment-views", type=int, default=3, help="views per training image when augmenting")
+    ap.add_argument("--stem", default="icons_emoji", help="name of the result files")
     args = ap.parse_args(argv)
     session = start_session(args)
     cache_dir = session.cache_dir
@@ -115,13 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     test = select_split(read_manifest(emoji), "test")
     rows: dict[str, dict[str, object]] = {}
     curve: dict[str, dict[str, list[float]]] = {}
-    for pool in args.pools:
+    for pool, aug in [(p, a) for p in args.pools for a in args.augment]:
         sources = pool_sources(icons, POOLS[pool], args.runs)
+        augment = AugmentConfig(views=args.augment_views, kinds=AUGMENTS[aug]) if AUGMENTS[aug] else AugmentConfig()
+        row_name = pool if aug == "none" else f"{pool}, augment {aug}"
         per_seed = []
         for seed in args.seeds:
             cfg = RunConfig(manifest=str(emoji), eval_texts_per_item=EVAL_TEXTS_PER_ITEM,
-                            train=TrainConfig(loss="infonce", epochs=args.epochs, seed=seed), extra_train=sources)
-            run = args.runs / f"{pool.strip('+ ').replace(' + ', '-').replace(' ', '-').lower()}-s{seed}"
+                            train=TrainConfig(loss="infonce", epochs=args.epochs, seed=seed), extra_train=sources,
+                            augment=augment)
+            folder = pool.strip("+ ").replace(" + ", "-").replace(" ", "-").lower()
+            if aug != "none":
+                folder += f"-aug-{aug}{args.augment_views}"
+            run = args.runs / f"{folder}-s{seed}"
             res = train_run(cfg, run, cache_dir=cache_dir, show_progress=False)
             own = [it for it in select_split(read_manifest(emoji), cfg.train_split) if it.texts]
             extra, _ = extra_training_items(cfg)
@@ -140,18 +157,20 @@ def main(argv: list[str] | None = None) -> int:
                              "unseen": {k: float(unseen[k]) for k in METRICS}, "n_unseen_images": n_unseen,
                              "n_unseen_names": len({it.texts[0].casefold() for it in test
                                                     if it.texts[0].casefold() not in seen})})
-            log.info("%s seed %d: test rsum %.1f, unseen-name rsum %.1f (%d images), group mAP %.1f", pool, seed,
+            log.info("%s seed %d: test rsum %.1f, unseen-name rsum %.1f (%d images), group mAP %.1f", row_name, seed,
                      full["rsum"], unseen["rsum"], n_unseen, full["i2i_group_map"])
-        rows[pool] = {"sources": [vars(s) | {"splits": list(s.splits)} for s in sources], "seeds": per_seed}
-        curve[pool] = {"pairs": [float(r["n_pairs"]) for r in per_seed],
-                       "rsum": [r["test"]["rsum"] for r in per_seed],  # type: ignore[index]
-                       "unseen_rsum": [r["unseen"]["rsum"] for r in per_seed]}  # type: ignore[index]
+        rows[row_name] = {"sources": [vars(s) | {"splits": list(s.splits)} for s in sources],
+                          "augment": vars(augment) | {"kinds": list(augment.kinds)}, "seeds": per_seed}
+        if aug == "none":
+            curve[pool] = {"pairs": [float(r["n_pairs"]) for r in per_seed],
+                           "rsum": [r["test"]["rsum"] for r in per_seed],  # type: ignore[index]
+                           "unseen_rsum": [r["unseen"]["rsum"] for r in per_seed]}  # type: ignore[index]
 
     def cells(pool: str, part: str) -> list[str]:
         seeds = rows[pool]["seeds"]
         return [mean_sd([s[part][k] for s in seeds]) for k in METRICS]  # type: ignore[index, union-attr]
 
-    header = ["pool", "training pairs", *METRICS]
+    header = ["training data", "training pairs", *METRICS]
     table = markdown(header, [[p, int(rows[p]["seeds"][0]["n_pairs"]), *cells(p, "test")]  # type: ignore[index]
                               for p in rows])
     unseen_table = markdown(["pool", "unseen names (images)", *METRICS],
@@ -160,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     timing = markdown(["pool", "seed", "best epoch", "epochs run", "val rsum", "s / epoch"],
                       [[p, s["seed"], s["best_epoch"], s["epochs_run"], f"{s['val_rsum']:.1f}",  # type: ignore[index]
                         f"{s['epoch_seconds']:.1f}"] for p in rows for s in rows[p]["seeds"]])  # type: ignore[union-attr]
-    png = args.out / "icons_emoji_curve.png"
-    plot_curve(curve, png)
+    png = args.out / f"{args.stem}_curve.png"
+    if len(curve) > 1:
+        plot_curve(curve, png)
     text = session.report(
         "More paired data: emoji + icon sets (emoji zero-shot test split)",
         f"InfoNCE, the demo's settings, seeds {', '.join(map(str, args.seeds))} (mean ± sd); best epoch by emoji "
@@ -169,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         table,
         "Test names that appear verbatim (case-folded) in no training text of the pool, and their images:",
         unseen_table,
-        f"Curve: `{png.name}` (test rsum against training pairs).",
+        f"Curve: `{png.name}` (test rsum against training pairs)." if len(curve) > 1 else "",
         timing)
-    session.write(args.out, "icons_emoji", text, {"rows": rows, "seeds": args.seeds, "epochs": args.epochs})
+    session.write(args.out, args.stem, text, {"rows": rows, "seeds": args.seeds, "epochs": args.epochs})
     print(table)
     print()
     print(unseen_table)

@@ -37,7 +37,8 @@ SETS = {
            "aliases": {}},
     "octicon": {"prefix": "octicon", "info": {"name": "Octicons", "license": {"spdx": "MIT"}},
                 "icons": {"bell-16": {"body": TRIANGLE}, "bell-24": {"body": SQUARE, "width": 24, "height": 24},
-                          "mark-16": {"body": CROSS.replace("M2 2", "M3 3")}}},
+                          "mark-16": {"body": CROSS.replace("M2 2", "M3 3")}},
+                "aliases": {"ring-24": {"parent": "bell-24"}}},
     "fake-emoji": {"prefix": "fake-emoji", "info": {"name": "Fake Emoji", "category": "Emoji"},
                    "icons": {"smile": {"body": CIRCLE}}},
     "sneaky": {"prefix": "sneaky", "info": {"name": "Sneaky Emoji Set"}, "icons": {"x": {"body": CIRCLE}}},
@@ -67,7 +68,7 @@ def test_icons_texts_labels_choices_and_duplicates(tmp_path: Path) -> None:
     assert by_id["alpha/circle"].texts == ("circle", "round")
     assert by_id["alpha/circle"].label == "alpha:Shapes" and by_id["ph/cross"].label is None
     # one size per octicon (24 preferred, else 16), the size dropped from the text
-    assert by_id["octicon/bell-24"].texts == ("bell",) and by_id["octicon/mark-16"].texts == ("mark",)
+    assert by_id["octicon/bell-24"].texts == ("bell", "ring") and by_id["octicon/mark-16"].texts == ("mark",)
     assert all(it.style == it.id.split("/")[0] and it.group == it.id for it in items)
     assert {it.split for it in items} <= {"train", "val", "test"}
     assert report["alpha"]["icons"] == 3 and report["alpha"]["license"] == "MIT"

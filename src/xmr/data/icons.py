@@ -19,10 +19,11 @@ de-duplicated case-insensitively.
 
 **Which icons** (:class:`IconSet`): hidden (deprecated) icons are left out; a set with weight
 variants keeps one weight (Phosphor: regular), a set with size variants one size per icon
-(Octicons: 24, else 16). Icons are de-duplicated across sets by the rendered image (SHA-1 of the
-PNG bytes: the first set in :data:`DEFAULT_SETS` order keeps it) and, within a family shipped in
-several versions, by taking one version only (Font Awesome 6, not 5). The same name drawn by two
-sets is kept twice: two styles of one concept are what cross-style training needs.
+(Octicons: 24, else 16; the size is dropped from its name and aliases). Icons are de-duplicated
+across sets by the rendered image (SHA-1 of the PNG bytes: the first set in
+:data:`DEFAULT_SETS` order keeps it) and, within a family shipped in several versions, by taking
+one version only (Font Awesome 6, not 5). The same name drawn by two sets is kept twice: two
+styles of one concept are what cross-style training needs.
 
 **No emoji.** A set in the Iconify ``Emoji`` category, or whose prefix or name says emoji, is
 refused: emoji art styles beyond the four xmr ships are held out to evaluate unseen styles.
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 
 ICONIFY_PACKAGE = ("@iconify/json", "2.2.535")
 #: Bump when the content or layout of the dataset changes, so old builds are redone.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the size suffix is dropped from aliases too
 MANIFEST_NAME = "manifest.jsonl"
 TEST_FRACTION = 0.1
 VAL_FRACTION = 0.1
@@ -166,8 +167,15 @@ def parse_icon_set(data: object, rule: IconSet, *, source: str) -> tuple[list[Ic
         if not isinstance(body, str) or not body.strip():
             continue
         svg = svg_of(body, v.get("left", 0), v.get("top", 0), v.get("width", set_w), v.get("height", set_h))
-        out.append(Icon(rule.prefix, name, _texts([shown, *plain_aliases.get(name, [])]), svg, category.get(name)))
+        aliases = [_drop_size(a, rule) for a in plain_aliases.get(name, [])]
+        out.append(Icon(rule.prefix, name, _texts([shown, *aliases]), svg, category.get(name)))
     return out, dict(info)
+
+
+def _drop_size(name: str, rule: IconSet) -> str:
+    """``name`` without a trailing size of ``rule`` (``clippy-24`` -> ``clippy``)."""
+    base, _, size = name.rpartition("-")
+    return base if base and size in rule.size_suffixes else name
 
 
 def _choose(rule: IconSet, names: Sequence[str]) -> dict[str, str]:
