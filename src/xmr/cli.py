@@ -318,9 +318,14 @@ def _train_defaults() -> str:
     for name in TASKS.names():
         for cls, fields in TASKS.get(name).train_fields.items():
             defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-            shown = ", ".join(f"--{d.replace('_', '-')} {defaults[f]}" for d, f in fields.items())
+            shown = ", ".join(f"--{d.replace('_', '-')} {_shown_default(defaults[f])}" for d, f in fields.items())
             lines.append(f"  --task {name}, {cls.__name__}: {shown}")
     return "\n".join(lines)
+
+
+def _shown_default(value: object) -> str:
+    """A default as typed on the command line: a tuple as ``a,b``."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -25,8 +25,10 @@ from xmr.encoders.base import (
 )
 from xmr.encoders.cache import FeatureCache
 from xmr.encoders.pipeline import EncodeResult, encode_images, encode_texts
+from xmr.encoders.trunk import ImageTail, SplittableEncoder, TrunkEncoder, check_tail_blocks
 
 __all__ = ["ENCODERS", "Encoder", "EncoderFamily", "ImageEncoder", "TextEncoder", "canonical_encoder_name",
            "create_encoder", "create_image_encoder", "create_text_encoder", "is_encoder_name",
            "register_encoder_family", "resolve_encoder", "FeatureCache",
-           "EncodeResult", "encode_images", "encode_texts"]
+           "EncodeResult", "encode_images", "encode_texts",
+           "ImageTail", "SplittableEncoder", "TrunkEncoder", "check_tail_blocks"]

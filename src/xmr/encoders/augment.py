@@ -182,5 +182,9 @@ class AugmentedView(ImageEncoder):
         side = round(self.size * self.config.crop_side / 224)
         return augment(load_rgb(path, min_side=side), self.size, self.config, rng)
 
+    def describe(self) -> dict[str, object]:
+        """The base's description (its dtype, a trunk's boundary shape) under this view's id."""
+        return {**self.base.describe(), "encoder_id": self.encoder_id}
+
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         return self.base.encode_batch(inputs)

@@ -1,8 +1,9 @@
 """The encoder interface and registry.
 
 An encoder turns raw inputs of one modality into fixed-size feature vectors with a frozen,
-pretrained network. xmr never fine-tunes encoders: it caches their features
-(:mod:`xmr.encoders.cache`) and learns projection heads on top.
+pretrained network. xmr caches their features (:mod:`xmr.encoders.cache`) and learns
+projection heads on top; to fine-tune the last blocks of an image encoder it caches the frozen
+trunk's activations instead (:mod:`xmr.encoders.trunk`) and trains the tail with the heads.
 
 Add your own by registering a class or factory (a CLIP or SigLIP checkpoint on disk needs none:
 ``hf-clip:PATH``, :mod:`xmr.encoders.hf_clip`)::

@@ -2,9 +2,14 @@
 
 Layout (one folder per encoder id)::
 
-    <root>/<encoder_id>/encoder.json      what produced the vectors (id, modality, dim)
-    <root>/<encoder_id>/shard-<time>-<pid>-<rand>.npz   keys (n,) str + feats (n, dim) float32
+    <root>/<encoder_id>/encoder.json      what produced the vectors (id, modality, dim[, dtype])
+    <root>/<encoder_id>/shard-<time>-<pid>-<rand>.npz   keys (n,) str + feats (n, dim) of the dtype
     <root>/<encoder_id>/shard-...npz                    ...
+
+The dtype is the encoder's ``describe()["dtype"]``: ``"float32"`` when absent (every frozen
+encoder, and every cache written before dtypes existed) or ``"float16"`` (trunk activations,
+:mod:`xmr.encoders.trunk`: half the bytes). Vectors are stored and returned in that dtype (a
+float16 cache is never widened to float32 in memory).
 
 Shards are append-only and each is written atomically under a name no other writer can pick
 (time, process id and a random part), so an interrupted encode keeps every finished shard, a
@@ -33,6 +38,8 @@ from xmr.utils.io import atomic_write, ensure_folder, load_json, save_json
 
 log = logging.getLogger(__name__)
 
+#: the dtypes a cache can hold (``describe()["dtype"]``); the first is the default
+CACHE_DTYPES = ("float32", "float16")
 _MERGE_AT = 64  # shards; past this, open() merges them into one
 _RELIST_TRIES = 5  # listings of the shard folder while other processes merge it
 _MERGE_LOCK = ".merge.lock"
@@ -46,13 +53,23 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]+", "_", name)
 
 
+def cache_dtype(describe: dict[str, object]) -> np.dtype:
+    """The dtype an encoder's vectors are cached in: ``describe["dtype"]``, float32 when absent."""
+    name = describe.get("dtype", CACHE_DTYPES[0])
+    if name not in CACHE_DTYPES:
+        raise XmrError(f"encoder {describe.get('encoder_id')!r} describes a feature dtype of {name!r}; "
+                       f"a feature cache holds {' or '.join(CACHE_DTYPES)}")
+    return np.dtype(str(name))
+
+
 class FeatureCache:
     """Vectors of one encoder, addressable by content key.
 
     Args:
         root: the cache root folder (shared by all encoders).
         describe: the encoder's :meth:`~xmr.encoders.base.Encoder.describe` dict; a folder
-            written by a different encoder (other dim or modality) is refused.
+            written by a different encoder (other dim, modality or dtype) is refused. Its
+            ``"dtype"`` (default float32) is :attr:`dtype`.
     """
 
     def __init__(self, root: str | Path, describe: dict[str, object]) -> None:
@@ -61,6 +78,7 @@ class FeatureCache:
         if not isinstance(dim, int) or dim < 1:
             raise XmrError(f"encoder {describe.get('encoder_id')!r} describes a feature size of {dim!r}")
         self.dim = dim
+        self.dtype = cache_dtype(describe)
         self.dir = Path(root) / _safe(str(describe["encoder_id"]))
         ensure_folder(self.dir, "feature cache")
         meta = self.dir / "encoder.json"
@@ -72,7 +90,7 @@ class FeatureCache:
         else:
             save_json(meta, describe)
         self._keys: dict[str, int] = {}
-        self._feats = np.zeros((0, self.dim), dtype=np.float32)
+        self._feats = np.zeros((0, self.dim), dtype=self.dtype)
         self._load()
 
     def _shards(self) -> list[Path]:
@@ -105,7 +123,7 @@ class FeatureCache:
         # shards read before and after another process merged them may repeat keys: keep one row each
         self._read = list(read)
         if read:
-            self._feats = np.concatenate([f for _, f in read.values()]).astype(np.float32, copy=False)
+            self._feats = np.concatenate([f for _, f in read.values()]).astype(self.dtype, copy=False)
             all_keys = np.concatenate([k for k, _ in read.values()])
             self._keys = {str(k): i for i, k in enumerate(all_keys)}
         if len(read) > _MERGE_AT:
@@ -144,7 +162,7 @@ class FeatureCache:
         # sortable by time, unique across processes: concurrent writers never pick the same name
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.npz"
         with atomic_write(self.dir / name, "wb") as fh:
-            np.savez(fh, keys=keys.astype(str), feats=feats.astype(np.float32, copy=False))
+            np.savez(fh, keys=keys.astype(str), feats=feats.astype(self.dtype, copy=False))
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -163,7 +181,7 @@ class FeatureCache:
         return out
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
-        """Vectors for ``keys``. Shape: (len(keys), dim). Every key must be cached."""
+        """Vectors for ``keys``, of :attr:`dtype`. Shape: (len(keys), dim). Every key must be cached."""
         try:
             rows = np.fromiter((self._keys[k] for k in keys), dtype=np.int64, count=len(keys))
         except KeyError as e:
@@ -171,12 +189,18 @@ class FeatureCache:
         return self._feats[rows]
 
     def put(self, keys: Sequence[str], feats: np.ndarray) -> None:
-        """Append vectors (one new shard, written atomically). Shape: (len(keys), dim)."""
-        feats = np.asarray(feats, dtype=np.float32)
-        if feats.shape != (len(keys), self.dim):
-            raise XmrError(f"expected feats of shape ({len(keys)}, {self.dim}), got {feats.shape}")
-        if not np.isfinite(feats).all():
+        """Append vectors (one new shard, written atomically), stored as :attr:`dtype`.
+        Shape: (len(keys), dim). A NaN / inf, or a value past the dtype's range, is refused."""
+        given = np.asarray(feats)
+        if given.shape != (len(keys), self.dim):
+            raise XmrError(f"expected feats of shape ({len(keys)}, {self.dim}), got {given.shape}")
+        if not np.isfinite(given).all():
             raise XmrError(f"encoder {self.describe['encoder_id']} produced NaN/inf features")
+        with np.errstate(over="ignore"):
+            feats = given.astype(self.dtype, copy=False)
+        if not np.isfinite(feats).all():
+            raise XmrError(f"encoder {self.describe['encoder_id']} produced features beyond the {self.dtype} "
+                           f"range (|x| > {np.finfo(self.dtype).max:g})")
         if not len(keys):
             return
         self._write_shard(np.asarray(keys), feats)

