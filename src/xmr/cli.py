@@ -276,6 +276,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="pair un-annotated training images with their ImageNet labels as pseudo-texts (A3VSE)")
     p.add_argument("--adversarial", action="store_true", default=None,
                    help="A3VSE's six domain discriminators behind a gradient-reversal layer")
+    p.add_argument("--finetune-image-blocks", type=int, default=None, metavar="N",
+                   help="fine-tune the last N blocks of the image encoder (efficientnet-lite0: 1..16; each N >= 1 "
+                        "includes the head conv); the frozen trunk's output is cached once (0 = frozen encoder)")
+    p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the fine-tuned blocks")
+    p.add_argument("--train-bn-stats", action="store_true", default=None,
+                   help="let the fine-tuned blocks' BatchNorm statistics update (default: frozen at ImageNet's)")
     p.add_argument("--augment-views", type=int, default=None, metavar="K",
                    help="K augmented views per training image, encoded once (cached); each epoch draws the plain "
                         "or one augmented view per image (0 = off)")

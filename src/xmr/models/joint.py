@@ -31,7 +31,13 @@ VOCAB_FILE = "vocab.json"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a :class:`JointModel` (saved next to every checkpoint)."""
+    """Architecture of a :class:`JointModel` (saved next to every checkpoint).
+
+    ``image_tail``: the fine-tuned last blocks of the image encoder, ``{"encoder": <registered
+    name>, "n_tail": N, "freeze_bn": bool, "trunk_id": <the trunk encoder's id>}``; the image
+    features are then the trunk's boundary activations (:mod:`xmr.encoders.trunk`) and
+    ``image_dim`` is the tail's output size.
+    """
 
     image_encoder: str
     text_encoder: str
@@ -49,6 +55,7 @@ class ModelConfig:
     text_model: dict[str, object] | None = None
     image_head: str | None = None
     image_regions: int = 0
+    image_tail: dict[str, object] | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
@@ -72,6 +79,9 @@ class ModelConfig:
                 raise XmrError(f"a two-branch model splits embed_dim in halves; got an odd {self.embed_dim}")
         if int(self.n_instances) < 0:
             raise XmrError(f"n_instances must be >= 0, got {self.n_instances}")
+        if self.image_tail is not None and (not isinstance(self.image_tail.get("encoder"), str)
+                                            or not isinstance(self.image_tail.get("n_tail"), int)):
+            raise XmrError(f"image_tail needs an encoder name and n_tail, got {self.image_tail}")
         tm = self.text_config
         if tm is not None and tm.out_dim != self.text_dim:
             raise XmrError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")
@@ -138,6 +148,17 @@ class JointModel(nn.Module):
         if config.two_branch is not None:  # GXN's grounded pair of heads beside the abstract one
             self.image_head_grounded = create_head(config.image_head_name, config.image_dim, branch_dim, **img_kw)
             self.text_head_grounded = create_head(config.head, config.text_dim, branch_dim, **kw)
+        self.image_tail: nn.Module | None = None
+        if config.image_tail is not None:  # the fine-tuned last blocks (pretrained until the saved weights load)
+            from xmr.encoders import create_image_encoder
+            from xmr.encoders.trunk import TrunkEncoder
+
+            trunk = TrunkEncoder(create_image_encoder(str(config.image_tail["encoder"])),
+                                 int(config.image_tail["n_tail"]))  # type: ignore[call-overload]  # checked in ModelConfig
+            if trunk.encoder_id != config.image_tail.get("trunk_id", trunk.encoder_id):
+                raise XmrError(f"the model's image tail was cut from {config.image_tail.get('trunk_id')!r}, "
+                               f"this encoder is {trunk.encoder_id!r}")
+            self.image_tail = trunk.make_tail(freeze_bn=bool(config.image_tail.get("freeze_bn", True)))
         log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)
         self.classifier = SharedClassifier(config.n_instances, config.embed_dim) if config.n_instances else None
@@ -148,6 +169,8 @@ class JointModel(nn.Module):
         return self.log_logit_scale.exp().clamp(max=100.0)
 
     def embed_images(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.image_tail is not None:  # trunk activations (B, C*H*W) -> the tail's pooled features
+            feats = self.image_tail(self.image_tail.unflatten(feats))  # type: ignore[operator]  # an ImageTail
         if self.config.two_branch is None:
             return self.image_head(feats)
         return self._join(self.image_head(feats), self.image_head_grounded(feats))
@@ -191,6 +214,8 @@ class JointModel(nn.Module):
         ``"images"`` once fell through to the text head).
         """
         fn = self.embed_images if check_modality(modality) == "image" else self.embed_texts
+        if modality == "image" and self.image_tail is not None:
+            batch_size = min(batch_size, 64)  # a tail's inner activations are large
         was = self.training
         self.eval()
         out = [fn(torch.from_numpy(np.ascontiguousarray(feats[i:i + batch_size], dtype=np.float32)))

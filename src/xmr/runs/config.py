@@ -15,6 +15,7 @@ from xmr.data.sparse import SparseSpec
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.encoders.augment import AugmentConfig
 from xmr.encoders.base import is_encoder_name, resolve_encoder
+from xmr.encoders.trunk import TrunkEncoder, check_tail_blocks
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, ModelConfig, load_model
@@ -114,6 +115,13 @@ class RunConfig(BaseRunConfig):
             labels, ``regional`` or ``global`` (A3VSE; :mod:`xmr.workflows.pseudo_texts`).
         extra_train: more training manifests (:class:`TrainSource`), each with its splits and
             weight; validation and test stay the run's own manifest's.
+        finetune_image_blocks: fine-tune the last N blocks of the image encoder with the heads
+            (EfficientNet-Lite0: 16 MBConv blocks, then the 1x1 head conv, which any N >= 1
+            includes; 0: the encoder stays frozen). The frozen trunk's output is cached once
+            (float16, :mod:`xmr.encoders.trunk`) and each epoch runs only the tail, at
+            ``train.finetune_lr``; the tail is saved with the model, so eval / index / search use it.
+        finetune_freeze_bn: keep the tail's BatchNorm statistics (ImageNet's) frozen; their
+            scale and shift still train.
         augment: training views of every training image (:class:`~xmr.encoders.augment.AugmentConfig`;
             ``views=0``: none); one of the plain and the augmented views is drawn per image and epoch.
         task: ``"retrieval"``.
@@ -141,6 +149,8 @@ class RunConfig(BaseRunConfig):
     pseudo_texts: str | None = None
     extra_train: tuple[TrainSource, ...] = ()
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    finetune_image_blocks: int = 0
+    finetune_freeze_bn: bool = True
     task: str = field(default="retrieval", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -176,6 +186,14 @@ class RunConfig(BaseRunConfig):
         if self.augment.views and not getattr(resolve_encoder(self.image_encoder)[0], "takes_square_arrays", False):
             raise XmrError(f"image encoder {self.image_encoder!r} cannot be augmented (augment views need an encoder "
                            "that reads square image arrays, e.g. efficientnet-lite0)")
+        if self.finetune_image_blocks:
+            blocks = getattr(resolve_encoder(self.image_encoder)[0], "n_blocks", None)
+            if not isinstance(blocks, int):
+                raise XmrError(f"image encoder {self.image_encoder!r} cannot be fine-tuned (it is not split into "
+                               "blocks; efficientnet-lite0 is)")
+            check_tail_blocks(self.finetune_image_blocks, blocks, self.image_encoder)
+            if self.image_head is not None:
+                raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no --image-head")
         if not inner and self.train.scores_by_inner_product:
             raise XmrError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
                            f"{self.train.loss} scores by the inner product")
@@ -243,7 +261,9 @@ def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> RunEncoders
     A word-level text model's "encoder" turns texts into id rows of ``vocab`` (the training
     vocabulary: the trained model's ``vocab``), so it is required then.
     """
-    image_encoder = create_image_encoder(cfg.image_encoder)
+    image_encoder: ImageEncoder = create_image_encoder(cfg.image_encoder)
+    if cfg.finetune_image_blocks:  # the trunk's activations; the model's tail does the rest
+        image_encoder = TrunkEncoder(image_encoder, cfg.finetune_image_blocks)
     if cfg.text_model is None:
         return {"image_encoder": image_encoder, "text_encoder": create_text_encoder(cfg.text_encoder)}
     if vocab is None:

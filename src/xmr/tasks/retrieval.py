@@ -16,11 +16,12 @@ from xmr.tasks.base import TASKS, EvalOutcome, Options, Task, TrainOutcome
 RUN_FIELDS = {"image_encoder": "image_encoder", "text_encoder": "text_encoder", "train_split": "train_split",
               "val_split": "val_split", "eval_texts_per_item": "eval_texts_per_item", "embed_dim": "embed_dim",
               "head": "head", "hidden_dim": "hidden_dim", "similarity": "similarity", "two_branch": "two_branch",
-              "image_head": "image_head", "sparse": "sparse", "pseudo_texts": "pseudo_texts"}
+              "image_head": "image_head", "sparse": "sparse", "pseudo_texts": "pseudo_texts",
+              "finetune_image_blocks": "finetune_image_blocks"}
 TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                 "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
-                "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip"}
+                "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip", "finetune_lr": "finetune_lr"}
 TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
 AUGMENT_FIELDS = {"augment_views": "views", "augment": "kinds"}
 
@@ -33,7 +34,7 @@ class RetrievalTask(Task):
     """Learn a joint space; index it; search by text or image; R@K / medr / rsum (+ mAP, CMC)."""
 
     name = "retrieval"
-    train_options = frozenset({"image_root", "no_position_shift", "skip_bad", "extra_train"})
+    train_options = frozenset({"image_root", "no_position_shift", "skip_bad", "extra_train", "train_bn_stats"})
     eval_options = frozenset({"split", "mode", "manifest", "texts_per_item", "rerank", "rerank_param", "skip_bad",
                               "out", "cache_dir"})
     search_options = frozenset({"text", "image", "k", "target", "index", "rerank", "rerank_param"})
@@ -74,6 +75,10 @@ class RetrievalTask(Task):
                 augment["kinds"] = tuple(k.strip() for k in str(augment["kinds"]).split(",") if k.strip())
             if "kinds" in augment and not augment.get("views"):
                 raise XmrError("--augment needs --augment-views K (how many augmented views per image)")
+            if given.get("train_bn_stats"):
+                if not run.get("finetune_image_blocks"):
+                    raise XmrError("--train-bn-stats applies to --finetune-image-blocks N only")
+                run["finetune_freeze_bn"] = False
             return RunConfig(manifest=os.path.abspath(manifest),
                              image_root=os.path.abspath(str(root)) if root else None,
                              train=train, text_model=text_model, extra_train=extra,

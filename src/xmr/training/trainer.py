@@ -269,13 +269,26 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     discs = make_a3vse_discriminators(model_config.embed_dim, hidden_dim=config.disc_hidden) \
         if config.adversarial else None
     trainable = [*model.parameters(), *(discs.parameters() if discs is not None else [])]
-    # one group, possibly empty (a model with nothing to train still validates and saves)
-    opt = torch.optim.AdamW([{"params": [p for p in trainable if p.requires_grad]}], lr=config.lr,
-                            weight_decay=config.weight_decay)
+    tail = [p for p in model.image_tail.parameters() if p.requires_grad] if model.image_tail is not None else []
+    in_tail = {id(p) for p in tail}
+    # the heads' group, possibly empty (a model with nothing to train still validates and saves), then
+    # a fine-tuned image tail's own group at its lower learning rate
+    groups: list[dict[str, Any]] = [{"params": [p for p in trainable if p.requires_grad and id(p) not in in_tail]}]
+    if tail:
+        groups.append({"params": tail, "lr": config.finetune_lr})
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = config.steps_per_epoch or max(1, train.pairs_per_epoch // config.batch_size)
     total = steps_per_epoch * config.epochs
     warm = int(config.warmup_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warm))
+    frozen = config.stage1_epochs * steps_per_epoch if config.then is not None else 0  # Stage I: the tail waits
+
+    def heads_lr(s: int) -> float:
+        return warmup_cosine(s, total_steps=total, warmup_steps=warm)
+
+    def tail_lr(s: int) -> float:
+        return 0.0 if s < frozen else warmup_cosine(s - frozen, total_steps=total - frozen, warmup_steps=warm)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [heads_lr, tail_lr] if tail else heads_lr)
     st = TrainState()
     if resumable and (out / "last.pt").exists():
         st = restore_resume_state(out / "last.pt", model, opt, sched, discs)

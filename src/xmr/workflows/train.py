@@ -15,6 +15,7 @@ from xmr.data.readers import read_items
 from xmr.data.sparse import sparsify
 from xmr.encoders import ImageEncoder, encode_images
 from xmr.encoders.augment import AugmentConfig, AugmentedView
+from xmr.encoders.trunk import TrunkEncoder
 from xmr.errors import XmrError
 from xmr.models import ModelConfig
 from xmr.runs.base import save_run_config, saved_run_matches
@@ -108,9 +109,15 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     n_instances = int(pairs.image_groups.max()) + 1 if config.train.uses_instances else 0
     # a word-level model's "features" are id rows; the head sees the model's output
     text_dim = config.text_model.out_dim if config.text_model is not None else encoders["text_encoder"].dim
+    image_dim, image_tail = encoders["image_encoder"].dim, None
+    trunk = encoders["image_encoder"]
+    if isinstance(trunk, TrunkEncoder):  # fine-tuning: the head sees the tail's pooled output
+        image_dim = trunk.base.dim
+        image_tail = {"encoder": config.image_encoder, "n_tail": config.finetune_image_blocks,
+                      "freeze_bn": config.finetune_freeze_bn, "trunk_id": trunk.encoder_id}
     try:
         model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
-                                   image_dim=encoders["image_encoder"].dim, text_dim=text_dim,
+                                   image_dim=image_dim, text_dim=text_dim, image_tail=image_tail,
                                    n_instances=n_instances, **head_settings(config),
                                    text_model=None if config.text_model is None else config.text_model.to_dict(),
                                    image_regions=int(getattr(encoders["image_encoder"], "n_regions", 0)))
