@@ -134,3 +134,30 @@ def test_bad_finetuning_options_are_one_line(tmp_path: Path, capsys: pytest.Capt
 def test_a_finetuned_config_refuses_a_region_head() -> None:
     with pytest.raises(XmrError, match="takes no --image-head"):
         RunConfig(manifest="/m", finetune_image_blocks=1, image_head="region-mean")
+
+
+def test_a_stale_or_damaged_trunk_cache_is_rebuilt_not_trained_on(data: tuple[Path, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    from xmr.encoders import create_image_encoder, encode_images
+    from xmr.encoders.trunk import TrunkEncoder
+
+    manifest, _ = data
+    images = sorted((manifest.parent).rglob("*.png"))[:3]
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for src, dst in zip(images, paths):
+        dst.write_bytes(src.read_bytes())
+    trunk = TrunkEncoder(create_image_encoder("efficientnet-lite0"), 1)
+    cache = tmp_path / "cache"
+    first = encode_images(trunk, paths, cache_dir=cache)
+    assert first.n_encoded == 3 and first.feats.dtype == np.float16
+    Image.new("RGB", (32, 32), (0, 200, 0)).save(paths[1])  # the file changed: its old activations are stale
+    again = encode_images(trunk, paths, cache_dir=cache)
+    assert (again.n_encoded, again.n_cached) == (1, 2)
+    assert not np.array_equal(again.feats[1], first.feats[1]) and np.array_equal(again.feats[0], first.feats[0])
+    folder = next(p for p in cache.iterdir() if p.name.endswith("trunk-15"))
+    for shard in folder.glob("shard-*.npz"):
+        np.savez(shard, keys=np.array(["x"]), feats=np.zeros((1, 7), np.float16))  # damaged: wrong width
+    rebuilt = encode_images(trunk, paths, cache_dir=cache)
+    assert rebuilt.n_encoded == 3
+    np.testing.assert_array_equal(rebuilt.feats, again.feats)
