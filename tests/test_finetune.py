@@ -161,3 +161,31 @@ def test_a_stale_or_damaged_trunk_cache_is_rebuilt_not_trained_on(data: tuple[Pa
     rebuilt = encode_images(trunk, paths, cache_dir=cache)
     assert rebuilt.n_encoded == 3
     np.testing.assert_array_equal(rebuilt.feats, again.feats)
+
+
+def test_the_text_tail_trains_and_serves(data: tuple[Path, Path], tmp_path: Path) -> None:
+    manifest, cache = data
+    run = tmp_path / "run"
+    assert main(["-q", "train", str(manifest), "--out", str(run), "--cache-dir", str(cache), "--image-encoder",
+                 "toy-image", "--text-encoder", "minilm-l6", "--finetune-text-layers", "1", "--finetune-text-length",
+                 "16", "--embed-dim", "32", "--batch-size", "8", "--epochs", "2", "--finetune-lr", "1e-3",
+                 "--patience", "0"]) == 0
+    saved = json.loads((run / "best" / "model.json").read_text())["config"]
+    assert saved["text_tail"]["n_tail"] == 1 and saved["text_tail"]["length"] == 16 and saved["text_dim"] == 384
+    model = load_model(run / "best")
+    from xmr.encoders import create_text_encoder
+
+    fresh = create_text_encoder("minilm-l6").make_tail(1, length=16).state_dict()  # type: ignore[attr-defined]
+    trained = model.text_tail.state_dict()
+    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)
+    assert main(["-q", "index", str(run), "--cache-dir", str(cache)]) == 0
+    hits = Searcher.from_run(run).search_text("a red circle", k=2)
+    assert len(hits) == 2
+
+
+def test_bad_text_finetuning_options_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for args, needle in ((["--finetune-text-layers", "7"], "it has 6 layers, so N must be 1..6"),
+                         (["--finetune-text-layers", "1", "--text-encoder", "toy-text"], "cannot be fine-tuned")):
+        assert main(["train", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "r"), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err

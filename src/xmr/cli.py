@@ -279,7 +279,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-image-blocks", type=int, default=None, metavar="N",
                    help="fine-tune the last N blocks of the image encoder (efficientnet-lite0: 1..16; each N >= 1 "
                         "includes the head conv); the frozen trunk's output is cached once (0 = frozen encoder)")
-    p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the fine-tuned blocks")
+    p.add_argument("--finetune-text-layers", type=int, default=None, metavar="N",
+                   help="fine-tune the last N transformer layers of the text encoder (minilm-l6: 1..6); its frozen "
+                        "token states are cached once")
+    p.add_argument("--finetune-text-length", type=int, default=None, metavar="TOKENS",
+                   help="tokens per text of the cached token states (longer texts are cut there)")
+    p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the fine-tuned blocks / layers")
     p.add_argument("--train-bn-stats", action="store_true", default=None,
                    help="let the fine-tuned blocks' BatchNorm statistics update (default: frozen at ImageNet's)")
     p.add_argument("--augment-views", type=int, default=None, metavar="K",

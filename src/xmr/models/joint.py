@@ -36,7 +36,8 @@ class ModelConfig:
     ``image_tail``: the fine-tuned last blocks of the image encoder, ``{"encoder": <registered
     name>, "n_tail": N, "freeze_bn": bool, "trunk_id": <the trunk encoder's id>}``; the image
     features are then the trunk's boundary activations (:mod:`xmr.encoders.trunk`) and
-    ``image_dim`` is the tail's output size.
+    ``image_dim`` is the tail's output size. ``text_tail``: the same for the text encoder's last
+    layers, ``{"encoder", "n_tail", "length", "trunk_id"}`` (:mod:`xmr.encoders.text_trunk`).
     """
 
     image_encoder: str
@@ -56,6 +57,7 @@ class ModelConfig:
     image_head: str | None = None
     image_regions: int = 0
     image_tail: dict[str, object] | None = None
+    text_tail: dict[str, object] | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
@@ -159,6 +161,18 @@ class JointModel(nn.Module):
                 raise XmrError(f"the model's image tail was cut from {config.image_tail.get('trunk_id')!r}, "
                                f"this encoder is {trunk.encoder_id!r}")
             self.image_tail = trunk.make_tail(freeze_bn=bool(config.image_tail.get("freeze_bn", True)))
+        self.text_tail: nn.Module | None = None
+        if config.text_tail is not None:  # the fine-tuned last transformer layers of the text encoder
+            from xmr.encoders import create_text_encoder
+            from xmr.encoders.text_trunk import TextTrunkEncoder
+
+            spec = config.text_tail
+            text_trunk = TextTrunkEncoder(create_text_encoder(str(spec["encoder"])), int(spec["n_tail"]),  # type: ignore[call-overload]
+                                          int(spec["length"]))  # type: ignore[call-overload]  # JSON ints
+            if text_trunk.encoder_id != spec.get("trunk_id", text_trunk.encoder_id):
+                raise XmrError(f"the model's text tail was cut from {spec.get('trunk_id')!r}, "
+                               f"this encoder is {text_trunk.encoder_id!r}")
+            self.text_tail = text_trunk.make_tail()
         log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)
         self.classifier = SharedClassifier(config.n_instances, config.embed_dim) if config.n_instances else None
@@ -182,7 +196,10 @@ class JointModel(nn.Module):
         return self._join(self.text_head(feats), self.text_head_grounded(feats))
 
     def _text_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """Encoder features as they are, or the word-level model's output for id rows."""
+        """Encoder features as they are, a text tail's output for trunk rows, or the word-level model's for id rows."""
+        if self.text_tail is not None:
+            states, mask = self.text_tail.unflatten(feats)  # type: ignore[operator]  # a TextTail
+            return self.text_tail(states, mask)
         if self.text_model is None:
             return feats
         ids = feats.long()
@@ -214,7 +231,7 @@ class JointModel(nn.Module):
         ``"images"`` once fell through to the text head).
         """
         fn = self.embed_images if check_modality(modality) == "image" else self.embed_texts
-        if modality == "image" and self.image_tail is not None:
+        if (self.image_tail if modality == "image" else self.text_tail) is not None:
             batch_size = min(batch_size, 64)  # a tail's inner activations are large
         was = self.training
         self.eval()

@@ -15,6 +15,7 @@ from xmr.data.sparse import SparseSpec
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.encoders.augment import AugmentConfig
 from xmr.encoders.base import is_encoder_name, resolve_encoder
+from xmr.encoders.text_trunk import TextTrunkEncoder, check_tail_layers
 from xmr.encoders.trunk import TrunkEncoder, check_tail_blocks
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
@@ -122,6 +123,10 @@ class RunConfig(BaseRunConfig):
             ``train.finetune_lr``; the tail is saved with the model, so eval / index / search use it.
         finetune_freeze_bn: keep the tail's BatchNorm statistics (ImageNet's) frozen; their
             scale and shift still train.
+        finetune_text_layers: fine-tune the last N transformer layers of the (frozen) text
+            encoder, minilm-l6: 1..6 (0: frozen); the trunk's token states are cached (float16,
+            :mod:`xmr.encoders.text_trunk`) at ``finetune_text_length`` tokens per text (longer
+            texts are cut there; a warning counts them).
         augment: training views of every training image (:class:`~xmr.encoders.augment.AugmentConfig`;
             ``views=0``: none); one of the plain and the augmented views is drawn per image and epoch.
         task: ``"retrieval"``.
@@ -151,6 +156,8 @@ class RunConfig(BaseRunConfig):
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     finetune_image_blocks: int = 0
     finetune_freeze_bn: bool = True
+    finetune_text_layers: int = 0
+    finetune_text_length: int = 32
     task: str = field(default="retrieval", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -194,6 +201,11 @@ class RunConfig(BaseRunConfig):
             check_tail_blocks(self.finetune_image_blocks, blocks, self.image_encoder)
             if self.image_head is not None:
                 raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no --image-head")
+        if self.finetune_text_layers:
+            layers = getattr(resolve_encoder(self.text_encoder)[0], "n_layers", None)
+            if self.text_model is not None or not isinstance(layers, int):
+                raise XmrError(f"text encoder {self.text_encoder!r} cannot be fine-tuned by layers (minilm-l6 can)")
+            check_tail_layers(self.finetune_text_layers, layers, self.text_encoder)
         if not inner and self.train.scores_by_inner_product:
             raise XmrError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
                            f"{self.train.loss} scores by the inner product")
@@ -265,7 +277,10 @@ def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> RunEncoders
     if cfg.finetune_image_blocks:  # the trunk's activations; the model's tail does the rest
         image_encoder = TrunkEncoder(image_encoder, cfg.finetune_image_blocks)
     if cfg.text_model is None:
-        return {"image_encoder": image_encoder, "text_encoder": create_text_encoder(cfg.text_encoder)}
+        text_encoder: TextEncoder = create_text_encoder(cfg.text_encoder)
+        if cfg.finetune_text_layers:  # the trunk's token states; the model's text tail does the rest
+            text_encoder = TextTrunkEncoder(text_encoder, cfg.finetune_text_layers, cfg.finetune_text_length)
+        return {"image_encoder": image_encoder, "text_encoder": text_encoder}
     if vocab is None:
         raise XmrError(f"the run's {cfg.text_encoder} text model needs its vocabulary (the model's vocab.json)")
     return {"image_encoder": image_encoder, "text_encoder": WordIdsEncoder(vocab, cfg.text_model.length)}

@@ -17,7 +17,8 @@ RUN_FIELDS = {"image_encoder": "image_encoder", "text_encoder": "text_encoder", 
               "val_split": "val_split", "eval_texts_per_item": "eval_texts_per_item", "embed_dim": "embed_dim",
               "head": "head", "hidden_dim": "hidden_dim", "similarity": "similarity", "two_branch": "two_branch",
               "image_head": "image_head", "sparse": "sparse", "pseudo_texts": "pseudo_texts",
-              "finetune_image_blocks": "finetune_image_blocks"}
+              "finetune_image_blocks": "finetune_image_blocks", "finetune_text_layers": "finetune_text_layers",
+              "finetune_text_length": "finetune_text_length"}
 TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                 "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",

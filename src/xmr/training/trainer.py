@@ -269,7 +269,7 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     discs = make_a3vse_discriminators(model_config.embed_dim, hidden_dim=config.disc_hidden) \
         if config.adversarial else None
     trainable = [*model.parameters(), *(discs.parameters() if discs is not None else [])]
-    tail = [p for p in model.image_tail.parameters() if p.requires_grad] if model.image_tail is not None else []
+    tail = [p for t in (model.image_tail, model.text_tail) if t is not None for p in t.parameters() if p.requires_grad]
     in_tail = {id(p) for p in tail}
     # the heads' group, possibly empty (a model with nothing to train still validates and saves), then
     # a fine-tuned image tail's own group at its lower learning rate

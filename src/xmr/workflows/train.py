@@ -15,6 +15,7 @@ from xmr.data.readers import read_items
 from xmr.data.sparse import sparsify
 from xmr.encoders import ImageEncoder, encode_images
 from xmr.encoders.augment import AugmentConfig, AugmentedView
+from xmr.encoders.text_trunk import TextTrunkEncoder
 from xmr.encoders.trunk import TrunkEncoder
 from xmr.errors import XmrError
 from xmr.models import ModelConfig
@@ -115,9 +116,16 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
         image_dim = trunk.base.dim
         image_tail = {"encoder": config.image_encoder, "n_tail": config.finetune_image_blocks,
                       "freeze_bn": config.finetune_freeze_bn, "trunk_id": trunk.encoder_id}
+    text_tail = None
+    text_trunk = encoders["text_encoder"]
+    if isinstance(text_trunk, TextTrunkEncoder):
+        text_dim = text_trunk.base.dim
+        text_tail = {"encoder": config.text_encoder, "n_tail": config.finetune_text_layers,
+                     "length": text_trunk.length, "trunk_id": text_trunk.encoder_id}
+        _warn_long_texts(text_trunk, train_fs.texts)
     try:
         model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
-                                   image_dim=image_dim, text_dim=text_dim, image_tail=image_tail,
+                                   image_dim=image_dim, text_dim=text_dim, image_tail=image_tail, text_tail=text_tail,
                                    n_instances=n_instances, **head_settings(config),
                                    text_model=None if config.text_model is None else config.text_model.to_dict(),
                                    image_regions=int(getattr(encoders["image_encoder"], "n_regions", 0)))
@@ -130,6 +138,15 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     save_run_config(out, config)
     return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite, vocab=vocab,
                              pseudo=pseudo)
+
+
+def _warn_long_texts(trunk: TextTrunkEncoder, texts: list[str]) -> None:
+    """Log how many training texts the text trunk's fixed length cuts (they differ from the frozen encoder's)."""
+    _, mask = trunk.base.tokenize(texts, trunk.length + 1)
+    cut = int((mask[:, -1] > 0).sum())
+    if cut:
+        log.warning("%d of %d training texts are longer than the text trunk's %d tokens and are cut there", cut,
+                    len(texts), trunk.length)
 
 
 def extra_training_items(config: RunConfig, *, skip_bad: bool = False) -> tuple[list[Item], dict[str, float]]:
