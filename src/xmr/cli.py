@@ -279,6 +279,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-image-blocks", type=int, default=None, metavar="N",
                    help="fine-tune the last N blocks of the image encoder (efficientnet-lite0: 1..16; each N >= 1 "
                         "includes the head conv); the frozen trunk's output is cached once (0 = frozen encoder)")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="validate and keep the best checkpoint with a moving average of the weights (e.g. 0.999)")
     p.add_argument("--finetune-text-layers", type=int, default=None, metavar="N",
                    help="fine-tune the last N transformer layers of the text encoder (minilm-l6: 1..6); its frozen "
                         "token states are cached once")

@@ -57,6 +57,9 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this (0 = off; A3VSE: 2.0).
         steps_per_epoch: optimiser steps per epoch (None: one pass over the annotated pairs);
             sparse corpora have few pairs, so a fixed count keeps epochs comparable.
+        ema_decay: average the weights over steps with this decay (e.g. 0.999; 0: off) and
+            validate / keep the best checkpoint with the average (:mod:`xmr.training.ema`): a
+            steadier epoch choice than the raw weights' jumping validation rsum.
         finetune_lr: the learning rate of a fine-tuned image-encoder tail (the run's
             ``finetune_image_blocks``), below the heads' ``lr``; with ``then`` (two stages) the
             tail stays frozen through Stage I and is fine-tuned in Stage II (dual-path Sec. III).
@@ -85,6 +88,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     steps_per_epoch: int | None = None
     finetune_lr: float = 1e-4
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in train_loss_names():
@@ -104,7 +108,7 @@ class TrainConfig:
             "vse0_warmup_epochs": self.vse0_warmup_epochs >= 0, "collapse_epochs": self.collapse_epochs >= 1,
             "pseudo_beta": 0.0 <= self.pseudo_beta <= 1.0, "pseudo_margin": self.pseudo_margin >= 0,
             "grl_eta": self.grl_eta > 0, "disc_hidden": self.disc_hidden >= 1, "grad_clip": self.grad_clip >= 0,
-            "finetune_lr": self.finetune_lr > 0,
+            "finetune_lr": self.finetune_lr > 0, "ema_decay": 0.0 <= self.ema_decay < 1.0,
             "steps_per_epoch": self.steps_per_epoch is None or self.steps_per_epoch >= 1,
             "adv_weights": len(self.adv_weights) == len(PAIR_NAMES) and all(w >= 0 for w in self.adv_weights),
         }

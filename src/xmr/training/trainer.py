@@ -11,6 +11,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -32,6 +33,7 @@ from xmr.models import JointModel, ModelConfig, grl_schedule, load_model, make_a
 from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
 from xmr.training.data import EvalSet, PairSet, weighted_epoch
+from xmr.training.ema import WeightAverage
 from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
 from xmr.training.sparse_objective import PAIR_NAMES, sparse_alignment_loss
@@ -168,7 +170,7 @@ class _Extras:
 
 def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-               extras: _Extras | None = None) -> dict[str, float]:
+               extras: _Extras | None = None, ema: WeightAverage | None = None) -> dict[str, float]:
     objective, loss_name = objective_for_epoch(cfg, epoch, model.config.similarity)
     rng = np.random.default_rng([cfg.seed, epoch])
     if data.weights is not None:  # per-source weights: a fresh weighted draw of the pairs each epoch
@@ -202,6 +204,8 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()  # parameters without a gradient are left as they are
         sched.step()
+        if ema is not None:
+            ema.update(model)
         for k, v in out.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach())
     row: dict[str, Any] = {f"train_{k}": v / n_batches for k, v in totals.items()}  # + "loss_name": str
@@ -212,17 +216,19 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
 
 def save_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                       sched: torch.optim.lr_scheduler.LRScheduler, st: TrainState,
-                      discriminators: torch.nn.Module | None = None) -> None:
+                      discriminators: torch.nn.Module | None = None, ema: WeightAverage | None = None) -> None:
     """Write what resuming after this epoch needs (``last.pt``): weights, optimiser, schedule, RNG, bookkeeping."""
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
              "torch_rng": torch.get_rng_state(), "st": st.to_dict(),
-             **({"discriminators": discriminators.state_dict()} if discriminators is not None else {})}
+             **({"discriminators": discriminators.state_dict()} if discriminators is not None else {}),
+             **({"ema": ema.state_dict()} if ema is not None else {})}
     atomic_save_file(path, lambda tmp: torch.save(state, tmp))
 
 
 def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                          sched: torch.optim.lr_scheduler.LRScheduler,
-                         discriminators: torch.nn.Module | None = None) -> TrainState:
+                         discriminators: torch.nn.Module | None = None, ema: WeightAverage | None = None
+                         ) -> TrainState:
     """Load the state :func:`save_resume_state` wrote; returns the bookkeeping dict."""
     try:
         saved = torch.load(path, weights_only=True)  # tensors and plain containers only: no pickled code runs
@@ -232,6 +238,8 @@ def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Op
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         torch.set_rng_state(saved["torch_rng"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         return TrainState.from_dict(saved["st"])
     except Exception as e:  # torch raises many types for a damaged file
         raise XmrError(f"cannot resume from {path} ({type(e).__name__}); delete it or pass overwrite "
@@ -290,16 +298,17 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [heads_lr, tail_lr] if tail else heads_lr)
     st = TrainState()
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     if resumable and (out / "last.pt").exists():
-        st = restore_resume_state(out / "last.pt", model, opt, sched, discs)
+        st = restore_resume_state(out / "last.pt", model, opt, sched, discs, ema)
         log.info("resuming %s after epoch %d", out, st.epoch)
 
     def checkpoint() -> None:
-        save_resume_state(out / "last.pt", model, opt, sched, st, discs)
+        save_resume_state(out / "last.pt", model, opt, sched, st, discs, ema)
 
     extras = _Extras(pseudo, discs, total)
     while st.status == "running" and st.epoch < config.epochs:
-        _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras)
+        _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras, ema)
         checkpoint()
     if st.status == "running":
         st.status = "done"
@@ -311,19 +320,21 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
 
 def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, config: TrainConfig, st: TrainState,
                            opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, out: Path,
-                           extras: _Extras | None = None) -> None:
+                           extras: _Extras | None = None, ema: WeightAverage | None = None) -> None:
     """One epoch, its validation, the best checkpoint and the stopping rules; updates ``st``."""
     t0 = time.perf_counter()
     epoch = st.epoch
-    row = run_epoch(model, train, config, epoch, opt, sched, extras)
-    metrics = validate(model, val)
-    row.update({f"val_{k}": float(v) for k, v in metrics.items()}, seconds=time.perf_counter() - t0)
-    st.finished_epoch(row)
+    row = run_epoch(model, train, config, epoch, opt, sched, extras, ema)
+    averaged = ema.applied(model) if ema is not None else contextlib.nullcontext()
+    with averaged:  # validate and keep the best with the averaged weights
+        metrics = validate(model, val)
+        row.update({f"val_{k}": float(v) for k, v in metrics.items()}, seconds=time.perf_counter() - t0)
+        st.finished_epoch(row)
+        # warm-up epochs (VSE0 before VSE++, Stage I before instance+rank) train but are not
+        # candidates: the checkpoint of a VSE++ run must come from VSE++ training
+        if row["loss_name"] == config.final_objective and st.improved(metrics["rsum"]):
+            model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
     log.info("epoch %d  %s %.4f  val rsum %.1f", epoch + 1, row["loss_name"], row["train_loss"], metrics["rsum"])
-    # warm-up epochs (VSE0 before VSE++, Stage I before instance+rank) train but are not
-    # candidates: the checkpoint of a VSE++ run must come from VSE++ training
-    if row["loss_name"] == config.final_objective and st.improved(metrics["rsum"]):
-        model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
     save_json(out / "history.json", st.history)
     if config.hardest_negative and row["loss_name"] == config.loss:
         pair_loss = row.get("train_pair_loss", row["train_loss"])  # the hinge alone, without A3VSE's terms
