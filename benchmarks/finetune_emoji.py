@@ -9,7 +9,8 @@ trains instance -> instance+rank instead of InfoNCE (Stage I on the frozen encod
 fine-tuning: the paper's schedule).
 
 Reported per N: test R@K / rsum / group mAP, seconds per epoch (training + validation), the
-trunk encode time (the call's wall time minus the epochs), the trunk cache's size on disk, and
+trunk encode time (the call's wall time minus the epochs it trained), the size on disk of the
+trunk's cache folder (shared by every run with that trunk, so it grows with the data encoded), and
 the process's peak resident memory after the run (monotone over the runs of one invocation).
 
     python benchmarks/finetune_emoji.py --runs /work/xmr-runs/finetune --blocks 0 1 3 --epochs 8 \\
@@ -25,11 +26,12 @@ import statistics
 import time
 from pathlib import Path
 
-from icons_emoji import METRICS, POOLS, pool_sources
+from icons_emoji import METRICS, POOLS, pool_slug, pool_sources
 from xmr.bench.common import add_session_options, command_line, markdown, start_session
 from xmr.data import fetch_dataset
-from xmr.runs.config import RunConfig, run_encoders
+from xmr.runs.config import RunConfig
 from xmr.training import TrainConfig
+from xmr.utils.io import load_json
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
 from xmr.workflows.evaluate import evaluate_run
 from xmr.workflows.features import feature_cache_dir
@@ -69,18 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.blocks:
         cfg = RunConfig(manifest=str(emoji), eval_texts_per_item=EVAL_TEXTS_PER_ITEM, train=train,
                         extra_train=sources, finetune_image_blocks=n)
-        name = f"{args.pool.strip('+ ').replace(' + ', '-').replace(' ', '-').lower()}-ft{n}"
+        name = f"{pool_slug(args.pool)}-ft{n}"
         run = args.runs / (name + ("-2stage" if args.two_stage else "") + f"-s{args.seed}")
+        history = run / "history.json"
+        epochs_before = len(load_json(history)) if history.is_file() else 0
         t0 = time.perf_counter()
         res = train_run(cfg, run, cache_dir=cache_dir, show_progress=False)
         wall = time.perf_counter() - t0
         epochs = [float(r["seconds"]) for r in res.history]
         test = evaluate_run(run, split="test", cache_dir=cache_dir, command=command_line(), show_progress=False)
-        trunk_id = run_encoders(cfg)["image_encoder"].encoder_id if n else None
-        cache = feature_cache_dir(cache_dir) / trunk_id.replace("/", "_") if trunk_id else None
+        tail = res.model.config.image_tail  # names the trunk whose cache the run trained on
+        cache = feature_cache_dir(cache_dir) / str(tail["trunk_id"]).replace("/", "_") if tail else None
         rows[n] = {"run": str(run), "status": res.status, "best_epoch": res.best_epoch, "epochs_run": len(epochs),
                    "epoch_seconds": statistics.fmean(epochs), "call_seconds": wall,
-                   "setup_seconds": wall - sum(epochs) if res.status != "loaded" else None,
+                   # a finished run is loaded, not trained: no set-up to time then
+                   "setup_seconds": wall - sum(epochs[epochs_before:]) if len(epochs) > epochs_before else None,
                    "trunk_cache_bytes": folder_bytes(cache) if cache else 0,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "val_rsum": float(res.best_metrics.get("rsum", float("nan"))),
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tail lr {args.finetune_lr:g}, heads lr 1e-3, BatchNorm statistics frozen, seed {args.seed}; "
         "best epoch by emoji val rsum. N = 0 is the frozen encoder (the baseline, same settings).",
         table)
-    stem = f"finetune_{args.pool.strip('+ ').replace(' + ', '-').replace(' ', '-').lower()}" + (
+    stem = f"finetune_{pool_slug(args.pool)}" + (
         "_2stage" if args.two_stage else "")
     session.write(args.out, stem, text, {"rows": {str(k): v for k, v in rows.items()}, "blocks": args.blocks})
     print(table)

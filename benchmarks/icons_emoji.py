@@ -71,6 +71,11 @@ def pool_sources(icons: Path, styles: tuple[str, ...] | None, folder: Path) -> t
     return (TrainSource(str(path), ICON_SPLITS),)
 
 
+def pool_slug(pool: str) -> str:
+    """A pool's name as a folder / file name: ``"+ MDI + game-icons"`` -> ``mdi-game-icons``."""
+    return pool.strip("+ ").replace(" + ", "-").replace(" ", "-").lower()
+
+
 def unseen_names_manifest(test: Sequence[Item], training_texts: set[str], path: Path) -> int:
     """Write the test items whose query name (first text) is no training text; return how many."""
     keep = [it for it in test if it.texts and it.texts[0].casefold() not in training_texts]
@@ -123,26 +128,30 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = session.cache_dir
     emoji, icons = fetch_dataset("emoji", cache_dir), fetch_dataset("icons", cache_dir)
     args.runs.mkdir(parents=True, exist_ok=True)
-    test = select_split(read_manifest(emoji), "test")
+    emoji_items = read_manifest(emoji)
+    test = select_split(emoji_items, "test")
+    own = [it for it in select_split(emoji_items, RunConfig(manifest=str(emoji)).train_split) if it.texts]
     rows: dict[str, dict[str, object]] = {}
     curve: dict[str, dict[str, list[float]]] = {}
     for pool, aug in [(p, a) for p in args.pools for a in args.augment]:
         sources = pool_sources(icons, POOLS[pool], args.runs)
         augment = AugmentConfig(views=args.augment_views, kinds=AUGMENTS[aug]) if AUGMENTS[aug] else AugmentConfig()
         row_name = pool if aug == "none" else f"{pool}, augment {aug}"
+        # what the pool trains on does not depend on the seed: its texts, pairs and unseen test names
+        extra, _ = extra_training_items(RunConfig(manifest=str(emoji), extra_train=sources))
+        seen = {t.casefold() for it in [*own, *extra] for t in it.texts}
+        n_pairs = int(sum(len(it.texts) for it in [*own, *extra]))
+        n_unseen_names = len({it.texts[0].casefold() for it in test if it.texts[0].casefold() not in seen})
         per_seed = []
         for seed in args.seeds:
             cfg = RunConfig(manifest=str(emoji), eval_texts_per_item=EVAL_TEXTS_PER_ITEM,
                             train=TrainConfig(loss="infonce", epochs=args.epochs, seed=seed), extra_train=sources,
                             augment=augment)
-            folder = pool.strip("+ ").replace(" + ", "-").replace(" ", "-").lower()
+            folder = pool_slug(pool)
             if aug != "none":
                 folder += f"-aug-{aug}{args.augment_views}"
             run = args.runs / f"{folder}-s{seed}"
             res = train_run(cfg, run, cache_dir=cache_dir, show_progress=False)
-            own = [it for it in select_split(read_manifest(emoji), cfg.train_split) if it.texts]
-            extra, _ = extra_training_items(cfg)
-            seen = {t.casefold() for it in [*own, *extra] for t in it.texts}
             n_unseen = unseen_names_manifest(test, seen, run / "test-unseen-names.jsonl")
             full = evaluate_run(run, split="test", cache_dir=cache_dir, command=command_line(), show_progress=False)
             unseen = evaluate_run(run, split="test", manifest=str(run / "test-unseen-names.jsonl"),
@@ -151,12 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             epochs = [float(r["seconds"]) for r in res.history]
             per_seed.append({"seed": seed, "run": str(run), "best_epoch": res.best_epoch,
                              "val_rsum": float(res.best_metrics.get("rsum", float("nan"))),
-                             "n_pairs": int(sum(len(it.texts) for it in [*own, *extra])),
+                             "n_pairs": n_pairs,
                              "n_images": len(own) + len(extra), "epoch_seconds": statistics.fmean(epochs),
                              "epochs_run": len(epochs), "test": {k: float(full[k]) for k in METRICS},
                              "unseen": {k: float(unseen[k]) for k in METRICS}, "n_unseen_images": n_unseen,
-                             "n_unseen_names": len({it.texts[0].casefold() for it in test
-                                                    if it.texts[0].casefold() not in seen})})
+                             "n_unseen_names": n_unseen_names})
             log.info("%s seed %d: test rsum %.1f, unseen-name rsum %.1f (%d images), group mAP %.1f", row_name, seed,
                      full["rsum"], unseen["rsum"], n_unseen, full["i2i_group_map"])
         rows[row_name] = {"sources": [vars(s) | {"splits": list(s.splits)} for s in sources],

@@ -107,3 +107,23 @@ def make_toy_run(root: Path, *, index_split: str | None = None) -> tuple[Path, P
     if index_split is not None:
         assert main(["-q", "index", str(run), "--split", index_split, "--cache-dir", str(cache)]) == 0
     return manifest, cache, run
+
+
+@contextlib.contextmanager
+def interrupt_at_epoch(n: int) -> Iterator[None]:
+    """Inside the block, the trainer raises KeyboardInterrupt as epoch ``n`` (1-based) starts (a Ctrl-C)."""
+    import xmr.training.trainer as trainer
+
+    real, calls = trainer._epoch_and_bookkeeping, {"n": 0}
+
+    def dying(*a: object, **k: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        real(*a, **k)  # type: ignore[arg-type]
+
+    trainer._epoch_and_bookkeeping = dying
+    try:
+        yield
+    finally:
+        trainer._epoch_and_bookkeeping = real

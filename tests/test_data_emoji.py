@@ -5,10 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import shutil
-import stat
-import sys
 import tarfile
 import time
 from collections import Counter
@@ -17,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fakes import install_fake_npm
 from xmr.data import DATASETS, fetch_dataset, read_manifest
 from xmr.data import emoji as emoji_mod
 from xmr.data.emoji import (
@@ -247,41 +245,12 @@ def test_safe_extract_unpacks_normal_tarball(tmp_path: Path) -> None:
 
 # --- fetch with a fake npm -------------------------------------------------------------------
 
-FAKE_NPM = """#!{python}
-import os, shutil, sys
-spec = sys.argv[2]
-with open(os.environ["FAKE_NPM_LOG"], "a") as fh:
-    fh.write(" ".join(sys.argv[1:]) + "\\n")
-src = os.path.join(os.environ["FAKE_NPM_SRC"], spec.replace("@", "-") + ".tgz")
-if sys.argv[1] != "pack" or not os.path.exists(src):
-    sys.stderr.write("npm warn config something\\nnpm error code E404\\n"
-                     "npm error 404 Not Found - " + spec + "\\n")
-    sys.exit(1)
-shutil.copy(src, os.getcwd())
-print(os.path.basename(src))
-"""
-
-
 @pytest.fixture()
 def fake_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake ``npm`` first on PATH that serves tarballs of the fake packages; returns its log."""
-    src = tmp_path / "registry"
-    src.mkdir()
     pk = make_packages(tmp_path / "fake-packages")
-    for folder in (pk.openmoji, pk.twitter, pk.google, pk.emojibase):
-        with tarfile.open(src / f"{folder.parent.name}.tgz", "w:gz") as tar:
-            tar.add(folder, arcname="package")
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    npm = bindir / "npm"
-    npm.write_text(FAKE_NPM.format(python=sys.executable))
-    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
-    log = tmp_path / "npm.log"
-    log.write_text("")
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setenv("FAKE_NPM_SRC", str(src))
-    monkeypatch.setenv("FAKE_NPM_LOG", str(log))
-    return log
+    folders = (pk.openmoji, pk.twitter, pk.google, pk.emojibase)
+    return install_fake_npm(tmp_path, monkeypatch, {f.parent.name: f for f in folders})[1]
 
 
 def test_fetch_end_to_end_then_fast_noop(tmp_path: Path, fake_npm: Path) -> None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
-import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from fakes import install_fake_npm, tarball_stem
 from xmr.cli import main
 from xmr.data import icons as icons_mod
 from xmr.data import read_manifest
@@ -92,33 +89,11 @@ def test_bad_set_files_are_one_line(tmp_path: Path) -> None:
         parse_icon_set(SETS["alpha"], IconSet("ph"), source="x.json")
 
 
-FAKE_NPM = """#!{python}
-import os, shutil, sys
-spec = sys.argv[2]
-src = os.path.join(os.environ["FAKE_NPM_SRC"], spec.replace("/", "-").lstrip("@") + ".tgz")
-if sys.argv[1] != "pack" or not os.path.exists(src):
-    sys.stderr.write("npm error code E404\\nnpm error 404 Not Found - " + spec + "\\n")
-    sys.exit(1)
-shutil.copy(src, os.getcwd())
-print(os.path.basename(src))
-"""
-
-
 @pytest.fixture()
 def fake_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    registry = tmp_path / "registry"
-    registry.mkdir()
-    name, version = icons_mod.ICONIFY_PACKAGE
-    with tarfile.open(registry / f"{name.lstrip('@').replace('/', '-')}@{version}.tgz", "w:gz") as tar:
-        tar.add(_package(tmp_path / "src"), arcname="package")
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    npm = bindir / "npm"
-    npm.write_text(FAKE_NPM.format(python=sys.executable))
-    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setenv("FAKE_NPM_SRC", str(registry))
-    return registry
+    """A fake ``npm`` serving the fixture package as ``@iconify/json``; returns the folder of its tarballs."""
+    stem = tarball_stem(*icons_mod.ICONIFY_PACKAGE)
+    return install_fake_npm(tmp_path, monkeypatch, {stem: _package(tmp_path / "src")})[0]
 
 
 def test_fetch_is_deterministic_and_a_no_op_when_done(tmp_path: Path, fake_npm: Path) -> None:

@@ -15,6 +15,8 @@ from xmr.models import ModelConfig, load_model
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
 from xmr.training.ema import WeightAverage
 
+from hostile import interrupt_at_epoch
+
 
 def test_the_average_follows_the_update_rule_and_swaps_in_and_out() -> None:
     model = torch.nn.Linear(3, 2)
@@ -66,22 +68,8 @@ def test_the_best_checkpoint_holds_the_averaged_weights_and_resume_matches(tmp_p
     plain = train_joint_model(pairs, val, MC, TrainConfig(epochs=4, batch_size=12, lr=1e-2, patience=0),
                               out_dir=tmp_path / "plain")
     assert [r["val_rsum"] for r in plain.history] != [r["val_rsum"] for r in full.history]
-    import xmr.training.trainer as trainer
-
-    real, calls = trainer._epoch_and_bookkeeping, {"n": 0}
-
-    def dying(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    trainer._epoch_and_bookkeeping = dying
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / "b")
-    finally:
-        trainer._epoch_and_bookkeeping = real
+    with interrupt_at_epoch(3), pytest.raises(KeyboardInterrupt):
+        train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / "b")
     resumed = train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / "b")
     assert [r["val_rsum"] for r in resumed.history] == pytest.approx([r["val_rsum"] for r in full.history])
     assert json.loads((tmp_path / "b" / "best" / "model.json").read_text())["model_id"] == full.model.model_id

@@ -16,6 +16,8 @@ from xmr.models import load_model
 from xmr.runs import RunConfig
 from xmr.search import Searcher
 
+from hostile import interrupt_at_epoch
+
 pytestmark = pytest.mark.slow  # the real EfficientNet-Lite0 weights
 
 FT = ["--image-encoder", "efficientnet-lite0", "--text-encoder", "toy-text", "--finetune-image-blocks", "1",
@@ -66,21 +68,8 @@ def test_a_resumed_finetuning_run_equals_an_uninterrupted_one(data: tuple[Path, 
     manifest, cache = data
     args = ["-q", "train", str(manifest), "--cache-dir", str(cache), "--epochs", "3", *FT]
     assert main([*args[:2], *args[2:], "--out", str(tmp_path / "a")]) == 0
-    import xmr.training.trainer as trainer
-
-    real, calls = trainer._epoch_and_bookkeeping, {"n": 0}
-
-    def dying(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    trainer._epoch_and_bookkeeping = dying
-    try:
+    with interrupt_at_epoch(2):
         assert main([*args, "--out", str(tmp_path / "b")]) == 130  # interrupted: the work so far is kept
-    finally:
-        trainer._epoch_and_bookkeeping = real
     assert len(json.loads((tmp_path / "b" / "history.json").read_text())) == 1
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     ha = json.loads((tmp_path / "a" / "history.json").read_text())

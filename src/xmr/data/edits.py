@@ -102,7 +102,7 @@ class Edit:
     target_base: str
 
 
-def _unit_hash(seed: int, name: str) -> float:
+def unit_hash(seed: int | str, name: str) -> float:
     """A number in [0, 1) fixed by ``seed`` and ``name``."""
     digest = hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()
     return int(digest[:15], 16) / 16 ** 15
@@ -113,7 +113,7 @@ def assign_component_splits(edges: Iterable[tuple[str, str]], *, seed: int = 0,
                             val_fraction: float = VAL_FRACTION) -> dict[str, str]:
     """Split the nodes of a graph by connected component, each whole component to one split.
 
-    A component goes to ``test`` when ``_unit_hash(seed, min(component))`` is below
+    A component goes to ``test`` when ``unit_hash(seed, min(component))`` is below
     ``test_fraction``, to ``val`` below ``test_fraction + val_fraction``, else to ``train``.
 
     Args:
@@ -139,7 +139,7 @@ def assign_component_splits(edges: Iterable[tuple[str, str]], *, seed: int = 0,
             parent[max(ra, rb)] = min(ra, rb)  # the root is always the smallest member
     out: dict[str, str] = {}
     for node in parent:
-        u = _unit_hash(seed, find(node))
+        u = unit_hash(seed, find(node))
         out[node] = "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
     return out
 

@@ -30,7 +30,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import cast
@@ -201,11 +201,11 @@ def ensure_package(name: str, version: str, root: Path) -> Path:
 # Parsing the packages
 
 
-def _texts(label: str, tags: Sequence[str]) -> tuple[str, ...]:
-    """The label then the tags: stripped, deduplicated (case-insensitively), order kept."""
+def unique_texts(texts: Iterable[object]) -> tuple[str, ...]:
+    """The texts stripped, empty ones and repeats (case-insensitively) dropped, order kept."""
     out: list[str] = []
     seen: set[str] = set()
-    for t in (label, *tags):
+    for t in texts:
         t = t.strip() if isinstance(t, str) else ""
         if t and t.casefold() not in seen:
             seen.add(t.casefold())
@@ -240,7 +240,7 @@ def read_emojibase(emojibase_dir: Path) -> list[EmojiEntry]:
         if group == "component" or not key or not label or key in seen:
             continue
         seen.add(key)
-        tags = tuple(t for t in _texts(label, e.get("tags") or [])[1:])
+        tags = tuple(t for t in unique_texts([label, *(e.get("tags") or [])])[1:])
         entries.append(EmojiEntry(key=key, label=label, tags=tags, group=group,
                                   subgroup=subgroup))
     if not entries:

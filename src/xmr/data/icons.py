@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xmr.data.emoji import ensure_package, rasterise_svgs
+from xmr.data.edits import unit_hash
+from xmr.data.emoji import ensure_package, rasterise_svgs, unique_texts
 from xmr.data.manifest import Item, write_manifest
 from xmr.errors import XmrError
 from xmr.utils.io import load_json, save_json
@@ -111,17 +112,6 @@ def readable(name: str) -> str:
     return " ".join(name.replace("_", "-").split("-")).strip()
 
 
-def _texts(names: Sequence[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    seen: set[str] = set()
-    for n in names:
-        t = readable(n)
-        if t and t.casefold() not in seen:
-            seen.add(t.casefold())
-            out.append(t)
-    return tuple(out)
-
-
 def check_not_emoji(prefix: str, info: Mapping[str, Any], source: str) -> None:
     """Refuse an emoji set (held out to evaluate unseen emoji styles), naming it."""
     name = str(info.get("name", ""))
@@ -167,8 +157,8 @@ def parse_icon_set(data: object, rule: IconSet, *, source: str) -> tuple[list[Ic
         if not isinstance(body, str) or not body.strip():
             continue
         svg = svg_of(body, v.get("left", 0), v.get("top", 0), v.get("width", set_w), v.get("height", set_h))
-        aliases = [_drop_size(a, rule) for a in plain_aliases.get(name, [])]
-        out.append(Icon(rule.prefix, name, _texts([shown, *aliases]), svg, category.get(name)))
+        names = [shown, *(_drop_size(a, rule) for a in plain_aliases.get(name, []))]
+        out.append(Icon(rule.prefix, name, unique_texts(map(readable, names)), svg, category.get(name)))
     return out, dict(info)
 
 
@@ -200,7 +190,7 @@ def _choose(rule: IconSet, names: Sequence[str]) -> dict[str, str]:
 
 
 def _split(text: str) -> str:
-    u = int(hashlib.sha1(f"icons:{text.casefold()}".encode()).hexdigest()[:15], 16) / 16 ** 15
+    u = unit_hash("icons", text.casefold())  # SHA-1("icons:<text>") in [0, 1)
     return "test" if u < TEST_FRACTION else "val" if u < TEST_FRACTION + VAL_FRACTION else "train"
 
 

@@ -404,21 +404,31 @@ def _run(ckpt: Checkpoint, side: Modality, inputs: Sequence[object], dim: int | 
     return feats.float().numpy().astype(np.float32, copy=False)
 
 
-class HfClipImageEncoder(ImageEncoder):
-    """The image side of ``hf-clip:PATH``. ``encode_batch``: loaded (3, H, W) arrays -> (n, dim) float32."""
+class _CheckpointSide(Encoder):
+    """What both sides of ``hf-clip:PATH`` share: the opened checkpoint, their id, dim and forward.
 
-    default_batch_size = 32
+    The side is the encoder's own ``modality`` (``"image"`` for the image side).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.checkpoint = open_checkpoint(path)
 
     @property
     def encoder_id(self) -> str:  # type: ignore[override]  # a read-only property: computed on first use (hashes the weights)
-        return self.checkpoint.side_id("image")
+        return self.checkpoint.side_id(self.modality)
 
     @property
     def dim(self) -> int:  # type: ignore[override]  # a read-only property: read from the config, or measured once
-        return self.checkpoint.dim("image")
+        return self.checkpoint.dim(self.modality)
+
+    def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
+        return _run(self.checkpoint, self.modality, inputs, self.dim)
+
+
+class HfClipImageEncoder(_CheckpointSide, ImageEncoder):
+    """The image side of ``hf-clip:PATH``. ``encode_batch``: loaded (3, H, W) arrays -> (n, dim) float32."""
+
+    default_batch_size = 32
 
     def load(self, path: str | Path) -> np.ndarray:
         """xmr's reader, then the checkpoint's image processor. Shape: (3, H, W) float32."""
@@ -426,28 +436,11 @@ class HfClipImageEncoder(ImageEncoder):
         processor = self.checkpoint.image_processor
         return _pixels(processor, load_rgb(path, min_side=needed_side(processor)), path)
 
-    def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
-        return _run(self.checkpoint, "image", inputs, self.dim)
 
-
-class HfClipTextEncoder(TextEncoder):
+class HfClipTextEncoder(_CheckpointSide, TextEncoder):
     """The text side of ``hf-clip:PATH``. ``encode_batch``: strings -> (n, dim) float32."""
 
     default_batch_size = 64
-
-    def __init__(self, path: str | Path) -> None:
-        self.checkpoint = open_checkpoint(path)
-
-    @property
-    def encoder_id(self) -> str:  # type: ignore[override]  # a read-only property: computed on first use (hashes the weights)
-        return self.checkpoint.side_id("text")
-
-    @property
-    def dim(self) -> int:  # type: ignore[override]  # a read-only property: read from the config, or measured once
-        return self.checkpoint.dim("text")
-
-    def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
-        return _run(self.checkpoint, "text", inputs, self.dim)
 
 
 def _build(arg: str, side: Modality) -> Encoder:

@@ -81,9 +81,9 @@ class ModelConfig:
                 raise XmrError(f"a two-branch model splits embed_dim in halves; got an odd {self.embed_dim}")
         if int(self.n_instances) < 0:
             raise XmrError(f"n_instances must be >= 0, got {self.n_instances}")
-        if self.image_tail is not None and (not isinstance(self.image_tail.get("encoder"), str)
-                                            or not isinstance(self.image_tail.get("n_tail"), int)):
-            raise XmrError(f"image_tail needs an encoder name and n_tail, got {self.image_tail}")
+        for name, tail in (("image_tail", self.image_tail), ("text_tail", self.text_tail)):
+            if tail is not None and not (isinstance(tail.get("encoder"), str) and isinstance(tail.get("n_tail"), int)):
+                raise XmrError(f"{name} needs an encoder name and n_tail, got {tail}")
         tm = self.text_config
         if tm is not None and tm.out_dim != self.text_dim:
             raise XmrError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")
@@ -150,29 +150,8 @@ class JointModel(nn.Module):
         if config.two_branch is not None:  # GXN's grounded pair of heads beside the abstract one
             self.image_head_grounded = create_head(config.image_head_name, config.image_dim, branch_dim, **img_kw)
             self.text_head_grounded = create_head(config.head, config.text_dim, branch_dim, **kw)
-        self.image_tail: nn.Module | None = None
-        if config.image_tail is not None:  # the fine-tuned last blocks (pretrained until the saved weights load)
-            from xmr.encoders import create_image_encoder
-            from xmr.encoders.trunk import TrunkEncoder
-
-            trunk = TrunkEncoder(create_image_encoder(str(config.image_tail["encoder"])),
-                                 int(config.image_tail["n_tail"]))  # type: ignore[call-overload]  # checked in ModelConfig
-            if trunk.encoder_id != config.image_tail.get("trunk_id", trunk.encoder_id):
-                raise XmrError(f"the model's image tail was cut from {config.image_tail.get('trunk_id')!r}, "
-                               f"this encoder is {trunk.encoder_id!r}")
-            self.image_tail = trunk.make_tail(freeze_bn=bool(config.image_tail.get("freeze_bn", True)))
-        self.text_tail: nn.Module | None = None
-        if config.text_tail is not None:  # the fine-tuned last transformer layers of the text encoder
-            from xmr.encoders import create_text_encoder
-            from xmr.encoders.text_trunk import TextTrunkEncoder
-
-            spec = config.text_tail
-            text_trunk = TextTrunkEncoder(create_text_encoder(str(spec["encoder"])), int(spec["n_tail"]),  # type: ignore[call-overload]
-                                          int(spec["length"]))  # type: ignore[call-overload]  # JSON ints
-            if text_trunk.encoder_id != spec.get("trunk_id", text_trunk.encoder_id):
-                raise XmrError(f"the model's text tail was cut from {spec.get('trunk_id')!r}, "
-                               f"this encoder is {text_trunk.encoder_id!r}")
-            self.text_tail = text_trunk.make_tail()
+        self.image_tail = _encoder_tail(config.image_tail, "image")  # fine-tuned last blocks, or None
+        self.text_tail = _encoder_tail(config.text_tail, "text")  # fine-tuned last transformer layers, or None
         log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)
         self.classifier = SharedClassifier(config.n_instances, config.embed_dim) if config.n_instances else None
@@ -253,6 +232,30 @@ class JointModel(nn.Module):
                 self.vocab.save(tmp / VOCAB_FILE)
             save_json(tmp / "model.json", {"model_id": self.model_id, "config": self.config, **(extra or {})})
         return self.model_id
+
+
+def _encoder_tail(spec: dict[str, object] | None, modality: Modality) -> nn.Module | None:
+    """The fine-tuned tail a model config names (``image_tail`` / ``text_tail``), pretrained until the
+    saved weights load; None without one. A tail cut from another trunk than this encoder's is refused."""
+    if spec is None:
+        return None
+    from xmr.encoders import create_image_encoder, create_text_encoder
+    from xmr.encoders.text_trunk import TextTrunkEncoder
+    from xmr.encoders.trunk import TrunkEncoder
+
+    n_tail = int(spec["n_tail"])  # type: ignore[call-overload]  # a JSON int, checked in ModelConfig
+    trunk: TrunkEncoder | TextTrunkEncoder
+    if modality == "image":
+        trunk = TrunkEncoder(create_image_encoder(str(spec["encoder"])), n_tail)
+    else:
+        trunk = TextTrunkEncoder(create_text_encoder(str(spec["encoder"])), n_tail,
+                                 int(spec["length"]))  # type: ignore[call-overload]  # a JSON int
+    if trunk.encoder_id != spec.get("trunk_id", trunk.encoder_id):
+        raise XmrError(f"the model's {modality} tail was cut from {spec.get('trunk_id')!r}, "
+                       f"this encoder is {trunk.encoder_id!r}")
+    if isinstance(trunk, TrunkEncoder):
+        return trunk.make_tail(freeze_bn=bool(spec.get("freeze_bn", True)))
+    return trunk.make_tail()
 
 
 def load_model(directory: str | Path) -> JointModel:
