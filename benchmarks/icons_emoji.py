@@ -9,7 +9,8 @@ them is scored). Pools:
 - ``emoji``: emoji only (the demo's InfoNCE run);
 - ``+ MDI``: the Material Design Icons set;
 - ``+ MDI + game-icons``: and the Game Icons drawings;
-- ``+ all icon sets``: the nine sets of the icons dataset.
+- ``+ all icon sets``: the nine sets of the icons dataset;
+- ``+ all icon sets + icons-extra``: and the 22 sets of ``xmr data fetch icons-extra`` (most in colour).
 
 Each pool is trained with every ``--seeds`` seed (mean ± sd over seeds), and with each
 ``--augment`` variant: ``none``, one kind alone (``crop``, ``jitter``, ``grey``, ``lineart``) or
@@ -53,22 +54,30 @@ POOLS: dict[str, tuple[str, ...] | None] = {
     "+ MDI": ("mdi",),
     "+ MDI + game-icons": ("mdi", "game-icons"),
     "+ all icon sets": None,
+    "+ all icon sets + icons-extra": None,
 }
+#: pool name -> further datasets whose every split it adds (``xmr data fetch icons-extra`` ...)
+POOL_DATASETS: dict[str, tuple[str, ...]] = {"+ all icon sets + icons-extra": ("icons-extra",)}
 AUGMENTS: dict[str, tuple[str, ...]] = {"none": (), "crop": ("crop",), "jitter": ("jitter",), "grey": ("grey",),
                                         "lineart": ("lineart",), "all": DEFAULT_KINDS}
 METRICS = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "rsum", "i2i_group_map")
 
 
-def pool_sources(icons: Path, styles: tuple[str, ...] | None, folder: Path) -> tuple[TrainSource, ...]:
-    """The extra training sources of a pool: the icons manifest, or a manifest of some of its sets."""
+def pool_sources(pool: str, folder: Path, cache_dir: str | None) -> tuple[TrainSource, ...]:
+    """The extra training sources of a pool: the icons manifest (or a manifest of some of its sets
+    written into ``folder``), then its :data:`POOL_DATASETS`."""
+    styles = POOLS[pool]
     if styles == ():
         return ()
+    icons = fetch_dataset("icons", cache_dir)
+    further = tuple(TrainSource(str(fetch_dataset(name, cache_dir)), ICON_SPLITS)
+                    for name in POOL_DATASETS.get(pool, ()))
     if styles is None:
-        return (TrainSource(str(icons), ICON_SPLITS),)
+        return (TrainSource(str(icons), ICON_SPLITS), *further)
     path = folder / f"icons-{'-'.join(styles)}.jsonl"
     if not path.is_file():
         write_manifest([it for it in read_manifest(icons) if it.style in styles], path)
-    return (TrainSource(str(path), ICON_SPLITS),)
+    return (TrainSource(str(path), ICON_SPLITS), *further)
 
 
 def pool_slug(pool: str) -> str:
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     session = start_session(args)
     cache_dir = session.cache_dir
-    emoji, icons = fetch_dataset("emoji", cache_dir), fetch_dataset("icons", cache_dir)
+    emoji = fetch_dataset("emoji", cache_dir)
     args.runs.mkdir(parents=True, exist_ok=True)
     emoji_items = read_manifest(emoji)
     test = select_split(emoji_items, "test")
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, object]] = {}
     curve: dict[str, dict[str, list[float]]] = {}
     for pool, aug in [(p, a) for p in args.pools for a in args.augment]:
-        sources = pool_sources(icons, POOLS[pool], args.runs)
+        sources = pool_sources(pool, args.runs, cache_dir)
         augment = AugmentConfig(views=args.augment_views, kinds=AUGMENTS[aug]) if AUGMENTS[aug] else AugmentConfig()
         row_name = pool if aug == "none" else f"{pool}, augment {aug}"
         # what the pool trains on does not depend on the seed: its texts, pairs and unseen test names

@@ -116,3 +116,28 @@ def test_a_failed_fetch_is_one_line(tmp_path: Path, fake_npm: Path, capsys: pyte
     assert main(["data", "fetch", "icons", "--cache-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("xmr: error:") and "@iconify/json" in err[0], err
+
+
+def test_a_second_icons_dataset_shares_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry, calls = install_fake_npm(tmp_path, monkeypatch,
+                                       {tarball_stem(*icons_mod.ICONIFY_PACKAGE): _package(tmp_path / "src")})
+    first = fetch_icons(tmp_path / "c", image_size=16, sets=RULES[:1], progress=False)
+    second = fetch_icons(tmp_path / "c", image_size=16, sets=RULES[1:], progress=False, name="more")
+    assert first.parent.name == "icons" and second.parent.name == "more"
+    assert len(calls.read_text().splitlines()) == 1  # one npm pack: the package is kept once, in icons/
+    assert not (second.parent / "packages").exists()
+    assert {it.style for it in read_manifest(second)} == {"ph", "octicon"}
+    assert json.loads((second.parent / "dataset.json").read_text())["name"] == "more"
+
+
+def test_the_extra_sets_are_disjoint_from_the_default_ones_and_registered() -> None:
+    from xmr.data.registry import DATASETS
+
+    assert not {s.prefix for s in icons_mod.DEFAULT_SETS} & {s.prefix for s in icons_mod.EXTRA_SETS}
+    assert "icons-extra" in DATASETS.names()
+    # the variant rules keep one drawing per name: ri's line twin, solar's linear one
+    assert icons_mod._choose(IconSet("ri", size_suffixes=("line", "fill")), ["home-line", "home-fill"]) == {
+        "home-line": "home"}
+    solar = next(s for s in icons_mod.EXTRA_SETS if s.prefix == "solar")
+    assert icons_mod._choose(solar, ["cup-linear", "cup-bold", "cup-bold-duotone", "cup-line-duotone",
+                                     "cup-broken", "cup-outline"]) == {"cup-linear": "cup"}

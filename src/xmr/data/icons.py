@@ -60,6 +60,7 @@ ICONIFY_PACKAGE = ("@iconify/json", "2.2.535")
 #: Bump when the content or layout of the dataset changes, so old builds are redone.
 FORMAT_VERSION = 2  # 2: the size suffix is dropped from aliases too
 MANIFEST_NAME = "manifest.jsonl"
+PACKAGE_HOME = "icons"  # the dataset folder that keeps the package's tarball and unpacked copy
 TEST_FRACTION = 0.1
 VAL_FRACTION = 0.1
 DEFAULT_SIZE = 16  # Iconify's default icon width / height
@@ -73,8 +74,9 @@ class IconSet:
     Attributes:
         prefix: the set's Iconify prefix (``mdi``, ``game-icons`` ...).
         drop_suffixes: name endings of variants left out (``-bold`` ...), keeping the plain icon.
-        size_suffixes: size endings in order of preference (``("24", "16")``): one icon per base
-            name is kept, the first size it has; the size is dropped from the readable name.
+        size_suffixes: size (or variant) endings in order of preference (``("24", "16")``,
+            ``("line", "fill")``): one icon per base name is kept, the first ending it has; the
+            ending is dropped from the readable name.
     """
 
     prefix: str
@@ -93,6 +95,35 @@ DEFAULT_SETS: tuple[IconSet, ...] = (
     IconSet("lucide"),
     IconSet("bi"),
     IconSet("octicon", size_suffixes=("24", "16", "12", "48", "96")),
+)
+
+#: the sets of ``xmr data fetch icons-extra``: a second tier, most of it in colour (the multicolour
+#: sets are the nearest in style to the emoji), the rest drawn objects, map and health pictograms
+#: and more UI sets. Every set here is disjoint from :data:`DEFAULT_SETS`; ``-flat`` / ``-solid`` /
+#: ``-fill`` twins of an icon are left out, keeping one drawing per name.
+EXTRA_SETS: tuple[IconSet, ...] = (
+    IconSet("icon-park"),
+    IconSet("streamline-color", drop_suffixes=("-flat",)),
+    IconSet("streamline-freehand-color"),
+    IconSet("streamline-flex-color", drop_suffixes=("-flat",)),
+    IconSet("streamline-plump-color", drop_suffixes=("-flat",)),
+    IconSet("streamline-sharp-color", drop_suffixes=("-flat",)),
+    IconSet("streamline-ultimate-color"),
+    IconSet("marketeq"),
+    IconSet("flat-color-icons"),
+    IconSet("fluent-color", size_suffixes=("48", "32", "28", "24", "20", "16")),
+    IconSet("healthicons", drop_suffixes=("-outline", "-24px")),
+    IconSet("pinhead"),
+    IconSet("medical-icon"),
+    IconSet("covid"),
+    IconSet("guidance"),
+    IconSet("wi"),
+    IconSet("map"),
+    IconSet("carbon", drop_suffixes=("-filled",)),
+    IconSet("iconoir", drop_suffixes=("-solid",)),
+    IconSet("ri", size_suffixes=("line", "fill")),
+    IconSet("mingcute", size_suffixes=("line", "fill")),
+    IconSet("solar", drop_suffixes=("-bold", "-duotone", "-broken", "-outline"), size_suffixes=("linear",)),
 )
 
 
@@ -255,17 +286,19 @@ def build_icon_items(package: Path, out_dir: Path, sets: Sequence[IconSet] = DEF
 
 
 def fetch_icons(cache_dir: Path | None = None, *, image_size: int = 224, sets: Sequence[IconSet] = DEFAULT_SETS,
-                progress: bool | None = None) -> Path:
-    """Fetch and build the ``icons`` dataset; return its JSONL manifest.
+                progress: bool | None = None, name: str = "icons") -> Path:
+    """Fetch and build the ``icons`` dataset (or another list of sets as dataset ``name``); return its manifest.
 
     Idempotent and resumable like the emoji: the tarball, the unpacked package and every PNG are
     kept; the manifest is written last, so its presence means the build finished with these
     settings (``dataset.json`` records the package, sets, image size and each set's licence).
+    Images are de-duplicated within one dataset, not across two.
 
     Raises:
         XmrError: npm is missing, the package cannot be fetched, or a set is missing / an emoji set.
     """
-    root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "datasets" / "icons"
+    datasets = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "datasets"
+    root = datasets / name
     manifest = root / MANIFEST_NAME
     settings = {"format": FORMAT_VERSION, "package": list(ICONIFY_PACKAGE), "image_size": image_size,
                 "sets": [vars(s) | {"drop_suffixes": list(s.drop_suffixes), "size_suffixes": list(s.size_suffixes)}
@@ -277,12 +310,17 @@ def fetch_icons(cache_dir: Path | None = None, *, image_size: int = 224, sets: S
     if isinstance(meta, dict) and {k: meta.get(k) for k in settings} == settings:
         return manifest
     manifest.unlink(missing_ok=True)
-    package = ensure_package(*ICONIFY_PACKAGE, root)
+    package = ensure_package(*ICONIFY_PACKAGE, datasets / PACKAGE_HOME)  # one copy for every icons dataset
     items, report = build_icon_items(package, root, sets, image_size=image_size, progress=progress)
     splits = Counter(str(it.split) for it in items)
-    save_json(root / "dataset.json", {"name": "icons", **settings, "sets_report": report,
+    save_json(root / "dataset.json", {"name": name, **settings, "sets_report": report,
                                       "items": len(items), "splits": dict(sorted(splits.items()))})
     write_manifest(items, manifest)
-    log.info("icons dataset: %d icons from %d sets (%s); splits %s", len(items), len(sets),
+    log.info("%s dataset: %d icons from %d sets (%s); splits %s", name, len(items), len(sets),
              ", ".join(f"{p} {r['icons']}" for p, r in report.items()), dict(splits))
     return manifest
+
+
+def fetch_extra_icons(cache_dir: Path | None = None, *, image_size: int = 224, progress: bool | None = None) -> Path:
+    """Fetch and build ``icons-extra``: the :data:`EXTRA_SETS` of the same package; return its manifest."""
+    return fetch_icons(cache_dir, image_size=image_size, sets=EXTRA_SETS, progress=progress, name="icons-extra")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from xmr.data.composed_sets import fetch_cci, fetch_css, fetch_emoji_edits, fetch_icons
 from xmr.data.emoji import fetch_emoji
+from xmr.data.icons import fetch_extra_icons
 from xmr.data.icons import fetch_icons as fetch_icon_sets
 from xmr.registry import Registry
 
@@ -24,6 +25,7 @@ DATASETS.add("cci", fetch_cci)
 DATASETS.add("emoji-edits", fetch_emoji_edits)
 DATASETS.add("icon-edits", fetch_icons)
 DATASETS.add("icons", fetch_icon_sets)
+DATASETS.add("icons-extra", fetch_extra_icons)
 
 
 def fetch_dataset(name: str, cache_dir: str | Path | None = None, **kw: object) -> Path:
