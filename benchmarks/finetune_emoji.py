@@ -10,6 +10,7 @@ fine-tuning: the paper's schedule).
 
 Options that apply to every N of one invocation (each named in the run folder when not the
 default): ``--text-layers`` (``--finetune-text-layers``), ``--ema`` (weight average),
+``--cross-style`` (the image-image term between styles of one emoji),
 ``--augment KIND ...`` with ``--augment-views`` (augmented trunk views), ``--seeds`` (mean ± sd).
 
 Reported per N: test R@K / rsum / group mAP, seconds per epoch (training + validation), the
@@ -61,6 +62,8 @@ def run_name(args: argparse.Namespace, n: int, seed: int) -> str:
         name += f"-lr{args.finetune_lr:g}"
     if args.ema:
         name += f"-ema{args.ema:g}"
+    if args.cross_style:
+        name += f"-cs{args.cross_style:g}"
     if args.augment:
         name += f"-aug-{'+'.join(args.augment)}{args.augment_views}"
     return name + ("-2stage" if args.two_stage else "") + f"-s{seed}"
@@ -71,7 +74,7 @@ def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: 
     """Train (or load) one run and score it on the emoji test split."""
     cache_dir = session.cache_dir
     common = dict(epochs=args.epochs, seed=seed, steps_per_epoch=args.steps_per_epoch, finetune_lr=args.finetune_lr,
-                  ema_decay=args.ema)
+                  ema_decay=args.ema, cross_style=args.cross_style)
     train = (TrainConfig(loss="instance", then="instance+rank", stage1_epochs=3, rank_loss="vse++", **common)
              if args.two_stage else TrainConfig(loss="infonce", **common))
     augment = AugmentConfig(views=args.augment_views, kinds=tuple(args.augment)) if args.augment else AugmentConfig()
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-lr", type=float, default=DEFAULT_FINETUNE_LR)
     ap.add_argument("--text-layers", type=int, default=0, help="also fine-tune MiniLM's last N layers")
     ap.add_argument("--ema", type=float, default=0.0, help="weight-average decay (0: off)")
+    ap.add_argument("--cross-style", type=float, default=0.0, help="weight of the cross-style image-image term")
     ap.add_argument("--augment", nargs="*", default=[], choices=list(DEFAULT_KINDS) + ["hflip"],
                     help="augmentation kinds of the training views (none by default)")
     ap.add_argument("--augment-views", type=int, default=2)
@@ -145,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     objective = "instance -> instance+rank (Stage I: 3 epochs, frozen encoder)" if args.two_stage else "InfoNCE"
     extras = [f"text layers {args.text_layers}" if args.text_layers else "",
               f"EMA {args.ema:g}" if args.ema else "",
+              f"cross-style term {args.cross_style:g}" if args.cross_style else "",
               f"augment {'+'.join(args.augment)} x{args.augment_views} views" if args.augment else ""]
     seeds = ", ".join(map(str, args.seeds))
     text = session.report(

@@ -128,10 +128,10 @@ def test_the_new_training_options_build_the_same_config_as_the_api(tmp_path: Pat
     m = str(tmp_path / "m.jsonl")
     cli = _cli(m, f"{tmp_path / 'icons.jsonl'}:train,val@0.5", "--out", "r", "--augment-views", "2", "--augment",
                "crop,grey", "--finetune-image-blocks", "3", "--finetune-lr", "5e-5", "--ema", "0.99",
-               "--finetune-text-layers", "1", "--finetune-text-length", "16")
+               "--finetune-text-layers", "1", "--finetune-text-length", "16", "--cross-style", "0.5")
     api = RunConfig(manifest=os.path.abspath(m),
                     extra_train=(TrainSource(str(tmp_path / "icons.jsonl"), ("train", "val"), 0.5),),
                     augment=AugmentConfig(views=2, kinds=("crop", "grey")), finetune_image_blocks=3,
                     finetune_text_layers=1, finetune_text_length=16,
-                    train=TrainConfig(finetune_lr=5e-5, ema_decay=0.99))
+                    train=TrainConfig(finetune_lr=5e-5, ema_decay=0.99, cross_style=0.5))
     assert cli == api

@@ -281,6 +281,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "includes the head conv); the frozen trunk's output is cached once (0 = frozen encoder)")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="validate and keep the best checkpoint with a moving average of the weights (e.g. 0.999)")
+    p.add_argument("--cross-style", type=float, default=None, metavar="WEIGHT",
+                   help="add an image-image InfoNCE between each training image and another image of its group "
+                        "(another style of the same emoji), with this weight (0: off)")
     p.add_argument("--finetune-text-layers", type=int, default=None, metavar="N",
                    help="fine-tune the last N transformer layers of the text encoder (minilm-l6: 1..6); its frozen "
                         "token states are cached once")

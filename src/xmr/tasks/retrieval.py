@@ -23,7 +23,7 @@ TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_s
                 "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
                 "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip", "finetune_lr": "finetune_lr",
-                "ema": "ema_decay"}
+                "ema": "ema_decay", "cross_style": "cross_style"}
 TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
 AUGMENT_FIELDS = {"augment_views": "views", "augment": "kinds"}
 

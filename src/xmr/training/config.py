@@ -60,6 +60,10 @@ class TrainConfig:
         ema_decay: average the weights over steps with this decay (e.g. 0.999; 0: off) and
             validate / keep the best checkpoint with the average (:mod:`xmr.training.ema`): a
             steadier epoch choice than the raw weights' jumping validation rsum.
+        cross_style: weight of the cross-style image-image term added to the objective
+            (:func:`xmr.losses.cross_style.cross_style_loss`): each training image against another
+            image of its group, drawn afresh each epoch (0: off). Only images whose group has
+            another image take part (the emoji's four styles; an icon is its own group).
         finetune_lr: the learning rate of a fine-tuned image-encoder tail (the run's
             ``finetune_image_blocks``), below the heads' ``lr``; with ``then`` (two stages) the
             tail stays frozen through Stage I and is fine-tuned in Stage II (dual-path Sec. III).
@@ -89,6 +93,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     finetune_lr: float = 1e-4
     ema_decay: float = 0.0
+    cross_style: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in train_loss_names():
@@ -109,6 +114,7 @@ class TrainConfig:
             "pseudo_beta": 0.0 <= self.pseudo_beta <= 1.0, "pseudo_margin": self.pseudo_margin >= 0,
             "grl_eta": self.grl_eta > 0, "disc_hidden": self.disc_hidden >= 1, "grad_clip": self.grad_clip >= 0,
             "finetune_lr": self.finetune_lr > 0, "ema_decay": 0.0 <= self.ema_decay < 1.0,
+            "cross_style": self.cross_style >= 0,
             "steps_per_epoch": self.steps_per_epoch is None or self.steps_per_epoch >= 1,
             "adv_weights": len(self.adv_weights) == len(PAIR_NAMES) and all(w >= 0 for w in self.adv_weights),
         }

@@ -27,12 +27,13 @@ from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.losses import TwoStageSchedule, create_loss, instance_loss
+from xmr.losses.cross_style import cross_style_loss
 from xmr.losses.registry import LossFn
 from xmr.losses.registry import capabilities as loss_capabilities
 from xmr.models import JointModel, ModelConfig, grl_schedule, load_model, make_a3vse_discriminators
 from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
-from xmr.training.data import EvalSet, PairSet, weighted_epoch
+from xmr.training.data import EvalSet, PairSet, group_partners, weighted_epoch
 from xmr.training.ema import WeightAverage
 from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
@@ -168,6 +169,25 @@ class _Extras:
         return {**out, "pair_loss": out["loss"], **extra, "grl_gamma": torch.tensor(coeff)}
 
 
+def _add_cross_style(model: JointModel, out: dict[str, torch.Tensor], img: torch.Tensor, images: torch.Tensor,
+                     partners: torch.Tensor, img_all: torch.Tensor, groups_all: torch.Tensor, weight: float
+                     ) -> dict[str, torch.Tensor]:
+    """``out`` plus ``weight`` x the cross-style term over the batch's images that have a partner.
+
+    Args:
+        img: the batch's image embeddings. Shape: (B, embed_dim).
+        images: the batch's image indices. Shape: (B,).
+        partners: this epoch's partner per training image, -1 for none. Shape: (n_images,).
+    """
+    p = partners[images]
+    has = p >= 0
+    if int(has.sum()) < 2:  # one row has no negatives: nothing to contrast this batch
+        return {**out, "cross_style": torch.zeros(())}
+    term = cross_style_loss(img[has], model.embed_images(img_all[p[has]]), groups_all[images[has]],
+                            logit_scale=model.logit_scale)
+    return {**out, "loss": out["loss"] + weight * term, "cross_style": term}
+
+
 def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
                extras: _Extras | None = None, ema: WeightAverage | None = None) -> dict[str, float]:
@@ -186,6 +206,8 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
     img_all = torch.from_numpy(data.epoch_image_feats(cfg.seed, epoch))
     txt_all = torch.from_numpy(data.text_feats)
     groups_all = torch.from_numpy(data.image_groups)
+    partners = (torch.from_numpy(group_partners(data.image_groups, np.random.default_rng([cfg.seed, epoch, 3])))
+                if cfg.cross_style > 0 else None)
     pseudo_order = extras.pseudo_order(n_batches, cfg, epoch) if extras is not None else None
     params = [p for g in opt.param_groups for p in g["params"]]
     model.train()
@@ -195,6 +217,8 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
         img = model.embed_images(img_all[idx[:, 0]])
         txt = model.embed_texts(txt_all[idx[:, 1]])
         out = objective(model, img, txt, groups_all[idx[:, 0]], idx[:, 1])
+        if partners is not None:
+            out = _add_cross_style(model, out, img, idx[:, 0], partners, img_all, groups_all, cfg.cross_style)
         if extras is not None and extras.active:  # A3VSE Eq. 9 around the pair loss
             out = extras.add_terms(model, out, img, txt, b, pseudo_order, sched.last_epoch, cfg)
         opt.zero_grad(set_to_none=True)
