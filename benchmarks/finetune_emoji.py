@@ -89,6 +89,8 @@ def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: 
     wall = time.perf_counter() - t0
     epochs = [float(r["seconds"]) for r in res.history]
     test = evaluate_run(run, split="test", cache_dir=cache_dir, command=command_line(), show_progress=False)
+    # the cross-style choices are made on val: its group mAP as well as the trainer's rsum
+    val = evaluate_run(run, split="val", cache_dir=cache_dir, command=command_line(), show_progress=False)
     tail = res.model.config.image_tail  # names the trunk whose cache the run trained on
     cache = feature_cache_dir(cache_dir) / str(tail["trunk_id"]).replace("/", "_") if tail else None
     row = {"run": str(run), "status": res.status, "best_epoch": res.best_epoch, "epochs_run": len(epochs),
@@ -98,6 +100,7 @@ def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: 
            "trunk_cache_bytes": folder_bytes(cache) if cache else 0,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "val_rsum": float(res.best_metrics.get("rsum", float("nan"))),
+           "val_group_map": float(val["i2i_group_map"]),
            "test": {k: float(test[k]) for k in METRICS}}
     log.info("N=%d seed %d: test rsum %.1f, group mAP %.1f, %.0f s/epoch", n, seed, test["rsum"],
              test["i2i_group_map"], statistics.fmean(epochs))
@@ -134,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         return [float(r["test"][key]) for r in rows[n].values()]  # type: ignore[index]
 
     base = statistics.fmean(test_values(args.blocks[0], "rsum"))
-    table = markdown(["N blocks", *METRICS, f"Δ rsum vs N={args.blocks[0]}", "val rsum", "best epoch", "s / epoch",
-                      "setup s (trunk encode)", "trunk cache MB", "peak RSS MB"],
+    table = markdown(["N blocks", *METRICS, f"Δ rsum vs N={args.blocks[0]}", "val rsum", "val group mAP",
+                      "best epoch", "s / epoch", "setup s (trunk encode)", "trunk cache MB", "peak RSS MB"],
                      [[n, *(mean_sd(test_values(n, k)) for k in METRICS),
                        f"{statistics.fmean(test_values(n, 'rsum')) - base:+.1f}",
                        mean_sd([float(r["val_rsum"]) for r in rows[n].values()]),  # type: ignore[arg-type]
+                       mean_sd([float(r["val_group_map"]) for r in rows[n].values()]),  # type: ignore[arg-type]
                        "/".join(str(r["best_epoch"]) for r in rows[n].values()),
                        f"{mean(n, 'epoch_seconds'):.0f}",
                        "/".join("-" if r["setup_seconds"] is None else f"{r['setup_seconds']:.0f}"

@@ -12,7 +12,8 @@ them is scored). Pools:
 - ``+ all icon sets``: the nine sets of the icons dataset;
 - ``+ all icon sets + icons-extra``: and the 22 sets of ``xmr data fetch icons-extra`` (most in colour).
 
-Each pool is trained with every ``--seeds`` seed (mean ± sd over seeds), and with each
+Each pool is trained with every ``--seeds`` seed (mean ± sd over seeds), with the cross-style
+image-image term when ``--cross-style W`` is given, and with each
 ``--augment`` variant: ``none``, one kind alone (``crop``, ``jitter``, ``grey``, ``lineart``) or
 ``all`` four, with ``--augment-views`` views per training image (``xmr train --augment-views``). Scored on the whole
 emoji test split (1,526 images x 383 CLDR names) and on its subset whose names appear verbatim
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment", nargs="+", default=["none"], choices=list(AUGMENTS),
                     help="augmentation variants: none, one kind alone, or all four")
     ap.add_argument("--augment-views", type=int, default=3, help="views per training image when augmenting")
+    ap.add_argument("--cross-style", type=float, default=0.0,
+                    help="weight of the cross-style image-image term (xmr train --cross-style; 0: off)")
     ap.add_argument("--stem", default="icons_emoji", help="name of the result files")
     args = ap.parse_args(argv)
     session = start_session(args)
@@ -154,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = []
         for seed in args.seeds:
             cfg = RunConfig(manifest=str(emoji), eval_texts_per_item=EVAL_TEXTS_PER_ITEM,
-                            train=TrainConfig(loss="infonce", epochs=args.epochs, seed=seed), extra_train=sources,
+                            train=TrainConfig(loss="infonce", epochs=args.epochs, seed=seed,
+                                              cross_style=args.cross_style), extra_train=sources,
                             augment=augment)
             folder = pool_slug(pool)
             if aug != "none":
                 folder += f"-aug-{aug}{args.augment_views}"
+            if args.cross_style:
+                folder += f"-cs{args.cross_style:g}"
             run = args.runs / f"{folder}-s{seed}"
             res = train_run(cfg, run, cache_dir=cache_dir, show_progress=False)
             n_unseen = unseen_names_manifest(test, seen, run / "test-unseen-names.jsonl")
@@ -199,10 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     png = args.out / f"{args.stem}_curve.png"
     if len(curve) > 1:
         plot_curve(curve, png)
+    objective_extra = f" + cross-style term {args.cross_style:g}" if args.cross_style else ""
     text = session.report(
         "More paired data: emoji + icon sets (emoji zero-shot test split)",
-        f"InfoNCE, the demo's settings, seeds {', '.join(map(str, args.seeds))} (mean ± sd); best epoch by emoji "
-        "val rsum. R@K and group mAP in percent. Whole test split: 1,526 images x 383 CLDR names.",
+        f"InfoNCE{objective_extra}, the demo's settings, seeds {', '.join(map(str, args.seeds))} (mean ± sd); "
+        "best epoch by emoji val rsum. R@K and group mAP in percent. Whole test split: 1,526 images x 383 CLDR names.",
         table,
         "Test names that appear verbatim (case-folded) in no training text of the pool, and their images:",
         unseen_table,
