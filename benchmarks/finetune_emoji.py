@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         table)
     stem = run_name(args, 0, 0).replace(f"{pool_slug(args.pool)}-ft0", f"finetune_{pool_slug(args.pool)}")
     stem = stem.removesuffix("-s0") + ("_seeds" + "-".join(map(str, args.seeds)) if args.seeds != [0] else "")
+    stem += f"_{args.epochs}x{args.steps_per_epoch}"  # runs of other lengths never overwrite each other's results
     session.write(args.out, stem.replace("-2stage", "_2stage"),
                   text, {"rows": {str(n): {str(s): r for s, r in by_seed.items()} for n, by_seed in rows.items()},
                          "blocks": args.blocks, "seeds": args.seeds})

@@ -18,6 +18,8 @@ from xmr.models import ModelConfig
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
 from xmr.training.data import group_partners
 
+from hostile import interrupt_at_epoch
+
 
 def _hand_loss(v: torch.Tensor, p: torch.Tensor, groups: list[int], scale: float) -> float:
     """Symmetric InfoNCE written as loops: same-group off-diagonal rows are not negatives."""
@@ -99,3 +101,15 @@ def test_the_term_pulls_the_styles_of_unseen_items_together(tmp_path: Path) -> N
 def test_a_negative_weight_is_refused() -> None:
     with pytest.raises(XmrError, match="invalid cross_style"):
         TrainConfig(cross_style=-1.0)
+
+
+def test_a_resumed_run_with_the_term_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    pairs, val, _ = _styled(40, 10)
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, patience=0, cross_style=1.0)
+    full = train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / "a")
+    with interrupt_at_epoch(3), pytest.raises(KeyboardInterrupt):
+        train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / "b")
+    resumed = train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / "b")
+    assert [r["train_cross_style"] for r in resumed.history] == pytest.approx(
+        [r["train_cross_style"] for r in full.history])
+    assert resumed.model.model_id == full.model.model_id
