@@ -35,6 +35,11 @@ icons.jsonl:train,val,test``) every split may be taken.
 
 Deterministic: the same package version and set list give a byte-identical manifest (items in
 set order, then name order; image paths relative to the manifest).
+
+**icons-extra** (:func:`fetch_extra_icons`): the 22 further sets of :data:`EXTRA_SETS`, most of
+them in colour, built the same way into their own dataset folder from the same unpacked package
+(kept once, under ``datasets/icons``). Its splits follow the same name hash, so a name is in one
+split across both datasets.
 """
 
 from __future__ import annotations
