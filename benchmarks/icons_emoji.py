@@ -103,14 +103,17 @@ def plot_curve(points: dict[str, dict[str, list[float]]], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    points = dict(sorted(points.items(), key=lambda kv: statistics.fmean(kv[1]["pairs"])))  # along the x axis
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("rsum", "whole test split"), ("unseen_rsum", "names in no training text")):
         xs = [statistics.fmean(p["pairs"]) for p in points.values()]
         ys = [statistics.fmean(p[key]) for p in points.values()]
         err = [statistics.stdev(p[key]) if len(p[key]) > 1 else 0.0 for p in points.values()]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
-        for name, x, y in zip(points, xs, ys):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7)
+        if key == "rsum":  # one label per pool, beside the upper curve
+            for i, (name, x, y) in enumerate(zip(points, xs, ys)):  # alternately above and below: no overlap
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(-4, 8 if i % 2 else -16), fontsize=7,
+                            ha="right")
     ax.set_xscale("log")
     ax.set_xlabel("training pairs (log scale)")
     ax.set_ylabel("emoji zero-shot test rsum")
@@ -119,7 +122,7 @@ def plot_curve(points: dict[str, dict[str, list[float]]], png: Path) -> None:
     ax.legend()
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
