@@ -108,7 +108,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, cache_dir: 
         out.write(f"[1/4] icon dataset ready: {path}\n")
     test_items = select_split(read_manifest(manifest), "test")
     rows: dict[str, dict[str, float]] = {"chance (random vectors)": chance_metrics(test_items)}
-    for name, cfg in demo_configs(manifest, epochs, extra).items():
+    configs = demo_configs(manifest, epochs, extra)
+    for name, cfg in configs.items():
         run = _run_folder(out_dir, name)
         res = train_run(cfg, run, cache_dir=cache_dir)
         out.write(f"[2/4] trained {name}: {res.status}, best epoch {res.best_epoch}, "
@@ -117,7 +118,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, cache_dir: 
     out.write("[3/4] zero-shot test split (emoji subgroups unseen in training), "
               f"{int(rows[LOSSES[0]]['n_images'])} images x {int(rows[LOSSES[0]]['n_texts'])} CLDR names:\n\n")
     out.write(format_table(rows) + "\n")
-    for name in [n for n in rows if not n.startswith("chance")]:
+    for name in configs:
         m = rows[name]
         if "i2i_group_map" in m:
             out.write(f"  {name}: cross-style image->image mAP (same emoji, other styles) "
