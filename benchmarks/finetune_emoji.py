@@ -53,20 +53,20 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
+def variant(args: argparse.Namespace) -> str:
+    """The invocation's non-default options as a name suffix (``-t1-lr3e-05-cs3-2stage`` ...)."""
+    parts = [f"-t{args.text_layers}" if args.text_layers else "",
+             f"-lr{args.finetune_lr:g}" if args.finetune_lr != DEFAULT_FINETUNE_LR else "",
+             f"-ema{args.ema:g}" if args.ema else "",
+             f"-cs{args.cross_style:g}" if args.cross_style else "",
+             f"-aug-{'+'.join(args.augment)}{args.augment_views}" if args.augment else "",
+             "-2stage" if args.two_stage else ""]
+    return "".join(parts)
+
+
 def run_name(args: argparse.Namespace, n: int, seed: int) -> str:
     """The run folder of block count ``n`` and ``seed``: every non-default option is in the name."""
-    name = f"{pool_slug(args.pool)}-ft{n}"
-    if args.text_layers:
-        name += f"-t{args.text_layers}"
-    if args.finetune_lr != DEFAULT_FINETUNE_LR:
-        name += f"-lr{args.finetune_lr:g}"
-    if args.ema:
-        name += f"-ema{args.ema:g}"
-    if args.cross_style:
-        name += f"-cs{args.cross_style:g}"
-    if args.augment:
-        name += f"-aug-{'+'.join(args.augment)}{args.augment_views}"
-    return name + ("-2stage" if args.two_stage else "") + f"-s{seed}"
+    return f"{pool_slug(args.pool)}-ft{n}{variant(args)}-s{seed}"
 
 
 def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: tuple[TrainSource, ...], n: int,
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'; '.join(e for e in extras if e) or 'no augmentation'}; seeds {seeds} (mean ± sd when several); "
         "best epoch by emoji val rsum. N = 0 is the frozen encoder (the baseline, same settings).",
         table)
-    stem = run_name(args, 0, 0).replace(f"{pool_slug(args.pool)}-ft0", f"finetune_{pool_slug(args.pool)}")
-    stem = stem.removesuffix("-s0") + ("_seeds" + "-".join(map(str, args.seeds)) if args.seeds != [0] else "")
-    stem += f"_{args.epochs}x{args.steps_per_epoch}"  # runs of other lengths never overwrite each other's results
+    seeds_part = "_seeds" + "-".join(map(str, args.seeds)) if args.seeds != [0] else ""
+    # runs of other lengths never overwrite each other's results
+    stem = f"finetune_{pool_slug(args.pool)}{variant(args)}{seeds_part}_{args.epochs}x{args.steps_per_epoch}"
     session.write(args.out, stem.replace("-2stage", "_2stage"),
                   text, {"rows": {str(n): {str(s): r for s, r in by_seed.items()} for n, by_seed in rows.items()},
                          "blocks": args.blocks, "seeds": args.seeds})

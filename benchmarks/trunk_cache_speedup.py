@@ -35,13 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     session = start_session(args)
     items = select_split(read_manifest(fetch_dataset("emoji", session.cache_dir)), "train")[: args.batch]
     base = create_image_encoder("efficientnet-lite0")
-    x = base.to_input([base.load(it.image) for it in items])  # type: ignore[attr-defined]
+    arrays = [base.load(it.image) for it in items]  # decoded once, for every N
+    x = base.to_input(arrays)  # type: ignore[attr-defined]
     rows = []
     for n in args.blocks:
         trunk = TrunkEncoder(base, n)
         tail = trunk.make_tail()
         tail.train()
-        cached = torch.from_numpy(trunk.encode_batch([base.load(it.image) for it in items]))
+        cached = torch.from_numpy(trunk.encode_batch(arrays))
 
         def step(act: torch.Tensor) -> None:
             tail.zero_grad(set_to_none=True)
