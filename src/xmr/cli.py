@@ -164,6 +164,19 @@ def _cmd_demo(a: argparse.Namespace) -> None:
              more_data=a.more_data)
 
 
+def _cmd_caption(a: argparse.Namespace) -> None:
+    from xmr.workflows.imagine import caption_image
+
+    print(caption_image(a.run, a.image, beam=a.beam))
+
+
+def _cmd_imagine(a: argparse.Namespace) -> None:
+    from xmr.workflows.imagine import imagine_images
+
+    for path in imagine_images(a.run, a.text, a.out, n=a.n, seed=a.seed, mean=a.mean):
+        print(path)
+
+
 def _cmd_list(a: argparse.Namespace) -> None:
     from xmr.data import DATASETS
     from xmr.encoders import ENCODERS
@@ -181,6 +194,16 @@ def _cmd_list(a: argparse.Namespace) -> None:
                         ("heads", HEADS.names()), ("indexes", INDEXES.names()), ("rerankers", RERANKERS.names()),
                         ("datasets", DATASETS.names())):
         print(f"{name}: {', '.join(names)}")
+
+
+def _generative_paths(text: str) -> tuple[str, ...]:
+    """argparse type: ``i2t``, ``t2i`` or ``i2t,t2i`` (GXN's generative paths)."""
+    from xmr.training.config import GENERATIVE_PATHS
+
+    paths = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not paths or any(p not in GENERATIVE_PATHS for p in paths) or len(set(paths)) != len(paths):
+        raise argparse.ArgumentTypeError(f"expected i2t, t2i or i2t,t2i, got {text!r}")
+    return paths
 
 
 def _positive_int(text: str) -> int:
@@ -268,6 +291,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="how the space scores a pair: cosine | order (GXN order violation; ranking losses only)")
     p.add_argument("--two-branch", type=float, default=None, metavar="LAMBDA",
                    help="GXN abstract + grounded heads scored by s* = lam s_h + (1 - lam) s_l (GXN: 0.5)")
+    p.add_argument("--generative", type=_generative_paths, default=None, metavar="PATHS",
+                   help="with --two-branch: GXN's generative paths on the grounded branch, i2t (caption decoder, "
+                        "XE then self-critical CIDEr-D), t2i (text-to-image GAN) or i2t,t2i (Algorithm 1)")
+    p.add_argument("--caption-xe-only", action="store_true", default=None,
+                   help="i2t: train the caption decoder on cross-entropy only (no self-critical reward)")
+    p.add_argument("--caption-xe-epochs", type=int, default=None,
+                   help="i2t: cross-entropy-only epochs before the mixed XE + CIDEr-D reward loss")
     p.add_argument("--image-head", default=None,
                    help="image-side head if not --head: region-attention | region-mean (A3VSE; need a region "
                         "image encoder such as efficientnet-lite0-regions)")
@@ -443,6 +473,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "emoji + icons (InfoNCE + --cross-style 3); about 17 more minutes the first time")
     _add_cache(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("caption", help="a caption for an image from a run trained with --generative i2t")
+    p.add_argument("run")
+    p.add_argument("--image", required=True)
+    p.add_argument("--beam", type=_positive_int, default=1, help="beam width (default 1: greedy decoding)")
+    p.set_defaults(func=_cmd_caption)
+
+    p = sub.add_parser("imagine", help="64x64 images for a text from a run trained with --generative t2i")
+    p.add_argument("run")
+    p.add_argument("--text", required=True)
+    p.add_argument("--out", required=True, help="PNG path; with --n > 1, OUT-1.png, OUT-2.png ...")
+    p.add_argument("--n", type=_positive_int, default=4, help="images to draw (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the noise z and the condition sample")
+    p.add_argument("--mean", action="store_true", help="use the condition's mean instead of a sample of it")
+    p.set_defaults(func=_cmd_imagine)
 
     p = sub.add_parser("list", help="registered encoders, losses, heads, indexes, re-rankers and datasets")
     p.set_defaults(func=_cmd_list)

@@ -15,6 +15,7 @@ from xmr.data.composed_sets import fetch_cci, fetch_css, fetch_emoji_edits, fetc
 from xmr.data.emoji import fetch_emoji
 from xmr.data.icons import fetch_extra_icons
 from xmr.data.icons import fetch_icons as fetch_icon_sets
+from xmr.data.scene_captions import fetch_scene_captions
 from xmr.registry import Registry
 
 #: name -> fetch function ``(cache_dir: Path | None, **kw) -> manifest path``
@@ -26,6 +27,7 @@ DATASETS.add("emoji-edits", fetch_emoji_edits)
 DATASETS.add("icon-edits", fetch_icons)
 DATASETS.add("icons", fetch_icon_sets)
 DATASETS.add("icons-extra", fetch_extra_icons)
+DATASETS.add("scene-captions", fetch_scene_captions)
 
 
 def fetch_dataset(name: str, cache_dir: str | Path | None = None, **kw: object) -> Path:

@@ -363,7 +363,7 @@ def image_name(scene: Scene) -> str:
     return f"images/{hashlib.sha1(scene.key().encode()).hexdigest()[:16]}.png"
 
 
-def _write_images(out_dir: Path, scenes: Sequence[Scene], image_size: int, desc: str) -> None:
+def write_scene_images(out_dir: Path, scenes: Sequence[Scene], image_size: int, desc: str) -> None:
     """Render and write each scene's PNG via a temporary file and a rename (no fsync: a file's name fixes its
     content, so a rerun rewrites it; the manifest, written last and atomically, is the commit point)."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -439,7 +439,7 @@ def make_css_dataset(out_dir: str | Path, *, n_train: int, n_test: int, seed: in
     scenes = [s for src, _, tgt, _ in triplets for s in (src, tgt)]
     items, ids = _items(out_dir, scenes, "css")
     distinct = list({s.key(): s for s in scenes}.values())  # dicts keep first-seen order, as the items do
-    _write_images(out_dir, distinct, image_size, "css images")
+    write_scene_images(out_dir, distinct, image_size, "css images")
     triplets_path = write_triplets([EditTriplet(ids[s.key()], m.text, ids[t.key()], split)
                                     for s, m, t, split in triplets], out_dir / "triplets.jsonl")
     manifest_path = write_manifest(items, out_dir / "manifest.jsonl")
@@ -514,7 +514,7 @@ def make_cci_dataset(out_dir: str | Path, *, seed: int, branching: int = 10, rou
     out_dir = Path(out_dir)
     scenes, edges = generate_cci_tree(random.Random(seed), branching=branching, rounds=rounds)
     items, ids = _items(out_dir, scenes, "cci")
-    _write_images(out_dir, scenes, image_size, "cci images")
+    write_scene_images(out_dir, scenes, image_size, "cci images")
     triplets_path = write_triplets([EditTriplet(ids[scenes[s].key()], m.text, ids[scenes[t].key()],
                                                 "test" if rnd == rounds else "train")
                                     for s, m, t, rnd in edges], out_dir / "triplets.jsonl")

@@ -19,7 +19,9 @@ from torch import nn
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.modality import Modality, check_modality
+from xmr.models.captioner import CaptionDecoder, CaptionerConfig
 from xmr.models.heads import HEADS, create_head
+from xmr.models.image_gan import GanConfig, ImageGenerator
 from xmr.models.shared_classifier import SharedClassifier
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
 from xmr.utils.folders import atomic_folder, recover_folder
@@ -27,6 +29,7 @@ from xmr.utils.io import load_json_object, save_json, without_removed_fields
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 VOCAB_FILE = "vocab.json"
+CAPTION_VOCAB_FILE = "caption_vocab.json"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class ModelConfig:
     features are then the trunk's boundary activations (:mod:`xmr.encoders.trunk`) and
     ``image_dim`` is the tail's output size. ``text_tail``: the same for the text encoder's last
     layers, ``{"encoder", "n_tail", "length", "trunk_id"}`` (:mod:`xmr.encoders.text_trunk`).
+    ``captioner`` / ``image_generator``: GXN's generative paths on the grounded branch, a
+    :class:`~xmr.models.captioner.CaptionerConfig` / :class:`~xmr.models.image_gan.GanConfig` as
+    a dict (two-branch models only).
     """
 
     image_encoder: str
@@ -58,6 +64,8 @@ class ModelConfig:
     image_regions: int = 0
     image_tail: dict[str, object] | None = None
     text_tail: dict[str, object] | None = None
+    captioner: dict[str, object] | None = None
+    image_generator: dict[str, object] | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
@@ -84,6 +92,13 @@ class ModelConfig:
         for name, tail in (("image_tail", self.image_tail), ("text_tail", self.text_tail)):
             if tail is not None and not (isinstance(tail.get("encoder"), str) and isinstance(tail.get("n_tail"), int)):
                 raise XmrError(f"{name} needs an encoder name and n_tail, got {tail}")
+        half = int(self.embed_dim) // 2  # the grounded branch's size: what each generative path reads
+        for name, spec, key in (("captioner", self.captioner, "in_dim"), ("image_generator", self.image_generator,
+                                                                         "cond_dim")):
+            if spec is not None and self.two_branch is None:
+                raise XmrError(f"a {name} reads the grounded branch: it needs a two-branch model")
+            if spec is not None and spec.get(key) != half:
+                raise XmrError(f"the {name} reads a grounded feature of size {half}, got {key} {spec.get(key)}")
         tm = self.text_config
         if tm is not None and tm.out_dim != self.text_dim:
             raise XmrError(f"text_dim ({self.text_dim}) must equal the text model's out_dim ({tm.out_dim})")
@@ -119,6 +134,7 @@ class JointModel(nn.Module):
     Args:
         config: the architecture.
         vocab: the word-level model's vocabulary (required with ``config.text_model``).
+        caption_vocab: the caption decoder's vocabulary (required with ``config.captioner``).
         word_vectors: ``(words, vectors)`` for a GloVe-initialised word table (None: the
             packaged GloVe); ignored with random init.
         pretrained_words: initialise the word table as the config says; False starts it at
@@ -127,10 +143,11 @@ class JointModel(nn.Module):
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary | None = None,
                  word_vectors: tuple[list[str], np.ndarray] | None = None, *,
-                 pretrained_words: bool = True) -> None:
+                 pretrained_words: bool = True, caption_vocab: Vocabulary | None = None) -> None:
         super().__init__()
         self.config = config
         self.vocab = vocab
+        self.caption_vocab = caption_vocab
         self.text_model: nn.Module | None = None
         text_cfg = config.text_config
         self._shift_words = text_cfg is not None and text_cfg.shift_for_training  # position shift in training
@@ -155,6 +172,17 @@ class JointModel(nn.Module):
         log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)
         self.classifier = SharedClassifier(config.n_instances, config.embed_dim) if config.n_instances else None
+        self.captioner: CaptionDecoder | None = None  # GXN's RNN_Dec on v_l (Sec. 3.3)
+        if config.captioner is not None:
+            if caption_vocab is None:
+                raise XmrError("a captioner needs its caption vocabulary")
+            self.captioner = CaptionDecoder(CaptionerConfig(**config.captioner))  # type: ignore[arg-type]
+            if len(caption_vocab) != self.captioner.config.vocab_size:
+                raise XmrError(f"the caption vocabulary has {len(caption_vocab)} ids, the captioner "
+                               f"{self.captioner.config.vocab_size}")
+        self.image_generator: ImageGenerator | None = None  # GXN's G_i with conditioning augmentation on t_l
+        if config.image_generator is not None:
+            self.image_generator = ImageGenerator(GanConfig(**config.image_generator))  # type: ignore[arg-type]
         self.model_id = "untrained"
 
     @property
@@ -191,6 +219,8 @@ class JointModel(nn.Module):
         if self.config.two_branch is None:
             raise XmrError("this model has one branch; train it with a two-branch lambda for a grounded branch")
         if modality == "image":
+            if self.image_tail is not None:
+                feats = self.image_tail(self.image_tail.unflatten(feats))  # type: ignore[operator]  # an ImageTail
             return self.image_head_grounded(feats)
         return self.text_head_grounded(self._text_features(feats))
 
@@ -230,6 +260,8 @@ class JointModel(nn.Module):
             self.model_id = save_weights(self, tmp)
             if self.vocab is not None:
                 self.vocab.save(tmp / VOCAB_FILE)
+            if self.caption_vocab is not None:
+                self.caption_vocab.save(tmp / CAPTION_VOCAB_FILE)
             save_json(tmp / "model.json", {"model_id": self.model_id, "config": self.config, **(extra or {})})
         return self.model_id
 
@@ -273,6 +305,12 @@ def load_model(directory: str | Path) -> JointModel:
         if not (directory / VOCAB_FILE).is_file():
             raise XmrError(f"{directory / VOCAB_FILE}: the vocabulary of the {text_cfg.kind} text model is missing")
         vocab = Vocabulary.load(directory / VOCAB_FILE)
-    model = JointModel(config, vocab, pretrained_words=False)  # the saved weights replace the word table
+    caption_vocab = None
+    if config.captioner is not None:
+        if not (directory / CAPTION_VOCAB_FILE).is_file():
+            raise XmrError(f"{directory / CAPTION_VOCAB_FILE}: the captioner's vocabulary is missing")
+        caption_vocab = Vocabulary.load(directory / CAPTION_VOCAB_FILE)
+    model = JointModel(config, vocab, pretrained_words=False,  # the saved weights replace the word table
+                       caption_vocab=caption_vocab)
     model.model_id = load_weights(model, directory, expect_id=saved_model_id(meta, directory / "model.json"))
     return model.eval()

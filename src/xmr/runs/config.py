@@ -211,6 +211,9 @@ class RunConfig(BaseRunConfig):
                            f"{self.train.loss} scores by the inner product")
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
             raise XmrError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
+        if self.train.generative and self.two_branch is None:
+            raise XmrError(f"the generative paths ({','.join(self.train.generative)}) read GXN's grounded branch: "
+                           "give --two-branch LAMBDA (GXN: 0.5)")
 
 
 def head_settings(cfg: RunConfig) -> dict[str, Any]:

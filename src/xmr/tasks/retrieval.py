@@ -23,7 +23,8 @@ TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_s
                 "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
                 "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip", "finetune_lr": "finetune_lr",
-                "ema": "ema_decay", "cross_style": "cross_style"}
+                "ema": "ema_decay", "cross_style": "cross_style", "generative": "generative",
+                "caption_xe_epochs": "caption_xe_epochs"}
 TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
 AUGMENT_FIELDS = {"augment_views": "views", "augment": "kinds"}
 
@@ -36,7 +37,8 @@ class RetrievalTask(Task):
     """Learn a joint space; index it; search by text or image; R@K / medr / rsum (+ mAP, CMC)."""
 
     name = "retrieval"
-    train_options = frozenset({"image_root", "no_position_shift", "skip_bad", "extra_train", "train_bn_stats"})
+    train_options = frozenset({"image_root", "no_position_shift", "skip_bad", "extra_train", "train_bn_stats",
+                               "caption_xe_only"})
     eval_options = frozenset({"split", "mode", "manifest", "texts_per_item", "rerank", "rerank_param", "skip_bad",
                               "out", "cache_dir"})
     search_options = frozenset({"text", "image", "k", "target", "index", "rerank", "rerank_param"})
@@ -69,7 +71,12 @@ class RetrievalTask(Task):
             shown = ", ".join(sorted("--" + d.replace("_", "-") for d in names))
             raise XmrError(f"{shown} apply to a word-level --text-encoder ({', '.join(TEXT_MODELS.names())}) only")
         try:
-            train = TrainConfig(**_pick(given, TRAIN_FIELDS))
+            train_options = _pick(given, TRAIN_FIELDS)
+            if given.get("caption_xe_only"):
+                if "i2t" not in (train_options.get("generative") or ()):
+                    raise XmrError("--caption-xe-only applies to --generative i2t only")
+                train_options["caption_rl"] = False
+            train = TrainConfig(**train_options)
             root = given.get("image_root")
             extra = tuple(TrainSource.parse(str(s)) for s in given.get("extra_train") or ())
             augment = _pick(given, AUGMENT_FIELDS)

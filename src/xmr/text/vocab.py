@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,26 +24,13 @@ from pathlib import Path
 
 from xmr.errors import XmrError
 from xmr.utils.io import load_json, save_json
+from xmr.utils.tokens import tokenize
 
 PAD_ID = 0
 UNK_ID = 1
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 FORMAT = "xmr-vocabulary-v1"
-
-# A token is a maximal run of Unicode letters or digits ("[^\W_]" = \w without the underscore).
-_TOKEN = re.compile(r"[^\W_]+")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case ``text`` and split it on every non-alphanumeric character.
-
-    Punctuation, underscores and whitespace separate tokens and are dropped, so
-    ``"Don't-stop, 2 cats!"`` gives ``["don", "t", "stop", "2", "cats"]``. Lower-casing matches
-    GloVe 6B, whose vocabulary is lower-case.
-    """
-    return _TOKEN.findall(text.lower())
-
 
 @dataclass(frozen=True)
 class VocabConfig:

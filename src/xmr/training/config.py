@@ -13,6 +13,8 @@ HARDEST_NEGATIVE_LOSSES = ("vse++",)
 #: the dual-path paper's instance loss (a shared classifier over training groups, Eqs. 5-8); not a
 #: registered pair loss because it also takes the group labels and the classifier weight
 INSTANCE = "instance"
+#: GXN's generative training paths (Algorithm 1): caption decoding from v_l, image generation from t_l
+GENERATIVE_PATHS = ("i2t", "t2i")
 #: Stage II of the dual-path schedule: instance loss + the ranking loss ``rank_loss`` (Eq. 9)
 INSTANCE_RANK = "instance+rank"
 
@@ -67,6 +69,20 @@ class TrainConfig:
         finetune_lr: the learning rate of a fine-tuned image-encoder tail (the run's
             ``finetune_image_blocks``), below the heads' ``lr``; with ``then`` (two stages) the
             tail stays frozen through Stage I and is fine-tuned in Stage II (dual-path Sec. III).
+        generative: GXN's generative paths on the grounded branch (Algorithm 1): ``"i2t"`` decodes
+            the caption from v_l (Sec. 3.3), ``"t2i"`` generates the image from t_l (Sec. 3.4);
+            each step runs a path's update and then the rank update of Eq. 3. Needs a two-branch model.
+        caption_rl: after ``caption_xe_epochs`` XE-only epochs, train the decoder on the mixed loss
+            (1 - gamma) L_xe + gamma L_rl (Eq. 7), L_rl self-critical with a CIDEr-D reward and the
+            greedy decode's reward as baseline (Eqs. 5-6); False: cross-entropy throughout ("i2t, xe").
+        caption_xe_epochs: XE-only epochs before the mixed loss.
+        rl_gamma: gamma of Eq. 7 at the first and last mixed epoch, linear in between (GXN: 0.05 -> 0.95).
+        scheduled_sampling: the highest probability that a decoder step reads its own sampled
+            word instead of the ground truth (Algorithm 1, Gen_i2t line 2).
+        scheduled_sampling_step: that probability's rise per epoch (0, step, 2 step, ... up to the highest).
+        gan_beta_f, gan_beta_w: weights of the fake-image and wrong-caption terms of D's loss (Eq. 11; GXN 0.5, 0.5).
+        gan_beta_s: weight of the conditioning-augmentation KL in G's loss (Eq. 12; GXN 2).
+        gan_lr: Adam learning rate of the discriminator (betas 0.5, 0.999; GXN: 2e-4).
     """
 
     loss: str = "infonce"
@@ -94,6 +110,16 @@ class TrainConfig:
     finetune_lr: float = 1e-4
     ema_decay: float = 0.0
     cross_style: float = 0.0
+    generative: tuple[str, ...] = ()
+    caption_rl: bool = True
+    caption_xe_epochs: int = 1
+    rl_gamma: tuple[float, float] = (0.05, 0.95)
+    scheduled_sampling: float = 0.25
+    scheduled_sampling_step: float = 0.05
+    gan_beta_f: float = 0.5
+    gan_beta_w: float = 0.5
+    gan_beta_s: float = 2.0
+    gan_lr: float = 2e-4
 
     def __post_init__(self) -> None:
         if self.loss not in train_loss_names():
@@ -105,6 +131,12 @@ class TrainConfig:
         if self.then is not None and not 1 <= self.stage1_epochs < self.epochs:
             raise XmrError(f"stage1_epochs ({self.stage1_epochs}) must be in [1, epochs={self.epochs}) "
                              f"with then={self.then!r}")
+        object.__setattr__(self, "generative", tuple(self.generative))  # JSON lists too
+        object.__setattr__(self, "rl_gamma", tuple(float(g) for g in self.rl_gamma))
+        bad = [p for p in self.generative if p not in GENERATIVE_PATHS]
+        if bad or len(set(self.generative)) != len(self.generative):
+            raise XmrError(f"generative paths must be distinct names of {', '.join(GENERATIVE_PATHS)}, "
+                           f"got {','.join(self.generative)}")
         checks = {
             "seed": 0 <= self.seed < 2**32, "margin": self.margin >= 0, "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 2,
@@ -114,7 +146,12 @@ class TrainConfig:
             "pseudo_beta": 0.0 <= self.pseudo_beta <= 1.0, "pseudo_margin": self.pseudo_margin >= 0,
             "grl_eta": self.grl_eta > 0, "disc_hidden": self.disc_hidden >= 1, "grad_clip": self.grad_clip >= 0,
             "finetune_lr": self.finetune_lr > 0, "ema_decay": 0.0 <= self.ema_decay < 1.0,
-            "cross_style": self.cross_style >= 0,
+            "cross_style": self.cross_style >= 0, "caption_xe_epochs": self.caption_xe_epochs >= 0,
+            "rl_gamma": len(self.rl_gamma) == 2 and all(0.0 <= g <= 1.0 for g in self.rl_gamma),
+            "scheduled_sampling": 0.0 <= self.scheduled_sampling <= 1.0,
+            "scheduled_sampling_step": self.scheduled_sampling_step >= 0,
+            "gan_beta_f": self.gan_beta_f >= 0, "gan_beta_w": self.gan_beta_w >= 0, "gan_beta_s": self.gan_beta_s >= 0,
+            "gan_lr": self.gan_lr > 0,
             "steps_per_epoch": self.steps_per_epoch is None or self.steps_per_epoch >= 1,
             "adv_weights": len(self.adv_weights) == len(PAIR_NAMES) and all(w >= 0 for w in self.adv_weights),
         }
@@ -124,6 +161,19 @@ class TrainConfig:
         object.__setattr__(self, "adv_weights", tuple(float(w) for w in self.adv_weights))  # JSON lists too
         if self.hardest_negative and self.epochs <= self.vse0_warmup_epochs:
             raise XmrError(f"epochs ({self.epochs}) must exceed vse0_warmup_epochs ({self.vse0_warmup_epochs})")
+
+    def caption_gamma(self, epoch: int) -> float:
+        """Eq. 7's gamma in 0-based ``epoch``: 0 in the XE-only epochs (and without ``caption_rl``),
+        then linear from ``rl_gamma[0]`` at the first mixed epoch to ``rl_gamma[1]`` at the last."""
+        if not self.caption_rl or epoch < self.caption_xe_epochs:
+            return 0.0
+        span = max(1, self.epochs - 1 - self.caption_xe_epochs)
+        lo, hi = self.rl_gamma
+        return lo + (hi - lo) * min(1.0, (epoch - self.caption_xe_epochs) / span)
+
+    def sampling_prob(self, epoch: int) -> float:
+        """Scheduled sampling's probability in 0-based ``epoch``: ``step x epoch``, capped at ``scheduled_sampling``."""
+        return min(self.scheduled_sampling, self.scheduled_sampling_step * epoch)
 
     @property
     def scores_by_inner_product(self) -> bool:

@@ -35,6 +35,7 @@ from xmr.text import Vocabulary
 from xmr.training.config import INSTANCE, INSTANCE_RANK, TrainConfig
 from xmr.training.data import EvalSet, PairSet, group_partners, weighted_epoch
 from xmr.training.ema import WeightAverage
+from xmr.training.generative import GenerativeData, GenerativePaths
 from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
 from xmr.training.sparse_objective import PAIR_NAMES, sparse_alignment_loss
@@ -190,7 +191,8 @@ def _add_cross_style(model: JointModel, out: dict[str, torch.Tensor], img: torch
 
 def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-               extras: _Extras | None = None, ema: WeightAverage | None = None) -> dict[str, float]:
+               extras: _Extras | None = None, ema: WeightAverage | None = None,
+               gen: GenerativePaths | None = None) -> dict[str, float]:
     objective, loss_name = objective_for_epoch(cfg, epoch, model.config.similarity)
     rng = np.random.default_rng([cfg.seed, epoch])
     if data.weights is not None:  # per-source weights: a fresh weighted draw of the pairs each epoch
@@ -212,8 +214,9 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
     params = [p for g in opt.param_groups for p in g["params"]]
     model.train()
     totals: dict[str, float] = {}
-    for b in progress(range(n_batches), desc=f"epoch {epoch + 1}", unit="batch"):
-        idx = torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]])
+
+    def rank_update(b: int, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimiser step on the run's objective (GXN's "Match": Eq. 3 with a two-branch ranking loss)."""
         img = model.embed_images(img_all[idx[:, 0]])
         txt = model.embed_texts(txt_all[idx[:, 1]])
         out = objective(model, img, txt, groups_all[idx[:, 0]], idx[:, 1])
@@ -227,6 +230,20 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()  # parameters without a gradient are left as they are
+        return out
+
+    for b in progress(range(n_batches), desc=f"epoch {epoch + 1}", unit="batch"):
+        idx = torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]])
+        if gen is None:
+            out = rank_update(b, idx)
+        else:  # Algorithm 1: Gen_i2t then Match, Gen_t2i then Match
+            out = {}
+            if gen.i2t:
+                out.update(gen.update_i2t(model, opt, img_all[idx[:, 0]], idx[:, 0], idx[:, 1], epoch))
+                out.update(rank_update(b, idx))
+            if gen.t2i:
+                out.update(gen.update_t2i(model, opt, txt_all[idx[:, 1]], idx[:, 0], groups_all[idx[:, 0]]))
+                out.update(rank_update(b, idx))
         sched.step()
         if ema is not None:
             ema.update(model)
@@ -240,19 +257,21 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
 
 def save_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                       sched: torch.optim.lr_scheduler.LRScheduler, st: TrainState,
-                      discriminators: torch.nn.Module | None = None, ema: WeightAverage | None = None) -> None:
+                      discriminators: torch.nn.Module | None = None, ema: WeightAverage | None = None,
+                      gen: GenerativePaths | None = None) -> None:
     """Write what resuming after this epoch needs (``last.pt``): weights, optimiser, schedule, RNG, bookkeeping."""
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
              "torch_rng": torch.get_rng_state(), "st": st.to_dict(),
              **({"discriminators": discriminators.state_dict()} if discriminators is not None else {}),
-             **({"ema": ema.state_dict()} if ema is not None else {})}
+             **({"ema": ema.state_dict()} if ema is not None else {}),
+             **({"generative": gen.state_dict()} if gen is not None else {})}
     atomic_save_file(path, lambda tmp: torch.save(state, tmp))
 
 
 def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                          sched: torch.optim.lr_scheduler.LRScheduler,
-                         discriminators: torch.nn.Module | None = None, ema: WeightAverage | None = None
-                         ) -> TrainState:
+                         discriminators: torch.nn.Module | None = None, ema: WeightAverage | None = None,
+                         gen: GenerativePaths | None = None) -> TrainState:
     """Load the state :func:`save_resume_state` wrote; returns the bookkeeping dict."""
     try:
         saved = torch.load(path, weights_only=True)  # tensors and plain containers only: no pickled code runs
@@ -264,6 +283,8 @@ def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Op
         torch.set_rng_state(saved["torch_rng"])
         if ema is not None:
             ema.load_state_dict(saved["ema"])
+        if gen is not None:
+            gen.load_state_dict(saved["generative"])
         return TrainState.from_dict(saved["st"])
     except Exception as e:  # torch raises many types for a damaged file
         raise XmrError(f"cannot resume from {path} ({type(e).__name__}); delete it or pass overwrite "
@@ -272,7 +293,8 @@ def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Op
 
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,
                       out_dir: str | Path, overwrite: bool = False, vocab: Vocabulary | None = None,
-                      pseudo: PairSet | None = None) -> TrainResult[JointModel]:
+                      pseudo: PairSet | None = None, caption_vocab: Vocabulary | None = None,
+                      generative: GenerativeData | None = None) -> TrainResult[JointModel]:
     """Train a joint model; resume if ``out_dir`` holds an unfinished run of the same config.
 
     ``vocab`` is the word-level text model's vocabulary (``model_config.text_model``); the text
@@ -280,7 +302,10 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     pseudo-texts (A3VSE): each step then also draws a batch of them and adds their hinge
     (weight ``1 - config.pseudo_beta``); ``config.adversarial`` adds the domain discriminators
     (:func:`~xmr.training.sparse_objective.sparse_alignment_loss`), which are trained with the
-    model and kept in ``last.pt`` but not in the saved model. Returns the best (highest
+    model and kept in ``last.pt`` but not in the saved model. ``config.generative`` adds GXN's
+    generative paths (:class:`~xmr.training.generative.GenerativePaths`, reading ``generative``;
+    the caption decoder's vocabulary is ``caption_vocab``): each step then runs Gen_i2t and / or
+    Gen_t2i, each followed by a rank update (Algorithm 1). Returns the best (highest
     validation rsum) model. A finished run is loaded, not retrained.
     """
     out = Path(out_dir)
@@ -288,6 +313,7 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     spec = {"train": config, "model": model_config, "n_pairs": int(len(train.pairs)),
             "n_train_images": int(len(train.image_feats)),
             **({"vocab": vocab.digest()} if vocab is not None else {}),
+            **({"caption_vocab": caption_vocab.digest()} if caption_vocab is not None else {}),
             **({"n_pseudo_pairs": int(len(pseudo.pairs))} if pseudo is not None else {})}
     resumable = _check_run_dir(out, spec, overwrite)
     save_json(out / "train.json", spec)
@@ -297,7 +323,9 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     torch.manual_seed(config.seed)
     if (pseudo is not None or config.adversarial) and not is_inner_product(model_config.similarity):
         raise XmrError("pseudo pairs and the adversarial terms score by cosine; train them with --similarity cosine")
-    model = JointModel(model_config, vocab)
+    model = JointModel(model_config, vocab, caption_vocab=caption_vocab)
+    gen = GenerativePaths(model, config, generative or GenerativeData(), len(train.image_feats)) \
+        if config.generative else None
     discs = make_a3vse_discriminators(model_config.embed_dim, hidden_dim=config.disc_hidden) \
         if config.adversarial else None
     trainable = [*model.parameters(), *(discs.parameters() if discs is not None else [])]
@@ -324,15 +352,15 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     st = TrainState()
     ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     if resumable and (out / "last.pt").exists():
-        st = restore_resume_state(out / "last.pt", model, opt, sched, discs, ema)
+        st = restore_resume_state(out / "last.pt", model, opt, sched, discs, ema, gen)
         log.info("resuming %s after epoch %d", out, st.epoch)
 
     def checkpoint() -> None:
-        save_resume_state(out / "last.pt", model, opt, sched, st, discs, ema)
+        save_resume_state(out / "last.pt", model, opt, sched, st, discs, ema, gen)
 
     extras = _Extras(pseudo, discs, total)
     while st.status == "running" and st.epoch < config.epochs:
-        _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras, ema)
+        _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras, ema, gen)
         checkpoint()
     if st.status == "running":
         st.status = "done"
@@ -344,11 +372,12 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
 
 def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, config: TrainConfig, st: TrainState,
                            opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, out: Path,
-                           extras: _Extras | None = None, ema: WeightAverage | None = None) -> None:
+                           extras: _Extras | None = None, ema: WeightAverage | None = None,
+                           gen: GenerativePaths | None = None) -> None:
     """One epoch, its validation, the best checkpoint and the stopping rules; updates ``st``."""
     t0 = time.perf_counter()
     epoch = st.epoch
-    row = run_epoch(model, train, config, epoch, opt, sched, extras, ema)
+    row = run_epoch(model, train, config, epoch, opt, sched, extras, ema, gen)
     averaged = ema.applied(model) if ema is not None else contextlib.nullcontext()
     with averaged:  # validate and keep the best with the averaged weights
         metrics = validate(model, val)

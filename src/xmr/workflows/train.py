@@ -28,6 +28,7 @@ from xmr.training.data import pairs_from_relevance
 from xmr.utils.folders import exclusive_lock
 from xmr.utils.io import check_writable, ensure_folder, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, feature_cache_dir, write_skipped
+from xmr.workflows.imagine import generative_inputs
 from xmr.workflows.pseudo_texts import make_pseudo_items
 
 log = logging.getLogger(__name__)
@@ -131,13 +132,17 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                                    image_regions=int(getattr(encoders["image_encoder"], "n_regions", 0)))
     except ValueError as e:  # an architecture the encoders cannot feed
         raise XmrError(f"invalid model for {config.image_encoder} / {config.text_encoder}: {e}") from None
+    gen = generative_inputs(config, train_fs, show_progress=show_progress) if config.train.generative else None
+    if gen is not None:
+        model_config = dataclasses.replace(model_config, **gen.model_fields)  # type: ignore[arg-type]  # dict fields
     val = EvalSet(val_fs.image_feats, val_fs.text_feats, val_fs.relevance)
     log.info("training %s on %d pairs (%d images, %d texts)%s; validating on %d images", config.train.loss,
              len(pairs.pairs), len(train_fs.items), len(train_fs.texts),
              f" + {len(pseudo.pairs)} pseudo pairs" if pseudo is not None else "", len(val_fs.items))
     save_run_config(out, config)
     return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite, vocab=vocab,
-                             pseudo=pseudo)
+                             pseudo=pseudo, caption_vocab=gen.caption_vocab if gen is not None else None,
+                             generative=gen.data if gen is not None else None)
 
 
 def _warn_long_texts(trunk: TextTrunkEncoder, texts: list[str]) -> None:

@@ -1,0 +1,130 @@
+"""GXN's generative paths in the product: their training inputs, ``xmr caption`` and ``xmr imagine``.
+
+* :func:`generative_inputs` -- what a run with ``--generative`` trains on beside the pairs: the
+  caption vocabulary and ids (i2t), each image's references (the CIDEr-D rewards), the training
+  images at 64 x 64 (t2i), and the architecture of each path.
+* :func:`caption_image` -- a run's captioner on one image (greedy or beam search).
+* :func:`imagine_images` -- a run's generator on one text: PNGs of 64 x 64 imagined images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from xmr.encoders.image_io import image_to_array
+from xmr.errors import XmrError
+from xmr.models import JointModel
+from xmr.models.captioner import CaptionerConfig, caption_ids, caption_vocabulary, decode_ids
+from xmr.models.image_gan import IMAGE_SIZE, GanConfig, to_pixels
+from xmr.runs.config import RunConfig, load_run, run_encoders
+from xmr.text import Vocabulary, tokenize
+from xmr.training.generative import GenerativeData, image_references
+from xmr.utils.io import atomic_save_file
+from xmr.utils.progress import progress
+from xmr.workflows.features import FeatureSet
+
+log = logging.getLogger(__name__)
+
+#: the longest caption the decoder is trained to write (words + the end token)
+MAX_CAPTION_LEN = 40
+
+
+@dataclass(frozen=True)
+class GenerativeInputs:
+    """:func:`generative_inputs`' result: the decoder's vocabulary, the trainer's data, the model fields."""
+
+    caption_vocab: Vocabulary | None
+    data: GenerativeData
+    model_fields: dict[str, dict[str, object]]
+
+
+def generative_inputs(config: RunConfig, fs: FeatureSet, *, show_progress: bool | None = None) -> GenerativeInputs:
+    """The generative paths' inputs for the training feature set ``fs`` of a run with ``config.train.generative``.
+
+    The caption vocabulary is every word of the training captions; the decoder writes up to the
+    longest training caption (at most :data:`MAX_CAPTION_LEN` - 1 words).
+    """
+    paths = config.train.generative
+    half = int(config.embed_dim) // 2
+    rows = [fs.relevance.indices[fs.relevance.indptr[i]:fs.relevance.indptr[i + 1]].tolist()
+            for i in range(len(fs.items))]
+    vocab, ids, refs, images = None, None, None, None
+    fields: dict[str, dict[str, object]] = {}
+    if "i2t" in paths:
+        vocab = caption_vocabulary(fs.texts)
+        longest = max(len(tokenize(t)) for t in fs.texts)
+        cap = CaptionerConfig(vocab_size=len(vocab), in_dim=half, max_len=min(MAX_CAPTION_LEN, longest + 1))
+        ids = caption_ids(vocab, fs.texts, cap.max_len)
+        refs = image_references(rows, fs.texts)
+        fields["captioner"] = cap.to_dict()
+        log.info("i2t: a caption vocabulary of %d words; captions of up to %d words", len(vocab) - 3, cap.max_len - 1)
+    if "t2i" in paths:
+        images = np.stack([image_to_array(it.image, IMAGE_SIZE)
+                           for it in progress(fs.items, desc="images at 64x64", unit="img",
+                                                      disable=None if show_progress is None else not show_progress)])
+        fields["image_generator"] = GanConfig(cond_dim=half).to_dict()
+    return GenerativeInputs(vocab, GenerativeData(caption_ids=ids, references=refs, images=images), fields)
+
+
+def _grounded(model: JointModel, feats: np.ndarray, modality: str) -> torch.Tensor:
+    model.eval()
+    with torch.inference_mode():
+        return model.embed_grounded(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)), modality)
+
+
+def caption_image(run_dir: str | Path, image: str | Path, *, beam: int = 1) -> str:
+    """The caption a run's decoder writes for ``image`` (``beam`` 1: greedy decoding).
+
+    Raises:
+        XmrError: a run trained without the i2t path, an unreadable image, or a beam < 1.
+    """
+    if beam < 1:
+        raise XmrError(f"--beam must be >= 1, got {beam}")
+    config, model = load_run(run_dir)
+    if model.captioner is None or model.caption_vocab is None:
+        raise XmrError(f"{run_dir} was trained without the i2t path: train it with --generative i2t to caption")
+    encoder = run_encoders(config, model.vocab)["image_encoder"]
+    feats = encoder.encode_batch([encoder.load(image)])
+    v_l = _grounded(model, feats, "image")
+    with torch.inference_mode():
+        ids = model.captioner.beam_search(v_l, beam=beam)[0]
+    return decode_ids(model.caption_vocab, ids)
+
+
+def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 4, seed: int = 0,
+                   mean: bool = False) -> list[Path]:
+    """Write ``n`` images a run's generator draws for ``text``: ``out`` itself for one, else ``out``'s
+    stem + ``-1``, ``-2``, ... (PNG, 64 x 64). ``mean`` uses the condition's mean (no CA sample).
+
+    Raises:
+        XmrError: an empty text, a run trained without the t2i path, or ``n`` < 1.
+    """
+    if not text.strip():
+        raise XmrError("--text is empty: give the sentence to imagine")
+    if n < 1:
+        raise XmrError(f"--n must be >= 1, got {n}")
+    config, model = load_run(run_dir)
+    if model.image_generator is None:
+        raise XmrError(f"{run_dir} was trained without the t2i path: train it with --generative t2i to imagine")
+    encoders = run_encoders(config, model.vocab)
+    feats = encoders["text_encoder"].encode_batch([text.strip()] * n)
+    t_l = _grounded(model, feats, "text")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        images = to_pixels(model.image_generator(t_l, sample=not mean, generator=gen)["images"])
+    out = Path(out)
+    paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix or '.png'}") for i in range(n)]
+    for path, pixels in zip(paths, images):
+        _write_png(path, pixels)
+    return paths
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """``pixels`` (H, W, 3) uint8 as a PNG at ``path``, atomically."""
+    atomic_save_file(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
