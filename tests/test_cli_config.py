@@ -135,3 +135,20 @@ def test_the_new_training_options_build_the_same_config_as_the_api(tmp_path: Pat
                     finetune_text_layers=1, finetune_text_length=16,
                     train=TrainConfig(finetune_lr=5e-5, ema_decay=0.99, cross_style=0.5))
     assert cli == api
+
+
+def test_the_generative_options_build_the_same_config_as_the_api(tmp_path: Path) -> None:
+    m = str(tmp_path / "m.jsonl")
+    cli = _cli(m, "--out", "r", "--two-branch", "0.5", "--similarity", "order", "--loss", "vse0",
+               "--generative", "i2t,t2i", "--caption-xe-only", "--caption-xe-epochs", "2")
+    api = RunConfig(manifest=os.path.abspath(m), two_branch=0.5, similarity="order",
+                    train=TrainConfig(loss="vse0", generative=("i2t", "t2i"), caption_rl=False, caption_xe_epochs=2))
+    assert cli == api
+    assert _cli(m, "--out", "r", "--two-branch", "0.5", "--generative", "t2i").train.generative == ("t2i",)
+
+
+def test_the_caption_schedules_follow_the_config() -> None:
+    cfg = TrainConfig(epochs=6, caption_xe_epochs=2, scheduled_sampling=0.25, scheduled_sampling_step=0.1)
+    assert [cfg.caption_gamma(e) for e in range(6)] == pytest.approx([0, 0, 0.05, 0.35, 0.65, 0.95])
+    assert [cfg.sampling_prob(e) for e in range(4)] == pytest.approx([0, 0.1, 0.2, 0.25])
+    assert TrainConfig(caption_rl=False).caption_gamma(10) == 0.0

@@ -32,14 +32,15 @@ class GanConfig:
         cond_dim: size of t_l (the grounded branch: embed_dim / 2).
         c_dim: size of t_c, the augmented condition (StackGAN: 128).
         z_dim: size of the noise z.
-        ngf, ndf: channel widths of G and D (the 4 x 4 stage has 8 x that many).
+        ngf, ndf: channel widths of G and D (the 4 x 4 stage has 8 x that many; DCGAN: 64; 16 here
+            halves a t2i step's time against 24 on 2 CPU cores: 0.78 s vs 1.51 s at batch 128).
     """
 
     cond_dim: int
     c_dim: int = 64
     z_dim: int = 64
-    ngf: int = 24
-    ndf: int = 24
+    ngf: int = 16
+    ndf: int = 16
 
     def __post_init__(self) -> None:
         for name in ("cond_dim", "c_dim", "z_dim", "ngf", "ndf"):

@@ -128,3 +128,49 @@ def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
     """``pixels`` (H, W, 3) uint8 as a PNG at ``path``, atomically."""
     atomic_save_file(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+
+
+def caption_quality(run_dir: str | Path, *, split: str = "test", ranks: int = 5, beams: tuple[int, ...] = (1, 3),
+                    cache_dir: str | Path | None = None, show_progress: bool | None = None) -> dict[str, object]:
+    """Caption quality of a run on ``split``: GXN's Table 2 and, with a captioner, its generated captions.
+
+    * ``retrieved``: for r = 1..``ranks``, BLEU-1..4 and CIDEr (pycocoevalcap) of the r-th caption
+      each image retrieves from the split's texts (scored by the run's similarity), against that
+      image's own texts (GXN Table 2: "the rank order of the retrieved caption").
+    * ``generated``: for each beam width in ``beams`` (1 = greedy), the same metrics of the caption
+      the decoder writes for each image (runs trained with the i2t path only).
+
+    Returns:
+        ``{"retrieved": {r: metrics}, "generated": {"beam B": metrics}, "examples": [...], "n_images"}``.
+    """
+    from xmr.evaluation.captions import caption_scores
+    from xmr.evaluation.similarity import score_fn
+    from xmr.runs.config import run_items
+    from xmr.workflows.features import encode_items
+
+    config, model = load_run(run_dir)
+    fs = encode_items(run_items(config, split=split), **run_encoders(config, model.vocab), cache_dir=cache_dir,
+                      show_progress=show_progress)
+    img = model.embed_numpy(fs.image_feats, "image")
+    txt = model.embed_numpy(fs.text_feats, "text")
+    scores = score_fn(model.config.similarity)(img, txt)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :ranks]
+    ids = [f"{i}" for i in range(len(fs.items))]
+    refs = {k: [fs.texts[j] for j in fs.relevance[i].indices] for i, k in enumerate(ids)}
+    retrieved = {r + 1: caption_scores({k: fs.texts[top[i, r]] for i, k in enumerate(ids)}, refs)
+                 for r in range(min(ranks, len(fs.texts)))}
+    out: dict[str, object] = {"retrieved": retrieved, "n_images": len(ids), "split": split}
+    if model.captioner is not None and model.caption_vocab is not None:
+        v_l = _grounded(model, fs.image_feats, "image")
+        generated, written = {}, {}
+        for beam in beams:
+            with torch.inference_mode():  # beam 1 is greedy decoding: one batched pass
+                rows = (model.captioner.sample(v_l, greedy=True)[0].tolist() if beam == 1
+                        else model.captioner.beam_search(v_l, beam=beam))
+            caps = [decode_ids(model.caption_vocab, row) for row in rows]
+            generated[f"beam {beam}"] = caption_scores(dict(zip(ids, caps)), refs)
+            written[beam] = caps
+        out["generated"] = generated
+        out["examples"] = [{"image": fs.items[i].image, "references": refs[k],
+                            **{f"beam {b}": written[b][i] for b in beams}} for i, k in enumerate(ids[:8])]
+    return out

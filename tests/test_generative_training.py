@@ -1,0 +1,146 @@
+"""Algorithm 1 in the product: --generative i2t / t2i training, resume, xmr caption / xmr imagine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hostile import interrupt_at_epoch
+from PIL import Image
+
+from xmr.cli import main
+from xmr.data.scene_captions import make_scene_captions
+from xmr.errors import XmrError
+from xmr.models import JointModel, ModelConfig
+from xmr.models.captioner import CaptionerConfig, caption_ids, caption_vocabulary
+from xmr.models.image_gan import GanConfig
+from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
+from xmr.training.generative import GenerativeData, GenerativePaths, image_references
+
+TOY = ["--image-encoder", "toy-image", "--text-encoder", "toy-text"]
+GXN = ["--embed-dim", "64", "--hidden-dim", "64", "--two-branch", "0.5", "--similarity", "order", "--loss", "vse0", "--margin", "0.05", "--lr", "2e-4"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_scene_captions(tmp_path_factory.mktemp("scenes"), seed=0, sizes={"train": 24, "val": 8, "test": 8})
+
+
+def _train(manifest: Path, out: Path, *extra: str) -> int:
+    return main(["train", str(manifest), "--out", str(out), *TOY, *GXN, "--batch-size", "24", "--patience", "0",
+                 "--cache-dir", str(out.parent / "cache"), *extra])
+
+
+def test_a_generative_run_trains_both_paths_and_serves_captions_and_images(scenes: Path, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert _train(scenes, run, "--generative", "i2t,t2i", "--epochs", "2", "--caption-xe-epochs", "1") == 0
+    history = json.loads((run / "history.json").read_text())
+    assert "train_i2t_xe" in history[0] and "train_t2i_d" in history[0] and "train_i2t_rl" not in history[0]
+    assert history[1]["train_i2t_gamma"] == pytest.approx(0.05) and "train_i2t_reward" in history[1]
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["train"]["generative"] == ["i2t", "t2i"] and saved["train"]["gan_beta_s"] == 2.0
+    model_json = json.loads((run / "best" / "model.json").read_text())["config"]
+    assert model_json["captioner"]["in_dim"] == 32 and model_json["image_generator"]["cond_dim"] == 32
+    assert (run / "best" / "caption_vocab.json").is_file()
+    capsys.readouterr()
+    image = next((scenes.parent / "images").glob("*.png"))
+    assert main(["caption", str(run), "--image", str(image), "--beam", "2"]) == 0
+    words = capsys.readouterr().out.split()
+    vocab = json.loads((run / "best" / "caption_vocab.json").read_text())
+    known = set(vocab["words"] if isinstance(vocab, dict) else vocab)
+    assert words and set(words) <= known
+    assert main(["imagine", str(run), "--text", "a small red circle in the centre", "--out",
+                 str(tmp_path / "x.png"), "--n", "2"]) == 0
+    for i in (1, 2):
+        im = Image.open(tmp_path / f"x-{i}.png")
+        assert im.size == (64, 64) and im.mode == "RGB"
+    capsys.readouterr()
+    # bad input: one line each, exit 2
+    (tmp_path / "bad.png").write_text("not an image")
+    assert main(["caption", str(run), "--image", str(tmp_path / "bad.png")]) == 2
+    assert main(["imagine", str(run), "--text", "   ", "--out", str(tmp_path / "y.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("xmr: error: ") for line in err)
+    assert "bad.png" in err[0] and "empty" in err[1]
+
+
+def test_paths_a_run_was_not_trained_with_and_a_missing_two_branch_are_refused(
+        scenes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "plain"
+    assert _train(scenes, run, "--epochs", "1") == 0
+    capsys.readouterr()
+    image = next((scenes.parent / "images").glob("*.png"))
+    assert main(["caption", str(run), "--image", str(image)]) == 2
+    assert main(["imagine", str(run), "--text", "a red circle", "--out", str(tmp_path / "z.png")]) == 2
+    assert main(["train", str(scenes), "--out", str(tmp_path / "r2"), *TOY, "--generative", "t2i"]) == 2
+    assert main(["train", str(scenes), "--out", str(tmp_path / "r3"), *TOY, *GXN, "--generative", "t2i",
+                 "--caption-xe-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4
+    assert "without the i2t path" in err[0] and "without the t2i path" in err[1]
+    assert "--two-branch" in err[2] and "--caption-xe-only" in err[3]
+    with pytest.raises(SystemExit):
+        main(["train", str(scenes), "--out", str(tmp_path / "r4"), "--generative", "i2t,gan"])
+    with pytest.raises(XmrError, match="generative paths"):
+        TrainConfig(generative=("i2t", "i2t"))
+
+
+def _synthetic(n: int = 16, seed: int = 0) -> tuple[PairSet, EvalSet, GenerativeData, ModelConfig, object]:
+    rng = np.random.default_rng(seed)
+    texts = [f"a {c} {s}" for c, s in zip(rng.choice(["red", "blue", "green"], n), rng.choice(["circle", "square"], n))]
+    img, txt = rng.normal(size=(n, 6)).astype(np.float32), rng.normal(size=(n, 5)).astype(np.float32)
+    pairs = PairSet(img, txt, np.stack([np.arange(n), np.arange(n)], 1), np.arange(n))
+    val = EvalSet(img[:6], txt[:6], sp.csr_matrix(np.eye(6, dtype=bool)))
+    vocab = caption_vocabulary(texts)
+    data = GenerativeData(caption_ids(vocab, texts, 6), image_references([[i] for i in range(n)], texts),
+                          rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8))
+    mc = ModelConfig(image_encoder="toy-image", text_encoder="toy-text", image_dim=6, text_dim=5, embed_dim=8,
+                     hidden_dim=16, two_branch=0.5, similarity="order",
+                     captioner=CaptionerConfig(vocab_size=len(vocab), in_dim=4, word_dim=8, hidden_dim=8,
+                                               max_len=6).to_dict(),
+                     image_generator=GanConfig(cond_dim=4, c_dim=4, z_dim=4, ngf=4, ndf=4).to_dict())
+    return pairs, val, data, mc, vocab
+
+
+def test_a_resumed_generative_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    pairs, val, data, mc, vocab = _synthetic()
+    cfg = TrainConfig(loss="vse0", margin=0.05, epochs=3, batch_size=8, lr=1e-3, patience=0,
+                      generative=("i2t", "t2i"), caption_xe_epochs=1)
+    kw = {"caption_vocab": vocab, "generative": data}
+    full = train_joint_model(pairs, val, mc, cfg, out_dir=tmp_path / "a", **kw)
+    with interrupt_at_epoch(3), pytest.raises(KeyboardInterrupt):
+        train_joint_model(pairs, val, mc, cfg, out_dir=tmp_path / "b", **kw)
+    resumed = train_joint_model(pairs, val, mc, cfg, out_dir=tmp_path / "b", **kw)
+    for key in ("train_i2t_xe", "train_t2i_d", "train_t2i_g", "train_loss"):
+        assert [r[key] for r in resumed.history] == pytest.approx([r[key] for r in full.history]), key
+    assert resumed.model.model_id == full.model.model_id
+
+
+def test_the_generator_loss_moves_the_grounded_text_head_and_the_d_step_does_not() -> None:
+    pairs, _, data, mc, vocab = _synthetic()
+    torch.manual_seed(0)
+    model = JointModel(mc, caption_vocab=vocab).train()
+    cfg = TrainConfig(loss="vse0", generative=("t2i",))
+    paths = GenerativePaths(model, cfg, data, len(pairs.image_feats))
+    assert paths.disc is not None
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    disc_before = [p.clone() for p in paths.disc.parameters()]
+    # an optimiser over the abstract text head only: G's step must leave the grounded head's weights
+    # alone then -- and D's step never touches the model
+    abstract = torch.optim.SGD(model.text_head.parameters(), lr=0.1)
+    idx = torch.arange(8)
+    paths.update_t2i(model, abstract, torch.from_numpy(pairs.text_feats[:8]), idx, idx)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("text_head_grounded"))
+    assert any(not torch.equal(a, b) for a, b in zip(disc_before, paths.disc.parameters()))  # D learned
+    # with the grounded head in the optimiser, G's gradient reaches t_l's weights
+    grounded = torch.optim.SGD(model.text_head_grounded.parameters(), lr=0.1)
+    paths.update_t2i(model, grounded, torch.from_numpy(pairs.text_feats[:8]), idx, idx)
+    assert any(not torch.equal(before[k], model.state_dict()[k]) for k in before
+               if k.startswith("text_head_grounded"))
+    assert all(p.grad is None for p in paths.disc.parameters())  # G's backward left no gradient in D
