@@ -7,8 +7,7 @@ import torch
 
 from xmr.errors import XmrError
 from xmr.losses.generative import caption_xe_loss
-from xmr.models.captioner import (EOS_ID, CaptionDecoder, CaptionerConfig, caption_ids, caption_vocabulary,
-                                  decode_ids)
+from xmr.models.captioner import EOS_ID, CaptionDecoder, CaptionerConfig, caption_ids, caption_vocabulary, decode_ids
 
 TEXTS = ["a red circle on the left", "a blue square in the centre", "a small green triangle", "a big red block"]
 

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from xmr.losses.generative import (caption_xe_loss, discriminator_loss, generator_loss, kl_standard_normal,
-                                   scst_loss)
+from xmr.losses.generative import caption_xe_loss, discriminator_loss, generator_loss, kl_standard_normal, scst_loss
 from xmr.models.captioner import CaptionDecoder, CaptionerConfig
 from xmr.models.image_gan import ConditioningAugmentation
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hostile import interrupt_at_epoch
 from PIL import Image
 
 from xmr.cli import main
@@ -21,8 +20,11 @@ from xmr.models.image_gan import GanConfig
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
 from xmr.training.generative import GenerativeData, GenerativePaths, image_references
 
+from hostile import interrupt_at_epoch
+
 TOY = ["--image-encoder", "toy-image", "--text-encoder", "toy-text"]
-GXN = ["--embed-dim", "64", "--hidden-dim", "64", "--two-branch", "0.5", "--similarity", "order", "--loss", "vse0", "--margin", "0.05", "--lr", "2e-4"]
+GXN = ["--embed-dim", "64", "--hidden-dim", "64", "--two-branch", "0.5", "--similarity", "order", "--loss", "vse0",
+       "--margin", "0.05", "--lr", "2e-4"]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,11 @@ def test_a_generative_run_trains_both_paths_and_serves_captions_and_images(scene
         im = Image.open(tmp_path / f"x-{i}.png")
         assert im.size == (64, 64) and im.mode == "RGB"
     capsys.readouterr()
+    assert main(["eval", str(run), "--captions", "--cache-dir", str(tmp_path / "cache")]) == 0
+    report = capsys.readouterr().out
+    assert "retrieved #1" in report and "generated, beam 3" in report
+    quality = json.loads((run / "captions-test.json").read_text())
+    assert set(quality["retrieved"]) == {"1", "2", "3", "4", "5"} and quality["n_images"] == 8
     # bad input: one line each, exit 2
     (tmp_path / "bad.png").write_text("not an image")
     assert main(["caption", str(run), "--image", str(tmp_path / "bad.png")]) == 2

@@ -10,8 +10,14 @@ from PIL import Image
 
 from xmr.data import DATASETS
 from xmr.data.manifest import read_manifest
-from xmr.data.scene_captions import (CELL_PHRASES, COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS, make_scene_captions,
-                                     scene_captions)
+from xmr.data.scene_captions import (
+    CELL_PHRASES,
+    COLOUR_WORDS,
+    SHAPE_WORDS,
+    SIZE_WORDS,
+    make_scene_captions,
+    scene_captions,
+)
 from xmr.data.scenes import Scene, SceneObject, random_scene
 from xmr.errors import XmrError
 

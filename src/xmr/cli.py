@@ -459,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results JSON (default: RUN/eval-SPLIT-MODE.json for the run's own "
                                                "manifest, a name carrying the manifest for another)")
     _add_skip_bad(p)
+    p.add_argument("--captions", action="store_true", default=None,
+                   help="also BLEU-1..4 / CIDEr of the top-1..5 retrieved captions (GXN Table 2) and, for a run "
+                        "trained with --generative i2t, of its generated captions (needs pycocoevalcap)")
     p.add_argument("--task", default=None, metavar="TASK",
                    help="composed: R@1/10/50 of image + text queries (default: the run's own task)")
     _add_rerank(p, many=True)

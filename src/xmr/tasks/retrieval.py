@@ -40,7 +40,7 @@ class RetrievalTask(Task):
     train_options = frozenset({"image_root", "no_position_shift", "skip_bad", "extra_train", "train_bn_stats",
                                "caption_xe_only"})
     eval_options = frozenset({"split", "mode", "manifest", "texts_per_item", "rerank", "rerank_param", "skip_bad",
-                              "out", "cache_dir"})
+                              "out", "cache_dir", "captions"})
     search_options = frozenset({"text", "image", "k", "target", "index", "rerank", "rerank_param"})
 
     @property
@@ -136,6 +136,8 @@ class RetrievalTask(Task):
             lines.append(f"overlap S (dual-path Eq. 10; lower separates positives better): {m['overlap_S']:.3f}")
         written = eval_output_path(run_dir, load_run_config(run_dir, RunConfig).manifest, split=split, mode=mode,
                                    manifest=manifest, out=out)
+        if given.get("captions"):
+            lines.append(_caption_report(run_dir, split, given.get("cache_dir"), command))
         return EvalOutcome(m, "\n".join(lines), written)
 
     def search(self, run_dir: str | Path, given: Options) -> list[str]:
@@ -162,6 +164,23 @@ class RetrievalTask(Task):
             where = f"  {hit.id}  [{hit.style}]  {hit.image}" if hit.image else ""
             lines.append(f"{hit.rank:>3}  {hit.score:.3f}  {hit.text}{where}")
         return lines
+
+
+def _caption_report(run_dir: str | Path, split: str, cache_dir: object, command: str | None) -> str:
+    """``xmr eval --captions``: BLEU / CIDEr of the retrieved (GXN Table 2) and generated captions, as
+    lines, with ``captions-<split>.json`` written beside the run's other results."""
+    from xmr.utils.io import save_json
+    from xmr.workflows.imagine import caption_quality
+
+    q = caption_quality(run_dir, split=split, cache_dir=None if cache_dir is None else str(cache_dir))
+    path = Path(run_dir) / f"captions-{split}.json"
+    save_json(path, {**q, "command": command})
+    names = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr")
+    rows = [(f"retrieved #{r}", v) for r, v in q["retrieved"].items()]  # type: ignore[attr-defined]
+    rows += [(f"generated, {b}", v) for b, v in q.get("generated", {}).items()]  # type: ignore[attr-defined]
+    lines = [f"captions of {q['n_images']} {split} images (pycocoevalcap, x 100): " + "  ".join(names)]
+    lines += [f"  {name:<22}" + "  ".join(f"{v[k]:6.1f}" for k in names) for name, v in rows]
+    return "\n".join([*lines, f"written: {path}"])
 
 
 TASKS.add(RetrievalTask.name, RetrievalTask())
