@@ -371,8 +371,10 @@ def _train_defaults() -> str:
 
 
 def _shown_default(value: object) -> str:
-    """A default as typed on the command line: a tuple as ``a,b``."""
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    """A default as typed on the command line: a tuple as ``a,b`` (an empty one as ``none``)."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 class _Parser(argparse.ArgumentParser):
