@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def image_grid(run: Path, dataset_manifest: Path, png: Path, n_texts: int = 6, n
         row[0].set_title("real", fontsize=7)
         for ax, px in zip(row[1:], fakes):
             ax.imshow(px)
-        row[1].set_title(item.texts[0][:48], fontsize=6, loc="left")
+        row[1].set_title("\n".join(textwrap.wrap(item.texts[0], 72)), fontsize=6, loc="left")
         for ax in row:
             ax.axis("off")
     fig.tight_layout()

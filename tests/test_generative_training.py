@@ -81,6 +81,9 @@ def test_paths_a_run_was_not_trained_with_and_a_missing_two_branch_are_refused(
     run = tmp_path / "plain"
     assert _train(scenes, run, "--epochs", "1") == 0
     capsys.readouterr()
+    assert main(["eval", str(run), "--captions", "--cache-dir", str(tmp_path / "cache")]) == 0
+    report = capsys.readouterr().out
+    assert "retrieved #5" in report and "generated" not in report  # no decoder: retrieved captions only
     image = next((scenes.parent / "images").glob("*.png"))
     assert main(["caption", str(run), "--image", str(image)]) == 2
     assert main(["imagine", str(run), "--text", "a red circle", "--out", str(tmp_path / "z.png")]) == 2
