@@ -118,7 +118,8 @@ def caption_scores(candidates: Mapping[str, str], references: Mapping[str, Seque
     """BLEU-1..4 and CIDEr (both in %) of one candidate per image, with pycocoevalcap.
 
     Both texts go through :func:`caption_tokens` first (pycocoevalcap's PTB tokenizer needs a Java
-    process; xmr's tokenizer also lower-cases and drops punctuation). CIDEr is pycocoevalcap's
+    process; xmr's tokenizer also lower-cases and drops punctuation); a reference left without
+    words is dropped. CIDEr is pycocoevalcap's
     ``Cider`` (CIDEr-D, document frequencies from these references); BLEU is its corpus BLEU.
 
     Args:
@@ -136,9 +137,11 @@ def caption_scores(candidates: Mapping[str, str], references: Mapping[str, Seque
     except ImportError:
         raise XmrError("caption metrics need pycocoevalcap: pip install 'xmr[captions]'") from None
     res = {k: [caption_tokens(v) or "<empty>"] for k, v in candidates.items()}
-    gts = {k: [caption_tokens(r) for r in references[k]] for k in candidates}
-    if any(not refs or not all(refs) for refs in gts.values()):
-        raise XmrError("caption scores: an image has no (or an empty) reference caption")
+    # a reference with no word left after tokenising ("#", "*") cannot be matched: it is dropped
+    gts = {k: [t for t in map(caption_tokens, references[k]) if t] for k in candidates}
+    bare = [k for k, refs in gts.items() if not refs]
+    if bare:
+        raise XmrError(f"caption scores: image {bare[0]!r} has no reference caption with a word in it")
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     cider, _ = Cider().compute_score(gts, res)
     out = {f"BLEU-{i + 1}": 100.0 * float(b) for i, b in enumerate(bleu)}

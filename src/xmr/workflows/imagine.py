@@ -155,13 +155,17 @@ def caption_quality(run_dir: str | Path, *, split: str = "test", ranks: int = 5,
     txt = model.embed_numpy(fs.text_feats, "text")
     scores = score_fn(model.config.similarity)(img, txt)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :ranks]
-    ids = [f"{i}" for i in range(len(fs.items))]
-    refs = {k: [fs.texts[j] for j in fs.relevance[i].indices] for i, k in enumerate(ids)}
+    # images whose every text is word-less ("#", "*": emoji keycaps) have nothing to score against
+    keep = [i for i in range(len(fs.items)) if any(tokenize(fs.texts[j]) for j in fs.relevance[i].indices)]
+    ids = [f"{i}" for i in keep]
+    refs = {str(i): [fs.texts[j] for j in fs.relevance[i].indices] for i in keep}
+    top = top[keep]
     retrieved = {r + 1: caption_scores({k: fs.texts[top[i, r]] for i, k in enumerate(ids)}, refs)
                  for r in range(min(ranks, len(fs.texts)))}
-    out: dict[str, object] = {"retrieved": retrieved, "n_images": len(ids), "split": split}
+    out: dict[str, object] = {"retrieved": retrieved, "n_images": len(ids), "split": split,
+                              "n_images_without_words": len(fs.items) - len(keep)}
     if model.captioner is not None and model.caption_vocab is not None:
-        v_l = _grounded(model, fs.image_feats, "image")
+        v_l = _grounded(model, fs.image_feats[keep], "image")
         generated, written = {}, {}
         for beam in beams:
             with torch.inference_mode():  # beam 1 is greedy decoding: one batched pass
@@ -171,6 +175,6 @@ def caption_quality(run_dir: str | Path, *, split: str = "test", ranks: int = 5,
             generated[f"beam {beam}"] = caption_scores(dict(zip(ids, caps)), refs)
             written[beam] = caps
         out["generated"] = generated
-        out["examples"] = [{"image": fs.items[i].image, "references": refs[k],
-                            **{f"beam {b}": written[b][i] for b in beams}} for i, k in enumerate(ids[:8])]
+        out["examples"] = [{"image": fs.items[keep[n]].image, "references": refs[k],
+                            **{f"beam {b}": written[b][n] for b in beams}} for n, k in enumerate(ids[:8])]
     return out
