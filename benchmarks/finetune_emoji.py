@@ -33,8 +33,8 @@ import statistics
 import time
 from pathlib import Path
 
-from icons_emoji import METRICS, POOLS, mean_sd, pool_slug, pool_sources
-from xmr.bench.common import Session, add_session_options, command_line, markdown, start_session
+from icons_emoji import METRICS, POOLS, pool_slug, pool_sources
+from xmr.bench.common import Session, add_session_options, command_line, markdown, mean_sd, start_session
 from xmr.data import fetch_dataset
 from xmr.encoders.augment import DEFAULT_KINDS, AugmentConfig
 from xmr.runs.config import RunConfig, TrainSource

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from xmr.bench.common import add_session_options, command_line, markdown, start_session
+from xmr.bench.common import add_session_options, command_line, markdown, mean_sd, start_session
 from xmr.data import fetch_dataset, read_manifest, select_split
 from xmr.runs.config import RunConfig, load_run, run_encoders
 from xmr.training import TrainConfig
@@ -100,12 +100,6 @@ def image_grid(run: Path, dataset_manifest: Path, png: Path, n_texts: int = 6, n
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     plt.close(fig)
-
-
-def mean_sd(xs: list[float], digits: int = 1) -> str:
-    if len(xs) == 1:
-        return f"{xs[0]:.{digits}f}"
-    return f"{statistics.fmean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:

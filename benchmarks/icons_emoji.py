@@ -36,7 +36,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from xmr.bench.common import add_session_options, command_line, markdown, start_session
+from xmr.bench.common import add_session_options, command_line, markdown, mean_sd, start_session
 from xmr.data import fetch_dataset, read_manifest, select_split
 from xmr.data.manifest import Item, write_manifest
 from xmr.encoders.augment import DEFAULT_KINDS, AugmentConfig
@@ -91,10 +91,6 @@ def unseen_names_manifest(test: Sequence[Item], training_texts: set[str], path: 
     keep = [it for it in test if it.texts and it.texts[0].casefold() not in training_texts]
     write_manifest(keep, path)
     return len(keep)
-
-
-def mean_sd(xs: Sequence[float]) -> str:
-    return f"{statistics.fmean(xs):.1f} ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else f"{xs[0]:.1f}"
 
 
 def plot_curve(points: dict[str, dict[str, list[float]]], png: Path) -> None:

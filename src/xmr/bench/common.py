@@ -9,7 +9,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,13 @@ def spread(xs: list[float]) -> str:
     """Relative half-range of the samples, e.g. '±4%' (a rough noise indicator)."""
     m = median(xs)
     return f"±{50 * (max(xs) - min(xs)) / m:.0f}%" if m else "-"
+
+
+def mean_sd(xs: Sequence[float], digits: int = 1) -> str:
+    """``mean ± sd`` of several runs' figures, the figure alone for one run."""
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.fmean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
 
 
 def markdown(header: list[str], rows: list[list[object]]) -> str:
