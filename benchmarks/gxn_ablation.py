@@ -32,15 +32,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from xmr.bench.common import add_session_options, command_line, markdown, mean_sd, start_session
 from xmr.data import fetch_dataset, read_manifest, select_split
 from xmr.runs.config import RunConfig, load_run, run_encoders
 from xmr.training import TrainConfig
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
 from xmr.workflows.evaluate import evaluate_run
-from xmr.workflows.imagine import caption_quality
+from xmr.workflows.imagine import caption_quality, imagined_pixels
 from xmr.workflows.train import train_run
 
 log = logging.getLogger("gxn_ablation")
@@ -76,22 +74,14 @@ def image_grid(run: Path, dataset_manifest: Path, png: Path, n_texts: int = 6, n
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from xmr.models.image_gan import to_pixels
-
     config, model = load_run(run)
-    assert model.image_generator is not None
     test = [it for it in select_split(read_manifest(dataset_manifest), "test") if it.texts][:: 37][:n_texts]
     enc = run_encoders(config, model.vocab)["text_encoder"]
     fig, axes = plt.subplots(n_texts, n_draws + 1, figsize=(1.6 * (n_draws + 1), 1.75 * n_texts))
-    gen = torch.Generator().manual_seed(0)
-    model.eval()
     for row, item in zip(axes, test):
-        with torch.inference_mode():
-            t_l = model.embed_grounded(torch.from_numpy(enc.encode_batch([item.texts[0]] * n_draws)), "text")
-            fakes = to_pixels(model.image_generator(t_l, generator=gen)["images"])
         row[0].imshow(Image.open(item.image).convert("RGB").resize((64, 64)))
         row[0].set_title("real", fontsize=7)
-        for ax, px in zip(row[1:], fakes):
+        for ax, px in zip(row[1:], imagined_pixels(model, enc, item.texts[0], n=n_draws, seed=0)):
             ax.imshow(px)
         row[1].set_title("\n".join(textwrap.wrap(item.texts[0], 72)), fontsize=6, loc="left")
         for ax in row:

@@ -17,8 +17,10 @@ from xmr.errors import XmrError
 from xmr.models import JointModel, ModelConfig
 from xmr.models.captioner import CaptionerConfig, caption_ids, caption_vocabulary
 from xmr.models.image_gan import GanConfig
+from xmr.runs.config import load_run, run_encoders
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
 from xmr.training.generative import GenerativeData, GenerativePaths, image_references
+from xmr.workflows.imagine import imagined_pixels
 
 from hostile import interrupt_at_epoch
 
@@ -61,6 +63,12 @@ def test_a_generative_run_trains_both_paths_and_serves_captions_and_images(scene
     for i in (1, 2):
         im = Image.open(tmp_path / f"x-{i}.png")
         assert im.size == (64, 64) and im.mode == "RGB"
+    config, model = load_run(run)  # the arrays behind the PNGs: same seed, same draws; another seed, others
+    enc = run_encoders(config, model.vocab)["text_encoder"]
+    drawn = imagined_pixels(model, enc, "a small red circle in the centre", n=2, seed=0)
+    assert drawn.shape == (2, 64, 64, 3) and drawn.dtype == np.uint8
+    assert np.array_equal(drawn[1], np.asarray(Image.open(tmp_path / "x-2.png")))
+    assert not np.array_equal(drawn, imagined_pixels(model, enc, "a small red circle in the centre", n=2, seed=1))
     capsys.readouterr()
     assert main(["eval", str(run), "--captions", "--cache-dir", str(tmp_path / "cache")]) == 0
     report = capsys.readouterr().out

@@ -4,7 +4,8 @@
   caption vocabulary and ids (i2t), each image's references (the CIDEr-D rewards), the training
   images at 64 x 64 (t2i), and the architecture of each path.
 * :func:`caption_image` -- a run's captioner on one image (greedy or beam search).
-* :func:`imagine_images` -- a run's generator on one text: PNGs of 64 x 64 imagined images.
+* :func:`imagine_images` -- a run's generator on one text: PNGs of 64 x 64 imagined images
+  (:func:`imagined_pixels` gives them as arrays).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from xmr.encoders import TextEncoder
 from xmr.encoders.image_io import image_to_array
 from xmr.errors import XmrError
 from xmr.models import JointModel
@@ -112,17 +114,26 @@ def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 
     config, model = load_run(run_dir)
     if model.image_generator is None:
         raise XmrError(f"{run_dir} was trained without the t2i path: train it with --generative t2i to imagine")
-    encoders = run_encoders(config, model.vocab)
-    feats = encoders["text_encoder"].encode_batch([text.strip()] * n)
-    t_l = _grounded(model, feats, "text")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.inference_mode():
-        images = to_pixels(model.image_generator(t_l, sample=not mean, generator=gen)["images"])
+    images = imagined_pixels(model, run_encoders(config, model.vocab)["text_encoder"], text.strip(), n=n, seed=seed,
+                             mean=mean)
     out = Path(out)
     paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix or '.png'}") for i in range(n)]
     for path, pixels in zip(paths, images):
         _write_png(path, pixels)
     return paths
+
+
+def imagined_pixels(model: JointModel, text_encoder: TextEncoder, text: str, *, n: int = 4, seed: int = 0,
+                    mean: bool = False) -> np.ndarray:
+    """``n`` images (n, 64, 64, 3) uint8 that ``model``'s generator draws for ``text`` (GXN Sec. 3.4):
+    t_l of the text, then G(z, t_c) with z and the conditioning-augmentation sample seeded by
+    ``seed`` (``mean``: t_c = mu, no sample). ``model`` must hold an image generator."""
+    if model.image_generator is None:
+        raise XmrError("this model was trained without the t2i path: train it with --generative t2i to imagine")
+    t_l = _grounded(model, text_encoder.encode_batch([text] * n), "text")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        return to_pixels(model.image_generator(t_l, sample=not mean, generator=gen)["images"])
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
