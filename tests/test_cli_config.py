@@ -152,3 +152,38 @@ def test_the_caption_schedules_follow_the_config() -> None:
     assert [cfg.caption_gamma(e) for e in range(6)] == pytest.approx([0, 0, 0.05, 0.35, 0.65, 0.95])
     assert [cfg.sampling_prob(e) for e in range(4)] == pytest.approx([0, 0.1, 0.2, 0.25])
     assert TrainConfig(caption_rl=False).caption_gamma(10) == 0.0
+
+
+def _option_help(help_text: str, option: str) -> str:
+    """The help paragraph of ``option`` in argparse's output (its lines up to the next option)."""
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(option + " "))
+    para = [lines[start]]
+    for line in lines[start + 1:]:
+        if line.strip().startswith("-"):
+            break
+        para.append(line)
+    return " ".join(" ".join(para).split())
+
+
+def test_train_help_shows_each_default_from_the_dataclasses() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices["train"]  # type: ignore[attr-defined]
+    text = sub.format_help()
+    assert f"(default: {TrainConfig().epochs} (composed: {ComposedTrainConfig().epochs}))" in \
+        _option_help(text, "--epochs")
+    assert f"(default: {TrainConfig().lr})" in _option_help(text, "--lr")
+    assert f"(default: {TrainConfig().batch_size} (composed: {ComposedTrainConfig().batch_size}))" in \
+        _option_help(text, "--batch-size")
+    assert f"(default: {RunConfig.image_encoder})" in _option_help(text, "--image-encoder")
+    assert f"(default: {TrainConfig().margin})" in _option_help(text, "--margin")
+    assert "composed: tirg" in _option_help(text, "--compose")  # an option of the other task only
+    assert _option_help(text, "--augment").count("(default") == 1  # a hand-written default is not doubled
+
+
+def test_epoch_eta_is_the_mean_epoch_time_times_the_epochs_left() -> None:
+    from xmr.utils.progress import epoch_eta
+
+    assert epoch_eta([10.0, 14.0], 32) == "12.0 s/epoch, at most 6.0 min left"
+    assert epoch_eta([3.0], 4) == "3.0 s/epoch, at most 9 s left"
+    assert epoch_eta([3.0, 3.0], 2) == "3.0 s/epoch, the last epoch"
+    assert epoch_eta([], 5) == ""

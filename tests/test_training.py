@@ -87,7 +87,7 @@ def test_resume_continues_from_last_epoch_and_matches_uninterrupted(tmp_path: Pa
 def test_other_config_in_same_folder_is_refused(tmp_path: Path) -> None:
     pairs, val = _toy_problem()
     train_joint_model(pairs, val, _mc(), TrainConfig(epochs=1, batch_size=12), out_dir=tmp_path)
-    with pytest.raises(XmrError, match="another config"):
+    with pytest.raises(XmrError, match="another config.*pass --overwrite"):
         train_joint_model(pairs, val, _mc(), TrainConfig(epochs=2, batch_size=12), out_dir=tmp_path)
 
 

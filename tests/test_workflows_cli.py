@@ -161,6 +161,8 @@ def test_list(capsys: pytest.CaptureFixture) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "efficientnet-lite0" in out and "vse++" in out and "emoji" in out
+    losses = next(line for line in out.splitlines() if line.startswith("losses:"))
+    assert "instance" in losses.split(": ", 1)[1].split(", ")  # the dual-path instance loss trains too
 
 
 def test_rerank_index_search_eval(trained: tuple[Path, Path, Path], tmp_path: Path,

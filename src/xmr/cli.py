@@ -241,10 +241,10 @@ def _encoder_name(text: str) -> str:
 
 def _add_encoders(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-encoder", default=None, type=_encoder_name,
-                   help="registered image encoder (xmr list; default: RunConfig's), or hf-clip:PATH (a local "
+                   help="registered image encoder (xmr list), or hf-clip:PATH (a local "
                         "transformers CLIP/SigLIP checkpoint folder; give it to both options)")
     p.add_argument("--text-encoder", default=None, type=_encoder_name,
-                   help="registered text encoder (xmr list; default: RunConfig's), or hf-clip:PATH; for training "
+                   help="registered text encoder (xmr list), or hf-clip:PATH; for training "
                         "also textcnn | bigru (trained end to end); composed training: lstm (the default there) or a "
                         "frozen encoder")
 
@@ -333,62 +333,75 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="optimiser steps per epoch (default: one pass over the annotated pairs)")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (0 = off; A3VSE: 2)")
     p.add_argument("--margin", type=float, default=None, help="hinge margin of the ranking losses")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="most passes over the training pairs (with early stopping)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per step; the in-batch negatives")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the heads (AdamW)")
     p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
     p.add_argument("--vse0-warmup", type=int, default=None, help="epochs of VSE0 before a hardest-negative loss")
     p.add_argument("--seed", type=int, default=None, help="seeds initialisation, batches, sparse draws")
-    p.add_argument("--embed-dim", type=int, default=None)
+    p.add_argument("--embed-dim", type=int, default=None, help="size of the joint space")
     p.add_argument("--head", default=None,
                    help="linear | mlp | identity (no parameters: the encoders' own space, for hf-clip:PATH on both "
                         "sides with --embed-dim its feature size)")
     p.add_argument("--hidden-dim", type=int, default=None,
                    help="MLP head width; the region-attention head's context size K'")
-    p.add_argument("--train-split", default=None)
-    p.add_argument("--val-split", default=None)
+    p.add_argument("--train-split", default=None, help="the manifest split to train on")
+    p.add_argument("--val-split", default=None, help="the split that picks the best epoch")
     p.add_argument("--eval-texts-per-item", type=_positive_int, default=None,
                    help="texts per item used as validation queries (default: all)")
     p.add_argument("--overwrite", action="store_true", help="discard any run in --out and start again")
     _add_skip_bad(p)
     _add_cache(p)
-    p.epilog_fn = _train_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
+    p.defaults_fn = _train_option_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
 
 
-def _train_defaults() -> str:
-    """The defaults of ``xmr train``'s options, read from each task's config dataclasses (for --help)."""
+def _train_option_defaults() -> dict[str, str]:
+    """``xmr train``'s option dest -> its default as shown in ``--help``, read from each task's config
+    dataclasses (the one source of every default): ``30 (composed: 20)`` where the tasks differ."""
     import dataclasses
 
     from xmr.tasks import TASKS
 
-    lines = ["defaults (from the config dataclasses):"]
-    for name in TASKS.names():
+    shown: dict[str, dict[str, str]] = {}
+    for name in sorted(TASKS.names(), key=lambda n: n != "retrieval"):  # the default task first
         for cls, fields in TASKS.get(name).train_fields.items():
             defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-            shown = ", ".join(f"--{d.replace('_', '-')} {_shown_default(defaults[f])}" for d, f in fields.items())
-            lines.append(f"  --task {name}, {cls.__name__}: {shown}")
-    return "\n".join(lines)
+            for dest, fname in fields.items():
+                if defaults.get(fname, dataclasses.MISSING) is not dataclasses.MISSING:
+                    shown.setdefault(dest, {})[name] = _shown_default(defaults[fname])
+    out = {}
+    for dest, by_task in shown.items():
+        first_task, first = next(iter(by_task.items()))
+        others = [f"{t}: {v}" for t, v in by_task.items() if v != first]
+        label = first if first_task == "retrieval" else f"{first_task}: {first}"
+        out[dest] = label + (f" ({'; '.join(others)})" if others else "")
+    return out
 
 
 def _shown_default(value: object) -> str:
     """A default as typed on the command line: a tuple as ``a,b`` (an empty one as ``none``)."""
     if isinstance(value, tuple):
         return ",".join(map(str, value)) or "none"
-    return str(value)
+    return "none" if value is None else str(value)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with xmr's one-line errors: ``xmr: error: <what>`` (exit 2), no usage block.
 
-    A parser with an ``epilog_fn`` computes its epilog when help is asked for (the train
-    defaults import the configs, which ``xmr --help`` need not pay for).
+    A parser with a ``defaults_fn`` (dest -> shown default) adds ``(default: X)`` to those options'
+    help when help is asked for (the train defaults import the configs, which ``xmr --help`` need
+    not pay for).
     """
 
     def format_help(self) -> str:
-        fn = getattr(self, "epilog_fn", None)
+        fn = getattr(self, "defaults_fn", None)
         if fn is not None:
-            self.epilog = fn()
-            self.formatter_class = argparse.RawDescriptionHelpFormatter
+            defaults = fn()
+            for action in self._actions:
+                shown = defaults.get(action.dest)
+                if shown is not None and "(default" not in (action.help or ""):
+                    more = f"(default: {shown})".replace("%", "%%")
+                    action.help = f"{action.help} {more}" if action.help else more
         return super().format_help()
 
     def error(self, message: str) -> typing.NoReturn:

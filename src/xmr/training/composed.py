@@ -33,7 +33,7 @@ from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
 from xmr.training.trainer import restore_resume_state, save_resume_state
 from xmr.utils.io import load_json, matches_saved, save_json
-from xmr.utils.progress import progress
+from xmr.utils.progress import epoch_eta, progress
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,8 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
         (out / "last.pt").unlink(missing_ok=True)
         shutil.rmtree(out / "best", ignore_errors=True)
     elif (out / "train.json").exists() and not matches_saved(load_json(out / "train.json"), spec):
-        raise XmrError(f"{out} holds a composed run with another config; pick a new output folder or pass overwrite")
+        raise XmrError(f"{out} holds a composed run with another config; "
+                   "pick a new output folder or pass --overwrite (Python: overwrite=True) to start again")
     save_json(out / "train.json", spec)
     if len(train.triplets) < 2 or not len(val.triplets):
         raise XmrError(f"composed training needs >= 2 training and >= 1 validation triplets, got "
@@ -176,7 +177,7 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
         order = np.random.default_rng([config.seed, epoch]).permutation(len(train.triplets))
         model.train()
         totals: dict[str, float] = {}
-        for b in progress(range(steps), desc=f"epoch {epoch + 1}", unit="batch"):
+        for b in progress(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch"):
             batch = train.triplets[order[b * config.batch_size:(b + 1) * config.batch_size]]
             parts = _step_loss(model, train, batch, config)
             opt.zero_grad(set_to_none=True)
@@ -189,8 +190,9 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
         row = {"epoch": epoch + 1, **{f"train_{k}": v / steps for k, v in totals.items()},
                **{f"val_{k}": v for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
         st.finished_epoch(row)
-        log.info("epoch %d  loss %.4f  val R@1 %.1f R@10 %.1f R@50 %.1f", epoch + 1, row["train_loss"],
-                 metrics["r1"], metrics["r10"], metrics["r50"])
+        log.info("epoch %d/%d  loss %.4f  val R@1 %.1f R@10 %.1f R@50 %.1f  %s", epoch + 1, config.epochs,
+                 row["train_loss"], metrics["r1"], metrics["r10"], metrics["r50"],
+                 epoch_eta([float(r["seconds"]) for r in st.history], config.epochs))
         if st.improved(metrics["rsum"]):
             model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics})
         elif config.patience and st.bad >= config.patience:

@@ -40,7 +40,7 @@ from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
 from xmr.training.sparse_objective import PAIR_NAMES, sparse_alignment_loss
 from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
-from xmr.utils.progress import progress
+from xmr.utils.progress import epoch_eta, progress
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def _check_run_dir(out: Path, spec: dict[str, object], overwrite: bool) -> bool:
         return False
     if matches_saved(load_json(spec_file), spec):
         return True
-    raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
+    raise XmrError(f"{out} holds a run with another config; "
+                   "pick a new output folder or pass --overwrite (Python: overwrite=True) to start again")
 
 
 ObjectiveFn = Callable[[JointModel, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
@@ -232,7 +233,7 @@ def run_epoch(model: JointModel, data: PairSet, cfg: TrainConfig, epoch: int,
         opt.step()  # parameters without a gradient are left as they are
         return out
 
-    for b in progress(range(n_batches), desc=f"epoch {epoch + 1}", unit="batch"):
+    for b in progress(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch"):
         idx = torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]])
         if gen is None:
             out = rank_update(b, idx)
@@ -287,7 +288,7 @@ def restore_resume_state(path: Path, model: torch.nn.Module, opt: torch.optim.Op
             gen.load_state_dict(saved["generative"])
         return TrainState.from_dict(saved["st"])
     except Exception as e:  # torch raises many types for a damaged file
-        raise XmrError(f"cannot resume from {path} ({type(e).__name__}); delete it or pass overwrite "
+        raise XmrError(f"cannot resume from {path} ({type(e).__name__}); delete it or pass --overwrite "
                        "to start again") from None
 
 
@@ -387,7 +388,8 @@ def _epoch_and_bookkeeping(model: JointModel, train: PairSet, val: EvalSet, conf
         # candidates: the checkpoint of a VSE++ run must come from VSE++ training
         if row["loss_name"] == config.final_objective and st.improved(metrics["rsum"]):
             model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics, "train": config})
-    log.info("epoch %d  %s %.4f  val rsum %.1f", epoch + 1, row["loss_name"], row["train_loss"], metrics["rsum"])
+    log.info("epoch %d/%d  %s %.4f  val rsum %.1f  %s", epoch + 1, config.epochs, row["loss_name"],
+             row["train_loss"], metrics["rsum"], epoch_eta([float(r["seconds"]) for r in st.history], config.epochs))
     save_json(out / "history.json", st.history)
     if config.hardest_negative and row["loss_name"] == config.loss:
         pair_loss = row.get("train_pair_loss", row["train_loss"])  # the hinge alone, without A3VSE's terms

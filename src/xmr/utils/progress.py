@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from tqdm.auto import tqdm
@@ -24,3 +24,15 @@ def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, d
         disable = not progress_enabled()
     return tqdm(iterable, total=total, desc=desc, disable=disable, unit=unit, leave=False,
                 dynamic_ncols=True)
+
+
+def epoch_eta(epoch_seconds: Sequence[float], epochs: int) -> str:
+    """``12.3 s/epoch, at most 5.5 min left``: the mean of the finished epochs' times (``epoch_seconds``,
+    one per epoch done) times the epochs left of ``epochs`` (at most: early stopping may end sooner)."""
+    if not epoch_seconds:
+        return ""
+    per = sum(epoch_seconds) / len(epoch_seconds)
+    left = per * max(0, epochs - len(epoch_seconds))
+    when = "the last epoch" if left == 0 else f"at most {left / 60:.1f} min left" if left >= 60 else \
+        f"at most {left:.0f} s left"
+    return f"{per:.1f} s/epoch, {when}"

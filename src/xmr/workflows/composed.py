@@ -104,7 +104,8 @@ def train_composed_run(cfg: ComposedRunConfig, out_dir: str | Path, *, cache_dir
     """Train a composed model as ``cfg`` says into ``out_dir`` (resumes an unfinished run)."""
     out = Path(out_dir)
     if not overwrite and not saved_run_matches(out, cfg):
-        raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
+        raise XmrError(f"{out} holds a run with another config; "
+                   "pick a new output folder or pass --overwrite (Python: overwrite=True) to start again")
     out.mkdir(parents=True, exist_ok=True)
     corpus = _corpus(cfg)
     splits = _splits(cfg, corpus)

@@ -58,7 +58,8 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     if os.path.lexists(out) and not out.is_dir():
         raise XmrError(f"--out {out} exists and is not a folder; give the run a folder of its own")
     if not overwrite and not saved_run_matches(out, config):
-        raise XmrError(f"{out} holds a run with another config; pick a new output folder or pass overwrite")
+        raise XmrError(f"{out} holds a run with another config; "
+                   "pick a new output folder or pass --overwrite (Python: overwrite=True) to start again")
     check_writable(out, "run folder")
     ensure_folder(out, "run folder")
     with exclusive_lock(out / LOCK_FILE, f"the run {out}"):
