@@ -38,6 +38,22 @@ def test_composed_ranks_match_brute_force_with_ties_and_exclusion() -> None:
     np.testing.assert_array_equal(got, want)
 
 
+def test_composed_chance_equals_the_mean_over_every_ranking() -> None:
+    import itertools
+
+    from xmr.evaluation.composed import composed_chance
+
+    gid = np.array([0, 0, 1, 2, 2, 2])
+    t = np.array([0, 0, 2, 1, 3, 1])  # identity 3 has no gallery image: never a hit
+    excl = np.array([0, 3, 4, -1, 2, 2])  # a query's reference may be of its target identity
+    for k in (1, 2, 4):
+        hits = []
+        for i in range(len(t)):
+            cand = [g for g in range(len(gid)) if g != excl[i]]
+            hits.append(np.mean([any(gid[g] == t[i] for g in perm[:k]) for perm in itertools.permutations(cand)]))
+        assert composed_chance(t, gid, excl, ks=(k,))[f"r{k}"] == pytest.approx(100 * np.mean(hits), abs=1e-9)
+
+
 def _synthetic(n_colours: int = 6, n_shapes: int = 4) -> tuple[ComposedData, ComposedData]:
     """Items = (colour, shape) one-hots + noise; text = "make it <colour>" one-hots; target = recoloured item."""
     rng = np.random.default_rng(0)
@@ -124,7 +140,11 @@ def test_composed_run_saves_config_evaluates_and_resumes(css_run: tuple[Path, Pa
     cfg = ComposedRunConfig(**{**saved, "train": ComposedTrainConfig(**saved["train"])})
     again = train_composed_run(cfg, run, cache_dir=cache)  # finished: loaded, not retrained
     assert len(again.history) == 2
-    assert evaluate_composed_run(run, cache_dir=cache) == pytest.approx(m)
+    again_m = evaluate_composed_run(run, cache_dir=cache)
+    assert {k: v for k, v in again_m.items() if not k.startswith("chance/")} == pytest.approx(m)
+    chance = json.loads((run / "eval-composed-test.json").read_text())["chance"]
+    assert chance["r1"] == pytest.approx(again_m["chance/r1"]) and 0 < chance["r1"] < chance["r10"] < m["r10"]
+    assert f"chance (a random ranking, exact): R@1 {chance['r1']:.1f}" in out
 
 
 def test_composed_search_cli_and_errors(css_run: tuple[Path, Path, Path], capsys: pytest.CaptureFixture,

@@ -344,3 +344,55 @@ def test_evaluation_imports_neither_torch_nor_faiss() -> None:
     code = "import sys, xmr.evaluation; print(sorted({'torch', 'faiss'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _brute_force_chance(rel: np.ndarray, k: int) -> tuple[float, float, float, float]:
+    """Mean R@K (fractions) and mean first-relevant rank (1-based) of both directions over every
+    ordering of the gallery: the expectation of a uniformly random ranking, counted."""
+    import itertools
+
+    def one_side(r: np.ndarray) -> tuple[float, float]:
+        hits, ranks, n = 0.0, 0.0, 0
+        for perm in itertools.permutations(range(r.shape[1])):
+            ordered = r[:, list(perm)]
+            first = ordered.argmax(axis=1)  # every query has a relevant item
+            hits += float(np.mean(first < k))
+            ranks += float(np.mean(first + 1))
+            n += 1
+        return hits / n, ranks / n
+
+    i2t, i2t_rank = one_side(rel)
+    t2i, t2i_rank = one_side(rel.T)
+    return i2t, t2i, i2t_rank, t2i_rank
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chance_metrics_equal_the_mean_over_every_ranking(seed: int) -> None:
+    from xmr.evaluation.metrics import chance_cross_modal_metrics
+
+    rng = np.random.default_rng(seed)
+    n_img, n_txt = 5, 6
+    rel = rng.random((n_img, n_txt)) < 0.3
+    rel[np.arange(n_img), rng.integers(0, n_txt, n_img)] = True  # each image has a text
+    rel[rng.integers(0, n_img, n_txt), np.arange(n_txt)] = True  # each text an image
+    for k in (1, 2, 5):
+        m = chance_cross_modal_metrics(rel, ks=(k,))
+        i2t, t2i, i2t_rank, t2i_rank = _brute_force_chance(rel, k)
+        assert m[f"i2t_r{k}"] == pytest.approx(100 * i2t, abs=1e-9)
+        assert m[f"t2i_r{k}"] == pytest.approx(100 * t2i, abs=1e-9)
+        assert m["rsum"] == pytest.approx(100 * (i2t + t2i), abs=1e-9)
+        assert m["i2t_meanr"] == pytest.approx(i2t_rank) and m["t2i_meanr"] == pytest.approx(t2i_rank)
+    assert chance_cross_modal_metrics(rel, ks=(10,))["i2t_r10"] == pytest.approx(100.0)  # K beyond the gallery
+
+
+def test_chance_of_the_1k_protocol_is_the_mean_over_its_folds() -> None:
+    from xmr.evaluation.metrics import chance_cross_modal_metrics
+    from xmr.evaluation.protocol import chance_of_protocol
+
+    n = 40  # 4 folds of 10 images, 2 texts each; the fold sees only its own texts
+    rel = sparse.csr_matrix((np.ones(2 * n, bool), (np.repeat(np.arange(n), 2), np.arange(2 * n))), shape=(n, 2 * n))
+    one_fold = chance_cross_modal_metrics(rel[:10, :20])
+    got = chance_of_protocol(rel, mode="1k", fold_size=10, n_folds=4)
+    assert got["rsum"] == pytest.approx(one_fold["rsum"])
+    assert chance_of_protocol(rel)["rsum"] < got["rsum"]  # the whole set is a harder gallery
+    assert one_fold["i2t_r1"] == pytest.approx(100 * (1 - 18 / 20))  # 1 - C(18,1)/C(20,1)

@@ -37,9 +37,13 @@ def test_eval_far_above_chance_and_written(trained: tuple[Path, Path, Path], cap
     m = saved["metrics"]
     # test split: 3 unseen colours x 4 shapes x 3 styles, 12 caption queries. Shapes are learnt from
     # other colours; an unseen colour word is noise to the toy text encoder, so t2i R@1 is capped
-    # near 1/3. Random vectors score rsum ~180 on this split.
+    # near 1/3. A random ranking scores rsum ~180 on this split (exact expectation, stored beside).
     chance = chance_metrics(select_split(read_manifest(manifest), "test"))
+    assert saved["chance"] == pytest.approx({k: v for k, v in chance.items()})
     assert m["rsum"] >= chance["rsum"] + 100
+    table = out.splitlines()
+    chance_row = next(line for line in table if line.startswith("chance "))
+    assert f"{chance['rsum']:.1f}" in chance_row and "random ranking" in out
     assert m["t2i_r5"] >= 40 and m["i2t_r1"] >= 20
     assert 0.0 < m["overlap_S"] < 1.0 and "overlap S" in out  # a trained space separates pairs somewhat
     assert saved["command"].startswith("xmr eval") and saved["texts_per_item"] == 1
@@ -196,7 +200,7 @@ def test_rerank_index_search_eval(trained: tuple[Path, Path, Path], tmp_path: Pa
                  "--rerank-param", "k=5"]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("metric"))
-    assert header.split() == ["metric", "plain", "diffusion"] and "t2i R@1" in out
+    assert header.split() == ["metric", "plain", "diffusion", "chance"] and "t2i R@1" in out
     saved = json.loads((run / "eval-test-full.json").read_text())
     assert saved["rerank"]["diffusion"]["params"]["k"] == 5
     assert 0 <= saved["rerank"]["diffusion"]["metrics"]["rsum"] <= 600 and "rsum" in saved["metrics"]

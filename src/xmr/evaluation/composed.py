@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from xmr.errors import XmrError
-from xmr.evaluation.metrics import rank_metrics
+from xmr.evaluation.metrics import chance_recall, rank_metrics
 
 COMPOSED_KS = (1, 10, 50)
 
@@ -66,4 +66,24 @@ def composed_metrics(queries: np.ndarray, gallery: np.ndarray, target_identity: 
     out = rank_metrics(ranks, ks)
     out["rsum"] = float(sum(out[f"r{int(k)}"] for k in ks))
     out["n_queries"] = float(len(ranks))
+    return out
+
+
+def composed_chance(target_identity: np.ndarray, gallery_identity: np.ndarray, exclude: np.ndarray | None = None,
+                    *, ks: Sequence[int] = COMPOSED_KS) -> dict[str, float]:
+    """The exact expected R@K (percent) and ``rsum`` of a random ranking under :func:`composed_ranks`'
+    protocol: each query's gallery is every image but its reference, its relevant ones those of
+    the target identity (shapes as in :func:`composed_ranks`)."""
+    t_id, g_id = np.asarray(target_identity), np.asarray(gallery_identity)
+    codes, counts = np.unique(g_id, return_counts=True)
+    pos = np.searchsorted(codes, t_id).clip(0, len(codes) - 1)
+    relevant = np.where(codes[pos] == t_id, counts[pos], 0).astype(np.int64)
+    n_gallery = np.full(len(t_id), len(g_id), dtype=np.int64)
+    if exclude is not None:
+        excl = np.asarray(exclude)
+        has = excl >= 0
+        n_gallery[has] -= 1
+        relevant[has] -= (g_id[excl[has]] == t_id[has]).astype(np.int64)  # the reference is not a candidate
+    out = {f"r{int(k)}": 100.0 * float(np.mean(chance_recall(relevant, n_gallery, int(k)))) for k in ks}
+    out["rsum"] = float(sum(out[f"r{int(k)}"] for k in ks))
     return out

@@ -19,6 +19,7 @@ from scipy import sparse
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import (
     Relevance,
+    chance_cross_modal_metrics,
     cross_modal_metrics_from_ranks,
     cross_modal_ranks_from_embeddings,
 )
@@ -179,6 +180,23 @@ def evaluate_embeddings(
     out = {**_fold_mean(img, txt, rel, int(fold_size), int(n_folds), ks, similarity), "mode": mode,
            "n_folds": int(n_folds)}
     return out
+
+
+def chance_of_protocol(relevance: Relevance, *, mode: str = "full", fold_size: int = 1000, n_folds: int = 5,
+                       ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """The expected metrics of a random ranking under :func:`evaluate_embeddings`' protocol: exact
+    (:func:`~xmr.evaluation.metrics.chance_cross_modal_metrics`), averaged over the same folds in
+    ``"1k"`` mode. Shape of ``relevance``: (n_img, n_txt)."""
+    if mode not in MODES:
+        raise XmrError(f"mode must be one of {MODES}, got {mode!r}")
+    rel = sparse.csr_matrix(relevance, dtype=bool)
+    if mode == "full":
+        return chance_cross_modal_metrics(rel, ks=ks)
+    folds = []
+    for f in range(int(n_folds)):
+        fold = rel[f * fold_size:(f + 1) * fold_size]
+        folds.append(chance_cross_modal_metrics(fold[:, np.unique(fold.indices)], ks=ks))
+    return {k: float(np.mean([m[k] for m in folds])) for k in folds[0]}
 
 
 def _column_title(key: str) -> str:

@@ -67,7 +67,9 @@ class ComposedTask(Task):
                                    command=command)
         report = (f"{os.path.basename(os.path.normpath(run_dir))}, composed, split {split} "
                   f"({int(cm['n_queries'])} queries): R@1 {cm['r1']:.1f}  R@10 {cm['r10']:.1f}  R@50 {cm['r50']:.1f}  "
-                  f"medr {cm['medr']:.0f}")
+                  f"medr {cm['medr']:.0f}\n"
+                  f"chance (a random ranking, exact): R@1 {cm['chance/r1']:.1f}  R@10 {cm['chance/r10']:.1f}  "
+                  f"R@50 {cm['chance/r50']:.1f}")
         return EvalOutcome(cm, report, Path(run_dir) / f"eval-composed-{split}.json")
 
     def search(self, run_dir: str | Path, given: Options) -> list[str]:

@@ -108,7 +108,7 @@ class RetrievalTask(Task):
                  ) -> EvalOutcome:
         from xmr.evaluation.protocol import SIDE_BY_SIDE_KEYS, format_table
         from xmr.rerank.registry import rerankers_from_options
-        from xmr.workflows.evaluate import eval_output_path, evaluate_run
+        from xmr.workflows.evaluate import CHANCE, eval_output_path, evaluate_run
 
         split, mode = str(given["split"]), str(given.get("mode") or "full")
         rerank = rerankers_from_options(given.get("rerank"), given.get("rerank_param") or [])
@@ -118,9 +118,11 @@ class RetrievalTask(Task):
                          command=command, skip_bad=bool(given.get("skip_bad")), out=out)
         name = os.path.basename(os.path.normpath(run_dir))
         lines = []
+        chance = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(f"{CHANCE}/")}
         if rerank:
             columns = {"plain": m, **{rr.name: {k.split("/", 1)[1]: v for k, v in m.items()
-                                                if k.startswith(f"{rr.name}/")} for rr in rerank}}
+                                                if k.startswith(f"{rr.name}/")} for rr in rerank},
+                       "chance": chance}
             lines.append(f"{name}, split {split} ({mode}); re-ranked "
                          f"{', '.join(f'{rr.name}: shortlist {rr.params.shortlist}' for rr in rerank)}")
             lines.append(format_table(columns, SIDE_BY_SIDE_KEYS, name_header="metric", transpose=True))
@@ -130,7 +132,9 @@ class RetrievalTask(Task):
                     lines.append(f"{rr.name}: {un['t2i']} t2i and {un['i2t']} i2t queries got no re-ranking score "
                                  "(cosine order kept)")
         else:
-            lines.append(format_table({name: m}))
+            lines.append(format_table({name: m, "chance": chance}))
+        lines.append(f"chance: the expected scores of a random ranking of these {int(m['n_images'])} images and "
+                     f"{int(m['n_texts'])} texts (exact, from which texts describe which images)")
         lines += [f"{k}: {v:.2f}" for k, v in m.items() if k.startswith("i2i_") and ("_map" in k or "_cmc" in k)]
         if "overlap_S" in m:
             lines.append(f"overlap S (dual-path Eq. 10; lower separates positives better): {m['overlap_S']:.3f}")

@@ -28,6 +28,7 @@ from xmr.data.triplets import EditTriplet, read_triplets, target_identity
 from xmr.encoders import create_image_encoder, create_text_encoder, encode_images, encode_texts
 from xmr.encoders.regions import RegionEncoder, encode_regions
 from xmr.errors import XmrError
+from xmr.evaluation.composed import composed_chance
 from xmr.runs.base import load_run_config, save_run_config, saved_run_matches
 from xmr.runs.composed import LSTM_CONFIG, ComposedRunConfig
 from xmr.text import Vocabulary
@@ -149,10 +150,12 @@ def evaluate_composed_run(run_dir: str | Path, *, split: str = "test", cache_dir
     if split not in splits or not splits[split]:
         raise XmrError(f"{cfg.triplets} has no {split!r} triplets")
     image, regions, texts, feats, _ = _encode(cfg, corpus, model.vocab, cache_dir, show_progress)
-    metrics = evaluate_composed(model, _data(corpus, image, regions, texts, feats, splits[split]))
-    save_json(run / f"eval-composed-{split}.json", {"split": split, "metrics": metrics, "model_id": model.model_id,
-                                                   "command": command})
-    return metrics
+    data = _data(corpus, image, regions, texts, feats, splits[split])
+    metrics = evaluate_composed(model, data)
+    chance = composed_chance(data.identity[data.triplets[:, 2]], data.identity, exclude=data.triplets[:, 0])
+    save_json(run / f"eval-composed-{split}.json", {"split": split, "metrics": metrics, "chance": chance,
+                                                   "model_id": model.model_id, "command": command})
+    return {**metrics, **{f"chance/{k}": v for k, v in chance.items()}}
 
 
 __all__ = ["train_composed_run", "evaluate_composed_run"]

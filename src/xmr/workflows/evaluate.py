@@ -24,7 +24,7 @@ from scipy import sparse
 from xmr.errors import XmrError
 from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevant_ranks, label_retrieval_metrics
 from xmr.evaluation.overlap import overlap_indicator, positive_negative_sims
-from xmr.evaluation.protocol import evaluate_embeddings
+from xmr.evaluation.protocol import chance_of_protocol, evaluate_embeddings
 from xmr.evaluation.similarity import is_inner_product
 from xmr.models import JointModel
 from xmr.rerank.registry import create_reranker
@@ -36,6 +36,9 @@ from xmr.workflows.features import FeatureSet, encode_items
 log = logging.getLogger(__name__)
 
 EVAL_MODES = ("full", "1k")
+#: the prefix of the expected metrics of a random ranking in :func:`evaluate_run`'s result (``chance/rsum``)
+#: and their section of the results JSON
+CHANCE = "chance"
 
 
 def _label_metrics(fs: FeatureSet, img: np.ndarray) -> dict[str, float]:
@@ -179,6 +182,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
         rerank: re-ranking methods (names, or unfitted re-rankers with their parameters) to
             evaluate beside the plain ranking; their metrics come back as ``"<name>/<metric>"``
             and go to the JSON's ``rerank`` section with the parameters.
+        The expected metrics of a random ranking of the same gallery (exact, from the relevance
+        matrix: :func:`~xmr.evaluation.protocol.chance_of_protocol`) come back as
+        ``"chance/<metric>"`` and go to the JSON's ``chance`` section.
         command: the command line that asked for this, stored beside the numbers.
         skip_bad: evaluate around unreadable images (listed under ``skipped`` in the JSON)
             instead of refusing.
@@ -196,12 +202,15 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
                       **run_encoders(cfg, model.vocab),
                       cache_dir=cache_dir, texts_per_item=n_texts, show_progress=show_progress, skip_bad=skip_bad)
     metrics = evaluate_features(model, fs, mode=mode, rerank=rerankers)
+    chance = chance_of_protocol(fs.relevance, mode=mode)
+    metrics.update({f"{CHANCE}/{k}": v for k, v in chance.items()})
     plain = {k: v for k, v in metrics.items() if "/" not in k}
     reranked = {rr.name: {"params": rr.params, "directions": ["t2i", "i2t"],
                           "metrics": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{rr.name}/")}}
                 for rr in rerankers}
     save_json(eval_output_path(run_dir, cfg.manifest, split=split, mode=mode, manifest=manifest, out=out),
               {"metrics": plain, "split": split, "mode": mode, "manifest": manifest or cfg.manifest,
-               "texts_per_item": n_texts, "model_id": model.model_id, **({"rerank": reranked} if reranked else {}),
+               "texts_per_item": n_texts, "model_id": model.model_id, CHANCE: chance,
+               **({"rerank": reranked} if reranked else {}),
                **({"skipped": list(fs.skipped)} if fs.skipped else {}), "command": command})
     return metrics
