@@ -1,6 +1,7 @@
 """The ``xmr`` command line. Each subcommand is a thin wrapper over one library function.
 
     xmr data fetch emoji           xmr.data.fetch_dataset
+    xmr data manifest DIR --out M  xmr.workflows.folder.write_folder_manifest
     xmr encode MANIFEST            xmr.workflows.features.encode_items
     xmr train MANIFEST --out RUN   the task's train (xmr.tasks; retrieval: xmr.workflows.train.train_run)
     xmr index RUN                  xmr.workflows.index.index_run
@@ -56,21 +57,36 @@ def _cmd_fetch(a: argparse.Namespace) -> None:
               f"{len({it.label for it in sub}):>3} labels")
 
 
+def _cmd_manifest(a: argparse.Namespace) -> None:
+    from xmr.data.folder import parse_split_fractions
+    from xmr.workflows.folder import write_folder_manifest
+
+    fractions = parse_split_fractions(a.split) if a.split else None
+    print(write_folder_manifest(a.folder, a.out, recursive=a.recursive, captions=a.captions,
+                                split_fractions=fractions, seed=a.seed, overwrite=a.overwrite).summary())
+
+
 def _cmd_encode(a: argparse.Namespace) -> None:
+    from xmr.data.folder import scan_folder
     from xmr.data.manifest import select_split
     from xmr.data.readers import read_items
     from xmr.encoders import create_image_encoder, create_text_encoder
     from xmr.runs.config import RunConfig
     from xmr.workflows.features import encode_items, feature_cache_dir, skipped_list_path, write_skipped
 
-    items = select_split(read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad), a.split)
-    fs = encode_items(items, image_encoder=create_image_encoder(a.image_encoder or RunConfig.image_encoder),
+    if (a.manifest is None) == (a.images is None):
+        raise XmrError("give a manifest or --images FOLDER (one of them)")
+    source, skip_bad = (a.manifest, a.skip_bad) if a.images is None else (a.images, True)
+    items = scan_folder(a.images, recursive=a.recursive).items if a.images is not None else \
+        read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad)
+    fs = encode_items(select_split(items, a.split),
+                      image_encoder=create_image_encoder(a.image_encoder or RunConfig.image_encoder),
                       text_encoder=create_text_encoder(a.text_encoder or RunConfig.text_encoder),
-                      cache_dir=a.cache_dir, skip_bad=a.skip_bad)
+                      cache_dir=a.cache_dir, skip_bad=skip_bad, allow_textless=a.images is not None)
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
     if fs.skipped:
-        listed = write_skipped(skipped_list_path(a.manifest, a.cache_dir), fs.skipped)
+        listed = write_skipped(skipped_list_path(source, a.cache_dir), fs.skipped)
         print(f"skipped {len(fs.skipped)} unreadable image(s); listed in {listed}")
 
 
@@ -125,13 +141,18 @@ def _rerankers(a: argparse.Namespace) -> list[Reranker]:
 
 def _cmd_index(a: argparse.Namespace) -> None:
     from xmr.modality import TARGETS, check_target
+    from xmr.utils.io import load_json
     from xmr.workflows.index import index_run
 
     targets: list[Target] = list(TARGETS) if a.rerank_target == "both" else [check_target(a.rerank_target)]
     out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory,
                     texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
-                    cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad)
-    print(f"index: {out}")
+                    cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad, images=a.images,
+                    recursive=a.recursive)
+    built = load_json(os.path.join(out, "index_run.json"))
+    skipped = f"; {built['n_skipped']} unreadable image(s) left out, listed in {os.path.join(out, 'skipped.jsonl')}" \
+        if built.get("n_skipped") else ""
+    print(f"index: {out} ({built['n_images']} images, {built['n_texts']} texts{skipped})")
     if a.rerank:
         print(f"re-ranking structures ({a.rerank}; {', '.join(targets)}): {os.path.join(out, 'rerank')}")
 
@@ -225,6 +246,10 @@ def _add_skip_bad(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable images and bad manifest rows (warn with a count; the items "
                         "left out are listed in skipped.jsonl beside the output) instead of refusing them")
+
+
+def _add_recursive(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recursive", action="store_true", help="with a folder: its sub-folders' images too")
 
 
 def _add_cache(p: argparse.ArgumentParser) -> None:
@@ -424,9 +449,26 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name")
     _add_cache(f)
     f.set_defaults(func=_cmd_fetch)
+    f = dsub.add_parser("manifest", help="write a manifest from a folder of images (texts from optional sidecar "
+                                         ".txt/.json files or a captions CSV)")
+    f.add_argument("folder")
+    f.add_argument("--out", required=True, help="the manifest to write (.jsonl, or .csv)")
+    _add_recursive(f)
+    f.add_argument("--captions", default=None, metavar="CSV",
+                   help="a CSV with a header naming the file column (file/image/path, relative to the folder) and "
+                        "the text column (caption/text/title); several rows give a file several texts")
+    f.add_argument("--split", default=None, metavar="TRAIN/VAL/TEST",
+                   help="assign splits, e.g. 80/10/10, by a seeded hash of each file's path (adding images later "
+                        "moves none); default: no split field")
+    f.add_argument("--seed", type=int, default=0, help="seeds the split draw (default 0)")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing manifest at --out")
+    f.set_defaults(func=_cmd_manifest)
 
-    p = sub.add_parser("encode", help="encode a manifest's images and texts into the feature cache")
-    p.add_argument("manifest", help="JSONL/CSV manifest or Karpathy split JSON")
+    p = sub.add_parser("encode", help="encode a manifest's (or a folder's) images and texts into the feature cache")
+    p.add_argument("manifest", nargs="?", default=None, help="JSONL/CSV manifest or Karpathy split JSON")
+    p.add_argument("--images", default=None, metavar="FOLDER",
+                   help="encode a folder of images instead of a manifest (unreadable files are skipped and listed)")
+    _add_recursive(p)
     p.add_argument("--image-root", default=None, help="Karpathy files: the folder holding the images")
     p.add_argument("--split", default=None, help="only this split")
     _add_skip_bad(p)
@@ -441,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="index a gallery with a trained run")
     p.add_argument("run")
     p.add_argument("--manifest", default=None, help="gallery manifest (default: the run's)")
+    p.add_argument("--images", default=None, metavar="FOLDER",
+                   help="index a folder of images instead (ids = paths relative to it; texts from optional "
+                        "sidecar .txt/.json files; unreadable files are skipped, counted and listed)")
+    _add_recursive(p)
     p.add_argument("--split", default=None, help="only this split (default: all items)")
     p.add_argument("--factory", default="Flat", help="FAISS index_factory string: Flat, HNSW32, IVF1024,Flat ...")
     p.add_argument("--texts-per-item", type=_positive_int, default=None,

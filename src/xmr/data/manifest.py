@@ -182,7 +182,8 @@ def _csv_rows(path: Path) -> Iterable[tuple[str, dict[str, object] | XmrError]]:
 def check_manifest_file(path: Path) -> None:
     """Refuse a manifest path that is missing, a folder, or not a regular file (a FIFO would block)."""
     if path.is_dir():
-        raise XmrError(f"{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON)")
+        raise XmrError(f"{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON); for a folder of "
+                       f"images use --images {path} (xmr index, xmr encode) or `xmr data manifest {path} --out M`")
     if not path.exists():
         raise XmrError(f"{path}: manifest not found")
     if not path.is_file():

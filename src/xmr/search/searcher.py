@@ -225,6 +225,8 @@ class Searcher:
         if self.index_dir is not None:
             built_file = self.index_dir / "index_run.json"
             built = load_json(built_file) if built_file.is_file() else {}
+            if isinstance(built, dict) and built.get("images"):
+                args.append(f"--images {built['images']}" + (" --recursive" if built.get("recursive") else ""))
             if isinstance(built, dict) and built.get("split"):
                 args.append(f"--split {built['split']}")
             if run is None or self.index_dir.resolve() != (run / "index").resolve():

@@ -6,8 +6,10 @@ Index folder layout (default ``<run>/index``)::
     texts/             the same for the gallery's distinct texts
     gallery.jsonl      the indexed items (image index id = line number)
     texts.json         the indexed texts (text index id = position)
-    index_run.json     what built it: run, model id, manifest, split, factory, re-ranking, command
-    skipped.jsonl      with ``skip_bad``: the manifest items left out, each with its reason
+    index_run.json     what built it: run, model id, manifest (or images folder), split, factory,
+                       re-ranking, command
+    skipped.jsonl      with ``skip_bad`` (always for an images folder): the items left out, each
+                       with its reason
     rerank/<name>/<target>/   optional re-ranking structures (``--rerank``), with their parameters
                        and the fingerprint of this index (see :mod:`xmr.rerank.registry`)
 
@@ -25,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xmr.data.manifest import write_manifest
+from xmr.data.folder import scan_folder
+from xmr.data.manifest import select_split, write_manifest
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
 from xmr.modality import Modality, Target, check_target
@@ -38,7 +41,7 @@ from xmr.rerank.registry import (
     index_fingerprint,
     rerank_dir,
 )
-from xmr.runs.config import RunConfig, load_run, run_encoders, run_items
+from xmr.runs.config import load_run, run_encoders, run_items
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import check_writable, load_json, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
@@ -61,12 +64,17 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
               factory: str = "Flat", texts_per_item: int | None = None, out_dir: str | Path | None = None,
               cache_dir: str | Path | None = None, rerank: Sequence[str | Reranker] = (),
               rerank_targets: Sequence[Target] = ("images",),
-              command: str | None = None, show_progress: bool | None = None, skip_bad: bool = False) -> Path:
+              command: str | None = None, show_progress: bool | None = None, skip_bad: bool = False,
+              images: str | Path | None = None, recursive: bool = False) -> Path:
     """Build the gallery index of a run. Returns the index folder.
 
     Args:
         run_dir: a folder made by ``xmr train``.
         manifest: the gallery manifest (default: the run's own).
+        images: instead of a manifest, a folder of images (:func:`xmr.data.folder.scan_folder`: ids
+            are relative paths, texts from optional sidecars); its unreadable files are left out,
+            counted and listed in ``skipped.jsonl`` (``skip_bad`` is implied).
+        recursive: with ``images``, also its sub-folders.
         split: index only this split (default: every item).
         factory: a FAISS index_factory string; ``Flat`` is exact search.
         texts_per_item: index only each item's first texts (e.g. 1: the caption, not keywords).
@@ -83,6 +91,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             then), a bad factory string or option, an unreadable image (without ``skip_bad``).
     """
     run_dir = Path(run_dir)
+    if images is not None and manifest is not None:
+        raise XmrError("give a gallery --manifest or an --images folder, not both")
     rerankers = [create_reranker(r) if isinstance(r, str) else r for r in rerank]
     for t in rerank_targets:
         check_target(t, "re-ranking target")
@@ -93,19 +103,26 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
     check_writable(out.parent, "index folder")
+    if images is not None:
+        scan = scan_folder(images, recursive=recursive)
+        gallery, skip_bad = select_split(scan.items, split), True
+        source = {"images": str(scan.root), "recursive": recursive}
+    else:
+        gallery = run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad)
+        source = {"manifest": manifest or cfg.manifest}
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"):
-        fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad),
-                          **run_encoders(cfg, model.vocab),
+        fs = encode_items(gallery, **run_encoders(cfg, model.vocab),
                           cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
-        _write_index(out, run_dir, cfg, model, fs, factory=factory, manifest=manifest, split=split,
+        _write_index(out, run_dir, model, fs, factory=factory, source=source, split=split,
                      rerankers=rerankers, rerank_targets=rerank_targets, command=command)
-    log.info("indexed %d images and %d texts into %s", len(fs.items), len(fs.texts), out)
+    log.info("indexed %d images and %d texts into %s%s", len(fs.items), len(fs.texts), out,
+             f"; {len(fs.skipped)} unreadable image(s) left out (listed in {out / SKIPPED_FILE})" if fs.skipped else "")
     return out
 
 
-def _write_index(out: Path, run_dir: Path, cfg: RunConfig, model: JointModel, fs: FeatureSet, *, factory: str,
-                 manifest: str | None, split: str | None, rerankers: Sequence[Reranker],
+def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *, factory: str,
+                 source: dict[str, object], split: str | None, rerankers: Sequence[Reranker],
                  rerank_targets: Sequence[Target], command: str | None) -> None:
     """Build the index folder beside ``out`` and swap it in (see the module docstring)."""
     with atomic_folder(out) as tmp:
@@ -125,7 +142,7 @@ def _write_index(out: Path, run_dir: Path, cfg: RunConfig, model: JointModel, fs
             write_skipped(tmp / SKIPPED_FILE, fs.skipped)
         built = _build_rerank(tmp, rerankers, rerank_targets, fs, embedded["images"], embedded["texts"])
         save_json(tmp / INDEX_RUN_FILE, {"run": str(run_dir.resolve()), "model_id": model.model_id,
-                                         "manifest": manifest or cfg.manifest, "split": split,
+                                         **source, "split": split,
                                          "factory": factory, "n_images": len(fs.items),
                                          "n_texts": len(fs.texts), "n_skipped": len(fs.skipped), "rerank": built,
                                          "fingerprint": index_fingerprint(tmp), "command": command})
