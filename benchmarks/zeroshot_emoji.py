@@ -51,8 +51,9 @@ import torch
 from xmr.bench.common import command_line, load_note, markdown
 from xmr.data import fetch_dataset, read_manifest
 from xmr.encoders import create_encoder, encode_images
+from xmr.plots import line_plot
 from xmr.utils.arrays import l2_normalize
-from xmr.utils.io import atomic_write_bytes, atomic_write_text, save_json
+from xmr.utils.io import atomic_write_text, save_json
 from xmr.utils.paths import default_cache_dir
 from xmr.workflows.features import feature_cache_dir
 from xmr.zeroshot import (
@@ -264,41 +265,10 @@ def table(runs: list[dict[str, object]], direction: str) -> str:
 
 
 def sweep_png(path: Path, sweeps: dict[str, list[float]], title: str) -> None:
-    """A small line plot drawn with Pillow (matplotlib is not installed in the venv)."""
-    from io import BytesIO
-
-    from PIL import Image, ImageDraw
-
-    w, h, left, right, top, bottom = 720, 440, 70, 190, 40, 50
-    im = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(im)
-    ys = [v for s in sweeps.values() for v in s]
-    lo, hi = np.floor(min(ys) / 5) * 5, np.ceil(max(ys) / 5) * 5 + (1e-9 if min(ys) == max(ys) else 0)
-    px = lambda x: left + x * (w - left - right)  # noqa: E731
-    py = lambda y: top + (hi - y) / (hi - lo) * (h - top - bottom)  # noqa: E731
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
-    for t in np.linspace(lo, hi, 5):
-        d.line([left - 4, py(t), left, py(t)], fill="black")
-        d.text((8, py(t) - 6), f"{t:.1f}", fill="black")
-    for lam in LAMBDAS:
-        d.line([px(lam), h - bottom, px(lam), h - bottom + 4], fill="black")
-        d.text((px(lam) - 8, h - bottom + 8), f"{lam:.1f}", fill="black")
-    d.text((w // 2 - 120, h - 20), "lambda (weight of the query-side walk, Eq. 8)", fill="black")
-    d.text((left, 12), title, fill="black")
-    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-               (227, 119, 194), (127, 127, 127)]
-    for i, (name, s) in enumerate(sweeps.items()):
-        c = colours[i % len(colours)]
-        pts = [(px(lam), py(v)) for lam, v in zip(LAMBDAS, s)]
-        d.line(pts, fill=c, width=2 if "test" in name else 1)
-        for x, y in ([] if name.startswith("baseline") else pts):
-            d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=c)
-        d.line([w - right + 10, top + 10 + 16 * i, w - right + 30, top + 10 + 16 * i], fill=c, width=2)
-        d.text((w - right + 34, top + 4 + 16 * i), name, fill="black")
-    d.text((8, top - 20), "mAP %", fill="black")
-    buf = BytesIO()
-    im.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    """The lambda sweeps as a line plot (matplotlib): mAP against lambda, one line per sweep."""
+    line_plot({name: (list(LAMBDAS), values) for name, values in sweeps.items()}, path,
+              xlabel="lambda (weight of the query-side walk, Eq. 8)", ylabel="mAP (%)", title=title,
+              emphasise=[n for n in sweeps if "test" in n], dashed=[n for n in sweeps if n.startswith("baseline")])
 
 
 def _choices_table(runs: list[dict[str, object]]) -> str:

@@ -27,7 +27,6 @@ from scipy import sparse
 
 from xmr.errors import XmrError
 from xmr.utils.arrays import l2_normalize
-from xmr.utils.io import atomic_save_file
 
 Relevance: typing.TypeAlias = "np.ndarray | sparse.spmatrix"
 
@@ -140,10 +139,11 @@ def positive_negative_sims(img_emb: np.ndarray, txt_emb: np.ndarray, relevance: 
 def plot_overlap_histogram(pos_sims: np.ndarray, neg_sims: np.ndarray, path: str | os.PathLike[str], *,
                            bins: int = 100, value_range: tuple[float, float] = (-1.0, 1.0),
                            size: tuple[int, int] = (640, 400)) -> float:
-    """Draw the P and Q histograms (the paper's Fig. 5) to a PNG with Pillow; return S.
+    """Draw the P and Q histograms (the paper's Fig. 5) to a PNG with matplotlib; return S.
 
-    Positive pairs in translucent blue, negative pairs in translucent red, their overlap purple;
-    both on one y axis, the fraction of each set's pairs per bin. The file is written atomically.
+    Positive pairs in translucent blue, negative pairs in translucent red (their overlap shows
+    purple); x: the pair's similarity, y: the fraction of each set's pairs per bin; S in the
+    legend. The file is written atomically.
 
     Args:
         pos_sims: positive-pair similarities. Shape: (n_pos,).
@@ -156,7 +156,7 @@ def plot_overlap_histogram(pos_sims: np.ndarray, neg_sims: np.ndarray, path: str
     Returns:
         S of :func:`overlap_indicator` with the same bins, also printed on the plot.
     """
-    from PIL import Image, ImageDraw  # only the plot needs Pillow
+    from xmr.plots.figures import pyplot, save_figure  # only the plot needs matplotlib
 
     s = overlap_indicator(pos_sims, neg_sims, bins=bins, value_range=value_range)
     width, height = size
@@ -164,30 +164,16 @@ def plot_overlap_histogram(pos_sims: np.ndarray, neg_sims: np.ndarray, path: str
         raise XmrError(f"plot size must be at least 200 x 200 pixels, got {size}")
     p = _histogram_fractions(pos_sims, "positive", bins, value_range)
     q = _histogram_fractions(neg_sims, "negative", bins, value_range)
-    left, right, top, bottom = 50, width - 20, 40, height - 40
-    y_max = max(p.max(), q.max())
-    base = Image.new("RGBA", size, (255, 255, 255, 255))
-    for fractions, colour in ((p, (40, 90, 220, 110)), (q, (220, 40, 40, 110))):
-        layer = Image.new("RGBA", size, (0, 0, 0, 0))
-        draw = ImageDraw.Draw(layer)
-        for b, frac in enumerate(fractions):
-            if frac <= 0:
-                continue
-            x0 = left + (right - left) * b / bins
-            x1 = left + (right - left) * (b + 1) / bins
-            y0 = bottom - (bottom - top) * frac / y_max
-            draw.rectangle((x0, y0, max(x0, x1 - 1), bottom), fill=colour)
-        base = Image.alpha_composite(base, layer)
-    draw = ImageDraw.Draw(base)
-    draw.line((left, bottom, right, bottom), fill=(0, 0, 0, 255))
-    draw.line((left, top, left, bottom), fill=(0, 0, 0, 255))
-    lo, hi = value_range
-    for k in range(5):
-        x = left + (right - left) * k / 4
-        draw.line((x, bottom, x, bottom + 4), fill=(0, 0, 0, 255))
-        draw.text((x - 12, bottom + 8), f"{lo + (hi - lo) * k / 4:.2g}", fill=(0, 0, 0, 255))
-    draw.text((left, 10), f"P: positive pairs (n={np.size(pos_sims)})", fill=(40, 90, 220, 255))
-    draw.text((left + 230, 10), f"Q: negative pairs (n={np.size(neg_sims)})", fill=(220, 40, 40, 255))
-    draw.text((right - 90, top), f"S = {s:.4f}", fill=(0, 0, 0, 255))
-    atomic_save_file(path, lambda tmp: base.convert("RGB").save(tmp, format="PNG"))
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(width / 100, height / 100))
+    ax.stairs(p, edges, fill=True, color="#285adc", alpha=0.45, label=f"P: positive pairs (n={np.size(pos_sims)})")
+    ax.stairs(q, edges, fill=True, color="#dc2828", alpha=0.45, label=f"Q: negative pairs (n={np.size(neg_sims)})")
+    ax.plot([], [], " ", label=f"overlap S = {s:.4f}")
+    ax.set_xlim(*value_range)
+    ax.set_xlabel("similarity of the pair")
+    ax.set_ylabel("fraction of the set's pairs per bin")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
     return s
