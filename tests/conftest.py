@@ -18,3 +18,21 @@ faiss.omp_set_num_threads(1)  # the same for FAISS, and HNSW builds become deter
 @pytest.fixture
 def shapes_manifest(tmp_path: Path) -> Path:
     return make_shapes_dataset(tmp_path / "shapes")
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A retrieval run trained on the shapes set with the toy encoders (seconds), and its cache: (run, cache).
+
+    The shapes images are in ``run.parent / "data" / "img"``, the manifest beside them. Shared by
+    every test that needs a trained space; tests must not change the run folder.
+    """
+    from xmr.cli import main
+
+    root = tmp_path_factory.mktemp("toy-run")
+    manifest = make_shapes_dataset(root / "data", copies=2)
+    cache, run = root / "cache", root / "run"
+    assert main(["train", str(manifest), "--out", str(run), "--cache-dir", str(cache), "--image-encoder", "toy-image",
+                 "--text-encoder", "toy-text", "--embed-dim", "32", "--epochs", "6", "--batch-size", "16", "--lr",
+                 "3e-3", "--patience", "0"]) == 0
+    return run, cache

@@ -122,18 +122,6 @@ def test_data_manifest_writes_the_readable_images_and_lists_the_others(tmp_path:
     assert not (tmp_path / "photos.skipped.jsonl").exists()  # nothing left out: no stale list
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from conftest import make_shapes_dataset
-
-    root = tmp_path_factory.mktemp("folder-run")
-    manifest = make_shapes_dataset(root / "data", copies=2)
-    cache, run = root / "cache", root / "run"
-    assert main(["train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *TOY, "--embed-dim", "32",
-                 "--epochs", "6", "--batch-size", "16", "--lr", "3e-3", "--patience", "0"]) == 0
-    return run, cache
-
-
 def test_index_and_encode_a_folder_of_images_with_unreadable_files_mixed_in(
         toy_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, cache = toy_run

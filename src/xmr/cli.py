@@ -501,8 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="query an indexed run by text or image")
     p.add_argument("run")
-    p.add_argument("--text", default=None)
-    p.add_argument("--image", default=None)
+    p.add_argument("--text", default=None, help="a text query")
+    p.add_argument("--image", default=None, help="an image query (a file)")
+    p.add_argument("--queries", default=None, metavar="FILE",
+                   help="many queries, one per line: a text, or an image file's path (relative to FILE's folder; "
+                        "'text:' / 'image:' force the kind); the run and index load once")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per query: query, kind, line, hits (rank, score, id, text, image, item, "
+                        "label, group, style), or error")
+    p.add_argument("--sheet", default=None, metavar="PNG",
+                   help="also draw the results as a contact sheet: one row per query, its top-k images with score "
+                        "and first text")
     p.add_argument("-k", type=_positive_int, default=10, help="results to show (default 10)")
     p.add_argument("--target", default=None, choices=["images", "texts"], help="what to return (default: images)")
     p.add_argument("--index", default=None, help="index folder (default: RUN/index)")

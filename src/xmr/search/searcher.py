@@ -13,9 +13,10 @@ With re-ranking structures built by ``xmr index RUN --rerank diffusion``::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from xmr.models import JointModel
 from xmr.rerank.registry import RERANKERS, index_fingerprint, rerank_dir
 from xmr.rerank.reranker import Reranker, load_reranker, order_shortlist
 from xmr.runs.config import load_run, run_encoders
+from xmr.search.queries import Query
 from xmr.utils.io import load_json
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,16 @@ class SearchHit:
     label: str | None = None
     group: str | None = None
     style: str | None = None
+    item: str | None = None  # a text hit: the id of the first gallery item carrying the text (image: its image)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One query of :meth:`Searcher.search_batch`: its hits, or why it could not be answered."""
+
+    query: Query
+    hits: list[SearchHit]
+    error: str | None = None
 
 
 class Searcher:
@@ -76,6 +88,7 @@ class Searcher:
         self._fingerprint: str | None = None
         self._loaded: dict[tuple[str, str], Reranker] = {}
         self._gallery_vectors: dict[str, np.ndarray] = {}  # for non-inner-product search, read lazily
+        self._owners: dict[int, int] | None = None  # text position -> first item carrying it, built lazily
         self.rerank_params = dict(rerank_params or {})
         self.rerank = rerank
         if isinstance(rerank, str):
@@ -193,6 +206,43 @@ class Searcher:
         return self._hits(*self.search_reranked(q, feats, k, target=target, modality="image", rerank=rerank),
                           target)
 
+    def search_batch(self, queries: Sequence[Query], k: int = 10, *, target: Target = "images",
+                     rerank: str | Reranker | None = None, chunk: int = 256) -> list[QueryResult]:
+        """Answer many text and image queries: encoded and searched ``chunk`` at a time per modality.
+
+        The hits of each query are those :meth:`search_text` / :meth:`search_image` give for it
+        alone. A query that cannot be answered (an unreadable image, an empty text) gets its
+        ``error`` and no hits; the others are answered. Results come back in query order.
+        """
+        check_target(target)
+        results: list[QueryResult | None] = [None] * len(queries)
+        for kind in ("text", "image"):
+            todo = [i for i, q in enumerate(queries) if check_modality(q.kind, "query kind") == kind]
+            for a in range(0, len(todo), chunk):
+                good: list[int] = []
+                inputs: list[Any] = []
+                for i in todo[a:a + chunk]:
+                    q = queries[i]
+                    try:
+                        if kind == "text":
+                            if not q.value.strip():
+                                raise XmrError("empty text")
+                            inputs.append(q.value.strip())
+                        else:
+                            inputs.append(self.image_encoder.load(q.value))
+                    except XmrError as e:
+                        results[i] = QueryResult(q, [], str(e))
+                        continue
+                    good.append(i)
+                if not good:
+                    continue
+                feats = (self.text_encoder if kind == "text" else self.image_encoder).encode_batch(inputs)
+                emb = self.model.embed_numpy(feats, kind)
+                scores, ids = self.search_reranked(emb, feats, k, target=target, modality=kind, rerank=rerank)
+                for row, i in enumerate(good):
+                    results[i] = QueryResult(queries[i], self._hits_row(scores[row], ids[row], target))
+        return [r for r in results if r is not None]
+
     def _scored_search(self, queries: np.ndarray, k: int, *, target: Target, modality: Modality
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Exact cross-modal search by the model's own (non-inner-product) similarity.
@@ -288,14 +338,36 @@ class Searcher:
         return self._fingerprint
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, target: Target) -> list[SearchHit]:
+        return self._hits_row(scores[0], ids[0], target)
+
+    def _hits_row(self, scores: np.ndarray, ids: np.ndarray, target: Target) -> list[SearchHit]:
+        """The hits of one query's (scores, ids) row; a text hit names the first item carrying it."""
         hits = []
-        for rank, (s, i) in enumerate(zip(scores[0], ids[0]), start=1):
+        for rank, (s, i) in enumerate(zip(scores, ids), start=1):
             if i < 0:
                 continue
             if modality_of_target(target) == "text":
-                hits.append(SearchHit(rank, float(s), id=f"text:{i}", text=self.texts[i]))
+                owner = self._text_owner().get(int(i))
+                it = self.items[owner] if owner is not None else None
+                hits.append(SearchHit(rank, float(s), id=f"text:{i}", text=self.texts[i],
+                                      image=it.image if it else None, label=it.label if it else None,
+                                      group=it.group if it else None, style=it.style if it else None,
+                                      item=it.id if it else None))
             else:
                 it = self.items[i]
                 hits.append(SearchHit(rank, float(s), id=it.id, text=it.texts[0] if it.texts else None,
                                       image=it.image, label=it.label, group=it.group, style=it.style))
         return hits
+
+    def _text_owner(self) -> dict[int, int]:
+        """Gallery text position -> the first gallery item (position) that carries the text; built once."""
+        if self._owners is None:
+            where = {t: j for j, t in enumerate(self.texts)}
+            owners: dict[int, int] = {}
+            for i, it in enumerate(self.items):
+                for t in it.texts:
+                    j = where.get(t)
+                    if j is not None:
+                        owners.setdefault(j, i)
+            self._owners = owners
+        return self._owners

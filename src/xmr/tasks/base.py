@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -75,8 +75,9 @@ class Task(abc.ABC):
         """Evaluate the run with the options the user gave (``split`` always present)."""
 
     @abc.abstractmethod
-    def search(self, run_dir: str | Path, given: Options) -> list[str]:
-        """Answer one query (its options in ``given``); one printable line per hit."""
+    def search(self, run_dir: str | Path, given: Options) -> Iterable[str]:
+        """Answer the query or queries in ``given``: printable lines (one per hit, or per query with
+        ``--json``), yielded as they are ready; a query that failed raises at the end."""
 
 
 TASKS: Registry[Task] = Registry("task")

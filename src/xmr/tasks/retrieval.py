@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmr.errors import XmrError
 from xmr.runs import RunConfig, load_run_config
 from xmr.runs.config import TrainSource
 from xmr.tasks.base import TASKS, EvalOutcome, Options, Task, TrainOutcome
+
+if TYPE_CHECKING:
+    from xmr.search import QueryResult
+
+log = logging.getLogger(__name__)
 
 #: option dest -> field of RunConfig / TrainConfig / TextEncoderConfig
 RUN_FIELDS = {"image_encoder": "image_encoder", "text_encoder": "text_encoder", "train_split": "train_split",
@@ -41,7 +47,8 @@ class RetrievalTask(Task):
                                "caption_xe_only"})
     eval_options = frozenset({"split", "mode", "manifest", "texts_per_item", "rerank", "rerank_param", "skip_bad",
                               "out", "cache_dir", "captions"})
-    search_options = frozenset({"text", "image", "k", "target", "index", "rerank", "rerank_param"})
+    search_options = frozenset({"text", "image", "queries", "json", "sheet", "k", "target", "index", "rerank",
+                                "rerank_param"})
 
     @property
     def train_fields(self) -> Mapping[type, Mapping[str, str]]:
@@ -144,30 +151,74 @@ class RetrievalTask(Task):
             lines.append(_caption_report(run_dir, split, given.get("cache_dir"), command))
         return EvalOutcome(m, "\n".join(lines), written)
 
-    def search(self, run_dir: str | Path, given: Options) -> list[str]:
+    def search(self, run_dir: str | Path, given: Options) -> Iterator[str]:
+        import time
+
         from xmr.modality import check_target
         from xmr.rerank.registry import rerankers_from_options
-        from xmr.search import Searcher
+        from xmr.search import Query, Searcher, read_queries
 
-        text, image = given.get("text"), given.get("image")
-        if (text is None) == (image is None):
-            raise XmrError("give exactly one of --text or --image (both: only for a composed run)")
+        text, image, query_file = given.get("text"), given.get("image"), given.get("queries")
+        if sum(x is not None for x in (text, image, query_file)) != 1:
+            raise XmrError("give one of --text, --image or --queries FILE (text and image together: only for a "
+                           "composed run)")
+        queries = read_queries(str(query_file)) if query_file is not None else \
+            [Query("text", str(text)) if text is not None else Query("image", str(image))]
         rerank = rerankers_from_options(given.get("rerank"), given.get("rerank_param") or [])
         if len(rerank) > 1:
             raise XmrError("search re-ranks with one method at a time; give one name to --rerank")
         # only query-time parameters may be given here; the rest were fixed by `xmr index --rerank`
         params = {k.strip().rpartition(".")[2]: v.strip()
                   for k, _, v in (str(p).partition("=") for p in given.get("rerank_param") or [])}
+        t0 = time.perf_counter()
         s = Searcher.from_run(run_dir, given.get("index"), rerank=rerank[0].name if rerank else None,
                               rerank_params=params)
+        log.info("loaded the run and its index (%d images, %d texts) in %.1f s", len(s.items), len(s.texts),
+                 time.perf_counter() - t0)
         k, target = int(given.get("k") or 10), check_target(given.get("target") or "images")
-        hits = s.search_text(str(text), k, target=target) if text is not None else \
-            s.search_image(str(image), k, target=target)
-        lines = []
-        for hit in hits:
+        t1 = time.perf_counter()
+        results = s.search_batch(queries, k, target=target)
+        log.info("answered %d queries in %.2f s", len(queries), time.perf_counter() - t1)
+        as_json, many = bool(given.get("json")), query_file is not None
+        for r in results:
+            yield from _result_lines(r, as_json=as_json, numbered=many)
+        if given.get("sheet"):
+            from xmr.search.sheet import search_sheet
+
+            layout = search_sheet(results, str(given["sheet"]), title=f"{Path(run_dir).name}: top {k} {target}")
+            log.info("contact sheet of %d queries x %d results: %s", layout.n_rows, layout.n_cols - 1,
+                     given["sheet"])
+        failed = [r for r in results if r.error is not None]
+        if failed:
+            where = f"line {failed[0].query.line}: " if failed[0].query.line else ""
+            raise XmrError(f"{len(failed)} of {len(results)} queries could not be answered (the others were); "
+                           f"first: {where}{failed[0].error}")
+
+
+def _result_lines(r: QueryResult, *, as_json: bool, numbered: bool) -> Iterator[str]:
+    """One query's output: a JSON object (``--json``), or a header (batch) and a line per hit."""
+    import dataclasses
+    import json
+
+    if as_json:
+        row: dict[str, object] = {"query": r.query.value, "kind": r.query.kind}
+        if r.query.line:
+            row["line"] = r.query.line
+        row.update({"error": r.error} if r.error is not None else
+                   {"hits": [{k: v for k, v in dataclasses.asdict(h).items() if v is not None} for h in r.hits]})
+        yield json.dumps(row, ensure_ascii=False)
+        return
+    if numbered:
+        yield f"# {r.query.kind} query (line {r.query.line}): {r.query.value}"
+    if r.error is not None:
+        yield f"  error: {r.error}"
+        return
+    for hit in r.hits:
+        if hit.item is not None:  # a text hit: the item it came from
+            where = f"  from {hit.item}  {hit.image}"
+        else:
             where = f"  {hit.id}  [{hit.style}]  {hit.image}" if hit.image else ""
-            lines.append(f"{hit.rank:>3}  {hit.score:.3f}  {hit.text}{where}")
-        return lines
+        yield f"{hit.rank:>3}  {hit.score:.3f}  {hit.text}{where}"
 
 
 def _caption_report(run_dir: str | Path, split: str, cache_dir: object, command: str | None) -> str:
