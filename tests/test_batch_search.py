@@ -124,3 +124,21 @@ def test_contact_sheet_counts_tiles_and_survives_unreadable_images(tmp_path: Pat
         assert im.size == (layout.width_px, layout.height_px)
     with pytest.raises(XmrError, match="at least one query"):
         contact_sheet([], tmp_path / "none.png")
+
+
+def test_the_demo_draws_its_example_queries_on_a_sheet(indexed: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    import io
+
+    from xmr.data import read_manifest, select_split
+    from xmr.workflows.demo import _example_queries
+
+    run, idx, img = indexed
+    test = select_split(read_manifest(run.parent / "data" / "manifest.jsonl"), "test")
+    report = io.StringIO()
+    _example_queries(Searcher.from_run(run, idx), test, report, sheet=tmp_path / "queries.png")
+    text = report.getvalue()
+    assert text.count("text query") == 3 and "contact sheet of these queries" in text
+    with Image.open(tmp_path / "queries.png") as im:
+        from xmr.plots.sheet import DPI, TILE_INCHES
+
+        assert im.size == (round(TILE_INCHES * 6 * DPI), round((TILE_INCHES + 0.45) * 3 * DPI + 0.4 * DPI))

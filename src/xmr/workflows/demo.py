@@ -19,7 +19,8 @@ import numpy as np
 from xmr.data import Item, fetch_dataset, read_manifest, select_split
 from xmr.evaluation.protocol import build_text_queries, chance_of_protocol, format_table
 from xmr.runs.config import RunConfig, TrainSource
-from xmr.search import Searcher
+from xmr.search import Query, QueryResult, Searcher, SearchHit
+from xmr.search.sheet import search_sheet
 from xmr.training import TrainConfig
 from xmr.utils.io import save_json
 from xmr.workflows.evaluate import evaluate_run
@@ -43,28 +44,41 @@ def chance_metrics(items: Sequence[Item]) -> dict[str, float]:
     return chance_of_protocol(build_text_queries(items, texts_per_item=EVAL_TEXTS_PER_ITEM)[1])
 
 
-def _example_queries(searcher: Searcher, test: Sequence[Item], out: TextIO) -> None:
+def _example_queries(searcher: Searcher, test: Sequence[Item], out: TextIO, sheet: Path | None = None) -> None:
+    """Three text queries and a line-drawing query, printed (``*`` = a correct hit) and, with
+    ``sheet``, drawn as a contact sheet (correct hits framed green)."""
     by_id = {it.id: it for it in test}
     names = sorted({it.texts[0] for it in test})
     picks = [names[i] for i in np.linspace(0, len(names) - 1, 3).astype(int)]
-    for text in picks:
-        hits = searcher.search_text(text, k=5)
-        out.write(f"\n  text query {text!r} -> top 5 test images:\n")
-        for h in hits:
-            mark = "*" if h.text == text else " "
-            out.write(f"   {mark} {h.rank}. {h.score:.3f}  {h.text}  [{h.style}]\n")
     line_art = sorted(it.id for it in test if it.style == "openmoji-black")
-    if line_art:
-        q = by_id[line_art[len(line_art) // 2]]
-        out.write(f"\n  image query: line drawing of {q.texts[0]!r} ({q.image}) -> top 5 other test images:\n")
-        for h in [h for h in searcher.search_image(q.image, k=6) if h.id != q.id][:5]:
-            mark = "*" if h.group == q.group else " "
-            out.write(f"   {mark} {h.rank}. {h.score:.3f}  {h.text}  [{h.style}]\n")
-        out.write(f"\n  image query {q.id} -> top 3 of the {len(searcher.texts)} test CLDR names:\n")
-        for h in searcher.search_image(q.image, k=3, target="texts"):
-            mark = "*" if h.text == q.texts[0] else " "
+    drawing = by_id[line_art[len(line_art) // 2]] if line_art else None
+    queries = [Query("text", t) for t in picks] + ([Query("image", drawing.image)] if drawing else [])
+    results = searcher.search_batch(queries, k=6)
+
+    def correct(r: QueryResult, h: SearchHit) -> bool:
+        return h.text == r.query.value if r.query.kind == "text" else drawing is not None and h.group == drawing.group
+
+    for r in results[:len(picks)]:
+        out.write(f"\n  text query {r.query.value!r} -> top 5 test images:\n")
+        for h in r.hits[:5]:
+            out.write(f"   {'*' if correct(r, h) else ' '} {h.rank}. {h.score:.3f}  {h.text}  [{h.style}]\n")
+    if drawing is not None:
+        r = results[-1]
+        r = QueryResult(r.query, [h for h in r.hits if h.id != drawing.id][:5])  # itself aside
+        results[-1] = r
+        out.write(f"\n  image query: line drawing of {drawing.texts[0]!r} ({drawing.image}) -> top 5 other test "
+                  "images:\n")
+        for h in r.hits:
+            out.write(f"   {'*' if correct(r, h) else ' '} {h.rank}. {h.score:.3f}  {h.text}  [{h.style}]\n")
+        out.write(f"\n  image query {drawing.id} -> top 3 of the {len(searcher.texts)} test CLDR names:\n")
+        for h in searcher.search_image(drawing.image, k=3, target="texts"):
+            mark = "*" if h.text == drawing.texts[0] else " "
             out.write(f"   {mark} {h.rank}. {h.score:.3f}  {h.text}\n")
     out.write("  (* = a correct hit)\n")
+    if sheet is not None:
+        search_sheet([QueryResult(r.query, r.hits[:5]) for r in results], sheet, is_correct=correct,
+                     title="xmr demo: test queries, top 5 (green frame = correct)")
+        out.write(f"  contact sheet of these queries: {sheet}\n")
 
 
 def demo_configs(manifest: Path, epochs: int, more_data: Sequence[Path] = ()) -> dict[str, RunConfig]:
@@ -122,6 +136,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, cache_dir: 
     index_dir = index_run(out_dir / f"emoji-{LOSSES[0]}", split="test", texts_per_item=EVAL_TEXTS_PER_ITEM,
                           cache_dir=cache_dir, command=command)
     out.write(f"\n[4/4] example queries against the indexed test gallery ({index_dir}):\n")
-    _example_queries(Searcher.from_run(out_dir / f"emoji-{LOSSES[0]}"), test_items, out)
+    _example_queries(Searcher.from_run(out_dir / f"emoji-{LOSSES[0]}"), test_items, out,
+                     sheet=out_dir / "queries.png")
     out.write(f"\ndone in {time.perf_counter() - t0:.0f} s; numbers saved to {out_dir / 'demo.json'}\n")
     return rows
