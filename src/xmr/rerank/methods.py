@@ -14,6 +14,7 @@ the index. The array primitives come from :mod:`xmr.rerank`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -62,6 +63,8 @@ class DiffusionParams(RerankParams):
 
     METHOD: ClassVar[str] = "diffusion"
     ONLINE: ClassVar[frozenset[str]] = frozenset({"shortlist", "k_q"})
+    TUNE_GRID: ClassVar[Mapping[str, tuple[object, ...]]] = {"k": (10, 30), "alpha": (0.7, 0.9), "gamma": (1.0, 3.0),
+                                                             "k_q": (5, 10)}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +98,8 @@ class BidirectionalParams(DiffusionParams):
 
     METHOD: ClassVar[str] = "bidirectional"
     ONLINE: ClassVar[frozenset[str]] = frozenset({"shortlist", "k_q", "lam", "normalize"})
+    TUNE_GRID: ClassVar[Mapping[str, tuple[object, ...]]] = {"k": (10, 30), "alpha": (0.7, 0.9),
+                                                             "lam": (0.25, 0.5, 0.75)}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -123,6 +128,8 @@ class GeodesicParams(RerankParams):
     with_other_modality: bool = True
 
     METHOD: ClassVar[str] = "geodesic"
+    TUNE_GRID: ClassVar[Mapping[str, tuple[object, ...]]] = {"edges_per_vertex": (5.0, 10.0, 20.0),
+                                                             "with_other_modality": (True, False)}
 
     def __post_init__(self) -> None:
         super().__post_init__()

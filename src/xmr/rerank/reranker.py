@@ -168,6 +168,9 @@ class RerankParams:
     METHOD: ClassVar[str] = "re-ranker"
     ONLINE: ClassVar[frozenset[str]] = frozenset({"shortlist"})
     """Parameters used only at query time: they may differ from the ones the structures were built with."""
+    TUNE_GRID: ClassVar[Mapping[str, tuple[object, ...]]] = {}
+    """The small grid ``xmr index --rerank NAME --tune val`` searches (parameter -> values; every
+    combination is scored on the validation split, parameters given with ``--rerank-param`` stay fixed)."""
 
     def __post_init__(self) -> None:
         check_int(self.METHOD, "shortlist", self.shortlist)

@@ -11,7 +11,8 @@ Index folder layout (default ``<run>/index``)::
     skipped.jsonl      with ``skip_bad`` (always for an images folder): the items left out, each
                        with its reason
     rerank/<name>/<target>/   optional re-ranking structures (``--rerank``), with their parameters
-                       and the fingerprint of this index (see :mod:`xmr.rerank.registry`)
+                       and the fingerprint of this index (see :mod:`xmr.rerank.registry`);
+                       with ``--tune val`` also tuning.json: the grid, every val score, the choice
 
 The folder, re-ranking structures included, is built beside the target and swapped in at the
 end, so an interrupted build leaves the previous index intact and structures always belong to
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from xmr.runs.config import load_run, run_encoders, run_items
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import check_writable, load_json, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
+from xmr.workflows.tune import Tuning, save_tuning, tune_reranker
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
               cache_dir: str | Path | None = None, rerank: Sequence[str | Reranker] = (),
               rerank_targets: Sequence[Target] = ("images",),
               command: str | None = None, show_progress: bool | None = None, skip_bad: bool = False,
-              images: str | Path | None = None, recursive: bool = False) -> Path:
+              images: str | Path | None = None, recursive: bool = False, tune: str | None = None,
+              tune_fixed: Collection[str] = ()) -> Path:
     """Build the gallery index of a run. Returns the index folder.
 
     Args:
@@ -75,6 +78,10 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             are relative paths, texts from optional sidecars); its unreadable files are left out,
             counted and listed in ``skipped.jsonl`` (``skip_bad`` is implied).
         recursive: with ``images``, also its sub-folders.
+        tune: choose each re-ranker's parameters on this split of the run (``"val"``; see
+            :mod:`xmr.workflows.tune`) before building its structures; the choice and every score
+            go to ``rerank/<name>/<target>/tuning.json``. The test split is refused.
+        tune_fixed: parameters the user set (``--rerank-param``): kept, not tuned.
         split: index only this split (default: every item).
         factory: a FAISS index_factory string; ``Flat`` is exact search.
         texts_per_item: index only each item's first texts (e.g. 1: the caption, not keywords).
@@ -98,6 +105,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         check_target(t, "re-ranking target")
     if texts_per_item is not None and texts_per_item < 1:
         raise XmrError(f"texts_per_item must be >= 1 (or None for all), got {texts_per_item}")
+    if tune is not None and not rerankers:
+        raise XmrError("--tune chooses re-ranking parameters: give the method with --rerank NAME")
     cfg, model = load_run(run_dir)
     _make_index(factory, model.config.embed_dim, model.model_id)  # a bad factory string fails now, not after encoding
     out = Path(out_dir) if out_dir else run_dir / "index"
@@ -110,12 +119,17 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     else:
         gallery = run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad)
         source = {"manifest": manifest or cfg.manifest}
+    tunings: dict[str, dict[Target, Tuning]] = {}
+    if tune is not None:  # on the run's own validation split, before the gallery is touched
+        for proto in rerankers:
+            tunings[proto.name] = tune_reranker(cfg, model, proto, rerank_targets, split=tune, fixed=tune_fixed,
+                                                cache_dir=cache_dir, show_progress=show_progress)
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"):
         fs = encode_items(gallery, **run_encoders(cfg, model.vocab),
                           cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
         _write_index(out, run_dir, model, fs, factory=factory, source=source, split=split,
-                     rerankers=rerankers, rerank_targets=rerank_targets, command=command)
+                     rerankers=rerankers, rerank_targets=rerank_targets, command=command, tunings=tunings)
     log.info("indexed %d images and %d texts into %s%s", len(fs.items), len(fs.texts), out,
              f"; {len(fs.skipped)} unreadable image(s) left out (listed in {out / SKIPPED_FILE})" if fs.skipped else "")
     return out
@@ -123,7 +137,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
 
 def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *, factory: str,
                  source: dict[str, object], split: str | None, rerankers: Sequence[Reranker],
-                 rerank_targets: Sequence[Target], command: str | None) -> None:
+                 rerank_targets: Sequence[Target], command: str | None,
+                 tunings: Mapping[str, Mapping[Target, Tuning]] | None = None) -> None:
     """Build the index folder beside ``out`` and swap it in (see the module docstring)."""
     with atomic_folder(out) as tmp:
         dim = model.config.embed_dim
@@ -140,7 +155,8 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
         save_json(tmp / "texts.json", fs.texts)
         if fs.skipped:
             write_skipped(tmp / SKIPPED_FILE, fs.skipped)
-        built = _build_rerank(tmp, rerankers, rerank_targets, fs, embedded["images"], embedded["texts"])
+        built = _build_rerank(tmp, rerankers, rerank_targets, fs, embedded["images"], embedded["texts"],
+                              tunings or {}, command)
         save_json(tmp / INDEX_RUN_FILE, {"run": str(run_dir.resolve()), "model_id": model.model_id,
                                          **source, "split": split,
                                          "factory": factory, "n_images": len(fs.items),
@@ -180,8 +196,10 @@ def check_index_target(out: Path, run_dir: Path, model_id: str) -> None:
 
 
 def _build_rerank(index_dir: Path, rerankers: Sequence[Reranker], targets: Sequence[Target], fs: FeatureSet,
-                  images: np.ndarray, texts: np.ndarray) -> dict[str, dict[str, object]]:
-    """Fit each re-ranker for each target and save it under ``<index_dir>/rerank``; what was built."""
+                  images: np.ndarray, texts: np.ndarray, tunings: Mapping[str, Mapping[Target, Tuning]],
+                  command: str | None) -> dict[str, dict[str, object]]:
+    """Fit each re-ranker for each target (with its tuned parameters where it was tuned) and save it
+    under ``<index_dir>/rerank`` (its ``tuning.json`` beside); what was built."""
     if not rerankers:
         return {}
     fingerprint = index_fingerprint(index_dir)
@@ -189,10 +207,20 @@ def _build_rerank(index_dir: Path, rerankers: Sequence[Reranker], targets: Seque
                              pairs=first_text_pairs([it.texts for it in fs.items], fs.texts))
     built: dict[str, dict[str, object]] = {}
     for proto in rerankers:
+        tuned = tunings.get(proto.name, {})
+        params: dict[str, object] = {}
         for target in dict.fromkeys(targets):
-            rr = proto.unfitted_copy().fit(gallery, target=target)
+            chosen = tuned[target].chosen if target in tuned else proto
+            rr = chosen.unfitted_copy().fit(gallery, target=target)
             rr.fingerprint = fingerprint
-            rr.save(rerank_dir(index_dir, rr.name, target))
+            folder = rr.save(rerank_dir(index_dir, rr.name, target))
+            if target in tuned:
+                save_tuning(folder, tuned[target], command)
+            params[target] = chosen.params
             log.info("built %s re-ranking structures for %d %s", rr.name, rr.n_gallery, target)
-        built[proto.name] = {"targets": list(dict.fromkeys(targets)), "params": proto.params}
+        entry: dict[str, object] = {"targets": list(dict.fromkeys(targets)), "params": proto.params}
+        if tuned:
+            entry["tuned"] = {t: {"split": tu.split, "params": params[t], "score": tu.chosen_score,
+                                  "plain": tu.plain["score"], "helps": tu.helps} for t, tu in tuned.items()}
+        built[proto.name] = entry
     return built
