@@ -53,7 +53,7 @@ from xmr.data import fetch_dataset, read_manifest
 from xmr.encoders import create_encoder, encode_images
 from xmr.plots import line_plot
 from xmr.utils.arrays import l2_normalize
-from xmr.utils.io import atomic_write_text, save_json
+from xmr.utils.io import atomic_write_text, load_json, save_json
 from xmr.utils.paths import default_cache_dir
 from xmr.workflows.features import feature_cache_dir
 from xmr.zeroshot import (
@@ -284,6 +284,34 @@ def _choices_table(runs: list[dict[str, object]]) -> str:
     return markdown(["seed", "method", "k", "k_cross", "alpha", "gamma", "truncation", "lambda", "val mAP"], rows)
 
 
+def lambda_sweeps(runs: list[dict[str, object]]) -> dict[str, list[float]]:
+    """Mean mAP against lambda per space and split over the runs, and the kNN baselines as flat lines."""
+    sweeps = {}
+    for space in ("homo", "hetero"):
+        for part in ("val", "test"):
+            curves = [r[space]["lambda_sweep"][part] for r in runs]  # type: ignore[index]
+            sweeps[f"{space} {part}"] = [float(v) for v in np.mean(curves, axis=0)]
+    base = {"val": np.mean([r["baseline_val_mAP"] for r in runs]),
+            "test": np.mean([_mean_map(r["baseline"]) for r in runs])}  # type: ignore[arg-type]
+    for part in ("val", "test"):  # flat reference lines: kNN in f_u
+        sweeps[f"baseline {part}"] = [float(base[part])] * len(LAMBDAS)
+    return sweeps
+
+
+def replot(out: Path) -> None:
+    """Redraw the lambda-sweep PNGs of the results in ``out`` from their saved JSON (nothing retrained)."""
+    report = load_json(out / "zeroshot_emoji.json")
+    for name, pair in report["pairs"].items():
+        styles = PAIRS[name]
+        try:
+            sweeps = lambda_sweeps(pair["runs"])
+        except KeyError as e:  # results written before the field existed
+            log.warning("%s: %s has no %s; its PNG is left as it is", out, name, e)
+            continue
+        sweep_png(out / f"lambda_sweep_{name}.png", sweeps,
+                  f"{styles[0]} <-> {styles[1]}: mean mAP of both directions vs lambda")
+
+
 def pair_markdown(name: str, runs: list[dict[str, object]], out: Path) -> list[str]:
     """Result tables, chosen hyper-parameters and the lambda sweep (PNG + table) of one pair."""
     styles = PAIRS[name]
@@ -298,15 +326,7 @@ def pair_markdown(name: str, runs: list[dict[str, object]], out: Path) -> list[s
     base_val = ", ".join(f"{r['baseline_val_mAP']:.1f}" for r in runs)
     md.append(f"Chosen on val (per seed; the baseline's val mAP, mean of both directions: {base_val}):\n")
     md.append(_choices_table(runs) + "\n")
-    sweeps = {}
-    for space in ("homo", "hetero"):
-        for part in ("val", "test"):
-            curves = [r[space]["lambda_sweep"][part] for r in runs]  # type: ignore[index]
-            sweeps[f"{space} {part}"] = [float(v) for v in np.mean(curves, axis=0)]
-    base = {"val": np.mean([r["baseline_val_mAP"] for r in runs]),
-            "test": np.mean([_mean_map(r["baseline"]) for r in runs])}  # type: ignore[arg-type]
-    for part in ("val", "test"):  # flat reference lines: kNN in f_u
-        sweeps[f"baseline {part}"] = [float(base[part])] * len(LAMBDAS)
+    sweeps = lambda_sweeps(runs)
     png = out / f"lambda_sweep_{name}.png"
     sweep_png(png, sweeps, f"{styles[0]} <-> {styles[1]}: mean mAP of both directions vs lambda")
     md.append(f"λ sweep (graph settings fixed at the val choice of each fused method, mean mAP of both "
@@ -327,8 +347,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="walk hyper-parameter grid searched on val (quick 16, default 108, wide 162 points)")
     ap.add_argument("--quick", action="store_true", help="same as --grid quick")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "zeroshot")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw the lambda-sweep PNGs in --out from its saved JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.replot:
+        replot(args.out)
+        return 0
     cache = default_cache_dir()
     manifest = args.manifest or fetch_dataset("emoji", cache)  # fetched (npm) on first use
     train_cfg = IdentityTrainConfig(epochs=args.epochs)
