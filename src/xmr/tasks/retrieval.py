@@ -156,7 +156,7 @@ class RetrievalTask(Task):
 
         from xmr.modality import check_target
         from xmr.rerank.registry import rerankers_from_options
-        from xmr.search import Query, Searcher, read_queries
+        from xmr.search import Query, QueryResult, Searcher, read_queries
 
         text, image, query_file = given.get("text"), given.get("image"), given.get("queries")
         if sum(x is not None for x in (text, image, query_file)) != 1:
@@ -177,7 +177,13 @@ class RetrievalTask(Task):
                  time.perf_counter() - t0)
         k, target = int(given.get("k") or 10), check_target(given.get("target") or "images")
         t1 = time.perf_counter()
-        results = s.search_batch(queries, k, target=target)
+        if query_file is None:  # one query: its own error, as it is
+            q = queries[0]
+            hits = s.search_text(q.value, k, target=target) if q.kind == "text" else \
+                s.search_image(q.value, k, target=target)
+            results = [QueryResult(q, hits)]
+        else:
+            results = s.search_batch(queries, k, target=target)
         log.info("answered %d queries in %.2f s", len(queries), time.perf_counter() - t1)
         as_json, many = bool(given.get("json")), query_file is not None
         for r in results:
