@@ -72,14 +72,16 @@ def image_grid(run: Path, dataset_manifest: Path, png: Path, n_texts: int = 6, n
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
+
+    from xmr.encoders.image_io import image_to_array
+    from xmr.models.image_gan import IMAGE_SIZE
 
     config, model = load_run(run)
     test = [it for it in select_split(read_manifest(dataset_manifest), "test") if it.texts][:: 37][:n_texts]
     enc = run_encoders(config, model.vocab)["text_encoder"]
     fig, axes = plt.subplots(n_texts, n_draws + 1, figsize=(1.6 * (n_draws + 1), 1.75 * n_texts))
     for row, item in zip(axes, test):
-        row[0].imshow(Image.open(item.image).convert("RGB").resize((64, 64)))
+        row[0].imshow(image_to_array(item.image, IMAGE_SIZE))  # as G and D see it: on white, 64 x 64
         row[0].set_title("real", fontsize=7)
         for ax, px in zip(row[1:], imagined_pixels(model, enc, item.texts[0], n=n_draws, seed=0)):
             ax.imshow(px)
