@@ -131,7 +131,7 @@ def contact_sheet(rows: Sequence[SheetRow], path: str | os.PathLike[str], *, tit
             n_tiles += 1
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (0.4 / fig_h if title else 0.0)))  # the title above the grid
     width_px, height_px = int(round(fig_w * DPI)), int(round(fig_h * DPI))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path, dpi=DPI)
