@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from xmr.encoders.base import ImageEncoder
-from xmr.encoders.image_io import load_rgb, resize_center_crop
+from xmr.encoders.image_io import ImageBytes, ImageSource, load_rgb, resize_center_crop
 from xmr.errors import XmrError
 
 AUGMENT_KINDS = ("crop", "jitter", "grey", "lineart", "hflip")
@@ -176,8 +176,9 @@ class AugmentedView(ImageEncoder):
         self.default_batch_size = base.default_batch_size
         self.encoder_id = f"{base.encoder_id}+aug-{config.settings_id}-v{view}"
 
-    def load(self, path: str | Path) -> np.ndarray:
-        key = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    def load(self, path: ImageSource) -> np.ndarray:
+        data = path.data if isinstance(path, ImageBytes) else Path(path).read_bytes()
+        key = hashlib.sha1(data).hexdigest()
         rng = view_rng(self.config, self.view, key)
         side = round(self.size * self.config.crop_side / 224)
         return augment(load_rgb(path, min_side=side), self.size, self.config, rng)

@@ -27,11 +27,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from xmr.encoders.image_io import ImageSource
 from xmr.errors import XmrError
 from xmr.modality import MODALITIES, Modality
 from xmr.registry import Registry
@@ -73,7 +73,7 @@ class ImageEncoder(Encoder):
     modality: ClassVar[Modality] = "image"
 
     @abc.abstractmethod
-    def load(self, path: str | Path) -> np.ndarray:
+    def load(self, path: ImageSource) -> np.ndarray:
         """Read and preprocess one image; raise XmrError naming the path if it is unusable."""
 
 

@@ -17,14 +17,13 @@ import copy
 import io
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from xmr.encoders.base import ENCODERS, ImageEncoder
-from xmr.encoders.image_io import image_to_array
+from xmr.encoders.image_io import ImageSource, image_to_array
 from xmr.encoders.trunk import ImageTail, check_tail_blocks
 from xmr.errors import XmrError
 from xmr.utils.malloc import tune_allocator_for_inference
@@ -73,7 +72,7 @@ class EfficientNetLite0(ImageEncoder):
             self._model = net.eval()
         return self._model
 
-    def load(self, path: str | Path) -> np.ndarray:
+    def load(self, path: ImageSource) -> np.ndarray:
         return image_to_array(path, self.image_size)
 
     @torch.inference_mode()

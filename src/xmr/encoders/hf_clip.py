@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from xmr.encoders.base import Encoder, EncoderFamily, ImageEncoder, TextEncoder, register_encoder_family
-from xmr.encoders.image_io import UnreadableImage, load_rgb
+from xmr.encoders.image_io import ImageSource, UnreadableImage, load_rgb
 from xmr.errors import XmrError
 from xmr.modality import Modality
 from xmr.utils.io import sha1_file
@@ -348,7 +348,7 @@ def probe_image(processor: object) -> np.ndarray:
     return _pixels(processor, Image.new("RGB", (side, side), (255, 255, 255)), "a blank probe image")
 
 
-def _pixels(processor: Any, image: object, what: str | Path) -> np.ndarray:
+def _pixels(processor: Any, image: object, what: ImageSource) -> np.ndarray:
     """One image through the checkpoint's processor. Shape: (3, H, W) float32."""
     try:
         out = processor(images=[image], return_tensors="np")
@@ -430,7 +430,7 @@ class HfClipImageEncoder(_CheckpointSide, ImageEncoder):
 
     default_batch_size = 32
 
-    def load(self, path: str | Path) -> np.ndarray:
+    def load(self, path: ImageSource) -> np.ndarray:
         """xmr's reader, then the checkpoint's image processor. Shape: (3, H, W) float32."""
         self.checkpoint.require("image")
         processor = self.checkpoint.image_processor

@@ -23,8 +23,10 @@ from __future__ import annotations
 import os
 import re
 import stat
+import typing
 import warnings
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,21 @@ from PIL import Image, UnidentifiedImageError
 from xmr.errors import XmrError
 
 MAX_PIXELS_ENV = "XMR_MAX_IMAGE_PIXELS"
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """An image held in memory (an upload), read like a file: ``name`` is what errors call it."""
+
+    data: bytes
+    name: str = "upload"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+#: what the image readers take: a file path, or the bytes of an image in memory
+ImageSource = typing.Union[str, Path, ImageBytes]
 _ORIENTATION = 0x0112  # the EXIF orientation tag
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -72,7 +89,7 @@ class ImageReadConfig:
 class UnreadableImage(XmrError):
     """An image file that cannot be used; ``path`` is the file, ``reason`` says why."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path | ImageBytes, reason: str) -> None:
         self.path, self.reason = str(path), reason
         super().__init__(f"{reason}: {path}")
 
@@ -94,7 +111,10 @@ def check_image_file(path: str | Path) -> os.stat_result:
     return st
 
 
-def _looks_like_svg(path: Path) -> bool:
+def _looks_like_svg(path: Path | ImageBytes) -> bool:
+    if isinstance(path, ImageBytes):
+        head = path.data[:1024].lstrip().lower()
+        return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
     if path.suffix.lower() in (".svg", ".svgz"):
         return True
     try:
@@ -105,7 +125,7 @@ def _looks_like_svg(path: Path) -> bool:
     return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
 
 
-def load_rgb(path: str | Path, min_side: int | None = None, config: ImageReadConfig | None = None) -> Image.Image:
+def load_rgb(path: ImageSource, min_side: int | None = None, config: ImageReadConfig | None = None) -> Image.Image:
     """Open ``path`` fully decoded as 8-bit RGB on white.
 
     Args:
@@ -117,15 +137,22 @@ def load_rgb(path: str | Path, min_side: int | None = None, config: ImageReadCon
     Raises:
         UnreadableImage: see the module docstring; the message names the file.
     """
-    path = Path(path)
     config = config or ImageReadConfig.from_env()
-    check_image_file(path)
+    source: Path | BytesIO
+    if isinstance(path, ImageBytes):
+        if not path.data:
+            raise UnreadableImage(path.name, "empty file (0 bytes), not an image")
+        source = BytesIO(path.data)
+    else:
+        path = Path(path)
+        check_image_file(path)
+        source = path
     if config.max_pixels > 2 * (Image.MAX_IMAGE_PIXELS or config.max_pixels):
         Image.MAX_IMAGE_PIXELS = config.max_pixels // 2 + 1  # PIL refuses past twice its limit: asked for more
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 im: Image.Image = opened
                 w, h = im.size
                 if w * h > config.max_pixels:
@@ -229,6 +256,6 @@ def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
     return im.crop((left, top, left + size, top + size))
 
 
-def image_to_array(path: str | Path, size: int) -> np.ndarray:
+def image_to_array(path: ImageSource, size: int) -> np.ndarray:
     """uint8 array (size, size, 3) of the preprocessed image at ``path``."""
     return np.asarray(resize_center_crop(load_rgb(path, min_side=size), size), dtype=np.uint8)

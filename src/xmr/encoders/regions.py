@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from xmr.data.manifest import Item
 from xmr.encoders.base import ENCODERS, ImageEncoder, create_image_encoder
+from xmr.encoders.image_io import ImageSource
 from xmr.encoders.pipeline import encode_images
 from xmr.errors import XmrError
 
@@ -36,7 +37,7 @@ class SpatialImageEncoder(Protocol):
     image_size: int
     default_batch_size: int
 
-    def load(self, path: str | Path) -> np.ndarray: ...
+    def load(self, path: ImageSource) -> np.ndarray: ...
 
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor: ...
 
@@ -94,7 +95,7 @@ class RegionEncoder(ImageEncoder):
         self.default_batch_size = base.default_batch_size
         self._to_input = to_input or _efficientnet_input
 
-    def load(self, path: str | Path) -> np.ndarray:
+    def load(self, path: ImageSource) -> np.ndarray:
         return self.base.load(path)
 
     @torch.inference_mode()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from xmr.encoders.base import ENCODERS, ImageEncoder, TextEncoder
-from xmr.encoders.image_io import image_to_array
+from xmr.encoders.image_io import ImageSource, image_to_array
 from xmr.utils.arrays import l2_normalize
 
 
@@ -39,7 +38,7 @@ class ToyImageEncoder(ImageEncoder):
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
-    def load(self, path: str | Path) -> np.ndarray:
+    def load(self, path: ImageSource) -> np.ndarray:
         return image_to_array(path, self.image_size)
 
     @staticmethod

@@ -48,7 +48,6 @@ under ``torch.no_grad``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -56,6 +55,7 @@ import torch
 from torch import nn
 
 from xmr.encoders.base import ImageEncoder
+from xmr.encoders.image_io import ImageSource
 from xmr.errors import XmrError
 
 #: the cache dtype of boundary activations
@@ -82,7 +82,7 @@ class SplittableEncoder(Protocol):
     n_blocks: int
     default_batch_size: int
 
-    def load(self, path: str | Path) -> np.ndarray: ...
+    def load(self, path: ImageSource) -> np.ndarray: ...
 
     def to_input(self, arrays: Sequence[np.ndarray]) -> torch.Tensor: ...
 
@@ -201,7 +201,7 @@ class TrunkEncoder(ImageEncoder):
         self.boundary_shape: tuple[int, int, int] = base.boundary_shape(n_tail)
         self.dim = int(np.prod(self.boundary_shape))
 
-    def load(self, path: str | Path) -> np.ndarray:
+    def load(self, path: ImageSource) -> np.ndarray:
         return self.base.load(path)
 
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
