@@ -8,6 +8,7 @@
     xmr search RUN --text "..."    the run's task's search (retrieval: xmr.search.Searcher)
     xmr eval RUN                   the run's task's evaluate (retrieval: xmr.workflows.evaluate.evaluate_run)
     xmr demo                       xmr.workflows.demo.run_demo
+    xmr serve RUN                  xmr.serve.serve (the search service and its page)
     xmr list                       the registered tasks, encoders, losses, similarities, heads, indexes, re-rankers,
                                    datasets
 
@@ -207,6 +208,16 @@ def _cmd_imagine(a: argparse.Namespace) -> None:
 
     for path in imagine_images(a.run, a.text, a.out, n=a.n, seed=a.seed, mean=a.mean):
         print(path)
+
+
+def _cmd_serve(a: argparse.Namespace) -> None:
+    from xmr.serve import ServeConfig, serve
+
+    given = {k: v for k, v in (("host", a.host), ("port", a.port), ("workers", a.workers),
+                               ("max_upload_mb", a.max_upload_mb)) if v is not None}
+    if a.cors:
+        given["cors_origins"] = tuple(a.cors)
+    serve(a.run, a.index, ServeConfig(**given))
 
 
 def _cmd_list(a: argparse.Namespace) -> None:
@@ -576,6 +587,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds the noise z and the condition sample")
     p.add_argument("--mean", action="store_true", help="use the condition's mean instead of a sample of it")
     p.set_defaults(func=_cmd_imagine)
+
+    p = sub.add_parser("serve", help="a search service and web page for an indexed run (FastAPI + uvicorn)")
+    p.add_argument("run")
+    p.add_argument("--index", default=None, help="index folder (default: RUN/index)")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; any other is warned about)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default 1)")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="largest image upload in MB (default 10)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="allow this origin by CORS (repeatable; default: CORS off)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("list", help="registered encoders, losses, heads, indexes, re-rankers and datasets")
     p.set_defaults(func=_cmd_list)

@@ -347,7 +347,7 @@ class Searcher:
             if i < 0:
                 continue
             if modality_of_target(target) == "text":
-                owner = self._text_owner().get(int(i))
+                owner = self.text_owners().get(int(i))
                 it = self.items[owner] if owner is not None else None
                 hits.append(SearchHit(rank, float(s), id=f"text:{i}", text=self.texts[i],
                                       image=it.image if it else None, label=it.label if it else None,
@@ -359,7 +359,7 @@ class Searcher:
                                       image=it.image, label=it.label, group=it.group, style=it.style))
         return hits
 
-    def _text_owner(self) -> dict[int, int]:
+    def text_owners(self) -> dict[int, int]:
         """Gallery text position -> the first gallery item (position) that carries the text; built once."""
         if self._owners is None:
             where = {t: j for j, t in enumerate(self.texts)}

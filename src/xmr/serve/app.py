@@ -1,0 +1,189 @@
+"""The FastAPI application of ``xmr serve`` (see :mod:`xmr.serve.service` for the search itself).
+
+Endpoints: ``POST /search`` (JSON), ``POST /search/image`` (multipart upload), ``GET /items/{id}``,
+``GET /images/{id}``, ``GET /info``, ``GET /healthz``, ``GET /metrics`` (Prometheus text),
+``GET /openapi.json``, and the page at ``/``. Every error is a JSON body ``{"error": ...}`` with
+its status: 400 a query the run cannot answer (naming the ``xmr index`` command that would
+build what is missing), 401 a wrong or missing API key, 404 an unknown id, 413 an upload over
+the limit, 422 a malformed body (naming the field); an unexpected failure of one request is a
+logged 500 and the service goes on.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from xmr.errors import XmrError
+from xmr.serve.config import ServeConfig
+from xmr.serve.schemas import ErrorBody, Health, Info, Item, SearchRequest, SearchResponse
+from xmr.serve.service import Query, SearchService, ServiceError, Stages, TooLarge, decode_base64_image
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/", "/page.js", "/page.css"})
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 422)}
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The Prometheus series of one app (its own registry: two apps in one process never mix)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("xmr_requests_total", "HTTP requests", ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("xmr_request_seconds", "request latency", ["endpoint"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.stages = Histogram("xmr_stage_seconds", "time per query stage", ["stage"], buckets=LATENCY_BUCKETS,
+                                registry=self.registry)
+
+
+def _error(status: int, message: str, detail: list[dict[str, object]] | None = None) -> JSONResponse:
+    body: dict[str, object] = {"error": message}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(service: SearchService, config: ServeConfig | None = None, *, startup_seconds: float = 0.0) -> FastAPI:
+    """The service's application around a loaded :class:`SearchService`."""
+    config = config or ServeConfig()
+    metrics = Metrics()
+    app = FastAPI(title="xmr search", version="1", description=f"Cross-modal search over {service.run_dir}")
+    app.state.service, app.state.config, app.state.metrics = service, config, metrics
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        t0 = time.perf_counter()
+        route = request.scope.get("path", "")
+        endpoint = route if route in ("/search", "/search/image", "/healthz", "/metrics", "/info", "/") else \
+            "/" + route.strip("/").split("/", 1)[0]
+        key = config.key()
+        if key is not None and route not in OPEN_PATHS:
+            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), key.encode()):
+                response: Response = _error(401, "missing or wrong API key (X-API-Key header)")
+                metrics.requests.labels(endpoint, "401").inc()
+                return response
+        length = request.headers.get("content-length")
+        limit = config.max_upload_bytes * 4 // 3 + 64 * 1024  # base64 and multipart framing
+        if length is not None and length.isdigit() and int(length) > limit:
+            metrics.requests.labels(endpoint, "413").inc()
+            return _error(413, f"request body over the upload limit ({config.max_upload_mb:g} MB)")
+        try:
+            response = await call_next(request)
+        except Exception:  # one request's failure must not take the service down
+            log.exception("request %s failed", route)
+            response = _error(500, "internal error (logged by the service)")
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        return response
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(XmrError)
+    async def xmr_error(request: Request, exc: XmrError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": e.get("msg", "")}
+                  for e in exc.errors()]
+        first = detail[0] if detail else {"field": "body", "problem": "invalid"}
+        return _error(422, f"{first['field'] or 'body'}: {first['problem']}", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    def run_query(q: Query, kind_hint: str | None = None) -> dict[str, Any]:
+        if q.k > config.k_max or q.offset + q.k > config.k_max:
+            raise ServiceError(f"k + offset must be at most {config.k_max}, got {q.offset + q.k}")
+        t0 = time.perf_counter()
+        stages = Stages()
+        results, total = service.search(q, stages)
+        for stage, seconds in stages.seconds.items():
+            metrics.stages.labels(stage).observe(seconds)
+        return {"results": results, "took_ms": 1000 * (time.perf_counter() - t0), "model_id": service.model_id,
+                "query": kind_hint or q.kind, "target": q.target, "total": total}
+
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS)
+    def search(body: SearchRequest) -> dict[str, Any]:
+        """Search by text, image (base64), gallery item, vector, or image + text (composed)."""
+        image = decode_base64_image(body.image, config.max_upload_bytes) if body.image is not None else None
+        return run_query(Query(text=body.text, image=image, image_id=body.image_id, vector=body.vector,
+                               target=body.target, k=body.k, offset=body.offset, rerank=body.rerank,
+                               filters=body.filters))
+
+    @app.post("/search/image", response_model=SearchResponse, responses=ERRORS)
+    async def search_image(file: Annotated[UploadFile, File(description="the query image")],
+                           text: Annotated[str | None, Form(max_length=2000)] = None,
+                           target: Annotated[str, Form(pattern="^(images|texts)$")] = "images",
+                           k: Annotated[int, Form(ge=1)] = 10, offset: Annotated[int, Form(ge=0)] = 0,
+                           rerank: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+        """Search by an uploaded image (multipart), optionally with a modification text (composed)."""
+        data = await file.read(config.max_upload_bytes + 1)
+        if len(data) > config.max_upload_bytes:
+            raise TooLarge(f"the image is larger than the upload limit ({config.max_upload_mb:g} MB)")
+        return run_query(Query(text=text, image=data, target=target, k=k, offset=offset,  # type: ignore[arg-type]
+                               rerank=rerank or None))
+
+    @app.get("/items/{item_id:path}", response_model=Item, responses=ERRORS)
+    def item(item_id: str) -> dict[str, object]:
+        """A gallery item's texts and fields."""
+        return service.item(item_id)
+
+    @app.get("/images/{item_id:path}", responses={**ERRORS, 200: {"content": {"image/*": {}}}})
+    def image(item_id: str) -> FileResponse:
+        """A gallery item's image (only files that decode as images are served)."""
+        return FileResponse(service.image_file(item_id))
+
+    @app.get("/info", response_model=Info)
+    def info() -> dict[str, object]:
+        """What the page needs: filterable fields and their values, built re-rankers, sizes."""
+        return {"run": str(service.run_dir), "task": service.task, "model_id": service.model_id,
+                "n_images": len(service.items), "n_texts": service.n_texts, "fields": service.fields,
+                "rerankers": service.rerankers, "composed": "add", "k_max": config.k_max}
+
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> dict[str, object]:
+        return {"model_id": service.model_id, "task": service.task, "n_images": len(service.items),
+                "n_texts": service.n_texts, "startup_seconds": startup_seconds}
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus() -> Response:
+        """Request counts, the latency histogram and per-stage times, Prometheus text format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    folder = resources.files("xmr.serve") / "page"  # read once: no file I/O per request
+    html, js, css = ((folder / name).read_text(encoding="utf-8") for name in ("index.html", "page.js", "page.css"))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(html)
+
+    @app.get("/page.js", include_in_schema=False)
+    def page_js() -> Response:
+        return Response(js, media_type="text/javascript")
+
+    @app.get("/page.css", include_in_schema=False)
+    def page_css() -> Response:
+        return Response(css, media_type="text/css")
+
+    return app

@@ -1,0 +1,59 @@
+"""The service's settings: one frozen dataclass, the single source of every ``xmr serve`` default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from xmr.errors import XmrError
+
+API_KEY_ENV = "XMR_API_KEY"
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How ``xmr serve`` runs.
+
+    Attributes:
+        host: the address to bind; anything but 127.0.0.1 / localhost is logged as a warning.
+        port: the TCP port.
+        workers: uvicorn worker processes (each loads the run once).
+        max_upload_mb: the largest image upload (multipart file or base64 JSON, decoded), in MB.
+        k_max: the largest ``k`` a query may ask for; ``offset + k`` is bounded by it too.
+        cache_size: text queries whose embeddings are kept (LRU).
+        cors_origins: origins allowed by CORS (empty: CORS off).
+        api_key: required on every endpoint but ``/healthz`` and the page (``X-API-Key`` header or
+            ``Authorization: Bearer``); None reads ``$XMR_API_KEY`` (unset: no key).
+    """
+
+    host: str = LOCALHOST
+    port: int = 8000
+    workers: int = 1
+    max_upload_mb: float = 10.0
+    k_max: int = 1000
+    cache_size: int = 1024
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise XmrError(f"--port must be in 1..65535, got {self.port}")
+        if self.workers < 1:
+            raise XmrError(f"--workers must be >= 1, got {self.workers}")
+        if not self.max_upload_mb > 0:
+            raise XmrError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
+        if self.k_max < 1 or self.cache_size < 0:
+            raise XmrError("k_max must be >= 1 and cache_size >= 0")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def is_local(self) -> bool:
+        return self.host in (LOCALHOST, "localhost", "::1")
+
+    def key(self) -> str | None:
+        """The API key in force: the configured one, else ``$XMR_API_KEY``, else None."""
+        return self.api_key if self.api_key is not None else (os.environ.get(API_KEY_ENV) or None)

@@ -1,0 +1,65 @@
+"""Start the service: load the run once, build the app, run it with uvicorn.
+
+With ``workers > 1`` uvicorn starts that many processes, each calling :func:`app_from_env`
+(the run and settings travel in environment variables), so each loads the run once.
+SIGTERM (or Ctrl-C) stops accepting connections and lets the requests in flight finish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from xmr.serve.app import create_app
+from xmr.serve.config import ServeConfig
+from xmr.serve.service import SearchService
+
+log = logging.getLogger(__name__)
+
+_ENV = "XMR_SERVE_SPEC"
+#: seconds uvicorn lets in-flight requests finish after SIGTERM
+GRACEFUL_SECONDS = 10
+
+
+def build_app(run_dir: str | Path, index_dir: str | Path | None = None, config: ServeConfig | None = None) -> FastAPI:
+    """Load ``run_dir`` (and its index) and return the application; the start-up time is logged."""
+    config = config or ServeConfig()
+    t0 = time.perf_counter()
+    service = SearchService.load(run_dir, index_dir, cache_size=config.cache_size,
+                                 max_upload_bytes=config.max_upload_bytes)
+    seconds = time.perf_counter() - t0
+    log.info("loaded %s (%d images, %d texts, re-rankers: %s) in %.1f s", run_dir, len(service.items),
+             service.n_texts, ", ".join(service.rerankers) or "none", seconds)
+    return create_app(service, config, startup_seconds=seconds)
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process (``workers > 1``), from :data:`_ENV`."""
+    spec = json.loads(os.environ[_ENV])
+    config = ServeConfig(**{**spec["config"], "cors_origins": tuple(spec["config"]["cors_origins"])})
+    return build_app(spec["run"], spec["index"], config)
+
+
+def serve(run_dir: str | Path, index_dir: str | Path | None = None, config: ServeConfig | None = None) -> None:
+    """Serve ``run_dir`` until stopped (blocks)."""
+    import uvicorn
+
+    config = config or ServeConfig()
+    if not config.is_local:
+        log.warning("listening on %s: the service is reachable from other machines%s", config.host,
+                    "" if config.key() else "; set XMR_API_KEY to require a key")
+    common = {"host": config.host, "port": config.port, "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+              "log_level": "info"}
+    if config.workers == 1:
+        uvicorn.run(build_app(run_dir, index_dir, config), **common)  # type: ignore[arg-type]
+        return
+    os.environ[_ENV] = json.dumps({"run": str(Path(run_dir).resolve()),
+                                   "index": str(Path(index_dir).resolve()) if index_dir else None,
+                                   "config": asdict(config)})
+    uvicorn.run("xmr.serve.run:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]

@@ -1,0 +1,326 @@
+"""The search behind ``xmr serve``, without the web framework: queries in, ranked results out.
+
+Everything a query needs is loaded once (:meth:`SearchService.load`): the model and encoders,
+the FAISS indexes, the re-ranking structures, the gallery's metadata (in memory; a hit never
+reads a file). Text-query embeddings are kept in an LRU cache. Filters are boolean masks over
+the gallery, built once per (field, value); a filtered query widens its FAISS search until
+enough hits pass (or the whole gallery was scored), so paging and filters give exactly the
+ranking of the unfiltered list restricted to the matching entries.
+
+A retrieval run answers text, image, gallery-item and vector queries against images or texts;
+``image`` + ``text`` is composed in its joint space by adding the two unit embeddings (the
+training-free baseline of the composed-query papers). A composed run (``xmr train --task
+composed``) answers image + text with its learnt composition, over its gallery.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from xmr.data.manifest import Item
+from xmr.encoders.image_io import ImageBytes, UnreadableImage, load_rgb
+from xmr.errors import XmrError
+from xmr.modality import Modality, Target
+from xmr.rerank.registry import RERANKERS, rerank_dir
+from xmr.search import Searcher
+from xmr.utils.arrays import l2_normalize
+
+log = logging.getLogger(__name__)
+
+#: the gallery fields a query may filter on
+FILTER_FIELDS = ("style", "label", "group", "split")
+#: how much wider each filtered FAISS round searches than the last
+WIDEN = 4
+
+
+class ServiceError(XmrError):
+    """A request the service refuses; ``status`` is its HTTP status."""
+
+    status = 400
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class TooLarge(ServiceError):
+    status = 413
+
+
+@dataclass
+class Stages:
+    """Seconds spent per stage of one query (``encode``, ``search``, ``rerank``, ``metadata``)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed query: its kind and inputs (see :class:`xmr.serve.schemas.SearchRequest`)."""
+
+    text: str | None = None
+    image: bytes | None = None
+    image_id: str | None = None
+    vector: Sequence[float] | None = None
+    target: Target = "images"
+    k: int = 10
+    offset: int = 0
+    rerank: str | None = None
+    filters: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        has_image = self.image is not None or self.image_id is not None
+        given = [n for n, v in (("text", self.text), ("image", self.image), ("image_id", self.image_id),
+                                ("vector", self.vector)) if v is not None]
+        if has_image and self.text is not None and len(given) == 2:
+            return "composed"
+        if len(given) != 1:
+            raise ServiceError("give exactly one of text, image, image_id, vector (or image / image_id + text "
+                               f"for a composed query); got {', '.join(given) or 'none'}")
+        return given[0]
+
+
+def decode_base64_image(data: str, limit: int) -> bytes:
+    """The bytes of a base64 image (a ``data:...;base64,`` prefix allowed), refused past ``limit`` bytes."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    if len(data) * 3 // 4 > limit:
+        raise TooLarge(f"the image is larger than the upload limit ({limit / 2 ** 20:g} MB)")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServiceError("image: not valid base64") from None
+
+
+class SearchService:
+    """One indexed retrieval run, ready to answer (see the module docstring)."""
+
+    def __init__(self, searcher: Searcher, *, run_dir: str | Path, cache_size: int = 1024,
+                 max_upload_bytes: int = 10 * 2 ** 20) -> None:
+        self.searcher, self.run_dir = searcher, Path(run_dir)
+        self.task = "retrieval"
+        self.items: list[Item] = searcher.items
+        self.by_id = {it.id: i for i, it in enumerate(self.items)}
+        self.max_upload_bytes = max_upload_bytes
+        self.model_id = searcher.model.model_id
+        self.dim = searcher.model.config.embed_dim
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()  # the encoders and the LRU are shared by the request threads
+        self._masks: dict[tuple[str, str], np.ndarray] = {}
+        self._image_ok: dict[int, bool] = {}
+        self.rerankers = self._built_rerankers()
+        self.fields = {f: sorted({str(getattr(it, f)) for it in self.items if getattr(it, f) is not None})
+                       for f in FILTER_FIELDS}
+        self.fields = {f: v for f, v in self.fields.items() if v}
+
+    @classmethod
+    def load(cls, run_dir: str | Path, index_dir: str | Path | None = None, **kw: object) -> SearchService:
+        """Load the run's model, encoders and index (``xmr index`` must have built it)."""
+        return cls(Searcher.from_run(run_dir, index_dir), run_dir=run_dir, **kw)  # type: ignore[arg-type]
+
+    def _built_rerankers(self) -> list[str]:
+        folder = self.searcher.index_dir
+        if folder is None:
+            return []
+        return [name for name in RERANKERS.names()
+                if any((rerank_dir(folder, name, t) / "rerank.json").is_file() for t in ("images", "texts"))]
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.searcher.texts)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def _text_embedding(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(joint embedding (1, d), own features (1, d_own)) of a text, from the LRU when seen before."""
+        text = text.strip()
+        if not text:
+            raise ServiceError("text: empty")
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
+            feats = self.searcher.text_features([text])
+            emb = self.searcher.model.embed_numpy(feats, "text")
+            if self._cache_size:
+                self._cache[text] = (emb, feats)
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return emb, feats
+
+    def _image_embedding(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        if len(data) > self.max_upload_bytes:
+            raise TooLarge(f"the image is larger than the upload limit ({self.max_upload_bytes / 2 ** 20:g} MB)")
+        enc = self.searcher.image_encoder
+        try:
+            with self._lock:
+                feats = enc.encode_batch([enc.load(ImageBytes(data, "the uploaded image"))])
+                return self.searcher.model.embed_numpy(feats, "image"), feats
+        except UnreadableImage as e:
+            raise ServiceError(f"image: {e.reason}") from None
+
+    def _item_embedding(self, item_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        i = self.item_index(item_id)
+        index = self.searcher.indexes["images"]
+        try:
+            vec = np.asarray(index.faiss_index.reconstruct(i), dtype=np.float32).reshape(1, -1)
+            return vec, None  # the own features are needed by bidirectional only
+        except RuntimeError:  # an index that cannot give its vectors back: encode the file
+            enc = self.searcher.image_encoder
+            with self._lock:
+                feats = enc.encode_batch([enc.load(self.items[i].image)])
+                return self.searcher.model.embed_numpy(feats, "image"), feats
+
+    def _item_features(self, item_id: str) -> np.ndarray:
+        enc = self.searcher.image_encoder
+        with self._lock:
+            return enc.encode_batch([enc.load(self.items[self.item_index(item_id)].image)])
+
+    def _vector(self, values: Sequence[float]) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float32).reshape(1, -1)
+        if v.shape[1] != self.dim:
+            raise ServiceError(f"vector: {v.shape[1]} values, the run's space has {self.dim}")
+        if not np.isfinite(v).all() or not np.linalg.norm(v) > 0:
+            raise ServiceError("vector: must be finite and not all zero")
+        return l2_normalize(v)
+
+    def item_index(self, item_id: str) -> int:
+        i = self.by_id.get(item_id)
+        if i is None:
+            raise NotFound(f"no gallery item {item_id!r}")
+        return i
+
+    def _mask(self, target: Target, filters: Mapping[str, str | Sequence[str]]) -> np.ndarray | None:
+        """Which gallery entries pass ``filters`` (None: no filter). A text passes by its item."""
+        if not filters:
+            return None
+        keep = np.ones(len(self.items), dtype=bool)
+        for name, wanted in filters.items():
+            if name not in FILTER_FIELDS:
+                raise ServiceError(f"filters: unknown field {name!r}; the gallery has {', '.join(FILTER_FIELDS)}")
+            values = [wanted] if isinstance(wanted, str) else list(wanted)
+            either = np.zeros(len(self.items), dtype=bool)
+            for v in values:
+                key = (name, str(v))
+                if key not in self._masks:
+                    self._masks[key] = np.array([str(getattr(it, name)) == str(v) for it in self.items], dtype=bool)
+                either |= self._masks[key]
+            keep &= either
+        if target == "images":
+            return keep
+        owners = self.searcher.text_owners()
+        return np.array([keep[owners[j]] if j in owners else False for j in range(self.n_texts)], dtype=bool)
+
+    def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
+        """The ranked results of ``q`` (``offset`` skipped, ``k`` kept) and how many entries pass its filters."""
+        stages = stages if stages is not None else Stages()
+        t = time.perf_counter()
+        kind = q.kind
+        if q.target == "texts" and self.n_texts == 0:
+            raise ServiceError(f"target texts: this index holds no texts (a gallery of bare images); index a "
+                               f"manifest with texts: `xmr index {self.run_dir} --manifest M`")
+        if q.rerank is not None and q.rerank not in self.rerankers:
+            built = ", ".join(self.rerankers) or "none"
+            raise ServiceError(f"rerank {q.rerank!r}: not built for this index (built: {built}); build it with "
+                               f"`xmr index {self.run_dir} --rerank {q.rerank}`")
+        modality: Modality
+        own: np.ndarray | None
+        if kind == "text":
+            emb, own = self._text_embedding(str(q.text))
+            modality = "text"
+        elif kind == "image":
+            emb, own = self._image_embedding(bytes(q.image or b""))
+            modality = "image"
+        elif kind == "image_id":
+            emb, own = self._item_embedding(str(q.image_id))
+            if own is None and q.rerank is not None:  # a re-ranker may walk the encoder's own space
+                own = self._item_features(str(q.image_id))
+            modality = "image"
+        elif kind == "vector":
+            emb, own, modality = self._vector(q.vector or []), None, "text"
+        else:  # composed: image (or a gallery item) + text, added in the joint space
+            img, _ = self._item_embedding(q.image_id) if q.image_id is not None else \
+                self._image_embedding(bytes(q.image or b""))
+            txt, _ = self._text_embedding(str(q.text))
+            emb, own, modality = l2_normalize(img + txt), None, "image"
+        t = stages.add("encode", t)
+        mask = self._mask(q.target, q.filters)
+        n = len(self.searcher.indexes[q.target])
+        total = int(mask.sum()) if mask is not None else n
+        need = q.offset + q.k
+        fetch = min(n, need if mask is None else max(need * WIDEN, 64))
+        while True:
+            scores, ids = self.searcher.search_reranked(emb, own, fetch, target=q.target, modality=modality,
+                                                        rerank=q.rerank)
+            scores, ids = scores[0], ids[0]
+            keep = ids >= 0
+            if mask is not None:
+                keep &= mask[np.clip(ids, 0, None)]
+            if keep.sum() >= need or fetch >= n:
+                break
+            fetch = min(n, fetch * WIDEN)
+        t = stages.add("rerank" if q.rerank else "search", t)
+        hits = [(float(s), int(i)) for s, i in zip(scores[keep], ids[keep])][q.offset:need]
+        results = [self._result(q.target, i, s, q.offset + r + 1) for r, (s, i) in enumerate(hits)]
+        stages.add("metadata", t)
+        return results, total
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def image_url(self, item_id: str) -> str:
+        return "/images/" + quote(item_id, safe="")
+
+    def item_fields(self, it: Item) -> dict[str, str | None]:
+        return {f: getattr(it, f) for f in FILTER_FIELDS}
+
+    def _result(self, target: Target, i: int, score: float, rank: int) -> dict[str, object]:
+        if target == "images":
+            it = self.items[i]
+            return {"id": it.id, "score": score, "rank": rank, "texts": list(it.texts),
+                    "image_url": self.image_url(it.id), "fields": self.item_fields(it)}
+        owner = self.searcher.text_owners().get(i)
+        of = self.items[owner] if owner is not None else None
+        fields = {"item": of.id if of else None, **(self.item_fields(of) if of else {})}
+        return {"id": f"text:{i}", "score": score, "rank": rank, "texts": [self.searcher.texts[i]],
+                "image_url": self.image_url(of.id) if of else None, "fields": fields}
+
+    def item(self, item_id: str) -> dict[str, object]:
+        it = self.items[self.item_index(item_id)]
+        return {"id": it.id, "texts": list(it.texts), "image_url": self.image_url(it.id),
+                "fields": self.item_fields(it)}
+
+    def image_file(self, item_id: str) -> Path:
+        """The gallery image of ``item_id``, only if it decodes as an image (checked once per item).
+
+        A manifest row may point anywhere (``/etc/passwd``); the service hands out a file only
+        when PIL reads it as an image within the pixel limit.
+        """
+        i = self.item_index(item_id)
+        if i not in self._image_ok:
+            try:
+                load_rgb(self.items[i].image, min_side=8)
+                self._image_ok[i] = True
+            except UnreadableImage:
+                self._image_ok[i] = False
+        if not self._image_ok[i]:
+            raise NotFound(f"item {item_id!r} has no readable image")
+        return Path(self.items[i].image)

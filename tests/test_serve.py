@@ -1,0 +1,205 @@
+"""`xmr serve`: the API against the in-process Searcher on a toy run, errors as JSON, limits and security."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from xmr.cli import main
+from xmr.encoders.image_io import ImageBytes, UnreadableImage, load_rgb
+from xmr.search import Searcher
+from xmr.serve.app import create_app
+from xmr.serve.config import ServeConfig
+from xmr.serve.service import SearchService
+
+
+@pytest.fixture(scope="module")
+def served(toy_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run, index folder): the shapes test split indexed with diffusion structures for images."""
+    run, cache = toy_run
+    idx = tmp_path_factory.mktemp("serve") / "idx"
+    assert main(["-q", "index", str(run), "--split", "test", "--out", str(idx), "--cache-dir", str(cache),
+                 "--rerank", "diffusion", "--rerank-param", "k=5"]) == 0
+    return run, idx
+
+
+@pytest.fixture(scope="module")
+def client(served: tuple[Path, Path]) -> TestClient:
+    run, idx = served
+    service = SearchService.load(run, idx)
+    return TestClient(create_app(service, ServeConfig(max_upload_mb=0.05)), raise_server_exceptions=False)
+
+
+def _png(colour: tuple[int, int, int] = (200, 30, 30), size: int = 32) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_an_image_in_memory_reads_like_the_file(tmp_path: Path) -> None:
+    data = _png()
+    (tmp_path / "a.png").write_bytes(data)
+    assert np.array_equal(np.asarray(load_rgb(ImageBytes(data))), np.asarray(load_rgb(tmp_path / "a.png")))
+    svg = b"<svg xmlns='http://www.w3.org/2000/svg'/>"
+    for bad, why in ((b"", "empty"), (svg, "SVG"), (b"garbage", "not an image")):
+        with pytest.raises(UnreadableImage, match=why):
+            load_rgb(ImageBytes(bad, "q"))
+
+
+def test_text_search_equals_the_searcher_and_pages(client: TestClient, served: tuple[Path, Path]) -> None:
+    run, idx = served
+    s = Searcher.from_run(run, idx)
+    want = s.search_text("a purple circle", 10)
+    r = client.post("/search", json={"text": "a purple circle", "k": 10})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [h["id"] for h in body["results"]] == [h.id for h in want]
+    assert [round(h["score"], 5) for h in body["results"]] == [round(h.score, 5) for h in want]
+    assert body["model_id"] == s.model.model_id and body["query"] == "text" and body["total"] == len(s.items)
+    page2 = client.post("/search", json={"text": "a purple circle", "k": 4, "offset": 4}).json()["results"]
+    assert [h["id"] for h in page2] == [h.id for h in want[4:8]] and [h["rank"] for h in page2] == [5, 6, 7, 8]
+    assert body["results"][0]["image_url"].startswith("/images/")
+    texts = client.post("/search", json={"text": "a purple circle", "target": "texts", "k": 3}).json()["results"]
+    assert [t["texts"][0] for t in texts] == [h.text for h in s.search_text("a purple circle", 3, target="texts")]
+    assert all(t["fields"]["item"] for t in texts)
+
+
+def test_image_queries_by_upload_base64_and_gallery_id(client: TestClient, served: tuple[Path, Path]) -> None:
+    run, idx = served
+    s = Searcher.from_run(run, idx)
+    path = s.items[3].image
+    want = [h.id for h in s.search_image(path, 5)]
+    data = Path(path).read_bytes()
+    multipart = client.post("/search/image", files={"file": ("q.png", data, "image/png")}, data={"k": "5"}).json()
+    b64 = client.post("/search", json={"image": base64.b64encode(data).decode(), "k": 5}).json()
+    by_id = client.post("/search", json={"image_id": s.items[3].id, "k": 5}).json()
+    assert [h["id"] for h in multipart["results"]] == want == [h["id"] for h in b64["results"]]
+    assert [h["id"] for h in by_id["results"]] == want and by_id["query"] == "image_id"
+    composed = client.post("/search", json={"image_id": s.items[3].id, "text": "orange", "k": 3}).json()
+    assert composed["query"] == "composed" and len(composed["results"]) == 3
+
+
+def test_filters_keep_the_ranking_of_the_matching_entries(client: TestClient, served: tuple[Path, Path]) -> None:
+    run, idx = served
+    s = Searcher.from_run(run, idx)
+    full = [h for h in s.search_text("a cyan square", len(s.items))]
+    r = client.post("/search", json={"text": "a cyan square", "k": 5, "filters": {"style": "s1"}}).json()
+    assert [h["id"] for h in r["results"]] == [h.id for h in full if h.style == "s1"][:5]
+    assert r["total"] == sum(1 for it in s.items if it.style == "s1")
+    both = client.post("/search", json={"text": "a cyan square", "k": 50,
+                                        "filters": {"style": ["s0", "s1"], "label": "square"}}).json()
+    assert [h["id"] for h in both["results"]] == [h.id for h in full if h.label == "square"]
+
+
+def test_rerank_through_the_api_equals_the_searcher(client: TestClient, served: tuple[Path, Path]) -> None:
+    run, idx = served
+    s = Searcher.from_run(run, idx, rerank="diffusion")
+    want = [h.id for h in s.search_text("a purple cross", 5)]
+    r = client.post("/search", json={"text": "a purple cross", "k": 5, "rerank": "diffusion"}).json()
+    assert [h["id"] for h in r["results"]] == want
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"text": "x", "image_id": "nope"}, 404, "no gallery item 'nope'"),
+    ({}, 400, "exactly one of"),
+    ({"text": "x", "vector": [0.1]}, 400, "exactly one of"),
+    ({"vector": [0.1, 0.2]}, 400, "the run's space has 32"),
+    ({"text": "   "}, 400, "text: empty"),
+    ({"text": "x", "k": 0}, 422, "k:"),
+    ({"text": "x", "k": 2000}, 400, "at most 1000"),
+    ({"text": "x", "target": "sounds"}, 422, "target"),
+    ({"text": "x", "rerank": "geodesic"}, 400, "xmr index"),
+    ({"text": "x", "filters": {"colour": "red"}}, 400, "unknown field 'colour'"),
+    ({"text": "x", "extra": 1}, 422, "extra"),
+    ({"image": "not base64!!"}, 400, "not valid base64"),
+    ({"image": base64.b64encode(b"hello").decode()}, 400, "image: not an image"),
+])
+def test_bad_queries_are_json_errors_with_their_status(client: TestClient, body: dict, status: int,
+                                                       needle: str) -> None:
+    r = client.post("/search", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]
+
+
+def test_items_images_health_metrics_and_openapi(client: TestClient, served: tuple[Path, Path]) -> None:
+    run, idx = served
+    s = Searcher.from_run(run, idx)
+    it = s.items[0]
+    assert client.get(f"/items/{it.id}").json()["texts"] == list(it.texts)
+    assert client.get("/items/no-such").status_code == 404
+    img = client.get(f"/images/{it.id}")
+    assert img.status_code == 200 and img.content == Path(it.image).read_bytes()
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["n_images"] == len(s.items)
+    client.post("/search", json={"text": "a red circle"})
+    metrics = client.get("/metrics").text
+    assert 'xmr_requests_total{endpoint="/search",status="200"}' in metrics and "xmr_stage_seconds_bucket" in metrics
+    assert 'stage="encode"' in metrics and 'stage="search"' in metrics
+    schema = client.get("/openapi.json").json()
+    assert {"/search", "/search/image", "/items/{item_id}", "/healthz"} <= set(schema["paths"])
+    info = client.get("/info").json()
+    assert info["rerankers"] == ["diffusion"] and info["fields"]["style"] == ["s0", "s1"]
+    page = client.get("/")
+    assert page.status_code == 200 and "xmr search" in page.text and client.get("/page.js").status_code == 200
+
+
+def test_uploads_over_the_limit_and_bombs_are_refused(client: TestClient) -> None:
+    big = b"\x89PNG" + bytes(80_000)  # over the fixture's 0.05 MB
+    r = client.post("/search/image", files={"file": ("big.png", big, "image/png")})
+    assert r.status_code == 413 and "upload limit" in r.json()["error"]
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # 20000 x 20000 declared, a few kB on disk
+    r = client.post("/search/image", files={"file": ("bomb.png", bomb.getvalue(), "image/png")})
+    assert r.status_code == 400 and "over the limit" in r.json()["error"]
+    assert client.post("/search/image", files={"file": ("x.txt", b"hello", "text/plain")}).status_code == 400
+    assert client.get("/healthz").status_code == 200  # still serving
+
+
+def test_a_manifest_row_pointing_at_a_non_image_is_never_served(tmp_path: Path, toy_run: tuple[Path, Path]) -> None:
+    run, cache = toy_run
+    secret = tmp_path / "secret.png"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")  # an image name, not an image
+    shutil.copy(run.parent / "data" / "img" / "red-circle-0.png", tmp_path / "ok.png")
+    gallery = tmp_path / "g.jsonl"
+    gallery.write_text(json.dumps({"id": "ok", "image": str(tmp_path / "ok.png"), "texts": ["a red circle"]}) + "\n")
+    idx = tmp_path / "idx"
+    assert main(["-q", "index", str(run), "--manifest", str(gallery), "--out", str(idx),
+                 "--cache-dir", str(cache)]) == 0
+    service = SearchService.load(run, idx)
+    service.items[0] = type(service.items[0])(id="ok", image=str(secret), texts=("a red circle",))  # tampered metadata
+    c = TestClient(create_app(service), raise_server_exceptions=False)
+    r = c.get("/images/ok")
+    assert r.status_code == 404 and "root:" not in r.text and "no readable image" in r.json()["error"]
+    assert c.get("/images/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_an_api_key_guards_every_endpoint_but_health(served: tuple[Path, Path]) -> None:
+    run, idx = served
+    c = TestClient(create_app(SearchService.load(run, idx), ServeConfig(api_key="s3cret")))
+    assert c.get("/healthz").status_code == 200
+    assert c.post("/search", json={"text": "a"}).status_code == 401
+    assert c.get("/metrics").status_code == 401
+    assert c.post("/search", json={"text": "a"}, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert c.post("/search", json={"text": "a"}, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert c.post("/search", json={"text": "a"}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_texts_target_without_texts_names_the_command(tmp_path: Path, toy_run: tuple[Path, Path]) -> None:
+    run, cache = toy_run
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(run.parent / "data" / "img" / "red-circle-0.png", folder / "a.png")
+    idx = tmp_path / "idx"
+    assert main(["-q", "index", str(run), "--images", str(folder), "--out", str(idx), "--cache-dir", str(cache)]) == 0
+    c = TestClient(create_app(SearchService.load(run, idx)))
+    r = c.post("/search", json={"text": "a red circle", "target": "texts"})
+    assert r.status_code == 400 and "holds no texts" in r.json()["error"] and "xmr index" in r.json()["error"]
+    assert c.post("/search", json={"text": "a red circle"}).json()["results"][0]["id"] == "a.png"
