@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install data demo test bench clean
+.PHONY: install data demo test bench clean browser
 
 install: $(VENV)/.installed
 
@@ -20,10 +20,20 @@ demo: install
 	$(BIN)/xmr demo
 
 # lint and import order, types, then the tests (ruff and mypy are configured in pyproject.toml)
-test: install
+test: install browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	XMR_BROWSER_REQUIRED=1 $(BIN)/python -m pytest
+
+# Debian's chromium for the page's browser tests (Playwright drives it; `playwright install`
+# would download a browser from outside the registries)
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@if [ -x $(CHROMIUM) ]; then echo "chromium present: $(CHROMIUM)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "no apt-get: install chromium yourself for the browser tests" >&2; exit 1; fi
 
 # Fashion-MNIST for the label-retrieval benchmark and WordNet 3.0 for xmr.semantics (A3VSE
 # pseudo-texts, tag baseline), from Debian packages (not needed by demo/test)
