@@ -203,3 +203,52 @@ def test_texts_target_without_texts_names_the_command(tmp_path: Path, toy_run: t
     r = c.post("/search", json={"text": "a red circle", "target": "texts"})
     assert r.status_code == 400 and "holds no texts" in r.json()["error"] and "xmr index" in r.json()["error"]
     assert c.post("/search", json={"text": "a red circle"}).json()["results"][0]["id"] == "a.png"
+
+
+def test_the_micro_batcher_joins_concurrent_calls_and_keeps_each_answer() -> None:
+    import threading
+
+    from xmr.serve.batching import MicroBatcher
+
+    sizes: list[int] = []
+
+    def square(xs: list[int]) -> list[int]:
+        sizes.append(len(xs))
+        if -1 in xs:
+            raise ValueError("bad input in the batch")
+        return [x * x for x in xs]
+
+    b = MicroBatcher(square, max_batch=8, max_wait=0.05)
+    out: dict[int, int] = {}
+    start = threading.Barrier(16)
+
+    def call(i: int) -> None:
+        start.wait()
+        out[i] = b(i)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == {i: i * i for i in range(16)}
+    assert sum(sizes) == 16 and len(sizes) < 16 and max(sizes) <= 8  # joined, never past max_batch
+    with pytest.raises(ValueError, match="bad input"):
+        b(-1)
+    assert b(3) == 9  # the worker survives a failed batch
+
+
+def test_concurrent_text_queries_are_encoded_together_and_answer_as_alone(served: tuple[Path, Path]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xmr.serve.service import Query
+
+    run, idx = served
+    service = SearchService.load(run, idx, cache_size=0, max_wait=0.05)
+    texts = [f"a {c} {s}" for c in ("purple", "orange", "cyan") for s in ("circle", "square", "cross")]
+    alone = {t: [r["id"] for r in service.search(Query(text=t, k=5))[0]] for t in texts}
+    before = service._texts.batches
+    with ThreadPoolExecutor(9) as pool:
+        together = dict(zip(texts, pool.map(lambda t: [r["id"] for r in service.search(Query(text=t, k=5))[0]],
+                                            texts)))
+    assert together == alone and service._texts.batches - before < len(texts)

@@ -3,7 +3,8 @@
 Everything a query needs is loaded once (:meth:`SearchService.load`): the model and encoders,
 the FAISS indexes, the re-ranking structures, the gallery's metadata (in memory; a hit never
 reads a file). Text-query embeddings are kept in an LRU cache. Filters are boolean masks over
-the gallery, built once per (field, value); a filtered query widens its FAISS search until
+the gallery, built once per (field, value); concurrent text queries are encoded together
+(:class:`~xmr.serve.batching.MicroBatcher`); a filtered query widens its FAISS search until
 enough hits pass (or the whole gallery was scored), so paging and filters give exactly the
 ranking of the unfiltered list restricted to the matching entries.
 
@@ -34,6 +35,7 @@ from xmr.errors import XmrError
 from xmr.modality import Modality, Target
 from xmr.rerank.registry import RERANKERS, rerank_dir
 from xmr.search import Searcher
+from xmr.serve.batching import MicroBatcher
 from xmr.utils.arrays import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ class SearchService:
     """One indexed retrieval run, ready to answer (see the module docstring)."""
 
     def __init__(self, searcher: Searcher, *, run_dir: str | Path, cache_size: int = 1024,
-                 max_upload_bytes: int = 10 * 2 ** 20) -> None:
+                 max_upload_bytes: int = 10 * 2 ** 20, max_batch: int = 32, max_wait: float = 0.002) -> None:
         self.searcher, self.run_dir = searcher, Path(run_dir)
         self.task = "retrieval"
         self.items: list[Item] = searcher.items
@@ -123,7 +125,10 @@ class SearchService:
         self.dim = searcher.model.config.embed_dim
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()  # the encoders and the LRU are shared by the request threads
+        self._lock = threading.Lock()  # the LRU, shared by the request threads
+        self._encoder_lock = threading.Lock()  # one encoder call at a time (torch uses every core)
+        self._texts: MicroBatcher[str, tuple[np.ndarray, np.ndarray]] = MicroBatcher(
+            self._encode_texts, max_batch=max_batch, max_wait=max_wait)
         self._masks: dict[tuple[str, str], np.ndarray] = {}
         self._image_ok: dict[int, bool] = {}
         self.rerankers = self._built_rerankers()
@@ -159,24 +164,32 @@ class SearchService:
             if hit is not None:
                 self._cache.move_to_end(text)
                 return hit
-            feats = self.searcher.text_features([text])
-            emb = self.searcher.model.embed_numpy(feats, "text")
+        emb, feats = self._texts(text)  # with other requests' texts, in one encoder call
+        with self._lock:
             if self._cache_size:
                 self._cache[text] = (emb, feats)
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return emb, feats
 
+    def _encode_texts(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One encoder call for a micro-batch of texts: per text (joint (1, d), own (1, d_own))."""
+        with self._encoder_lock:
+            feats = self.searcher.text_features(texts)
+            emb = self.searcher.model.embed_numpy(feats, "text")
+        return [(emb[i:i + 1], feats[i:i + 1]) for i in range(len(texts))]
+
     def _image_embedding(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         if len(data) > self.max_upload_bytes:
             raise TooLarge(f"the image is larger than the upload limit ({self.max_upload_bytes / 2 ** 20:g} MB)")
         enc = self.searcher.image_encoder
         try:
-            with self._lock:
-                feats = enc.encode_batch([enc.load(ImageBytes(data, "the uploaded image"))])
-                return self.searcher.model.embed_numpy(feats, "image"), feats
+            pixels = enc.load(ImageBytes(data, "the uploaded image"))  # decoded outside the lock
         except UnreadableImage as e:
             raise ServiceError(f"image: {e.reason}") from None
+        with self._encoder_lock:
+            feats = enc.encode_batch([pixels])
+            return self.searcher.model.embed_numpy(feats, "image"), feats
 
     def _item_embedding(self, item_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         i = self.item_index(item_id)
@@ -186,13 +199,13 @@ class SearchService:
             return vec, None  # the own features are needed by bidirectional only
         except RuntimeError:  # an index that cannot give its vectors back: encode the file
             enc = self.searcher.image_encoder
-            with self._lock:
+            with self._encoder_lock:
                 feats = enc.encode_batch([enc.load(self.items[i].image)])
                 return self.searcher.model.embed_numpy(feats, "image"), feats
 
     def _item_features(self, item_id: str) -> np.ndarray:
         enc = self.searcher.image_encoder
-        with self._lock:
+        with self._encoder_lock:
             return enc.encode_batch([enc.load(self.items[self.item_index(item_id)].image)])
 
     def _vector(self, values: Sequence[float]) -> np.ndarray:
