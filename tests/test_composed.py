@@ -179,3 +179,26 @@ def test_composed_search_cli_and_errors(css_run: tuple[Path, Path, Path], capsys
         ComposedSearcher.from_run(other)
     assert main(["index", str(run)]) == 2  # a composed run has no joint-space index
     assert "composed-query run" in capsys.readouterr().err
+
+
+def test_the_service_answers_composed_queries_with_the_learnt_composition(css_run: tuple[Path, Path, Path]) -> None:
+    from fastapi.testclient import TestClient
+
+    from xmr.serve.app import create_app
+    from xmr.serve.service import load_service
+
+    manifest, cache, run = css_run
+    service = load_service(run)
+    assert service.task == "composed"
+    c = TestClient(create_app(service))
+    s = ComposedSearcher.from_run(run)
+    src = s.items[0]
+    want = [h.id for h in s.search_composed(src.image, "make the circle red", k=6)]
+    upload = c.post("/search/image", files={"file": ("q.png", Path(src.image).read_bytes(), "image/png")},
+                    data={"text": "make the circle red", "k": "6"}).json()
+    assert [h["id"] for h in upload["results"]] == want and upload["query"] == "composed"
+    by_id = c.post("/search", json={"image_id": src.id, "text": "make the circle red", "k": 5}).json()
+    assert [h["id"] for h in by_id["results"]] == [i for i in want if i != src.id][:5]  # never the reference
+    assert c.get("/info").json()["composed"] == "learnt"
+    r = c.post("/search", json={"text": "a red circle"})
+    assert r.status_code == 400 and "image + text" in r.json()["error"]

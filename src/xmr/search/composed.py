@@ -11,6 +11,7 @@ import numpy as np
 from xmr.compose.model import ComposedModel, load_composed_model
 from xmr.data.manifest import Item, read_manifest
 from xmr.encoders import ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
+from xmr.encoders.image_io import ImageBytes, ImageSource
 from xmr.encoders.regions import RegionEncoder
 from xmr.errors import XmrError
 from xmr.runs.base import load_run_config
@@ -59,18 +60,22 @@ class ComposedSearcher:
         gallery_items = [items[str(i)] for i in data["ids"]]
         return cls(model, cfg, data["emb"], gallery_items)
 
-    def search_composed(self, image: str | Path, text: str, k: int = 10) -> list[ComposedHit]:
-        """The ``k`` gallery images closest to (``image`` modified by ``text``)."""
+    def compose_query(self, image: ImageSource, text: str) -> np.ndarray:
+        """The composed query of ``image`` (a path or an image in memory) modified by ``text``. Shape: (1, d)."""
         if not isinstance(text, str) or not text.strip():
             raise XmrError("the modification text is empty")
-        if not Path(image).is_file():
+        if not isinstance(image, ImageBytes) and not Path(image).is_file():
             raise XmrError(f"source image {image}: not found")
         enc: ImageEncoder = self._region_encoder or self._image_encoder
         feats = enc.encode_batch([enc.load(image)])
         if self._region_encoder is not None:
             feats = feats.reshape(1, self._region_encoder.n_regions, -1)
         txt = self._text_encoder.encode_batch([text.strip()])
-        q = self.model.numpy("compose", feats, txt)
+        return np.asarray(self.model.numpy("compose", feats, txt), dtype=np.float32)
+
+    def search_composed(self, image: str | Path, text: str, k: int = 10) -> list[ComposedHit]:
+        """The ``k`` gallery images closest to (``image`` modified by ``text``)."""
+        q = self.compose_query(image, text)
         scores = (q @ self.gallery.T)[0]
         top = np.argsort(-scores, kind="stable")[:k]
         return [ComposedHit(r + 1, float(scores[i]), self.items[i].id, self.items[i].image) for r, i in enumerate(top)]

@@ -28,7 +28,7 @@ from starlette.middleware.cors import CORSMiddleware
 from xmr.errors import XmrError
 from xmr.serve.config import ServeConfig
 from xmr.serve.schemas import ErrorBody, Health, Info, Item, SearchRequest, SearchResponse
-from xmr.serve.service import Query, SearchService, ServiceError, Stages, TooLarge, decode_base64_image
+from xmr.serve.service import GalleryService, Query, ServiceError, Stages, TooLarge, decode_base64_image
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _error(status: int, message: str, detail: list[dict[str, object]] | None = N
     return JSONResponse(body, status_code=status)
 
 
-def create_app(service: SearchService, config: ServeConfig | None = None, *, startup_seconds: float = 0.0) -> FastAPI:
+def create_app(service: GalleryService, config: ServeConfig | None = None, *, startup_seconds: float = 0.0) -> FastAPI:
     """The service's application around a loaded :class:`SearchService`."""
     config = config or ServeConfig()
     metrics = Metrics()
@@ -159,7 +159,7 @@ def create_app(service: SearchService, config: ServeConfig | None = None, *, sta
         """What the page needs: filterable fields and their values, built re-rankers, sizes."""
         return {"run": str(service.run_dir), "task": service.task, "model_id": service.model_id,
                 "n_images": len(service.items), "n_texts": service.n_texts, "fields": service.fields,
-                "rerankers": service.rerankers, "composed": "add", "k_max": config.k_max}
+                "rerankers": service.rerankers, "composed": service.composed, "k_max": config.k_max}
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, object]:

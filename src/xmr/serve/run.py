@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from xmr.serve.app import create_app
 from xmr.serve.config import ServeConfig
-from xmr.serve.service import SearchService
+from xmr.serve.service import load_service
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,7 @@ def build_app(run_dir: str | Path, index_dir: str | Path | None = None, config: 
     """Load ``run_dir`` (and its index) and return the application; the start-up time is logged."""
     config = config or ServeConfig()
     t0 = time.perf_counter()
-    service = SearchService.load(run_dir, index_dir, cache_size=config.cache_size,
-                                 max_upload_bytes=config.max_upload_bytes)
+    service = load_service(run_dir, index_dir, cache_size=config.cache_size, max_upload_bytes=config.max_upload_bytes)
     seconds = time.perf_counter() - t0
     log.info("loaded %s (%d images, %d texts, re-rankers: %s) in %.1f s", run_dir, len(service.items),
              service.n_texts, ", ".join(service.rerankers) or "none", seconds)

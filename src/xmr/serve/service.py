@@ -34,7 +34,7 @@ from xmr.encoders.image_io import ImageBytes, UnreadableImage, load_rgb
 from xmr.errors import XmrError
 from xmr.modality import Modality, Target
 from xmr.rerank.registry import RERANKERS, rerank_dir
-from xmr.search import Searcher
+from xmr.search import ComposedSearcher, Searcher
 from xmr.serve.batching import MicroBatcher
 from xmr.utils.arrays import l2_normalize
 
@@ -111,17 +111,92 @@ def decode_base64_image(data: str, limit: int) -> bytes:
         raise ServiceError("image: not valid base64") from None
 
 
-class SearchService:
+class GalleryService:
+    """What every service holds: the gallery's items in memory, filters over them, their images."""
+
+    task = "retrieval"
+    composed = "add"
+    rerankers: list[str] = []
+
+    def __init__(self, items: list[Item], *, run_dir: str | Path, model_id: str,
+                 max_upload_bytes: int = 10 * 2 ** 20) -> None:
+        self.items, self.run_dir, self.model_id = items, Path(run_dir), model_id
+        self.by_id = {it.id: i for i, it in enumerate(self.items)}
+        self.max_upload_bytes = max_upload_bytes
+        self._masks: dict[tuple[str, str], np.ndarray] = {}
+        self._image_ok: dict[int, bool] = {}
+        fields = {f: sorted({str(getattr(it, f)) for it in self.items if getattr(it, f) is not None})
+                  for f in FILTER_FIELDS}
+        self.fields = {f: v for f, v in fields.items() if v}
+
+    @property
+    def n_texts(self) -> int:
+        return 0
+
+    def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
+        raise NotImplementedError
+
+    def item_index(self, item_id: str) -> int:
+        i = self.by_id.get(item_id)
+        if i is None:
+            raise NotFound(f"no gallery item {item_id!r}")
+        return i
+
+    def item_mask(self, filters: Mapping[str, str | Sequence[str]]) -> np.ndarray | None:
+        """Which items pass ``filters`` (field -> value or values; None: no filter). Shape: (n_items,)."""
+        if not filters:
+            return None
+        keep = np.ones(len(self.items), dtype=bool)
+        for name, wanted in filters.items():
+            if name not in FILTER_FIELDS:
+                raise ServiceError(f"filters: unknown field {name!r}; the gallery has {', '.join(FILTER_FIELDS)}")
+            values = [wanted] if isinstance(wanted, str) else list(wanted)
+            either = np.zeros(len(self.items), dtype=bool)
+            for v in values:
+                key = (name, str(v))
+                if key not in self._masks:
+                    self._masks[key] = np.array([str(getattr(it, name)) == str(v) for it in self.items], dtype=bool)
+                either |= self._masks[key]
+            keep &= either
+        return keep
+
+    def image_url(self, item_id: str) -> str:
+        return "/images/" + quote(item_id, safe="")
+
+    def item_fields(self, it: Item) -> dict[str, str | None]:
+        return {f: getattr(it, f) for f in FILTER_FIELDS}
+
+    def item(self, item_id: str) -> dict[str, object]:
+        it = self.items[self.item_index(item_id)]
+        return {"id": it.id, "texts": list(it.texts), "image_url": self.image_url(it.id),
+                "fields": self.item_fields(it)}
+
+    def image_file(self, item_id: str) -> Path:
+        """The gallery image of ``item_id``, only if it decodes as an image (checked once per item).
+
+        A manifest row may point anywhere (``/etc/passwd``); the service hands out a file only
+        when PIL reads it as an image within the pixel limit.
+        """
+        i = self.item_index(item_id)
+        if i not in self._image_ok:
+            try:
+                load_rgb(self.items[i].image, min_side=8)
+                self._image_ok[i] = True
+            except UnreadableImage:
+                self._image_ok[i] = False
+        if not self._image_ok[i]:
+            raise NotFound(f"item {item_id!r} has no readable image")
+        return Path(self.items[i].image)
+
+
+class SearchService(GalleryService):
     """One indexed retrieval run, ready to answer (see the module docstring)."""
 
     def __init__(self, searcher: Searcher, *, run_dir: str | Path, cache_size: int = 1024,
                  max_upload_bytes: int = 10 * 2 ** 20, max_batch: int = 32, max_wait: float = 0.002) -> None:
-        self.searcher, self.run_dir = searcher, Path(run_dir)
-        self.task = "retrieval"
-        self.items: list[Item] = searcher.items
-        self.by_id = {it.id: i for i, it in enumerate(self.items)}
-        self.max_upload_bytes = max_upload_bytes
-        self.model_id = searcher.model.model_id
+        super().__init__(searcher.items, run_dir=run_dir, model_id=searcher.model.model_id,
+                         max_upload_bytes=max_upload_bytes)
+        self.searcher = searcher
         self.dim = searcher.model.config.embed_dim
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
@@ -129,12 +204,7 @@ class SearchService:
         self._encoder_lock = threading.Lock()  # one encoder call at a time (torch uses every core)
         self._texts: MicroBatcher[str, tuple[np.ndarray, np.ndarray]] = MicroBatcher(
             self._encode_texts, max_batch=max_batch, max_wait=max_wait)
-        self._masks: dict[tuple[str, str], np.ndarray] = {}
-        self._image_ok: dict[int, bool] = {}
         self.rerankers = self._built_rerankers()
-        self.fields = {f: sorted({str(getattr(it, f)) for it in self.items if getattr(it, f) is not None})
-                       for f in FILTER_FIELDS}
-        self.fields = {f: v for f, v in self.fields.items() if v}
 
     @classmethod
     def load(cls, run_dir: str | Path, index_dir: str | Path | None = None, **kw: object) -> SearchService:
@@ -216,29 +286,10 @@ class SearchService:
             raise ServiceError("vector: must be finite and not all zero")
         return l2_normalize(v)
 
-    def item_index(self, item_id: str) -> int:
-        i = self.by_id.get(item_id)
-        if i is None:
-            raise NotFound(f"no gallery item {item_id!r}")
-        return i
-
     def _mask(self, target: Target, filters: Mapping[str, str | Sequence[str]]) -> np.ndarray | None:
         """Which gallery entries pass ``filters`` (None: no filter). A text passes by its item."""
-        if not filters:
-            return None
-        keep = np.ones(len(self.items), dtype=bool)
-        for name, wanted in filters.items():
-            if name not in FILTER_FIELDS:
-                raise ServiceError(f"filters: unknown field {name!r}; the gallery has {', '.join(FILTER_FIELDS)}")
-            values = [wanted] if isinstance(wanted, str) else list(wanted)
-            either = np.zeros(len(self.items), dtype=bool)
-            for v in values:
-                key = (name, str(v))
-                if key not in self._masks:
-                    self._masks[key] = np.array([str(getattr(it, name)) == str(v) for it in self.items], dtype=bool)
-                either |= self._masks[key]
-            keep &= either
-        if target == "images":
+        keep = self.item_mask(filters)
+        if keep is None or target == "images":
             return keep
         owners = self.searcher.text_owners()
         return np.array([keep[owners[j]] if j in owners else False for j in range(self.n_texts)], dtype=bool)
@@ -297,14 +348,6 @@ class SearchService:
         stages.add("metadata", t)
         return results, total
 
-    # -- metadata -------------------------------------------------------------------------------
-
-    def image_url(self, item_id: str) -> str:
-        return "/images/" + quote(item_id, safe="")
-
-    def item_fields(self, it: Item) -> dict[str, str | None]:
-        return {f: getattr(it, f) for f in FILTER_FIELDS}
-
     def _result(self, target: Target, i: int, score: float, rank: int) -> dict[str, object]:
         if target == "images":
             it = self.items[i]
@@ -316,24 +359,67 @@ class SearchService:
         return {"id": f"text:{i}", "score": score, "rank": rank, "texts": [self.searcher.texts[i]],
                 "image_url": self.image_url(of.id) if of else None, "fields": fields}
 
-    def item(self, item_id: str) -> dict[str, object]:
-        it = self.items[self.item_index(item_id)]
-        return {"id": it.id, "texts": list(it.texts), "image_url": self.image_url(it.id),
-                "fields": self.item_fields(it)}
 
-    def image_file(self, item_id: str) -> Path:
-        """The gallery image of ``item_id``, only if it decodes as an image (checked once per item).
+class ComposedService(GalleryService):
+    """A composed run (``xmr train --task composed``): image + modification text -> gallery images,
+    with the run's learnt composition (TIRG and the others); the reference image is never a result."""
 
-        A manifest row may point anywhere (``/etc/passwd``); the service hands out a file only
-        when PIL reads it as an image within the pixel limit.
-        """
-        i = self.item_index(item_id)
-        if i not in self._image_ok:
-            try:
-                load_rgb(self.items[i].image, min_side=8)
-                self._image_ok[i] = True
-            except UnreadableImage:
-                self._image_ok[i] = False
-        if not self._image_ok[i]:
-            raise NotFound(f"item {item_id!r} has no readable image")
-        return Path(self.items[i].image)
+    task = "composed"
+    composed = "learnt"
+
+    def __init__(self, searcher: ComposedSearcher, *, run_dir: str | Path,
+                 max_upload_bytes: int = 10 * 2 ** 20) -> None:
+        super().__init__(searcher.items, run_dir=run_dir, model_id=searcher.model.model_id,
+                         max_upload_bytes=max_upload_bytes)
+        self.searcher = searcher
+        self._encoder_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, run_dir: str | Path, **kw: object) -> ComposedService:
+        return cls(ComposedSearcher.from_run(run_dir), run_dir=run_dir, **kw)  # type: ignore[arg-type]
+
+    def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
+        stages = stages if stages is not None else Stages()
+        t = time.perf_counter()
+        if q.kind != "composed":
+            raise ServiceError("a composed run answers image + text queries: give image (or image_id) and text")
+        if q.target != "images" or q.rerank is not None:
+            raise ServiceError("a composed run returns images, without re-ranking")
+        exclude = self.item_index(q.image_id) if q.image_id is not None else -1
+        if q.image_id is not None:
+            source: str | ImageBytes = self.items[exclude].image
+        else:
+            data = bytes(q.image or b"")
+            if len(data) > self.max_upload_bytes:
+                raise TooLarge(f"the image is larger than the upload limit ({self.max_upload_bytes / 2 ** 20:g} MB)")
+            source = ImageBytes(data, "the uploaded image")
+        try:
+            with self._encoder_lock:
+                query = self.searcher.compose_query(source, str(q.text))
+        except UnreadableImage as e:
+            raise ServiceError(f"image: {e.reason}") from None
+        t = stages.add("encode", t)
+        scores = (query @ self.searcher.gallery.T)[0].astype(np.float64)
+        keep = self.item_mask(q.filters)
+        keep = np.ones(len(self.items), dtype=bool) if keep is None else keep.copy()
+        if exclude >= 0:
+            keep[exclude] = False
+        order = np.flatnonzero(keep)[np.argsort(-scores[keep], kind="stable")][q.offset:q.offset + q.k]
+        t = stages.add("search", t)
+        results = [{"id": self.items[i].id, "score": float(scores[i]), "rank": q.offset + r + 1,
+                    "texts": list(self.items[i].texts), "image_url": self.image_url(self.items[i].id),
+                    "fields": self.item_fields(self.items[i])} for r, i in enumerate(order)]
+        stages.add("metadata", t)
+        return results, int(keep.sum())
+
+
+def load_service(run_dir: str | Path, index_dir: str | Path | None = None, *, cache_size: int = 1024,
+                 max_upload_bytes: int = 10 * 2 ** 20) -> GalleryService:
+    """The service of the run in ``run_dir``, by its task (``run.json``): retrieval or composed."""
+    from xmr.runs.base import read_task_name
+
+    if read_task_name(run_dir) == "composed":
+        if index_dir is not None:
+            raise XmrError("a composed run searches its own gallery (gallery.npz); --index does not apply")
+        return ComposedService.load(run_dir, max_upload_bytes=max_upload_bytes)
+    return SearchService.load(run_dir, index_dir, cache_size=cache_size, max_upload_bytes=max_upload_bytes)
