@@ -252,3 +252,55 @@ def test_concurrent_text_queries_are_encoded_together_and_answer_as_alone(served
         together = dict(zip(texts, pool.map(lambda t: [r["id"] for r in service.search(Query(text=t, k=5))[0]],
                                             texts)))
     assert together == alone and service._texts.batches - before < len(texts)
+
+
+def test_xmr_serve_starts_answers_and_stops_on_sigterm(served: tuple[Path, Path]) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    run, idx = served
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "xmr", "serve", str(run), "--index", str(idx), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        r = httpx.post(f"http://127.0.0.1:{port}/search", json={"text": "a purple circle", "k": 3}, timeout=10)
+        assert r.status_code == 200 and len(r.json()["results"]) == 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # a graceful stop
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "loaded" in err and "in " in err  # the start-up time is logged
+
+
+def test_another_host_than_localhost_is_warned_about(monkeypatch: pytest.MonkeyPatch, served: tuple[Path, Path],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import uvicorn
+
+    from xmr.serve import serve
+
+    run, idx = served
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))  # never binds
+    monkeypatch.delenv("XMR_API_KEY", raising=False)
+    with caplog.at_level("WARNING"):
+        serve(run, idx, ServeConfig(host="0.0.0.0", port=8123))
+    assert seen["host"] == "0.0.0.0" and "reachable from other machines" in caplog.text and "XMR_API_KEY" in caplog.text
+    caplog.clear()
+    serve(run, idx, ServeConfig())
+    assert seen["host"] == "127.0.0.1" and "reachable" not in caplog.text
