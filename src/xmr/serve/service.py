@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ import numpy as np
 from xmr.data.manifest import Item
 from xmr.encoders.image_io import ImageBytes, UnreadableImage, load_rgb
 from xmr.errors import XmrError
+from xmr.evaluation.similarity import is_inner_product
 from xmr.modality import Modality, Target
 from xmr.rerank.registry import RERANKERS, rerank_dir
 from xmr.search import ComposedSearcher, Searcher
@@ -205,6 +207,12 @@ class SearchService(GalleryService):
         self._texts: MicroBatcher[str, tuple[np.ndarray, np.ndarray]] = MicroBatcher(
             self._encode_texts, max_batch=max_batch, max_wait=max_wait)
         self.rerankers = self._built_rerankers()
+        # an inner-product space is searched by FAISS directly: concurrent searches of one target
+        # are joined into one call (one pass over the vectors for the whole batch)
+        self._plain_search = is_inner_product(searcher.model.config.similarity)
+        self._faiss: dict[str, MicroBatcher[tuple[np.ndarray, int], tuple[np.ndarray, np.ndarray]]] = {
+            t: MicroBatcher(functools.partial(self._search_many, t), max_batch=max_batch, max_wait=max_wait)
+            for t in ("images", "texts")}
 
     @classmethod
     def load(cls, run_dir: str | Path, index_dir: str | Path | None = None, **kw: object) -> SearchService:
@@ -249,6 +257,12 @@ class SearchService(GalleryService):
             emb = self.searcher.model.embed_numpy(feats, "text")
         return [(emb[i:i + 1], feats[i:i + 1]) for i in range(len(texts))]
 
+    def _search_many(self, target: Target, batch: list[tuple[np.ndarray, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One FAISS call for a micro-batch of (query (1, d), results wanted): per query (scores, ids)."""
+        width = max(f for _, f in batch)
+        scores, ids = self.searcher.search_vectors(np.vstack([e for e, _ in batch]), width, target=target)
+        return [(scores[i, :f], ids[i, :f]) for i, (_, f) in enumerate(batch)]
+
     def _image_embedding(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         if len(data) > self.max_upload_bytes:
             raise TooLarge(f"the image is larger than the upload limit ({self.max_upload_bytes / 2 ** 20:g} MB)")
@@ -279,12 +293,12 @@ class SearchService(GalleryService):
             return enc.encode_batch([enc.load(self.items[self.item_index(item_id)].image)])
 
     def _vector(self, values: Sequence[float]) -> np.ndarray:
-        v = np.asarray(values, dtype=np.float32).reshape(1, -1)
+        v = np.asarray(values, dtype=np.float64).reshape(1, -1)
         if v.shape[1] != self.dim:
             raise ServiceError(f"vector: {v.shape[1]} values, the run's space has {self.dim}")
         if not np.isfinite(v).all() or not np.linalg.norm(v) > 0:
             raise ServiceError("vector: must be finite and not all zero")
-        return l2_normalize(v)
+        return l2_normalize(v / np.abs(v).max()).astype(np.float32)  # scaled first: no float32 overflow
 
     def _mask(self, target: Target, filters: Mapping[str, str | Sequence[str]]) -> np.ndarray | None:
         """Which gallery entries pass ``filters`` (None: no filter). A text passes by its item."""
@@ -333,9 +347,12 @@ class SearchService(GalleryService):
         need = q.offset + q.k
         fetch = min(n, need if mask is None else max(need * WIDEN, 64))
         while True:
-            scores, ids = self.searcher.search_reranked(emb, own, fetch, target=q.target, modality=modality,
-                                                        rerank=q.rerank)
-            scores, ids = scores[0], ids[0]
+            if q.rerank is None and self._plain_search:  # joined with other requests' searches
+                scores, ids = self._faiss[q.target]((emb, fetch))
+            else:
+                scores, ids = self.searcher.search_reranked(emb, own, fetch, target=q.target, modality=modality,
+                                                            rerank=q.rerank)
+                scores, ids = scores[0], ids[0]
             keep = ids >= 0
             if mask is not None:
                 keep &= mask[np.clip(ids, 0, None)]

@@ -1,0 +1,67 @@
+"""The demo run behind the page, in a real browser: "zombie" finds the zombie emoji in the first row.
+
+Needs the demo's InfoNCE run (``make demo`` or ``xmr demo``; ``$XMR_DEMO_RUN`` names another
+folder) and chromium; skips without the run (a fresh checkout has none: the demo fetches its
+data from npm, which a test may not), fails without chromium under ``make test``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from test_serve_browser import CHROMIUM, _free_port, _need_browser
+
+DEMO_RUN = Path(os.environ.get("XMR_DEMO_RUN", Path(__file__).resolve().parents[1] / "runs/demo/emoji-infonce"))
+
+
+@pytest.fixture(scope="module")
+def demo_url() -> Iterator[str]:
+    import uvicorn
+
+    from xmr.serve.run import build_app
+
+    if not (DEMO_RUN / "index" / "index_run.json").is_file():
+        pytest.skip(f"no indexed demo run at {DEMO_RUN} (make demo)")
+    _need_browser()
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(DEMO_RUN), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_zombie_finds_the_zombie_emoji_in_the_first_row(demo_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(demo_url + "/")
+        page.wait_for_selector("#run-info:not(:empty)")
+        page.fill("#text", "zombie")
+        page.press("#text", "Enter")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('showing')")
+        first_row = page.evaluate("""() => {
+            const hits = [...document.querySelectorAll('#results .hit')];
+            const top = hits.length ? hits[0].getBoundingClientRect().top : 0;
+            return hits.filter(h => Math.abs(h.getBoundingClientRect().top - top) < 5)
+                       .map(h => h.querySelector('.texts').textContent);
+        }""")
+        shot = os.environ.get("XMR_SCREENSHOT")
+        if shot:  # the README's picture: `XMR_SCREENSHOT=docs/serve_page.png pytest tests/test_serve_demo.py`
+            page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")
+            page.screenshot(path=shot, full_page=False)
+        browser.close()
+    assert first_row and any("zombie" in t.split(" · ")[0] for t in first_row), json.dumps(first_row)
