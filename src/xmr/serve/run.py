@@ -32,6 +32,7 @@ def build_app(run_dir: str | Path, index_dir: str | Path | None = None, config: 
     config = config or ServeConfig()
     t0 = time.perf_counter()
     service = load_service(run_dir, index_dir, cache_size=config.cache_size, max_upload_bytes=config.max_upload_bytes)
+    service.warm_up()  # the encoders' weights load now, not at the first query
     seconds = time.perf_counter() - t0
     log.info("loaded %s (%d images, %d texts, re-rankers: %s) in %.1f s", run_dir, len(service.items),
              service.n_texts, ", ".join(service.rerankers) or "none", seconds)

@@ -101,6 +101,17 @@ class Query:
         return given[0]
 
 
+def blank_png(side: int = 32) -> bytes:
+    """A white PNG: the warm-up input of the image encoders."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (255, 255, 255)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def decode_base64_image(data: str, limit: int) -> bytes:
     """The bytes of a base64 image (a ``data:...;base64,`` prefix allowed), refused past ``limit`` bytes."""
     if data.startswith("data:"):
@@ -134,6 +145,9 @@ class GalleryService:
     @property
     def n_texts(self) -> int:
         return 0
+
+    def warm_up(self) -> None:
+        """Load every lazily loaded weight now (encoders load on first use), so the first query is fast."""
 
     def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
         raise NotImplementedError
@@ -218,6 +232,10 @@ class SearchService(GalleryService):
     def load(cls, run_dir: str | Path, index_dir: str | Path | None = None, **kw: object) -> SearchService:
         """Load the run's model, encoders and index (``xmr index`` must have built it)."""
         return cls(Searcher.from_run(run_dir, index_dir), run_dir=run_dir, **kw)  # type: ignore[arg-type]
+
+    def warm_up(self) -> None:
+        self._encode_texts(["warm up"])
+        self._image_embedding(blank_png())
 
     def _built_rerankers(self) -> list[str]:
         folder = self.searcher.index_dir
@@ -394,6 +412,10 @@ class ComposedService(GalleryService):
     @classmethod
     def load(cls, run_dir: str | Path, **kw: object) -> ComposedService:
         return cls(ComposedSearcher.from_run(run_dir), run_dir=run_dir, **kw)  # type: ignore[arg-type]
+
+    def warm_up(self) -> None:
+        with self._encoder_lock:
+            self.searcher.compose_query(ImageBytes(blank_png()), "warm up")
 
     def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
         stages = stages if stages is not None else Stages()
