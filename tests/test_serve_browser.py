@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,8 @@ from xmr.cli import main
 from xmr.search import Searcher
 from xmr.serve.app import create_app
 from xmr.serve.service import SearchService
+
+from live_server import serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -32,34 +31,16 @@ def _need_browser() -> None:
         pytest.skip("chromium not installed (`make browser`)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live(toy_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Searcher]]:
     """(base URL, Searcher) of a service answering on 127.0.0.1 over the shapes test split."""
-    import uvicorn
-
     _need_browser()
     run, cache = toy_run
     idx = tmp_path_factory.mktemp("page") / "idx"
     assert main(["-q", "index", str(run), "--split", "test", "--out", str(idx), "--cache-dir", str(cache),
                  "--rerank", "diffusion", "--rerank-param", "k=5"]) == 0
-    app = create_app(SearchService.load(run, idx))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the service did not start"
-    yield f"http://127.0.0.1:{port}", Searcher.from_run(run, idx)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(SearchService.load(run, idx))) as url:
+        yield url, Searcher.from_run(run, idx)
 
 
 @pytest.fixture(scope="module")

@@ -9,37 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from test_serve_browser import CHROMIUM, _free_port, _need_browser
+from live_server import serving
+from test_serve_browser import CHROMIUM, _need_browser
 
 DEMO_RUN = Path(os.environ.get("XMR_DEMO_RUN", Path(__file__).resolve().parents[1] / "runs/demo/emoji-infonce"))
 
 
 @pytest.fixture(scope="module")
 def demo_url() -> Iterator[str]:
-    import uvicorn
-
     from xmr.serve.run import build_app
 
     if not (DEMO_RUN / "index" / "index_run.json").is_file():
         pytest.skip(f"no indexed demo run at {DEMO_RUN} (make demo)")
     _need_browser()
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(DEMO_RUN), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(build_app(DEMO_RUN)) as url:
+        yield url
 
 
 def test_zombie_finds_the_zombie_emoji_in_the_first_row(demo_url: str, tmp_path: Path) -> None:
