@@ -279,8 +279,27 @@ def test_xmr_serve_starts_answers_and_stops_on_sigterm(served: tuple[Path, Path]
                 time.sleep(0.2)
         r = httpx.post(f"http://127.0.0.1:{port}/search", json={"text": "a purple circle", "k": 3}, timeout=10)
         assert r.status_code == 200 and len(r.json()["results"]) == 3
+        # a slow request in flight when SIGTERM comes (a 9000 x 9000 PNG: small to send, long to decode)
+        # is answered before the process exits
+        import threading
+
+        slow = io.BytesIO()
+        Image.new("RGB", (9000, 9000), (90, 20, 160)).save(slow, format="PNG")
+        answer: dict[str, object] = {}
+        def send() -> None:
+            answer["r"] = httpx.post(f"http://127.0.0.1:{port}/search/image", timeout=60,
+                                     files={"file": ("big.png", slow.getvalue(), "image/png")})
+            answer["done"] = time.monotonic()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(0.4)
         proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        sender.join(timeout=60)
         assert proc.wait(timeout=30) == 0  # a graceful stop
+        assert answer["r"].status_code == 200  # type: ignore[attr-defined]  # the in-flight request was finished
+        assert answer["done"] > stopped  # type: ignore[operator]  # ... after SIGTERM came
     finally:
         if proc.poll() is None:
             proc.kill()
