@@ -323,3 +323,19 @@ def test_another_host_than_localhost_is_warned_about(monkeypatch: pytest.MonkeyP
     caplog.clear()
     serve(run, idx, ServeConfig())
     assert seen["host"] == "127.0.0.1" and "reachable" not in caplog.text
+
+
+def test_a_request_that_crashes_is_a_json_500_and_the_service_goes_on(served: tuple[Path, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    run, idx = served
+    service = SearchService.load(run, idx)
+    c = TestClient(create_app(service), raise_server_exceptions=False)
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "search", boom)
+    r = c.post("/search", json={"text": "a red circle"})
+    assert r.status_code == 500 and r.json()["error"].startswith("internal error") and "a bug" not in r.text
+    monkeypatch.undo()
+    assert c.post("/search", json={"text": "a red circle"}).status_code == 200 and c.get("/healthz").status_code == 200
