@@ -339,3 +339,13 @@ def test_a_request_that_crashes_is_a_json_500_and_the_service_goes_on(served: tu
     assert r.status_code == 500 and r.json()["error"].startswith("internal error") and "a bug" not in r.text
     monkeypatch.undo()
     assert c.post("/search", json={"text": "a red circle"}).status_code == 200 and c.get("/healthz").status_code == 200
+
+
+def test_serve_help_shows_the_config_defaults() -> None:
+    from xmr.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices["serve"]  # type: ignore[attr-defined]
+    text = " ".join(sub.format_help().split())
+    c = ServeConfig()
+    for shown in (c.host, c.port, f"{c.max_upload_mb:g}", c.workers):
+        assert f"(default: {shown})" in text

@@ -220,6 +220,14 @@ def _cmd_serve(a: argparse.Namespace) -> None:
     serve(a.run, a.index, ServeConfig(**given))
 
 
+def _serve_defaults() -> dict[str, str]:
+    """``xmr serve``'s option defaults for ``--help``, from :class:`~xmr.serve.config.ServeConfig`."""
+    from xmr.serve.config import ServeConfig
+
+    c = ServeConfig()
+    return {"host": c.host, "port": str(c.port), "workers": str(c.workers), "max_upload_mb": f"{c.max_upload_mb:g}"}
+
+
 def _cmd_list(a: argparse.Namespace) -> None:
     from xmr.data import DATASETS
     from xmr.encoders import ENCODERS
@@ -591,12 +599,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="a search service and web page for an indexed run (FastAPI + uvicorn)")
     p.add_argument("run")
     p.add_argument("--index", default=None, help="index folder (default: RUN/index)")
-    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; any other is warned about)")
-    p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
-    p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default 1)")
-    p.add_argument("--max-upload-mb", type=float, default=None, help="largest image upload in MB (default 10)")
+    p.add_argument("--host", default=None, help="address to bind (any but 127.0.0.1 / localhost is warned about)")
+    p.add_argument("--port", type=int, default=None, help="TCP port")
+    p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (each loads the run)")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="largest image upload in MB")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow this origin by CORS (repeatable; default: CORS off)")
+    p.defaults_fn = _serve_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("list", help="registered encoders, losses, heads, indexes, re-rankers and datasets")
