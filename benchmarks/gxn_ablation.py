@@ -68,13 +68,11 @@ def run_config(dataset: str, manifest: Path, args: argparse.Namespace, seed: int
 
 def image_grid(run: Path, dataset_manifest: Path, png: Path, n_texts: int = 6, n_draws: int = 4) -> None:
     """Real test images (left) and ``n_draws`` images the run imagines from one of their captions (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from xmr.encoders.image_io import image_to_array
     from xmr.models.image_gan import IMAGE_SIZE
+    from xmr.plots.figures import pyplot, save_figure
+
+    plt = pyplot()
 
     config, model = load_run(run)
     test = [it for it in select_split(read_manifest(dataset_manifest), "test") if it.texts][:: 37][:n_texts]
@@ -90,8 +88,7 @@ def image_grid(run: Path, dataset_manifest: Path, png: Path, n_texts: int = 6, n
             ax.axis("off")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -349,3 +349,13 @@ def test_serve_help_shows_the_config_defaults() -> None:
     c = ServeConfig()
     for shown in (c.host, c.port, f"{c.max_upload_mb:g}", c.workers):
         assert f"(default: {shown})" in text
+
+
+def test_filters_on_texts_keep_the_texts_whose_item_passes(client: TestClient, served: tuple[Path, Path]) -> None:
+    run, idx = served
+    s = Searcher.from_run(run, idx)
+    full = s.search_text("a purple circle", len(s.texts), target="texts")
+    style = {it.id: it.style for it in s.items}
+    r = client.post("/search", json={"text": "a purple circle", "target": "texts", "k": 50,
+                                     "filters": {"style": "s1"}}).json()
+    assert [h["id"] for h in r["results"]] == [h.id for h in full if style.get(h.item or "") == "s1"]

@@ -16,6 +16,7 @@ composed``) answers image + text with its learnt composition, over its gallery.
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import functools
@@ -124,7 +125,7 @@ def decode_base64_image(data: str, limit: int) -> bytes:
         raise ServiceError("image: not valid base64") from None
 
 
-class GalleryService:
+class GalleryService(abc.ABC):
     """What every service holds: the gallery's items in memory, filters over them, their images."""
 
     task = "retrieval"
@@ -146,11 +147,13 @@ class GalleryService:
     def n_texts(self) -> int:
         return 0
 
+    @abc.abstractmethod
     def warm_up(self) -> None:
         """Load every lazily loaded weight now (encoders load on first use), so the first query is fast."""
 
+    @abc.abstractmethod
     def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
-        raise NotImplementedError
+        """The ranked results of ``q`` (``offset`` skipped, ``k`` kept) and how many entries pass its filters."""
 
     def item_index(self, item_id: str) -> int:
         i = self.by_id.get(item_id)
@@ -214,6 +217,7 @@ class SearchService(GalleryService):
                          max_upload_bytes=max_upload_bytes)
         self.searcher = searcher
         self.dim = searcher.model.config.embed_dim
+        self._owner_index: np.ndarray | None = None
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()  # the LRU, shared by the request threads
@@ -300,10 +304,8 @@ class SearchService(GalleryService):
             vec = np.asarray(index.faiss_index.reconstruct(i), dtype=np.float32).reshape(1, -1)
             return vec, None  # the own features are needed by bidirectional only
         except RuntimeError:  # an index that cannot give its vectors back: encode the file
-            enc = self.searcher.image_encoder
-            with self._encoder_lock:
-                feats = enc.encode_batch([enc.load(self.items[i].image)])
-                return self.searcher.model.embed_numpy(feats, "image"), feats
+            feats = self._item_features(item_id)
+            return self.searcher.model.embed_numpy(feats, "image"), feats
 
     def _item_features(self, item_id: str) -> np.ndarray:
         enc = self.searcher.image_encoder
@@ -323,8 +325,10 @@ class SearchService(GalleryService):
         keep = self.item_mask(filters)
         if keep is None or target == "images":
             return keep
-        owners = self.searcher.text_owners()
-        return np.array([keep[owners[j]] if j in owners else False for j in range(self.n_texts)], dtype=bool)
+        if self._owner_index is None:  # text position -> its item's position (-1: none), once
+            owners = self.searcher.text_owners()
+            self._owner_index = np.array([owners.get(j, -1) for j in range(self.n_texts)], dtype=np.int64)
+        return (self._owner_index >= 0) & keep[np.clip(self._owner_index, 0, None)]
 
     def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
         """The ranked results of ``q`` (``offset`` skipped, ``k`` kept) and how many entries pass its filters."""
