@@ -143,6 +143,7 @@ def test_items_images_health_metrics_and_openapi(client: TestClient, served: tup
     metrics = client.get("/metrics").text
     assert 'xmr_requests_total{endpoint="/search",status="200"}' in metrics and "xmr_stage_seconds_bucket" in metrics
     assert 'stage="encode"' in metrics and 'stage="search"' in metrics
+    assert 'xmr_batch_size_count{batcher="text"}' in metrics  # the micro-batches, by batcher
     schema = client.get("/openapi.json").json()
     assert {"/search", "/search/image", "/items/{item_id}", "/healthz"} <= set(schema["paths"])
     info = client.get("/info").json()
@@ -236,6 +237,44 @@ def test_the_micro_batcher_joins_concurrent_calls_and_keeps_each_answer() -> Non
     with pytest.raises(ValueError, match="bad input"):
         b(-1)
     assert b(3) == 9  # the worker survives a failed batch
+
+
+def test_a_batcher_with_two_workers_runs_two_batches_at_once_and_counts_them() -> None:
+    import threading
+    import time
+
+    from xmr.serve.batching import MicroBatcher
+
+    running, most, sizes = 0, 0, []
+    lock = threading.Lock()
+
+    def slow_double(xs: list[int]) -> list[int]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return [2 * x for x in xs]
+
+    b = MicroBatcher(slow_double, max_batch=2, max_wait=0.0, workers=2, on_batch=sizes.append)
+    start = threading.Barrier(8)
+    out: dict[int, int] = {}
+
+    def call(i: int) -> None:
+        start.wait()
+        out[i] = b(i)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == {i: 2 * i for i in range(8)} and most == 2  # two batches ran at the same time
+    assert sum(sizes) == b.inputs == 8 and len(sizes) == b.batches and max(sizes) <= 2
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(slow_double, workers=0)
 
 
 def test_concurrent_text_queries_are_encoded_together_and_answer_as_alone(served: tuple[Path, Path]) -> None:

@@ -6,6 +6,7 @@ from xmr.encoders import (  # noqa: F401  (register the built-ins)
            efficientnet,
            hf_clip,
            minilm,
+           minilm_int8,
            regions,  # noqa: E402,F401,I001  (register the region encoders; needs the pipeline)
            toy,
 )

@@ -45,6 +45,7 @@ class MiniLML6(TextEncoder):
     default_batch_size = 64
     n_layers = 6  # BertLayers; the trunk / tail split counts them (xmr.encoders.text_trunk)
     max_length = 256  # tokens encode_batch keeps (the package's sentence_bert_config.json max_seq_length)
+    query_stand_in = "minilm-l6-int8"  # the same model as int8 ONNX (xmr.encoders.minilm_int8)
 
     def __init__(self) -> None:
         self._model = None

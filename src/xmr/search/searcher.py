@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from xmr.data.manifest import Item, read_manifest
-from xmr.encoders import ImageEncoder, TextEncoder
+from xmr.encoders import ImageEncoder, TextEncoder, create_text_encoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.index import Index, load_index
@@ -98,8 +98,8 @@ class Searcher:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, index_dir: str | Path | None = None, *,
-                 rerank: str | Reranker | None = None, rerank_params: Mapping[str, object] | None = None
-                 ) -> Searcher:
+                 rerank: str | Reranker | None = None, rerank_params: Mapping[str, object] | None = None,
+                 fast_text: bool = False) -> Searcher:
         """Load the best model of ``run_dir`` and the index built by ``xmr index``.
 
         Args:
@@ -108,6 +108,9 @@ class Searcher:
             rerank: re-rank every search by default: a method name whose structures ``xmr index
                 --rerank NAME`` stored in the index, or a fitted re-ranker.
             rerank_params: query-time parameters to change, e.g. ``{"shortlist": 200}``.
+            fast_text: encode query texts with the run's text encoder's ``query_stand_in`` (the
+                same model, faster: int8 ONNX MiniLM for ``minilm-l6``) when it has one and is
+                used frozen; otherwise with the run's own.
 
         Raises:
             XmrError: no index, an index of another model, or ``rerank`` structures missing
@@ -131,7 +134,10 @@ class Searcher:
                 raise XmrError(f"{path} lists {n_meta} {what} but the index holds {len(index)}; the index "
                                f"folder {idx} is damaged: rebuild it with `xmr index {run_dir}`")
         encoders = run_encoders(cfg, model.vocab)
-        return cls(model, encoders["image_encoder"], encoders["text_encoder"],
+        text_encoder = encoders["text_encoder"]
+        if fast_text and text_encoder.query_stand_in is not None and not cfg.finetune_text_layers:
+            text_encoder = create_text_encoder(text_encoder.query_stand_in)
+        return cls(model, encoders["image_encoder"], text_encoder,
                    image_index, text_index, items, texts, index_dir=idx, rerank=rerank,
                    rerank_params=rerank_params, run_dir=run_dir)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any
 
@@ -22,8 +21,10 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xmr.errors import XmrError
 from xmr.serve.config import ServeConfig
@@ -47,6 +48,8 @@ class Metrics:
                                  registry=self.registry)
         self.stages = Histogram("xmr_stage_seconds", "time per query stage", ["stage"], buckets=LATENCY_BUCKETS,
                                 registry=self.registry)
+        self.batches = Histogram("xmr_batch_size", "requests joined in one encoder or FAISS call", ["batcher"],
+                                 buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
 
 
 def _error(status: int, message: str, detail: list[dict[str, object]] | None = None) -> JSONResponse:
@@ -55,6 +58,58 @@ def _error(status: int, message: str, detail: list[dict[str, object]] | None = N
         body["detail"] = detail
     return JSONResponse(body, status_code=status)
 
+class Guard:
+    """The ASGI middleware in front of every endpoint (a plain ASGI class: no extra task and
+    stream per request, as a ``BaseHTTPMiddleware`` has): the API key, the upload limit from
+    ``Content-Length``, one request's crash turned into a logged JSON 500, the request metrics."""
+
+    ENDPOINTS = frozenset({"/search", "/search/image", "/healthz", "/metrics", "/info", "/"})
+
+    def __init__(self, app: ASGIApp, config: ServeConfig, metrics: Metrics) -> None:
+        self.app, self.config, self.metrics = app, config, metrics
+        self.limit = config.max_upload_bytes * 4 // 3 + 64 * 1024  # base64 and multipart framing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        route = scope.get("path", "")
+        endpoint = route if route in self.ENDPOINTS else "/" + route.strip("/").split("/", 1)[0]
+        headers = Headers(scope=scope)
+        key = self.config.key()
+        refused: Response | None = None
+        if key is not None and route not in OPEN_PATHS:
+            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), key.encode()):
+                refused = _error(401, "missing or wrong API key (X-API-Key header)")
+        length = headers.get("content-length")
+        if refused is None and length is not None and length.isdigit() and int(length) > self.limit:
+            refused = _error(413, f"request body over the upload limit ({self.config.max_upload_mb:g} MB)")
+        if refused is not None:
+            await refused(scope, receive, send)
+            self.metrics.requests.labels(endpoint, str(refused.status_code)).inc()
+            return
+        status = 500
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = int(message["status"]), True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:  # one request's failure must not take the service down
+            log.exception("request %s failed", route)
+            status = 500
+            if not started:
+                await _error(500, "internal error (logged by the service)")(scope, receive, send)
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+
 
 def create_app(service: GalleryService, config: ServeConfig | None = None, *, startup_seconds: float = 0.0) -> FastAPI:
     """The service's application around a loaded :class:`SearchService`."""
@@ -62,36 +117,12 @@ def create_app(service: GalleryService, config: ServeConfig | None = None, *, st
     metrics = Metrics()
     app = FastAPI(title="xmr search", version="1", description=f"Cross-modal search over {service.run_dir}")
     app.state.service, app.state.config, app.state.metrics = service, config, metrics
+    service.observe_batches(lambda batcher, size: metrics.batches.labels(batcher).observe(size))
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"])
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        t0 = time.perf_counter()
-        route = request.scope.get("path", "")
-        endpoint = route if route in ("/search", "/search/image", "/healthz", "/metrics", "/info", "/") else \
-            "/" + route.strip("/").split("/", 1)[0]
-        key = config.key()
-        if key is not None and route not in OPEN_PATHS:
-            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), key.encode()):
-                response: Response = _error(401, "missing or wrong API key (X-API-Key header)")
-                metrics.requests.labels(endpoint, "401").inc()
-                return response
-        length = request.headers.get("content-length")
-        limit = config.max_upload_bytes * 4 // 3 + 64 * 1024  # base64 and multipart framing
-        if length is not None and length.isdigit() and int(length) > limit:
-            metrics.requests.labels(endpoint, "413").inc()
-            return _error(413, f"request body over the upload limit ({config.max_upload_mb:g} MB)")
-        try:
-            response = await call_next(request)
-        except Exception:  # one request's failure must not take the service down
-            log.exception("request %s failed", route)
-            response = _error(500, "internal error (logged by the service)")
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(Guard, config=config, metrics=metrics)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -159,7 +190,8 @@ def create_app(service: GalleryService, config: ServeConfig | None = None, *, st
         """What the page needs: filterable fields and their values, built re-rankers, sizes."""
         return {"run": str(service.run_dir), "task": service.task, "model_id": service.model_id,
                 "n_images": len(service.items), "n_texts": service.n_texts, "fields": service.fields,
-                "rerankers": service.rerankers, "composed": service.composed, "k_max": config.k_max}
+                "rerankers": service.rerankers, "text_encoder": service.text_encoder_id, "composed": service.composed,
+                "k_max": config.k_max}
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, object]:

@@ -25,6 +25,13 @@ class ServeConfig:
         cors_origins: origins allowed by CORS (empty: CORS off).
         api_key: required on every endpoint but ``/healthz`` and the page (``X-API-Key`` header or
             ``Authorization: Bearer``); None reads ``$XMR_API_KEY`` (unset: no key).
+        fast_text: encode query texts with the run's text encoder's faster stand-in (int8 ONNX
+            MiniLM for ``minilm-l6``: the same features within 1e-3 cosine) when it has one;
+            False: the run's own encoder (``--exact-text``).
+        torch_threads: torch's intra-op threads in the service (the projection heads, the image
+            encoder). 1: a query's tiny head matmuls do not wake a thread pool whose spinning
+            slows the text encoder and FAISS next to it (measured: a head call 1 ms at 2 threads,
+            0.05 ms at 1); image uploads encode one core's worth at a time.
     """
 
     host: str = LOCALHOST
@@ -35,6 +42,8 @@ class ServeConfig:
     cache_size: int = 1024
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     api_key: str | None = None
+    fast_text: bool = True
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -43,6 +52,8 @@ class ServeConfig:
             raise XmrError(f"--workers must be >= 1, got {self.workers}")
         if not self.max_upload_mb > 0:
             raise XmrError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
+        if self.torch_threads < 1:
+            raise XmrError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if self.k_max < 1 or self.cache_size < 0:
             raise XmrError("k_max must be >= 1 and cache_size >= 0")
 

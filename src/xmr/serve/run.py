@@ -29,13 +29,18 @@ GRACEFUL_SECONDS = 10
 
 def build_app(run_dir: str | Path, index_dir: str | Path | None = None, config: ServeConfig | None = None) -> FastAPI:
     """Load ``run_dir`` (and its index) and return the application; the start-up time is logged."""
+    import torch
+
     config = config or ServeConfig()
+    torch.set_num_threads(config.torch_threads)
     t0 = time.perf_counter()
-    service = load_service(run_dir, index_dir, cache_size=config.cache_size, max_upload_bytes=config.max_upload_bytes)
+    service = load_service(run_dir, index_dir, cache_size=config.cache_size, max_upload_bytes=config.max_upload_bytes,
+                           fast_text=config.fast_text)
     service.warm_up()  # the encoders' weights load now, not at the first query
     seconds = time.perf_counter() - t0
-    log.info("loaded %s (%d images, %d texts, re-rankers: %s) in %.1f s", run_dir, len(service.items),
-             service.n_texts, ", ".join(service.rerankers) or "none", seconds)
+    log.info("loaded %s (%d images, %d texts, re-rankers: %s, query texts by %s) in %.1f s", run_dir,
+             len(service.items), service.n_texts, ", ".join(service.rerankers) or "none", service.text_encoder_id,
+             seconds)
     return create_app(service, config, startup_seconds=seconds)
 
 

@@ -80,6 +80,7 @@ class Info(BaseModel):
     n_texts: int
     fields: dict[str, list[str]]
     rerankers: list[str]
+    text_encoder: str = Field(description="what encodes query texts (an encoder id)")
     composed: str = Field(description="how image + text queries are answered: 'learnt' (a composed run) or "
                                       "'add' (the sum of the two joint-space embeddings)")
     k_max: int

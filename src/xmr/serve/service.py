@@ -19,12 +19,13 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import contextlib
 import functools
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -147,6 +148,15 @@ class GalleryService(abc.ABC):
     def n_texts(self) -> int:
         return 0
 
+    @property
+    def text_encoder_id(self) -> str:
+        """What encodes query texts (its ``encoder_id``)."""
+        return "the run's text model"
+
+    def observe_batches(self, observe: Callable[[str, int], None]) -> None:
+        """Call ``observe(batcher, size)`` after each micro-batch (``text``, ``search_images``, ...);
+        a service that joins no requests (a composed run's) never calls it."""
+
     @abc.abstractmethod
     def warm_up(self) -> None:
         """Load every lazily loaded weight now (encoders load on first use), so the first query is fast."""
@@ -212,7 +222,8 @@ class SearchService(GalleryService):
     """One indexed retrieval run, ready to answer (see the module docstring)."""
 
     def __init__(self, searcher: Searcher, *, run_dir: str | Path, cache_size: int = 1024,
-                 max_upload_bytes: int = 10 * 2 ** 20, max_batch: int = 32, max_wait: float = 0.002) -> None:
+                 max_upload_bytes: int = 10 * 2 ** 20, max_batch: int = 32, max_wait: float = 0.002,
+                 text_workers: int = 2) -> None:
         super().__init__(searcher.items, run_dir=run_dir, model_id=searcher.model.model_id,
                          max_upload_bytes=max_upload_bytes)
         self.searcher = searcher
@@ -222,8 +233,11 @@ class SearchService(GalleryService):
         self._cache_size = cache_size
         self._lock = threading.Lock()  # the LRU, shared by the request threads
         self._encoder_lock = threading.Lock()  # one encoder call at a time (torch uses every core)
+        # a text encoder that runs in several threads at once gets text_workers batches in parallel
+        parallel = searcher.text_encoder.thread_safe
+        self._text_lock = contextlib.nullcontext() if parallel else self._encoder_lock
         self._texts: MicroBatcher[str, tuple[np.ndarray, np.ndarray]] = MicroBatcher(
-            self._encode_texts, max_batch=max_batch, max_wait=max_wait)
+            self._encode_texts, max_batch=max_batch, max_wait=max_wait, workers=text_workers if parallel else 1)
         self.rerankers = self._built_rerankers()
         # an inner-product space is searched by FAISS directly: concurrent searches of one target
         # are joined into one call (one pass over the vectors for the whole batch)
@@ -233,13 +247,21 @@ class SearchService(GalleryService):
             for t in ("images", "texts")}
 
     @classmethod
-    def load(cls, run_dir: str | Path, index_dir: str | Path | None = None, **kw: object) -> SearchService:
-        """Load the run's model, encoders and index (``xmr index`` must have built it)."""
-        return cls(Searcher.from_run(run_dir, index_dir), run_dir=run_dir, **kw)  # type: ignore[arg-type]
+    def load(cls, run_dir: str | Path, index_dir: str | Path | None = None, *, fast_text: bool = False,
+             **kw: object) -> SearchService:
+        """Load the run's model, encoders and index (``xmr index`` must have built it); ``fast_text``
+        as in :meth:`xmr.search.Searcher.from_run`."""
+        searcher = Searcher.from_run(run_dir, index_dir, fast_text=fast_text)
+        return cls(searcher, run_dir=run_dir, **kw)  # type: ignore[arg-type]
 
     def warm_up(self) -> None:
         self._encode_texts(["warm up"])
         self._image_embedding(blank_png())
+
+    def observe_batches(self, observe: Callable[[str, int], None]) -> None:
+        self._texts.on_batch = functools.partial(observe, "text")
+        for target, batcher in self._faiss.items():
+            batcher.on_batch = functools.partial(observe, f"search_{target}")
 
     def _built_rerankers(self) -> list[str]:
         folder = self.searcher.index_dir
@@ -251,6 +273,10 @@ class SearchService(GalleryService):
     @property
     def n_texts(self) -> int:
         return len(self.searcher.texts)
+
+    @property
+    def text_encoder_id(self) -> str:
+        return self.searcher.text_encoder.encoder_id
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -274,7 +300,7 @@ class SearchService(GalleryService):
 
     def _encode_texts(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """One encoder call for a micro-batch of texts: per text (joint (1, d), own (1, d_own))."""
-        with self._encoder_lock:
+        with self._text_lock:
             feats = self.searcher.text_features(texts)
             emb = self.searcher.model.embed_numpy(feats, "text")
         return [(emb[i:i + 1], feats[i:i + 1]) for i in range(len(texts))]
@@ -457,12 +483,14 @@ class ComposedService(GalleryService):
 
 
 def load_service(run_dir: str | Path, index_dir: str | Path | None = None, *, cache_size: int = 1024,
-                 max_upload_bytes: int = 10 * 2 ** 20) -> GalleryService:
-    """The service of the run in ``run_dir``, by its task (``run.json``): retrieval or composed."""
+                 max_upload_bytes: int = 10 * 2 ** 20, fast_text: bool = False) -> GalleryService:
+    """The service of the run in ``run_dir``, by its task (``run.json``): retrieval or composed
+    (``fast_text``: query texts through the text encoder's faster stand-in, retrieval runs)."""
     from xmr.runs.base import read_task_name
 
     if read_task_name(run_dir) == "composed":
         if index_dir is not None:
             raise XmrError("a composed run searches its own gallery (gallery.npz); --index does not apply")
         return ComposedService.load(run_dir, max_upload_bytes=max_upload_bytes)
-    return SearchService.load(run_dir, index_dir, cache_size=cache_size, max_upload_bytes=max_upload_bytes)
+    return SearchService.load(run_dir, index_dir, cache_size=cache_size, max_upload_bytes=max_upload_bytes,
+                              fast_text=fast_text)
