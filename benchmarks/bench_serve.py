@@ -1,32 +1,41 @@
-"""Load on `xmr serve`: text queries/s, p50/p95/p99, errors, against the in-process Searcher in the same run.
+"""Load on `xmr serve`: text queries/s, p50/p95/p99, errors, against the in-process search in the same run.
 
-The gallery is synthetic at the size asked (``--sizes``, default 100,000): unit vectors drawn from
-the run's own image embeddings plus noise, so the index, its metadata and the ranking work are
-those of a real gallery of that size (latency depends on the size, not the pictures); each item
-points at one of the run's real images so ``/images`` works. The run gives the model and the
-text encoder (MiniLM here): every query is a distinct sentence, so the text-embedding cache
-never answers one (``--repeat-queries`` measures the cached path instead).
+Each gallery is synthetic at the size and index type asked (``--galleries 100000:hnsw
+1000000:flat``): unit vectors drawn from the run's own image embeddings plus noise, so the index,
+its metadata and the ranking work are those of a real gallery of that size (latency depends on
+the size, not the pictures); each item points at one of the run's real images so ``/images`` and
+uploads work. The run gives the model and the text encoder (MiniLM; the service and the
+baselines all encode query texts with its int8 ONNX stand-in). Every query is a distinct
+sentence, so the text-embedding cache never answers one.
 
-Per gallery size, in one invocation (the machine is noisy, so ratios are against a baseline
-measured in the same run):
+Per gallery, in one invocation (the machine is noisy, so ratios are against baselines measured
+in the same run, one phase after another):
 
-1. in-process: ``Searcher.search_text`` on each query, one after another (the floor);
-2. HTTP: ``xmr serve`` in its own process on 127.0.0.1, driven by an asyncio httpx client with
-   ``--concurrency`` requests in flight, a fixed query count and a time cap (both bounded);
-3. image uploads (``POST /search/image``, multipart) at the first size.
+1. sequential: ``Searcher.search_text`` on each query, one after another (what a script gets);
+2. in-process service: ``SearchService.search`` from ``--concurrency`` threads: the service's
+   micro-batching and encoders without HTTP (the baseline of the HTTP overhead);
+3. HTTP: ``xmr serve`` in its own process on 127.0.0.1, driven by a small asyncio-streams client
+   with ``--concurrency`` requests in flight on keep-alive connections, a fixed query count and a
+   time cap (both bounded); the CPU the service and the client used is read from ``/proc``;
+4. at the first gallery: other concurrencies (``--sweep``) and image uploads (multipart PNG).
 
 Example::
 
-    python benchmarks/bench_serve.py --run /work/xmr-runs/newcomer/run --sizes 10000 100000 1000000
+    python benchmarks/bench_serve.py --run /work/xmr-runs/newcomer/run --work /work/xmr-runs/bench-serve \\
+        --galleries 100000:hnsw 100000:flat 10000:flat 1000000:flat 1000000:hnsw
 """
 
 from __future__ import annotations
+
+import os
+
+# as `xmr serve` does: idle OpenMP threads sleep (read when the runtime loads, so before numpy / faiss / torch)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import asyncio
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -40,6 +49,7 @@ from xmr.data.manifest import Item, write_manifest
 from xmr.index import create_index
 from xmr.runs.config import load_run
 from xmr.search import Searcher
+from xmr.serve.config import ServeConfig
 from xmr.utils.arrays import l2_normalize
 from xmr.utils.io import atomic_write_text, load_json, save_json
 
@@ -189,92 +199,161 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q)) if xs else float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sequential_searcher(run: Path, index: Path, texts: list[str], max_seconds: float) -> dict[str, float]:
+    """``Searcher.search_text`` one query after another (the floor a script gets)."""
+    s = Searcher.from_run(run, index, fast_text=True)
+    s.search_text("warm up", 10)
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for t in texts:
+        t1 = time.perf_counter()
+        s.search_text(t, 10)
+        lat.append(time.perf_counter() - t1)
+        if t1 - t0 > max_seconds:
+            break
+    wall = time.perf_counter() - t0
+    return {"qps": len(lat) / wall, "p50": pct(lat, 50), "p99": pct(lat, 99)}
+
+
+def inprocess_service(run: Path, index: Path, texts: list[str], concurrency: int, max_seconds: float
+                      ) -> dict[str, float]:
+    """The service's own search (micro-batching, the same encoders) from ``concurrency`` threads, no HTTP."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xmr.serve.service import Query, SearchService
+
+    svc = SearchService.load(run, index, fast_text=True, cache_size=0)
+    svc.warm_up()
+    for t in texts[:20]:
+        svc.search(Query(text=t + " (warm-up)"))
+    deadline = time.perf_counter() + max_seconds
+
+    def one(t: str) -> float:
+        if time.perf_counter() > deadline:
+            return float("nan")
+        t1 = time.perf_counter()
+        svc.search(Query(text=t, k=10))
+        return time.perf_counter() - t1
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        lat = [x for x in pool.map(one, texts) if x == x]
+    wall = time.perf_counter() - t0
+    return {"qps": len(lat) / wall, "p50": pct(lat, 50), "p99": pct(lat, 99),
+            "text_batch": svc._texts.inputs / max(svc._texts.batches, 1)}
+
+
+def http_load(port: int, pid: int, texts: list[str], concurrency: int, max_seconds: float) -> dict[str, float]:
+    """Distinct text queries over HTTP; q/s, percentiles, errors, and the CPU the service and client used."""
+    requests = [http_request("/search", json.dumps({"text": t, "k": 10}).encode(), "application/json") for t in texts]
+    server0, client0 = cpu_seconds(pid), time.process_time()
+    lat, errors, wall = asyncio.run(drive(port, requests, concurrency, max_seconds, k=10))
+    return {"n": len(lat), "qps": len(lat) / wall, "p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
+            "errors": errors, "server_cores": (cpu_seconds(pid) - server0) / wall,
+            "client_cores": (time.process_time() - client0) / wall}
+
+
+def upload_load(port: int, index: Path, n: int, concurrency: int, max_seconds: float) -> dict[str, float]:
+    """``POST /search/image`` (multipart PNG uploads of the gallery's own pictures)."""
+    import io
+
+    from PIL import Image
+
+    rows = [json.loads(line) for line in (index / "gallery.jsonl").read_text().splitlines()[:n]]
+    requests = []
+    for row in rows:
+        buf = io.BytesIO()
+        Image.open(row["image"]).convert("RGB").save(buf, format="PNG")
+        body, content_type = multipart(buf.getvalue())
+        requests.append(http_request("/search/image", body, content_type))
+    lat, errors, wall = asyncio.run(drive(port, requests, concurrency, max_seconds, k=10))
+    return {"n": len(lat), "qps": len(lat) / wall, "p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
+            "errors": errors}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--run", type=Path, required=True, help="an indexed retrieval run (its model and encoders)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-serve"), help="synthetic index folders")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
-    ap.add_argument("--queries", type=int, default=2000, help="text queries per size (bounded count)")
-    ap.add_argument("--images", type=int, default=200, help="image uploads at the first size")
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--max-seconds", type=float, default=120.0, help="time cap of each load phase")
-    ap.add_argument("--repeat-queries", action="store_true", help="send the same few queries (the cache answers)")
+    ap.add_argument("--galleries", nargs="+", default=["100000:hnsw", "100000:flat"], metavar="SIZE:TYPE",
+                    help="gallery sizes and index types (flat: exact; hnsw: HNSW32)")
+    ap.add_argument("--queries", type=int, default=2000, help="text queries per gallery (bounded count)")
+    ap.add_argument("--images", type=int, default=200, help="image uploads at the first gallery")
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    ap.add_argument("--sweep", type=int, nargs="*", default=[4, 16],
+                    help="other concurrencies tried over HTTP at the first gallery")
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="time cap of each load phase")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "serve")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(ServeConfig().torch_threads)  # the in-process baselines run as the service does
     load_before = load_note()
     texts = queries(args.queries)
-    if args.repeat_queries:
-        texts = [texts[i % 20] for i in range(len(texts))]
-    rows, image_row = [], None
-    for size in args.sizes:
-        index = synthetic_index(args.run, size, args.work / f"gallery-{size}")
-        s = Searcher.from_run(args.run, index)
-        s.search_text(texts[0], 10)  # warm-up: encoder weights, BLAS
-        lat = []
-        t0 = time.perf_counter()
-        for t in texts:  # bounded by count and by time
-            t1 = time.perf_counter()
-            s.search_text(t, 10)
-            lat.append(time.perf_counter() - t1)
-            if t1 - t0 > args.max_seconds:
-                break
-        inproc_wall = time.perf_counter() - t0
-        del s
+    rows, sweep, image_row = [], [], None
+    for g, spec in enumerate(args.galleries):
+        size_text, _, kind = spec.partition(":")
+        size, kind = int(size_text), kind or "flat"
+        index = synthetic_index(args.run, size, args.work / f"{kind}-{size}", kind)
+        seq = sequential_searcher(args.run, index, texts, args.max_seconds)
+        inproc = inprocess_service(args.run, index, texts, args.concurrency, args.max_seconds)
         port = _free_port()
         proc, startup = start_service(args.run, index, port)
         try:
-            asyncio.run(drive(f"http://127.0.0.1:{port}/search", [{"text": "warm up"}] * 20, None, 2, 30))
-            http_lat, errors, wall = asyncio.run(drive(f"http://127.0.0.1:{port}/search",
-                                                       [{"text": t, "k": 10} for t in texts], None,
-                                                       args.concurrency, args.max_seconds))
-            if image_row is None and args.images:
-                import io
-
-                from PIL import Image
-
-                items = [json.loads(line) for line in (index / "gallery.jsonl").read_text().splitlines()[:args.images]]
-                uploads = []
-                for it in items:
-                    buf = io.BytesIO()
-                    Image.open(index / it["image"] if not os.path.isabs(it["image"]) else it["image"]) \
-                        .convert("RGB").save(buf, format="PNG")
-                    uploads.append(buf.getvalue())
-                img_lat, img_err, img_wall = asyncio.run(drive(f"http://127.0.0.1:{port}/search/image", None,
-                                                               uploads, args.concurrency, args.max_seconds))
-                image_row = {"size": size, "n": len(img_lat), "qps": len(img_lat) / img_wall, "p50": pct(img_lat, 50),
-                             "p95": pct(img_lat, 95), "p99": pct(img_lat, 99), "errors": img_err}
+            asyncio.run(drive(port, [http_request("/search", b'{"text": "warm up"}', "application/json")] * 20, 2, 30))
+            http = http_load(port, proc.pid, [t + " (http)" for t in texts], args.concurrency, args.max_seconds)
+            if g == 0:
+                for c in args.sweep:
+                    sweep.append({"concurrency": c, **http_load(port, proc.pid, [t + f" (c{c})" for t in texts], c,
+                                                                args.max_seconds)})
+                if args.images:
+                    image_row = {"gallery": spec, **upload_load(port, index, args.images, args.concurrency,
+                                                                args.max_seconds)}
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        inproc_qps = len(lat) / inproc_wall
-        http_qps = len(http_lat) / wall
-        rows.append({"size": size, "startup_s": startup, "inproc_qps": inproc_qps, "inproc_p50": pct(lat, 50),
-                     "inproc_p99": pct(lat, 99), "n": len(http_lat), "http_qps": http_qps, "p50": pct(http_lat, 50),
-                     "p95": pct(http_lat, 95), "p99": pct(http_lat, 99), "errors": errors,
-                     "overhead": inproc_qps / http_qps - 1})
-        log.info("%d items: %.0f q/s over HTTP (in-process %.0f), p99 %.1f ms, %d errors", size, http_qps,
-                 inproc_qps, rows[-1]["p99"], errors)
-    table = markdown(["gallery", "in-process q/s", "in-process p50 / p99 ms", "HTTP q/s", "HTTP p50 / p95 / p99 ms",
-                      "errors", "requests", "HTTP overhead (in-process q/s ÷ HTTP q/s − 1)", "start-up s"],
-                     [[f"{r['size']:,}", f"{r['inproc_qps']:.0f}", f"{r['inproc_p50']:.1f} / {r['inproc_p99']:.1f}",
-                       f"{r['http_qps']:.0f}", f"{r['p50']:.1f} / {r['p95']:.1f} / {r['p99']:.1f}", r["errors"], r["n"],
-                       f"{100 * r['overhead']:+.0f} %", f"{r['startup_s']:.1f}"] for r in rows])
+        rows.append({"size": size, "index": kind, "startup_s": startup, "seq": seq, "inproc": inproc, "http": http,
+                     "overhead": inproc["qps"] / http["qps"] - 1})
+        log.info("%d items, %s: %.0f q/s over HTTP (in-process service %.0f, sequential %.0f), p99 %.1f ms, "
+                 "%d errors", size, kind, http["qps"], inproc["qps"], seq["qps"], http["p99"], http["errors"])
+    table = markdown(
+        ["gallery", "index", "sequential Searcher q/s (p50 ms)", f"in-process service, {args.concurrency} threads: "
+         "q/s (p50 / p99 ms)", f"HTTP, {args.concurrency} in flight: q/s", "HTTP p50 / p95 / p99 ms", "errors",
+         "HTTP overhead (in-process ÷ HTTP q/s − 1)", "service / client CPU (cores)", "start-up s"],
+        [[f"{r['size']:,}", r["index"], f"{r['seq']['qps']:.0f} ({r['seq']['p50']:.1f})",
+          f"{r['inproc']['qps']:.0f} ({r['inproc']['p50']:.1f} / {r['inproc']['p99']:.1f})", f"{r['http']['qps']:.0f}",
+          f"{r['http']['p50']:.1f} / {r['http']['p95']:.1f} / {r['http']['p99']:.1f}",
+          f"{r['http']['errors']} / {r['http']['n']}", f"{100 * r['overhead']:+.0f} %",
+          f"{r['http']['server_cores']:.2f} / {r['http']['client_cores']:.2f}", f"{r['startup_s']:.1f}"]
+         for r in rows])
+    sweep_table = "" if not sweep else markdown(
+        [f"in flight ({args.galleries[0]})", "q/s", "p50 / p95 / p99 ms", "errors", "service CPU (cores)"],
+        [[str(r["concurrency"]), f"{r['qps']:.0f}", f"{r['p50']:.1f} / {r['p95']:.1f} / {r['p99']:.1f}",
+          f"{r['errors']} / {r['n']}", f"{r['server_cores']:.2f}"] for r in sweep])
     img = "" if image_row is None else markdown(
-        ["image uploads", "q/s", "p50 / p95 / p99 ms", "errors"],
-        [[f"{image_row['n']} at {image_row['size']:,} items", f"{image_row['qps']:.1f}",
-          f"{image_row['p50']:.1f} / {image_row['p95']:.1f} / {image_row['p99']:.1f}", image_row["errors"]]])
-    text = "\n\n".join([f"# xmr serve under load ({'repeated' if args.repeat_queries else 'distinct'} text queries)",
-                        f"Command: `{command_line()}`",
-                        f"Concurrency {args.concurrency}, k 10, {args.queries} text queries per size, client, "
-                        "service and in-process baseline on the same 2 cores.", table, img,
-                        f"{load_before} at start."])
+        ["image uploads (multipart PNG)", "q/s", "p50 / p95 / p99 ms", "errors"],
+        [[f"{image_row['n']} at {image_row['gallery']}", f"{image_row['qps']:.1f}",
+          f"{image_row['p50']:.1f} / {image_row['p95']:.1f} / {image_row['p99']:.1f}",
+          f"{image_row['errors']} / {image_row['n']}"]])
+    text = "\n\n".join([
+        "# xmr serve under load (distinct text queries: the embedding cache never answers)",
+        f"Command: `{command_line()}`",
+        f"k 10, {args.queries} text queries per gallery (each phase capped at {args.max_seconds:g} s); the "
+        "service (`xmr serve`, its defaults: int8 ONNX MiniLM for query texts), the load client (asyncio streams) and "
+        "the in-process baselines share the same 2 cores, one after another.", table, sweep_table, img,
+        f"{load_before} at start."])
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_serve_repeat" if args.repeat_queries else "bench_serve"
-    atomic_write_text(args.out / f"{stem}.md", text + "\n")
-    save_json(args.out / f"{stem}.json", {"command": command_line(), "rows": rows, "image": image_row})
-    print(table)
-    print(img)
+    atomic_write_text(args.out / "bench_serve.md", text + "\n")
+    save_json(args.out / "bench_serve.json", {"command": command_line(), "rows": rows, "sweep": sweep,
+                                             "image": image_row})
+    print(text)
     return 0
 
 

@@ -7,6 +7,7 @@ SIGTERM (or Ctrl-C) stops accepting connections and lets the requests in flight 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -37,6 +38,10 @@ def build_app(run_dir: str | Path, index_dir: str | Path | None = None, config: 
     service = load_service(run_dir, index_dir, cache_size=config.cache_size, max_upload_bytes=config.max_upload_bytes,
                            fast_text=config.fast_text)
     service.warm_up()  # the encoders' weights load now, not at the first query
+    # the gallery's objects (an Item per image: a million at 1M) live as long as the process: out of
+    # the collector's sight, a full collection no longer walks them in the middle of a request
+    gc.collect()
+    gc.freeze()
     seconds = time.perf_counter() - t0
     log.info("loaded %s (%d images, %d texts, re-rankers: %s, query texts by %s) in %.1f s", run_dir,
              len(service.items), service.n_texts, ", ".join(service.rerankers) or "none", service.text_encoder_id,
