@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -357,3 +358,20 @@ def test_set_search_params_changes_faiss_and_config(data: tuple[np.ndarray, np.n
     with pytest.raises(ValueError, match="ef_search must be a positive integer, got 0"):
         hnsw.set_search_params(ef_search=0)
     assert hnsw.config.ef_search == 200
+
+
+def test_index_search_params_are_saved_with_the_index(toy_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """``xmr index --factory HNSW32 --ef-search N``: every later search of the index uses N (the
+    service's galleries past ~50k items want a wider beam than FAISS's default)."""
+    from xmr.cli import main
+    from xmr.search import Searcher
+
+    run, cache = toy_run
+    for name, extra in (("flat", []), ("hnsw", ["--factory", "HNSW32", "--ef-search", "200"])):
+        assert main(["-q", "index", str(run), "--split", "test", "--out", str(tmp_path / name), "--cache-dir",
+                     str(cache), *extra]) == 0
+    hnsw = Searcher.from_run(run, tmp_path / "hnsw")
+    assert hnsw.indexes["images"].faiss_index.hnsw.efSearch == 200
+    flat = Searcher.from_run(run, tmp_path / "flat")
+    for text in ("a red circle", "a blue square"):  # a 24-image graph searched that wide is exact
+        assert [h.id for h in hnsw.search_text(text, 5)] == [h.id for h in flat.search_text(text, 5)]

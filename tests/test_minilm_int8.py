@@ -96,3 +96,4 @@ def test_fast_text_swaps_the_encoder_only_when_it_has_a_stand_in(toy_run: tuple[
     assert type(fast.text_encoder) is Faster and type(exact.text_encoder) is ToyTextEncoder
     hits = [[h.id for h in s.search_text("a red circle", 5)] for s in (fast, exact)]
     assert hits[0] == hits[1]
+

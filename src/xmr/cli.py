@@ -146,10 +146,12 @@ def _cmd_index(a: argparse.Namespace) -> None:
     from xmr.workflows.index import index_run
 
     targets: list[Target] = list(TARGETS) if a.rerank_target == "both" else [check_target(a.rerank_target)]
+    search_params = {k: v for k, v in (("ef_search", a.ef_search), ("nprobe", a.nprobe)) if v is not None}
     out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory,
                     texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
                     cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad, images=a.images,
                     recursive=a.recursive, tune=a.tune,
+                    search_params=search_params,
                     tune_fixed=[p.partition("=")[0].strip().rpartition(".")[2] for p in a.rerank_param])
     built = load_json(os.path.join(out, "index_run.json"))
     skipped = f"; {built['n_skipped']} unreadable image(s) left out, listed in {os.path.join(out, 'skipped.jsonl')}" \
@@ -223,6 +225,14 @@ def _cmd_serve(a: argparse.Namespace) -> None:
     if a.exact_text:
         given["fast_text"] = False
     serve(a.run, a.index, ServeConfig(**given))
+
+
+def _index_defaults() -> dict[str, str]:
+    """``xmr index``'s search-parameter defaults for ``--help``, from :class:`~xmr.index.config.IndexConfig`."""
+    from xmr.index.config import IndexConfig
+
+    c = IndexConfig(dim=1)
+    return {"ef_search": str(c.ef_search), "nprobe": str(c.nprobe)}
 
 
 def _serve_defaults() -> dict[str, str]:
@@ -524,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recursive(p)
     p.add_argument("--split", default=None, help="only this split (default: all items)")
     p.add_argument("--factory", default="Flat", help="FAISS index_factory string: Flat, HNSW32, IVF1024,Flat ...")
+    p.add_argument("--ef-search", type=_positive_int, default=None,
+                   help="HNSW search beam width, saved with the index (more: closer to exact, slower)")
+    p.add_argument("--nprobe", type=_positive_int, default=None,
+                   help="IVF lists visited per query, saved with the index")
+    p.defaults_fn = _index_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
     p.add_argument("--texts-per-item", type=_positive_int, default=None,
                    help="index only each item's first N texts (default: all)")
     _add_skip_bad(p)

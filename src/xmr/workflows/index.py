@@ -53,11 +53,11 @@ log = logging.getLogger(__name__)
 INDEX_RUN_FILE = "index_run.json"
 
 
-def _make_index(factory: str, dim: int, model_id: str) -> Index:
+def _make_index(factory: str, dim: int, model_id: str, search_params: Mapping[str, int] | None = None) -> Index:
     try:
         if factory == "Flat":
             return create_index("flat", dim=dim, model_id=model_id)
-        return create_index("faiss", dim=dim, factory=factory, model_id=model_id)
+        return create_index("faiss", dim=dim, factory=factory, model_id=model_id, **(search_params or {}))
     except ValueError as e:  # the config's own check of the factory string
         raise XmrError(f"--factory {factory!r}: {e}; e.g. Flat, HNSW32, IVF1024,Flat") from None
 
@@ -68,6 +68,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
               rerank_targets: Sequence[Target] = ("images",),
               command: str | None = None, show_progress: bool | None = None, skip_bad: bool = False,
               images: str | Path | None = None, recursive: bool = False, tune: str | None = None,
+              search_params: Mapping[str, int] | None = None,
               tune_fixed: Collection[str] = ()) -> Path:
     """Build the gallery index of a run. Returns the index folder.
 
@@ -84,6 +85,9 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         tune_fixed: parameters the user set (``--rerank-param``): kept, not tuned.
         split: index only this split (default: every item).
         factory: a FAISS index_factory string; ``Flat`` is exact search.
+        search_params: the index's query-time settings, ``ef_search`` (HNSW beam width) and
+            ``nprobe`` (IVF lists visited); absent: :class:`~xmr.index.config.IndexConfig`'s defaults.
+            Saved with the index, so every search of it (``xmr search``, ``xmr serve``) uses them.
         texts_per_item: index only each item's first texts (e.g. 1: the caption, not keywords).
         out_dir: where to write (default ``<run_dir>/index``).
         rerank: re-ranking methods to build structures for, by name (default parameters) or as
@@ -108,7 +112,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     if tune is not None and not rerankers:
         raise XmrError("--tune chooses re-ranking parameters: give the method with --rerank NAME")
     cfg, model = load_run(run_dir)
-    _make_index(factory, model.config.embed_dim, model.model_id)  # a bad factory string fails now, not after encoding
+    # a bad factory string fails now, not after encoding
+    _make_index(factory, model.config.embed_dim, model.model_id, search_params)
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
     check_writable(out.parent, "index folder")
@@ -129,7 +134,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
                           cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
         _write_index(out, run_dir, model, fs, factory=factory, source=source, split=split,
-                     rerankers=rerankers, rerank_targets=rerank_targets, command=command, tunings=tunings)
+                     rerankers=rerankers, rerank_targets=rerank_targets, command=command, tunings=tunings,
+                     search_params=search_params)
     log.info("indexed %d images and %d texts into %s%s", len(fs.items), len(fs.texts), out,
              f"; {len(fs.skipped)} unreadable image(s) left out (listed in {out / SKIPPED_FILE})" if fs.skipped else "")
     return out
@@ -138,7 +144,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
 def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *, factory: str,
                  source: dict[str, object], split: str | None, rerankers: Sequence[Reranker],
                  rerank_targets: Sequence[Target], command: str | None,
-                 tunings: Mapping[str, Mapping[Target, Tuning]] | None = None) -> None:
+                 tunings: Mapping[str, Mapping[Target, Tuning]] | None = None,
+                 search_params: Mapping[str, int] | None = None) -> None:
     """Build the index folder beside ``out`` and swap it in (see the module docstring)."""
     with atomic_folder(out) as tmp:
         dim = model.config.embed_dim
@@ -146,7 +153,7 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
         sides: tuple[tuple[str, np.ndarray, Modality], ...] = (("images", fs.image_feats, "image"),
                                                                ("texts", fs.text_feats, "text"))
         for name, feats, modality in sides:
-            index = _make_index(factory, dim, model.model_id)
+            index = _make_index(factory, dim, model.model_id, search_params)
             embedded[name] = model.embed_numpy(feats, modality)
             if len(feats):  # a gallery of bare images has an empty text index
                 index.add(embedded[name])
