@@ -47,7 +47,8 @@ class MiniLML6Int8(TextEncoder):
     Calls may run in several threads at once (one onnxruntime session, which allows it): a
     service runs one single-threaded call per core rather than one call on a pool of threads,
     which costs fewer core-ms per sentence at the small batches of live queries (batches of 4:
-    3.1 ms on one core vs 2.05 ms on two, ``benchmarks/bench_text_encoders.py``).
+    3.1 core-ms per sentence on one thread vs 4.1 on two, 2.05 ms each of wall time;
+    ``benchmarks/bench_text_encoders.py``).
 
     Args:
         threads: onnxruntime's intra-op threads per call (0: its default, one per core).

@@ -32,6 +32,8 @@ class ServeConfig:
             encoder). 1: a query's tiny head matmuls do not wake a thread pool whose spinning
             slows the text encoder and FAISS next to it (measured: a head call 1 ms at 2 threads,
             0.05 ms at 1); image uploads encode one core's worth at a time.
+        text_workers: encoder calls on query texts that may run at once, for a text encoder that
+            allows it (the int8 MiniLM: one thread each; 2 = this project's cores).
     """
 
     host: str = LOCALHOST
@@ -44,6 +46,7 @@ class ServeConfig:
     api_key: str | None = None
     fast_text: bool = True
     torch_threads: int = 1
+    text_workers: int = 2
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -52,8 +55,9 @@ class ServeConfig:
             raise XmrError(f"--workers must be >= 1, got {self.workers}")
         if not self.max_upload_mb > 0:
             raise XmrError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
-        if self.torch_threads < 1:
-            raise XmrError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.torch_threads < 1 or self.text_workers < 1:
+            raise XmrError(f"torch_threads and text_workers must be >= 1, got {self.torch_threads} and "
+                           f"{self.text_workers}")
         if self.k_max < 1 or self.cache_size < 0:
             raise XmrError("k_max must be >= 1 and cache_size >= 0")
 

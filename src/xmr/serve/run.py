@@ -36,7 +36,7 @@ def build_app(run_dir: str | Path, index_dir: str | Path | None = None, config: 
     torch.set_num_threads(config.torch_threads)
     t0 = time.perf_counter()
     service = load_service(run_dir, index_dir, cache_size=config.cache_size, max_upload_bytes=config.max_upload_bytes,
-                           fast_text=config.fast_text)
+                           fast_text=config.fast_text, text_workers=config.text_workers)
     service.warm_up()  # the encoders' weights load now, not at the first query
     # the gallery's objects (an Item per image: a million at 1M) live as long as the process: out of
     # the collector's sight, a full collection no longer walks them in the middle of a request

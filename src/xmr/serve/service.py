@@ -483,7 +483,8 @@ class ComposedService(GalleryService):
 
 
 def load_service(run_dir: str | Path, index_dir: str | Path | None = None, *, cache_size: int = 1024,
-                 max_upload_bytes: int = 10 * 2 ** 20, fast_text: bool = False) -> GalleryService:
+                 max_upload_bytes: int = 10 * 2 ** 20, fast_text: bool = False, text_workers: int = 2
+                 ) -> GalleryService:
     """The service of the run in ``run_dir``, by its task (``run.json``): retrieval or composed
     (``fast_text``: query texts through the text encoder's faster stand-in, retrieval runs)."""
     from xmr.runs.base import read_task_name
@@ -493,4 +494,4 @@ def load_service(run_dir: str | Path, index_dir: str | Path | None = None, *, ca
             raise XmrError("a composed run searches its own gallery (gallery.npz); --index does not apply")
         return ComposedService.load(run_dir, max_upload_bytes=max_upload_bytes)
     return SearchService.load(run_dir, index_dir, cache_size=cache_size, max_upload_bytes=max_upload_bytes,
-                              fast_text=fast_text)
+                              fast_text=fast_text, text_workers=text_workers)
