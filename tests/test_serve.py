@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -206,8 +207,26 @@ def test_texts_target_without_texts_names_the_command(tmp_path: Path, toy_run: t
     assert c.post("/search", json={"text": "a red circle"}).json()["results"][0]["id"] == "a.png"
 
 
-def test_the_micro_batcher_joins_concurrent_calls_and_keeps_each_answer() -> None:
+def _call_at_once(fn: Callable[[int], int], n: int) -> dict[int, int]:
+    """``{i: fn(i)}`` for i < n, the n calls made from n threads released together."""
     import threading
+
+    start = threading.Barrier(n)
+    out: dict[int, int] = {}
+
+    def call(i: int) -> None:
+        start.wait()
+        out[i] = fn(i)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_the_micro_batcher_joins_concurrent_calls_and_keeps_each_answer() -> None:
 
     from xmr.serve.batching import MicroBatcher
 
@@ -220,18 +239,7 @@ def test_the_micro_batcher_joins_concurrent_calls_and_keeps_each_answer() -> Non
         return [x * x for x in xs]
 
     b = MicroBatcher(square, max_batch=8, max_wait=0.05)
-    out: dict[int, int] = {}
-    start = threading.Barrier(16)
-
-    def call(i: int) -> None:
-        start.wait()
-        out[i] = b(i)
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out = _call_at_once(b, 16)
     assert out == {i: i * i for i in range(16)}
     assert sum(sizes) == 16 and len(sizes) < 16 and max(sizes) <= 8  # joined, never past max_batch
     with pytest.raises(ValueError, match="bad input"):
@@ -259,18 +267,7 @@ def test_a_batcher_with_two_workers_runs_two_batches_at_once_and_counts_them() -
         return [2 * x for x in xs]
 
     b = MicroBatcher(slow_double, max_batch=2, max_wait=0.0, workers=2, on_batch=sizes.append)
-    start = threading.Barrier(8)
-    out: dict[int, int] = {}
-
-    def call(i: int) -> None:
-        start.wait()
-        out[i] = b(i)
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out = _call_at_once(b, 8)
     assert out == {i: 2 * i for i in range(8)} and most == 2  # two batches ran at the same time
     assert sum(sizes) == b.inputs == 8 and len(sizes) == b.batches and max(sizes) <= 2
     with pytest.raises(ValueError, match="workers"):

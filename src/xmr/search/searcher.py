@@ -135,7 +135,7 @@ class Searcher:
                                f"folder {idx} is damaged: rebuild it with `xmr index {run_dir}`")
         encoders = run_encoders(cfg, model.vocab)
         text_encoder = encoders["text_encoder"]
-        if fast_text and text_encoder.query_stand_in is not None and not cfg.finetune_text_layers:
+        if fast_text and text_encoder.query_stand_in is not None:  # a fine-tuned text trunk declares none
             text_encoder = create_text_encoder(text_encoder.query_stand_in)
         return cls(model, encoders["image_encoder"], text_encoder,
                    image_index, text_index, items, texts, index_dir=idx, rerank=rerank,

@@ -58,6 +58,7 @@ def _error(status: int, message: str, detail: list[dict[str, object]] | None = N
         body["detail"] = detail
     return JSONResponse(body, status_code=status)
 
+
 class Guard:
     """The ASGI middleware in front of every endpoint (a plain ASGI class: no extra task and
     stream per request, as a ``BaseHTTPMiddleware`` has): the API key, the upload limit from
@@ -103,12 +104,11 @@ class Guard:
             await self.app(scope, receive, watch)
         except Exception:  # one request's failure must not take the service down
             log.exception("request %s failed", route)
-            status = 500
+            status = 500  # counted as failed even if a response had begun
             if not started:
                 await _error(500, "internal error (logged by the service)")(scope, receive, send)
         self.metrics.requests.labels(endpoint, str(status)).inc()
         self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
-
 
 
 def create_app(service: GalleryService, config: ServeConfig | None = None, *, startup_seconds: float = 0.0) -> FastAPI:

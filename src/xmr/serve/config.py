@@ -29,9 +29,10 @@ class ServeConfig:
             MiniLM for ``minilm-l6``: the same features within 1e-3 cosine) when it has one;
             False: the run's own encoder (``--exact-text``).
         torch_threads: torch's intra-op threads in the service (the projection heads, the image
-            encoder). 1: a query's tiny head matmuls do not wake a thread pool whose spinning
-            slows the text encoder and FAISS next to it (measured: a head call 1 ms at 2 threads,
-            0.05 ms at 1); image uploads encode one core's worth at a time.
+            encoder). 1: a query's tiny head matmuls never wake a thread pool to spin beside the
+            text encoder and FAISS (next to a spinning encoder, encoder + head took 11.7 ms at 2
+            threads, 3.4 ms at 1; with the int8 encoder's spinning off, 4.4 vs 4.2 ms:
+            ``docs/results.md``); image uploads then encode on one core.
         text_workers: encoder calls on query texts that may run at once, for a text encoder that
             allows it (the int8 MiniLM: one thread each; 2 = this project's cores).
     """
