@@ -68,14 +68,33 @@ def test_loaded_index_keeps_search_params_and_next_id(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("custom_ids", [False, True])
-def test_saved_faiss_file_is_a_plain_faiss_id_map(tmp_path: Path, custom_ids: bool) -> None:
+def test_saved_faiss_file_is_a_plain_faiss_index_labelled_by_slot(tmp_path: Path, custom_ids: bool) -> None:
     index = built() if custom_ids else create_index("flat", dim=DIM)
     if not custom_ids:
         index.add(unit_vectors(300))
     index.save(tmp_path)
     plain = faiss.read_index(str(tmp_path / "index.faiss"))
-    assert isinstance(plain, faiss.IndexIDMap) and plain.ntotal == len(index)
-    np.testing.assert_array_equal(plain.search(QUERIES, 10)[1], index.search(QUERIES, 10)[1])
+    assert not isinstance(plain, faiss.IndexIDMap) and plain.ntotal == len(index)
+    labels = plain.search(QUERIES, 10)[1]
+    ids = np.load(tmp_path / "ids.npy") if custom_ids else np.arange(300)
+    assert (tmp_path / "ids.npy").exists() == custom_ids  # no id file while every id is its slot
+    np.testing.assert_array_equal(ids[labels], index.search(QUERIES, 10)[1])
+
+
+def test_a_version_1_index_still_loads(tmp_path: Path) -> None:
+    """Version 1 kept the ids in an IndexIDMap inside index.faiss; such folders still load."""
+    from xmr.index.storage import file_fingerprint
+
+    index = built()
+    wrapper = faiss.IndexIDMap(faiss.IndexFlatIP(DIM))
+    wrapper.add_with_ids(unit_vectors(500, seed=0), np.arange(500) * 3 + 11)
+    faiss.write_index(wrapper, str(tmp_path / "index.faiss"))
+    meta = {"format": "xmr.index", "version": 1, "config": index.config.to_dict(), "ntotal": 500,
+            "faiss_file": file_fingerprint(tmp_path / "index.faiss")}
+    (tmp_path / "index.json").write_text(json.dumps(meta))
+    loaded = load_index(tmp_path)
+    np.testing.assert_array_equal(loaded.search(QUERIES, 10)[1], index.search(QUERIES, 10)[1])
+    np.testing.assert_array_equal(loaded.ids(), index.ids())
 
 
 def test_ids_survive_mixed_adds_and_reload(tmp_path: Path) -> None:
@@ -95,7 +114,7 @@ def test_ids_survive_mixed_adds_and_reload(tmp_path: Path) -> None:
 def test_saved_files(tmp_path: Path) -> None:
     built(model_id="m").save(tmp_path / "a" / "b")
     files = sorted(p.name for p in (tmp_path / "a" / "b").iterdir())
-    assert files == ["index.faiss", "index.json"]  # no temporaries left behind
+    assert files == ["ids.npy", "index.faiss", "index.json"]  # no temporaries left behind
     meta = json.loads((tmp_path / "a" / "b" / "index.json").read_text())
     assert meta["config"]["model_id"] == "m" and meta["ntotal"] == 500
 
@@ -186,7 +205,7 @@ def test_unreadable_faiss_file_is_named(tmp_path: Path) -> None:
 
 
 def _assert_previous_index_intact(directory: Path, expected: tuple[np.ndarray, np.ndarray]) -> None:
-    assert sorted(p.name for p in directory.iterdir()) == ["index.faiss", "index.json"]
+    assert sorted(p.name for p in directory.iterdir()) == ["ids.npy", "index.faiss", "index.json"]
     got = load_index(directory).search(QUERIES, 10)
     np.testing.assert_array_equal(got[1], expected[1])
     np.testing.assert_array_equal(got[0], expected[0])

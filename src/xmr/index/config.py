@@ -10,7 +10,7 @@ from typing import Literal
 import faiss
 
 from xmr.errors import XmrError
-from xmr.index.faiss_utils import faiss_error_reason
+from xmr.index.faiss_utils import faiss_error_reason, ivf_nlist
 
 METRICS: dict[str, int] = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
@@ -38,6 +38,11 @@ class IndexConfig:
         model_id: Id of the model that produced the vectors, checked on load; ``None`` if unknown.
         nprobe: IVF lists visited per query (ignored by non-IVF indexes).
         ef_search: HNSW search beam width (ignored by non-HNSW indexes).
+        refine: shortlist size re-scored exactly (0: off). An IVF index built with ``refine > 0``
+            keeps every vector in a memory-mapped store beside it (``vectors.f16``), and each
+            search takes ``max(k, refine)`` candidates from the compressed codes and returns the
+            best ``k`` by their exact scores (see :mod:`xmr.index.vector_store`).
+        store_dtype: the store's ``"float16"`` (half the disk, scores within ~1e-3) or ``"float32"``.
 
     Example:
         >>> IndexConfig(dim=256, factory="IVF1024,Flat", model_id="clip-b32", nprobe=32)
@@ -49,11 +54,18 @@ class IndexConfig:
     model_id: str | None = None
     nprobe: int = 16
     ef_search: int = 64
+    refine: int = 0
+    store_dtype: Literal["float16", "float32"] = "float16"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim", _positive_int("dim", self.dim))
         object.__setattr__(self, "nprobe", _positive_int("nprobe", self.nprobe))
         object.__setattr__(self, "ef_search", _positive_int("ef_search", self.ef_search))
+        if isinstance(self.refine, bool) or not isinstance(self.refine, numbers.Integral) or self.refine < 0:
+            raise XmrError(f"refine must be an integer >= 0, got {self.refine!r}")
+        object.__setattr__(self, "refine", int(self.refine))
+        if self.store_dtype not in ("float16", "float32"):
+            raise XmrError(f"store_dtype must be 'float16' or 'float32', got {self.store_dtype!r}")
         if self.metric not in METRICS:
             raise XmrError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
         if self.model_id is not None and (not isinstance(self.model_id, str) or not self.model_id):
@@ -66,12 +78,15 @@ class IndexConfig:
             raise XmrError(f"factory {self.factory!r}: leave out 'IDMap', xmr maps ids itself")
         # Building the (empty, untrained) index is cheap and is the only reliable parser.
         try:
-            faiss.index_factory(self.dim, self.factory, self.faiss_metric)
+            empty = faiss.index_factory(self.dim, self.factory, self.faiss_metric)
         except RuntimeError as e:
             raise XmrError(
                 f"factory {self.factory!r} is not a valid FAISS index for dim {self.dim}: "
                 f"{faiss_error_reason(e)}"
             ) from None
+        if self.refine and ivf_nlist(empty) is None:
+            raise XmrError(f"refine re-scores the shortlist of a compressed IVF index; {self.factory!r} is not one "
+                           "(its own scores are exact or graph-approximate): drop refine or use e.g. IVF1024,PQ32")
 
     @property
     def faiss_metric(self) -> int:

@@ -35,11 +35,15 @@ from xmr.index.storage import (
     CONFIG_FILE,
     FORMAT,
     INDEX_FILE,
+    STORE_FILES,
     VERSION,
+    read_ids,
     read_index_file,
     read_index_meta,
+    store_path,
     write_index_files,
 )
+from xmr.index.vector_store import VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +106,17 @@ def _describe_model(model_id: str | None, dim: int) -> str:
 class Index:
     """Vectors with int64 ids, searchable by inner product or L2, backed by any FAISS index.
 
-    FAISS numbers vectors 0, 1, 2... in insertion order; xmr maps those positions to the ids
-    given to :meth:`add` with a numpy array, and keeps no array at all while the ids are
-    exactly the positions (the default). This keeps ``search`` as fast as the raw FAISS index:
+    FAISS labels vectors with *slots* 0, 1, 2... in order of addition; xmr maps slots to the
+    ids given to :meth:`add` with a numpy array, and keeps no array at all while the ids are
+    exactly the slots (the default). This keeps ``search`` as fast as the raw FAISS index:
     an ``IndexIDMap`` wrapper would add an OpenMP region per call, which costs milliseconds
-    on a busy machine. On disk the ids are stored FAISS-style, as an ``IndexIDMap`` in
-    ``index.faiss``. IVF/PQ indexes are trained on the first :meth:`add`.
+    on a busy machine. On disk the ids go to ``ids.npy`` beside ``index.faiss`` (see
+    :mod:`xmr.index.storage`). IVF/PQ indexes are trained on the first :meth:`add`.
+
+    :meth:`remove` keeps every other id: an IVF index drops the entries from its lists (the
+    slot stays, empty), a flat index compacts, any other (HNSW) is rebuilt from its own
+    vectors. An index built with ``config.refine`` keeps its exact vectors in a
+    :class:`~xmr.index.vector_store.VectorStore` and re-scores each shortlist from it.
 
     Args:
         config: What to build; see :class:`IndexConfig`.
@@ -115,15 +124,22 @@ class Index:
 
     def __init__(self, config: IndexConfig) -> None:
         index = faiss.index_factory(config.dim, config.factory, config.faiss_metric)
-        self._setup(config, index, ids=None, owner=None)
+        store = VectorStore(config.dim, config.store_dtype) if config.refine else None
+        self._setup(config, index, ids=None, owner=None, store=store)
 
     def _setup(self, config: IndexConfig, index: faiss.Index, *, ids: np.ndarray | None,
-               owner: faiss.Index | None) -> None:
+               owner: faiss.Index | None, store: VectorStore | None = None, next_id: int | None = None,
+               read_only: str | None = None) -> None:
         self.config = config
         self._index = index
-        self._owner = owner  # a loaded IndexIDMap that owns (frees) ``index``: keep it alive
-        self._ids = ids  # None: the id of each vector is its position
-        self._next_id = int(ids.max()) + 1 if ids is not None and ids.size else index.ntotal
+        self._owner = owner  # the loaded object that owns (frees) ``index``: keep it alive
+        self._ids = ids  # slot -> id (-1: removed); None: the id of each vector is its slot
+        self._is_ivf = ivf_nlist(index) is not None
+        self._store = store
+        self._read_only = read_only  # why adding is refused (a memory-mapped index), or None
+        if next_id is None:
+            next_id = int(ids.max()) + 1 if ids is not None and ids.size else index.ntotal
+        self._next_id = next_id
         self._warned_norm = False
         apply_search_params(index, nprobe=config.nprobe, ef_search=config.ef_search,
                             factory=config.factory)
@@ -150,25 +166,50 @@ class Index:
         return (f"Index(factory={c.factory!r}, dim={c.dim}, metric={c.metric!r}, "
                 f"model_id={c.model_id!r}, ntotal={len(self)})")
 
-    def set_search_params(self, *, nprobe: int | None = None,
-                          ef_search: int | None = None) -> None:
+    @property
+    def n_slots(self) -> int:
+        """Slots used so far (vectors added, removed ones included for an IVF index)."""
+        return int(self._ids.shape[0]) if self._ids is not None else int(self._index.ntotal)
+
+    @property
+    def store(self) -> VectorStore | None:
+        """The exact vectors by slot (an index built with ``refine``), else None."""
+        return self._store
+
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None,
+                          refine: int | None = None) -> None:
         """Change the speed/recall knobs of a built index (saved with it by :meth:`save`).
 
         ``self.config`` is replaced by a validated copy; parameters the index does not use
-        (``nprobe`` on HNSW, ``ef_search`` on IVF) are recorded but have no effect.
+        (``nprobe`` on HNSW, ``ef_search`` on IVF) are recorded but have no effect. ``refine``
+        needs the index's vector store (built with ``refine > 0``); 0 turns re-scoring off.
         """
+        if refine and self._store is None:
+            raise XmrError("this index keeps no exact vectors to refine with; build it with refine > 0")
         changes = {name: value for name, value in (("nprobe", nprobe), ("ef_search", ef_search))
                    if value is not None}
         config = dataclasses.replace(self.config, **changes)  # type: ignore[arg-type]  # int knobs only
+        if refine is not None:  # kept apart: refine=0 on an index with a store keeps the store
+            object.__setattr__(config, "refine", int(refine))
         self.config = config
         apply_search_params(self._index, nprobe=config.nprobe, ef_search=config.ef_search,
                             factory=config.factory)
 
     def ids(self) -> np.ndarray:
-        """All ids in insertion order. Shape: ``(ntotal,)`` int64 (a copy)."""
+        """All ids in the order they were added (removed ones left out). Shape: ``(ntotal,)`` int64 (a copy)."""
         if self._ids is None:
             return np.arange(len(self), dtype=np.int64)
-        return self._ids.copy()
+        return self._ids[self._ids >= 0] if len(self) < self._ids.shape[0] else np.array(self._ids)
+
+    def reconstruct(self, ids: npt.ArrayLike) -> np.ndarray:
+        """The stored vectors of ``ids`` (exact for flat / HNSW and from the store with refine;
+        decoded, hence approximate, for other compressed indexes). Shape: ``(n, dim)`` float32."""
+        slots = self._slots_of(ids)
+        if self._store is not None:
+            return self._store.take(slots)
+        if self._is_ivf:
+            faiss.extract_index_ivf(self._index).make_direct_map()
+        return self._index.reconstruct_batch(slots)
 
     # -- adding -----------------------------------------------------------------------------
 
@@ -189,20 +230,101 @@ class Index:
         n = x.shape[0]
         if n == 0:
             return
-        if ids is None:
-            new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-        else:
-            new_ids = self._check_new_ids(ids, n)
+        new_ids = self.new_ids(n, ids)
         if self.config.metric == "ip" and not self._warned_norm:
             self._warn_if_not_normalised(x)
+        if self._read_only:
+            raise XmrError(f"cannot add to {self._read_only}")
         if not self._index.is_trained:
             self._train(x)
-        ntotal = len(self)
-        self._index.add(x)  # FAISS labels the new vectors ntotal .. ntotal + n - 1
-        if self._ids is not None or not np.array_equal(new_ids, np.arange(ntotal, ntotal + n)):
-            old = self._ids if self._ids is not None else np.arange(ntotal, dtype=np.int64)
+        self.add_trained(x, new_ids)
+
+    def add_trained(self, x: np.ndarray, new_ids: np.ndarray) -> None:
+        """:meth:`add` for checked float32 rows and new ids, to a trained index (streaming builds)."""
+        n, first = x.shape[0], self.n_slots
+        slots = np.arange(first, first + n, dtype=np.int64)
+        if self._is_ivf:  # explicit labels: after a removal, ntotal is no longer the next slot
+            self._index.add_with_ids(x, slots)
+        else:
+            self._index.add(x)  # FAISS labels the new vectors ntotal .. ntotal + n - 1 = the slots
+        if self._store is not None:
+            self._store.append(x)
+        if self._ids is not None or not np.array_equal(new_ids, slots):
+            old = self._ids if self._ids is not None else np.arange(first, dtype=np.int64)
             self._ids = np.concatenate([old, new_ids])
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+
+    def new_ids(self, n: int, ids: npt.ArrayLike | None = None) -> np.ndarray:
+        """The ids :meth:`add` gives ``n`` new vectors: ``ids`` checked, or the next free ones."""
+        if ids is None:
+            return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        return self._check_new_ids(ids, n)
+
+    # -- removing ---------------------------------------------------------------------------
+
+    def _slots_of(self, ids: npt.ArrayLike) -> np.ndarray:
+        """The slot of each id; an id not in the index -> XmrError naming it."""
+        a = np.asarray(ids)
+        if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+            raise XmrError(f"ids must be a 1-d array of integers, got {a.dtype} of shape {a.shape}")
+        a = a.astype(np.int64, copy=False)
+        if self._ids is None:
+            bad = a[(a < 0) | (a >= len(self))]
+            if bad.size:
+                raise XmrError(f"id {int(bad[0])} is not in the index ({bad.size} of {a.size} missing)")
+            return a
+        live = self._ids >= 0
+        order = np.argsort(self._ids, kind="stable")
+        sorted_ids = self._ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, a), sorted_ids.size - 1)
+        found = (sorted_ids[pos] == a) & live[order[pos]] if sorted_ids.size else np.zeros(a.shape, bool)
+        if not found.all():
+            bad = a[~found]
+            raise XmrError(f"id {int(bad[0])} is not in the index ({bad.size} of {a.size} missing)")
+        return order[pos]
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        """Remove the vectors of ``ids``; every other id keeps its vector. Returns how many.
+
+        Raises:
+            XmrError: an id that is not in the index (nothing is removed then), duplicates, or a
+                memory-mapped (read-only) index.
+        """
+        a = np.asarray(ids)
+        if np.unique(a).size != a.size:
+            raise XmrError("ids to remove contain duplicates")
+        slots = self._slots_of(a)
+        if self._read_only:
+            raise XmrError(f"cannot remove from {self._read_only}")
+        if slots.size == 0:
+            return 0
+        ids_now = self._ids if self._ids is not None else np.arange(self.n_slots, dtype=np.int64)
+        inner = faiss.downcast_index(self._index)
+        if self._is_ivf:  # entries leave their lists; the slots stay, empty
+            self._index.remove_ids(faiss.IDSelectorBatch(slots))
+            self._ids = ids_now.copy()
+            self._ids[slots] = -1
+        elif isinstance(inner, faiss.IndexFlatCodes):  # compacts, keeping order
+            self._index.remove_ids(faiss.IDSelectorBatch(slots))
+            self._ids = np.delete(ids_now, slots)
+        else:  # HNSW cannot remove: rebuild the graph from its own vectors
+            keep = np.setdiff1d(np.arange(self.n_slots), slots)
+            try:
+                vectors = self._index.reconstruct_batch(keep) if keep.size else None
+            except RuntimeError as e:
+                raise XmrError(f"cannot remove from a {self.config.factory!r} index "
+                               f"({faiss_error_reason(e)}); rebuild it without those items") from None
+            fresh = faiss.index_factory(self.config.dim, self.config.factory, self.config.faiss_metric)
+            if vectors is not None:
+                fresh.add(vectors)
+            self._index, self._owner = fresh, None
+            apply_search_params(fresh, nprobe=self.config.nprobe, ef_search=self.config.ef_search,
+                                factory=self.config.factory)
+            self._ids = ids_now[keep]
+        if self._ids is not None and len(self) == self._ids.shape[0] and np.array_equal(
+                self._ids, np.arange(self._ids.shape[0])):
+            self._ids = None
+        return int(slots.size)
 
     def _check_new_ids(self, ids: npt.ArrayLike, n: int) -> np.ndarray:
         a = np.asarray(ids)
@@ -220,7 +342,7 @@ class Index:
             raise XmrError(f"ids contain duplicates, e.g. {int(uniq[counts > 1][0])}")
         if len(self):
             clash = (uniq[uniq < len(self)] if self._ids is None
-                     else np.intersect1d(uniq, self._ids, assume_unique=True))
+                     else np.intersect1d(uniq, self.ids(), assume_unique=True))
             if clash.size:
                 raise XmrError(f"id {int(clash[0])} is already in the index "
                                f"({clash.size} clashing ids)")
@@ -235,6 +357,10 @@ class Index:
             logger.warning("metric 'ip' assumes L2-normalised vectors, but added vectors have "
                            "norms up to %.3g away from 1; scores will not be cosine similarities",
                            worst)
+
+    def train(self, vectors: npt.ArrayLike) -> None:
+        """Train an IVF / PQ index on ``vectors`` (shape ``(n, dim)``) without adding them."""
+        self._train(_as_float32_rows(vectors, self.config.dim, "vectors", allow_1d=False))
 
     def _train(self, x: np.ndarray) -> None:
         n, factory = x.shape[0], self.config.factory
@@ -282,7 +408,11 @@ class Index:
             raise XmrError("index is empty: add vectors first")
         q = _as_float32_rows(queries, self.config.dim, "query", allow_1d=True)
         k = min(_check_k(k), ntotal)
-        scores, labels = self._index.search(q, k)
+        if self.config.refine and self._store is not None:
+            _, shortlist = self._index.search(q, min(max(k, self.config.refine), ntotal))
+            scores, labels = self._store.refine(q, shortlist, k, metric=self.config.metric)
+        else:
+            scores, labels = self._index.search(q, k)
         if (labels[:, -1] < 0).any():  # O(nq); true only for approximate indexes
             return self._tidy_padding(scores, labels)
         if self._ids is None:
@@ -301,33 +431,22 @@ class Index:
     # -- persistence ------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike[str]) -> None:
-        """Write ``index.faiss`` and ``index.json`` (config) into ``directory``, atomically.
-
-        Both files go to temporary names first; a failure never damages a previous index saved
-        there (see :mod:`xmr.index.storage`).
+        """Write ``index.faiss``, ``ids.npy``, the vector store and ``index.json`` into ``directory``,
+        atomically: every file goes to a temporary name first, ``index.json`` is replaced last; a
+        failure never damages a previous index saved there (see :mod:`xmr.index.storage`).
         """
         meta = {"format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
-                "ntotal": len(self)}
+                "ntotal": len(self), "n_slots": self.n_slots, "next_id": self._next_id}
+        store = None
+        if self._store is not None:
+            store = (STORE_FILES[self._store.dtype], self._store.write)
         start = time.perf_counter()
-        write_index_files(Path(directory), self._with_id_map(), meta)
+        write_index_files(Path(directory), self._index, meta, ids=self._ids, store=store)
         logger.info("saved %r to %s in %.1fs", self, directory, time.perf_counter() - start)
-
-    def _with_id_map(self) -> faiss.IndexIDMap:
-        """A temporary ``IndexIDMap`` view of this index (no copy of the vectors), for saving.
-
-        ``IndexIDMap`` only wraps empty indexes, so it is built around an empty placeholder
-        and then pointed at ``self._index``; it does not own (and will not free) it.
-        """
-        wrapper = faiss.IndexIDMap(faiss.IndexFlat(self.config.dim, self.config.faiss_metric))
-        wrapper.index = self._index
-        wrapper.ntotal = self._index.ntotal
-        wrapper.is_trained = self._index.is_trained
-        faiss.copy_array_to_vector(self.ids(), wrapper.id_map)
-        return wrapper
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, expect_dim: int | None = None,
-             expect_model_id: str | None = None) -> Index:
+             expect_model_id: str | None = None, mmap: bool = False) -> Index:
         """Load an index saved by :meth:`save`, refusing one built for another model.
 
         Args:
@@ -335,6 +454,10 @@ class Index:
             expect_dim: Dimension of the query model; a different index dim is refused.
             expect_model_id: Id of the query model; a different recorded ``model_id`` is
                 refused (an index that records none is accepted with a warning).
+            mmap: map the codes, lists and ids from the files instead of reading them into RAM:
+                a search process's resident memory grows only with the pages its queries touch.
+                Such an index is read-only (:meth:`add` / :meth:`remove` refuse). The vector
+                store of a refined index is always mapped.
 
         Raises:
             XmrError: missing or corrupt files (named), or a model/dimension mismatch.
@@ -347,14 +470,29 @@ class Index:
         except (ValueError, TypeError) as e:
             raise XmrError(f"{json_path}: invalid index config ({e})") from None
         _check_expected(directory, config, expect_dim, expect_model_id)
-        index = read_index_file(directory, meta)
-        _check_loaded(directory, config, index, meta.get("ntotal"))
-        mapped = typing.cast(faiss.IndexIDMap, index)  # _check_loaded made sure it is one
-        ids: np.ndarray | None = faiss.vector_to_array(mapped.id_map).astype(np.int64, copy=False)
-        if ids is not None and np.array_equal(ids, np.arange(ids.size)):
-            ids = None
+        index = read_index_file(directory, meta, mmap=mmap)
+        _check_loaded(directory, config, index, meta)
         obj = cls.__new__(cls)
-        obj._setup(config, faiss.downcast_index(mapped.index), ids=ids, owner=index)
+        read_only = f"the memory-mapped index at {directory}; load it with mmap=False" if mmap else None
+        if meta["version"] == 1:
+            mapped = typing.cast(faiss.IndexIDMap, index)  # _check_loaded made sure it is one
+            ids: np.ndarray | None = faiss.vector_to_array(mapped.id_map).astype(np.int64, copy=False)
+            if ids is not None and np.array_equal(ids, np.arange(ids.size)):
+                ids = None
+            obj._setup(config, faiss.downcast_index(mapped.index), ids=ids, owner=index, read_only=read_only)
+        else:
+            ids = read_ids(directory, meta, mmap=mmap)
+            n_slots = typing.cast(int, meta["n_slots"])  # _check_loaded made sure it is an int
+            if ids is not None and ids.shape[0] != n_slots:
+                raise XmrError(f"{directory / 'ids.npy'} holds {ids.shape[0]} ids but {CONFIG_FILE} says {n_slots}")
+            path = store_path(directory, meta)
+            store = (VectorStore.open(path, dim=config.dim, dtype=config.store_dtype, rows=n_slots)
+                     if path is not None else None)
+            if config.refine and store is None:
+                raise XmrError(f"{json_path}: refine is set but the index has no vector store; rebuild it")
+            next_id = meta.get("next_id")
+            obj._setup(config, faiss.downcast_index(index), ids=ids, owner=index, store=store,
+                       next_id=next_id if isinstance(next_id, int) else None, read_only=read_only)
         logger.info("loaded %r from %s", obj, directory)
         return obj
 
@@ -379,10 +517,10 @@ def _check_expected(directory: Path, config: IndexConfig, expect_dim: int | None
 
 
 def _check_loaded(directory: Path, config: IndexConfig, index: faiss.Index,
-                  ntotal: object) -> None:
+                  meta: dict[str, object]) -> None:
     """The FAISS file must agree with its config (guards against hand-edited JSON)."""
     where = directory / INDEX_FILE
-    if not isinstance(index, faiss.IndexIDMap):
+    if meta["version"] == 1 and not isinstance(index, faiss.IndexIDMap):
         raise XmrError(f"{where}: not saved by xmr (expected an IndexIDMap, got "
                        f"{type(index).__name__})")
     if index.d != config.dim:
@@ -390,11 +528,13 @@ def _check_loaded(directory: Path, config: IndexConfig, index: faiss.Index,
     if index.metric_type != config.faiss_metric:
         raise XmrError(f"{where} uses FAISS metric {index.metric_type} but {CONFIG_FILE} says "
                        f"{config.metric!r}")
-    if ntotal != index.ntotal:
-        raise XmrError(f"{where} holds {index.ntotal} vectors but {CONFIG_FILE} says {ntotal}")
+    if meta.get("ntotal") != index.ntotal:
+        raise XmrError(f"{where} holds {index.ntotal} vectors but {CONFIG_FILE} says {meta.get('ntotal')}")
+    if meta["version"] != 1 and not isinstance(meta.get("n_slots"), int):
+        raise XmrError(f"{directory / CONFIG_FILE}: no slot count ('n_slots'); rebuild the index")
 
 
 def load_index(directory: str | os.PathLike[str], *, expect_dim: int | None = None,
-               expect_model_id: str | None = None) -> Index:
+               expect_model_id: str | None = None, mmap: bool = False) -> Index:
     """Function form of :meth:`Index.load`."""
-    return Index.load(directory, expect_dim=expect_dim, expect_model_id=expect_model_id)
+    return Index.load(directory, expect_dim=expect_dim, expect_model_id=expect_model_id, mmap=mmap)
