@@ -146,8 +146,10 @@ def _cmd_index(a: argparse.Namespace) -> None:
     from xmr.workflows.index import index_run
 
     targets: list[Target] = list(TARGETS) if a.rerank_target == "both" else [check_target(a.rerank_target)]
-    search_params = {k: v for k, v in (("ef_search", a.ef_search), ("nprobe", a.nprobe)) if v is not None}
-    out = index_run(a.run, manifest=a.manifest, split=a.split, factory=a.factory,
+    search_params = {k: v for k, v in (("ef_search", a.ef_search), ("nprobe", a.nprobe), ("refine", a.refine))
+                     if v is not None}
+    factory = a.factory or ("auto" if a.memory_budget is not None else "Flat")
+    out = index_run(a.run, manifest=a.manifest, split=a.split, factory=factory, memory_budget=a.memory_budget,
                     texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
                     cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad, images=a.images,
                     recursive=a.recursive, tune=a.tune,
@@ -157,6 +159,15 @@ def _cmd_index(a: argparse.Namespace) -> None:
     skipped = f"; {built['n_skipped']} unreadable image(s) left out, listed in {os.path.join(out, 'skipped.jsonl')}" \
         if built.get("n_skipped") else ""
     print(f"index: {out} ({built['n_images']} images, {built['n_texts']} texts{skipped})")
+    for side, chosen in built.get("chosen", {}).items():
+        if chosen.get("auto"):
+            from xmr.index.budget import format_bytes
+
+            print(f"{side}: {chosen['factory']} ({chosen['reason']}; budget {format_bytes(chosen['budget'])})")
+    for name, value in built.get("checks", {}).items():
+        if name.startswith("text_to_image_recall"):
+            print(f"{name} of the image index against exact search: {value:.3f}"
+                  + ("" if built["checks"]["ok"] else f" (below {built['checks']['min_recall']}: see the warning)"))
     if a.rerank:
         print(f"re-ranking structures ({a.rerank}; {', '.join(targets)}): {os.path.join(out, 'rerank')}")
     if a.tune:
@@ -533,7 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "sidecar .txt/.json files; unreadable files are skipped, counted and listed)")
     _add_recursive(p)
     p.add_argument("--split", default=None, help="only this split (default: all items)")
-    p.add_argument("--factory", default="Flat", help="FAISS index_factory string: Flat, HNSW32, IVF1024,Flat ...")
+    p.add_argument("--factory", default=None,
+                   help="FAISS index_factory string: Flat (default), HNSW32, IVF1024,Flat, OPQ32,IVF4096,PQ32np ...; "
+                        "auto: the best that fits --memory-budget (flat, HNSW or OPQ + IVF-PQ)")
+    p.add_argument("--memory-budget", default=None, metavar="SIZE",
+                   help="e.g. 2GB: choose the index (implies --factory auto) so building and searching it fit in SIZE "
+                        "(default with auto: the memory available now)")
+    p.add_argument("--refine", type=_positive_int, default=None, metavar="K",
+                   help="IVF indexes: keep the exact vectors in a memory-mapped float16 store beside the index and "
+                        "re-score each search's best K codes exactly (K >= k; e.g. 100)")
     p.add_argument("--ef-search", type=_positive_int, default=None,
                    help="HNSW search beam width, saved with the index (more: closer to exact, slower)")
     p.add_argument("--nprobe", type=_positive_int, default=None,

@@ -28,10 +28,12 @@ def flat_index(*, dim: int, metric: Literal["ip", "l2"] = "ip",
 @INDEXES.register("faiss")
 def faiss_factory_index(*, dim: int, factory: str, metric: Literal["ip", "l2"] = "ip",
                         model_id: str | None = None, nprobe: int = 16,
-                        ef_search: int = 64) -> Index:
-    """Any FAISS ``index_factory`` string, e.g. ``"IVF1024,Flat"``, ``"OPQ32,IVF4096,PQ32"``."""
+                        ef_search: int = 64, refine: int = 0,
+                        store_dtype: Literal["float16", "float32"] = "float16") -> Index:
+    """Any FAISS ``index_factory`` string, e.g. ``"IVF1024,Flat"``, ``"OPQ32,IVF4096,PQ32"``;
+    ``refine``: re-score that many candidates exactly from a stored copy of the vectors (IVF)."""
     return Index(IndexConfig(dim=dim, factory=factory, metric=metric, model_id=model_id,
-                             nprobe=nprobe, ef_search=ef_search))
+                             nprobe=nprobe, ef_search=ef_search, refine=refine, store_dtype=store_dtype))
 
 
 @INDEXES.register("hnsw")
@@ -51,7 +53,7 @@ def create_index(name: str = "flat", *, dim: int, **kwargs: object) -> Index:
         name: One of ``INDEXES.names()``: ``"flat"``, ``"faiss"``, ``"hnsw"``.
         dim: Vector dimension.
         **kwargs: Family options (``metric``, ``model_id``, ``factory``, ``nprobe``,
-            ``ef_search``, ``m``), see each family's function.
+            ``ef_search``, ``refine``, ``store_dtype``, ``m``), see each family's function.
 
     Raises:
         XmrError: unknown ``name``.

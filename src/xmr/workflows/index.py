@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from xmr.data.folder import scan_folder
 from xmr.data.manifest import select_split, write_manifest
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
+from xmr.index.budget import choose_index, parse_bytes
 from xmr.modality import Modality, Target, check_target
 from xmr.models import JointModel
 from xmr.rerank.registry import (
@@ -53,13 +55,88 @@ log = logging.getLogger(__name__)
 INDEX_RUN_FILE = "index_run.json"
 
 
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class CrossModalCheck:
+    """The build-time check of a compressed image index (clip-retrieval#76: a quantised image index
+    can ruin text->image recall while image->image looks fine).
+
+    Args:
+        min_recall: warn below this text->image recall@k of the built index against exact search.
+        k: the recall's cut-off.
+        queries: at most this many of the gallery's own texts are the queries (a seeded draw).
+        seed: seeds the draw.
+    """
+
+    min_recall: float = 0.9
+    k: int = 10
+    queries: int = 1000
+    seed: int = 0
+
+
 def _make_index(factory: str, dim: int, model_id: str, search_params: Mapping[str, int] | None = None) -> Index:
+    params = dict(search_params or {})
     try:
-        if factory == "Flat":
+        if factory == "Flat" and not params.get("refine"):
             return create_index("flat", dim=dim, model_id=model_id)
-        return create_index("faiss", dim=dim, factory=factory, model_id=model_id, **(search_params or {}))
+        return create_index("faiss", dim=dim, factory=factory, model_id=model_id, **params)
     except ValueError as e:  # the config's own check of the factory string
-        raise XmrError(f"--factory {factory!r}: {e}; e.g. Flat, HNSW32, IVF1024,Flat") from None
+        raise XmrError(f"--factory {factory!r}: {e}; e.g. Flat, HNSW32, IVF1024,Flat, auto") from None
+
+
+def resolve_factory(factory: str, n: int, dim: int, *, memory_budget: str | int | None,
+                    search_params: Mapping[str, int] | None) -> tuple[str, dict[str, int], dict[str, object]]:
+    """The factory and search parameters for ``n`` vectors, and what was chosen (for ``index_run.json``).
+
+    ``"auto"`` asks :func:`~xmr.index.budget.choose_index` for the best index within ``memory_budget``
+    (default: the machine's available memory); given ``search_params`` win over the choice's, and
+    ``refine`` is dropped (with a note) where the choice is not a compressed IVF index.
+    """
+    params = dict(search_params or {})
+    if factory != AUTO:
+        return factory, params, {"factory": factory}
+    budget = parse_bytes(memory_budget) if memory_budget is not None else available_memory()
+    choice = choose_index(max(n, 1), dim, budget)
+    params.setdefault("nprobe", choice.nprobe)
+    if choice.kind != "ivfpq" and params.pop("refine", 0):
+        log.info("--refine left out: %s is exact enough without it", choice.factory)
+    return choice.factory, params, {"factory": choice.factory, "auto": True, "budget": budget,
+                                    "estimated_bytes": choice.index_bytes, "reason": choice.reason}
+
+
+def available_memory() -> int:
+    """``MemAvailable`` of ``/proc/meminfo`` (bytes), the default budget of ``--factory auto``."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def cross_modal_recall(index: Index, images: np.ndarray, texts: np.ndarray,
+                       check: CrossModalCheck | None = None) -> float | None:
+    """Text->image recall@k of ``index`` (over ``images``) against exact inner-product search.
+
+    Args:
+        index: the built image index. images: its vectors, shape ``(n, dim)``, id = row.
+        texts: query vectors (the gallery's texts), shape ``(m, dim)``.
+
+    Returns:
+        The mean overlap of the top-k sets, or None with no texts or images to check.
+    """
+    c = check or CrossModalCheck()
+    if not len(texts) or not len(images):
+        return None
+    rng = np.random.default_rng(c.seed)
+    q = texts[np.sort(rng.choice(len(texts), min(c.queries, len(texts)), replace=False))]
+    k = min(c.k, len(images))
+    exact = np.argpartition(-(q @ images.T), k - 1, axis=1)[:, :k]
+    _, got = index.search(q, k)
+    return float(np.mean([len(set(g.tolist()) & set(w.tolist())) / k for g, w in zip(got, exact, strict=True)]))
 
 
 def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | None = None,
@@ -69,7 +146,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
               command: str | None = None, show_progress: bool | None = None, skip_bad: bool = False,
               images: str | Path | None = None, recursive: bool = False, tune: str | None = None,
               search_params: Mapping[str, int] | None = None,
-              tune_fixed: Collection[str] = ()) -> Path:
+              tune_fixed: Collection[str] = (), memory_budget: str | int | None = None,
+              check: CrossModalCheck | None = None) -> Path:
     """Build the gallery index of a run. Returns the index folder.
 
     Args:
@@ -84,9 +162,15 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             go to ``rerank/<name>/<target>/tuning.json``. The test split is refused.
         tune_fixed: parameters the user set (``--rerank-param``): kept, not tuned.
         split: index only this split (default: every item).
-        factory: a FAISS index_factory string; ``Flat`` is exact search.
-        search_params: the index's query-time settings, ``ef_search`` (HNSW beam width) and
-            ``nprobe`` (IVF lists visited); absent: :class:`~xmr.index.config.IndexConfig`'s defaults.
+        factory: a FAISS index_factory string; ``Flat`` is exact search; ``auto``: the best index
+            within ``memory_budget`` (:func:`resolve_factory`), chosen per side for its count.
+        memory_budget: with ``factory="auto"``: bytes or a size such as ``"2GB"`` (default: the
+            memory available now).
+        check: the text->image recall check of a non-exact image index (:class:`CrossModalCheck`):
+            measured at build time, recorded in ``index_run.json``, warned about below its threshold.
+        search_params: the index's query-time settings, ``ef_search`` (HNSW beam width),
+            ``nprobe`` (IVF lists visited) and ``refine`` (shortlist re-scored exactly from a
+            memory-mapped store of the vectors; IVF indexes); absent: :class:`~xmr.index.config.IndexConfig`'s defaults.
             Saved with the index, so every search of it (``xmr search``, ``xmr serve``) uses them.
         texts_per_item: index only each item's first texts (e.g. 1: the caption, not keywords).
         out_dir: where to write (default ``<run_dir>/index``).
@@ -112,8 +196,14 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     if tune is not None and not rerankers:
         raise XmrError("--tune chooses re-ranking parameters: give the method with --rerank NAME")
     cfg, model = load_run(run_dir)
-    # a bad factory string fails now, not after encoding
-    _make_index(factory, model.config.embed_dim, model.model_id, search_params)
+    # a bad factory string or budget fails now, not after encoding
+    if factory == AUTO:
+        if memory_budget is not None:
+            parse_bytes(memory_budget)
+    else:
+        if memory_budget is not None:
+            raise XmrError(f"--memory-budget chooses the index: give it with --factory auto, not {factory!r}")
+        _make_index(factory, model.config.embed_dim, model.model_id, search_params)
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
     check_writable(out.parent, "index folder")
@@ -135,7 +225,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
                           show_progress=show_progress, skip_bad=skip_bad)
         _write_index(out, run_dir, model, fs, factory=factory, source=source, split=split,
                      rerankers=rerankers, rerank_targets=rerank_targets, command=command, tunings=tunings,
-                     search_params=search_params)
+                     search_params=search_params, memory_budget=memory_budget, check=check)
     log.info("indexed %d images and %d texts into %s%s", len(fs.items), len(fs.texts), out,
              f"; {len(fs.skipped)} unreadable image(s) left out (listed in {out / SKIPPED_FILE})" if fs.skipped else "")
     return out
@@ -145,19 +235,23 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
                  source: dict[str, object], split: str | None, rerankers: Sequence[Reranker],
                  rerank_targets: Sequence[Target], command: str | None,
                  tunings: Mapping[str, Mapping[Target, Tuning]] | None = None,
-                 search_params: Mapping[str, int] | None = None) -> None:
+                 search_params: Mapping[str, int] | None = None, memory_budget: str | int | None = None,
+                 check: CrossModalCheck | None = None) -> None:
     """Build the index folder beside ``out`` and swap it in (see the module docstring)."""
     with atomic_folder(out) as tmp:
         dim = model.config.embed_dim
-        embedded = {}
+        embedded, chosen, indexes = {}, {}, {}
         sides: tuple[tuple[str, np.ndarray, Modality], ...] = (("images", fs.image_feats, "image"),
                                                                ("texts", fs.text_feats, "text"))
         for name, feats, modality in sides:
-            index = _make_index(factory, dim, model.model_id, search_params)
+            side_factory, params, chosen[name] = resolve_factory(factory, len(feats), dim,
+                                                                 memory_budget=memory_budget, search_params=search_params)
+            index = indexes[name] = _make_index(side_factory, dim, model.model_id, params)
             embedded[name] = model.embed_numpy(feats, modality)
             if len(feats):  # a gallery of bare images has an empty text index
                 index.add(embedded[name])
             index.save(tmp / name)
+        checks = _check_cross_modal(indexes["images"], embedded["images"], embedded["texts"], check)
         write_manifest(fs.items, tmp / "gallery.jsonl")
         save_json(tmp / "texts.json", fs.texts)
         if fs.skipped:
@@ -166,10 +260,36 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
                               tunings or {}, command)
         save_json(tmp / INDEX_RUN_FILE, {"run": str(run_dir.resolve()), "model_id": model.model_id,
                                          **source, "split": split,
-                                         "factory": factory, "n_images": len(fs.items),
+                                         "factory": factory, "chosen": chosen, "checks": checks,
+                                         "n_images": len(fs.items),
                                          "n_texts": len(fs.texts), "n_skipped": len(fs.skipped), "rerank": built,
                                          "fingerprint": index_fingerprint(tmp), "command": command})
         check_index_target(out, run_dir, model.model_id)  # nothing new appeared there meanwhile
+
+
+def _check_cross_modal(index: Index, images: np.ndarray, texts: np.ndarray,
+                       check: CrossModalCheck | None) -> dict[str, object]:
+    """Measure a non-exact image index's text->image recall against exact search; warn when it is low."""
+    c = check or CrossModalCheck()
+    if index.config.factory == "Flat":
+        return {}
+    got = cross_modal_recall(index, images, texts, c)
+    if got is None:
+        return {}
+    if got < c.min_recall:
+        cfg = index.config
+        if cfg.refine == 0 and "IVF" in cfg.factory.upper() and ("PQ" in cfg.factory.upper() or "SQ" in cfg.factory.upper()):
+            better = "rebuild with --refine 100 (exact re-scoring of the shortlist)"
+        elif "HNSW" in cfg.factory.upper() and "IVF" not in cfg.factory.upper():
+            better = f"rebuild with --ef-search {max(2 * cfg.ef_search, 256)}"
+        else:
+            better = (f"rebuild with --nprobe {2 * cfg.nprobe}" + (f" or --refine {2 * cfg.refine}" if cfg.refine else "")
+                      + ", or with --factory Flat if it fits")
+        log.warning("the %s image index finds only %.2f of the exact text->image top-%d (recall@%d over %d gallery "
+                    "texts; a compressed image index can lose the cross-modal neighbours first): %s",
+                    cfg.factory, got, c.k, c.k, min(c.queries, len(texts)), better)
+    return {f"text_to_image_recall@{c.k}": round(got, 4), "min_recall": c.min_recall,
+            "ok": got >= c.min_recall}
 
 
 def check_index_target(out: Path, run_dir: Path, model_id: str) -> None:
