@@ -205,7 +205,8 @@ def run_all(a: argparse.Namespace) -> None:
                     built["disk"] - n * DIM * 2  # the codes alone, without the refine store
                 rows.append([f"{n:,}", label, f"{built['build_s']:.0f}", format_bytes(disk),
                              f"{built['VmHWM'] / 1024:.2f}",
-                             f"{found['VmHWM'] / 1024:.2f} ({found['RssAnon'] / 1024:.2f} + {found['RssFile'] / 1024:.2f})",
+                             f"{found['VmHWM'] / 1024:.2f} ({found['RssAnon'] / 1024:.2f} + "
+                             f"{found['RssFile'] / 1024:.2f})",
                              f"{found['recall']:.3f}", f"{found['qps_batched']:,.0f}", f"{found['qps_single']:,.0f}",
                              f"{found['qps_batched'] * exact_s / a.queries:.1f}x"])
         if not a.keep:

@@ -60,7 +60,8 @@ def test_refine_makes_a_compressed_index_answer_as_the_exact_one(toy_run: tuple[
 @pytest.mark.parametrize(("extra", "message"), [
     (["--memory-budget", "1KB"], "memory budget 1.00 KB is too small for any index of 64 vectors"),
     (["--memory-budget", "lots"], "memory budget 'lots': give a size such as 2GB"),
-    (["--memory-budget", "2GB", "--factory", "HNSW32"], "--memory-budget chooses the index: give it with --factory auto"),
+    (["--memory-budget", "2GB", "--factory", "HNSW32"],
+     "--memory-budget chooses the index: give it with --factory auto"),
     (["--factory", "HNSW32", "--refine", "10"], "refine re-scores the shortlist of a compressed IVF index"),
 ])
 def test_bad_budget_options_are_one_line(toy_run: tuple[Path, Path], tmp_path: Path,

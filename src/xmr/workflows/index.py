@@ -244,8 +244,8 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
         sides: tuple[tuple[str, np.ndarray, Modality], ...] = (("images", fs.image_feats, "image"),
                                                                ("texts", fs.text_feats, "text"))
         for name, feats, modality in sides:
-            side_factory, params, chosen[name] = resolve_factory(factory, len(feats), dim,
-                                                                 memory_budget=memory_budget, search_params=search_params)
+            side_factory, params, chosen[name] = resolve_factory(
+                factory, len(feats), dim, memory_budget=memory_budget, search_params=search_params)
             index = indexes[name] = _make_index(side_factory, dim, model.model_id, params)
             embedded[name] = model.embed_numpy(feats, modality)
             if len(feats):  # a gallery of bare images has an empty text index
@@ -277,10 +277,10 @@ def _check_cross_modal(index: Index, images: np.ndarray, texts: np.ndarray,
     if got is None:
         return {}
     if got < c.min_recall:
-        cfg = index.config
-        if cfg.refine == 0 and "IVF" in cfg.factory.upper() and ("PQ" in cfg.factory.upper() or "SQ" in cfg.factory.upper()):
+        cfg, kind = index.config, index.config.factory.upper()
+        if cfg.refine == 0 and "IVF" in kind and ("PQ" in kind or "SQ" in kind):
             better = "rebuild with --refine 100 (exact re-scoring of the shortlist)"
-        elif "HNSW" in cfg.factory.upper() and "IVF" not in cfg.factory.upper():
+        elif "HNSW" in kind and "IVF" not in kind:
             better = f"rebuild with --ef-search {max(2 * cfg.ef_search, 256)}"
         else:
             better = (f"rebuild with --nprobe {2 * cfg.nprobe}" + (f" or --refine {2 * cfg.refine}" if cfg.refine else "")
