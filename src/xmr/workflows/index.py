@@ -283,8 +283,8 @@ def _check_cross_modal(index: Index, images: np.ndarray, texts: np.ndarray,
         elif "HNSW" in kind and "IVF" not in kind:
             better = f"rebuild with --ef-search {max(2 * cfg.ef_search, 256)}"
         else:
-            better = (f"rebuild with --nprobe {2 * cfg.nprobe}" + (f" or --refine {2 * cfg.refine}" if cfg.refine else "")
-                      + ", or with --factory Flat if it fits")
+            more_refine = f" or --refine {2 * cfg.refine}" if cfg.refine else ""
+            better = f"rebuild with --nprobe {2 * cfg.nprobe}{more_refine}, or with --factory Flat if it fits"
         log.warning("the %s image index finds only %.2f of the exact text->image top-%d (recall@%d over %d gallery "
                     "texts; a compressed image index can lose the cross-modal neighbours first): %s",
                     cfg.factory, got, c.k, c.k, min(c.queries, len(texts)), better)
