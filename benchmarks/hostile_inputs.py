@@ -150,7 +150,7 @@ REPORTED = [
     ("12", "gallery.jsonl shorter than the index, search -k 2000", "head -3 run/index/gallery.jsonl > g && "
      "mv g run/index/gallery.jsonl && xmr search run --text x -k 2000"),
     ("13", "kill -9 during index --rerank, then the next index run",
-     "XMR_CRASH_AT=replaced:gallery.jsonl xmr -q index run --split test --rerank diffusion --rerank-param k=4 "
+     "XMR_CRASH_AT=replaced:gallery.sqlite xmr -q index run --split test --rerank diffusion --rerank-param k=4 "
      "--rerank-param n_trunc=8; echo \"killed: exit $?; left: $(ls -a run | grep tmp- | wc -l) temp folder(s)\"; "
      "xmr -q index run --split test --rerank diffusion --rerank-param k=4 --rerank-param n_trunc=8; "
      "echo \"after the next run: $(ls -a run | grep tmp- | wc -l) temp folder(s)\""),
@@ -181,7 +181,7 @@ MORE = [
     ("fs", "--image is /dev/zero", "timeout 60 xmr search run --image /dev/zero"),
     ("fs", "model.json config edited (embed_dim 64)", "python -c \"import json; p='run/best/model.json'; m=json.load(open(p)); "
      "m['config']['embed_dim']=64; json.dump(m, open(p,'w'))\" && xmr search run --text x"),
-    ("signal", "SIGTERM during an index build", "XMR_CRASH_AT=replaced:gallery.jsonl XMR_CRASH_SIGNAL=TERM "
+    ("signal", "SIGTERM during an index build", "XMR_CRASH_AT=replaced:gallery.sqlite XMR_CRASH_SIGNAL=TERM "
      "xmr -q index run --split val; echo \"exit $?; temp folders left: $(ls -a run | grep tmp- | wc -l)\""),
     ("signal", "SIGTERM during training, then the same command",
      f"(xmr -q train data/manifest.jsonl --out rt {TOY} --embed-dim 32 --epochs 400 --batch-size 16 --patience 0 & "
@@ -193,7 +193,7 @@ MORE = [
      f"sleep 6; xmr train data/manifest.jsonl --out rc {T} ;; pkill -CONT -f 'out rc'; sleep 3; cat rc/history.json "
      "| grep -c epoch"),
     ("concurrency", "two index builds of one index (the first paused mid-build)",
-     "(XMR_CRASH_AT=replaced:gallery.jsonl XMR_CRASH_SIGNAL=STOP xmr -q index run --split test > bg.log 2>&1 &) ; sleep 5; "
+     "(XMR_CRASH_AT=replaced:gallery.sqlite XMR_CRASH_SIGNAL=STOP xmr -q index run --split test > bg.log 2>&1 &) ; sleep 5; "
      "xmr index run --split val ;; pkill -CONT -f 'split test'; sleep 3; ls -a run | tr '\\n' ' '"),
     ("concurrency", "two encodes into one fresh cache at once", f"(xmr -q encode data/manifest.jsonl {TOY} "
      f"--cache-dir c3 & xmr -q encode data/manifest.jsonl {TOY} --cache-dir c3; wait) && "

@@ -203,7 +203,7 @@ def test_killed_index_build_leaves_nothing_after_the_next_run(run: tuple[Path, P
     shutil.copytree(r, mine, ignore=shutil.ignore_patterns("index"))
     args = ["-q", "index", mine, "--split", "test", "--cache-dir", cache, "--rerank", "diffusion",
             "--rerank-param", "k=4", "--rerank-param", "n_trunc=8"]
-    proc = run_process(args, env={"XMR_CRASH_AT": "replaced:gallery.jsonl"})
+    proc = run_process(args, env={"XMR_CRASH_AT": "replaced:gallery.sqlite"})
     assert proc.returncode == -9
     assert [p.name for p in mine.iterdir() if p.name.startswith(".index.tmp-")]
     proc = run_process(args)
@@ -253,7 +253,7 @@ def test_sigterm_during_an_index_build_cleans_up_and_keeps_the_old_index(run: tu
     assert run_process(args).returncode == 0
     before = tree(mine / "index")
     proc = run_process(["-q", "index", mine, "--split", "val", "--cache-dir", cache],
-                       env={"XMR_CRASH_AT": "replaced:gallery.jsonl", "XMR_CRASH_SIGNAL": "TERM"})
+                       env={"XMR_CRASH_AT": "replaced:gallery.sqlite", "XMR_CRASH_SIGNAL": "TERM"})
     assert proc.returncode == 143 and "interrupted" in proc.stderr and "Traceback" not in proc.stderr
     assert tree(mine / "index") == before and _leftovers(mine) == []
 

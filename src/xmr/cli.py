@@ -182,6 +182,43 @@ def _cmd_index(a: argparse.Namespace) -> None:
                       + ("" if t["helps"] else f" -- it does not help here: search without --rerank {name}"))
 
 
+def _cmd_index_add(a: argparse.Namespace) -> None:
+    from xmr.workflows.index_edit import add_to_index
+
+    e = add_to_index(a.run, a.manifest, index_dir=a.index, split=a.split, cache_dir=a.cache_dir,
+                     skip_bad=a.skip_bad, command=_command(a))
+    print(f"index: {e.index_dir}: added {e.images} images and {e.texts} new texts; now {e.n_images} images, "
+          f"{e.n_texts} texts")
+    _print_stale(a, e.rerank_stale)
+
+
+def _cmd_index_remove(a: argparse.Namespace) -> None:
+    from xmr.workflows.index_edit import remove_from_index
+
+    e = remove_from_index(a.run, a.ids, index_dir=a.index, command=_command(a))
+    print(f"index: {e.index_dir}: removed {e.images} images and {e.texts} texts no other item carries; now "
+          f"{e.n_images} images, {e.n_texts} texts")
+    _print_stale(a, e.rerank_stale)
+
+
+def _print_stale(a: argparse.Namespace, stale: Sequence[str]) -> None:
+    if stale:
+        print(f"re-ranking structures ({', '.join(stale)}) described the old gallery and were left out; build them "
+              f"again with `xmr index {a.run} --rerank {','.join(stale)}` over the gallery you want")
+
+
+def _join_index_edit(argv: list[str]) -> list[str]:
+    """``xmr index add ...`` / ``xmr index remove ...`` -> the commands ``index add`` / ``index remove``
+    (``xmr index RUN`` keeps its positional run; a run folder named ``add`` is ``./add``)."""
+    for k, token in enumerate(argv):
+        if token.startswith("-") or (k and argv[k - 1] == "--max-image-pixels"):
+            continue
+        if token == "index" and k + 1 < len(argv) and argv[k + 1] in ("add", "remove"):
+            return [*argv[:k], f"index {argv[k + 1]}", *argv[k + 2:]]
+        break
+    return argv
+
+
 def _cmd_search(a: argparse.Namespace) -> None:
     from xmr.tasks.base import refuse_options
 
@@ -572,6 +609,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache(p)
     p.set_defaults(func=_cmd_index)
 
+    p = sub.add_parser("index add", help="encode a manifest's items and add them to a run's index (ids kept, atomic)")
+    p.add_argument("run")
+    p.add_argument("manifest", help="JSONL/CSV manifest of the new items (ids not already in the index)")
+    p.add_argument("--index", default=None, metavar="FOLDER", help="the index folder (default: RUN/index)")
+    p.add_argument("--split", default=None, help="only this split of the manifest")
+    _add_skip_bad(p)
+    _add_cache(p)
+    p.set_defaults(func=_cmd_index_add)
+
+    p = sub.add_parser("index remove", help="remove items from a run's index by their ids (others kept, atomic)")
+    p.add_argument("run")
+    p.add_argument("ids", nargs="+", metavar="ID", help="item ids (the manifest's id field)")
+    p.add_argument("--index", default=None, metavar="FOLDER", help="the index folder (default: RUN/index)")
+    p.set_defaults(func=_cmd_index_remove)
+
     p = sub.add_parser("search", help="query an indexed run by text or image")
     p.add_argument("run")
     p.add_argument("--text", default=None, help="a text query")
@@ -658,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xmr`` console script. Returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_index_edit(argv))
     args.argv = argv
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -60,10 +60,11 @@ def file_fingerprint(path: Path, nbytes: int | None = None) -> dict[str, object]
     size = path.stat().st_size if nbytes is None else nbytes
     digest = hashlib.sha1()
     with open(path, "rb") as fh:
-        digest.update(fh.read(_SAMPLE_BYTES))
+        digest.update(fh.read(min(size, _SAMPLE_BYTES)))
         if size > _SAMPLE_BYTES:
-            fh.seek(max(_SAMPLE_BYTES, size - _SAMPLE_BYTES))
-            digest.update(fh.read())
+            start = max(_SAMPLE_BYTES, size - _SAMPLE_BYTES)
+            fh.seek(start)
+            digest.update(fh.read(size - start))
     return {"bytes": size, "sha1_head_tail": digest.hexdigest()}
 
 

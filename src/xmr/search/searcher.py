@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from xmr.data.manifest import Item, read_manifest
+from xmr.data.gallery_store import GALLERY_FILE, Gallery, ListGallery, open_gallery
+from xmr.data.manifest import Item
 from xmr.encoders import ImageEncoder, TextEncoder, create_text_encoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import is_inner_product, score_fn
@@ -67,8 +68,9 @@ class Searcher:
         model: the trained joint model.
         image_encoder, text_encoder: the frozen encoders the model was trained on.
         image_index, text_index: indexes of the gallery's image and text embeddings.
-        items: gallery items (image index id = position).
-        texts: gallery texts (text index id = position).
+        items: the gallery's items and texts by index id (a :class:`~xmr.data.gallery_store.Gallery`:
+            ``gallery.sqlite``, read per hit), or a list of items (image index id = position)...
+        texts: ... with the list of texts (text index id = position).
         index_dir: the index folder, where re-ranking structures are looked up by name.
         rerank: the default re-ranking for every search: a method name (structures loaded from
             ``index_dir``) or a fitted :class:`~xmr.rerank.reranker.Reranker`; None = none.
@@ -77,18 +79,21 @@ class Searcher:
     """
 
     def __init__(self, model: JointModel, image_encoder: ImageEncoder, text_encoder: TextEncoder,
-                 image_index: Index, text_index: Index, items: list[Item], texts: list[str], *,
+                 image_index: Index, text_index: Index, items: Sequence[Item] | Gallery,
+                 texts: Sequence[str] | None = None, *,
                  index_dir: str | Path | None = None, rerank: str | Reranker | None = None,
                  rerank_params: Mapping[str, object] | None = None, run_dir: str | Path | None = None) -> None:
         self.model, self.image_encoder, self.text_encoder = model, image_encoder, text_encoder
         self.indexes = {"images": image_index, "texts": text_index}
-        self.items, self.texts = items, texts
+        self.metadata = items if isinstance(items, Gallery) else ListGallery(items, list(texts or []))
+        self._items: list[Item | None] | None = None
+        self._texts: list[str | None] | None = None
         self.index_dir = Path(index_dir) if index_dir is not None else None
         self._run_dir = run_dir
         self._fingerprint: str | None = None
         self._loaded: dict[tuple[str, str], Reranker] = {}
         self._gallery_vectors: dict[str, np.ndarray] = {}  # for non-inner-product search, read lazily
-        self._owners: dict[int, int] | None = None  # text position -> first item carrying it, built lazily
+        self._owners: dict[int, int] | None = None  # text id -> first item carrying it, read lazily
         self.rerank_params = dict(rerank_params or {})
         self.rerank = rerank
         if isinstance(rerank, str):
@@ -99,7 +104,7 @@ class Searcher:
     @classmethod
     def from_run(cls, run_dir: str | Path, index_dir: str | Path | None = None, *,
                  rerank: str | Reranker | None = None, rerank_params: Mapping[str, object] | None = None,
-                 fast_text: bool = False) -> Searcher:
+                 fast_text: bool = False, mmap: bool = False) -> Searcher:
         """Load the best model of ``run_dir`` and the index built by ``xmr index``.
 
         Args:
@@ -111,6 +116,8 @@ class Searcher:
             fast_text: encode query texts with the run's text encoder's ``query_stand_in`` (the
                 same model, faster: int8 ONNX MiniLM for ``minilm-l6``) when it has one and is
                 used frozen; otherwise with the run's own.
+            mmap: map the indexes from their files instead of reading them into RAM (a search
+                process's memory grows only with the pages its queries touch; read-only).
 
         Raises:
             XmrError: no index, an index of another model, or ``rerank`` structures missing
@@ -122,14 +129,13 @@ class Searcher:
         if not (idx / "index_run.json").is_file():
             raise XmrError(f"no index at {idx}; build one with `xmr index {run_dir}`")
         dim = model.config.embed_dim
-        image_index = load_index(idx / "images", expect_dim=dim, expect_model_id=model.model_id)
-        text_index = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id)
-        items = read_manifest(idx / "gallery.jsonl")
-        texts = load_json(idx / "texts.json")
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise XmrError(f"{idx / 'texts.json'}: not a list of texts; rebuild with `xmr index {run_dir}`")
-        for what, n_meta, index, path in (("images", len(items), image_index, idx / "gallery.jsonl"),
-                                          ("texts", len(texts), text_index, idx / "texts.json")):
+        image_index = load_index(idx / "images", expect_dim=dim, expect_model_id=model.model_id, mmap=mmap)
+        text_index = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id, mmap=mmap)
+        gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
+        store = idx / GALLERY_FILE
+        for what, n_meta, index, path in (
+                ("images", gallery.n_items, image_index, store if store.is_file() else idx / "gallery.jsonl"),
+                ("texts", gallery.n_texts, text_index, store if store.is_file() else idx / "texts.json")):
             if n_meta != len(index):
                 raise XmrError(f"{path} lists {n_meta} {what} but the index holds {len(index)}; the index "
                                f"folder {idx} is damaged: rebuild it with `xmr index {run_dir}`")
@@ -138,7 +144,7 @@ class Searcher:
         if fast_text and text_encoder.query_stand_in is not None:  # a fine-tuned text trunk declares none
             text_encoder = create_text_encoder(text_encoder.query_stand_in)
         return cls(model, encoders["image_encoder"], text_encoder,
-                   image_index, text_index, items, texts, index_dir=idx, rerank=rerank,
+                   image_index, text_index, gallery, index_dir=idx, rerank=rerank,
                    rerank_params=rerank_params, run_dir=run_dir)
 
     def text_features(self, texts: list[str]) -> np.ndarray:
@@ -347,33 +353,42 @@ class Searcher:
         return self._hits_row(scores[0], ids[0], target)
 
     def _hits_row(self, scores: np.ndarray, ids: np.ndarray, target: Target) -> list[SearchHit]:
-        """The hits of one query's (scores, ids) row; a text hit names the first item carrying it."""
+        """The hits of one query's (scores, ids) row, each item read by id; a text hit names the
+        first item carrying it."""
         hits = []
+        g = self.metadata
         for rank, (s, i) in enumerate(zip(scores, ids), start=1):
             if i < 0:
                 continue
             if modality_of_target(target) == "text":
-                owner = self.text_owners().get(int(i))
-                it = self.items[owner] if owner is not None else None
-                hits.append(SearchHit(rank, float(s), id=f"text:{i}", text=self.texts[i],
+                owner = g.owner(int(i))
+                it = g.item(owner) if owner is not None else None
+                hits.append(SearchHit(rank, float(s), id=f"text:{i}", text=g.text(int(i)),
                                       image=it.image if it else None, label=it.label if it else None,
                                       group=it.group if it else None, style=it.style if it else None,
                                       item=it.id if it else None))
             else:
-                it = self.items[i]
+                it = g.item(int(i))
                 hits.append(SearchHit(rank, float(s), id=it.id, text=it.texts[0] if it.texts else None,
                                       image=it.image, label=it.label, group=it.group, style=it.style))
         return hits
 
+    @property
+    def items(self) -> list[Item | None]:
+        """Every gallery item at its index id (None where one was removed); read once, on first use."""
+        if self._items is None:
+            self._items = self.metadata.items_by_id()
+        return self._items
+
+    @property
+    def texts(self) -> list[str | None]:
+        """Every gallery text at its index id (None where one was removed); read once, on first use."""
+        if self._texts is None:
+            self._texts = self.metadata.texts_by_id()
+        return self._texts
+
     def text_owners(self) -> dict[int, int]:
-        """Gallery text position -> the first gallery item (position) that carries the text; built once."""
+        """Gallery text id -> the first gallery item (id) that carries the text; read once."""
         if self._owners is None:
-            where = {t: j for j, t in enumerate(self.texts)}
-            owners: dict[int, int] = {}
-            for i, it in enumerate(self.items):
-                for t in it.texts:
-                    j = where.get(t)
-                    if j is not None:
-                        owners.setdefault(j, i)
-            self._owners = owners
+            self._owners = self.metadata.owners()
         return self._owners

@@ -133,14 +133,16 @@ class GalleryService(abc.ABC):
     composed = "add"
     rerankers: list[str] = []
 
-    def __init__(self, items: list[Item], *, run_dir: str | Path, model_id: str,
+    def __init__(self, items: Sequence[Item | None], *, run_dir: str | Path, model_id: str,
                  max_upload_bytes: int = 10 * 2 ** 20) -> None:
-        self.items, self.run_dir, self.model_id = items, Path(run_dir), model_id
-        self.by_id = {it.id: i for i, it in enumerate(self.items)}
+        # by index id; None where `xmr index remove` took an item out (the index never returns it)
+        self.items: list[Item | None] = list(items)
+        self.run_dir, self.model_id = Path(run_dir), model_id
+        self.by_id = {it.id: i for i, it in enumerate(self.items) if it is not None}
         self.max_upload_bytes = max_upload_bytes
         self._masks: dict[tuple[str, str], np.ndarray] = {}
         self._image_ok: dict[int, bool] = {}
-        fields = {f: sorted({str(getattr(it, f)) for it in self.items if getattr(it, f) is not None})
+        fields = {f: sorted({str(getattr(it, f)) for it in self.items if it is not None and getattr(it, f) is not None})
                   for f in FILTER_FIELDS}
         self.fields = {f: v for f, v in fields.items() if v}
 
@@ -171,6 +173,13 @@ class GalleryService(abc.ABC):
             raise NotFound(f"no gallery item {item_id!r}")
         return i
 
+    def at(self, i: int) -> Item:
+        """The item of index id ``i`` (one the index returned, or :meth:`item_index` found)."""
+        it = self.items[i]
+        if it is None:
+            raise NotFound(f"no gallery item at index id {i}")
+        return it
+
     def item_mask(self, filters: Mapping[str, str | Sequence[str]]) -> np.ndarray | None:
         """Which items pass ``filters`` (field -> value or values; None: no filter). Shape: (n_items,)."""
         if not filters:
@@ -184,7 +193,8 @@ class GalleryService(abc.ABC):
             for v in values:
                 key = (name, str(v))
                 if key not in self._masks:
-                    self._masks[key] = np.array([str(getattr(it, name)) == str(v) for it in self.items], dtype=bool)
+                    self._masks[key] = np.array([it is not None and str(getattr(it, name)) == str(v)
+                                                 for it in self.items], dtype=bool)
                 either |= self._masks[key]
             keep &= either
         return keep
@@ -196,7 +206,7 @@ class GalleryService(abc.ABC):
         return {f: getattr(it, f) for f in FILTER_FIELDS}
 
     def item(self, item_id: str) -> dict[str, object]:
-        it = self.items[self.item_index(item_id)]
+        it = self.at(self.item_index(item_id))
         return {"id": it.id, "texts": list(it.texts), "image_url": self.image_url(it.id),
                 "fields": self.item_fields(it)}
 
@@ -209,13 +219,13 @@ class GalleryService(abc.ABC):
         i = self.item_index(item_id)
         if i not in self._image_ok:
             try:
-                load_rgb(self.items[i].image, min_side=8)
+                load_rgb(self.at(i).image, min_side=8)
                 self._image_ok[i] = True
             except UnreadableImage:
                 self._image_ok[i] = False
         if not self._image_ok[i]:
             raise NotFound(f"item {item_id!r} has no readable image")
-        return Path(self.items[i].image)
+        return Path(self.at(i).image)
 
 
 class SearchService(GalleryService):
@@ -336,7 +346,7 @@ class SearchService(GalleryService):
     def _item_features(self, item_id: str) -> np.ndarray:
         enc = self.searcher.image_encoder
         with self._encoder_lock:
-            return enc.encode_batch([enc.load(self.items[self.item_index(item_id)].image)])
+            return enc.encode_batch([enc.load(self.at(self.item_index(item_id)).image)])
 
     def _vector(self, values: Sequence[float]) -> np.ndarray:
         v = np.asarray(values, dtype=np.float64).reshape(1, -1)
@@ -415,7 +425,7 @@ class SearchService(GalleryService):
 
     def _result(self, target: Target, i: int, score: float, rank: int) -> dict[str, object]:
         if target == "images":
-            it = self.items[i]
+            it = self.at(i)
             return {"id": it.id, "score": score, "rank": rank, "texts": list(it.texts),
                     "image_url": self.image_url(it.id), "fields": self.item_fields(it)}
         owner = self.searcher.text_owners().get(i)
@@ -456,7 +466,7 @@ class ComposedService(GalleryService):
             raise ServiceError("a composed run returns images, without re-ranking")
         exclude = self.item_index(q.image_id) if q.image_id is not None else -1
         if q.image_id is not None:
-            source: str | ImageBytes = self.items[exclude].image
+            source: str | ImageBytes = self.at(exclude).image
         else:
             data = bytes(q.image or b"")
             if len(data) > self.max_upload_bytes:
@@ -475,9 +485,9 @@ class ComposedService(GalleryService):
             keep[exclude] = False
         order = np.flatnonzero(keep)[np.argsort(-scores[keep], kind="stable")][q.offset:q.offset + q.k]
         t = stages.add("search", t)
-        results = [{"id": self.items[i].id, "score": float(scores[i]), "rank": q.offset + r + 1,
-                    "texts": list(self.items[i].texts), "image_url": self.image_url(self.items[i].id),
-                    "fields": self.item_fields(self.items[i])} for r, i in enumerate(order)]
+        results = [{"id": self.at(i).id, "score": float(scores[i]), "rank": q.offset + r + 1,
+                    "texts": list(self.at(i).texts), "image_url": self.image_url(self.at(i).id),
+                    "fields": self.item_fields(self.at(i))} for r, i in enumerate(order)]
         stages.add("metadata", t)
         return results, int(keep.sum())
 

@@ -4,8 +4,8 @@ Index folder layout (default ``<run>/index``)::
 
     images/            index.faiss + index.json (IndexConfig with the model id and dimension)
     texts/             the same for the gallery's distinct texts
-    gallery.jsonl      the indexed items (image index id = line number)
-    texts.json         the indexed texts (text index id = position)
+    gallery.sqlite     the indexed items and texts by index id (:mod:`xmr.data.gallery_store`;
+                       folders built before it hold gallery.jsonl + texts.json, still read)
     index_run.json     what built it: run, model id, manifest (or images folder), split, factory,
                        re-ranking, command
     skipped.jsonl      with ``skip_bad`` (always for an images folder): the items left out, each
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from xmr.data.folder import scan_folder
-from xmr.data.manifest import select_split, write_manifest
+from xmr.data.gallery_store import GALLERY_FILE, write_gallery
+from xmr.data.manifest import select_split
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
 from xmr.index.budget import choose_index, parse_bytes
@@ -225,7 +226,8 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
                           show_progress=show_progress, skip_bad=skip_bad)
         _write_index(out, run_dir, model, fs, factory=factory, source=source, split=split,
                      rerankers=rerankers, rerank_targets=rerank_targets, command=command, tunings=tunings,
-                     search_params=search_params, memory_budget=memory_budget, check=check)
+                     search_params=search_params, memory_budget=memory_budget, check=check,
+                     texts_per_item=texts_per_item)
     log.info("indexed %d images and %d texts into %s%s", len(fs.items), len(fs.texts), out,
              f"; {len(fs.skipped)} unreadable image(s) left out (listed in {out / SKIPPED_FILE})" if fs.skipped else "")
     return out
@@ -236,7 +238,7 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
                  rerank_targets: Sequence[Target], command: str | None,
                  tunings: Mapping[str, Mapping[Target, Tuning]] | None = None,
                  search_params: Mapping[str, int] | None = None, memory_budget: str | int | None = None,
-                 check: CrossModalCheck | None = None) -> None:
+                 check: CrossModalCheck | None = None, texts_per_item: int | None = None) -> None:
     """Build the index folder beside ``out`` and swap it in (see the module docstring)."""
     with atomic_folder(out) as tmp:
         dim = model.config.embed_dim
@@ -252,8 +254,8 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
                 index.add(embedded[name])
             index.save(tmp / name)
         checks = _check_cross_modal(indexes["images"], embedded["images"], embedded["texts"], check)
-        write_manifest(fs.items, tmp / "gallery.jsonl")
-        save_json(tmp / "texts.json", fs.texts)
+        write_gallery(tmp / GALLERY_FILE, dict(enumerate(fs.items)), dict(enumerate(fs.texts)),
+                      {i: fs.relevance[i].indices.tolist() for i in range(len(fs.items))})
         if fs.skipped:
             write_skipped(tmp / SKIPPED_FILE, fs.skipped)
         built = _build_rerank(tmp, rerankers, rerank_targets, fs, embedded["images"], embedded["texts"],
@@ -261,6 +263,7 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
         save_json(tmp / INDEX_RUN_FILE, {"run": str(run_dir.resolve()), "model_id": model.model_id,
                                          **source, "split": split,
                                          "factory": factory, "chosen": chosen, "checks": checks,
+                                         "texts_per_item": texts_per_item, "search_params": dict(search_params or {}),
                                          "n_images": len(fs.items),
                                          "n_texts": len(fs.texts), "n_skipped": len(fs.skipped), "rerank": built,
                                          "fingerprint": index_fingerprint(tmp), "command": command})

@@ -1,0 +1,205 @@
+"""``xmr index add`` / ``xmr index remove``: change a built index without rebuilding it.
+
+Both keep every other item's id (image index id = gallery row id, never reused) and are atomic:
+the new folder is assembled beside the old one -- unchanged files hard-linked, the indexes and
+``gallery.sqlite`` written anew (a refined index's vector store is linked and extended, see
+:mod:`xmr.index.vector_store`) -- and swapped in at the end, so a crash (``kill -9``) at any
+point leaves the previous index whole and loadable. Re-ranking structures describe the old
+gallery: they are left out of the new folder and named in ``index_run.json`` (``rerank_stale``)
+with the command that builds them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xmr.data.gallery_store import GALLERY_FILE, open_gallery, write_gallery
+from xmr.errors import XmrError
+from xmr.index import Index, load_index
+from xmr.rerank.registry import index_fingerprint
+from xmr.runs.config import load_run, run_encoders, run_items
+from xmr.utils.faults import crash_point
+from xmr.utils.folders import atomic_folder, exclusive_lock
+from xmr.utils.io import load_json, save_json
+from xmr.workflows.features import encode_items
+from xmr.workflows.index import INDEX_RUN_FILE
+
+log = logging.getLogger(__name__)
+
+_REWRITTEN = {"images", "texts", GALLERY_FILE, "gallery.jsonl", "texts.json", INDEX_RUN_FILE, "rerank"}
+
+
+@dataclass(frozen=True)
+class IndexEdit:
+    """What an add or remove changed: counts before and after, and the re-rankers left stale."""
+
+    index_dir: Path
+    images: int
+    texts: int
+    n_images: int
+    n_texts: int
+    rerank_stale: tuple[str, ...]
+
+
+def _open(run_dir: Path, index_dir: str | Path | None) -> tuple[Path, dict[str, object]]:
+    idx = Path(index_dir) if index_dir else run_dir / "index"
+    if not (idx / INDEX_RUN_FILE).is_file():
+        raise XmrError(f"no index at {idx}; build one with `xmr index {run_dir}`")
+    built = load_json(idx / INDEX_RUN_FILE)
+    if not isinstance(built, dict):
+        raise XmrError(f"{idx / INDEX_RUN_FILE}: not an index description; rebuild with `xmr index {run_dir}`")
+    return idx, built
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard links in ``dst`` of every file under ``src`` but the ones an edit rewrites."""
+    for name in os.listdir(src):
+        if name in _REWRITTEN or name.startswith("."):
+            continue
+        s, d = src / name, dst / name
+        if s.is_dir():
+            d.mkdir()
+            _link_tree(s, d)
+        else:
+            try:
+                os.link(s, d)
+            except OSError:  # another filesystem, or links not allowed: a copy
+                import shutil
+
+                shutil.copy2(s, d)
+
+
+def _stale(built: dict[str, object]) -> tuple[str, ...]:
+    rerank = built.get("rerank")
+    return tuple(rerank) if isinstance(rerank, dict) else ()
+
+
+def _finish(tmp: Path, idx: Path, built: dict[str, object], images: Index, texts: Index, edit: dict[str, object],
+            stale: tuple[str, ...]) -> None:
+    images.save(tmp / "images")
+    texts.save(tmp / "texts")
+    prior, was_stale = built.get("edits"), built.get("rerank_stale")
+    edits = [*prior, edit] if isinstance(prior, list) else [edit]
+    stale_now = sorted(set(stale) | set(was_stale if isinstance(was_stale, list) else []))
+    save_json(tmp / INDEX_RUN_FILE, {**built, "n_images": len(images), "n_texts": len(texts), "rerank": {},
+                                     "rerank_stale": stale_now, "edits": edits,
+                                     "fingerprint": index_fingerprint(tmp)})
+    crash_point("index-edit-before-swap")
+
+
+def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | None = None,
+                 split: str | None = None, cache_dir: str | Path | None = None, skip_bad: bool = False,
+                 command: str | None = None, show_progress: bool | None = None) -> IndexEdit:
+    """Encode the items of ``manifest`` with the run and add them to its index.
+
+    New items get the next free image ids; their texts not yet in the gallery get new text ids
+    (texts already there are shared). The index keeps its structure (an IVF index is not
+    retrained: its lists were trained on the first gallery).
+
+    Raises:
+        XmrError: no index, an index of another model, an item id already in the gallery (named),
+            an unreadable image (without ``skip_bad``).
+    """
+    run_dir = Path(run_dir)
+    idx, built = _open(run_dir, index_dir)
+    cfg, model = load_run(run_dir)
+    if built.get("model_id") not in (None, model.model_id):
+        raise XmrError(f"the index at {idx} was built with model {built.get('model_id')!r}, the run's is "
+                       f"{model.model_id!r}; rebuild it with `xmr index {run_dir}`")
+    items = run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad)
+    gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
+    there = [it.id for it in items if gallery.position(it.id) is not None]
+    if there:
+        more = f" and {len(there) - 1} more" if len(there) > 1 else ""
+        raise XmrError(f"item {there[0]!r}{more} of {manifest} is already in the index at {idx}; "
+                       f"remove it first (`xmr index remove {run_dir} {there[0]}`) or leave it out")
+    tpi = built.get("texts_per_item")
+    with exclusive_lock(idx.parent / f".{idx.name}.lock", f"the index {idx}"):
+        fs = encode_items(items, **run_encoders(cfg, model.vocab), cache_dir=cache_dir,
+                          texts_per_item=tpi if isinstance(tpi, int) else None, allow_textless=True,
+                          show_progress=show_progress, skip_bad=skip_bad)
+        dim = model.config.embed_dim
+        images = load_index(idx / "images", expect_dim=dim, expect_model_id=model.model_id)
+        texts = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id)
+        image_ids = images.new_ids(len(fs.items))
+        known = {t: j for j, t in enumerate(gallery.texts_by_id()) if t is not None}
+        fresh = [j for j, t in enumerate(fs.texts) if t not in known]
+        text_ids = texts.new_ids(len(fresh))
+        new_text_id = {fs.texts[j]: int(i) for j, i in zip(fresh, text_ids, strict=True)}
+        item_texts = {int(image_ids[i]): [known.get(fs.texts[j], new_text_id.get(fs.texts[j], -1))
+                                          for j in fs.relevance[i].indices] for i in range(len(fs.items))}
+        stale = _stale(built)
+        with atomic_folder(idx) as tmp:
+            _link_tree(idx, tmp)
+            if len(fs.items):
+                images.add(model.embed_numpy(fs.image_feats, "image"), ids=image_ids)
+            if fresh:
+                texts.add(model.embed_numpy(fs.text_feats[fresh], "text"), ids=text_ids)
+            base = idx / GALLERY_FILE if (idx / GALLERY_FILE).is_file() else None
+            old_items, old_texts = ({}, {}) if base else (
+                {i: it for i, it in enumerate(gallery.items_by_id()) if it is not None},
+                {j: t for j, t in enumerate(gallery.texts_by_id()) if t is not None})
+            old_links = {} if base else gallery.item_texts()
+            write_gallery(tmp / GALLERY_FILE,
+                          {**old_items, **{int(i): it for i, it in zip(image_ids, fs.items, strict=True)}},
+                          {**old_texts, **{i: t for t, i in new_text_id.items()}},
+                          {**old_links, **item_texts}, base=base)
+            _finish(tmp, idx, built, images, texts, {"add": str(manifest), "images": len(fs.items),
+                                                     "texts": len(fresh), "command": command}, stale)
+    log.info("added %d images and %d texts to %s", len(fs.items), len(fresh), idx)
+    return IndexEdit(idx, len(fs.items), len(fresh), len(images), len(texts), stale)
+
+
+def remove_from_index(run_dir: str | Path, item_ids: Sequence[str], *, index_dir: str | Path | None = None,
+                      command: str | None = None) -> IndexEdit:
+    """Remove the items named ``item_ids`` (their ``id`` field) from the run's index, with every
+    text no remaining item carries.
+
+    Raises:
+        XmrError: no index, no ids, an id that is not in the index (named; nothing is removed).
+    """
+    run_dir = Path(run_dir)
+    idx, built = _open(run_dir, index_dir)
+    if not item_ids:
+        raise XmrError("name the items to remove by their ids")
+    if len(set(item_ids)) != len(item_ids):
+        dup = next(i for i in item_ids if list(item_ids).count(i) > 1)
+        raise XmrError(f"item {dup!r} is named twice")
+    gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
+    positions = [gallery.position(i) for i in item_ids]
+    missing = [i for i, p in zip(item_ids, positions, strict=True) if p is None]
+    if missing:
+        more = f" ({len(missing)} of {len(item_ids)} are not)" if len(missing) > 1 else ""
+        raise XmrError(f"item {missing[0]!r} is not in the index at {idx}{more}; nothing was removed")
+    gone = {int(p) for p in positions if p is not None}
+    links = gallery.item_texts()
+    carried = {j for i, js in links.items() if i not in gone for j in js}
+    texts_gone = sorted({j for i in gone for j in links.get(i, ())} - carried)
+    stale = _stale(built)
+    with exclusive_lock(idx.parent / f".{idx.name}.lock", f"the index {idx}"):
+        images = load_index(idx / "images")
+        texts = load_index(idx / "texts")
+        with atomic_folder(idx) as tmp:
+            _link_tree(idx, tmp)
+            images.remove(np.array(sorted(gone), dtype=np.int64))
+            if texts_gone:
+                texts.remove(np.array(texts_gone, dtype=np.int64))
+            base = idx / GALLERY_FILE if (idx / GALLERY_FILE).is_file() else None
+            if base is not None:
+                write_gallery(tmp / GALLERY_FILE, {}, {}, {}, base=base, remove_items=gone, remove_texts=texts_gone)
+            else:  # a folder from before the store: written as one now
+                write_gallery(tmp / GALLERY_FILE,
+                              {i: it for i, it in enumerate(gallery.items_by_id()) if it is not None and i not in gone},
+                              {j: t for j, t in enumerate(gallery.texts_by_id())
+                               if t is not None and j not in set(texts_gone)},
+                              {i: js for i, js in links.items() if i not in gone})
+            _finish(tmp, idx, built, images, texts, {"remove": list(item_ids), "images": len(gone),
+                                                     "texts": len(texts_gone), "command": command}, stale)
+    log.info("removed %d images and %d texts from %s", len(gone), len(texts_gone), idx)
+    return IndexEdit(idx, len(gone), len(texts_gone), len(images), len(texts), stale)
