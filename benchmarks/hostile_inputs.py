@@ -147,8 +147,9 @@ REPORTED = [
     ("12", "run.json names another text encoder than the checkpoint's",
      "python -c \"import json; c=json.load(open('run/run.json')); c['text_encoder']='minilm-l6'; "
      "json.dump(c, open('run/run.json','w'))\" && xmr search run --text x"),
-    ("12", "gallery.jsonl shorter than the index, search -k 2000", "head -3 run/index/gallery.jsonl > g && "
-     "mv g run/index/gallery.jsonl && xmr search run --text x -k 2000"),
+    ("12", "gallery.sqlite shorter than the index, search -k 2000",
+     "python -c \"import sqlite3; d=sqlite3.connect('run/index/gallery.sqlite'); d.execute('DELETE FROM items WHERE id >= 3'); "
+     "d.commit()\" && xmr search run --text x -k 2000"),
     ("13", "kill -9 during index --rerank, then the next index run",
      "XMR_CRASH_AT=replaced:gallery.sqlite xmr -q index run --split test --rerank diffusion --rerank-param k=4 "
      "--rerank-param n_trunc=8; echo \"killed: exit $?; left: $(ls -a run | grep tmp- | wc -l) temp folder(s)\"; "
@@ -174,7 +175,7 @@ MORE = [
     ("fs", "cache encoder.json corrupt", "echo '{' > cache/features/toy-image-d64-s0@32/encoder.json && "
      f"xmr encode data/manifest.jsonl {TOY}"),
     ("fs", "--cache-dir is a file", f"echo x > cf && xmr encode data/manifest.jsonl {TOY} --cache-dir cf"),
-    ("fs", "texts.json is not a list", "echo '{\"a\":1}' > run/index/texts.json && xmr search run --text x"),
+    ("fs", "gallery.sqlite is not a database", "echo '{\"a\":1}' > run/index/gallery.sqlite && xmr search run --text x"),
     ("fs", "index_run.json is a list, re-index", "echo '[]' > run/index/index_run.json && xmr index run --split test"),
     ("fs", "--out a symlink to the run's index", "ln -s run/index link && xmr index run --split test --out link"),
     ("fs", "--image is a folder", "xmr search run --image data"),

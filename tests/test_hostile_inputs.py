@@ -299,12 +299,17 @@ def test_damaged_run_json_is_one_line(run: tuple[Path, Path, Path], tmp_path: Pa
 
 def test_short_gallery_is_refused_at_load(run: tuple[Path, Path, Path], tmp_path: Path,
                                           capsys: pytest.CaptureFixture) -> None:
+    import sqlite3
+
     _, _, r = run
     d = _damaged_copy(r, tmp_path)
-    lines = (d / "index" / "gallery.jsonl").read_text().splitlines(keepends=True)
-    (d / "index" / "gallery.jsonl").write_text("".join(lines[: len(lines) // 2]))
+    db = sqlite3.connect(d / "index" / "gallery.sqlite")
+    n = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    db.execute("DELETE FROM items WHERE id >= ?", (n // 2,))
+    db.commit()
+    db.close()
     msg = cli_error(["search", d, "--text", "a red circle", "-k", "2000"], capsys)
-    assert f"lists {len(lines) // 2} images but the index holds {len(lines)}" in msg
+    assert f"lists {n // 2} images but the index holds {n}" in msg
 
 
 def test_model_json_damaged(run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -96,7 +96,7 @@ def test_index_keeps_previous_on_failure(trained: tuple[Path, Path, Path], monke
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(wi, "write_manifest", boom)
+    monkeypatch.setattr(wi, "write_gallery", boom)
     assert main(["index", str(run), "--cache-dir", str(cache)]) == 130
     assert (run / "index" / "images" / "index.faiss").read_bytes() == before
     assert not [p for p in run.iterdir() if p.name.startswith(".index") and p.name != ".index.lock"]

@@ -25,13 +25,14 @@ import signal
 import sys
 import threading
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from xmr.errors import XmrError
 from xmr.utils.io import os_error_reason
 
 if TYPE_CHECKING:
+    from xmr.data.manifest import Item
     from xmr.modality import Target
     from xmr.rerank.reranker import Reranker
     from xmr.tasks import Task
@@ -80,15 +81,58 @@ def _cmd_encode(a: argparse.Namespace) -> None:
     source, skip_bad = (a.manifest, a.skip_bad) if a.images is None else (a.images, True)
     items = scan_folder(a.images, recursive=a.recursive).items if a.images is not None else \
         read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad)
-    fs = encode_items(select_split(items, a.split),
-                      image_encoder=create_image_encoder(a.image_encoder or RunConfig.image_encoder),
-                      text_encoder=create_text_encoder(a.text_encoder or RunConfig.text_encoder),
+    items = select_split(items, a.split)
+    image_encoder, text_encoder = a.image_encoder or RunConfig.image_encoder, a.text_encoder or RunConfig.text_encoder
+    if a.engine == "ray" or a.shards is not None:
+        return _encode_partitions(a, items, image_encoder, text_encoder, allow_textless=a.images is not None)
+    fs = encode_items(items, image_encoder=create_image_encoder(image_encoder),
+                      text_encoder=create_text_encoder(text_encoder),
                       cache_dir=a.cache_dir, skip_bad=skip_bad, allow_textless=a.images is not None)
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
     if fs.skipped:
         listed = write_skipped(skipped_list_path(source, a.cache_dir), fs.skipped)
         print(f"skipped {len(fs.skipped)} unreadable image(s); listed in {listed}")
+
+
+def _encode_partitions(a: argparse.Namespace, items: list[Item], image_encoder: str, text_encoder: str, *,
+                       allow_textless: bool) -> None:
+    """``xmr encode --engine ray`` (or ``--shards`` in this process): partitions -> shards + the cache."""
+    from xmr.workflows.features import feature_cache_dir
+    from xmr.workflows.ray_encode import RayEncodeConfig, encode_in_process, encode_with_ray
+    from xmr.workflows.shards import ShardPlan
+
+    if a.shards is None:
+        digest = ShardPlan.make(items, image_encoder=image_encoder, text_encoder=text_encoder, partitions=1).digest
+        a.shards = str(feature_cache_dir(a.cache_dir).parent / "shards" / digest[:16])
+    shown = _progress_line("partitions")
+    given = {k: getattr(a, k) for k in ("address", "partitions", "partition_size", "actors", "cpus_per_actor",
+                                        "retries", "num_cpus") if getattr(a, k, None) is not None}
+    if a.engine == "ray":
+        report = encode_with_ray(items, image_encoder=image_encoder, text_encoder=text_encoder, shards=a.shards,
+                                 cache_dir=a.cache_dir, config=RayEncodeConfig(**given),
+                                 allow_textless=allow_textless, progress=shown)
+    else:
+        report = encode_in_process(items, image_encoder=image_encoder, text_encoder=text_encoder, shards=a.shards,
+                                   cache_dir=a.cache_dir, partitions=given.get("partitions"),
+                                   allow_textless=allow_textless, progress=shown)
+    print(f"encoded {len(report.encoded)} of {report.partitions} partitions ({len(report.skipped)} done before) "
+          f"in {report.seconds:.1f}s; shards: {report.shards}")
+    for item in report.bad_items[:5]:
+        print(f"  left out {item['id']}: {item['reason']}")
+    if len(report.bad_items) > 5:
+        print(f"  ... and {len(report.bad_items) - 5} more unreadable image(s)")
+    if report.failed:
+        p, why = next(iter(sorted(report.failed.items())))
+        raise XmrError(f"{len(report.failed)} partition(s) failed after retries (first: partition {p}: {why}); "
+                       "the others are kept: run the same command again to retry them")
+
+
+def _progress_line(what: str) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        if os.environ.get("XMR_NO_PROGRESS") != "1":
+            print(f"\r{what}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    return show
 
 
 # --- task dispatch. The defaults live in the config dataclasses only: an option the user did not
@@ -567,6 +611,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_skip_bad(p)
     _add_encoders(p)
     _add_cache(p)
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process (default); ray: partitions encoded by a pool of Ray actors, each "
+                        "partition's shard written atomically, finished ones skipped on a re-run")
+    p.add_argument("--shards", default=None, metavar="FOLDER",
+                   help="write one feature shard per partition here (default with --engine ray: under the cache)")
+    p.add_argument("--address", default=None,
+                   help="Ray: auto (the cluster on this machine), HOST:PORT or ray://HEAD:10001; default: start a "
+                        "local cluster for this run")
+    p.add_argument("--partitions", type=_positive_int, default=None,
+                   help="cut the manifest into N partitions (default: one per 1000 items)")
+    p.add_argument("--actors", type=_positive_int, default=None, help="Ray: encoder actors in the pool (default 2)")
+    p.add_argument("--cpus-per-actor", type=float, default=None, help="Ray: CPUs per actor (default 1)")
+    p.add_argument("--num-cpus", type=_positive_int, default=None, help="Ray: CPUs of the local cluster (default: all)")
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("train", help="learn a joint space on cached features")

@@ -1,0 +1,230 @@
+"""``xmr encode MANIFEST --engine ray``: partitions of a manifest encoded by a pool of Ray actors.
+
+Ray Data carries the partitions (one row each) through ``map_batches`` with an actor pool
+(``ActorPoolStrategy``): each actor loads the encoders once, encodes a partition through the
+shared feature cache (which is safe for many writers, :mod:`xmr.encoders.cache`) and writes the
+partition's shard atomically (:mod:`xmr.workflows.shards`). A re-run skips partitions whose
+shard exists; a partition that fails is retried ``retries`` times inside its actor, and if it
+still fails it is reported by partition and item while the others finish. Unreadable images are
+reported by item and left out, as ``--skip-bad`` does.
+
+The same command runs on a multi-node cluster: ``--address auto`` on a node of the cluster, or
+``--address ray://HEAD:10001`` from outside it; the cache and shard folders must then be on a
+filesystem every node sees (see ``docs/distributed.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xmr.data.manifest import Item
+from xmr.errors import XmrError
+from xmr.utils.paths import default_cache_dir
+from xmr.workflows.features import encode_items
+from xmr.workflows.shards import ShardPlan, prepare, write_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RayEncodeConfig:
+    """Every default of ``xmr encode --engine ray``.
+
+    Args:
+        address: ``None``: start a local cluster for this run (``num_cpus`` CPUs); ``"auto"``: join the
+            cluster running on this machine; ``"HOST:PORT"`` or ``"ray://HOST:10001"``: join that one.
+        num_cpus: CPUs of a local cluster (default: all).
+        partitions: how many partitions (default: one per ``partition_size`` items).
+        partition_size: items per partition when ``partitions`` is not given.
+        actors: encoder actors in the pool.
+        cpus_per_actor: CPUs Ray reserves for each actor (and torch threads it runs).
+        retries: attempts after the first for a partition that fails.
+        connect_timeout: seconds to wait for a remote cluster's port before giving up.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    partitions: int | None = None
+    partition_size: int = 1000
+    actors: int = 2
+    cpus_per_actor: float = 1.0
+    retries: int = 2
+    connect_timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class RayEncodeReport:
+    """What a run did: partitions encoded now, skipped (done before), failed; items left out."""
+
+    shards: Path
+    partitions: int
+    encoded: tuple[int, ...]
+    skipped: tuple[int, ...]
+    failed: dict[int, str] = field(default_factory=dict)
+    bad_items: tuple[dict[str, str], ...] = ()
+    seconds: float = 0.0
+
+
+class _PartitionEncoder:
+    """A Ray Data actor: the encoders loaded once, then one partition per call."""
+
+    def __init__(self, image_encoder: str, text_encoder: str, cache_dir: str, shards: str, allow_textless: bool,
+                 retries: int, threads: int) -> None:
+        import torch
+
+        from xmr.encoders import create_image_encoder, create_text_encoder
+
+        torch.set_num_threads(max(1, threads))
+        self.image_encoder = create_image_encoder(image_encoder)
+        self.text_encoder = create_text_encoder(text_encoder)
+        self.cache_dir, self.shards = cache_dir, Path(shards)
+        self.allow_textless, self.retries = allow_textless, retries
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"partition": [], "error": [], "skipped": []}
+        for p, rows in zip(batch["partition"], batch["items"], strict=True):
+            items = [Item(**r) for r in json.loads(str(rows))]
+            error, skipped = "", "[]"
+            for attempt in range(self.retries + 1):
+                try:
+                    fs = encode_items(items, image_encoder=self.image_encoder, text_encoder=self.text_encoder,
+                                      cache_dir=self.cache_dir, skip_bad=True,
+                                      allow_textless=self.allow_textless, show_progress=False)
+                    write_shard(self.shards, int(p), fs)
+                    error, skipped = "", json.dumps(list(fs.skipped))
+                    break
+                except Exception as e:  # noqa: BLE001  # reported by partition, the pool goes on
+                    error = f"{type(e).__name__}: {e}" if not isinstance(e, XmrError) else str(e)
+                    log.warning("partition %d, attempt %d: %s", p, attempt + 1, error)
+            out["partition"].append(int(p))
+            out["error"].append(error)
+            out["skipped"].append(skipped)
+        return out
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """A one-line error now for an address nobody answers at (Ray itself retries for minutes)."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise XmrError(f"--address {address!r}: give auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise XmrError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it with "
+                       "`ray start --head` or check the address") from None
+
+
+def connect(config: RayEncodeConfig) -> None:
+    """Join (or start) the cluster ``config`` names, unless this process is connected already."""
+    import ray
+
+    for name in ("ray", "ray.data"):  # Ray Data logs every operator's metrics at DEBUG
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if ray.is_initialized():
+        return
+    quiet: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+    if config.address is None:
+        ray.init(num_cpus=config.num_cpus, object_store_memory=256 << 20, **quiet)
+        return
+    _check_reachable(config.address, config.connect_timeout)
+    try:
+        ray.init(address=config.address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError) as e:
+        raise XmrError(f"cannot join the Ray cluster at {config.address}: {str(e).splitlines()[0]}") from None
+
+
+def encode_in_process(items: list[Item], *, image_encoder: str, text_encoder: str, shards: str | Path,
+                      cache_dir: str | Path | None = None, partitions: int | None = None,
+                      partition_size: int = RayEncodeConfig.partition_size, allow_textless: bool = False,
+                      progress: Callable[[int, int], None] | None = None) -> RayEncodeReport:
+    """The single-process engine with the same partitions and shards as :func:`encode_with_ray`
+    (``xmr encode --shards`` without ``--engine ray``): the reference the Ray engine is tested against."""
+    from xmr.encoders import create_image_encoder, create_text_encoder
+
+    folder = Path(shards)
+    n_parts = partitions or max(1, -(-len(items) // partition_size))
+    plan = ShardPlan.make(items, image_encoder=image_encoder, text_encoder=text_encoder, partitions=n_parts)
+    todo = prepare(folder, plan)
+    start = time.perf_counter()
+    image, text = create_image_encoder(image_encoder), create_text_encoder(text_encoder)
+    bad: list[dict[str, str]] = []
+    for k, p in enumerate(todo):
+        fs = encode_items(items[slice(*plan.bounds[p])], image_encoder=image, text_encoder=text, cache_dir=cache_dir,
+                          skip_bad=True,
+                          allow_textless=allow_textless, show_progress=False)
+        write_shard(folder, p, fs)
+        bad.extend(fs.skipped)
+        if progress is not None:
+            progress(len(plan.bounds) - len(todo) + k + 1, len(plan.bounds))
+    return RayEncodeReport(folder, len(plan.bounds), tuple(todo),
+                           tuple(p for p in range(len(plan.bounds)) if p not in todo), {}, tuple(bad),
+                           time.perf_counter() - start)
+
+
+def encode_with_ray(items: list[Item], *, image_encoder: str, text_encoder: str, shards: str | Path,
+                    cache_dir: str | Path | None = None, config: RayEncodeConfig | None = None,
+                    allow_textless: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> RayEncodeReport:
+    """Encode ``items`` in partitions on Ray into the feature cache and the shard folder ``shards``.
+
+    Args:
+        items: the manifest's items, in order (partition ``p`` is a contiguous run of them).
+        image_encoder, text_encoder: registered encoder names.
+        shards: the shard folder (its ``plan.json`` must match, or it must be new).
+        progress: called with (partitions done, partitions in all) as partitions finish.
+
+    Raises:
+        XmrError: a shard folder of another plan, an unreachable cluster, a bad option.
+    """
+    import ray.data
+
+    c = config or RayEncodeConfig()
+    if c.actors < 1 or c.cpus_per_actor <= 0 or c.partition_size < 1 or c.retries < 0:
+        raise XmrError("--actors, --cpus-per-actor and --partition-size must be positive, --retries >= 0")
+    if c.address is not None:  # a wrong address is an error even when every partition is done
+        _check_reachable(c.address, c.connect_timeout)
+    folder = Path(shards)
+    n_parts = c.partitions or max(1, -(-len(items) // c.partition_size))
+    plan = ShardPlan.make(items, image_encoder=image_encoder, text_encoder=text_encoder, partitions=n_parts)
+    todo = prepare(folder, plan)
+    done_before = tuple(p for p in range(len(plan.bounds)) if p not in todo)
+    start = time.perf_counter()
+    if progress is not None:
+        progress(len(done_before), len(plan.bounds))
+    if not todo:
+        return RayEncodeReport(folder, len(plan.bounds), (), done_before)
+    connect(c)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    rows = [{"partition": p, "items": json.dumps([items[i].to_row() for i in range(*plan.bounds[p])])} for p in todo]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        _PartitionEncoder, batch_size=1, num_cpus=c.cpus_per_actor,
+        compute=ray.data.ActorPoolStrategy(size=min(c.actors, len(rows))),
+        fn_constructor_kwargs={"image_encoder": image_encoder, "text_encoder": text_encoder,
+                               "cache_dir": str(Path(cache_dir or default_cache_dir()).resolve()),
+                               "shards": str(folder.resolve()),
+                               "allow_textless": allow_textless, "retries": c.retries,
+                               "threads": int(c.cpus_per_actor)})
+    encoded, failed, bad = [], {}, []
+    for row in ds.iter_rows():
+        p = int(row["partition"])
+        if row["error"]:
+            failed[p] = str(row["error"])
+        else:
+            encoded.append(p)
+            bad.extend(json.loads(row["skipped"]))
+        if progress is not None:
+            progress(len(done_before) + len(encoded) + len(failed), len(plan.bounds))
+    return RayEncodeReport(folder, len(plan.bounds), tuple(sorted(encoded)), done_before, failed, tuple(bad),
+                           time.perf_counter() - start)
