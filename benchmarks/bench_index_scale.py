@@ -3,7 +3,8 @@
 The vectors are generated, never held together: ``--clusters`` seeded unit centres, each vector
 a centre plus Gaussian noise, normalised (real embeddings are clustered like this, not uniform),
 streamed in chunks of 100k by seed, so every size is the prefix of the next. The queries come
-from the same distribution with another seed. Ground truth: exact top-10 inner products by
+from the same distribution with another seed. A refined index re-scores its shortlist from the float16
+store on disk, read row by row (``pread``). Ground truth: exact top-10 inner products by
 brute force in numpy over the stream (its time is the exact baseline at every size, also where
 no flat index fits the budget).
 
@@ -148,6 +149,8 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the unit centres")
     p.add_argument("--refine", type=int, default=100)
     p.add_argument("--nprobe", type=int, default=None, help="default: the budget choice's")
+    p.add_argument("--sweep", nargs="*", default=["64:100", "64:200"], metavar="NPROBE:REFINE",
+                   help="more searches of the IVF-PQ index at these settings (the build is shared)")
     p.add_argument("--hnsw-up-to", type=int, default=1_000_000, help="build HNSW up to this size (hours at 10M)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, required=False)
@@ -181,24 +184,27 @@ def run_all(a: argparse.Namespace) -> None:
         rows.append([f"{n:,}", "exact (numpy brute force)", "—", "—", "—", "—", "1.000",
                      f"{a.queries / exact_s:,.0f}", "—", "baseline"])
         auto = choose_index(n, DIM, budget, AutoIndexConfig(flat_up_to=0, hnsw_up_to=0))
-        plans: list[tuple[str, dict[str, object], int, list[tuple[str, int]]]] = []
+        plans: list[tuple[str, dict[str, object], int, list[tuple[str, int, int | None]]]] = []
         if n * DIM * 4 <= budget:
-            plans.append(("flat", {"dim": DIM, "factory": "Flat"}, 0, [("flat", 0)]))
+            plans.append(("flat", {"dim": DIM, "factory": "Flat"}, 0, [("flat", 0, None)]))
         else:
             notes.append(f"{n:,}: flat needs {format_bytes(n * DIM * 4)} > the {a.budget} budget; not built")
         if n <= a.hnsw_up_to:
-            plans.append(("hnsw", {"dim": DIM, "factory": "HNSW32", "ef_search": 128}, 0, [("HNSW32 ef128", 0)]))
+            plans.append(("hnsw", {"dim": DIM, "factory": "HNSW32", "ef_search": 128}, 0,
+                          [("HNSW32 ef128", 0, None)]))
         plans.append(("ivfpq", {"dim": DIM, "factory": auto.factory, "nprobe": a.nprobe or auto.nprobe,
                                 "refine": a.refine}, auto.n_train,
-                      [(auto.factory, 0), (f"{auto.factory} + refine {a.refine}", a.refine)]))
+                      [(auto.factory, 0, None), (f"{auto.factory} + refine {a.refine}", a.refine, None)]
+                      + [(f"{auto.factory} nprobe {sp.split(':')[0]} + refine {sp.split(':')[1]}",
+                          int(sp.split(":")[1]), int(sp.split(":")[0])) for sp in a.sweep]))
         for name, config, n_train, searches in plans:
             folder = a.work / f"{n}-{name}"
             built = run_child([*common, "_build", "--count", str(n), "--out", str(folder), "--config",
                                json.dumps(config), "--n-train", str(n_train)])
             print(f"{n} {name} built: {built}", flush=True)
-            for label, refine in searches:
-                found = run_child([*common, "--refine", str(refine), *(["--nprobe", str(a.nprobe)] if a.nprobe else
-                                                                      []),
+            for label, refine, nprobe in searches:
+                nprobe = nprobe or a.nprobe
+                found = run_child([*common, "--refine", str(refine), *(["--nprobe", str(nprobe)] if nprobe else []),
                                    "_search", "--out", str(folder), "--gt", str(a.work / f"gt-{n}.npz")])
                 print(f"  {label}: {found}", flush=True)
                 disk = built["disk"] if refine or name != "ivfpq" else \

@@ -274,3 +274,25 @@ def test_a_bad_chunk_is_named() -> None:
         yield X[:10, :16], None
 
     assert one_line(build_index, chunks, IndexConfig(dim=DIM)).startswith("chunk 1: vectors have dim 16")
+
+
+def test_refine_reads_only_the_rows_it_scores(tmp_path: Path) -> None:
+    """A 64 MB float16 store, 200 queries re-scoring 50 rows each (10k of 131k rows): the search
+    process's file-backed memory grows by far less than the store (a memory map faults in ~16
+    pages around each random row, which would map all of it)."""
+    dim, n = 256, 131_072
+    x = clustered(n, seed=5, dim=dim)
+    index = Index(IndexConfig(dim=dim, factory="IVF64,PQ8x4np", nprobe=4, refine=50))
+    index.add(x)
+    index.save(tmp_path / "i")
+    np.save(tmp_path / "q.npy", clustered(200, seed=6, dim=dim))
+    code = ("import sys, numpy as np; from xmr.index import load_index\n"
+            "def rss(): return {l.split(':')[0]: int(l.split()[1]) / 1024 for l in open('/proc/self/status')"
+            " if l.startswith('RssFile')}['RssFile']\n"
+            "i = load_index(sys.argv[1], mmap=True); q = np.load(sys.argv[2]); before = rss()\n"
+            "for a in range(0, 200, 20): i.search(q[a:a + 20], 10)\n"
+            "print(rss() - before)")
+    grew = float(subprocess.run([sys.executable, "-c", code, str(tmp_path / "i"), str(tmp_path / "q.npy")],
+                                check=True, capture_output=True, text=True).stdout)
+    assert (tmp_path / "i" / "vectors.f16").stat().st_size == n * dim * 2
+    assert grew < 16, grew

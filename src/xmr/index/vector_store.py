@@ -103,10 +103,33 @@ class VectorStore:
         out = np.empty((flat.size, self.dim), dtype=np.float32)
         n_base = self._base.shape[0]
         split = int(np.searchsorted(ordered, n_base))
-        out[order[:split]] = self._base[ordered[:split]]
+        if self._path is not None and self._spill is None and split:
+            out[order[:split]] = self._read_rows(ordered[:split])
+        else:
+            out[order[:split]] = self._base[ordered[:split]]
         if split < ordered.size:
             out[order[split:]] = self._tail()[ordered[split:] - n_base]
         return out.reshape(*slots.shape, self.dim)
+
+    def _read_rows(self, ordered: np.ndarray) -> np.ndarray:
+        """Rows of the saved file at sorted slots, by ``pread``: a memory map would fault in ~16
+        pages around every row read at random (the kernel's fault-around), so a few thousand
+        queries would map the whole store into the process; reads keep its resident memory to the
+        rows asked for, at ~2 us a row from the page cache."""
+        assert self._path is not None
+        rb = self._row_bytes
+        uniq, back = np.unique(ordered, return_inverse=True)
+        buf = bytearray(rb * uniq.size)
+        view = memoryview(buf)
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            for k, slot in enumerate(uniq.tolist()):
+                if os.preadv(fd, [view[k * rb:(k + 1) * rb]], slot * rb) != rb:
+                    raise XmrError(f"{self._path}: row {slot} is past the end of the vector store; the index "
+                                   "folder is damaged")
+        finally:
+            os.close(fd)
+        return np.frombuffer(buf, dtype=self.dtype).reshape(uniq.size, self.dim)[back]
 
     def write(self, path: Path) -> None:
         """Write every row to ``path`` (a new file). When the store maps a saved file, that file is
