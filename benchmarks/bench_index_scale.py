@@ -118,7 +118,7 @@ def child_build(a: argparse.Namespace) -> None:
 
 
 def child_search(a: argparse.Namespace) -> None:
-    index = load_index(a.out, mmap=True)
+    index = load_index(a.out, mmap=True, store_reads=a.store_reads)
     index.set_search_params(refine=a.refine, nprobe=a.nprobe)
     q = queries(a)
     gt = np.load(a.gt)["ids"]
@@ -149,6 +149,8 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the unit centres")
     p.add_argument("--refine", type=int, default=100)
     p.add_argument("--nprobe", type=int, default=None, help="default: the budget choice's")
+    p.add_argument("--store-reads", default="pread", choices=["pread", "map"],
+                   help="how the refine store is read (a child option; the sweep also runs 'map' at the first refine)")
     p.add_argument("--sweep", nargs="*", default=["64:100", "64:200"], metavar="NPROBE:REFINE",
                    help="more searches of the IVF-PQ index at these settings (the build is shared)")
     p.add_argument("--hnsw-up-to", type=int, default=1_000_000, help="build HNSW up to this size (hours at 10M)")
@@ -184,27 +186,30 @@ def run_all(a: argparse.Namespace) -> None:
         rows.append([f"{n:,}", "exact (numpy brute force)", "—", "—", "—", "—", "1.000",
                      f"{a.queries / exact_s:,.0f}", "—", "baseline"])
         auto = choose_index(n, DIM, budget, AutoIndexConfig(flat_up_to=0, hnsw_up_to=0))
-        plans: list[tuple[str, dict[str, object], int, list[tuple[str, int, int | None]]]] = []
+        # per index: (name, config, training sample, searches: (label, refine, nprobe, store reads))
+        plans: list[tuple[str, dict[str, object], int, list[tuple[str, int, int | None, str]]]] = []
         if n * DIM * 4 <= budget:
-            plans.append(("flat", {"dim": DIM, "factory": "Flat"}, 0, [("flat", 0, None)]))
+            plans.append(("flat", {"dim": DIM, "factory": "Flat"}, 0, [("flat", 0, None, "pread")]))
         else:
             notes.append(f"{n:,}: flat needs {format_bytes(n * DIM * 4)} > the {a.budget} budget; not built")
         if n <= a.hnsw_up_to:
             plans.append(("hnsw", {"dim": DIM, "factory": "HNSW32", "ef_search": 128}, 0,
-                          [("HNSW32 ef128", 0, None)]))
+                          [("HNSW32 ef128", 0, None, "pread")]))
         plans.append(("ivfpq", {"dim": DIM, "factory": auto.factory, "nprobe": a.nprobe or auto.nprobe,
                                 "refine": a.refine}, auto.n_train,
-                      [(auto.factory, 0, None), (f"{auto.factory} + refine {a.refine}", a.refine, None)]
+                      [(auto.factory, 0, None, "pread"), (f"{auto.factory} + refine {a.refine}", a.refine, None, "pread")]
                       + [(f"{auto.factory} nprobe {sp.split(':')[0]} + refine {sp.split(':')[1]}",
-                          int(sp.split(":")[1]), int(sp.split(":")[0])) for sp in a.sweep]))
+                          int(sp.split(":")[1]), int(sp.split(":")[0]), "pread") for sp in a.sweep]
+                      + [(f"{auto.factory} + refine {a.refine}, store memory-mapped", a.refine, None, "map")]))
         for name, config, n_train, searches in plans:
             folder = a.work / f"{n}-{name}"
             built = run_child([*common, "_build", "--count", str(n), "--out", str(folder), "--config",
                                json.dumps(config), "--n-train", str(n_train)])
             print(f"{n} {name} built: {built}", flush=True)
-            for label, refine, nprobe in searches:
+            for label, refine, nprobe, reads in searches:
                 nprobe = nprobe or a.nprobe
-                found = run_child([*common, "--refine", str(refine), *(["--nprobe", str(nprobe)] if nprobe else []),
+                found = run_child([*common, "--refine", str(refine), "--store-reads", reads,
+                                   *(["--nprobe", str(nprobe)] if nprobe else []),
                                    "_search", "--out", str(folder), "--gt", str(a.work / f"gt-{n}.npz")])
                 print(f"  {label}: {found}", flush=True)
                 disk = built["disk"] if refine or name != "ivfpq" else \

@@ -193,6 +193,18 @@ def _cmd_index(a: argparse.Namespace) -> None:
     search_params = {k: v for k, v in (("ef_search", a.ef_search), ("nprobe", a.nprobe), ("refine", a.refine))
                      if v is not None}
     factory = a.factory or ("auto" if a.memory_budget is not None else "Flat")
+    if a.shards is not None:
+        from xmr.workflows.index_shards import index_shards
+
+        if a.manifest or a.images or a.split or a.rerank or a.tune or a.texts_per_item:
+            raise XmrError("--shards indexes the shards as encoded: leave out --manifest, --images, --split, "
+                           "--texts-per-item, --rerank and --tune")
+        out = index_shards(a.run, a.shards, factory=factory, out_dir=a.out, memory_budget=a.memory_budget,
+                           search_params=search_params, command=_command(a))
+        built = load_json(os.path.join(out, "index_run.json"))
+        print(f"index: {out} ({built['n_images']} images, {built['n_texts']} texts, from the shards in {a.shards})")
+        _print_choice(built)
+        return
     out = index_run(a.run, manifest=a.manifest, split=a.split, factory=factory, memory_budget=a.memory_budget,
                     texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
                     cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad, images=a.images,
@@ -203,15 +215,7 @@ def _cmd_index(a: argparse.Namespace) -> None:
     skipped = f"; {built['n_skipped']} unreadable image(s) left out, listed in {os.path.join(out, 'skipped.jsonl')}" \
         if built.get("n_skipped") else ""
     print(f"index: {out} ({built['n_images']} images, {built['n_texts']} texts{skipped})")
-    for side, chosen in built.get("chosen", {}).items():
-        if chosen.get("auto"):
-            from xmr.index.budget import format_bytes
-
-            print(f"{side}: {chosen['factory']} ({chosen['reason']}; budget {format_bytes(chosen['budget'])})")
-    for name, value in built.get("checks", {}).items():
-        if name.startswith("text_to_image_recall"):
-            print(f"{name} of the image index against exact search: {value:.3f}"
-                  + ("" if built["checks"]["ok"] else f" (below {built['checks']['min_recall']}: see the warning)"))
+    _print_choice(built)
     if a.rerank:
         print(f"re-ranking structures ({a.rerank}; {', '.join(targets)}): {os.path.join(out, 'rerank')}")
     if a.tune:
@@ -261,6 +265,19 @@ def _join_index_edit(argv: list[str]) -> list[str]:
             return [*argv[:k], f"index {argv[k + 1]}", *argv[k + 2:]]
         break
     return argv
+
+
+def _print_choice(built: dict[str, typing.Any]) -> None:
+    """What ``--factory auto`` chose per side, and the cross-modal recall check, from ``index_run.json``."""
+    from xmr.index.budget import format_bytes
+
+    for side, chosen in built.get("chosen", {}).items():
+        if chosen.get("auto"):
+            print(f"{side}: {chosen['factory']} ({chosen['reason']}; budget {format_bytes(chosen['budget'])})")
+    for name, value in built.get("checks", {}).items():
+        if name.startswith("text_to_image_recall"):
+            print(f"{name} of the image index against exact search: {value:.3f}"
+                  + ("" if built["checks"]["ok"] else f" (below {built['checks']['min_recall']}: see the warning)"))
 
 
 def _cmd_search(a: argparse.Namespace) -> None:
@@ -638,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "sidecar .txt/.json files; unreadable files are skipped, counted and listed)")
     _add_recursive(p)
     p.add_argument("--split", default=None, help="only this split (default: all items)")
+    p.add_argument("--shards", default=None, metavar="FOLDER",
+                   help="index the feature shards `xmr encode --shards/--engine ray` wrote, one shard at a time "
+                        "(the vectors never all in RAM)")
     p.add_argument("--factory", default=None,
                    help="FAISS index_factory string: Flat (default), HNSW32, IVF1024,Flat, OPQ32,IVF4096,PQ32np ...; "
                         "auto: the best that fits --memory-budget (flat, HNSW or OPQ + IVF-PQ)")

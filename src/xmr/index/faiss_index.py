@@ -43,7 +43,7 @@ from xmr.index.storage import (
     store_path,
     write_index_files,
 )
-from xmr.index.vector_store import VectorStore
+from xmr.index.vector_store import StoreReads, VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -442,11 +442,14 @@ class Index:
             store = (STORE_FILES[self._store.dtype], self._store.write)
         start = time.perf_counter()
         write_index_files(Path(directory), self._index, meta, ids=self._ids, store=store)
+        if self._store is not None:  # the saved file is the store now (a build's spill file may go)
+            self._store.rebind(Path(directory) / STORE_FILES[self._store.dtype])
         logger.info("saved %r to %s in %.1fs", self, directory, time.perf_counter() - start)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, expect_dim: int | None = None,
-             expect_model_id: str | None = None, mmap: bool = False) -> Index:
+             expect_model_id: str | None = None, mmap: bool = False,
+             store_reads: StoreReads = "pread") -> Index:
         """Load an index saved by :meth:`save`, refusing one built for another model.
 
         Args:
@@ -458,6 +461,7 @@ class Index:
                 a search process's resident memory grows only with the pages its queries touch.
                 Such an index is read-only (:meth:`add` / :meth:`remove` refuse). The vector
                 store of a refined index is always mapped.
+            store_reads: how the refine store's rows are read (:data:`~xmr.index.vector_store.STORE_READS`).
 
         Raises:
             XmrError: missing or corrupt files (named), or a model/dimension mismatch.
@@ -486,7 +490,7 @@ class Index:
             if ids is not None and ids.shape[0] != n_slots:
                 raise XmrError(f"{directory / 'ids.npy'} holds {ids.shape[0]} ids but {CONFIG_FILE} says {n_slots}")
             path = store_path(directory, meta)
-            store = (VectorStore.open(path, dim=config.dim, dtype=config.store_dtype, rows=n_slots)
+            store = (VectorStore.open(path, dim=config.dim, dtype=config.store_dtype, rows=n_slots, reads=store_reads)
                      if path is not None else None)
             if config.refine and store is None:
                 raise XmrError(f"{json_path}: refine is set but the index has no vector store; rebuild it")
@@ -535,6 +539,7 @@ def _check_loaded(directory: Path, config: IndexConfig, index: faiss.Index,
 
 
 def load_index(directory: str | os.PathLike[str], *, expect_dim: int | None = None,
-               expect_model_id: str | None = None, mmap: bool = False) -> Index:
+               expect_model_id: str | None = None, mmap: bool = False, store_reads: StoreReads = "pread") -> Index:
     """Function form of :meth:`Index.load`."""
-    return Index.load(directory, expect_dim=expect_dim, expect_model_id=expect_model_id, mmap=mmap)
+    return Index.load(directory, expect_dim=expect_dim, expect_model_id=expect_model_id, mmap=mmap,
+                      store_reads=store_reads)

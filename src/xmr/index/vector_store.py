@@ -22,6 +22,12 @@ from xmr.errors import XmrError
 
 StoreDtype = Literal["float16", "float32"]
 STORE_DTYPES: tuple[StoreDtype, ...] = ("float16", "float32")
+StoreReads = Literal["pread", "map"]
+#: ``"pread"``: one read per row (~2 us from the page cache; the process's resident memory grows
+#: only by the rows asked for); ``"map"``: fancy indexing of the memory map (~4x faster, but the
+#: kernel maps ~16 pages around every row touched, so the store's pages pile up in the process's
+#: file-backed RSS -- reclaimable page cache, yet counted)
+STORE_READS: tuple[StoreReads, ...] = ("pread", "map")
 
 
 class VectorStore:
@@ -42,6 +48,7 @@ class VectorStore:
         self._path: Path | None = None  # the file ``_base`` maps
         self._spill: IO[bytes] | None = None  # open while rows go straight to ``_path``
         self._spilled = 0  # rows written to the spill file
+        self.reads: StoreReads = "pread"  # how a saved file's rows are read, see :data:`STORE_READS`
 
     def __len__(self) -> int:
         if self._spill is not None:
@@ -103,7 +110,7 @@ class VectorStore:
         out = np.empty((flat.size, self.dim), dtype=np.float32)
         n_base = self._base.shape[0]
         split = int(np.searchsorted(ordered, n_base))
-        if self._path is not None and self._spill is None and split:
+        if self._path is not None and self._spill is None and split and self.reads == "pread":
             out[order[:split]] = self._read_rows(ordered[:split])
         else:
             out[order[:split]] = self._base[ordered[:split]]
@@ -154,10 +161,24 @@ class VectorStore:
     def _row_bytes(self) -> int:
         return self.dim * np.dtype(self.dtype).itemsize
 
+    def rebind(self, path: Path) -> None:
+        """Map ``path`` (just written by :meth:`write`, so it holds exactly these rows) from now on:
+        the rows in RAM are dropped, and a spill file the build wrote may be removed."""
+        if self._spill is not None:
+            raise XmrError("close the spill before saving the store")
+        rows = len(self)
+        self._base = (np.memmap(path, dtype=self.dtype, mode="r", shape=(rows, self.dim)) if rows
+                      else np.zeros((0, self.dim), dtype=self.dtype))
+        self._chunks, self._path = [], path
+
     @classmethod
-    def open(cls, path: Path, *, dim: int, dtype: StoreDtype, rows: int) -> VectorStore:
-        """Map the first ``rows`` rows of ``path`` read-only (trailing bytes are ignored)."""
+    def open(cls, path: Path, *, dim: int, dtype: StoreDtype, rows: int, reads: StoreReads = "pread") -> VectorStore:
+        """Map the first ``rows`` rows of ``path`` read-only (trailing bytes are ignored); ``reads``:
+        see :data:`STORE_READS`."""
+        if reads not in STORE_READS:
+            raise XmrError(f"store reads must be one of {STORE_READS}, got {reads!r}")
         store = cls(dim, dtype)
+        store.reads = reads
         need = rows * store._row_bytes
         size = path.stat().st_size if path.is_file() else -1
         if size < need:

@@ -77,7 +77,7 @@ class CrossModalCheck:
     seed: int = 0
 
 
-def _make_index(factory: str, dim: int, model_id: str, search_params: Mapping[str, int] | None = None) -> Index:
+def make_index(factory: str, dim: int, model_id: str, search_params: Mapping[str, int] | None = None) -> Index:
     params = dict(search_params or {})
     try:
         if factory == "Flat" and not params.get("refine"):
@@ -204,7 +204,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
     else:
         if memory_budget is not None:
             raise XmrError(f"--memory-budget chooses the index: give it with --factory auto, not {factory!r}")
-        _make_index(factory, model.config.embed_dim, model.model_id, search_params)
+        make_index(factory, model.config.embed_dim, model.model_id, search_params)
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
     check_writable(out.parent, "index folder")
@@ -248,7 +248,7 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, *,
         for name, feats, modality in sides:
             side_factory, params, chosen[name] = resolve_factory(
                 factory, len(feats), dim, memory_budget=memory_budget, search_params=search_params)
-            index = indexes[name] = _make_index(side_factory, dim, model.model_id, params)
+            index = indexes[name] = make_index(side_factory, dim, model.model_id, params)
             embedded[name] = model.embed_numpy(feats, modality)
             if len(feats):  # a gallery of bare images has an empty text index
                 index.add(embedded[name])
@@ -279,6 +279,12 @@ def _check_cross_modal(index: Index, images: np.ndarray, texts: np.ndarray,
     got = cross_modal_recall(index, images, texts, c)
     if got is None:
         return {}
+    return warn_cross_modal(index, got, c, min(c.queries, len(texts)))
+
+
+def warn_cross_modal(index: Index, got: float, c: CrossModalCheck, n_queries: int) -> dict[str, object]:
+    """Warn (naming a better setting) when the measured recall ``got`` is below ``c.min_recall``;
+    the entry ``index_run.json`` records."""
     if got < c.min_recall:
         cfg, kind = index.config, index.config.factory.upper()
         if cfg.refine == 0 and "IVF" in kind and ("PQ" in kind or "SQ" in kind):
@@ -290,9 +296,8 @@ def _check_cross_modal(index: Index, images: np.ndarray, texts: np.ndarray,
             better = f"rebuild with --nprobe {2 * cfg.nprobe}{more_refine}, or with --factory Flat if it fits"
         log.warning("the %s image index finds only %.2f of the exact text->image top-%d (recall@%d over %d gallery "
                     "texts; a compressed image index can lose the cross-modal neighbours first): %s",
-                    cfg.factory, got, c.k, c.k, min(c.queries, len(texts)), better)
-    return {f"text_to_image_recall@{c.k}": round(got, 4), "min_recall": c.min_recall,
-            "ok": got >= c.min_recall}
+                    cfg.factory, got, c.k, c.k, n_queries, better)
+    return {f"text_to_image_recall@{c.k}": round(got, 4), "min_recall": c.min_recall, "ok": got >= c.min_recall}
 
 
 def check_index_target(out: Path, run_dir: Path, model_id: str) -> None:

@@ -1,0 +1,167 @@
+"""``xmr index RUN --shards DIR``: index the feature shards ``xmr encode --shards`` (or ``--engine ray``)
+wrote, one shard at a time: the gallery's vectors are never all in RAM (its metadata is).
+
+The image index is built by :func:`xmr.index.build.build_index` (a seeded training sample drawn
+over every shard, then the shards added in order; a refined index's float16 store goes straight
+to disk); distinct texts get their ids in order of first appearance, as the in-memory build gives
+them. Image ids are the items' order across the shards, so the index equals ``xmr index RUN
+--manifest M`` over the same manifest (tested).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from xmr.data.gallery_store import GALLERY_FILE, write_gallery
+from xmr.data.manifest import Item
+from xmr.errors import XmrError
+from xmr.index import Index
+from xmr.index.budget import AutoIndexConfig
+from xmr.index.build import build_index
+from xmr.models import JointModel
+from xmr.rerank.registry import index_fingerprint
+from xmr.runs.config import load_run
+from xmr.utils.folders import atomic_folder, exclusive_lock
+from xmr.utils.io import check_writable, save_json
+from xmr.workflows.features import FeatureSet
+from xmr.workflows.index import (
+    INDEX_RUN_FILE,
+    CrossModalCheck,
+    check_index_target,
+    make_index,
+    resolve_factory,
+    warn_cross_modal,
+)
+from xmr.workflows.shards import iter_shards, read_plan
+
+log = logging.getLogger(__name__)
+
+
+def _check_shard(fs: FeatureSet, p: int, folder: Path, model: JointModel) -> None:
+    want = model.config.image_dim, model.config.text_dim
+    got = fs.image_feats.shape[1], fs.text_feats.shape[1] if len(fs.texts) else want[1]
+    if got != want:
+        raise XmrError(f"{folder}/part-{p:05d}.npz holds {got[0]}-d image and {got[1]}-d text features, the run's "
+                       f"model takes {want[0]}-d and {want[1]}-d: these shards come from other encoders")
+
+
+def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Flat", out_dir: str | Path | None = None,
+                 memory_budget: str | int | None = None, search_params: Mapping[str, int] | None = None,
+                 check: CrossModalCheck | None = None, command: str | None = None, seed: int = 0) -> Path:
+    """Build the run's gallery index from a folder of feature shards. Returns the index folder.
+
+    Raises:
+        XmrError: shards of other encoders (named), an unfinished shard folder, a bad factory or budget.
+    """
+    run_dir, folder = Path(run_dir), Path(shards)
+    cfg, model = load_run(run_dir)
+    if cfg.finetune_image_blocks or cfg.finetune_text_layers or cfg.text_model is not None:
+        raise XmrError(f"{run_dir} reads trunk activations or word ids, not the frozen features shards hold: index it "
+                       "with --manifest")
+    plan = read_plan(folder)
+    if (plan.image_encoder, plan.text_encoder) != (cfg.image_encoder, cfg.text_encoder):
+        raise XmrError(f"{folder} holds features of {plan.image_encoder!r} + {plan.text_encoder!r}, the run was "
+                       f"trained on {cfg.image_encoder!r} + {cfg.text_encoder!r}: encode the gallery with the run's "
+                       "encoders")
+    out = Path(out_dir) if out_dir else run_dir / "index"
+    check_index_target(out, run_dir, model.model_id)
+    check_writable(out.parent, "index folder")
+    dim = model.config.embed_dim
+    n = plan.bounds[-1][1]
+
+    def shards_checked() -> Iterator[FeatureSet]:
+        for p, fs in enumerate(iter_shards(folder)):
+            _check_shard(fs, p, folder, model)
+            yield fs
+
+    def image_chunks() -> Iterator[tuple[np.ndarray, None]]:
+        for fs in shards_checked():
+            yield model.embed_numpy(fs.image_feats, "image"), None
+
+    def text_chunks() -> Iterator[tuple[np.ndarray, None]]:
+        seen: set[str] = set()
+        for fs in shards_checked():
+            fresh = [j for j, t in enumerate(fs.texts) if t not in seen]
+            seen.update(fs.texts[j] for j in fresh)
+            if fresh:
+                yield model.embed_numpy(fs.text_feats[fresh], "text"), None
+
+    items: dict[int, Item] = {}
+    texts: dict[str, int] = {}
+    links: dict[int, list[int]] = {}
+    skipped: list[dict[str, str]] = []
+    for fs in shards_checked():  # metadata only: items, distinct texts, who carries which
+        for i, it in enumerate(fs.items):
+            row = len(items)
+            items[row] = it
+            links[row] = [texts.setdefault(fs.texts[j], len(texts)) for j in fs.relevance[i].indices]
+        for t in fs.texts:
+            texts.setdefault(t, len(texts))
+        skipped.extend(fs.skipped)
+    if not items:
+        raise XmrError(f"{folder}: no readable images in any shard")
+    chosen = {}
+    with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"), atomic_folder(out) as tmp:
+        built = {}
+        for name, count, chunks in (("images", len(items), image_chunks), ("texts", len(texts), text_chunks)):
+            side_factory, params, chosen[name] = resolve_factory(factory, count, dim, memory_budget=memory_budget,
+                                                                 search_params=search_params)
+            config = make_index(side_factory, dim, model.model_id, params).config
+            if count == 0:
+                built[name] = Index(config)
+            else:
+                n_train = min(count, AutoIndexConfig().max_train)
+                (tmp / name).mkdir()
+                built[name] = build_index(chunks, config, n_train=n_train, seed=seed,
+                                          spill_to=tmp / name / ".vectors.building")
+            built[name].save(tmp / name)
+            (tmp / name / ".vectors.building").unlink(missing_ok=True)
+        checks = _check_streamed(built["images"], image_chunks, text_chunks, check)
+        write_gallery(tmp / GALLERY_FILE, items, {j: t for t, j in texts.items()}, links)
+        save_json(tmp / INDEX_RUN_FILE, {"run": str(run_dir.resolve()), "model_id": model.model_id,
+                                         "shards": str(folder.resolve()), "split": None, "factory": factory,
+                                         "chosen": chosen, "checks": checks, "texts_per_item": None,
+                                         "search_params": dict(search_params or {}), "n_images": len(items),
+                                         "n_texts": len(texts), "n_skipped": len(skipped), "rerank": {},
+                                         "fingerprint": index_fingerprint(tmp), "command": command})
+    log.info("indexed %d images and %d texts from %d shards (%d items planned) into %s", len(items), len(texts),
+             len(plan.bounds), n, out)
+    return out
+
+
+def _check_streamed(index: object, image_chunks: object, text_chunks: object,
+                    check: CrossModalCheck | None) -> dict[str, object]:
+    """The cross-modal recall check over shards: the first ``check.queries`` texts as queries, the
+    exact top-k found by streaming every shard's image embeddings once more."""
+    c = check or CrossModalCheck()
+    assert isinstance(index, Index)
+    if index.config.factory == "Flat":
+        return {}
+    queries = []
+    for x, _ in text_chunks():  # type: ignore[operator]
+        queries.append(x)
+        if sum(q.shape[0] for q in queries) >= c.queries:
+            break
+    if not queries:
+        return {}
+    q = np.concatenate(queries)[:c.queries]
+    k = min(c.k, len(index))
+    best_s = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+    best_i = np.zeros((q.shape[0], k), dtype=np.int64)
+    start = 0
+    for x, _ in image_chunks():  # type: ignore[operator]
+        s = q @ x.T
+        kk = min(k, s.shape[1])
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        cand_s = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)
+        cand_i = np.concatenate([best_i, top + start], axis=1)
+        order = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(cand_s, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
+        start += x.shape[0]
+    _, got = index.search(q, k)
+    recall = float(np.mean([len(set(g.tolist()) & set(w.tolist())) / k for g, w in zip(got, best_i, strict=True)]))
+    return warn_cross_modal(index, recall, c, q.shape[0])
