@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmr.bench import clustered
 from xmr.bench.common import command_line, load_note, markdown
 from xmr.index import IndexConfig, load_index
 from xmr.index.budget import AutoIndexConfig, choose_index, format_bytes, parse_bytes
@@ -38,35 +39,14 @@ from xmr.index.build import build_index
 from xmr.utils.io import atomic_write_text
 
 DIM = 256
-CHUNK = 100_000
-
-
-def centres(n_clusters: int, seed: int) -> np.ndarray:
-    c = np.random.default_rng([seed, 0]).standard_normal((n_clusters, DIM)).astype(np.float32)
-    return c / np.linalg.norm(c, axis=1, keepdims=True)
-
-
-def chunk(j: int, size: int, c: np.ndarray, seed: int, noise: float) -> np.ndarray:
-    """Rows ``j * CHUNK ..`` of the stream (the same rows whatever the total size)."""
-    rng = np.random.default_rng([seed, 1, j])
-    x = c[rng.integers(0, c.shape[0], size)] + rng.standard_normal((size, DIM), dtype=np.float32) * (noise / DIM**0.5)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
 
 
 def stream(n: int, a: argparse.Namespace) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    c = centres(a.clusters, a.seed)
-    for j, start in enumerate(range(0, n, CHUNK)):
-        size = min(CHUNK, n - start)
-        yield chunk(j, size, c, a.seed, a.noise), np.arange(start, start + size)
+    return clustered.stream(n, dim=DIM, n_clusters=a.clusters, noise=a.noise, seed=a.seed)
 
 
 def queries(a: argparse.Namespace) -> np.ndarray:
-    c = centres(a.clusters, a.seed)
-    rng = np.random.default_rng([a.seed, 2])
-    q = c[rng.integers(0, c.shape[0], a.queries)] + rng.standard_normal((a.queries, DIM),
-                                                                       dtype=np.float32) * (a.noise / DIM**0.5)
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    return clustered.queries(a.queries, dim=DIM, n_clusters=a.clusters, noise=a.noise, seed=a.seed)
 
 
 def ground_truth(n: int, a: argparse.Namespace, work: Path) -> tuple[np.ndarray, float]:
@@ -197,7 +177,8 @@ def run_all(a: argparse.Namespace) -> None:
                           [("HNSW32 ef128", 0, None, "pread")]))
         plans.append(("ivfpq", {"dim": DIM, "factory": auto.factory, "nprobe": a.nprobe or auto.nprobe,
                                 "refine": a.refine}, auto.n_train,
-                      [(auto.factory, 0, None, "pread"), (f"{auto.factory} + refine {a.refine}", a.refine, None, "pread")]
+                      [(auto.factory, 0, None, "pread"),
+                       (f"{auto.factory} + refine {a.refine}", a.refine, None, "pread")]
                       + [(f"{auto.factory} nprobe {sp.split(':')[0]} + refine {sp.split(':')[1]}",
                           int(sp.split(":")[1]), int(sp.split(":")[0]), "pread") for sp in a.sweep]
                       + [(f"{auto.factory} + refine {a.refine}, store memory-mapped", a.refine, None, "map")]))

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hostile import run_process  # tests/hostile.py
 from xmr.cli import main
 from xmr.data.manifest import read_manifest, write_manifest
 from xmr.search import Searcher
+
+from hostile import run_process  # tests/hostile.py
 
 QUERIES = ("a red circle", "a blue square", "a green triangle", "red", "blue")
 

@@ -58,7 +58,6 @@ def test_a_compressed_refined_index_of_shards(shards: tuple[Path, Path, Path, Pa
 def test_bad_shards_are_one_line(shards: tuple[Path, Path, Path, Path], tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     run, cache, manifest, folder = shards
-    items = read_manifest(manifest)
     other = tmp_path / "other"
     other.mkdir()  # a plan of other encoders is enough: refused before any shard is read
     plan = json.loads((folder / "plan.json").read_text())
