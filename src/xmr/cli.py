@@ -115,6 +115,7 @@ def _encode_partitions(a: argparse.Namespace, items: list[Item], image_encoder: 
     else:
         report = encode_in_process(items, image_encoder=image_encoder, text_encoder=text_encoder, shards=a.shards,
                                    cache_dir=a.cache_dir, partitions=given.get("partitions"),
+                                   partition_size=given.get("partition_size", RayEncodeConfig.partition_size),
                                    allow_textless=allow_textless, progress=shown)
     print(f"encoded {len(report.encoded)} of {report.partitions} partitions ({len(report.skipped)} done before) "
           f"in {report.seconds:.1f}s; shards: {report.shards}")
@@ -342,6 +343,15 @@ def _index_defaults() -> dict[str, str]:
 
     c = IndexConfig(dim=1)
     return {"ef_search": str(c.ef_search), "nprobe": str(c.nprobe)}
+
+
+def _encode_defaults() -> dict[str, str]:
+    """``xmr encode``'s Ray defaults for ``--help``, from :class:`~xmr.workflows.ray_encode.RayEncodeConfig`."""
+    from xmr.workflows.ray_encode import RayEncodeConfig
+
+    c = RayEncodeConfig()
+    return {"partition_size": str(c.partition_size), "actors": str(c.actors), "cpus_per_actor": f"{c.cpus_per_actor:g}",
+            "retries": str(c.retries)}
 
 
 def _serve_defaults() -> dict[str, str]:
@@ -637,10 +647,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray: auto (the cluster on this machine), HOST:PORT or ray://HEAD:10001; default: start a "
                         "local cluster for this run")
     p.add_argument("--partitions", type=_positive_int, default=None,
-                   help="cut the manifest into N partitions (default: one per 1000 items)")
-    p.add_argument("--actors", type=_positive_int, default=None, help="Ray: encoder actors in the pool (default 2)")
-    p.add_argument("--cpus-per-actor", type=float, default=None, help="Ray: CPUs per actor (default 1)")
+                   help="cut the manifest into N partitions (default: one per --partition-size items)")
+    p.add_argument("--partition-size", type=_positive_int, default=None, help="items per partition")
+    p.add_argument("--actors", type=_positive_int, default=None, help="Ray: encoder actors in the pool")
+    p.add_argument("--cpus-per-actor", type=float, default=None, help="Ray: CPUs per actor")
+    p.add_argument("--retries", type=int, default=None, help="Ray: attempts after the first for a failing partition")
     p.add_argument("--num-cpus", type=_positive_int, default=None, help="Ray: CPUs of the local cluster (default: all)")
+    p.defaults_fn = _encode_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("train", help="learn a joint space on cached features")
