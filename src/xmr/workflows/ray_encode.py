@@ -70,6 +70,7 @@ class RayEncodeReport:
     failed: dict[int, str] = field(default_factory=dict)
     bad_items: tuple[dict[str, str], ...] = ()
     seconds: float = 0.0
+    busy_seconds: float = 0.0  # the actors' time inside partitions (encoding + writing shards), summed
 
 
 class _PartitionEncoder:
@@ -88,8 +89,9 @@ class _PartitionEncoder:
         self.allow_textless, self.retries = allow_textless, retries
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"partition": [], "error": [], "skipped": []}
+        out: dict[str, list[Any]] = {"partition": [], "error": [], "skipped": [], "seconds": []}
         for p, rows in zip(batch["partition"], batch["items"], strict=True):
+            start = time.perf_counter()
             items = [Item(**r) for r in json.loads(str(rows))]
             error, skipped = "", "[]"
             for attempt in range(self.retries + 1):
@@ -106,6 +108,7 @@ class _PartitionEncoder:
             out["partition"].append(int(p))
             out["error"].append(error)
             out["skipped"].append(skipped)
+            out["seconds"].append(time.perf_counter() - start)
         return out
 
 
@@ -216,9 +219,10 @@ def encode_with_ray(items: list[Item], *, image_encoder: str, text_encoder: str,
                                "shards": str(folder.resolve()),
                                "allow_textless": allow_textless, "retries": c.retries,
                                "threads": int(c.cpus_per_actor)})
-    encoded, failed, bad = [], {}, []
+    encoded, failed, bad, busy = [], {}, [], 0.0
     for row in ds.iter_rows():
         p = int(row["partition"])
+        busy += float(row["seconds"])
         if row["error"]:
             failed[p] = str(row["error"])
         else:
@@ -227,4 +231,4 @@ def encode_with_ray(items: list[Item], *, image_encoder: str, text_encoder: str,
         if progress is not None:
             progress(len(done_before) + len(encoded) + len(failed), len(plan.bounds))
     return RayEncodeReport(folder, len(plan.bounds), tuple(sorted(encoded)), done_before, failed, tuple(bad),
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, busy)
