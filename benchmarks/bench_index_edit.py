@@ -22,7 +22,7 @@ import numpy as np
 from xmr.bench import clustered
 from xmr.bench.common import command_line, load_note, markdown
 from xmr.index import IndexConfig, load_index
-from xmr.index.budget import choose_index, parse_bytes
+from xmr.index.budget import AutoIndexConfig, choose_index, parse_bytes
 from xmr.index.build import build_index
 from xmr.utils.io import atomic_write_text
 
@@ -59,7 +59,7 @@ def main() -> None:
     new = clustered.around(clustered.centres(1000, DIM, 0), a.edit, np.random.default_rng([0, 9]), 1.0)
     new_ids = np.arange(a.n, a.n + a.edit)
     gone = np.random.default_rng(5).choice(a.n, a.edit, replace=False)
-    auto = choose_index(a.n, DIM, parse_bytes("4GB"))
+    auto = choose_index(a.n, DIM, parse_bytes("4GB"), AutoIndexConfig(flat_up_to=0, hnsw_up_to=0))  # the IVF-PQ
     configs = {"flat": IndexConfig(dim=DIM), "hnsw": IndexConfig(dim=DIM, factory="HNSW32", ef_search=128),
                "ivfpq": IndexConfig(dim=DIM, factory=auto.factory, nprobe=auto.nprobe, refine=100)}
     rows = []
