@@ -296,3 +296,13 @@ def test_refine_reads_only_the_rows_it_scores(tmp_path: Path) -> None:
                                 check=True, capture_output=True, text=True).stdout)
     assert (tmp_path / "i" / "vectors.f16").stat().st_size == n * dim * 2
     assert grew < 16, grew
+
+
+def test_reconstruct_gives_the_stored_vectors_and_leaves_removal_possible() -> None:
+    flat = create_index("flat", dim=DIM)
+    flat.add(X[:100], ids=np.arange(100) + 7)
+    np.testing.assert_array_equal(flat.reconstruct(np.array([7, 50])), X[[0, 43]])
+    ivf = create_index("faiss", dim=DIM, factory="IVF8,Flat")
+    ivf.add(X[:500])
+    np.testing.assert_allclose(ivf.reconstruct(np.array([3, 9])), X[[3, 9]], atol=1e-6)
+    assert ivf.remove(np.array([3])) == 1  # the direct map reconstruct needed is gone again

@@ -207,9 +207,14 @@ class Index:
         slots = self._slots_of(ids)
         if self._store is not None:
             return self._store.take(slots)
-        if self._is_ivf:
-            faiss.extract_index_ivf(self._index).make_direct_map()
-        return self._index.reconstruct_batch(slots)
+        if not self._is_ivf:
+            return self._index.reconstruct_batch(slots)
+        ivf = faiss.extract_index_ivf(self._index)
+        ivf.make_direct_map()  # slot -> list entry; dropped again: remove_ids refuses an index that has one
+        try:
+            return self._index.reconstruct_batch(slots)
+        finally:
+            ivf.make_direct_map(False)
 
     # -- adding -----------------------------------------------------------------------------
 

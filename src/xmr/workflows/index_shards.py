@@ -11,7 +11,7 @@ them. Image ids are the items' order across the shards, so the index equals ``xm
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -133,16 +133,16 @@ def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Fla
     return out
 
 
-def _check_streamed(index: object, image_chunks: object, text_chunks: object,
+def _check_streamed(index: Index, image_chunks: Callable[[], Iterator[tuple[np.ndarray, None]]],
+                    text_chunks: Callable[[], Iterator[tuple[np.ndarray, None]]],
                     check: CrossModalCheck | None) -> dict[str, object]:
     """The cross-modal recall check over shards: the first ``check.queries`` texts as queries, the
     exact top-k found by streaming every shard's image embeddings once more."""
     c = check or CrossModalCheck()
-    assert isinstance(index, Index)
     if index.config.factory == "Flat":
         return {}
     queries = []
-    for x, _ in text_chunks():  # type: ignore[operator]
+    for x, _ in text_chunks():
         queries.append(x)
         if sum(q.shape[0] for q in queries) >= c.queries:
             break
@@ -153,7 +153,7 @@ def _check_streamed(index: object, image_chunks: object, text_chunks: object,
     best_s = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
     best_i = np.zeros((q.shape[0], k), dtype=np.int64)
     start = 0
-    for x, _ in image_chunks():  # type: ignore[operator]
+    for x, _ in image_chunks():
         s = q @ x.T
         kk = min(k, s.shape[1])
         top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
