@@ -39,7 +39,7 @@ class IndexConfig:
         nprobe: IVF lists visited per query (ignored by non-IVF indexes).
         ef_search: HNSW search beam width (ignored by non-HNSW indexes).
         refine: shortlist size re-scored exactly (0: off). An IVF index built with ``refine > 0``
-            keeps every vector in a memory-mapped store beside it (``vectors.f16``), and each
+            keeps every vector in a store on disk beside it (``vectors.f16``), and each
             search takes ``max(k, refine)`` candidates from the compressed codes and returns the
             best ``k`` by their exact scores (see :mod:`xmr.index.vector_store`).
         store_dtype: the store's ``"float16"`` (half the disk, scores within ~1e-3) or ``"float32"``.

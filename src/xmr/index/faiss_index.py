@@ -465,7 +465,7 @@ class Index:
             mmap: map the codes, lists and ids from the files instead of reading them into RAM:
                 a search process's resident memory grows only with the pages its queries touch.
                 Such an index is read-only (:meth:`add` / :meth:`remove` refuse). The vector
-                store of a refined index is always mapped.
+                store of a refined index always stays on disk (see ``store_reads``).
             store_reads: how the refine store's rows are read (:data:`~xmr.index.vector_store.STORE_READS`).
 
         Raises:

@@ -1,4 +1,4 @@
-"""The exact vectors of a compressed index, on disk, read through a memory map.
+"""The exact vectors of a compressed index, on disk, read row by row (``pread``) or through a memory map.
 
 A quantised index (IVF-PQ) finds a shortlist; the rows of that shortlist are read back from
 this store and scored exactly, so the final top-k (and its scores) are those of exact search
