@@ -24,26 +24,10 @@ from xmr.bench.common import command_line, load_note, markdown
 from xmr.index import IndexConfig, load_index
 from xmr.index.budget import AutoIndexConfig, choose_index, parse_bytes
 from xmr.index.build import build_index
+from xmr.index.exact import exact_top_k, recall_at_k
 from xmr.utils.io import atomic_write_text
 
 DIM = 256
-
-
-def exact_top(x_parts: list[tuple[np.ndarray, np.ndarray]], q: np.ndarray, k: int = 10) -> np.ndarray:
-    best_s = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-    best_i = np.zeros((q.shape[0], k), dtype=np.int64)
-    for x, ids in x_parts:
-        s = q @ x.T
-        top = np.argpartition(-s, k, axis=1)[:, :k]
-        cs = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)
-        ci = np.concatenate([best_i, ids[top]], axis=1)
-        o = np.argsort(-cs, axis=1)[:, :k]
-        best_s, best_i = np.take_along_axis(cs, o, axis=1), np.take_along_axis(ci, o, axis=1)
-    return best_i
-
-
-def recall(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)]))
 
 
 def main() -> None:
@@ -78,8 +62,8 @@ def main() -> None:
         index.add(new, ids=new_ids)
         index.save(folder)
         add = time.perf_counter() - t
-        want = exact_top([*clustered.stream(a.n), (new, new_ids)], q)
-        r_add = recall(index.search(q, 10)[1], want)
+        want = exact_top_k([*clustered.stream(a.n), (new, new_ids)], q, 10)[1]
+        r_add = recall_at_k(index.search(q, 10)[1], want)
         del index
         t = time.perf_counter()
         index = load_index(folder)
@@ -87,7 +71,7 @@ def main() -> None:
         index.save(folder)
         remove = time.perf_counter() - t
         keep = [(x[~np.isin(ids, gone)], ids[~np.isin(ids, gone)]) for x, ids in clustered.stream(a.n)]
-        r_rm = recall(index.search(q, 10)[1], exact_top([*keep, (new, new_ids)], q))
+        r_rm = recall_at_k(index.search(q, 10)[1], exact_top_k([*keep, (new, new_ids)], q, 10)[1])
         print(f"{name}: rebuild {rebuild:.1f}s, add {add:.1f}s, remove {remove:.1f}s", flush=True)
         label = config.factory + (" + refine 100" if config.refine else "")
         rows.append([label, f"{rebuild:.1f}", f"{add:.1f}", f"{rebuild / add:.0f}x", f"{r_add:.3f}", f"{remove:.1f}",

@@ -306,3 +306,14 @@ def test_reconstruct_gives_the_stored_vectors_and_leaves_removal_possible() -> N
     ivf.add(X[:500])
     np.testing.assert_allclose(ivf.reconstruct(np.array([3, 9])), X[[3, 9]], atol=1e-6)
     assert ivf.remove(np.array([3])) == 1  # the direct map reconstruct needed is gone again
+
+
+def test_exact_top_k_over_chunks_equals_one_sort_of_everything() -> None:
+    from xmr.index.exact import exact_top_k, recall_at_k
+
+    ids = np.arange(4000) * 5
+    scores, got = exact_top_k(((X[a:a + 700], ids[a:a + 700]) for a in range(0, 4000, 700)), Q, 10)
+    want_scores, want = exact(X, Q, 10, ids)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+    assert recall_at_k(got, want) == 1.0 and recall_at_k(got[:, :5], want) == 0.5

@@ -17,6 +17,7 @@ Image paths are stored relative to the store's folder when they lie under it (as
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import shutil
@@ -43,46 +44,50 @@ CREATE INDEX item_texts_by_item ON item_texts (item);
 """
 
 
-class Gallery:
+class Gallery(abc.ABC):
     """Items and texts by index id (the interface both stores give)."""
 
+    @abc.abstractmethod
     def item(self, i: int) -> Item:
-        raise NotImplementedError
+        """The item of index id ``i``; XmrError when there is none."""
 
+    @abc.abstractmethod
     def text(self, j: int) -> str:
-        raise NotImplementedError
+        """The text of index id ``j``; XmrError when there is none."""
 
+    @abc.abstractmethod
     def owner(self, j: int) -> int | None:
         """The first item (id) carrying text ``j``, or None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def owners(self) -> dict[int, int]:
         """text id -> the first item (id) carrying it, for every text that has one."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def position(self, item_id: str) -> int | None:
         """The index id of the item named ``item_id``, or None."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def n_items(self) -> int:
-        raise NotImplementedError
+        """Items in the gallery (removed ones not counted)."""
 
     @property
+    @abc.abstractmethod
     def n_texts(self) -> int:
-        raise NotImplementedError
+        """Texts in the gallery (removed ones not counted)."""
 
+    @abc.abstractmethod
     def items_by_id(self) -> list[Item | None]:
         """Every item at its id (None where one was removed). Reads the whole gallery."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def texts_by_id(self) -> list[str | None]:
         """Every text at its id (None where one was removed). Reads the whole gallery."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def item_texts(self) -> dict[int, list[int]]:
         """item id -> ids of the indexed texts it carries. Reads the whole gallery."""
-        raise NotImplementedError
 
 
 class ListGallery(Gallery):

@@ -35,6 +35,7 @@ from xmr.data.manifest import select_split
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
 from xmr.index.budget import choose_index, parse_bytes
+from xmr.index.exact import exact_top_k, recall_at_k
 from xmr.modality import Modality, Target, check_target
 from xmr.models import JointModel
 from xmr.rerank.registry import (
@@ -135,9 +136,8 @@ def cross_modal_recall(index: Index, images: np.ndarray, texts: np.ndarray,
     rng = np.random.default_rng(c.seed)
     q = texts[np.sort(rng.choice(len(texts), min(c.queries, len(texts)), replace=False))]
     k = min(c.k, len(images))
-    exact = np.argpartition(-(q @ images.T), k - 1, axis=1)[:, :k]
-    _, got = index.search(q, k)
-    return float(np.mean([len(set(g.tolist()) & set(w.tolist())) / k for g, w in zip(got, exact, strict=True)]))
+    _, exact = exact_top_k([(images, np.arange(len(images)))], q, k)
+    return recall_at_k(index.search(q, k)[1], exact)
 
 
 def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | None = None,

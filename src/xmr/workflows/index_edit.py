@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,6 @@ def _link_tree(src: Path, dst: Path) -> None:
             try:
                 os.link(s, d)
             except OSError:  # another filesystem, or links not allowed: a copy
-                import shutil
-
                 shutil.copy2(s, d)
 
 

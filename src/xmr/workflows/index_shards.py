@@ -22,6 +22,7 @@ from xmr.errors import XmrError
 from xmr.index import Index
 from xmr.index.budget import AutoIndexConfig
 from xmr.index.build import build_index
+from xmr.index.exact import TopK, recall_at_k
 from xmr.models import JointModel
 from xmr.rerank.registry import index_fingerprint
 from xmr.runs.config import load_run
@@ -150,18 +151,9 @@ def _check_streamed(index: Index, image_chunks: Callable[[], Iterator[tuple[np.n
         return {}
     q = np.concatenate(queries)[:c.queries]
     k = min(c.k, len(index))
-    best_s = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-    best_i = np.zeros((q.shape[0], k), dtype=np.int64)
-    start = 0
-    for x, _ in image_chunks():
-        s = q @ x.T
-        kk = min(k, s.shape[1])
-        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        cand_s = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)
-        cand_i = np.concatenate([best_i, top + start], axis=1)
-        order = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
-        best_s, best_i = np.take_along_axis(cand_s, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
+    top, start = TopK(q, k), 0
+    for x, _ in image_chunks():  # image ids are their order across the shards
+        top.add(x, np.arange(start, start + x.shape[0]))
         start += x.shape[0]
-    _, got = index.search(q, k)
-    recall = float(np.mean([len(set(g.tolist()) & set(w.tolist())) / k for g, w in zip(got, best_i, strict=True)]))
+    recall = recall_at_k(index.search(q, k)[1], top.ids)
     return warn_cross_modal(index, recall, c, q.shape[0])
