@@ -5,7 +5,11 @@ encoders, and the table shows the exit status and what the user is told (the ``x
 line, or the last line). Cases that need a small or read-only filesystem mount a tmpfs, so run
 this as root (as CI does); without root they are listed as skipped.
 
-    python benchmarks/hostile_inputs.py [--out benchmarks/results/hostile_inputs.md]
+    python benchmarks/hostile_inputs.py [--out benchmarks/results/hostile_inputs.md] [--groups issue25-data ...]
+
+The table is printed, and written only where ``--out`` says. Each case runs in a process group of
+its own, and whatever it left running is killed by that group's id when it ends: the script signals
+only processes it started.
 
 Run it against another checkout's code with ``PYTHONPATH=<checkout>/src`` to compare.
 """
@@ -16,6 +20,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -190,12 +195,13 @@ MORE = [
      f"xmr -q train data/manifest.jsonl --out rt {TOY} --embed-dim 32 --epochs 400 --batch-size 16 --patience 0 "
      "| tail -1"),
     ("concurrency", "two trainings into one run folder (the first paused mid-run)",
-     f"(XMR_CRASH_AT=replaced:history.json XMR_CRASH_SIGNAL=STOP xmr -q train data/manifest.jsonl --out rc {T} > bg.log 2>&1 &) ; "
-     f"sleep 6; xmr train data/manifest.jsonl --out rc {T} ;; pkill -CONT -f 'out rc'; sleep 3; cat rc/history.json "
+     f"XMR_CRASH_AT=replaced:history.json XMR_CRASH_SIGNAL=STOP xmr -q train data/manifest.jsonl --out rc {T} > bg.log 2>&1 & "
+     f"echo $! > bg.pid; sleep 6; xmr train data/manifest.jsonl --out rc {T} ;; kill -CONT $(cat bg.pid); sleep 3; "
+     "cat rc/history.json "
      "| grep -c epoch"),
     ("concurrency", "two index builds of one index (the first paused mid-build)",
-     "(XMR_CRASH_AT=replaced:gallery.sqlite XMR_CRASH_SIGNAL=STOP xmr -q index run --split test > bg.log 2>&1 &) ; sleep 5; "
-     "xmr index run --split val ;; pkill -CONT -f 'split test'; sleep 3; ls -a run | tr '\\n' ' '"),
+     "XMR_CRASH_AT=replaced:gallery.sqlite XMR_CRASH_SIGNAL=STOP xmr -q index run --split test > bg.log 2>&1 & "
+     "echo $! > bg.pid; sleep 5; xmr index run --split val ;; kill -CONT $(cat bg.pid); sleep 3; ls -a run | tr '\\n' ' '"),
     ("concurrency", "two encodes into one fresh cache at once", f"(xmr -q encode data/manifest.jsonl {TOY} "
      f"--cache-dir c3 & xmr -q encode data/manifest.jsonl {TOY} --cache-dir c3; wait) && "
      f"xmr encode data/manifest.jsonl {TOY} --cache-dir c3 2>&1 | grep features:"),
@@ -225,11 +231,40 @@ MORE = [
 ]
 
 
+# issue 25 (fast on a busy machine, nothing lost, nothing open), one list per part of the issue
+ISSUE25_BUSY: list[tuple[str, str, str]] = []
+ISSUE25_DATA: list[tuple[str, str, str]] = []
+ISSUE25_SERVICE: list[tuple[str, str, str]] = []
+ISSUE25_SMALL: list[tuple[str, str, str]] = []
+ISSUE25_NEWCOMER: list[tuple[str, str, str]] = []
+
+GROUPS = {"reported": REPORTED, "more": MORE, "issue25-busy": ISSUE25_BUSY, "issue25-data": ISSUE25_DATA,
+          "issue25-service": ISSUE25_SERVICE, "issue25-small": ISSUE25_SMALL, "issue25-newcomer": ISSUE25_NEWCOMER}
+
 def _shown_command(cmd: str) -> str:
     """The case's main command (its last ``xmr`` or helper call), for the table."""
     calls = re.findall(r"(?:XMR_\w+=\S+ )*(?:xmr|python kill2.py|python -m pytest) [^;&|()]*", cmd)
     shown = (calls[-1] if calls else cmd).strip().replace(T, "$T").replace(TOY, "$TOY")
     return shown.replace("|", "\\|").replace("`", "'")[:140]
+
+
+def _run_case(cmd: str, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    """Run ``cmd`` in bash in a new process group; afterwards kill that group (what the case left
+    running, background jobs included), and only it. Returns (exit status or None on timeout, output)."""
+    p = subprocess.Popen(["bash", "-c", cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+        code: int | None = p.returncode
+    except subprocess.TimeoutExpired:
+        code, out = None, ""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if code is None:
+        p.communicate()
+    return code, out
 
 
 def _message(out: str) -> str:
@@ -244,7 +279,9 @@ def _message(out: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(HERE / "results" / "hostile_inputs.md"))
+    ap.add_argument("--out", help="write the markdown table here (default: print it only)")
+    ap.add_argument("--groups", nargs="+", choices=sorted(GROUPS), default=list(GROUPS),
+                    help="the case lists to run (default: all)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="xmr-hostile-"))
     env = {**os.environ, "XMR_CACHE_DIR": str(base / "cache"), "XMR_NO_PROGRESS": "1",
@@ -255,8 +292,8 @@ def main() -> None:
                    shell=True, check=True, env=env)
     shutil.copytree(base / "cache", base / "cache0")
     rows = []
-    for group, cases in (("reported", REPORTED), ("more", MORE)):
-        for item, name, cmd in cases:
+    for group in args.groups:
+        for item, name, cmd in GROUPS[group]:
             shutil.rmtree(base / "case", ignore_errors=True)
             shutil.copytree(base / "work", base / "case", symlinks=True)
             shutil.rmtree(base / "cache", ignore_errors=True)
@@ -265,16 +302,13 @@ def main() -> None:
             for name_, text in HELPERS.items():
                 (base / "case" / name_).write_text(text)
             first, _, after = cmd.partition(" ;; ")  # the exit status shown is the first part's
-            try:
-                p = subprocess.run(["bash", "-c", first], cwd=base / "case", env={**env, "OLDPWD": str(HERE.parent)},
-                                   capture_output=True, text=True, timeout=300)
-                status, out = str(p.returncode), p.stdout + p.stderr
-                if after:
-                    q = subprocess.run(["bash", "-c", after], cwd=base / "case", env=env, capture_output=True,
-                                       text=True, timeout=120)
-                    out += "\n" + q.stdout + q.stderr
-            except subprocess.TimeoutExpired:
-                status, out = "timeout", "no answer in 300 s"
+            code, out = _run_case(first, base / "case", {**env, "OLDPWD": str(HERE.parent)}, 300)
+            status = "timeout" if code is None else str(code)
+            if code is None:
+                out = "no answer in 300 s"
+            elif after:
+                _, more = _run_case(after, base / "case", env, 120)
+                out += "\n" + more
             rows.append((group, item, name, _shown_command(first), status, _message(out)))
             print(f"{item:>11} | {name} | {status} | {_message(out)}", flush=True)
     subprocess.run(["bash", "-c", f"mount | grep -F {base} | cut -d' ' -f3 | xargs -r -n1 umount -l"],
@@ -286,8 +320,11 @@ def main() -> None:
             "a folder holding a toy run (`run`, indexed on `test`) and its manifest (`data/manifest.jsonl`); the set-up of "
             f"each case is in the script. `$TOY` = `{TOY}`, `$T` = `$TOY {T[len(TOY) + 1:]}`.\n\n"
             + "\n".join(lines) + "\n")
-    Path(args.out).write_text(text)
-    print(f"written: {args.out}")
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"written: {args.out}")
+    else:
+        print(text)
 
 
 if __name__ == "__main__":
