@@ -251,7 +251,7 @@ def bench_hnsw(n: int, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray,
     xmr, xmr_s, xmr_mem = build(lambda: create_index("hnsw", dim=dim, m=m),
                                 lambda ix: ix.add(xb))
     # default ids are the positions, so the graph inside xmr answers with the same labels
-    same = xmr.faiss_index
+    same = xmr._index  # the FAISS object inside (private: labels are slots; here slots = ids)
     rows = []
     for ef in args.ef_search:
         raw.hnsw.efSearch = ef
@@ -283,7 +283,7 @@ def wrapper_overhead_us(xq: np.ndarray, k: int, rounds: int = 31) -> float:
     """
     xmr = create_index("flat", dim=xq.shape[1])
     xmr.add(unit_vectors(1000, xq.shape[1], seed=7))
-    raw = xmr.faiss_index
+    raw = xmr._index  # the FAISS object inside (private: labels are slots; here slots = ids)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:

@@ -85,7 +85,8 @@ def synthetic_index(run: Path, size: int, out: Path, index_type: str = "flat", e
         return out
     cfg, model = load_run(run)
     real = Searcher.from_run(run)  # the run's own index: its image vectors and items
-    base = real.indexes["images"].faiss_index.reconstruct_n(0, len(real.indexes["images"]))
+    gallery = real.indexes["images"]
+    base = gallery.reconstruct(gallery.ids())
     rng = np.random.default_rng(size)
     pick = rng.integers(0, len(base), size)
     vecs = l2_normalize((base[pick] + 0.05 * rng.standard_normal((size, base.shape[1]))).astype(np.float32))

@@ -72,6 +72,7 @@ ok = h.hexdigest()[:16] == m["model_id"]
 print(f"weights {h.hexdigest()[:16]}, model.json {m['model_id']} (epoch {m.get('epoch')}): {'consistent' if ok else 'TORN'}")
 """,
 }
+HELPERS["svc.py"] = (HERE / "hostile_service.py").read_text()  # the service probes: python svc.py PROBE
 MNT = "mkdir -p {d} && mount -t tmpfs -o size={s} tmpfs {d}"
 FILL = "(cat /dev/zero > {d}/filler 2>/dev/null; true)"
 
@@ -233,10 +234,185 @@ MORE = [
 
 # issue 25 (fast on a busy machine, nothing lost, nothing open), one list per part of the issue
 ISSUE25_BUSY: list[tuple[str, str, str]] = []
-ISSUE25_DATA: list[tuple[str, str, str]] = []
-ISSUE25_SERVICE: list[tuple[str, str, str]] = []
-ISSUE25_SMALL: list[tuple[str, str, str]] = []
-ISSUE25_NEWCOMER: list[tuple[str, str, str]] = []
+# the first indexed item's id, and data/more.jsonl: three train items (none in the index)
+_FIRST = "id=$(python -c \"from xmr.search import Searcher; print(Searcher.from_run('run').items[0].id)\" 2>/dev/null)"
+_MORE = "grep '\"split\": \"train\"' data/manifest.jsonl | head -3 > data/more.jsonl"
+_INDEXED = ("python -c \"import json; d = json.load(open('run/index/index_run.json')); "
+            "print(f'index_run.json: split {d[\\\"split\\\"]}, {d[\\\"n_images\\\"]} images, {len(d.get(\\\"edits\\\", []))} edit(s), '"
+            "f'n_skipped {d.get(\\\"n_skipped\\\")}, command: {d[\\\"command\\\"]}')\"")
+# hook/sitecustomize.py: in `xmr index add`, another process's full `xmr index run --split val` runs to its end
+# just before the add takes the index lock
+_RACE = """import subprocess
+import xmr.workflows.index_edit as edit
+real = edit.exclusive_lock
+def lock(path, what):
+    subprocess.run(["xmr", "-q", "index", "run", "--split", "val"], check=True)
+    return real(path, what)
+edit.exclusive_lock = lock
+"""
+_BY_ID = """from xmr.search import Searcher
+from xmr.serve.service import Query, SearchService
+svc, s = SearchService.load("run", "run/index"), Searcher.from_run("run")
+items = [it for it in s.items if it is not None]
+bad = 0
+for it in items:
+    got = [round(h["score"], 4) for h in svc.search(Query(image_id=it.id, k=5))[0]]
+    bad += got != [round(h.score, 4) for h in s.search_image(it.image, 5)]
+print(f"{bad} of {len(items)} items: search by image_id differs from a search by the item's own image")
+"""
+ISSUE25_DATA: list[tuple[str, str, str]] = [
+    ("25.2.1", "search by image_id after index remove (service)",
+     f"{_FIRST}; xmr -q index remove run $id && cat > byid.py <<'EOF'\n{_BY_ID}EOF\npython byid.py"),
+    ("25.2.3", "index add racing a full index --split val",
+     f"{_MORE} && mkdir hook && cat > hook/sitecustomize.py <<'EOF'\n{_RACE}EOF\n"
+     f"PYTHONPATH=hook:$PYTHONPATH xmr -q index add run data/more.jsonl ;; {_INDEXED}"),
+    ("25.2.4", "following the stale re-ranker's hint after an add",
+     f"{_MORE} && xmr -q index run --split test --rerank diffusion --rerank-param k=4 --rerank-param n_trunc=8 && "
+     "xmr -q index add run data/more.jsonl && xmr -q search run --text x --rerank diffusion 2>&1 "
+     "| sed -n 's/.*`xmr \\(index [^`]*\\)`.*/\\1/p' > hint.txt; h=$(cat hint.txt); "
+     f"xmr $h --rerank-param k=4 --rerank-param n_trunc=8 ;; echo \"the hint: xmr $(cat hint.txt)\"; {_INDEXED}"),
+    ("25.2.4", "a plain rebuild of an index changed by add",
+     f"{_MORE} && xmr -q index add run data/more.jsonl && xmr index run --split test ;; {_INDEXED}"),
+    ("25.2.5", "index add --skip-bad with a missing image",
+     "python add.py missing.png val && xmr index add run data/m.jsonl --split val --skip-bad ;; "
+     f"echo \"skipped.jsonl: $(cat run/index/skipped.jsonl 2>/dev/null | wc -l) line(s)\"; {_INDEXED}"),
+    ("25.2.6", "index remove with a run that does not exist",
+     f"{_FIRST}; xmr index remove no-such-run $id --index run/index ;; {_INDEXED}"),
+    ("25.2.6", "index remove with another model's run",
+     f"{_FIRST}; xmr -q train data/manifest.jsonl --out r2 {T} --seed 7 --epochs 1 && "
+     f"xmr index remove r2 $id --index run/index ;; {_INDEXED}"),
+]
+# the service (section 3, 2.2): each case starts `xmr serve run` on a free port and stops it by its PID (svc.py)
+ISSUE25_SERVICE: list[tuple[str, str, str]] = [
+    ("25.2.2", "texts filtered by a style their first item lacks", "python svc.py texts-filtered"),
+    ("25.3.1", "a 15 MB JSON body, chunked", "python svc.py chunked-json"),
+    ("25.3.1", "a 100 MB upload, chunked", "python svc.py chunked-upload"),
+    ("25.3.2", "300,000 distinct filter values in one query", "python svc.py many-filter-values"),
+    ("25.3.3", "3,000 requests to made-up paths, then /metrics", "python svc.py made-up-paths"),
+    ("25.3.4", "an image symlink re-pointed at a secret after its first view", "python svc.py image-swapped"),
+    ("25.3.4", "an image deleted after its first view", "python svc.py image-deleted"),
+    ("25.3.5", "a Host header naming another site (DNS rebinding)", "python svc.py rebinding"),
+    ("25.3.5", "a client that stalls in its body", "python svc.py slow-body"),
+    ("25.3.5", "8 uploads of a 12000 x 12000 PNG at once", "python svc.py big-decodes"),
+    ("25.3.8", "SIGTERM with two clients stalled in their bodies", "python svc.py sigterm-slow-clients"),
+]
+# 3.6, 3.7, 5.6: the API key, /docs and the page. `xmr serve run` on a free port ($P), in the background, stopped
+# by its PID ($S); a serve that exits first shows its exit status and last line. The page's items run their
+# chromium tests (tests/test_serve_browser.py) against the code surveyed.
+_PORT = "P=$(python -c 'import socket; s = socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])')"
+
+
+def _serving(serve: str, probe: str) -> str:
+    """bash: ``serve`` (an ``xmr serve run ...``) on port $P; once /healthz answers, ``probe``, then stop it."""
+    return (f"{_PORT}; >serve.log 2>&1 {serve} --port $P & S=$!; for i in $(seq 600); do "
+            "curl -s -o /dev/null 127.0.0.1:$P/healthz && break; kill -0 $S 2>/dev/null || break; sleep 0.1; done; "
+            f"if kill -0 $S 2>/dev/null; then {probe}; kill $S; wait $S; exit 0; "
+            "else wait $S; rc=$?; tail -1 serve.log; exit $rc; fi")
+
+
+_CODE = "curl -s -o /dev/null -w '%{http_code}'"
+_PAGE_TEST = "python -m pytest -o addopts= -q -p no:cacheprovider $OLDPWD/tests/test_serve_browser.py -k"
+ISSUE25_SERVICE += [
+    ("25.3.6", "XMR_API_KEY with a trailing space",
+     _serving("XMR_API_KEY=$'s3cret\\x20' xmr serve run",
+              f"echo \"served; /info with X-API-Key 's3cret': $({_CODE} -H 'X-API-Key: s3cret' 127.0.0.1:$P/info), "
+              f"with 's3cret ': $({_CODE} -H 'X-API-Key: s3cret ' 127.0.0.1:$P/info)\"")),
+    ("25.3.6", "a CORS preflight with XMR_API_KEY set",
+     _serving("XMR_API_KEY=s3cret xmr serve run --cors http://app.example",
+              f"echo \"preflight of POST /search from http://app.example: $({_CODE} -X OPTIONS "
+              "-H 'Origin: http://app.example' -H 'Access-Control-Request-Method: POST' "
+              "-H 'Access-Control-Request-Headers: content-type,x-api-key' 127.0.0.1:$P/search), "
+              "allow-origin: $(curl -s -D - -o /dev/null -X OPTIONS -H 'Origin: http://app.example' "
+              "-H 'Access-Control-Request-Method: POST' 127.0.0.1:$P/search | grep -i '^access-control-allow-origin' "
+              "| tr -d '\\r' | cut -d' ' -f2)\"")),
+    ("25.3.6", "the page with XMR_API_KEY set: a key field?",
+     _serving("XMR_API_KEY=s3cret xmr serve run",
+              f"echo \"/: $({_CODE} 127.0.0.1:$P/), /info without the key: $({_CODE} 127.0.0.1:$P/info), "
+              "key field in the page: $(curl -s 127.0.0.1:$P/ | grep -c 'id=\\\"api-key\\\"')\"")),
+    ("25.3.6", "the page with a key, in chromium", f"{_PAGE_TEST} api_key"),
+    ("25.3.7", "/docs offline: what it loads from elsewhere",
+     _serving("xmr serve run", f"echo \"/docs: $({_CODE} 127.0.0.1:$P/docs), remote URLs: "
+              "$(curl -s 127.0.0.1:$P/docs | grep -o 'https\\?://[^\\\"]*' | sort -u | tr '\\n' ' ')\"")),
+    ("25.3.7", "/docs offline, in chromium", f"{_PAGE_TEST} docs_work_offline"),
+    ("25.5.6", "GET /favicon.ico", _serving("xmr serve run", f"echo \"/favicon.ico: $({_CODE} 127.0.0.1:$P/favicon.ico)\"")),
+    ("25.5.6", "search by this, then typed text: shown, one click to clear (chromium)", f"{_PAGE_TEST} search_by_this"),
+    ("25.5.6", "a refused upload after a search (chromium)", f"{_PAGE_TEST} refused_upload"),
+    ("25.5.6", "long ids without spaces (chromium)", f"{_PAGE_TEST} long_ids"),
+    ("25.5.6", "'texts' offered by an index of images only (chromium)", f"{_PAGE_TEST} texts_are_not_offered"),
+]
+# as root, permissions do not stop reading: these xmr processes run without the two capabilities that bypass them
+NODAC = "setpriv --bounding-set=-dac_override,-dac_read_search"
+# a run with GXN's generative paths (caption decoder and text-to-image GAN), one epoch
+GXN = (f"{TOY} --embed-dim 32 --hidden-dim 32 --two-branch 0.5 --similarity order --loss vse0 --margin 0.05 "
+       "--batch-size 16 --patience 0 --epochs 1 --generative i2t,t2i --caption-xe-epochs 1")
+ISSUE25_SMALL: list[tuple[str, str, str]] = [
+    ("25.2.7", "unreadable sub-folder (data manifest --recursive)", "mkdir -p p/locked && cp data/img/red-circle-0.png "
+     f"p/a.png && cp data/img/red-circle-1.png p/locked/b.png && chmod 000 p/locked && {NODAC} xmr data manifest p "
+     "--out m.jsonl --recursive ;; chmod 755 p/locked; echo \"manifest: $(wc -l < m.jsonl) item(s); listed: "
+     "$(cat m.skipped.jsonl 2>/dev/null || echo nothing)\""),
+    ("25.2.7", "unreadable caption sidecar (data manifest)", "mkdir p && cp data/img/red-circle-0.png p/a.png && "
+     "cp data/img/red-circle-1.png p/b.png && echo 'a red circle' > p/a.txt && echo 'a circle' > p/b.txt && "
+     f"chmod 000 p/a.txt && {NODAC} xmr data manifest p --out m.jsonl ;; "
+     "echo \"manifest: $(wc -l < m.jsonl) item(s); listed: $(cat m.skipped.jsonl 2>/dev/null || echo nothing)\""),
+    ("25.2.7", "unreadable caption sidecar (index --images)", "mkdir p && cp data/img/red-circle-0.png p/a.png && "
+     f"cp data/img/red-circle-1.png p/b.png && echo 'a red circle' > p/a.txt && chmod 000 p/a.txt && {NODAC} "
+     "xmr index run --images p --out idx"),
+    ("25.2.8", "data manifest --split inf/0/0", "mkdir p && cp data/img/red-circle-*.png p/ && "
+     "xmr data manifest p --out m.jsonl --split inf/0/0"),
+    ("25.2.8", "serve --max-upload-mb inf", "timeout 60 xmr serve run --max-upload-mb inf"),
+    ("25.2.8", "train --margin inf", f"xmr train data/manifest.jsonl --out rm {T} --margin inf --loss vse0"),
+    ("25.2.8", "index --memory-budget of 400 digits", f"xmr index run --factory auto --memory-budget {'9' * 400}GB"),
+    ("25.2.9", "a FIFO as --queries", "mkfifo q.txt && timeout 60 xmr search run --queries q.txt"),
+    ("25.2.9", "/dev/zero as --queries (ulimit -v 6 GB)", "ln -s /dev/zero q.txt && (ulimit -v 6000000; "
+     "timeout 120 xmr search run --queries q.txt)"),
+    ("25.2.9", "a FIFO as --captions", "mkdir p && cp data/img/red-circle-0.png p/ && mkfifo c.csv && "
+     "timeout 60 xmr data manifest p --out m.jsonl --captions c.csv"),
+    ("25.2.9", "a FIFO as the run's best/model.json", "rm run/best/model.json && mkfifo run/best/model.json && "
+     "timeout 60 xmr eval run"),
+    ("25.2.9", "a FIFO as a caption sidecar", "mkdir p && cp data/img/red-circle-0.png p/a.png && "
+     "cp data/img/red-circle-1.png p/b.png && mkfifo p/a.txt && timeout 60 xmr data manifest p --out m.jsonl ;; "
+     "echo \"listed: $(cat m.skipped.jsonl 2>/dev/null || echo nothing)\""),
+    ("25.4", "caption --beam 1000 (vocabulary: tens of words)", f"xmr -q train data/manifest.jsonl --out rg {GXN} "
+     "> /dev/null && xmr caption rg --image data/img/red-circle-0.png --beam 1000 > cap.txt ;; "
+     "echo \"caption: '$(cat cap.txt)'\""),
+    ("25.4", "imagine --n 12000 (ulimit -v 4 GB)", f"xmr -q train data/manifest.jsonl --out rg {GXN} > /dev/null && "
+     "(ulimit -v 4000000; xmr -q imagine rg --text 'a red circle' --out im/x.png --n 12000 > /dev/null) ;; "
+     "echo \"$(ls im 2>/dev/null | wc -l) PNGs written\""),
+    ("25.4", "ESC and newline in file names (search, human output)", "mkdir p && "
+     "cp data/img/red-circle-0.png \"p/$(printf 'red\\033[2Jx.png')\" && "
+     "cp data/img/red-circle-1.png \"p/$(printf 'new\\nline.png')\" && xmr -q index run --images p --out idx && "
+     "xmr search run --index idx --image data/img/red-circle-0.png -k 2 > out.txt ;; "
+     "cat -v out.txt; echo \"$(wc -l < out.txt) lines for 2 hits; raw ESC bytes: $(tr -cd '\\033' < out.txt | wc -c)\""),
+]
+# section 5: the real encoders where the point is their memory or load time (each case trains a small run)
+REAL = "--epochs 1 --batch-size 16 --patience 0"
+ISSUE25_NEWCOMER: list[tuple[str, str, str]] = [
+    ("25.5.1", "50 vs 400 image queries in one file (EfficientNet-Lite0): peak RSS",
+     f"xmr -q train data/manifest.jsonl --out real --text-encoder toy-text {REAL} && xmr -q index real --split test "
+     "&& for n in 50 400; do yes \"$(ls data/img/*.png)\" | head -n $n > q$n.txt; done && for n in 50 400; do "
+     "/usr/bin/time -f \"$n image queries: peak RSS %M kB, %e s;\" xmr -q search real --queries q$n.txt --json "
+     "2>&1 >/dev/null | tail -1; done | tr '\\n' ' '"),
+    ("25.5.2", "the README's query file: an image path relative to another folder",
+     "printf 'a purple circle\\nholidays/rex.jpg\\n' > queries.txt && xmr search run --queries queries.txt -k 2"),
+    ("25.5.2", "a query line 'dog.png' that names no file, --json",
+     "printf 'dog.png\\n' > q.txt && xmr search run --queries q.txt --json -k 1 ;; "
+     "xmr search run --queries q.txt --json -k 1 2>/dev/null | cut -c1-150"),
+    ("25.5.3", "train on a folder without captions",
+     f"mkdir pics && cp data/img/*-0.png pics/ && xmr -q data manifest pics --out pics.jsonl --split 80/10/10 && "
+     f"xmr train pics.jsonl --out rp {T}"),
+    ("25.5.3", "the manifest of a folder without captions",
+     "mkdir pics && cp data/img/*-0.png pics/ && xmr data manifest pics --out pics.jsonl --split 80/10/10 "
+     "| tail -1 | cut -c1-200"),
+    ("25.5.4", "one text query (MiniLM run): the log and the process time",
+     "xmr -q train data/manifest.jsonl --out rm --image-encoder toy-image --text-encoder minilm-l6 --embed-dim 32 "
+     f"{REAL} && xmr -q index rm --split test && /usr/bin/time -f 'process %e s' xmr search rm --text 'a red circle' "
+     "-k 1 2>&1 | grep -E 'loaded the|process' | sed 's/INFO xmr.tasks.retrieval: //' | tr '\\n' ' '"),
+    ("25.5.5", "human output of a folder of bare images",
+     "xmr -q index run --images data/img --out pidx && xmr search run --index pidx --text 'a red circle' -k 1"),
+    ("25.5.5", "--target texts on an index of bare images",
+     "xmr -q index run --images data/img --out pidx && xmr search run --index pidx --text 'a red circle' "
+     "--target texts"),
+]
 
 GROUPS = {"reported": REPORTED, "more": MORE, "issue25-busy": ISSUE25_BUSY, "issue25-data": ISSUE25_DATA,
           "issue25-service": ISSUE25_SERVICE, "issue25-small": ISSUE25_SMALL, "issue25-newcomer": ISSUE25_NEWCOMER}

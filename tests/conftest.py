@@ -12,6 +12,9 @@ import torch
 from xmr.bench.shapes import COLOURS, SHAPES, make_shapes_dataset  # noqa: F401  (tests import them from here)
 
 os.environ.setdefault("XMR_NO_PROGRESS", "1")
+# xmr commands, in this process and in the ones the tests start, at one thread as below: the suite's
+# inputs are tiny, and one run's numbers never depend on how many cores the machine has
+os.environ.setdefault("XMR_THREADS", "1")
 torch.set_num_threads(1)  # tiny tensors: thread start-up and spinning cost more than they save
 faiss.omp_set_num_threads(1)  # the same for FAISS, and HNSW builds become deterministic
 

@@ -20,9 +20,13 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def cli_error(args: Sequence[str], capsys: pytest.CaptureFixture) -> str:
-    """Run ``xmr args`` in this process; assert exit 2 and one ``xmr: error:`` line; return it."""
+    """Run ``xmr args`` in this process; assert exit 2 and one ``xmr: error:`` line; return it (an option
+    refused while parsing exits through SystemExit, as the ``xmr`` process does)."""
     capsys.readouterr()
-    rc = main([str(a) for a in args])
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:
+        rc = e.code  # type: ignore[assignment]  # argparse exits with an int status
     err = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in err if line.startswith("xmr: error: ")]
     assert rc == 2, f"exit {rc}, stderr: {err}"
@@ -39,10 +43,13 @@ def cli_ok(args: Sequence[str], capsys: pytest.CaptureFixture) -> str:
 
 
 def run_process(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 120,
-                code: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m xmr args`` (or ``python -c code args``) as a real process, with a time limit."""
+                code: str | None = None, unset: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """``python -m xmr args`` (or ``python -c code args``) as a real process, with a time limit;
+    ``env`` added to this process's environment, the variables in ``unset`` removed from it."""
     full_env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 "XMR_NO_PROGRESS": "1", **(env or {})}
+    for name in unset:
+        full_env.pop(name, None)
     cmd = [sys.executable, "-c", code, *map(str, args)] if code else [sys.executable, "-m", "xmr", *map(str, args)]
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
 

@@ -30,7 +30,8 @@ def test_query_lines_are_texts_unless_they_name_an_image_file(tmp_path: Path) ->
     (tmp_path / "notes.txt").write_text("x")
     assert parse_query_line("  a red circle ", tmp_path, 1) == Query("text", "a red circle", 1)
     assert parse_query_line("cat.png", tmp_path, 2) == Query("image", str(tmp_path / "cat.png"), 2)
-    assert parse_query_line("dog.png", tmp_path, 3) == Query("text", "dog.png", 3)  # no such file: a text
+    missing = parse_query_line("dog.png", tmp_path, 3)  # no such file: an error on its line, not a text
+    assert missing is not None and missing.kind == "image" and "looked for" in str(missing.error)
     assert parse_query_line("notes.txt", tmp_path, 4) == Query("text", "notes.txt", 4)  # not an image suffix
     assert parse_query_line("text: cat.png", tmp_path, 5) == Query("text", "cat.png", 5)
     assert parse_query_line("IMAGE: missing.jpg", tmp_path, 6).kind == "image"  # forced: fails when searched

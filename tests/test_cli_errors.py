@@ -23,7 +23,7 @@ BAD = {
     "train: margin": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--margin", "-1"], "margin"),
     "train: head": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--head", "nope"], "unknown head"),
     "train: similarity": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--similarity", "nope"], "nope"),
-    "train: embed dim": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--embed-dim", "0"], "embed_dim"),
+    "train: embed dim": (["train", "{m}", "--out", "{tmp}/a", *TRAIN, "--embed-dim", "0"], "--embed-dim"),
     "train: text pool": (["train", "{m}", "--out", "{tmp}/a", *TOY[:2], "--text-encoder", "textcnn",
                           "--word-vectors", "random", "--text-pool", "nope"], "nope"),
     "train: composed": (["train", "{m}", "--out", "{tmp}/a", "--task", "composed", "--compose", "nope"], "nope"),

@@ -82,9 +82,10 @@ def test_bad_folders_and_sidecars_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(XmrError, match="no image files.*--recursive"):
         scan_folder(tmp_path / "empty")
     assert len(scan_folder(tmp_path / "empty", recursive=True).items) == 1
-    (tmp_path / "empty" / "sub" / "a.json").write_text("{not json")
-    with pytest.raises(XmrError, match=r"a\.json: not valid JSON"):
-        scan_folder(tmp_path / "empty", recursive=True)
+    (tmp_path / "empty" / "sub" / "a.json").write_text("{not json")  # a bad sidecar: its image listed, left out
+    scan = scan_folder(tmp_path / "empty", recursive=True)
+    assert scan.items == [] and [(s["id"], s["what"]) for s in scan.skipped] == [("sub/a.png", "sidecar")]
+    assert "a.json: not valid JSON" in scan.skipped[0]["reason"]
 
 
 def test_splits_come_from_a_seeded_hash_and_adding_images_moves_none() -> None:
@@ -136,7 +137,7 @@ def test_index_and_encode_a_folder_of_images_with_unreadable_files_mixed_in(
     idx = tmp_path / "idx"
     assert main(["index", str(run), "--images", str(folder), "--out", str(idx), "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
-    assert "3 images" in out and "1 unreadable image(s) left out" in out  # top level only without --recursive
+    assert "3 images" in out and "1 unreadable image(s), caption sidecar(s)" in out  # top level only: no --recursive
     assert main(["index", str(run), "--images", str(folder), "--recursive", "--out", str(idx),
                  "--cache-dir", str(cache)]) == 0
     capsys.readouterr()

@@ -377,3 +377,17 @@ def test_reducing_by_strips_equals_reducing_the_whole_image(monkeypatch: pytest.
         im = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
         np.testing.assert_array_equal(np.asarray(image_io._reduced(im, 20)),
                                       np.asarray(im.reduce(min(im.size) // 20)))
+
+
+@pytest.mark.parametrize(("mode", "averaged_as"), [("1", "L"), ("P", "RGBA")])
+def test_modes_pil_cannot_average_are_reduced_by_converted_strips(monkeypatch: pytest.MonkeyPatch, mode: str,
+                                                                   averaged_as: str) -> None:
+    """A large 1-bit PNG was refused ("image has wrong mode": PIL's reduce takes no mode "1")."""
+    import xmr.encoders.image_io as image_io
+
+    monkeypatch.setattr(image_io, "_STRIP_PIXELS", 5000)
+    grey = Image.fromarray(np.random.default_rng(1).integers(0, 256, (333, 517), dtype=np.uint8), "L")
+    im = grey.convert(mode)
+    got = image_io._reduced(im, 20)
+    assert got.mode == averaged_as
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(im.convert(averaged_as).reduce(min(im.size) // 20)))

@@ -138,12 +138,13 @@ def test_approximate_recall_at_10(data: tuple[np.ndarray, np.ndarray], name: str
 
 
 def test_search_params_reach_faiss() -> None:
+    # the FAISS object itself (private to Index: its labels are slots, not ids): the knob must reach it
     hnsw = create_index("hnsw", dim=DIM, ef_search=123)
-    assert faiss.downcast_index(hnsw.faiss_index).hnsw.efSearch == 123
+    assert faiss.downcast_index(hnsw._index).hnsw.efSearch == 123
     ivf = create_index("faiss", dim=DIM, factory="IVF8,Flat", nprobe=5)
-    assert faiss.extract_index_ivf(ivf.faiss_index).nprobe == 5
+    assert faiss.extract_index_ivf(ivf._index).nprobe == 5
     clipped = create_index("faiss", dim=DIM, factory="IVF8,Flat", nprobe=100)
-    assert faiss.extract_index_ivf(clipped.faiss_index).nprobe == 8
+    assert faiss.extract_index_ivf(clipped._index).nprobe == 8
 
 
 @pytest.mark.parametrize("custom_ids", [False, True])
@@ -350,11 +351,11 @@ def test_set_search_params_changes_faiss_and_config(data: tuple[np.ndarray, np.n
     index = create_index("faiss", dim=DIM, factory="IVF16,Flat", nprobe=1)
     index.add(xb)
     index.set_search_params(nprobe=16)
-    assert index.config.nprobe == 16 and faiss.extract_index_ivf(index.faiss_index).nprobe == 16
+    assert index.config.nprobe == 16 and faiss.extract_index_ivf(index._index).nprobe == 16
     np.testing.assert_array_equal(index.search(xq, 10)[1], brute_force(xb, xq, 10, "ip")[1])
     hnsw = create_index("hnsw", dim=DIM)
     hnsw.set_search_params(ef_search=200)
-    assert faiss.downcast_index(hnsw.faiss_index).hnsw.efSearch == 200
+    assert faiss.downcast_index(hnsw._index).hnsw.efSearch == 200
     with pytest.raises(ValueError, match="ef_search must be a positive integer, got 0"):
         hnsw.set_search_params(ef_search=0)
     assert hnsw.config.ef_search == 200
@@ -371,7 +372,7 @@ def test_index_search_params_are_saved_with_the_index(toy_run: tuple[Path, Path]
         assert main(["-q", "index", str(run), "--split", "test", "--out", str(tmp_path / name), "--cache-dir",
                      str(cache), *extra]) == 0
     hnsw = Searcher.from_run(run, tmp_path / "hnsw")
-    assert hnsw.indexes["images"].faiss_index.hnsw.efSearch == 200
+    assert hnsw.indexes["images"]._index.hnsw.efSearch == 200
     flat = Searcher.from_run(run, tmp_path / "flat")
     for text in ("a red circle", "a blue square"):  # a 24-image graph searched that wide is exact
         assert [h.id for h in hnsw.search_text(text, 5)] == [h.id for h in flat.search_text(text, 5)]

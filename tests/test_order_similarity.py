@@ -64,7 +64,7 @@ def test_order_run_trains_evaluates_and_searches(tmp_path: Path, capsys: pytest.
     s = Searcher.from_run(run)
     q = s.embed_texts(["a purple circle"])
     scores, ids = s.search_reranked(q, None, 5, target="images", modality="text")
-    gallery = s.indexes["images"].faiss_index.reconstruct_n(0, len(s.indexes["images"]))
+    gallery = s.indexes["images"].reconstruct(s.indexes["images"].ids())
     brute = order_scores(gallery, q)[:, 0]
     np.testing.assert_allclose(scores[0], np.sort(brute)[::-1][:5], rtol=1e-5)
     assert set(ids[0]) == set(np.argsort(-brute, kind="stable")[:5])

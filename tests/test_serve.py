@@ -387,11 +387,23 @@ def test_serve_help_shows_the_config_defaults() -> None:
         assert f"(default: {shown})" in text
 
 
-def test_filters_on_texts_keep_the_texts_whose_item_passes(client: TestClient, served: tuple[Path, Path]) -> None:
+def test_filters_on_texts_keep_the_texts_any_of_whose_items_passes(client: TestClient,
+                                                                   served: tuple[Path, Path]) -> None:
+    """Issue 25, 2.2: every shapes text is carried by an s0 item (its first) and an s1 item; a filter on
+    s1 keeps them all (it kept none: a text was judged by its first item only), each shown with an s1 item."""
     run, idx = served
     s = Searcher.from_run(run, idx)
     full = s.search_text("a purple circle", len(s.texts), target="texts")
-    style = {it.id: it.style for it in s.items}
-    r = client.post("/search", json={"text": "a purple circle", "target": "texts", "k": 50,
-                                     "filters": {"style": "s1"}}).json()
-    assert [h["id"] for h in r["results"]] == [h.id for h in full if style.get(h.item or "") == "s1"]
+    carried_by = {t: {it.style for it in s.items if t in it.texts} for t in s.texts}
+    want = [h.id for h in full if "s1" in carried_by[h.text]]
+    assert len(want) == len(s.texts) == 15  # every text: the reference is not empty
+    for k, offset in ((50, 0), (4, 3)):
+        r = client.post("/search", json={"text": "a purple circle", "target": "texts", "k": k, "offset": offset,
+                                         "filters": {"style": "s1"}}).json()
+        assert [h["id"] for h in r["results"]] == want[offset:offset + k] and r["total"] == len(want)
+        assert all(h["fields"]["style"] == "s1" and h["fields"]["item"].endswith("/1") for h in r["results"])
+    both = client.post("/search", json={"text": "a purple circle", "target": "texts", "k": 50,
+                                        "filters": {"style": "s1", "label": "circle"}}).json()
+    want_circle = [h.id for h in full if any(it.style == "s1" and it.label == "circle" and h.text in it.texts
+                                             for it in s.items)]
+    assert [h["id"] for h in both["results"]] == want_circle and len(want_circle) == 6  # "a <c> circle", "<c>"

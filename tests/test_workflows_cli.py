@@ -158,7 +158,7 @@ def test_gallery_of_bare_images(trained: tuple[Path, Path, Path], tmp_path: Path
     assert s.search_text("a blue cross", k=1)[0].id == "g2"
     assert main(["search", str(run), "--index", str(out), "--image", str(img / "red-circle-1.png"),
                  "--target", "texts"]) == 2
-    assert "empty" in capsys.readouterr().err
+    assert "target texts: this index holds no texts" in capsys.readouterr().err
 
 
 def test_list(capsys: pytest.CaptureFixture) -> None:

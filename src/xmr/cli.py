@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from xmr.errors import XmrError
 from xmr.utils.io import os_error_reason
+from xmr.utils.terminal import terminal_safe
 
 if TYPE_CHECKING:
     from xmr.data.manifest import Item
@@ -79,8 +80,8 @@ def _cmd_encode(a: argparse.Namespace) -> None:
     if (a.manifest is None) == (a.images is None):
         raise XmrError("give a manifest or --images FOLDER (one of them)")
     source, skip_bad = (a.manifest, a.skip_bad) if a.images is None else (a.images, True)
-    items = scan_folder(a.images, recursive=a.recursive).items if a.images is not None else \
-        read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad)
+    scan = scan_folder(a.images, recursive=a.recursive) if a.images is not None else None
+    items = scan.items if scan is not None else read_items(a.manifest, image_root=a.image_root, skip_bad=a.skip_bad)
     items = select_split(items, a.split)
     image_encoder, text_encoder = a.image_encoder or RunConfig.image_encoder, a.text_encoder or RunConfig.text_encoder
     if a.engine == "ray" or a.shards is not None:
@@ -90,9 +91,10 @@ def _cmd_encode(a: argparse.Namespace) -> None:
                       cache_dir=a.cache_dir, skip_bad=skip_bad, allow_textless=a.images is not None)
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")
-    if fs.skipped:
-        listed = write_skipped(skipped_list_path(source, a.cache_dir), fs.skipped)
-        print(f"skipped {len(fs.skipped)} unreadable image(s); listed in {listed}")
+    skipped = (*(scan.skipped if scan is not None else ()), *fs.skipped)  # + unlistable folders, bad sidecars
+    if skipped:
+        listed = write_skipped(skipped_list_path(source, a.cache_dir), skipped)
+        print(f"skipped {len(skipped)} unreadable image(s), caption sidecar(s) or sub-folder(s); listed in {listed}")
 
 
 def _encode_partitions(a: argparse.Namespace, items: list[Item], image_encoder: str, text_encoder: str, *,
@@ -141,7 +143,7 @@ def _progress_line(what: str) -> Callable[[int, int], None]:
 # Each task lists the options it takes (xmr.tasks); any other option given is refused by name.
 
 #: namespace entries that are not options of a task
-_NOT_TASK_OPTIONS = frozenset({"cmd", "func", "argv", "verbose", "quiet", "max_image_pixels", "task", "run",
+_NOT_TASK_OPTIONS = frozenset({"cmd", "func", "argv", "verbose", "quiet", "max_image_pixels", "threads", "task", "run",
                                "manifest", "out", "overwrite", "cache_dir"})
 
 
@@ -197,11 +199,11 @@ def _cmd_index(a: argparse.Namespace) -> None:
     if a.shards is not None:
         from xmr.workflows.index_shards import index_shards
 
-        if a.manifest or a.images or a.split or a.rerank or a.tune or a.texts_per_item:
+        if a.manifest or a.images or a.split or a.rerank or a.tune or a.texts_per_item or a.edits == "keep":
             raise XmrError("--shards indexes the shards as encoded: leave out --manifest, --images, --split, "
-                           "--texts-per-item, --rerank and --tune")
+                           "--texts-per-item, --rerank, --tune and --keep-edits")
         out = index_shards(a.run, a.shards, factory=factory, out_dir=a.out, memory_budget=a.memory_budget,
-                           search_params=search_params, command=_command(a))
+                           search_params=search_params, command=_command(a), drop_edits=a.edits == "drop")
         built = load_json(os.path.join(out, "index_run.json"))
         print(f"index: {out} ({built['n_images']} images, {built['n_texts']} texts, from the shards in {a.shards})")
         _print_choice(built)
@@ -210,11 +212,11 @@ def _cmd_index(a: argparse.Namespace) -> None:
                     texts_per_item=a.texts_per_item, out_dir=a.out, rerank=_rerankers(a), rerank_targets=targets,
                     cache_dir=a.cache_dir, command=_command(a), skip_bad=a.skip_bad, images=a.images,
                     recursive=a.recursive, tune=a.tune,
-                    search_params=search_params,
+                    search_params=search_params, edits=a.edits,
                     tune_fixed=[p.partition("=")[0].strip().rpartition(".")[2] for p in a.rerank_param])
     built = load_json(os.path.join(out, "index_run.json"))
-    skipped = f"; {built['n_skipped']} unreadable image(s) left out, listed in {os.path.join(out, 'skipped.jsonl')}" \
-        if built.get("n_skipped") else ""
+    skipped = f"; {built['n_skipped']} unreadable image(s), caption sidecar(s) or sub-folder(s) left out, listed in " \
+        f"{os.path.join(out, 'skipped.jsonl')}" if built.get("n_skipped") else ""
     print(f"index: {out} ({built['n_images']} images, {built['n_texts']} texts{skipped})")
     _print_choice(built)
     if a.rerank:
@@ -236,8 +238,10 @@ def _cmd_index_add(a: argparse.Namespace) -> None:
 
     e = add_to_index(a.run, a.manifest, index_dir=a.index, split=a.split, cache_dir=a.cache_dir,
                      skip_bad=a.skip_bad, command=_command(a))
+    skipped = f"; {e.skipped} unreadable image(s) left out, listed in {e.index_dir / 'skipped.jsonl'}" \
+        if e.skipped else ""
     print(f"index: {e.index_dir}: added {e.images} images and {e.texts} new texts; now {e.n_images} images, "
-          f"{e.n_texts} texts")
+          f"{e.n_texts} texts{skipped}")
     _print_stale(a, e.rerank_stale)
 
 
@@ -252,15 +256,16 @@ def _cmd_index_remove(a: argparse.Namespace) -> None:
 
 def _print_stale(a: argparse.Namespace, stale: Sequence[str]) -> None:
     if stale:
+        out = f" --out {a.index}" if a.index else ""
         print(f"re-ranking structures ({', '.join(stale)}) described the old gallery and were left out; build them "
-              f"again with `xmr index {a.run} --rerank {','.join(stale)}` over the gallery you want")
+              f"again for the index as it is now with `xmr index {a.run} --keep-edits{out} --rerank {','.join(stale)}`")
 
 
 def _join_index_edit(argv: list[str]) -> list[str]:
     """``xmr index add ...`` / ``xmr index remove ...`` -> the commands ``index add`` / ``index remove``
     (``xmr index RUN`` keeps its positional run; a run folder named ``add`` is ``./add``)."""
     for k, token in enumerate(argv):
-        if token.startswith("-") or (k and argv[k - 1] == "--max-image-pixels"):
+        if token.startswith("-") or (k and argv[k - 1] in ("--max-image-pixels", "--threads")):
             continue
         if token == "index" and k + 1 < len(argv) and argv[k + 1] in ("add", "remove"):
             return [*argv[:k], f"index {argv[k + 1]}", *argv[k + 2:]]
@@ -287,8 +292,8 @@ def _cmd_search(a: argparse.Namespace) -> None:
     task = _run_task(a)
     given = _given(a)
     refuse_options(given, task.search_options, f"`xmr search` of a {task.name} run")
-    for line in task.search(a.run, given):
-        print(line)
+    for line in task.search(a.run, given):  # file names and texts may hold escape sequences, newlines
+        print(terminal_safe(line, as_json=a.json))
 
 
 def _cmd_eval(a: argparse.Namespace) -> None:
@@ -323,15 +328,17 @@ def _cmd_imagine(a: argparse.Namespace) -> None:
 
 
 def _cmd_serve(a: argparse.Namespace) -> None:
-    # idle OpenMP threads (torch's, FAISS's) sleep instead of spinning against the web server and the
-    # text encoder; read once, when the OpenMP runtime loads, so before the imports below
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE, set by main before torch or FAISS load)
     from xmr.serve import ServeConfig, serve
 
     given = {k: v for k, v in (("host", a.host), ("port", a.port), ("workers", a.workers),
-                               ("max_upload_mb", a.max_upload_mb)) if v is not None}
+                               ("max_upload_mb", a.max_upload_mb), ("body_timeout", a.body_timeout),
+                               ("max_decodes", a.max_decodes), ("max_filter_values", a.max_filter_values),
+                               ("graceful_timeout", a.graceful_timeout)) if v is not None}
     if a.cors:
         given["cors_origins"] = tuple(a.cors)
+    if a.allow_host:
+        given["allowed_hosts"] = tuple(a.allow_host)
     if a.exact_text:
         given["fast_text"] = False
     serve(a.run, a.index, ServeConfig(**given))
@@ -359,7 +366,9 @@ def _serve_defaults() -> dict[str, str]:
     from xmr.serve.config import ServeConfig
 
     c = ServeConfig()
-    return {"host": c.host, "port": str(c.port), "workers": str(c.workers), "max_upload_mb": f"{c.max_upload_mb:g}"}
+    return {"host": c.host, "port": str(c.port), "workers": str(c.workers), "max_upload_mb": f"{c.max_upload_mb:g}",
+            "body_timeout": f"{c.body_timeout:g}", "max_decodes": str(c.max_decodes),
+            "max_filter_values": str(c.max_filter_values), "graceful_timeout": f"{c.graceful_timeout:g}"}
 
 
 def _cmd_list(a: argparse.Namespace) -> None:
@@ -391,19 +400,34 @@ def _generative_paths(text: str) -> tuple[str, ...]:
     return paths
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (``--texts-per-item 0`` is refused by name)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+class _Number:
+    """argparse type of every numeric option: a number of a :class:`~xmr.utils.numbers.NumberRange`
+    (finite, whole where a count is asked, in range), else the option's one-line error naming it."""
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, *, whole: bool = True,
+                 lo_open: bool = False, hi_open: bool = False) -> None:
+        from xmr.utils.numbers import NumberRange
+
+        self.range = NumberRange(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, whole=whole)
+        self.__name__ = "whole number" if whole else "number"  # argparse names the type in some messages
+
+    def __call__(self, text: str) -> float:
+        try:
+            return self.range.parse(text)
+        except XmrError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_positive_int = _Number(1)  # ``--texts-per-item 0`` is refused by name
+_count = _Number(0)  # a whole number >= 0 (0 = off)
+_seed = _Number(0, 2**32, hi_open=True)  # what numpy and torch both accept as a seed
+_positive = _Number(0, whole=False, lo_open=True)  # a real number > 0
+_non_negative = _Number(0, whole=False)  # a real number >= 0
 
 
 def _one_line(message: str) -> str:
-    return " ".join(message.split("\n")) if "\n" in message else message
+    """An error message as one printable line: its lines joined, control characters escaped."""
+    return terminal_safe(" ".join(message.split("\n")) if "\n" in message else message)
 
 
 def _add_skip_bad(p: argparse.ArgumentParser) -> None:
@@ -468,24 +492,26 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="textcnn/bigru: word table from GloVe 6B-50d (needs the glove extra) or random")
     p.add_argument("--no-position-shift", action="store_true", default=None,
                    help="textcnn: left-align the words instead of the random-padding position shift")
-    p.add_argument("--text-length", type=int, default=None, help="textcnn/bigru: words per text (longer are cut)")
+    p.add_argument("--text-length", type=_positive_int, default=None,
+                   help="textcnn/bigru: words per text (longer are cut)")
     p.add_argument("--text-pool", default=None,
                    help="textcnn: max | avg; bigru: mean | last | attention (A3VSE's K-head token attention)")
     p.add_argument("--loss", default=None, help="infonce | vse0 | vse++ | instance")
     p.add_argument("--then", default=None, metavar="OBJECTIVE",
                    help="with --loss instance: 'instance+rank' after --stage1-epochs (dual-path two-stage)")
-    p.add_argument("--stage1-epochs", type=int, default=None, help="epochs of Stage I (instance loss only)")
+    p.add_argument("--stage1-epochs", type=_count, default=None, help="epochs of Stage I (instance loss only)")
     p.add_argument("--rank-loss", default=None, help="the ranking loss of instance+rank")
     p.add_argument("--similarity", default=None,
                    help="how the space scores a pair: cosine | order (GXN order violation; ranking losses only)")
-    p.add_argument("--two-branch", type=float, default=None, metavar="LAMBDA",
+    p.add_argument("--two-branch", type=_Number(0, 1, whole=False, lo_open=True, hi_open=True), default=None,
+                   metavar="LAMBDA",
                    help="GXN abstract + grounded heads scored by s* = lam s_h + (1 - lam) s_l (GXN: 0.5)")
     p.add_argument("--generative", type=_generative_paths, default=None, metavar="PATHS",
                    help="with --two-branch: GXN's generative paths on the grounded branch, i2t (caption decoder, "
                         "XE then self-critical CIDEr-D), t2i (text-to-image GAN) or i2t,t2i (Algorithm 1)")
     p.add_argument("--caption-xe-only", action="store_true", default=None,
                    help="i2t: train the caption decoder on cross-entropy only (no self-critical reward)")
-    p.add_argument("--caption-xe-epochs", type=int, default=None,
+    p.add_argument("--caption-xe-epochs", type=_count, default=None,
                    help="i2t: cross-entropy-only epochs before the mixed XE + CIDEr-D reward loss")
     p.add_argument("--image-head", default=None,
                    help="image-side head if not --head: region-attention | region-mean (A3VSE; need a region "
@@ -496,43 +522,45 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="pair un-annotated training images with their ImageNet labels as pseudo-texts (A3VSE)")
     p.add_argument("--adversarial", action="store_true", default=None,
                    help="A3VSE's six domain discriminators behind a gradient-reversal layer")
-    p.add_argument("--finetune-image-blocks", type=int, default=None, metavar="N",
+    p.add_argument("--finetune-image-blocks", type=_count, default=None, metavar="N",
                    help="fine-tune the last N blocks of the image encoder (efficientnet-lite0: 1..16; each N >= 1 "
                         "includes the head conv); the frozen trunk's output is cached once (0 = frozen encoder)")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+    p.add_argument("--ema", type=_Number(0, 1, whole=False, hi_open=True), default=None, metavar="DECAY",
                    help="validate and keep the best checkpoint with a moving average of the weights (e.g. 0.999)")
-    p.add_argument("--cross-style", type=float, default=None, metavar="WEIGHT",
+    p.add_argument("--cross-style", type=_non_negative, default=None, metavar="WEIGHT",
                    help="add an image-image InfoNCE between each training image and another image of its group "
                         "(another style of the same emoji), with this weight (0: off)")
-    p.add_argument("--finetune-text-layers", type=int, default=None, metavar="N",
+    p.add_argument("--finetune-text-layers", type=_count, default=None, metavar="N",
                    help="fine-tune the last N transformer layers of the text encoder (minilm-l6: 1..6); its frozen "
                         "token states are cached once")
-    p.add_argument("--finetune-text-length", type=int, default=None, metavar="TOKENS",
+    p.add_argument("--finetune-text-length", type=_positive_int, default=None, metavar="TOKENS",
                    help="tokens per text of the cached token states (longer texts are cut there)")
-    p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the fine-tuned blocks / layers")
+    p.add_argument("--finetune-lr", type=_positive, default=None,
+                   help="learning rate of the fine-tuned blocks / layers")
     p.add_argument("--train-bn-stats", action="store_true", default=None,
                    help="let the fine-tuned blocks' BatchNorm statistics update (default: frozen at ImageNet's)")
-    p.add_argument("--augment-views", type=int, default=None, metavar="K",
+    p.add_argument("--augment-views", type=_count, default=None, metavar="K",
                    help="K augmented views per training image, encoded once (cached); each epoch draws the plain "
                         "or one augmented view per image (0 = off)")
     p.add_argument("--augment", default=None, metavar="KINDS",
                    help="comma-separated augmentations of the views: crop, jitter, grey, lineart (default: all "
                         "four), hflip (opt-in: a mirror image can change meaning)")
-    p.add_argument("--steps-per-epoch", type=int, default=None,
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=None,
                    help="optimiser steps per epoch (default: one pass over the annotated pairs)")
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (0 = off; A3VSE: 2)")
-    p.add_argument("--margin", type=float, default=None, help="hinge margin of the ranking losses")
-    p.add_argument("--epochs", type=int, default=None, help="most passes over the training pairs (with early stopping)")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per step; the in-batch negatives")
-    p.add_argument("--lr", type=float, default=None, help="learning rate of the heads (AdamW)")
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
-    p.add_argument("--vse0-warmup", type=int, default=None, help="epochs of VSE0 before a hardest-negative loss")
-    p.add_argument("--seed", type=int, default=None, help="seeds initialisation, batches, sparse draws")
-    p.add_argument("--embed-dim", type=int, default=None, help="size of the joint space")
+    p.add_argument("--grad-clip", type=_non_negative, default=None, help="clip the gradient norm (0 = off; A3VSE: 2)")
+    p.add_argument("--margin", type=_non_negative, default=None, help="hinge margin of the ranking losses")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="most passes over the training pairs (with early stopping)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per step; the in-batch negatives")
+    p.add_argument("--lr", type=_positive, default=None, help="learning rate of the heads (AdamW)")
+    p.add_argument("--patience", type=_count, default=None, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--vse0-warmup", type=_count, default=None, help="epochs of VSE0 before a hardest-negative loss")
+    p.add_argument("--seed", type=_seed, default=None, help="seeds initialisation, batches, sparse draws")
+    p.add_argument("--embed-dim", type=_positive_int, default=None, help="size of the joint space")
     p.add_argument("--head", default=None,
                    help="linear | mlp | identity (no parameters: the encoders' own space, for hf-clip:PATH on both "
                         "sides with --embed-dim its feature size)")
-    p.add_argument("--hidden-dim", type=int, default=None,
+    p.add_argument("--hidden-dim", type=_positive_int, default=None,
                    help="MLP head width; the region-attention head's context size K'")
     p.add_argument("--train-split", default=None, help="the manifest split to train on")
     p.add_argument("--val-split", default=None, help="the split that picks the best epoch")
@@ -605,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-image-pixels", type=_positive_int, default=None, metavar="N",
                     help="refuse images declaring more pixels than N, before decoding (default: "
                          "xmr.encoders.image_io.ImageReadConfig.max_pixels, 178,956,970; sets $XMR_MAX_IMAGE_PIXELS)")
+    _add_threads(ap, argparse.SUPPRESS)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("data", help="built-in datasets")
@@ -624,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--split", default=None, metavar="TRAIN/VAL/TEST",
                    help="assign splits, e.g. 80/10/10, by a seeded hash of each file's path (adding images later "
                         "moves none); default: no split field")
-    f.add_argument("--seed", type=int, default=0, help="seeds the split draw (default 0)")
+    f.add_argument("--seed", type=_seed, default=0, help="seeds the split draw (default 0)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing manifest at --out")
     f.set_defaults(func=_cmd_manifest)
 
@@ -650,8 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut the manifest into N partitions (default: one per --partition-size items)")
     p.add_argument("--partition-size", type=_positive_int, default=None, help="items per partition")
     p.add_argument("--actors", type=_positive_int, default=None, help="Ray: encoder actors in the pool")
-    p.add_argument("--cpus-per-actor", type=float, default=None, help="Ray: CPUs per actor")
-    p.add_argument("--retries", type=int, default=None, help="Ray: attempts after the first for a failing partition")
+    p.add_argument("--cpus-per-actor", type=_positive, default=None, help="Ray: CPUs per actor")
+    p.add_argument("--retries", type=_count, default=None, help="Ray: attempts after the first for a failing partition")
     p.add_argument("--num-cpus", type=_positive_int, default=None, help="Ray: CPUs of the local cluster (default: all)")
     p.defaults_fn = _encode_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
     p.set_defaults(func=_cmd_encode)
@@ -689,6 +718,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index only each item's first N texts (default: all)")
     _add_skip_bad(p)
     p.add_argument("--out", default=None, help="index folder (default: RUN/index)")
+    edits = p.add_mutually_exclusive_group()
+    edits.add_argument("--keep-edits", dest="edits", action="store_const", const="keep", default="refuse",
+                       help="rebuild an index that `xmr index add/remove` changed from the items it holds now (its "
+                            "source, split and history kept; e.g. with --rerank to rebuild re-ranking structures)")
+    edits.add_argument("--drop-edits", dest="edits", action="store_const", const="drop",
+                       help="rebuild such an index from its source anyway, losing the added items and bringing back "
+                            "the removed ones (without either option a rebuild of a changed index is refused)")
     _add_rerank(p, many=True)
     p.add_argument("--rerank-target", default="images", choices=["images", "texts", "both"],
                    help="which side the re-ranking structures re-order (default: images)")
@@ -719,8 +755,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", default=None, help="a text query")
     p.add_argument("--image", default=None, help="an image query (a file)")
     p.add_argument("--queries", default=None, metavar="FILE",
-                   help="many queries, one per line: a text, or an image file's path (relative to FILE's folder; "
-                        "'text:' / 'image:' force the kind); the run and index load once")
+                   help="many queries, one per line: a text, or an image file's path (relative to FILE's folder, "
+                        "then the working folder; a line that looks like a path and names no file is an error on "
+                        "its line; 'text:' / 'image:' force the kind); the run and index load once, images are "
+                        "encoded a batch at a time")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per query: query, kind, line, hits (rank, score, id, text, image, item, "
                         "label, group, style), or error")
@@ -730,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=_positive_int, default=10, help="results to show (default 10)")
     p.add_argument("--target", default=None, choices=["images", "texts"], help="what to return (default: images)")
     p.add_argument("--index", default=None, help="index folder (default: RUN/index)")
+    p.add_argument("--exact-text", action="store_true",
+                   help="encode query texts with the run's own text encoder, not its faster stand-in (int8 ONNX "
+                        "MiniLM for minilm-l6, the same features within 1e-3 cosine, as xmr serve uses)")
     _add_rerank(p, many=False)
     p.set_defaults(func=_cmd_search)
 
@@ -755,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="fetch emoji, train InfoNCE and VSE++, index, evaluate, query")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--more-data", action="store_true",
                    help="also fetch the icons and icons-extra datasets and train the best measured pipeline on "
                         "emoji + icons (InfoNCE + --cross-style 3); about 17 more minutes the first time")
@@ -773,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True, help="PNG path; with --n > 1, OUT-1.png, OUT-2.png ...")
     p.add_argument("--n", type=_positive_int, default=4, help="images to draw (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the noise z and the condition sample")
+    p.add_argument("--seed", type=_seed, default=0, help="seeds the noise z and the condition sample")
     p.add_argument("--mean", action="store_true", help="use the condition's mean instead of a sample of it")
     p.set_defaults(func=_cmd_imagine)
 
@@ -781,11 +822,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--index", default=None, help="index folder (default: RUN/index)")
     p.add_argument("--host", default=None, help="address to bind (any but 127.0.0.1 / localhost is warned about)")
-    p.add_argument("--port", type=int, default=None, help="TCP port")
+    p.add_argument("--port", type=_Number(1, 65535), default=None, help="TCP port")
     p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (each loads the run)")
-    p.add_argument("--max-upload-mb", type=float, default=None, help="largest image upload in MB")
+    p.add_argument("--max-upload-mb", type=_positive, default=None, help="largest image upload in MB")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow this origin by CORS (repeatable; default: CORS off)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="accept requests naming this host in their Host header (repeatable; '*': any), besides "
+                        "the bound address (and localhost when it is a loopback one); with --host 0.0.0.0 and no "
+                        "--allow-host, any name. Other names are refused (DNS rebinding)")
+    p.add_argument("--body-timeout", type=_positive, default=None, metavar="SECONDS",
+                   help="a request body slower to arrive is refused (408) and its client dropped")
+    p.add_argument("--max-decodes", type=_positive_int, default=None, metavar="N",
+                   help="image decodes at once (uploads, gallery images checked); the others wait")
+    p.add_argument("--max-filter-values", type=_positive_int, default=None, metavar="N",
+                   help="filter values one query may name")
+    p.add_argument("--graceful-timeout", type=_positive, default=None, metavar="SECONDS",
+                   help="after SIGTERM, what requests in flight may take to finish; then they get a 503")
     p.add_argument("--exact-text", action="store_true",
                    help="encode query texts with the run's own text encoder, not its faster stand-in (int8 ONNX "
                         "MiniLM for minilm-l6, the same features within 1e-3 cosine)")
@@ -794,11 +847,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered encoders, losses, heads, indexes, re-rankers and datasets")
     p.set_defaults(func=_cmd_list)
-    return ap
+    return _with_threads_everywhere(ap)
+
+
+def _add_threads(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--threads`` on ``parser`` (given before or after the command: the top-level parser and every
+    subcommand take it; ``default`` SUPPRESS keeps a subcommand from overwriting the top-level value)."""
+    from xmr.utils.threads import ThreadConfig
+
+    light = ThreadConfig().light_threads
+    parser.add_argument("--threads", type=_threads, default=default, metavar="N|auto",
+                        help=f"threads of torch and FAISS (default: $XMR_THREADS, else auto: every core this process "
+                             f"may use for encoders and index builds, {light} for heads trained on cached features; "
+                             "idle threads sleep, OMP_WAIT_POLICY=PASSIVE, unless the environment says otherwise)")
+
+
+def _threads(text: str) -> int | None:
+    from xmr.utils.threads import parse_threads
+
+    try:
+        return parse_threads(text)
+    except XmrError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _with_threads_everywhere(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--threads`` to every subcommand, however deep (``xmr data fetch``, ``xmr index add`` ...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                if "--threads" not in child._option_string_actions:
+                    _add_threads(child, argparse.SUPPRESS)
+                _with_threads_everywhere(child)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``xmr`` console script. Returns the exit status."""
+    """Entry point of the ``xmr`` console script. Returns the exit status.
+
+    Before anything imports torch or FAISS, idle OpenMP threads are told to sleep
+    (``OMP_WAIT_POLICY=PASSIVE`` unless set: :mod:`xmr.utils.threads`); the command then runs at the
+    thread count ``--threads`` / ``$XMR_THREADS`` / its work gives, restored when it returns.
+    """
+    from xmr.utils.threads import quiet_openmp
+
+    quiet_openmp()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(_join_index_edit(argv))
     args.argv = argv
@@ -815,7 +908,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
         else None
     try:
-        args.func(args)
+        from xmr.utils.threads import config_from_env, using_config
+
+        with using_config(config_from_env(getattr(args, "threads", None))):
+            args.func(args)
     except XmrError as e:
         print(f"xmr: error: {_one_line(str(e))}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from xmr.errors import XmrError
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model
 from xmr.utils.folders import atomic_folder, recover_folder
 from xmr.utils.io import load_json_object, save_json
+from xmr.utils.numbers import check_finite_fields
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 CONFIG_FILE = "composed.json"
@@ -71,6 +72,7 @@ class ComposedModelConfig:
     init_scale: float = 16.0
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         cls = COMPOSERS.get(self.composer)  # unknown -> XmrError listing the known ones
         COMPOSE_LOSSES.get(self.loss)  # unknown -> XmrError listing the known ones
         for name in ("image_dim", "text_dim", "embed_dim"):

@@ -13,6 +13,11 @@ Texts, all optional:
   or ``path``: relative to the folder) and the text column (``caption``, ``text`` or
   ``title``); a file on several rows gets several texts.
 
+What cannot be read is left out, listed and counted, never silently and never fatally (as an
+unreadable image is): a sub-folder that cannot be listed, and an image whose sidecar cannot be
+read (permission, not UTF-8, not JSON, not a regular file, over
+:attr:`~xmr.utils.files.InputLimits.sidecar_bytes`) — :attr:`FolderScan.skipped`.
+
 Splits (:func:`scan_folder`'s ``split_fractions``) are drawn per item from a seeded hash of its
 id, so adding images later never moves an existing image to another split (a test image
 cannot drift into training); a sidecar's own ``split`` is kept.
@@ -24,6 +29,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +37,8 @@ from pathlib import Path
 
 from xmr.data.manifest import Item
 from xmr.errors import XmrError
+from xmr.utils.files import LIMITS, InputFileError, check_input_file
+from xmr.utils.numbers import NON_NEGATIVE
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,9 @@ class FolderScan:
         n_ignored: files that are neither images nor sidecars (left out).
         n_with_texts: items that got at least one text.
         n_captions_unmatched: captions-CSV rows naming a file that is not an image of the folder.
+        skipped: what the scan left out, ``{"id", "image", "reason", "what"}`` each: ``what`` is
+            ``"folder"`` for a sub-folder that could not be listed (``id`` its relative path + ``/``,
+            ``image`` its path) or ``"sidecar"`` for an image whose sidecar could not be read.
     """
 
     root: Path
@@ -58,17 +69,19 @@ class FolderScan:
     n_ignored: int = 0
     n_with_texts: int = 0
     n_captions_unmatched: int = 0
+    skipped: tuple[dict[str, str], ...] = ()
 
 
 def parse_split_fractions(text: str) -> tuple[float, float, float]:
     """``80/10/10`` or ``0.8,0.1,0.1`` -> train / val / test fractions summing to 1."""
     parts = [p for p in text.replace(",", "/").split("/") if p.strip()]
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise XmrError(f"--split {text!r}: expected three numbers, e.g. 80/10/10") from None
-    if len(values) != 3 or any(v < 0 for v in values) or sum(values) <= 0:
-        raise XmrError(f"--split {text!r}: expected three non-negative numbers (train/val/test), e.g. 80/10/10")
+    try:  # each part finite and >= 0: one inf or nan would put every item into one split
+        values = [NON_NEGATIVE.parse(p) for p in parts]
+    except XmrError:
+        values = []
+    if len(values) != 3 or not 0 < sum(values) < math.inf:
+        raise XmrError(f"--split {text!r}: expected three finite non-negative numbers (train/val/test), not all "
+                       "0, e.g. 80/10/10")
     total = sum(values)
     return values[0] / total, values[1] / total, values[2] / total
 
@@ -86,11 +99,23 @@ def split_of(item_id: str, fractions: Sequence[float], seed: int = 0) -> str:
     return SPLIT_NAMES[len(fractions) - 1]
 
 
-def _image_files(root: Path, recursive: bool) -> tuple[list[Path], int]:
-    """Image files under ``root`` (sorted) and how many other, non-sidecar files were passed over."""
+def _image_files(root: Path, recursive: bool) -> tuple[list[Path], int, list[dict[str, str]]]:
+    """Image files under ``root`` (sorted), how many other, non-sidecar files were passed over, and
+    the sub-folders that could not be listed (``FolderScan.skipped`` rows); ``root`` itself unreadable
+    is an XmrError."""
     images: list[Path] = []
     ignored = 0
-    for folder, dirs, files in os.walk(root):
+    unreadable: list[dict[str, str]] = []
+
+    def refused(e: OSError) -> None:  # os.walk would skip the folder silently
+        where = Path(e.filename) if e.filename else root
+        reason = f"cannot list folder ({(e.strerror or str(e)).lower()})"
+        if where == root:
+            raise XmrError(f"{root}: {reason}")
+        unreadable.append({"id": where.relative_to(root).as_posix() + "/", "image": str(where), "reason": reason,
+                           "what": "folder"})
+
+    for folder, dirs, files in os.walk(root, onerror=refused):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
         for name in sorted(files):
             if name.startswith("."):
@@ -101,7 +126,7 @@ def _image_files(root: Path, recursive: bool) -> tuple[list[Path], int]:
                 images.append(path)
             elif suffix not in SIDECAR_SUFFIXES and suffix != ".csv":
                 ignored += 1
-    return images, ignored
+    return images, ignored, sorted(unreadable, key=lambda row: row["id"])
 
 
 def _texts(values: object, where: Path) -> list[str]:
@@ -113,15 +138,24 @@ def _texts(values: object, where: Path) -> list[str]:
 
 
 def _read_sidecar(image: Path) -> dict[str, object]:
-    """The fields a sidecar of ``image`` gives (``texts`` and optional label/group/style/split)."""
+    """The fields a sidecar of ``image`` gives (``texts`` and optional label/group/style/split).
+
+    Raises:
+        XmrError: the sidecar cannot be read or parsed (the scan lists the image as skipped).
+    """
     for suffix in SIDECAR_SUFFIXES:
         side = image.with_suffix(suffix)
-        if not side.is_file():
+        if not os.path.lexists(side):
             continue
-        try:
+        try:  # stat first: a FIFO would block, /dev/zero never end, a huge file fill memory
+            check_input_file(side, "caption sidecar", max_bytes=LIMITS.sidecar_bytes)
             raw = side.read_text(encoding="utf-8-sig")
+        except InputFileError as e:
+            raise XmrError(str(e)) from None
         except UnicodeDecodeError:
             raise XmrError(f"{side}: not valid UTF-8; save the sidecar as UTF-8") from None
+        except OSError as e:
+            raise XmrError(f"{side}: cannot read caption sidecar ({(e.strerror or str(e)).lower()})") from None
         if suffix == ".txt":
             return {"texts": [line.strip() for line in raw.splitlines() if line.strip()]}
         try:
@@ -141,6 +175,7 @@ def _read_sidecar(image: Path) -> dict[str, object]:
 def read_captions_csv(path: str | Path) -> dict[str, list[str]]:
     """``file`` -> its texts from a captions CSV (see the module docstring), in row order."""
     path = Path(path)
+    check_input_file(path, "captions CSV")  # a FIFO would block, a device never end
     try:
         fh = open(path, encoding="utf-8-sig", newline="")
     except OSError as e:
@@ -188,16 +223,24 @@ def scan_folder(root: str | Path, *, recursive: bool = False, captions: str | Pa
     if not root.is_dir():
         raise XmrError(f"{root}: not a folder (give --manifest for a manifest file)")
     root = root.resolve()
-    files, ignored = _image_files(root, recursive)
+    files, ignored, skipped = _image_files(root, recursive)
     if not files:
         where = "" if recursive else " (its sub-folders are not searched without --recursive)"
+        if skipped:
+            where = f"; {len(skipped)} sub-folder(s) could not be listed (first: {skipped[0]['image']}: " \
+                    f"{skipped[0]['reason']})"
         raise XmrError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}){where}")
     by_file = read_captions_csv(captions) if captions is not None else {}
     items = []
     matched: set[str] = set()
     for path in files:
         rel = path.relative_to(root).as_posix()
-        fields = _read_sidecar(path)
+        try:
+            fields = _read_sidecar(path)
+        except XmrError as e:  # like an unreadable image: listed, counted, left out
+            skipped.append({"id": rel, "image": str(path), "reason": str(e), "what": "sidecar"})
+            matched.add(rel)
+            continue
         texts = list(fields.pop("texts", []))  # type: ignore[call-overload]
         if rel in by_file:
             texts += by_file[rel]
@@ -209,4 +252,7 @@ def scan_folder(root: str | Path, *, recursive: bool = False, captions: str | Pa
     if unmatched:
         log.warning("%d file(s) named in %s are not images of %s (first: %s)", unmatched, captions, root,
                     sorted(set(by_file) - matched)[0])
-    return FolderScan(root, items, ignored, sum(1 for it in items if it.texts), unmatched)
+    if skipped:
+        log.warning("%s: left out %d unreadable sub-folder(s) or caption sidecar(s); first: %s (%s)", root,
+                    len(skipped), skipped[0]["image"], skipped[0]["reason"])
+    return FolderScan(root, items, ignored, sum(1 for it in items if it.texts), unmatched, tuple(skipped))

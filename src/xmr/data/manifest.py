@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xmr.errors import XmrError
+from xmr.utils.files import InputFileError, check_input_file
 from xmr.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -180,14 +181,16 @@ def _csv_rows(path: Path) -> Iterable[tuple[str, dict[str, object] | XmrError]]:
 
 
 def check_manifest_file(path: Path) -> None:
-    """Refuse a manifest path that is missing, a folder, or not a regular file (a FIFO would block)."""
-    if path.is_dir():
-        raise XmrError(f"{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON); for a folder of "
-                       f"images use --images {path} (xmr index, xmr encode) or `xmr data manifest {path} --out M`")
-    if not path.exists():
-        raise XmrError(f"{path}: manifest not found")
-    if not path.is_file():
-        raise XmrError(f"{path}: not a regular file (a FIFO or device); give a manifest file")
+    """Refuse a manifest path that is missing, a folder, or not a regular file (a FIFO would block),
+    with :func:`~xmr.utils.files.check_input_file` (read line by line: no size limit)."""
+    try:
+        check_input_file(path, "manifest")
+    except InputFileError as e:
+        if e.is_folder:
+            raise XmrError(f"{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON); for a folder of "
+                           f"images use --images {path} (xmr index, xmr encode) or `xmr data manifest {path} --out M`"
+                           ) from None
+        raise
 
 
 def read_manifest(path: str | Path, *, skip_bad: bool = False) -> list[Item]:

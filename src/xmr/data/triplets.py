@@ -19,6 +19,7 @@ from pathlib import Path
 
 from xmr.data.manifest import Item
 from xmr.errors import XmrError
+from xmr.utils.files import LIMITS, check_input_file
 from xmr.utils.io import atomic_write_text
 
 TRIPLET_FIELDS = ("source", "text", "target", "split")
@@ -63,8 +64,7 @@ def read_triplets(path: str | Path, items: Mapping[str, object] | Sequence[Item]
         XmrError: a malformed line or an unknown item id, naming the line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise XmrError(f"{path}: triplet file not found")
+    check_input_file(path, "triplet file", max_bytes=LIMITS.text_bytes)
     known = None if items is None else (set(items) if isinstance(items, Mapping) else {it.id for it in items})
     out: list[EditTriplet] = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

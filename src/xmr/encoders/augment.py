@@ -35,6 +35,7 @@ from PIL import Image, ImageEnhance
 from xmr.encoders.base import ImageEncoder
 from xmr.encoders.image_io import ImageBytes, ImageSource, load_rgb, resize_center_crop
 from xmr.errors import XmrError
+from xmr.utils.numbers import check_finite_fields
 
 AUGMENT_KINDS = ("crop", "jitter", "grey", "lineart", "hflip")
 DEFAULT_KINDS = ("crop", "jitter", "grey", "lineart")
@@ -65,6 +66,7 @@ class AugmentConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         object.__setattr__(self, "kinds", tuple(self.kinds))
         unknown = [k for k in self.kinds if k not in AUGMENT_KINDS]
         if unknown:

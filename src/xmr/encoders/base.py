@@ -64,7 +64,7 @@ class TextEncoder(Encoder):
     """Encodes strings. ``encode_batch`` receives a list of non-empty strings.
 
     ``query_stand_in`` names a registered encoder that gives the same features (within 1e-3
-    cosine, tested) faster, for encoding queries at search time (``xmr serve``); None: none.
+    cosine, tested) faster, for encoding queries at search time (``xmr serve``, ``xmr search``); None: none.
     """
 
     modality: ClassVar[Modality] = "text"

@@ -53,6 +53,7 @@ from xmr.encoders.base import Encoder, EncoderFamily, ImageEncoder, TextEncoder,
 from xmr.encoders.image_io import ImageSource, UnreadableImage, load_rgb
 from xmr.errors import XmrError
 from xmr.modality import Modality
+from xmr.utils.files import LIMITS, check_input_file
 from xmr.utils.io import sha1_file
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def checkpoint_dir(arg: str) -> Path:
 def read_config(path: Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint folder as a dict; not JSON, or no ``model_type``, is an XmrError."""
     where = path / "config.json"
+    check_input_file(where, "transformers config", max_bytes=LIMITS.json_bytes)
     try:
         cfg = json.loads(where.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from xmr.errors import XmrError
+from xmr.utils.numbers import POSITIVE_WHOLE
 
 MAX_PIXELS_ENV = "XMR_MAX_IMAGE_PIXELS"
 
@@ -77,13 +78,7 @@ class ImageReadConfig:
         raw = os.environ.get(MAX_PIXELS_ENV)
         if not raw:
             return cls()
-        try:
-            value = int(raw.replace("_", ""))
-        except ValueError:
-            raise XmrError(f"${MAX_PIXELS_ENV} must be a whole number of pixels, got {raw!r}") from None
-        if value < 1:
-            raise XmrError(f"${MAX_PIXELS_ENV} must be >= 1, got {value}")
-        return cls(max_pixels=value)
+        return cls(max_pixels=int(POSITIVE_WHOLE.parse(raw, f"${MAX_PIXELS_ENV}:")))
 
 
 class UnreadableImage(XmrError):
@@ -193,21 +188,27 @@ def _reduced(im: Image.Image, keep: int) -> Image.Image:
     """``im`` shrunk by the largest integer factor that keeps its shorter side >= ``keep``.
 
     An image with alpha is reduced a strip of rows at a time: PIL averages premultiplied
-    colours, and converting the whole image for that would copy it at full size.
+    colours, and converting the whole image for that would copy it at full size. So are the
+    modes PIL cannot average, each strip converted first: palette indices (``P``, to RGBA) and
+    1-bit pixels (``1``, to greys).
     """
     factor = min(im.size) // keep
     if factor < 2:
         return im
-    if im.mode == "P":  # palette indices cannot be averaged
-        im = im.convert("RGBA")
-    if im.mode not in ("RGBA", "LA"):
+    mode = _AVERAGED_AS.get(im.mode, im.mode)
+    if mode == im.mode and mode not in ("RGBA", "LA"):
         return im.reduce(factor)
     w, h = im.size
     rows = max(1, _STRIP_PIXELS // (w * factor)) * factor  # whole blocks of rows per strip
-    out = Image.new(im.mode, (-(-w // factor), -(-h // factor)))
+    out = Image.new(mode, (-(-w // factor), -(-h // factor)))
     for top in range(0, h, rows):
-        out.paste(im.crop((0, top, w, min(h, top + rows))).reduce(factor), (0, top // factor))
+        strip = im.crop((0, top, w, min(h, top + rows)))
+        out.paste((strip if strip.mode == mode else strip.convert(mode)).reduce(factor), (0, top // factor))
     return out
+
+
+#: the mode each mode PIL cannot average is converted to before a reduction
+_AVERAGED_AS = {"P": "RGBA", "1": "L"}
 
 
 def _to_8bit(a: np.ndarray, *, unit_range: bool) -> np.ndarray:
@@ -259,3 +260,10 @@ def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
 def image_to_array(path: ImageSource, size: int) -> np.ndarray:
     """uint8 array (size, size, 3) of the preprocessed image at ``path``."""
     return np.asarray(resize_center_crop(load_rgb(path, min_side=size), size), dtype=np.uint8)
+
+
+def blank_png(side: int = 32) -> bytes:
+    """A white PNG of ``side`` x ``side``: the warm-up input of the image encoders."""
+    buf = BytesIO()
+    Image.new("RGB", (side, side), (255, 255, 255)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -36,7 +36,10 @@ def parse_bytes(text: str | int) -> int:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
         if not m or m.group(2).upper() not in _UNITS:
             raise XmrError(f"memory budget {text!r}: give a size such as 2GB, 512MB or 1.5G")
-        value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+        size = float(m.group(1)) * _UNITS[m.group(2).upper()]
+        if not math.isfinite(size):  # hundreds of digits overflow the float
+            raise XmrError(f"memory budget {str(text)[:20]!r}...: not a finite size")
+        value = int(size)
     if value <= 0:
         raise XmrError(f"memory budget {text!r} must be positive")
     return value

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import operator
 import os
+import threading
 import time
 import typing
 from pathlib import Path
@@ -48,6 +49,7 @@ from xmr.index.vector_store import StoreReads, VectorStore
 logger = logging.getLogger(__name__)
 
 _NUMERIC_KINDS = "fiu"
+_DIRECT_MAP = getattr(faiss, "DirectMap")  # faiss's type stubs leave it out
 _NORM_TOLERANCE = 1e-2
 
 
@@ -141,13 +143,9 @@ class Index:
             next_id = int(ids.max()) + 1 if ids is not None and ids.size else index.ntotal
         self._next_id = next_id
         self._warned_norm = False
+        self._reconstruct_lock = threading.Lock()
         apply_search_params(index, nprobe=config.nprobe, ef_search=config.ef_search,
                             factory=config.factory)
-
-    @property
-    def faiss_index(self) -> faiss.Index:
-        """The underlying FAISS index; its labels are positions, not ids (see :meth:`ids`)."""
-        return self._index
 
     @property
     def dim(self) -> int:
@@ -203,18 +201,25 @@ class Index:
 
     def reconstruct(self, ids: npt.ArrayLike) -> np.ndarray:
         """The stored vectors of ``ids`` (exact for flat / HNSW and from the store with refine;
-        decoded, hence approximate, for other compressed indexes). Shape: ``(n, dim)`` float32."""
+        decoded, hence approximate, for other compressed indexes). Shape: ``(n, dim)`` float32.
+
+        The one way to read vectors back: the FAISS object is private because its positions are
+        slots, which after :meth:`remove` are no longer the ids."""
         slots = self._slots_of(ids)
         if self._store is not None:
             return self._store.take(slots)
         if not self._is_ivf:
             return self._index.reconstruct_batch(slots)
         ivf = faiss.extract_index_ivf(self._index)
-        ivf.make_direct_map()  # slot -> list entry; dropped again: remove_ids refuses an index that has one
-        try:
-            return self._index.reconstruct_batch(slots)
-        finally:
-            ivf.make_direct_map(False)
+        # slot -> list entry, as a hash table (after a removal the slots have holes, which an array map
+        # refuses); dropped again: remove_ids refuses an index that has one. The map is the index's own
+        # state, hence the lock: a service reads vectors from several threads.
+        with self._reconstruct_lock:
+            ivf.set_direct_map_type(_DIRECT_MAP.Hashtable)
+            try:
+                return self._index.reconstruct_batch(slots)
+            finally:
+                ivf.set_direct_map_type(_DIRECT_MAP.NoMap)
 
     # -- adding -----------------------------------------------------------------------------
 

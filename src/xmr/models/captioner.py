@@ -23,6 +23,7 @@ from torch import nn
 
 from xmr.errors import XmrError
 from xmr.text.vocab import PAD_ID, VocabConfig, Vocabulary
+from xmr.utils.numbers import check_finite_fields
 
 EOS_ID = 2
 EOS_TOKEN = "<eos>"
@@ -76,6 +77,7 @@ class CaptionerConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         for name in ("vocab_size", "in_dim", "word_dim", "hidden_dim", "max_len"):
             if int(getattr(self, name)) < (4 if name == "vocab_size" else 1):
                 raise XmrError(f"captioner {name} too small: {getattr(self, name)}")
@@ -164,10 +166,13 @@ class CaptionDecoder(nn.Module):
         """The highest-log-probability caption per row found by a beam of ``beam`` (ids without the end token).
 
         A finished hypothesis keeps its score; the search stops when every beam has ended or at
-        ``max_len``. ``beam = 1`` is greedy decoding.
+        ``max_len``. ``beam = 1`` is greedy decoding; a beam wider than the vocabulary is the
+        vocabulary's size (each hypothesis has no more continuations than words: any wider beam
+        finds the same caption).
         """
         if beam < 1:
             raise XmrError(f"beam must be >= 1, got {beam}")
+        beam = min(beam, self.config.vocab_size)
         max_len = max_len or self.config.max_len
         results = []
         for row in v:

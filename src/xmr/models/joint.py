@@ -26,6 +26,8 @@ from xmr.models.shared_classifier import SharedClassifier
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
 from xmr.utils.folders import atomic_folder, recover_folder
 from xmr.utils.io import load_json_object, save_json, without_removed_fields
+from xmr.utils.numbers import check_finite_fields
+from xmr.utils.threads import Work
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 VOCAB_FILE = "vocab.json"
@@ -67,7 +69,16 @@ class ModelConfig:
     captioner: dict[str, object] | None = None
     image_generator: dict[str, object] | None = None
 
+    @property
+    def training_work(self) -> Work:
+        """``"light"`` when training updates projection heads on cached features alone, ``"heavy"``
+        when it also runs encoder layers (fine-tuned tails, a word-level text model, GXN's decoder
+        or generator): the thread count it gets (:mod:`xmr.utils.threads`)."""
+        encoder_layers = (self.image_tail, self.text_tail, self.text_model, self.captioner, self.image_generator)
+        return "heavy" if any(x is not None for x in encoder_layers) else "light"
+
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         for name in ("image_dim", "text_dim", "embed_dim", "hidden_dim"):
             if int(getattr(self, name)) <= 0:
                 raise XmrError(f"{name} must be > 0, got {getattr(self, name)}")

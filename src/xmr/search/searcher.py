@@ -13,7 +13,7 @@ With re-ranking structures built by ``xmr index RUN --rerank diffusion``::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import numpy as np
 from xmr.data.gallery_store import GALLERY_FILE, Gallery, ListGallery, open_gallery
 from xmr.data.manifest import Item
 from xmr.encoders import ImageEncoder, TextEncoder, create_text_encoder
+from xmr.encoders.image_io import ImageBytes, blank_png
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.index import Index, load_index
@@ -93,6 +94,7 @@ class Searcher:
         self._fingerprint: str | None = None
         self._loaded: dict[tuple[str, str], Reranker] = {}
         self._gallery_vectors: dict[str, np.ndarray] = {}  # for non-inner-product search, read lazily
+        self._gallery_ids: dict[str, np.ndarray] = {}  # the id of each row of _gallery_vectors
         self._owners: dict[int, int] | None = None  # text id -> first item carrying it, read lazily
         self.rerank_params = dict(rerank_params or {})
         self.rerank = rerank
@@ -158,6 +160,14 @@ class Searcher:
         """The image encoder's own features of query images. Shape: (n, image_dim)."""
         return self.image_encoder.encode_batch([self.image_encoder.load(p) for p in paths])
 
+    def load_encoder(self, kind: Modality) -> None:
+        """Load the query encoder of ``kind`` now, by encoding one tiny input (encoders load their
+        weights on first use: a caller timing its queries would count the load as the first query's)."""
+        if check_modality(kind, "query kind") == "text":
+            self.text_encoder.encode_batch(["warm up"])
+        else:
+            self.image_encoder.encode_batch([self.image_encoder.load(ImageBytes(blank_png(), "a blank warm-up image"))])
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Joint-space embeddings of query texts. Shape: (n, embed_dim)."""
         return self.model.embed_numpy(self.text_features(texts), "text")
@@ -169,7 +179,18 @@ class Searcher:
     def search_vectors(self, queries: np.ndarray, k: int = 10, *, target: Target = "images"
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Raw search: (scores, ids), each of shape (n_queries, k')."""
-        return self.indexes[check_target(target)].search(queries, k)
+        self.check_searchable(target)
+        return self.indexes[target].search(queries, k)
+
+    def check_searchable(self, target: Target) -> None:
+        """Refuse a search of ``target`` when its index holds nothing: a folder indexed from bare
+        images has no texts; everything may have been removed."""
+        if len(self.indexes[check_target(target)]) == 0:
+            run = self._run_dir if self._run_dir is not None else "RUN"
+            fix = (f"this index holds no texts (a gallery of bare images); search its images, or index a manifest "
+                   f"with texts: `xmr index {run} --manifest M`") if modality_of_target(target) == "text" else \
+                f"this index holds no images (all removed?); add some with `xmr index add {run} M` or rebuild it"
+            raise XmrError(f"target {target}: {fix}")
 
     def search_reranked(self, queries: np.ndarray, query_own: np.ndarray | None, k: int = 10, *,
                         target: Target = "images", modality: Modality,
@@ -186,6 +207,7 @@ class Searcher:
             modality: ``"text"`` or ``"image"``, what the queries are.
             rerank: a method name or a fitted re-ranker; None uses the searcher's default.
         """
+        self.check_searchable(target)
         rr = self._reranker(rerank, target)
         cross = check_modality(modality, "query modality") != modality_of_target(check_target(target))
         if not is_inner_product(self.model.config.similarity) and cross:
@@ -219,53 +241,82 @@ class Searcher:
                           target)
 
     def search_batch(self, queries: Sequence[Query], k: int = 10, *, target: Target = "images",
-                     rerank: str | Reranker | None = None, chunk: int = 256) -> list[QueryResult]:
-        """Answer many text and image queries: encoded and searched ``chunk`` at a time per modality.
+                     rerank: str | Reranker | None = None, chunk: int | None = None) -> list[QueryResult]:
+        """The results of :meth:`iter_search_batch`, as a list in query order."""
+        return list(self.iter_search_batch(queries, k, target=target, rerank=rerank, chunk=chunk))
 
-        The hits of each query are those :meth:`search_text` / :meth:`search_image` give for it
-        alone. A query that cannot be answered (an unreadable image, an empty text) gets its
-        ``error`` and no hits; the others are answered. Results come back in query order.
+    def iter_search_batch(self, queries: Sequence[Query], k: int = 10, *, target: Target = "images",
+                          rerank: str | Reranker | None = None, chunk: int | None = None) -> Iterator[QueryResult]:
+        """Answer many text and image queries, yielding each result in query order as it is answered.
+
+        The queries are taken a window at a time; in each window the texts and the images are
+        encoded and searched in batches of at most ``chunk`` (None: each encoder's
+        ``default_batch_size``), and an image is decoded only when its batch is, so memory does
+        not grow with the number of queries. The hits of each query are those
+        :meth:`search_text` / :meth:`search_image` give for it alone. A query that cannot be
+        answered (an unreadable or missing image, an empty text) gets its ``error`` and no hits;
+        the others are answered.
+
+        Raises:
+            XmrError: an empty ``target`` index (before anything is encoded), a bad ``chunk``.
         """
-        check_target(target)
-        results: list[QueryResult | None] = [None] * len(queries)
-        for kind in ("text", "image"):
-            todo = [i for i, q in enumerate(queries) if check_modality(q.kind, "query kind") == kind]
-            for a in range(0, len(todo), chunk):
-                good: list[int] = []
-                inputs: list[Any] = []
-                for i in todo[a:a + chunk]:
-                    q = queries[i]
-                    try:
-                        if kind == "text":
-                            if not q.value.strip():
-                                raise XmrError("empty text")
-                            inputs.append(q.value.strip())
-                        else:
-                            inputs.append(self.image_encoder.load(q.value))
-                    except XmrError as e:
-                        results[i] = QueryResult(q, [], str(e))
-                        continue
-                    good.append(i)
-                if not good:
-                    continue
-                feats = (self.text_encoder if kind == "text" else self.image_encoder).encode_batch(inputs)
-                emb = self.model.embed_numpy(feats, kind)
-                scores, ids = self.search_reranked(emb, feats, k, target=target, modality=kind, rerank=rerank)
-                for row, i in enumerate(good):
-                    results[i] = QueryResult(queries[i], self._hits_row(scores[row], ids[row], target))
-        return [r for r in results if r is not None]
+        self.check_searchable(target)
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise XmrError(f"chunk must be a positive integer, got {chunk!r}")
+        size = {"text": chunk or self.text_encoder.default_batch_size,
+                "image": chunk or self.image_encoder.default_batch_size}
+        window = max(size.values())
+        for a in range(0, len(queries), window):
+            part = list(enumerate(queries[a:a + window]))
+            done: dict[int, QueryResult] = {}
+            for kind in ("text", "image"):
+                todo = [(i, q) for i, q in part if check_modality(q.kind, "query kind") == kind]
+                for b in range(0, len(todo), size[kind]):
+                    done.update(self._answer_batch(kind, todo[b:b + size[kind]], k, target, rerank))
+            yield from (done[i] for i, _ in part)
+
+    def _answer_batch(self, kind: Modality, batch: list[tuple[int, Query]], k: int, target: Target,
+                      rerank: str | Reranker | None) -> dict[int, QueryResult]:
+        """One encoder call's worth of queries of one ``kind``: position -> its result."""
+        done: dict[int, QueryResult] = {}
+        good: list[tuple[int, Query]] = []
+        inputs: list[Any] = []
+        for i, q in batch:
+            try:
+                if q.error is not None:
+                    raise XmrError(q.error)
+                if kind == "text":
+                    if not q.value.strip():
+                        raise XmrError("empty text")
+                    inputs.append(q.value.strip())
+                else:
+                    inputs.append(self.image_encoder.load(q.value))
+            except XmrError as e:
+                done[i] = QueryResult(q, [], str(e))
+                continue
+            good.append((i, q))
+        if good:
+            feats = (self.text_encoder if kind == "text" else self.image_encoder).encode_batch(inputs)
+            del inputs  # the decoded images: free before the search
+            emb = self.model.embed_numpy(feats, kind)
+            scores, ids = self.search_reranked(emb, feats, k, target=target, modality=kind, rerank=rerank)
+            for row, (i, q) in enumerate(good):
+                done[i] = QueryResult(q, self._hits_row(scores[row], ids[row], target))
+        return done
 
     def _scored_search(self, queries: np.ndarray, k: int, *, target: Target, modality: Modality
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Exact cross-modal search by the model's own (non-inner-product) similarity.
 
         FAISS ranks by inner product, which an order-violation space does not use, so the
-        gallery vectors are read back from the index and every pair is scored (numpy).
+        gallery vectors are read back from the index by id (:meth:`Index.reconstruct`: after a
+        removal ids are not FAISS positions) and every pair is scored (numpy).
         """
         index = self.indexes[target]
         if target not in self._gallery_vectors:  # read back once per searcher, not per query
+            ids = index.ids()
             try:
-                self._gallery_vectors[target] = index.faiss_index.reconstruct_n(0, len(index))
+                self._gallery_ids[target], self._gallery_vectors[target] = ids, index.reconstruct(ids)
             except RuntimeError:
                 raise XmrError(f"searching a {self.model.config.similarity!r} space needs an index whose vectors "
                                "can be read back (build it with --factory Flat or HNSW32)") from None
@@ -276,7 +327,7 @@ class Searcher:
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable"),
                                    axis=1)
-        return np.take_along_axis(sims, order, axis=1).astype(np.float32), index.ids()[order]
+        return np.take_along_axis(sims, order, axis=1).astype(np.float32), self._gallery_ids[target][order]
 
     # -- re-ranking structures ------------------------------------------------------------------
 
@@ -287,6 +338,9 @@ class Searcher:
         if self.index_dir is not None:
             built_file = self.index_dir / "index_run.json"
             built = load_json(built_file) if built_file.is_file() else {}
+            if isinstance(built, dict) and built.get("edits"):  # changed by `xmr index add/remove`: keep that
+                args.append("--keep-edits")
+                built = {}
             if isinstance(built, dict) and built.get("images"):
                 args.append(f"--images {built['images']}" + (" --recursive" if built.get("recursive") else ""))
             if isinstance(built, dict) and built.get("split"):

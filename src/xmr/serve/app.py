@@ -2,11 +2,14 @@
 
 Endpoints: ``POST /search`` (JSON), ``POST /search/image`` (multipart upload), ``GET /items/{id}``,
 ``GET /images/{id}``, ``GET /info``, ``GET /healthz``, ``GET /metrics`` (Prometheus text),
-``GET /openapi.json``, and the page at ``/``. Every error is a JSON body ``{"error": ...}`` with
-its status: 400 a query the run cannot answer (naming the ``xmr index`` command that would
-build what is missing), 401 a wrong or missing API key, 404 an unknown id, 413 an upload over
-the limit, 422 a malformed body (naming the field); an unexpected failure of one request is a
-logged 500 and the service goes on.
+``GET /openapi.json``, ``GET /docs`` (the API, rendered from ``/openapi.json`` by the service's own
+page: nothing fetched from elsewhere), and the page at ``/`` (with ``/favicon.ico``). Every error
+is a JSON body ``{"error": ...}`` with its status: 400 a query the run cannot answer (naming the
+``xmr index`` command that would build what is missing), 401 a wrong or missing API key, 404 an
+unknown id, 413 an upload over the limit, 422 a malformed body (naming the field); an unexpected
+failure of one request is a logged 500 and the service goes on. Before any endpoint,
+:class:`xmr.serve.limits.Limits` answers 400 a ``Host`` naming another site, 413 a body over the
+limit however it is framed, 408 a body too slow to arrive, and 503 what shutdown cancels.
 """
 
 from __future__ import annotations
@@ -14,26 +17,36 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xmr.errors import XmrError
 from xmr.serve.config import ServeConfig
+from xmr.serve.limits import Limits
 from xmr.serve.schemas import ErrorBody, Health, Info, Item, SearchRequest, SearchResponse
 from xmr.serve.service import GalleryService, Query, ServiceError, Stages, TooLarge, decode_base64_image
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/", "/page.js", "/page.css"})
+#: answered without the API key: the page and /docs ask for the key themselves (the API they call needs it)
+OPEN_PATHS = frozenset({"/healthz", "/", "/page.js", "/page.css", "/api.js", "/favicon.ico", "/docs", "/docs.js"})
+#: the page's and /docs' files (``serve/page/``), with their media types; read once, no file I/O per request
+PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/page.js": ("page.js", "text/javascript"),
+              "/page.css": ("page.css", "text/css"), "/api.js": ("api.js", "text/javascript"),
+              "/docs": ("docs.html", "text/html; charset=utf-8"), "/docs.js": ("docs.js", "text/javascript"),
+              "/favicon.ico": ("favicon.svg", "image/svg+xml")}
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 422)}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -61,14 +74,12 @@ def _error(status: int, message: str, detail: list[dict[str, object]] | None = N
 
 class Guard:
     """The ASGI middleware in front of every endpoint (a plain ASGI class: no extra task and
-    stream per request, as a ``BaseHTTPMiddleware`` has): the API key, the upload limit from
-    ``Content-Length``, one request's crash turned into a logged JSON 500, the request metrics."""
-
-    ENDPOINTS = frozenset({"/search", "/search/image", "/healthz", "/metrics", "/info", "/"})
+    stream per request, as a ``BaseHTTPMiddleware`` has): the API key, one request's crash turned
+    into a logged JSON 500, the request metrics. The host, body size and body time limits come
+    next, in :class:`xmr.serve.limits.Limits`."""
 
     def __init__(self, app: ASGIApp, config: ServeConfig, metrics: Metrics) -> None:
         self.app, self.config, self.metrics = app, config, metrics
-        self.limit = config.max_upload_bytes * 4 // 3 + 64 * 1024  # base64 and multipart framing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,7 +87,7 @@ class Guard:
             return
         t0 = time.perf_counter()
         route = scope.get("path", "")
-        endpoint = route if route in self.ENDPOINTS else "/" + route.strip("/").split("/", 1)[0]
+        endpoint = endpoint_label(scope)
         headers = Headers(scope=scope)
         key = self.config.key()
         refused: Response | None = None
@@ -84,9 +95,6 @@ class Guard:
             given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
             if not hmac.compare_digest(given.encode(), key.encode()):
                 refused = _error(401, "missing or wrong API key (X-API-Key header)")
-        length = headers.get("content-length")
-        if refused is None and length is not None and length.isdigit() and int(length) > self.limit:
-            refused = _error(413, f"request body over the upload limit ({self.config.max_upload_mb:g} MB)")
         if refused is not None:
             await refused(scope, receive, send)
             self.metrics.requests.labels(endpoint, str(refused.status_code)).inc()
@@ -111,18 +119,33 @@ class Guard:
         self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
 
+def endpoint_label(scope: Scope) -> str:
+    """The ``endpoint`` label of a request's metrics: the path of the route serving it, up to its
+    first parameter (``/items``), or ``other`` for a path no route serves — one series per route,
+    however many paths clients make up."""
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return str(getattr(route, "path", "")).split("{", 1)[0].rstrip("/") or "/"
+    return "other"
+
+
 def create_app(service: GalleryService, config: ServeConfig | None = None, *, startup_seconds: float = 0.0) -> FastAPI:
     """The service's application around a loaded :class:`SearchService`."""
     config = config or ServeConfig()
+    config.key()  # an API key no client could send is refused here, not at the first request
     metrics = Metrics()
-    app = FastAPI(title="xmr search", version="1", description=f"Cross-modal search over {service.run_dir}")
+    # /docs is the service's own page (serve/page/docs.html), not swagger-ui or ReDoc from a CDN: it works offline
+    app = FastAPI(title="xmr search", version="1", description=f"Cross-modal search over {service.run_dir}",
+                  docs_url=None, redoc_url=None)
     app.state.service, app.state.config, app.state.metrics = service, config, metrics
     service.observe_batches(lambda batcher, size: metrics.batches.labels(batcher).observe(size))
-    if config.cors_origins:
+    app.add_middleware(Limits, config=config)  # added first, so innermost: after the key check
+    app.add_middleware(Guard, config=config, metrics=metrics)
+    if config.cors_origins:  # added last, so outermost: preflights (which carry no key) are answered before
+        # the key check, and a refusal (401, 413) carries the CORS headers the browser needs to read it
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"])
-
-    app.add_middleware(Guard, config=config, metrics=metrics)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -146,6 +169,9 @@ def create_app(service: GalleryService, config: ServeConfig | None = None, *, st
     def run_query(q: Query, kind_hint: str | None = None) -> dict[str, Any]:
         if q.k > config.k_max or q.offset + q.k > config.k_max:
             raise ServiceError(f"k + offset must be at most {config.k_max}, got {q.offset + q.k}")
+        n_values = sum(1 if isinstance(v, str) else len(v) for v in q.filters.values())
+        if n_values > config.max_filter_values:
+            raise ServiceError(f"filters: {n_values} values, at most {config.max_filter_values} in one query")
         t0 = time.perf_counter()
         stages = Stages()
         results, total = service.search(q, stages)
@@ -172,8 +198,9 @@ def create_app(service: GalleryService, config: ServeConfig | None = None, *, st
         data = await file.read(config.max_upload_bytes + 1)
         if len(data) > config.max_upload_bytes:
             raise TooLarge(f"the image is larger than the upload limit ({config.max_upload_mb:g} MB)")
-        return run_query(Query(text=text, image=data, target=target, k=k, offset=offset,  # type: ignore[arg-type]
-                               rerank=rerank or None))
+        query = Query(text=text, image=data, target=target, k=k, offset=offset,  # type: ignore[arg-type]
+                      rerank=rerank or None)
+        return await run_in_threadpool(run_query, query)  # decoded and encoded off the event loop
 
     @app.get("/items/{item_id:path}", response_model=Item, responses=ERRORS)
     def item(item_id: str) -> dict[str, object]:
@@ -181,9 +208,10 @@ def create_app(service: GalleryService, config: ServeConfig | None = None, *, st
         return service.item(item_id)
 
     @app.get("/images/{item_id:path}", responses={**ERRORS, 200: {"content": {"image/*": {}}}})
-    def image(item_id: str) -> FileResponse:
-        """A gallery item's image (only files that decode as images are served)."""
-        return FileResponse(service.image_file(item_id))
+    def image(item_id: str) -> StreamingResponse:
+        """A gallery item's image (only files that decode as images are served; checked on the file sent)."""
+        chunks, media_type = service.open_image(item_id)
+        return StreamingResponse(chunks, media_type=media_type)
 
     @app.get("/info", response_model=Info)
     def info() -> dict[str, object]:
@@ -203,19 +231,15 @@ def create_app(service: GalleryService, config: ServeConfig | None = None, *, st
         """Request counts, the latency histogram and per-stage times, Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    folder = resources.files("xmr.serve") / "page"  # read once: no file I/O per request
-    html, js, css = ((folder / name).read_text(encoding="utf-8") for name in ("index.html", "page.js", "page.css"))
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse(html)
-
-    @app.get("/page.js", include_in_schema=False)
-    def page_js() -> Response:
-        return Response(js, media_type="text/javascript")
-
-    @app.get("/page.css", include_in_schema=False)
-    def page_css() -> Response:
-        return Response(css, media_type="text/css")
-
+    folder = resources.files("xmr.serve") / "page"
+    for path, (name, media_type) in PAGE_FILES.items():
+        app.add_api_route(path, _static((folder / name).read_bytes(), media_type), methods=["GET"],
+                          include_in_schema=False)
     return app
+
+
+def _static(content: bytes, media_type: str) -> Callable[[], Response]:
+    """An endpoint answering ``content`` (one of the page's files, held in memory)."""
+    def endpoint() -> Response:
+        return Response(content, media_type=media_type)
+    return endpoint

@@ -21,11 +21,16 @@ import base64
 import binascii
 import contextlib
 import functools
+import itertools
 import logging
+import mimetypes
+import os
+import stat
 import threading
 import time
+import typing
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -33,7 +38,7 @@ from urllib.parse import quote
 import numpy as np
 
 from xmr.data.manifest import Item
-from xmr.encoders.image_io import ImageBytes, UnreadableImage, load_rgb
+from xmr.encoders.image_io import ImageBytes, UnreadableImage, blank_png, load_rgb
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import is_inner_product
 from xmr.modality import Modality, Target
@@ -103,17 +108,6 @@ class Query:
         return given[0]
 
 
-def blank_png(side: int = 32) -> bytes:
-    """A white PNG: the warm-up input of the image encoders."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (side, side), (255, 255, 255)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def decode_base64_image(data: str, limit: int) -> bytes:
     """The bytes of a base64 image (a ``data:...;base64,`` prefix allowed), refused past ``limit`` bytes."""
     if data.startswith("data:"):
@@ -134,14 +128,19 @@ class GalleryService(abc.ABC):
     rerankers: list[str] = []
 
     def __init__(self, items: Sequence[Item | None], *, run_dir: str | Path, model_id: str,
-                 max_upload_bytes: int = 10 * 2 ** 20) -> None:
+                 max_upload_bytes: int = 10 * 2 ** 20, max_decodes: int = 2) -> None:
         # by index id; None where `xmr index remove` took an item out (the index never returns it)
         self.items: list[Item | None] = list(items)
         self.run_dir, self.model_id = Path(run_dir), model_id
         self.by_id = {it.id: i for i, it in enumerate(self.items) if it is not None}
         self.max_upload_bytes = max_upload_bytes
-        self._masks: dict[tuple[str, str], np.ndarray] = {}
-        self._image_ok: dict[int, bool] = {}
+        # per filter field: its value -> code, and each item's code (-1: none); at most one per field,
+        # whatever values queries name (a mask per value asked for grew without bound)
+        self._codes: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        self._codes_lock = threading.Lock()
+        # index id -> (the identity of the file checked: device, inode, size, mtime; whether it decoded)
+        self._image_ok: dict[int, tuple[tuple[int, int, int, int], bool]] = {}
+        self._decodes = threading.BoundedSemaphore(max_decodes)  # image decodes at once (their pixels in memory)
         fields = {f: sorted({str(getattr(it, f)) for it in self.items if it is not None and getattr(it, f) is not None})
                   for f in FILTER_FIELDS}
         self.fields = {f: v for f, v in fields.items() if v}
@@ -181,23 +180,35 @@ class GalleryService(abc.ABC):
         return it
 
     def item_mask(self, filters: Mapping[str, str | Sequence[str]]) -> np.ndarray | None:
-        """Which items pass ``filters`` (field -> value or values; None: no filter). Shape: (n_items,)."""
+        """Which items pass ``filters`` (field -> value or values; None: no filter). Shape: (n_items,).
+
+        One pass over the field's item codes per field, however many values are named; a value no
+        item has matches nothing and leaves nothing behind.
+        """
         if not filters:
             return None
         keep = np.ones(len(self.items), dtype=bool)
         for name, wanted in filters.items():
             if name not in FILTER_FIELDS:
                 raise ServiceError(f"filters: unknown field {name!r}; the gallery has {', '.join(FILTER_FIELDS)}")
-            values = [wanted] if isinstance(wanted, str) else list(wanted)
-            either = np.zeros(len(self.items), dtype=bool)
-            for v in values:
-                key = (name, str(v))
-                if key not in self._masks:
-                    self._masks[key] = np.array([it is not None and str(getattr(it, name)) == str(v)
-                                                 for it in self.items], dtype=bool)
-                either |= self._masks[key]
-            keep &= either
+            code_of, codes = self._field_codes(name)
+            passes = np.zeros(len(code_of) + 1, dtype=bool)  # by code; the last entry is code -1 (no value)
+            for v in [wanted] if isinstance(wanted, str) else wanted:
+                c = code_of.get(str(v))
+                if c is not None:
+                    passes[c] = True
+            keep &= passes[codes]
         return keep
+
+    def _field_codes(self, name: str) -> tuple[dict[str, int], np.ndarray]:
+        """(value -> code, each item's code (n_items,) int32, -1 where it has none) of one filter field, built once."""
+        with self._codes_lock:
+            if name not in self._codes:
+                code_of = {v: c for c, v in enumerate(self.fields.get(name, ()))}
+                codes = np.fromiter((-1 if it is None or getattr(it, name) is None else code_of[str(getattr(it, name))]
+                                     for it in self.items), dtype=np.int32, count=len(self.items))
+                self._codes[name] = (code_of, codes)
+            return self._codes[name]
 
     def image_url(self, item_id: str) -> str:
         return "/images/" + quote(item_id, safe="")
@@ -210,22 +221,52 @@ class GalleryService(abc.ABC):
         return {"id": it.id, "texts": list(it.texts), "image_url": self.image_url(it.id),
                 "fields": self.item_fields(it)}
 
-    def image_file(self, item_id: str) -> Path:
-        """The gallery image of ``item_id``, only if it decodes as an image (checked once per item).
+    def open_image(self, item_id: str) -> tuple[Iterator[bytes], str]:
+        """The gallery image of ``item_id`` as chunks of bytes, and its media type — only a regular
+        file that decodes as an image.
 
         A manifest row may point anywhere (``/etc/passwd``); the service hands out a file only
-        when PIL reads it as an image within the pixel limit.
+        when PIL reads it as an image within the pixel limit. The check reads the opened file,
+        the one then served, and is remembered for that file only (device, inode, size, mtime):
+        a file swapped in afterwards (a symlink re-pointed elsewhere) is checked again, and a
+        file gone is a :class:`NotFound`, as is a FIFO or a device (opened without blocking).
         """
         i = self.item_index(item_id)
-        if i not in self._image_ok:
-            try:
-                load_rgb(self.at(i).image, min_side=8)
-                self._image_ok[i] = True
-            except UnreadableImage:
-                self._image_ok[i] = False
-        if not self._image_ok[i]:
-            raise NotFound(f"item {item_id!r} has no readable image")
-        return Path(self.at(i).image)
+        path = self.at(i).image
+        missing = NotFound(f"item {item_id!r} has no readable image")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            raise missing from None
+        f = os.fdopen(fd, "rb")
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise missing
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            known = self._image_ok.get(i)
+            if known is None or known[0] != identity:
+                try:
+                    with self._decodes:
+                        load_rgb(ImageBytes(f.read(), str(path)), min_side=8)
+                    known = (identity, True)
+                except UnreadableImage:
+                    known = (identity, False)
+                self._image_ok[i] = known
+                f.seek(0)
+            if not known[1]:
+                raise missing
+        except BaseException:
+            f.close()
+            raise
+        return _chunks(f), mimetypes.guess_type(str(path))[0] or "application/octet-stream"
+
+
+def _chunks(f: typing.BinaryIO, size: int = 1 << 16) -> Iterator[bytes]:
+    """The bytes of an open file, ``size`` at a time; the file is closed at the end (or when dropped)."""
+    with f:
+        while chunk := f.read(size):
+            yield chunk
 
 
 class SearchService(GalleryService):
@@ -233,12 +274,13 @@ class SearchService(GalleryService):
 
     def __init__(self, searcher: Searcher, *, run_dir: str | Path, cache_size: int = 1024,
                  max_upload_bytes: int = 10 * 2 ** 20, max_batch: int = 32, max_wait: float = 0.002,
-                 text_workers: int = 2) -> None:
+                 text_workers: int = 2, max_decodes: int = 2) -> None:
         super().__init__(searcher.items, run_dir=run_dir, model_id=searcher.model.model_id,
-                         max_upload_bytes=max_upload_bytes)
+                         max_upload_bytes=max_upload_bytes, max_decodes=max_decodes)
         self.searcher = searcher
         self.dim = searcher.model.config.embed_dim
-        self._owner_index: np.ndarray | None = None
+        # every (text, item carrying it) pair, sorted by text then item: (text ids, item ids), built once
+        self._carriers: tuple[np.ndarray, np.ndarray] | None = None
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()  # the LRU, shared by the request threads
@@ -326,7 +368,8 @@ class SearchService(GalleryService):
             raise TooLarge(f"the image is larger than the upload limit ({self.max_upload_bytes / 2 ** 20:g} MB)")
         enc = self.searcher.image_encoder
         try:
-            pixels = enc.load(ImageBytes(data, "the uploaded image"))  # decoded outside the lock
+            with self._decodes:  # decoded outside the encoder lock, a few at a time
+                pixels = enc.load(ImageBytes(data, "the uploaded image"))
         except UnreadableImage as e:
             raise ServiceError(f"image: {e.reason}") from None
         with self._encoder_lock:
@@ -336,8 +379,8 @@ class SearchService(GalleryService):
     def _item_embedding(self, item_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         i = self.item_index(item_id)
         index = self.searcher.indexes["images"]
-        try:
-            vec = np.asarray(index.faiss_index.reconstruct(i), dtype=np.float32).reshape(1, -1)
+        try:  # by id: after `xmr index remove` an id is no longer a FAISS position
+            vec = np.asarray(index.reconstruct(np.array([i], dtype=np.int64)), dtype=np.float32).reshape(1, -1)
             return vec, None  # the own features are needed by bidirectional only
         except RuntimeError:  # an index that cannot give its vectors back: encode the file
             feats = self._item_features(item_id)
@@ -345,8 +388,10 @@ class SearchService(GalleryService):
 
     def _item_features(self, item_id: str) -> np.ndarray:
         enc = self.searcher.image_encoder
+        with self._decodes:
+            pixels = enc.load(self.at(self.item_index(item_id)).image)
         with self._encoder_lock:
-            return enc.encode_batch([enc.load(self.at(self.item_index(item_id)).image)])
+            return enc.encode_batch([pixels])
 
     def _vector(self, values: Sequence[float]) -> np.ndarray:
         v = np.asarray(values, dtype=np.float64).reshape(1, -1)
@@ -356,15 +401,38 @@ class SearchService(GalleryService):
             raise ServiceError("vector: must be finite and not all zero")
         return l2_normalize(v / np.abs(v).max()).astype(np.float32)  # scaled first: no float32 overflow
 
-    def _mask(self, target: Target, filters: Mapping[str, str | Sequence[str]]) -> np.ndarray | None:
-        """Which gallery entries pass ``filters`` (None: no filter). A text passes by its item."""
-        keep = self.item_mask(filters)
+    def _mask(self, target: Target, keep: np.ndarray | None) -> np.ndarray | None:
+        """Which entries of ``target`` pass, given the items that do (``keep``, (n_items,); None: no
+        filter). A text passes when any item carrying it passes, not only the first."""
         if keep is None or target == "images":
             return keep
-        if self._owner_index is None:  # text position -> its item's position (-1: none), once
-            owners = self.searcher.text_owners()
-            self._owner_index = np.array([owners.get(j, -1) for j in range(self.n_texts)], dtype=np.int64)
-        return (self._owner_index >= 0) & keep[np.clip(self._owner_index, 0, None)]
+        texts, carriers = self._text_carriers()
+        passes = np.zeros(self.n_texts, dtype=bool)
+        passes[texts[keep[carriers]]] = True
+        return passes
+
+    def _text_carriers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (text id, id of an item carrying it) pair, sorted by text then item: two (n_pairs,)
+        int64 arrays, read from the gallery once."""
+        if self._carriers is None:
+            by_item = self.searcher.metadata.item_texts()
+            counts = np.fromiter((len(js) for js in by_item.values()), dtype=np.int64, count=len(by_item))
+            items = np.repeat(np.fromiter(by_item.keys(), dtype=np.int64, count=len(by_item)), counts)
+            texts = np.fromiter(itertools.chain.from_iterable(by_item.values()), dtype=np.int64,
+                                count=int(counts.sum()))
+            order = np.lexsort((items, texts))
+            self._carriers = (texts[order], items[order])
+        return self._carriers
+
+    def _carrier(self, j: int, keep: np.ndarray | None) -> Item | None:
+        """The item shown with text ``j``: the first that carries it (and passes ``keep``, when given)."""
+        if keep is None:
+            owner = self.searcher.text_owners().get(j)
+            return self.items[owner] if owner is not None else None
+        texts, carriers = self._text_carriers()
+        lo, hi = np.searchsorted(texts, [j, j + 1])
+        passing = carriers[lo:hi][keep[carriers[lo:hi]]]
+        return self.items[int(passing[0])] if len(passing) else None
 
     def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
         """The ranked results of ``q`` (``offset`` skipped, ``k`` kept) and how many entries pass its filters."""
@@ -399,7 +467,8 @@ class SearchService(GalleryService):
             txt, _ = self._text_embedding(str(q.text))
             emb, own, modality = l2_normalize(img + txt), None, "image"
         t = stages.add("encode", t)
-        mask = self._mask(q.target, q.filters)
+        items_pass = self.item_mask(q.filters)
+        mask = self._mask(q.target, items_pass)
         n = len(self.searcher.indexes[q.target])
         total = int(mask.sum()) if mask is not None else n
         need = q.offset + q.k
@@ -419,17 +488,17 @@ class SearchService(GalleryService):
             fetch = min(n, fetch * WIDEN)
         t = stages.add("rerank" if q.rerank else "search", t)
         hits = [(float(s), int(i)) for s, i in zip(scores[keep], ids[keep])][q.offset:need]
-        results = [self._result(q.target, i, s, q.offset + r + 1) for r, (s, i) in enumerate(hits)]
+        results = [self._result(q.target, i, s, q.offset + r + 1, items_pass) for r, (s, i) in enumerate(hits)]
         stages.add("metadata", t)
         return results, total
 
-    def _result(self, target: Target, i: int, score: float, rank: int) -> dict[str, object]:
+    def _result(self, target: Target, i: int, score: float, rank: int,
+                items_pass: np.ndarray | None = None) -> dict[str, object]:
         if target == "images":
             it = self.at(i)
             return {"id": it.id, "score": score, "rank": rank, "texts": list(it.texts),
                     "image_url": self.image_url(it.id), "fields": self.item_fields(it)}
-        owner = self.searcher.text_owners().get(i)
-        of = self.items[owner] if owner is not None else None
+        of = self._carrier(i, items_pass)  # an item that passed the filters, for a filtered query
         fields = {"item": of.id if of else None, **(self.item_fields(of) if of else {})}
         return {"id": f"text:{i}", "score": score, "rank": rank, "texts": [self.searcher.texts[i]],
                 "image_url": self.image_url(of.id) if of else None, "fields": fields}
@@ -443,9 +512,9 @@ class ComposedService(GalleryService):
     composed = "learnt"
 
     def __init__(self, searcher: ComposedSearcher, *, run_dir: str | Path,
-                 max_upload_bytes: int = 10 * 2 ** 20) -> None:
+                 max_upload_bytes: int = 10 * 2 ** 20, max_decodes: int = 2) -> None:
         super().__init__(searcher.items, run_dir=run_dir, model_id=searcher.model.model_id,
-                         max_upload_bytes=max_upload_bytes)
+                         max_upload_bytes=max_upload_bytes, max_decodes=max_decodes)
         self.searcher = searcher
         self._encoder_lock = threading.Lock()
 
@@ -473,7 +542,7 @@ class ComposedService(GalleryService):
                 raise TooLarge(f"the image is larger than the upload limit ({self.max_upload_bytes / 2 ** 20:g} MB)")
             source = ImageBytes(data, "the uploaded image")
         try:
-            with self._encoder_lock:
+            with self._decodes, self._encoder_lock:  # the image is decoded inside
                 query = self.searcher.compose_query(source, str(q.text))
         except UnreadableImage as e:
             raise ServiceError(f"image: {e.reason}") from None
@@ -493,8 +562,8 @@ class ComposedService(GalleryService):
 
 
 def load_service(run_dir: str | Path, index_dir: str | Path | None = None, *, cache_size: int = 1024,
-                 max_upload_bytes: int = 10 * 2 ** 20, fast_text: bool = False, text_workers: int = 2
-                 ) -> GalleryService:
+                 max_upload_bytes: int = 10 * 2 ** 20, fast_text: bool = False, text_workers: int = 2,
+                 max_decodes: int = 2) -> GalleryService:
     """The service of the run in ``run_dir``, by its task (``run.json``): retrieval or composed
     (``fast_text``: query texts through the text encoder's faster stand-in, retrieval runs)."""
     from xmr.runs.base import read_task_name
@@ -502,6 +571,6 @@ def load_service(run_dir: str | Path, index_dir: str | Path | None = None, *, ca
     if read_task_name(run_dir) == "composed":
         if index_dir is not None:
             raise XmrError("a composed run searches its own gallery (gallery.npz); --index does not apply")
-        return ComposedService.load(run_dir, max_upload_bytes=max_upload_bytes)
+        return ComposedService.load(run_dir, max_upload_bytes=max_upload_bytes, max_decodes=max_decodes)
     return SearchService.load(run_dir, index_dir, cache_size=cache_size, max_upload_bytes=max_upload_bytes,
-                              fast_text=fast_text, text_workers=text_workers)
+                              fast_text=fast_text, text_workers=text_workers, max_decodes=max_decodes)

@@ -14,7 +14,8 @@ from xmr.runs.config import TrainSource
 from xmr.tasks.base import TASKS, EvalOutcome, Options, Task, TrainOutcome
 
 if TYPE_CHECKING:
-    from xmr.search import QueryResult
+    from xmr.modality import Target
+    from xmr.search import Query, QueryResult, Searcher
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class RetrievalTask(Task):
     eval_options = frozenset({"split", "mode", "manifest", "texts_per_item", "rerank", "rerank_param", "skip_bad",
                               "out", "cache_dir", "captions"})
     search_options = frozenset({"text", "image", "queries", "json", "sheet", "k", "target", "index", "rerank",
-                                "rerank_param"})
+                                "rerank_param", "exact_text"})
 
     @property
     def train_fields(self) -> Mapping[type, Mapping[str, str]]:
@@ -156,7 +157,7 @@ class RetrievalTask(Task):
 
         from xmr.modality import check_target
         from xmr.rerank.registry import rerankers_from_options
-        from xmr.search import Query, QueryResult, Searcher, read_queries
+        from xmr.search import Query, Searcher, read_queries
 
         text, image, query_file = given.get("text"), given.get("image"), given.get("queries")
         if sum(x is not None for x in (text, image, query_file)) != 1:
@@ -170,35 +171,54 @@ class RetrievalTask(Task):
         # only query-time parameters may be given here; the rest were fixed by `xmr index --rerank`
         params = {k.strip().rpartition(".")[2]: v.strip()
                   for k, _, v in (str(p).partition("=") for p in given.get("rerank_param") or [])}
+        k, target = int(given.get("k") or 10), check_target(given.get("target") or "images")
         t0 = time.perf_counter()
         s = Searcher.from_run(run_dir, given.get("index"), rerank=rerank[0].name if rerank else None,
-                              rerank_params=params)
-        log.info("loaded the run and its index (%d images, %d texts) in %.1f s", len(s.items), len(s.texts),
-                 time.perf_counter() - t0)
-        k, target = int(given.get("k") or 10), check_target(given.get("target") or "images")
+                              rerank_params=params, fast_text=not given.get("exact_text"))
+        s.check_searchable(target)  # before an encoder loads
+        loaded = [f"the run and its index ({len(s.items)} images, {len(s.texts)} texts) in "
+                  f"{time.perf_counter() - t0:.1f} s"]
+        for kind in sorted({q.kind for q in queries if q.error is None}, reverse=True):  # text, then image
+            t = time.perf_counter()
+            s.load_encoder(kind)
+            encoder = s.text_encoder if kind == "text" else s.image_encoder
+            loaded.append(f"the {kind} encoder ({encoder.encoder_id}) in {time.perf_counter() - t:.1f} s")
+        log.info("loaded %s", ", ".join(loaded))
         t1 = time.perf_counter()
-        if query_file is None:  # one query: its own error, as it is
-            q = queries[0]
-            hits = s.search_text(q.value, k, target=target) if q.kind == "text" else \
-                s.search_image(q.value, k, target=target)
-            results = [QueryResult(q, hits)]
-        else:
-            results = s.search_batch(queries, k, target=target)
-        log.info("answered %d queries in %.2f s", len(queries), time.perf_counter() - t1)
-        as_json, many = bool(given.get("json")), query_file is not None
-        for r in results:
+        as_json, many, sheet = bool(given.get("json")), query_file is not None, given.get("sheet")
+        kept: list[QueryResult] = []  # for the contact sheet only
+        n_failed, first_failed = 0, None
+        for r in self._answers(s, queries, k, target, many=many):
             yield from _result_lines(r, as_json=as_json, numbered=many)
-        if given.get("sheet"):
+            if sheet:
+                kept.append(r)
+            if r.error is not None:
+                n_failed, first_failed = n_failed + 1, first_failed or r
+        log.info("answered %d quer%s in %.2f s", len(queries), "y" if len(queries) == 1 else "ies",
+                 time.perf_counter() - t1)
+        if sheet:
             from xmr.search.sheet import search_sheet
 
-            layout = search_sheet(results, str(given["sheet"]), title=f"{Path(run_dir).name}: top {k} {target}")
-            log.info("contact sheet of %d queries x %d results: %s", layout.n_rows, layout.n_cols - 1,
-                     given["sheet"])
-        failed = [r for r in results if r.error is not None]
-        if failed:
-            where = f"line {failed[0].query.line}: " if failed[0].query.line else ""
-            raise XmrError(f"{len(failed)} of {len(results)} queries could not be answered (the others were); "
-                           f"first: {where}{failed[0].error}")
+            layout = search_sheet(kept, str(sheet), title=f"{Path(run_dir).name}: top {k} {target}")
+            log.info("contact sheet of %d queries x %d results: %s", layout.n_rows, layout.n_cols - 1, sheet)
+        if first_failed is not None:
+            where = f"line {first_failed.query.line}: " if first_failed.query.line else ""
+            raise XmrError(f"{n_failed} of {len(queries)} queries could not be answered (the others were); "
+                           f"first: {where}{first_failed.error}")
+
+    @staticmethod
+    def _answers(s: Searcher, queries: list[Query], k: int, target: Target, *, many: bool
+                 ) -> Iterator[QueryResult]:
+        """Each query's result as it is answered: a batch streamed (memory bounded by one encoder
+        batch), or one query whose error is raised as it is."""
+        from xmr.search import QueryResult
+
+        if many:
+            yield from s.iter_search_batch(queries, k, target=target)
+            return
+        q = queries[0]
+        yield QueryResult(q, s.search_text(q.value, k, target=target) if q.kind == "text" else
+                          s.search_image(q.value, k, target=target))
 
 
 def _result_lines(r: QueryResult, *, as_json: bool, numbered: bool) -> Iterator[str]:
@@ -219,12 +239,13 @@ def _result_lines(r: QueryResult, *, as_json: bool, numbered: bool) -> Iterator[
     if r.error is not None:
         yield f"  error: {r.error}"
         return
-    for hit in r.hits:
+    for hit in r.hits:  # a bare image has no text and no style: nothing printed for them, never "None"
         if hit.item is not None:  # a text hit: the item it came from
-            where = f"  from {hit.item}  {hit.image}"
+            parts = [f"from {hit.item}", hit.image]
         else:
-            where = f"  {hit.id}  [{hit.style}]  {hit.image}" if hit.image else ""
-        yield f"{hit.rank:>3}  {hit.score:.3f}  {hit.text}{where}"
+            parts = [hit.id, f"[{hit.style}]" if hit.style is not None else None, hit.image]
+        text = hit.text if hit.text is not None else "(no text)"
+        yield f"{hit.rank:>3}  {hit.score:.3f}  {text}" + "".join(f"  {x}" for x in parts if x is not None)
 
 
 def _caption_report(run_dir: str | Path, split: str, cache_dir: object, command: str | None) -> str:

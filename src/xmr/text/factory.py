@@ -25,6 +25,7 @@ from xmr.text import bigru, lstm, text_cnn  # noqa: F401  (register the built-in
 from xmr.text.registry import TEXT_MODELS
 from xmr.text.vocab import Vocabulary
 from xmr.text.word_vectors import embedding_matrix, load_glove
+from xmr.utils.numbers import check_finite_fields
 
 
 def _pools(kind: str) -> tuple[str, ...]:
@@ -69,6 +70,7 @@ class TextEncoderConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if self.kind not in TEXT_MODELS:
             raise XmrError(f"unknown text model kind {self.kind!r}; known: {', '.join(TEXT_MODELS.names())}")
         if self.init not in ("glove", "random"):

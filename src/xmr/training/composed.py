@@ -33,7 +33,9 @@ from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
 from xmr.training.trainer import restore_resume_state, save_resume_state
 from xmr.utils.io import load_json, matches_saved, save_json
+from xmr.utils.numbers import check_finite_fields
 from xmr.utils.progress import epoch_eta, progress
+from xmr.utils.threads import work_threads
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class ComposedTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
                   "weight_decay": self.weight_decay >= 0, "patience": self.patience >= 0,
                   "joint_weight": self.joint_weight >= 0}
@@ -171,34 +174,36 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
     if (out / "last.pt").exists():
         st = restore_resume_state(out / "last.pt", model, opt, sched)
         log.info("resuming %s after epoch %d", out, st.epoch)
-    while st.status == "running" and st.epoch < config.epochs:
-        t0 = time.perf_counter()
-        epoch = st.epoch
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(train.triplets))
-        model.train()
-        totals: dict[str, float] = {}
-        for b in progress(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch"):
-            batch = train.triplets[order[b * config.batch_size:(b + 1) * config.batch_size]]
-            parts = _step_loss(model, train, batch, config)
-            opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            opt.step()
-            sched.step()
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach())
-        metrics = evaluate_composed(model, val)
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / steps for k, v in totals.items()},
-               **{f"val_{k}": v for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
-        st.finished_epoch(row)
-        log.info("epoch %d/%d  loss %.4f  val R@1 %.1f R@10 %.1f R@50 %.1f  %s", epoch + 1, config.epochs,
-                 row["train_loss"], metrics["r1"], metrics["r10"], metrics["r50"],
-                 epoch_eta([float(r["seconds"]) for r in st.history], config.epochs))
-        if st.improved(metrics["rsum"]):
-            model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics})
-        elif config.patience and st.bad >= config.patience:
-            st.status = "early-stopped"
-        if st.status == "running" and st.epoch >= config.epochs:
-            st.status = "done"
-        save_json(out / "history.json", st.history)
-        save_resume_state(out / "last.pt", model, opt, sched, st)
+    # the composers are small modules on cached features: light work, one thread on a busy machine
+    with work_threads("light" if vocab is None else "heavy"):
+        while st.status == "running" and st.epoch < config.epochs:
+            t0 = time.perf_counter()
+            epoch = st.epoch
+            order = np.random.default_rng([config.seed, epoch]).permutation(len(train.triplets))
+            model.train()
+            totals: dict[str, float] = {}
+            for b in progress(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch"):
+                batch = train.triplets[order[b * config.batch_size:(b + 1) * config.batch_size]]
+                parts = _step_loss(model, train, batch, config)
+                opt.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                opt.step()
+                sched.step()
+                for k, v in parts.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach())
+            metrics = evaluate_composed(model, val)
+            row = {"epoch": epoch + 1, **{f"train_{k}": v / steps for k, v in totals.items()},
+                   **{f"val_{k}": v for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
+            st.finished_epoch(row)
+            log.info("epoch %d/%d  loss %.4f  val R@1 %.1f R@10 %.1f R@50 %.1f  %s", epoch + 1, config.epochs,
+                     row["train_loss"], metrics["r1"], metrics["r10"], metrics["r50"],
+                     epoch_eta([float(r["seconds"]) for r in st.history], config.epochs))
+            if st.improved(metrics["rsum"]):
+                model.save(out / "best", extra={"epoch": epoch + 1, "val": metrics})
+            elif config.patience and st.bad >= config.patience:
+                st.status = "early-stopped"
+            if st.status == "running" and st.epoch >= config.epochs:
+                st.status = "done"
+            save_json(out / "history.json", st.history)
+            save_resume_state(out / "last.pt", model, opt, sched, st)
     return st.result(load_composed_model(out / "best"), out / "best")

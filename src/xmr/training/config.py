@@ -8,6 +8,7 @@ from xmr.errors import XmrError
 from xmr.losses import LOSSES
 from xmr.losses.registry import capabilities as loss_capabilities
 from xmr.training.sparse_objective import PAIR_NAMES, PAPER_WEIGHTS
+from xmr.utils.numbers import check_finite_fields
 
 HARDEST_NEGATIVE_LOSSES = ("vse++",)
 #: the dual-path paper's instance loss (a shared classifier over training groups, Eqs. 5-8); not a
@@ -122,6 +123,7 @@ class TrainConfig:
     gan_lr: float = 2e-4
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if self.loss not in train_loss_names():
             raise XmrError(f"unknown loss {self.loss!r}; known: {', '.join(train_loss_names())}")
         LOSSES.get(self.rank_loss)

@@ -41,6 +41,7 @@ from xmr.training.schedule import warmup_cosine
 from xmr.training.sparse_objective import PAIR_NAMES, sparse_alignment_loss
 from xmr.utils.io import atomic_save_file, load_json, matches_saved, save_json
 from xmr.utils.progress import epoch_eta, progress
+from xmr.utils.threads import work_threads
 
 log = logging.getLogger(__name__)
 
@@ -360,9 +361,11 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
         save_resume_state(out / "last.pt", model, opt, sched, st, discs, ema, gen)
 
     extras = _Extras(pseudo, discs, total)
-    while st.status == "running" and st.epoch < config.epochs:
-        _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras, ema, gen)
-        checkpoint()
+    with work_threads(model_config.training_work) as threads:  # heads alone: one thread (busy machines)
+        log.debug("training on %d thread(s) (%s work)", threads, model_config.training_work)
+        while st.status == "running" and st.epoch < config.epochs:
+            _epoch_and_bookkeeping(model, train, val, config, st, opt, sched, out, extras, ema, gen)
+            checkpoint()
     if st.status == "running":
         st.status = "done"
         checkpoint()

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from xmr.errors import XmrError
 from xmr.utils.faults import crash_point
+from xmr.utils.files import LIMITS, check_input_file
 
 _LOW_SPACE = 1 << 20  # bytes: a failed write with less than this free is reported as a full disk
 
@@ -207,8 +208,10 @@ def save_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def load_json(path: str | os.PathLike[str]) -> Any:
-    """Read JSON; a missing or corrupt file raises XmrError naming it."""
+    """Read JSON; a missing or corrupt file (or a folder, FIFO, device, one over
+    :attr:`~xmr.utils.files.InputLimits.json_bytes`: never opened) raises XmrError naming it."""
     path = Path(path)
+    check_input_file(path, "JSON file", max_bytes=LIMITS.json_bytes)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -123,3 +123,17 @@ def write_skipped(path: str | Path, skipped: Sequence[dict[str, str]]) -> Path:
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in skipped))
     log.warning("the %d skipped item(s) are listed in %s", len(skipped), path)
     return Path(path)
+
+
+def read_skipped(path: str | Path) -> list[dict[str, str]]:
+    """The rows :func:`write_skipped` wrote (none when there is no such file)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise XmrError(f"{path}: cannot read the list of skipped items ({e})") from None
+    if not all(isinstance(r, dict) for r in rows):
+        raise XmrError(f"{path}: not a list of skipped items (one JSON object per line)")
+    return rows

@@ -1,13 +1,16 @@
 """``xmr data manifest DIR``: a manifest written from a folder of images (see :mod:`xmr.data.folder`).
 
 Every image is opened once (reduced) so that the manifest lists only images xmr can read; the
-others are left out and listed, with the reason, in ``<manifest>.skipped.jsonl`` beside it.
+others are left out and listed, with the reason, in ``<manifest>.skipped.jsonl`` beside it, with
+what the scan itself left out (sub-folders that could not be listed, images whose caption
+sidecar could not be read: :attr:`xmr.data.folder.FolderScan.skipped`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +27,18 @@ log = logging.getLogger(__name__)
 
 #: the side an image is decoded at to check it can be read (small: only readability is asked)
 CHECK_SIDE = 32
+
+
+def no_captions_hint(items: Sequence[Item]) -> str:
+    """What to do with ``items`` when none has a text: training needs captions, searching does not
+    (the ``xmr index --images`` command names the folder holding them)."""
+    parents = {os.path.dirname(os.path.abspath(it.image)) for it in items}
+    folder = os.path.commonpath(sorted(parents)) if parents else "FOLDER"
+    images = shlex.quote(folder) + (" --recursive" if len(parents) > 1 else "")
+    return (f"to search these images now, index them with a run you already have (its encoders and model): "
+            f"`xmr index RUN --images {images} --out NEW_INDEX`, then `xmr search RUN --index NEW_INDEX --text ...` "
+            f"(README: \"A folder without captions\"); to train on them, give them captions (a .txt sidecar beside "
+            f"each image, or --captions CSV) and write the manifest again")
 
 
 @dataclass(frozen=True)
@@ -46,8 +61,15 @@ class FolderManifest:
         with_texts = sum(1 for it in self.items if it.texts)
         lines.append(f"  {with_texts} with texts, {n - with_texts} without (those can be indexed and searched, "
                      "not trained on)" if with_texts < n else f"  all {n} with texts")
+        if not with_texts:
+            lines.append("  no texts at all: `xmr train` has nothing to learn from; "
+                         + no_captions_hint(self.items))
         if self.skipped:
-            lines.append(f"  {len(self.skipped)} unreadable image(s) left out, listed in {self.skipped_path}")
+            kinds = Counter(row.get("what", "image") for row in self.skipped)
+            shown = [f"{kinds[k]} {name}" for k, name in (("image", "unreadable image(s)"),
+                                                          ("sidecar", "image(s) with an unreadable caption sidecar"),
+                                                          ("folder", "unreadable sub-folder(s)")) if kinds[k]]
+            lines.append(f"  {' + '.join(shown)} left out, listed in {self.skipped_path}")
         if self.scan.n_ignored:
             lines.append(f"  {self.scan.n_ignored} other file(s) passed over (not images by their suffix)")
         return "\n".join(lines)
@@ -92,10 +114,11 @@ def write_folder_manifest(root: str | Path, out: str | Path, *, recursive: bool 
     if os.path.lexists(out) and not overwrite:
         raise XmrError(f"{out} exists; pass --overwrite to replace it, or give another --out")
     scan = scan_folder(root, recursive=recursive, captions=captions, split_fractions=split_fractions, seed=seed)
-    kept, skipped = readable_items(scan.items, show_progress=show_progress)
+    kept, unreadable = readable_items(scan.items, show_progress=show_progress)
+    skipped = (*scan.skipped, *unreadable)
     if not kept:
-        raise XmrError(f"none of the {len(scan.items)} images of {scan.root} could be read; first: "
-                       f"{skipped[0]['image']} ({skipped[0]['reason']})")
+        raise XmrError(f"none of the {len(scan.items) + len(scan.skipped)} images or folders of {scan.root} could "
+                       f"be read; first: {skipped[0]['image']} ({skipped[0]['reason']})")
     write_manifest(kept, out)
     listed = write_skipped(skipped_beside(out), skipped) if skipped else None
     if not skipped:

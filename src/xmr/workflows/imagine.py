@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: the longest caption the decoder is trained to write (words + the end token)
 MAX_CAPTION_LEN = 40
+#: images `xmr imagine` draws at once: memory stays bounded whatever ``--n`` asks (each batch is
+#: written before the next is drawn)
+IMAGINE_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -100,38 +103,43 @@ def caption_image(run_dir: str | Path, image: str | Path, *, beam: int = 1) -> s
 
 
 def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 4, seed: int = 0,
-                   mean: bool = False) -> list[Path]:
+                   mean: bool = False, batch_size: int = IMAGINE_BATCH) -> list[Path]:
     """Write ``n`` images a run's generator draws for ``text``: ``out`` itself for one, else ``out``'s
     stem + ``-1``, ``-2``, ... (PNG, 64 x 64). ``mean`` uses the condition's mean (no CA sample).
+    They are drawn ``batch_size`` at a time from one seeded generator, each batch written before
+    the next (so the first ``batch_size`` images are the same for any ``n >= batch_size``).
 
     Raises:
         XmrError: an empty text, a run trained without the t2i path, or ``n`` < 1.
     """
     if not text.strip():
         raise XmrError("--text is empty: give the sentence to imagine")
-    if n < 1:
-        raise XmrError(f"--n must be >= 1, got {n}")
+    if n < 1 or batch_size < 1:
+        raise XmrError(f"--n and the batch size must be >= 1, got {n} and {batch_size}")
     config, model = load_run(run_dir)
     if model.image_generator is None:
         raise XmrError(f"{run_dir} was trained without the t2i path: train it with --generative t2i to imagine")
-    images = imagined_pixels(model, run_encoders(config, model.vocab)["text_encoder"], text.strip(), n=n, seed=seed,
-                             mean=mean)
+    encoder = run_encoders(config, model.vocab)["text_encoder"]
     out = Path(out)
     paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix or '.png'}") for i in range(n)]
-    for path, pixels in zip(paths, images):
-        _write_png(path, pixels)
+    gen = torch.Generator().manual_seed(seed)
+    for start in progress(range(0, n, batch_size), desc="imagining", unit="batch", disable=n <= batch_size or None):
+        images = imagined_pixels(model, encoder, text.strip(), n=min(batch_size, n - start), mean=mean, generator=gen)
+        for path, pixels in zip(paths[start:], images):
+            _write_png(path, pixels)
     return paths
 
 
 def imagined_pixels(model: JointModel, text_encoder: TextEncoder, text: str, *, n: int = 4, seed: int = 0,
-                    mean: bool = False) -> np.ndarray:
+                    mean: bool = False, generator: torch.Generator | None = None) -> np.ndarray:
     """``n`` images (n, 64, 64, 3) uint8 that ``model``'s generator draws for ``text`` (GXN Sec. 3.4):
     t_l of the text, then G(z, t_c) with z and the conditioning-augmentation sample seeded by
-    ``seed`` (``mean``: t_c = mu, no sample). ``model`` must hold an image generator."""
+    ``seed`` (``mean``: t_c = mu, no sample), or drawn from ``generator`` when given (batches of
+    one series). ``model`` must hold an image generator. All ``n`` at once: see :func:`imagine_images`."""
     if model.image_generator is None:
         raise XmrError("this model was trained without the t2i path: train it with --generative t2i to imagine")
-    t_l = _grounded(model, text_encoder.encode_batch([text] * n), "text")
-    gen = torch.Generator().manual_seed(seed)
+    t_l = _grounded(model, np.repeat(text_encoder.encode_batch([text]), n, axis=0), "text")  # the text encoded once
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         return to_pixels(model.image_generator(t_l, sample=not mean, generator=gen)["images"])
 

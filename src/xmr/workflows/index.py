@@ -7,7 +7,7 @@ Index folder layout (default ``<run>/index``)::
     gallery.sqlite     the indexed items and texts by index id (:mod:`xmr.data.gallery_store`;
                        folders built before it hold gallery.jsonl + texts.json, still read)
     index_run.json     what built it: run, model id, manifest (or images folder), split, factory,
-                       re-ranking, command
+                       re-ranking, command; ``edits``: what ``xmr index add/remove`` changed since
     skipped.jsonl      with ``skip_bad`` (always for an images folder): the items left out, each
                        with its reason
     rerank/<name>/<target>/   optional re-ranking structures (``--rerank``), with their parameters
@@ -21,17 +21,20 @@ the index beside them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import typing
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from xmr.data.folder import scan_folder
-from xmr.data.gallery_store import GALLERY_FILE, write_gallery
-from xmr.data.manifest import select_split
+from xmr.data.gallery_store import GALLERY_FILE, open_gallery, write_gallery
+from xmr.data.manifest import Item, select_split
 from xmr.errors import XmrError
 from xmr.index import Index, create_index
 from xmr.index.budget import choose_index, parse_bytes
@@ -49,7 +52,7 @@ from xmr.rerank.registry import (
 from xmr.runs.config import load_run, run_encoders, run_items
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import check_writable, load_json, save_json
-from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, write_skipped
+from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, read_skipped, write_skipped
 from xmr.workflows.tune import Tuning, save_tuning, tune_reranker
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,44 @@ INDEX_RUN_FILE = "index_run.json"
 
 
 AUTO = "auto"
+
+Edits = Literal["refuse", "keep", "drop"]
+EDITS: tuple[Edits, ...] = typing.get_args(Edits)
+
+
+def check_edits(out: Path, run_dir: Path, edits: Edits) -> None:
+    """Refuse (``edits="refuse"``) to replace an index that ``xmr index add`` / ``remove`` changed:
+    a rebuild from its source would silently lose the added items and bring back the removed ones."""
+    if edits != "refuse" or not (out / INDEX_RUN_FILE).is_file():
+        return
+    built = load_json(out / INDEX_RUN_FILE)
+    changes = built.get("edits") if isinstance(built, dict) else None
+    if not isinstance(changes, list) or not changes:
+        return
+    counts = {kind: sum(int(e.get("images", 0)) for e in changes if isinstance(e, dict) and kind in e)
+              for kind in ("add", "remove")}
+    raise XmrError(f"the index at {out} was changed by `xmr index add/remove` ({counts['add']} item(s) added, "
+                   f"{counts['remove']} removed) and a rebuild from its source would undo that: give --keep-edits to "
+                   "index the items it holds now (with --rerank for re-ranking structures), or --drop-edits")
+
+
+def _indexed_items(out: Path, run_dir: Path) -> tuple[list[Item], dict[str, object], list[dict[str, str]]]:
+    """The items the index at ``out`` holds now (by id), what ``index_run.json`` says of its source,
+    split, texts per item and edits, and the items its builds left out (``skipped.jsonl``)."""
+    if not (out / INDEX_RUN_FILE).is_file():
+        raise XmrError(f"--keep-edits indexes the items of the index at {out}, but there is none; build one with "
+                       f"`xmr index {run_dir}`")
+    built = load_json(out / INDEX_RUN_FILE)
+    if not isinstance(built, dict):
+        raise XmrError(f"{out / INDEX_RUN_FILE}: not an index description; rebuild with `xmr index {run_dir}`")
+    items = [it for it in open_gallery(out, hint=f"rebuild with `xmr index {run_dir}`").items_by_id()
+             if it is not None]
+    if not items:
+        raise XmrError(f"the index at {out} holds no items: nothing to index; add some with `xmr index add` or "
+                       f"rebuild it with `xmr index {run_dir} --drop-edits`")
+    source = {k: built[k] for k in ("manifest", "images", "recursive", "shards", "split", "texts_per_item", "edits")
+              if k in built}
+    return items, source, read_skipped(out / SKIPPED_FILE)
 
 
 @dataclass(frozen=True)
@@ -148,7 +189,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
               images: str | Path | None = None, recursive: bool = False, tune: str | None = None,
               search_params: Mapping[str, int] | None = None,
               tune_fixed: Collection[str] = (), memory_budget: str | int | None = None,
-              check: CrossModalCheck | None = None) -> Path:
+              check: CrossModalCheck | None = None, edits: Edits = "refuse") -> Path:
     """Build the gallery index of a run. Returns the index folder.
 
     Args:
@@ -181,10 +222,15 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         rerank_targets: which side each method re-orders: ``"images"`` (text and image queries
             over the images) and/or ``"texts"``.
         skip_bad: index around unreadable images (listed in ``skipped.jsonl``) instead of refusing.
+        edits: what becomes of the items ``xmr index add`` / ``remove`` changed in the index at
+            ``out_dir``: ``"refuse"`` to replace such an index, ``"keep"``: index the items it
+            holds now (its source, split and texts per item, the edit history kept; no
+            ``manifest``, ``images`` or ``split`` then), ``"drop"``: rebuild from the source anyway.
 
     Raises:
         XmrError: ``out_dir`` holds anything but an index of this run (it is never replaced
-            then), a bad factory string or option, an unreadable image (without ``skip_bad``).
+            then), or an edited index without ``edits``, a bad factory string or option, an
+            unreadable image (without ``skip_bad``).
     """
     run_dir = Path(run_dir)
     if images is not None and manifest is not None:
@@ -196,6 +242,10 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         raise XmrError(f"texts_per_item must be >= 1 (or None for all), got {texts_per_item}")
     if tune is not None and not rerankers:
         raise XmrError("--tune chooses re-ranking parameters: give the method with --rerank NAME")
+    if edits not in EDITS:
+        raise XmrError(f"edits must be one of {', '.join(EDITS)}, got {edits!r}")
+    if edits == "keep" and (manifest is not None or images is not None or split is not None):
+        raise XmrError("--keep-edits indexes the items the index holds now: leave out --manifest, --images and --split")
     cfg, model = load_run(run_dir)
     # a bad factory string or budget fails now, not after encoding
     if factory == AUTO:
@@ -207,10 +257,14 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         make_index(factory, model.config.embed_dim, model.model_id, search_params)
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
+    check_edits(out, run_dir, edits)
     check_writable(out.parent, "index folder")
-    if images is not None:
+    scanned_out: tuple[dict[str, str], ...] = ()  # unreadable sub-folders and caption sidecars of --images
+    if edits == "keep":  # read under the lock below
+        gallery, source = [], {}
+    elif images is not None:
         scan = scan_folder(images, recursive=recursive)
-        gallery, skip_bad = select_split(scan.items, split), True
+        gallery, skip_bad, scanned_out = select_split(scan.items, split), True, scan.skipped
         source = {"images": str(scan.root), "recursive": recursive}
     else:
         gallery = run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad)
@@ -221,9 +275,19 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             tunings[proto.name] = tune_reranker(cfg, model, proto, rerank_targets, split=tune, fixed=tune_fixed,
                                                 cache_dir=cache_dir, show_progress=show_progress)
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"):
+        check_edits(out, run_dir, edits)  # again: an `xmr index add` may have ended meanwhile
+        kept: list[dict[str, str]] = [*scanned_out]
+        if edits == "keep":
+            gallery, source, kept = _indexed_items(out, run_dir)
+            split = typing.cast(str | None, source.pop("split", None))
+            if texts_per_item is None:
+                texts_per_item = typing.cast(int | None, source.pop("texts_per_item", None))
+            source.pop("texts_per_item", None)
         fs = encode_items(gallery, **run_encoders(cfg, model.vocab),
                           cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
+        if kept:  # the items the first build left out are still out: still listed
+            fs = dataclasses.replace(fs, skipped=(*kept, *fs.skipped))
         _write_index(out, run_dir, model, fs, factory=factory, source=source, split=split,
                      rerankers=rerankers, rerank_targets=rerank_targets, command=command, tunings=tunings,
                      search_params=search_params, memory_budget=memory_budget, check=check,

@@ -4,13 +4,17 @@ Both keep every other item's id (image index id = gallery row id, never reused) 
 the new folder is assembled beside the old one -- unchanged files hard-linked, the indexes and
 ``gallery.sqlite`` written anew (a refined index's vector store is linked and extended, see
 :mod:`xmr.index.vector_store`) -- and swapped in at the end, so a crash (``kill -9``) at any
-point leaves the previous index whole and loadable. Re-ranking structures describe the old
-gallery: they are left out of the new folder and named in ``index_run.json`` (``rerank_stale``)
-with the command that builds them again.
+point leaves the previous index whole and loadable. Everything an edit reads of the index
+(``index_run.json``, the gallery, the vectors) is read under the lock ``xmr index`` writes it
+under, so an edit racing a rebuild extends the index that is there. Re-ranking structures
+describe the old gallery: they are left out of the new folder and named in ``index_run.json``
+(``rerank_stale``); ``xmr index RUN --keep-edits --rerank NAME`` builds them again over the items
+the index holds (:func:`xmr.workflows.index.index_run`, ``edits="keep"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -28,7 +32,7 @@ from xmr.runs.config import load_run, run_encoders, run_items
 from xmr.utils.faults import crash_point
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import load_json, save_json
-from xmr.workflows.features import encode_items
+from xmr.workflows.features import SKIPPED_FILE, encode_items, read_skipped, write_skipped
 from xmr.workflows.index import INDEX_RUN_FILE
 
 log = logging.getLogger(__name__)
@@ -46,16 +50,27 @@ class IndexEdit:
     n_images: int
     n_texts: int
     rerank_stale: tuple[str, ...]
+    skipped: int = 0
 
 
-def _open(run_dir: Path, index_dir: str | Path | None) -> tuple[Path, dict[str, object]]:
+def _open(run_dir: Path, index_dir: str | Path | None, model_id: str | None = None) -> tuple[Path, dict[str, object]]:
+    """The index folder and its ``index_run.json``; with ``model_id``, refused unless the index is that model's."""
     idx = Path(index_dir) if index_dir else run_dir / "index"
     if not (idx / INDEX_RUN_FILE).is_file():
         raise XmrError(f"no index at {idx}; build one with `xmr index {run_dir}`")
     built = load_json(idx / INDEX_RUN_FILE)
     if not isinstance(built, dict):
         raise XmrError(f"{idx / INDEX_RUN_FILE}: not an index description; rebuild with `xmr index {run_dir}`")
+    if model_id is not None and built.get("model_id") not in (None, model_id):
+        raise XmrError(f"the index at {idx} was built with model {built.get('model_id')!r} (run {built.get('run')}), "
+                       f"the run {run_dir}'s is {model_id!r}: name the index's own run, or rebuild the index with "
+                       f"`xmr index {run_dir}`")
     return idx, built
+
+
+def _lock(idx: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock ``xmr index`` holds while it builds ``idx``: an edit reads and writes the index under it."""
+    return exclusive_lock(idx.parent / f".{idx.name}.lock", f"the index {idx}")
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -80,14 +95,18 @@ def _stale(built: dict[str, object]) -> tuple[str, ...]:
 
 
 def _finish(tmp: Path, idx: Path, built: dict[str, object], images: Index, texts: Index, edit: dict[str, object],
-            stale: tuple[str, ...]) -> None:
+            stale: tuple[str, ...], skipped: Sequence[dict[str, str]] = ()) -> None:
     images.save(tmp / "images")
     texts.save(tmp / "texts")
     prior, was_stale = built.get("edits"), built.get("rerank_stale")
     edits = [*prior, edit] if isinstance(prior, list) else [edit]
     stale_now = sorted(set(stale) | set(was_stale if isinstance(was_stale, list) else []))
+    n_skipped = built.get("n_skipped")
+    if skipped:  # listed after the build's own: a new file in the new folder, the old one's link untouched
+        write_skipped(tmp / SKIPPED_FILE, [*read_skipped(idx / SKIPPED_FILE), *skipped])
     save_json(tmp / INDEX_RUN_FILE, {**built, "n_images": len(images), "n_texts": len(texts), "rerank": {},
                                      "rerank_stale": stale_now, "edits": edits,
+                                     "n_skipped": (n_skipped if isinstance(n_skipped, int) else 0) + len(skipped),
                                      "fingerprint": index_fingerprint(tmp)})
     crash_point("index-edit-before-swap")
 
@@ -106,20 +125,18 @@ def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | 
             an unreadable image (without ``skip_bad``).
     """
     run_dir = Path(run_dir)
-    idx, built = _open(run_dir, index_dir)
     cfg, model = load_run(run_dir)
-    if built.get("model_id") not in (None, model.model_id):
-        raise XmrError(f"the index at {idx} was built with model {built.get('model_id')!r}, the run's is "
-                       f"{model.model_id!r}; rebuild it with `xmr index {run_dir}`")
+    idx, _ = _open(run_dir, index_dir, model.model_id)  # fail fast; read again under the lock
     items = run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad)
-    gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
-    there = [it.id for it in items if gallery.position(it.id) is not None]
-    if there:
-        more = f" and {len(there) - 1} more" if len(there) > 1 else ""
-        raise XmrError(f"item {there[0]!r}{more} of {manifest} is already in the index at {idx}; "
-                       f"remove it first (`xmr index remove {run_dir} {there[0]}`) or leave it out")
-    tpi = built.get("texts_per_item")
-    with exclusive_lock(idx.parent / f".{idx.name}.lock", f"the index {idx}"):
+    with _lock(idx):  # what the index is, is read under the lock it is written under (a rebuild may just have ended)
+        idx, built = _open(run_dir, index_dir, model.model_id)
+        gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
+        there = [it.id for it in items if gallery.position(it.id) is not None]
+        if there:
+            more = f" and {len(there) - 1} more" if len(there) > 1 else ""
+            raise XmrError(f"item {there[0]!r}{more} of {manifest} is already in the index at {idx}; "
+                           f"remove it first (`xmr index remove {run_dir} {there[0]}`) or leave it out")
+        tpi = built.get("texts_per_item")
         fs = encode_items(items, **run_encoders(cfg, model.vocab), cache_dir=cache_dir,
                           texts_per_item=tpi if isinstance(tpi, int) else None, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
@@ -150,9 +167,11 @@ def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | 
                           {**old_texts, **{i: t for t, i in new_text_id.items()}},
                           {**old_links, **item_texts}, base=base)
             _finish(tmp, idx, built, images, texts, {"add": str(manifest), "images": len(fs.items),
-                                                     "texts": len(fresh), "command": command}, stale)
-    log.info("added %d images and %d texts to %s", len(fs.items), len(fresh), idx)
-    return IndexEdit(idx, len(fs.items), len(fresh), len(images), len(texts), stale)
+                                                     "texts": len(fresh), "skipped": len(fs.skipped),
+                                                     "command": command}, stale, fs.skipped)
+    log.info("added %d images and %d texts to %s%s", len(fs.items), len(fresh), idx,
+             f"; {len(fs.skipped)} unreadable image(s) left out (listed in {idx / SKIPPED_FILE})" if fs.skipped else "")
+    return IndexEdit(idx, len(fs.items), len(fresh), len(images), len(texts), stale, len(fs.skipped))
 
 
 def remove_from_index(run_dir: str | Path, item_ids: Sequence[str], *, index_dir: str | Path | None = None,
@@ -161,29 +180,33 @@ def remove_from_index(run_dir: str | Path, item_ids: Sequence[str], *, index_dir
     text no remaining item carries.
 
     Raises:
-        XmrError: no index, no ids, an id that is not in the index (named; nothing is removed).
+        XmrError: no run, no index, an index of another model than the run's, no ids, an id that is
+            not in the index (named; nothing is removed).
     """
     run_dir = Path(run_dir)
-    idx, built = _open(run_dir, index_dir)
     if not item_ids:
         raise XmrError("name the items to remove by their ids")
     if len(set(item_ids)) != len(item_ids):
         dup = next(i for i in item_ids if list(item_ids).count(i) > 1)
         raise XmrError(f"item {dup!r} is named twice")
-    gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
-    positions = [gallery.position(i) for i in item_ids]
-    missing = [i for i, p in zip(item_ids, positions, strict=True) if p is None]
-    if missing:
-        more = f" ({len(missing)} of {len(item_ids)} are not)" if len(missing) > 1 else ""
-        raise XmrError(f"item {missing[0]!r} is not in the index at {idx}{more}; nothing was removed")
-    gone = {int(p) for p in positions if p is not None}
-    links = gallery.item_texts()
-    carried = {j for i, js in links.items() if i not in gone for j in js}
-    texts_gone = sorted({j for i in gone for j in links.get(i, ())} - carried)
-    stale = _stale(built)
-    with exclusive_lock(idx.parent / f".{idx.name}.lock", f"the index {idx}"):
-        images = load_index(idx / "images")
-        texts = load_index(idx / "texts")
+    _, model = load_run(run_dir)  # the run named must be the index's: its model built the vectors
+    idx, _ = _open(run_dir, index_dir, model.model_id)
+    with _lock(idx):  # read under the lock it is written under (a rebuild may just have ended)
+        idx, built = _open(run_dir, index_dir, model.model_id)
+        gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
+        positions = [gallery.position(i) for i in item_ids]
+        missing = [i for i, p in zip(item_ids, positions, strict=True) if p is None]
+        if missing:
+            more = f" ({len(missing)} of {len(item_ids)} are not)" if len(missing) > 1 else ""
+            raise XmrError(f"item {missing[0]!r} is not in the index at {idx}{more}; nothing was removed")
+        gone = {int(p) for p in positions if p is not None}
+        links = gallery.item_texts()
+        carried = {j for i, js in links.items() if i not in gone for j in js}
+        texts_gone = sorted({j for i in gone for j in links.get(i, ())} - carried)
+        stale = _stale(built)
+        dim = model.config.embed_dim
+        images = load_index(idx / "images", expect_dim=dim, expect_model_id=model.model_id)
+        texts = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id)
         with atomic_folder(idx) as tmp:
             _link_tree(idx, tmp)
             images.remove(np.array(sorted(gone), dtype=np.int64))

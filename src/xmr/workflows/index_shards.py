@@ -32,6 +32,8 @@ from xmr.workflows.features import FeatureSet
 from xmr.workflows.index import (
     INDEX_RUN_FILE,
     CrossModalCheck,
+    Edits,
+    check_edits,
     check_index_target,
     make_index,
     resolve_factory,
@@ -52,11 +54,15 @@ def _check_shard(fs: FeatureSet, p: int, folder: Path, model: JointModel) -> Non
 
 def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Flat", out_dir: str | Path | None = None,
                  memory_budget: str | int | None = None, search_params: Mapping[str, int] | None = None,
-                 check: CrossModalCheck | None = None, command: str | None = None, seed: int = 0) -> Path:
+                 check: CrossModalCheck | None = None, command: str | None = None, seed: int = 0,
+                 drop_edits: bool = False) -> Path:
     """Build the run's gallery index from a folder of feature shards. Returns the index folder.
 
+    ``drop_edits``: replace an index that ``xmr index add`` / ``remove`` changed (refused otherwise).
+
     Raises:
-        XmrError: shards of other encoders (named), an unfinished shard folder, a bad factory or budget.
+        XmrError: shards of other encoders (named), an unfinished shard folder, a bad factory or budget,
+            an edited index without ``drop_edits``.
     """
     run_dir, folder = Path(run_dir), Path(shards)
     cfg, model = load_run(run_dir)
@@ -70,6 +76,8 @@ def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Fla
                        "encoders")
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
+    edits: Edits = "drop" if drop_edits else "refuse"
+    check_edits(out, run_dir, edits)
     check_writable(out.parent, "index folder")
     dim = model.config.embed_dim
     n = plan.bounds[-1][1]
@@ -107,6 +115,7 @@ def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Fla
         raise XmrError(f"{folder}: no readable images in any shard")
     chosen = {}
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"), atomic_folder(out) as tmp:
+        check_edits(out, run_dir, edits)  # again: an `xmr index add` may have ended meanwhile
         built = {}
         for name, count, chunks in (("images", len(items), image_chunks), ("texts", len(texts), text_chunks)):
             side_factory, params, chosen[name] = resolve_factory(factory, count, dim, memory_budget=memory_budget,

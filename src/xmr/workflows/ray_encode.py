@@ -26,6 +26,7 @@ from typing import Any
 
 from xmr.data.manifest import Item
 from xmr.errors import XmrError
+from xmr.utils.numbers import check_finite_fields
 from xmr.utils.paths import default_cache_dir
 from xmr.workflows.features import encode_items
 from xmr.workflows.shards import ShardPlan, prepare, write_shard
@@ -57,6 +58,9 @@ class RayEncodeConfig:
     cpus_per_actor: float = 1.0
     retries: int = 2
     connect_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        check_finite_fields(self)
 
 
 @dataclass(frozen=True)

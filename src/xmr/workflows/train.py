@@ -28,6 +28,7 @@ from xmr.training.data import pairs_from_relevance
 from xmr.utils.folders import exclusive_lock
 from xmr.utils.io import check_writable, ensure_folder, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, feature_cache_dir, write_skipped
+from xmr.workflows.folder import no_captions_hint
 from xmr.workflows.imagine import generative_inputs
 from xmr.workflows.pseudo_texts import make_pseudo_items
 
@@ -79,6 +80,9 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                  len(corpus.annotated), corpus.n_pairs, len(corpus.unannotated))
     train_items = [it for it in select_split(items, config.train_split) if it.texts]
     if not train_items:
+        if not any(it.texts for it in items):  # a folder without captions: say what can be done with it
+            raise XmrError(f"none of the {len(items)} images of {config.manifest} has a text, so there is nothing "
+                           f"to learn a joint space from; {no_captions_hint(items)}")
         raise XmrError(f"split {config.train_split!r} of {config.manifest} has no annotated training items")
     extra_items, extra_weight = extra_training_items(config, skip_bad=skip_bad)
     train_items += extra_items

@@ -1,7 +1,10 @@
-// The xmr search page: plain JS against the service's own API (no network beyond it).
+// The xmr search page: plain JS against the service's own API (no network beyond it; api.js calls it).
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { image: null, imageId: null, offset: 0, info: null, last: null };
+// image: an upload (data URL), imageId: a gallery item ("search by this"); imageFresh: the image has not
+// been searched with yet (a refused upload is dropped); blobs: the object URLs of the shown results' images
+const state = { image: null, imageId: null, imageFresh: false, offset: 0, info: null, last: null, blobs: [],
+                previewBlob: null };
 
 function showError(message) {
   const box = $("error");
@@ -9,20 +12,14 @@ function showError(message) {
   box.hidden = !message;
 }
 
-async function api(path, options) {
-  const response = await fetch(path, options);
-  let body = null;
-  try { body = await response.json(); } catch (e) { body = null; }
-  if (!response.ok) {
-    throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
-  }
-  return body;
-}
-
 async function loadInfo() {
   const info = await api("/info");
   state.info = info;
   $("run-info").textContent = `${info.run} — ${info.n_images} images, ${info.n_texts} texts`;
+  if (!info.n_texts) {  // an index of images only: nothing to return but images
+    $("target").querySelector('option[value="texts"]').remove();
+    $("target-box").hidden = true;
+  }
   if (info.rerankers.length) {
     $("rerank-box").hidden = false;
     for (const name of info.rerankers) {
@@ -54,19 +51,58 @@ function filters() {
   return out;
 }
 
-function setImage(dataUrl, itemId, previewUrl) {
+// The query image: an upload (`dataUrl`, named `name`), or a gallery item (`itemId`, shown from
+// `previewUrl`), or none. While there is one, the drop zone names it and the text box says that typed
+// text changes it (an image + text query); "remove image" clears it in one click.
+function setImage(dataUrl, itemId, previewUrl, name) {
   state.image = dataUrl;
   state.imageId = itemId;
-  const preview = $("drop-preview");
-  preview.src = previewUrl || dataUrl || "";
-  preview.hidden = !(dataUrl || previewUrl);
-  $("drop-clear").hidden = preview.hidden;
+  state.imageFresh = Boolean(dataUrl || itemId);
+  if (state.previewBlob) URL.revokeObjectURL(state.previewBlob);
+  state.previewBlob = null;
+  const preview = $("drop-preview").cloneNode(false);  // a fresh element: a slower earlier fetch cannot fill it
+  preview.removeAttribute("src");
+  $("drop-preview").replaceWith(preview);
+  const using = Boolean(dataUrl || itemId);
+  if (dataUrl) preview.src = dataUrl;
+  else if (previewUrl) showImage(preview, previewUrl).then((blob) => keepBlob(preview, blob, (b) => { state.previewBlob = b; }));
+  preview.hidden = !using;
+  $("drop-clear").hidden = !using;
+  $("drop-label").hidden = using;
+  $("drop-using").hidden = !using;
+  $("drop-using").textContent = using
+    ? `Searching by ${itemId ? `item ${itemId}` : `the image ${name || "you chose"}`}: text typed above changes it ` +
+      "(image + text). Remove the image for a text search."
+    : "";
+  $("text").placeholder = using ? "optional: what to change in this image" : "a cat with a smile";
+  $("text").classList.toggle("composing", using);
+}
+
+// an object URL made for `img`: kept by `keep` while `img` is in the page, revoked if it was replaced meanwhile
+function keepBlob(img, blob, keep) {
+  if (!blob) return;
+  if (img.isConnected) keep(blob);
+  else URL.revokeObjectURL(blob);
+}
+
+function clearImage() {
+  setImage(null, null);
+  $("file").value = "";
+}
+
+function clearResults() {
+  for (const url of state.blobs) URL.revokeObjectURL(url);
+  state.blobs = [];
+  state.last = null;
+  $("results").replaceChildren();
+  $("page").textContent = "";
+  $("prev").disabled = $("next").disabled = true;
 }
 
 function readFile(file) {
   if (!file) return;
   const reader = new FileReader();
-  reader.onload = () => { setImage(reader.result, null); search(0); };
+  reader.onload = () => { setImage(reader.result, null, null, file.name); search(0); };
   reader.onerror = () => showError("could not read that file");
   reader.readAsDataURL(file);
 }
@@ -86,25 +122,32 @@ async function search(offset) {
                                             body: JSON.stringify(body) });
     state.offset = offset;
     state.last = answer;
+    state.imageFresh = false;
     render(answer, body);
   } catch (e) {
+    // the old results do not answer this query: gone, and an image the service refused goes with them
+    clearResults();
     $("status").textContent = "";
+    if (state.imageFresh && e.status !== 401) clearImage();
     showError(e.message);
   }
 }
 
 function render(answer, body) {
   const grid = $("results");
+  const old = state.blobs;
+  state.blobs = [];
   grid.replaceChildren();
+  for (const url of old) URL.revokeObjectURL(url);
   for (const hit of answer.results) {
     const card = document.createElement("article");
     card.className = "hit" + (answer.target === "texts" ? " text-hit" : "");
     card.dataset.id = hit.id;
     if (hit.image_url) {
       const img = document.createElement("img");
-      img.src = hit.image_url;
       img.alt = hit.texts[0] || hit.id;
       img.loading = "lazy";
+      showImage(img, hit.image_url).then((blob) => keepBlob(img, blob, (b) => state.blobs.push(b)));
       card.appendChild(img);
     }
     const texts = document.createElement("div");
@@ -124,6 +167,7 @@ function render(answer, body) {
         $("text").value = "";
         setImage(null, item, hit.image_url);
         $("target").value = "images";
+        $("query").scrollIntoView();  // where the image now shows, above the box the next text is typed in
         search(0);
       });
       card.appendChild(again);
@@ -151,5 +195,11 @@ drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.ad
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); readFile(e.dataTransfer.files[0]); });
 $("file").addEventListener("change", (e) => readFile(e.target.files[0]));
-$("drop-clear").addEventListener("click", (e) => { e.stopPropagation(); setImage(null, null); $("file").value = ""; });
+$("drop-clear").addEventListener("click", (e) => { e.stopPropagation(); clearImage(); });
+keyForm.onKey = () => {  // a key was given: load what the refusal stopped, then redo the last query
+  showError("");
+  const again = () => { if (state.last || $("text").value.trim() || state.image || state.imageId) search(state.offset); };
+  (state.info ? Promise.resolve() : loadInfo()).then(again).catch((e) => showError(e.message));
+};
+setUpKeyForm();
 loadInfo().catch((e) => showError(e.message));
