@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--hogs", type=int, default=2, help="CPU-bound processes beside the loaded runs (default 2)")
     ap.add_argument("--compare-src", type=Path, default=None,
                     help="also measure the code of this src folder (e.g. a worktree of the commit before)")
+    ap.add_argument("--also-threads", type=int, nargs="*", default=[], metavar="N",
+                    help="also measure this checkout with XMR_THREADS=N (each N), beside its automatic choice")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds one xmr process may take")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here (and .json beside)")
     args = ap.parse_args()
@@ -88,6 +90,9 @@ def main() -> None:
     here_src = str(HERE.parent / "src")
     codes = {"this checkout": here_src, **({"compare": str(args.compare_src.resolve())} if args.compare_src else {})}
     envs = {name: {**clean, "PYTHONPATH": src} for name, src in codes.items()}
+    for n in args.also_threads:
+        codes[f"this checkout, XMR_THREADS={n}"] = here_src
+        envs[f"this checkout, XMR_THREADS={n}"] = {**clean, "PYTHONPATH": here_src, "XMR_THREADS": str(n)}
     print(f"# {load_note()} before the warm-up", flush=True)
     # the training reads cached features: encode the whole manifest once first (not timed)
     xmr(["encode", str(manifest)], envs["this checkout"], args.timeout)
@@ -100,12 +105,13 @@ def main() -> None:
                 hogs = start_hogs(args.hogs) if load == "loaded" else []
                 try:
                     time.sleep(0.5 if hogs else 0)
-                    run = base / f"run-{r}-{load}-{name.replace(' ', '_')}"
+                    tag = "".join(c if c.isalnum() else "_" for c in name)
+                    run = base / f"run-{r}-{load}-{tag}"
                     xmr(["train", str(manifest), "--out", str(run), "--loss", "infonce", "--epochs",
                          str(args.epochs), "--eval-texts-per-item", "1", "--patience", "0"], envs[name], args.timeout)
                     history = json.loads((run / "history.json").read_text())
                     epoch_s = statistics.median(float(row["seconds"]) for row in history)
-                    cache = base / f"cache-{r}-{load}-{name.replace(' ', '_')}"
+                    cache = base / f"cache-{r}-{load}-{tag}"
                     enc_s = xmr(["encode", str(subset), "--cache-dir", str(cache)], envs[name], args.timeout)
                 finally:
                     stop(hogs)
