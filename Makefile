@@ -68,6 +68,7 @@ bench: demo data
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_encode.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_busy.py --rounds 2 --n-images 400
 	$(BIN)/python benchmarks/bench_diffusion.py
 	$(BIN)/python benchmarks/zeroshot_emoji.py
 	$(BIN)/python benchmarks/label_retrieval.py

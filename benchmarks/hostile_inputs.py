@@ -233,7 +233,18 @@ MORE = [
 
 
 # issue 25 (fast on a busy machine, nothing lost, nothing open), one list per part of the issue
-ISSUE25_BUSY: list[tuple[str, str, str]] = []
+ISSUE25_BUSY: list[tuple[str, str, str]] = [
+    ("25.1", "how a training's idle OpenMP threads wait (libgomp's own report)",
+     f"env -u OMP_WAIT_POLICY -u XMR_THREADS OMP_DISPLAY_ENV=VERBOSE xmr -q train data/manifest.jsonl --out rw {T} "
+     "2>&1 | grep -E 'GOMP_SPINCOUNT' | sort | uniq -c | tr -s ' '"),
+    ("25.1", "threads of the heads' training loop, and of the command",
+     f"said=$(env -u XMR_THREADS xmr -v train data/manifest.jsonl --out rw {T} 2>&1 | grep -oE 'training on .*' "
+     "| sort -u); echo \"${said:-(no line: the code does not say)}\""),
+    ("25.1", "--threads 0", "xmr --threads 0 list"),
+    ("25.1", "$XMR_THREADS=abc", "XMR_THREADS=abc xmr list"),
+    ("25.1", "train --threads 1 after the command", f"xmr -q train data/manifest.jsonl --out rw {T} --threads 1 && "
+     "echo trained"),
+]
 # the first indexed item's id, and data/more.jsonl: three train items (none in the index)
 _FIRST = "id=$(python -c \"from xmr.search import Searcher; print(Searcher.from_run('run').items[0].id)\" 2>/dev/null)"
 _MORE = "grep '\"split\": \"train\"' data/manifest.jsonl | head -3 > data/more.jsonl"
