@@ -28,8 +28,9 @@ from xmr.serve.service import load_service
 log = logging.getLogger(__name__)
 
 _ENV = "XMR_SERVE_SPEC"
-#: blocks at least this large are mapped from the system for each allocation, and given back when freed
-MMAP_THRESHOLD = 1 << 20
+#: blocks at least this large are mapped from the system for each allocation, and given back when freed:
+#: below Pillow's 16 MB image blocks, above the activations of the few images a query batch encodes
+MMAP_THRESHOLD = 8 << 20
 
 
 def return_large_blocks() -> None:
@@ -39,6 +40,8 @@ def return_large_blocks() -> None:
     blocks Pillow decodes into then come from the heap of the request thread that decoded them
     and stay there: 8 image uploads, two decoded at a time, still left the process 800 MB larger;
     with the threshold fixed, 280 MB (the two decodes). Nothing to do under another C library.
+    Called after the encoders load: EfficientNet's loader raises the threshold for batch encoding
+    (:mod:`xmr.utils.malloc`, once per process), which would undo this.
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; a fixed one is never raised
@@ -50,12 +53,12 @@ def build_app(run_dir: str | Path, index_dir: str | Path | None = None, config: 
 
     config = config or ServeConfig()
     torch.set_num_threads(config.torch_threads)
-    return_large_blocks()
     t0 = time.perf_counter()
     service = load_service(run_dir, index_dir, cache_size=config.cache_size, max_upload_bytes=config.max_upload_bytes,
                            fast_text=config.fast_text, text_workers=config.text_workers,
                            max_decodes=config.max_decodes)
     service.warm_up()  # the encoders' weights load now, not at the first query
+    return_large_blocks()  # after the encoders' own allocator tuning (EfficientNet's), which it overrides
     # the gallery's objects (an Item per image: a million at 1M) live as long as the process: out of
     # the collector's sight, a full collection no longer walks them in the middle of a request
     gc.collect()
