@@ -13,7 +13,6 @@ import base64
 import io
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -23,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
+
+from xmr.bench.http import pieces, post_chunked
 
 PORT: int = 0
 PROC: subprocess.Popen[bytes] | None = None
@@ -71,55 +72,26 @@ def log_says() -> str:
             f"{text.count('dropped at shutdown')} 'dropped at shutdown'")
 
 
-def chunked(path: str, content_type: str, pieces: Iterator[bytes]) -> str:
+def chunked(path: str, content_type: str, chunks: Iterator[bytes]) -> str:
     """POST a chunked body piece by piece until the server answers; what was sent, and the answer."""
-    sock = socket.create_connection(("127.0.0.1", PORT), timeout=60)
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-                 "Transfer-Encoding: chunked\r\n\r\n".encode())
-    sent = offered = 0
-    answered = False
-    for piece in pieces:
-        offered += len(piece)
-        if answered or select.select([sock], [], [], 0)[0]:
-            answered = True
-            continue
-        try:
-            sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
-            sent += len(piece)
-        except OSError:
-            answered = True
-    if not answered:
-        sock.sendall(b"0\r\n\r\n")
-    sock.settimeout(120)
-    answer = ""
-    try:
-        while "\r\n\r\n{" not in answer and len(answer) < 4096 and (got := sock.recv(4096)):
-            answer += got.decode(errors="replace")
-    except OSError as e:
-        answer = answer or f"({e})"
+    sent, offered, response = post_chunked(PORT, path, content_type, chunks, timeout=120)
+    answer = response.decode(errors="replace")
     status = answer.split("\r\n", 1)[0] or "no answer"
     body = answer.partition("\r\n\r\n")[2][:90]
     return f"{status} {body} -- body sent: {sent / 2**20:.1f} of {offered / 2**20:.0f} MB"
 
 
-def filler(first: bytes, byte: bytes, total: int, last: bytes) -> Iterator[bytes]:
-    yield first
-    for _ in range(total // (1 << 16)):
-        yield byte * (1 << 16)
-    yield last
-
-
 def chunked_json() -> str:
     start()
-    return chunked("/search", "application/json", filler(b'{"text": "a purple circle",', b" ", 15 << 20, b'"k": 3}'))
+    return chunked("/search", "application/json", pieces(b'{"text": "a purple circle",', b" ", 15 << 20, b'"k": 3}'))
 
 
 def chunked_upload() -> str:
     start()
     head = (b'--xb\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
             b"Content-Type: image/png\r\n\r\n\x89PNG")
-    pieces = filler(head, b"\0", 100 << 20, b"\r\n--xb--\r\n")
-    return chunked("/search/image", "multipart/form-data; boundary=xb", pieces)
+    return chunked("/search/image", "multipart/form-data; boundary=xb",
+                   pieces(head, b"\0", 100 << 20, b"\r\n--xb--\r\n"))
 
 
 def many_filter_values() -> str:

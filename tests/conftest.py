@@ -39,3 +39,15 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                  "--text-encoder", "toy-text", "--embed-dim", "32", "--epochs", "6", "--batch-size", "16", "--lr",
                  "3e-3", "--patience", "0"]) == 0
     return run, cache
+
+
+@pytest.fixture(scope="session")
+def toy_index(toy_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run, index folder): the toy run's test split indexed once, for tests that serve or search it
+    without changing it."""
+    from xmr.cli import main
+
+    run, cache = toy_run
+    idx = tmp_path_factory.mktemp("toy-index") / "idx"
+    assert main(["-q", "index", str(run), "--split", "test", "--out", str(idx), "--cache-dir", str(cache)]) == 0
+    return run, idx

@@ -292,28 +292,15 @@ def test_concurrent_text_queries_are_encoded_together_and_answer_as_alone(served
 
 def test_xmr_serve_starts_answers_and_stops_on_sigterm(served: tuple[Path, Path]) -> None:
     import signal
-    import socket
-    import subprocess
-    import sys
     import time
 
     import httpx
 
+    from live_server import serve_process
+
     run, idx = served
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "xmr", "serve", str(run), "--index", str(idx), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        r = httpx.post(f"http://127.0.0.1:{port}/search", json={"text": "a purple circle", "k": 3}, timeout=10)
+    with serve_process(run, idx) as (proc, url):
+        r = httpx.post(f"{url}/search", json={"text": "a purple circle", "k": 3}, timeout=10)
         assert r.status_code == 200 and len(r.json()["results"]) == 3
         # a slow request in flight when SIGTERM comes (a 9000 x 9000 PNG: small to send, long to decode)
         # is answered before the process exits
@@ -323,7 +310,7 @@ def test_xmr_serve_starts_answers_and_stops_on_sigterm(served: tuple[Path, Path]
         Image.new("RGB", (9000, 9000), (90, 20, 160)).save(slow, format="PNG")
         answer: dict[str, object] = {}
         def send() -> None:
-            answer["r"] = httpx.post(f"http://127.0.0.1:{port}/search/image", timeout=60,
+            answer["r"] = httpx.post(f"{url}/search/image", timeout=60,
                                      files={"file": ("big.png", slow.getvalue(), "image/png")})
             answer["done"] = time.monotonic()
 
@@ -336,9 +323,6 @@ def test_xmr_serve_starts_answers_and_stops_on_sigterm(served: tuple[Path, Path]
         assert proc.wait(timeout=30) == 0  # a graceful stop
         assert answer["r"].status_code == 200  # type: ignore[attr-defined]  # the in-flight request was finished
         assert answer["done"] > stopped  # type: ignore[operator]  # ... after SIGTERM came
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     err = proc.stderr.read() if proc.stderr else ""
     assert "loaded" in err and "in " in err  # the start-up time is logged
 

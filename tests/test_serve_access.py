@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 import xmr
-from xmr.cli import main
 from xmr.errors import XmrError
 from xmr.serve.app import create_app
 from xmr.serve.config import ServeConfig
@@ -23,12 +22,9 @@ ORIGIN = "http://app.example"
 
 
 @pytest.fixture(scope="module")
-def served(toy_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def served(toy_index: tuple[Path, Path]) -> tuple[Path, Path]:
     """(run, index folder) over the shapes test split."""
-    run, cache = toy_run
-    idx = tmp_path_factory.mktemp("access") / "idx"
-    assert main(["-q", "index", str(run), "--split", "test", "--out", str(idx), "--cache-dir", str(cache)]) == 0
-    return run, idx
+    return toy_index
 
 
 def test_a_cors_preflight_is_answered_before_the_key_check(served: tuple[Path, Path]) -> None:

@@ -9,11 +9,8 @@ import gc
 import io
 import json
 import os
-import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -24,24 +21,22 @@ import httpx
 import pytest
 from PIL import Image
 
+from xmr.bench.http import pieces, post_chunked, read_response
 from xmr.cli import main
 from xmr.serve.app import create_app
 from xmr.serve.config import ServeConfig
 from xmr.serve.service import SearchService
 
 from hostile import SRC
-from live_server import free_port, serving
+from live_server import serve_process, serving
 
 SMALL = ServeConfig(max_upload_mb=0.05, body_timeout=1.0)  # a body over ~134 kB is refused; 1 s to send it
 
 
 @pytest.fixture(scope="module")
-def indexed(toy_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def indexed(toy_index: tuple[Path, Path]) -> tuple[Path, Path]:
     """(run, index folder): the shapes test split."""
-    run, cache = toy_run
-    idx = tmp_path_factory.mktemp("limits") / "idx"
-    assert main(["-q", "index", str(run), "--split", "test", "--out", str(idx), "--cache-dir", str(cache)]) == 0
-    return run, idx
+    return toy_index
 
 
 @pytest.fixture(scope="module")
@@ -65,65 +60,12 @@ def _status(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
 
 
-def _read_response(sock: socket.socket, timeout: float = 30) -> bytes:
-    """What the server sent until it closed, ``timeout`` passed, or a whole small response arrived."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            got = sock.recv(65536)
-            if not got:
-                break
-            data += got
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")]
-            if length and len(body) >= length[0]:
-                break
-    except (TimeoutError, ConnectionResetError):
-        pass
-    return data
-
-
-def _send_chunked(url: str, path: str, content_type: str, pieces: Iterator[bytes]) -> tuple[int, int, bytes]:
-    """POST ``pieces`` as a chunked body over a raw socket, stopping as soon as the server answers
-    (or stops the connection). Returns (bytes of body sent, bytes offered, the response)."""
-    sock = socket.create_connection(("127.0.0.1", _port(url)), timeout=30)
-    with sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n".encode())
-        sent = offered = 0
-        answered = False
-        for piece in pieces:
-            offered += len(piece)
-            if answered:
-                continue
-            if select.select([sock], [], [], 0)[0]:
-                answered = True
-                continue
-            try:
-                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
-                sent += len(piece)
-            except OSError:  # the server answered and closed the connection
-                answered = True
-        if not answered:
-            sock.sendall(b"0\r\n\r\n")
-        return sent, offered, _read_response(sock)
-
-
-def _pieces(first: bytes, filler: bytes, total: int, last: bytes, size: int = 1 << 16) -> Iterator[bytes]:
-    yield first
-    for _ in range(total // size):
-        yield filler * (size // len(filler))
-    yield last
-
-
 def test_a_chunked_json_body_over_the_limit_is_refused_before_it_is_read(small: str) -> None:
     """A 32 MB JSON body (valid: a query padded with spaces), chunked: no Content-Length to refuse it by.
     It was read whole and answered 200; now a 413 comes once ~134 kB arrived, and the rest is never read."""
     total = 32 << 20
-    sent, offered, response = _send_chunked(small, "/search", "application/json",
-                                            _pieces(b'{"text": "a purple circle",', b" ", total, b'"k": 3}'))
+    sent, offered, response = post_chunked(_port(small), "/search", "application/json",
+                                            pieces(b'{"text": "a purple circle",', b" ", total, b'"k": 3}'))
     assert _status(response) == 413, response[:300]
     assert b"over the limit" in response and offered > total
     assert sent < total // 2  # stopped early: only the socket buffers' worth past the limit was sent
@@ -136,8 +78,8 @@ def test_a_chunked_upload_over_the_limit_is_refused_before_it_is_read(small: str
     total, boundary = 32 << 20, "xmrboundary"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
             "Content-Type: image/png\r\n\r\n").encode() + b"\x89PNG"
-    sent, _, response = _send_chunked(small, "/search/image", f"multipart/form-data; boundary={boundary}",
-                                      _pieces(head, b"\0", total, f"\r\n--{boundary}--\r\n".encode()))
+    sent, _, response = post_chunked(_port(small), "/search/image", f"multipart/form-data; boundary={boundary}",
+                                      pieces(head, b"\0", total, f"\r\n--{boundary}--\r\n".encode()))
     assert _status(response) == 413 and sent < total // 2, (sent, response[:300])
 
 
@@ -155,7 +97,7 @@ def test_a_slow_body_gets_a_408_and_is_dropped(small: str, framing: str) -> None
         sock.sendall(f"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{length}"
                      "\r\n\r\n".encode() + (b'{"text": ' if framing == "content-length" else b'9\r\n{"text": \r\n'))
         t0 = time.monotonic()
-        response = _read_response(sock, timeout=20)
+        response = read_response(sock, timeout=20)
     assert _status(response) == 408 and b"did not arrive within 1 s" in response, response[:300]
     assert time.monotonic() - t0 < 15
 
@@ -314,35 +256,22 @@ def test_sigterm_with_slow_clients_drops_them_quietly(indexed: tuple[Path, Path]
     """Clients still sending their bodies when the graceful shutdown ends were cancelled with a
     CancelledError traceback each; now each gets a 503 and the log one line."""
     run, idx = indexed
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": SRC, "XMR_NO_PROGRESS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "xmr", "serve", str(run), "--index", str(idx), "--port", str(port),
-                             "--graceful-timeout", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
     slow: list[socket.socket] = []
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        for _ in range(2):  # each sends part of its body, then nothing
-            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-            sock.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 1000\r\n\r\n{\"text\": ")
-            slow.append(sock)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        answers = [_read_response(sock, timeout=30) for sock in slow]
-        assert proc.wait(timeout=30) == 0
-    finally:
-        for sock in slow:
-            sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with serve_process(run, idx, "--graceful-timeout", "1", env=env) as (proc, url):
+        try:
+            for _ in range(2):  # each sends part of its body, then nothing
+                sock = socket.create_connection(("127.0.0.1", _port(url)), timeout=30)
+                sock.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 1000\r\n\r\n{\"text\": ")
+                slow.append(sock)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            answers = [read_response(sock, timeout=30) for sock in slow]
+            assert proc.wait(timeout=30) == 0
+        finally:
+            for sock in slow:
+                sock.close()
     err = proc.stderr.read() if proc.stderr else ""
     assert "Traceback" not in err and "CancelledError" not in err, err[-3000:]
     assert [_status(a) for a in answers] == [503, 503] and all(b"shutting down" in a for a in answers)

@@ -38,8 +38,10 @@ def return_large_blocks() -> None:
 
     glibc raises its mmap threshold after each large block freed (up to 32 MB), so the 16 MB
     blocks Pillow decodes into then come from the heap of the request thread that decoded them
-    and stay there: 8 image uploads, two decoded at a time, still left the process 800 MB larger;
-    with the threshold fixed, 280 MB (the two decodes). Nothing to do under another C library.
+    and stay there. 8 uploads of a 12000 x 12000 PNG at once, two decoded at a time
+    (``python benchmarks/hostile_service.py big-decodes`` in a folder holding ``run``), server peak
+    RSS: on an EfficientNet run +1,120 MB with the threshold left to EfficientNet's tuning, +400 MB
+    with it fixed here; on a toy-encoder run +286 MB. Nothing to do under another C library.
     Called after the encoders load: EfficientNet's loader raises the threshold for batch encoding
     (:mod:`xmr.utils.malloc`, once per process), which would undo this.
     """

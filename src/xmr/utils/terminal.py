@@ -5,9 +5,9 @@ A file name, a caption or an id can hold anything but ``/`` and NUL: an escape s
 carriage return that overprints the line, a newline that forges another result line, or a bidi
 override that shows text reversed. Human output passes such text through :func:`terminal_safe`,
 which writes each of those characters as a visible escape (``\\x1b``, ``\\n``, ``\\u202e``);
-everything else, non-ASCII letters included, is kept. A JSON line (``as_json``) gets ``\\uXXXX``
-escapes instead, which JSON reads back as the same characters (``json.dumps`` already escapes
-C0 controls, but not DEL, the C1 controls or the bidi controls).
+everything else, non-ASCII letters included, is kept. A JSON line (``as_json``) gets JSON's own
+four-hex-digit ``\\u`` escapes instead, which JSON reads back as the same characters
+(``json.dumps`` already escapes C0 controls, but not DEL, the C1 controls or the bidi controls).
 """
 
 from __future__ import annotations

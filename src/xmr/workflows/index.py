@@ -66,7 +66,21 @@ Edits = Literal["refuse", "keep", "drop"]
 EDITS: tuple[Edits, ...] = typing.get_args(Edits)
 
 
-def check_edits(out: Path, run_dir: Path, edits: Edits) -> None:
+def read_index_run(idx: Path, run_dir: Path) -> dict[str, object]:
+    """The ``index_run.json`` of the index at ``idx``: what built it and what changed it since.
+
+    Raises:
+        XmrError: no index there, or a file that is not an index description (naming ``run_dir``'s rebuild).
+    """
+    if not (idx / INDEX_RUN_FILE).is_file():
+        raise XmrError(f"no index at {idx}; build one with `xmr index {run_dir}`")
+    built = load_json(idx / INDEX_RUN_FILE)
+    if not isinstance(built, dict):
+        raise XmrError(f"{idx / INDEX_RUN_FILE}: not an index description; rebuild with `xmr index {run_dir}`")
+    return built
+
+
+def check_edits(out: Path, edits: Edits) -> None:
     """Refuse (``edits="refuse"``) to replace an index that ``xmr index add`` / ``remove`` changed:
     a rebuild from its source would silently lose the added items and bring back the removed ones."""
     if edits != "refuse" or not (out / INDEX_RUN_FILE).is_file():
@@ -88,16 +102,14 @@ def _indexed_items(out: Path, run_dir: Path) -> tuple[list[Item], dict[str, obje
     if not (out / INDEX_RUN_FILE).is_file():
         raise XmrError(f"--keep-edits indexes the items of the index at {out}, but there is none; build one with "
                        f"`xmr index {run_dir}`")
-    built = load_json(out / INDEX_RUN_FILE)
-    if not isinstance(built, dict):
-        raise XmrError(f"{out / INDEX_RUN_FILE}: not an index description; rebuild with `xmr index {run_dir}`")
+    built = read_index_run(out, run_dir)
     items = [it for it in open_gallery(out, hint=f"rebuild with `xmr index {run_dir}`").items_by_id()
              if it is not None]
     if not items:
         raise XmrError(f"the index at {out} holds no items: nothing to index; add some with `xmr index add` or "
                        f"rebuild it with `xmr index {run_dir} --drop-edits`")
-    source = {k: built[k] for k in ("manifest", "images", "recursive", "shards", "split", "texts_per_item", "edits")
-              if k in built}
+    kept = ("manifest", "images", "recursive", "shards", "split", "texts_per_item", "edits")
+    source: dict[str, object] = {k: built[k] for k in kept if k in built}
     return items, source, read_skipped(out / SKIPPED_FILE)
 
 
@@ -257,7 +269,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         make_index(factory, model.config.embed_dim, model.model_id, search_params)
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
-    check_edits(out, run_dir, edits)
+    check_edits(out, edits)
     check_writable(out.parent, "index folder")
     scanned_out: tuple[dict[str, str], ...] = ()  # unreadable sub-folders and caption sidecars of --images
     if edits == "keep":  # read under the lock below
@@ -275,7 +287,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
             tunings[proto.name] = tune_reranker(cfg, model, proto, rerank_targets, split=tune, fixed=tune_fixed,
                                                 cache_dir=cache_dir, show_progress=show_progress)
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"):
-        check_edits(out, run_dir, edits)  # again: an `xmr index add` may have ended meanwhile
+        check_edits(out, edits)  # again: an `xmr index add` may have ended meanwhile
         kept: list[dict[str, str]] = [*scanned_out]
         if edits == "keep":
             gallery, source, kept = _indexed_items(out, run_dir)
@@ -286,7 +298,7 @@ def index_run(run_dir: str | Path, *, manifest: str | None = None, split: str | 
         fs = encode_items(gallery, **run_encoders(cfg, model.vocab),
                           cache_dir=cache_dir, texts_per_item=texts_per_item, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
-        if kept:  # the items the first build left out are still out: still listed
+        if kept:  # what the scan or an earlier build left out stays listed in skipped.jsonl
             fs = dataclasses.replace(fs, skipped=(*kept, *fs.skipped))
         _write_index(out, run_dir, model, fs, factory=factory, source=source, split=split,
                      rerankers=rerankers, rerank_targets=rerank_targets, command=command, tunings=tunings,

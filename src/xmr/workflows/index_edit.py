@@ -31,9 +31,9 @@ from xmr.rerank.registry import index_fingerprint
 from xmr.runs.config import load_run, run_encoders, run_items
 from xmr.utils.faults import crash_point
 from xmr.utils.folders import atomic_folder, exclusive_lock
-from xmr.utils.io import load_json, save_json
+from xmr.utils.io import save_json
 from xmr.workflows.features import SKIPPED_FILE, encode_items, read_skipped, write_skipped
-from xmr.workflows.index import INDEX_RUN_FILE
+from xmr.workflows.index import INDEX_RUN_FILE, read_index_run
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,7 @@ class IndexEdit:
 def _open(run_dir: Path, index_dir: str | Path | None, model_id: str | None = None) -> tuple[Path, dict[str, object]]:
     """The index folder and its ``index_run.json``; with ``model_id``, refused unless the index is that model's."""
     idx = Path(index_dir) if index_dir else run_dir / "index"
-    if not (idx / INDEX_RUN_FILE).is_file():
-        raise XmrError(f"no index at {idx}; build one with `xmr index {run_dir}`")
-    built = load_json(idx / INDEX_RUN_FILE)
-    if not isinstance(built, dict):
-        raise XmrError(f"{idx / INDEX_RUN_FILE}: not an index description; rebuild with `xmr index {run_dir}`")
+    built = read_index_run(idx, run_dir)
     if model_id is not None and built.get("model_id") not in (None, model_id):
         raise XmrError(f"the index at {idx} was built with model {built.get('model_id')!r} (run {built.get('run')}), "
                        f"the run {run_dir}'s is {model_id!r}: name the index's own run, or rebuild the index with "

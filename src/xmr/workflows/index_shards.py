@@ -77,7 +77,7 @@ def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Fla
     out = Path(out_dir) if out_dir else run_dir / "index"
     check_index_target(out, run_dir, model.model_id)
     edits: Edits = "drop" if drop_edits else "refuse"
-    check_edits(out, run_dir, edits)
+    check_edits(out, edits)
     check_writable(out.parent, "index folder")
     dim = model.config.embed_dim
     n = plan.bounds[-1][1]
@@ -115,7 +115,7 @@ def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Fla
         raise XmrError(f"{folder}: no readable images in any shard")
     chosen = {}
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"), atomic_folder(out) as tmp:
-        check_edits(out, run_dir, edits)  # again: an `xmr index add` may have ended meanwhile
+        check_edits(out, edits)  # again: an `xmr index add` may have ended meanwhile
         built = {}
         for name, count, chunks in (("images", len(items), image_chunks), ("texts", len(texts), text_chunks)):
             side_factory, params, chosen[name] = resolve_factory(factory, count, dim, memory_budget=memory_budget,
