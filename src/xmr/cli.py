@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from xmr.errors import XmrError
+from xmr.errors import NO_VALUE, Param, XmrError
 from xmr.utils.io import os_error_reason
 from xmr.utils.terminal import terminal_safe
 
@@ -423,6 +423,20 @@ _count = _Number(0)  # a whole number >= 0 (0 = off)
 _seed = _Number(0, 2**32, hi_open=True)  # what numpy and torch both accept as a seed
 _positive = _Number(0, whole=False, lo_open=True)  # a real number > 0
 _non_negative = _Number(0, whole=False)  # a real number >= 0
+
+
+#: library parameters whose option is not ``--`` + the name with dashes
+_OPTION_OF_PARAM = {"out_dir": "--out", "index_dir": "--index"}
+
+
+def cli_wording(p: Param) -> str:
+    """How the CLI names a parameter an error carries: its option, with the value where one is given
+    (``Param("overwrite", True)`` -> ``--overwrite``; ``Param("factory", "Flat")`` -> ``--factory Flat``)."""
+    flag = _OPTION_OF_PARAM.get(p.name, "--" + p.name.replace("_", "-"))
+    if p.value is NO_VALUE or p.value is True:
+        return flag
+    value = ",".join(map(str, p.value)) if isinstance(p.value, (tuple, list)) else str(p.value)
+    return f"{flag} {shlex.quote(value)}"
 
 
 def _one_line(message: str) -> str:
@@ -913,7 +927,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with using_config(config_from_env(getattr(args, "threads", None))):
             args.func(args)
     except XmrError as e:
-        print(f"xmr: error: {_one_line(str(e))}", file=sys.stderr)
+        print(f"xmr: error: {_one_line(e.worded(cli_wording))}", file=sys.stderr)
         return 2
     except OSError as e:  # the environment, not the input: a full disk, a read-only folder ...
         where = f"{e.filename}: " if e.filename else ""
