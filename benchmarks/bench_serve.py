@@ -47,11 +47,12 @@ import numpy as np
 from xmr.bench.common import command_line, load_note, markdown
 from xmr.data.manifest import Item, write_manifest
 from xmr.index import create_index
+from xmr.index.run_record import INDEX_RUN_FILE, IndexRun, load_index_run, save_index_run
 from xmr.runs.config import load_run
 from xmr.search import Searcher
 from xmr.serve.config import ServeConfig
 from xmr.utils.arrays import l2_normalize
-from xmr.utils.io import atomic_write_text, load_json, save_json
+from xmr.utils.io import atomic_write_text, save_json
 
 log = logging.getLogger("bench_serve")
 
@@ -78,10 +79,9 @@ def synthetic_index(run: Path, size: int, out: Path, index_type: str = "flat", e
     """An index folder of ``size`` items for ``run`` (see the module docstring), of ``index_type``
     (``flat``: exact; ``hnsw``: HNSW32 searched with ``ef_search``, as ``xmr index --factory HNSW32
     --ef-search N``); built once."""
-    done = load_json(out / "index_run.json") if (out / "index_run.json").is_file() else {}
+    done = load_index_run(out) if (out / INDEX_RUN_FILE).is_file() else IndexRun(n_images=-1)
     params = {"ef_search": ef_search} if index_type == "hnsw" else {}
-    if done.get("n_images") == size and done.get("index_type", "flat") == index_type and \
-            done.get("search_params", {}) == params:
+    if done.n_images == size and done.extra.get("index_type", "flat") == index_type and done.search_params == params:
         return out
     cfg, model = load_run(run)
     real = Searcher.from_run(run)  # the run's own index: its image vectors and items
@@ -102,10 +102,9 @@ def synthetic_index(run: Path, size: int, out: Path, index_type: str = "flat", e
                   style=real.items[int(j)].style) for i, j in enumerate(pick)]
     write_manifest(items, out / "gallery.jsonl")
     save_json(out / "texts.json", [])
-    save_json(out / "index_run.json", {"run": str(run.resolve()), "model_id": model.model_id, "n_images": size,
-                                       "n_texts": 0, "synthetic": True, "index_type": index_type,
-                                       "search_params": params,
-                                       "build_seconds": time.perf_counter() - t0, "command": command_line()})
+    save_index_run(out, IndexRun(run=str(run.resolve()), model_id=model.model_id, n_images=size, search_params=params,
+                                 command=command_line(), extra={"synthetic": True, "index_type": index_type,
+                                                                "build_seconds": time.perf_counter() - t0}))
     return out
 
 

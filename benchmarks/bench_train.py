@@ -32,10 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from xmr.bench.common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio, spread
-from xmr.models import JointModel, ModelConfig
+from xmr.models import ModelConfig
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
-from xmr.training.schedule import warmup_cosine
-from xmr.training.trainer import run_epoch
+from xmr.training.trainer import run_epoch, start_run
 
 
 def make_data(n_pairs: int, img_dim: int, txt_dim: int, seed: int = 0) -> PairSet:
@@ -110,15 +109,8 @@ def bare_epoch(data: PairSet, mc: ModelConfig, tc: TrainConfig) -> None:
 
 
 def xmr_epoch(data: PairSet, mc: ModelConfig, tc: TrainConfig) -> None:
-    """``run_epoch`` with the model/optimizer/scheduler built as ``train_joint_model`` does."""
-    torch.manual_seed(tc.seed)
-    model = JointModel(mc)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
-                            weight_decay=tc.weight_decay)
-    steps = max(1, len(data.pairs) // tc.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, total_steps=steps * tc.epochs, warmup_steps=steps))
-    run_epoch(model, data, tc, 0, opt, sched)
+    """``run_epoch`` with the model/optimizer/scheduler built as ``train_joint_model`` does (``start_run``)."""
+    run_epoch(start_run(data, tiny_val(data), mc, tc, out_dir=tempfile.gettempdir()), 0)
 
 
 def main() -> None:
@@ -149,7 +141,7 @@ def main() -> None:
     for head in args.heads:  # untimed warm-up (allocator, lazy init and imports, first-call costs)
         for loss in args.losses:
             mc = ModelConfig("w", "w", args.image_dim, args.text_dim, embed_dim=args.embed_dim, head=head)
-            tc = TrainConfig(loss=loss, epochs=1, batch_size=args.batch_size, vse0_warmup_epochs=0)
+            tc = TrainConfig.from_flat(loss=loss, epochs=1, batch_size=args.batch_size, vse0_warmup_epochs=0)
             bare_epoch(small, mc, tc)
             xmr_epoch(small, mc, tc)
             train_joint_model(small, tiny_val(small), mc, tc, out_dir=Path(work.name) / f"warm-{head}-{loss}")
@@ -158,8 +150,8 @@ def main() -> None:
         for loss in args.losses:
             mc = ModelConfig("bench-image", "bench-text", args.image_dim, args.text_dim,
                              embed_dim=args.embed_dim, head=head, hidden_dim=args.hidden_dim)
-            tc = TrainConfig(loss=loss, epochs=1, batch_size=args.batch_size, vse0_warmup_epochs=0,
-                             patience=0)
+            tc = TrainConfig.from_flat(loss=loss, epochs=1, batch_size=args.batch_size, vse0_warmup_epochs=0,
+                                       patience=0)
             runs = [0]
 
             def full(s: int) -> None:

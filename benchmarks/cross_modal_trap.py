@@ -12,7 +12,6 @@ images as queries against the same exact ranking. Flat is the baseline (1.000 by
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -22,8 +21,9 @@ import numpy as np
 from xmr.bench.common import command_line, load_note, markdown
 from xmr.index import load_index
 from xmr.index.exact import recall_at_k
+from xmr.index.run_record import load_index_run
 from xmr.utils.io import atomic_write_text
-from xmr.workflows.index import index_run
+from xmr.workflows.index import IndexJob, index_run
 
 DEFAULT = ["Flat", "HNSW32", "IVF64,PQ8np", "OPQ8,IVF64,PQ8np", "IVF64,PQ16np", "IVF64,PQ8np+refine=100",
            "IVF64,PQ16np+refine=100"]
@@ -40,7 +40,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        flat = index_run(a.run, split=a.split, out_dir=Path(tmp) / "flat", show_progress=False)
+        flat = index_run(a.run, IndexJob(split=a.split, out_dir=Path(tmp) / "flat", show_progress=False))
         exact = load_index(flat / "images")
         vectors = exact.reconstruct(exact.ids())
         q = vectors[np.random.default_rng(0).choice(len(vectors), min(500, len(vectors)), replace=False)]
@@ -48,15 +48,15 @@ def main() -> None:
         for entry in a.factories:
             factory, _, refine = entry.partition("+refine=")
             params = {"refine": int(refine)} if refine else {}
-            out = index_run(a.run, split=a.split, factory=factory, search_params=params,
-                            out_dir=Path(tmp) / "x", show_progress=False)
-            built = json.loads((out / "index_run.json").read_text())
-            t2i = built["checks"].get("text_to_image_recall@10", 1.0)
+            out = index_run(a.run, IndexJob(split=a.split, factory=factory, search_params=params,
+                                            out_dir=Path(tmp) / "x", show_progress=False))
+            checks = load_index_run(out).checks
+            t2i = checks.recall if checks is not None else 1.0
             got = load_index(out / "images").search(q, 11)[1]
             i2i = recall_at_k(got, want)  # the query itself is in got, not in want
             size = sum(f.stat().st_size for f in (out / "images").iterdir())
             rows.append([entry, f"{size / 2**20:.2f}", f"{t2i:.3f}", f"{i2i:.3f}",
-                         "warned" if built["checks"] and not built["checks"]["ok"] else ""])
+                         "warned" if checks is not None and not checks.ok else ""])
             print(rows[-1], flush=True)
     text = (f"# The cross-modal trap on {a.run.name} ({a.split} split)\n\n`{command_line()}`\n\n{load_note()}\n\n"
             + markdown(["image index", "images/ MB", "text->image recall@10", "image->image recall@10",

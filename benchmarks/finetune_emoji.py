@@ -75,8 +75,8 @@ def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: 
     cache_dir = session.cache_dir
     common = dict(epochs=args.epochs, seed=seed, steps_per_epoch=args.steps_per_epoch, finetune_lr=args.finetune_lr,
                   ema_decay=args.ema, cross_style=args.cross_style)
-    train = (TrainConfig(loss="instance", then="instance+rank", stage1_epochs=3, rank_loss="vse++", **common)
-             if args.two_stage else TrainConfig(loss="infonce", **common))
+    train = (TrainConfig.from_flat(loss="instance", then="instance+rank", stage1_epochs=3, rank_loss="vse++", **common)
+             if args.two_stage else TrainConfig.from_flat(loss="infonce", **common))
     augment = AugmentConfig(views=args.augment_views, kinds=tuple(args.augment)) if args.augment else AugmentConfig()
     cfg = RunConfig(manifest=str(emoji), eval_texts_per_item=EVAL_TEXTS_PER_ITEM, train=train,
                     extra_train=sources, finetune_image_blocks=n, finetune_text_layers=args.text_layers,

@@ -59,9 +59,9 @@ CAPTION = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr")
 
 def run_config(dataset: str, manifest: Path, args: argparse.Namespace, seed: int, fields: dict[str, Any],
                steps_factor: int = 1) -> RunConfig:
-    train = TrainConfig(loss="vse0", margin=0.05, lr=args.lr, epochs=args.epochs, patience=0, seed=seed,
-                        steps_per_epoch=args.steps_per_epoch * steps_factor, caption_xe_epochs=args.xe_epochs,
-                        **fields)
+    train = TrainConfig.from_flat(loss="vse0", margin=0.05, lr=args.lr, epochs=args.epochs, patience=0, seed=seed,
+                                  steps_per_epoch=args.steps_per_epoch * steps_factor, caption_xe_epochs=args.xe_epochs,
+                                  **fields)
     return RunConfig(manifest=str(manifest), similarity="order", two_branch=0.5, embed_dim=args.embed_dim,
                      eval_texts_per_item=EVAL_TEXTS_PER_ITEM if dataset == "emoji" else None, train=train)
 

@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = []
         for seed in args.seeds:
             cfg = RunConfig(manifest=str(emoji), eval_texts_per_item=EVAL_TEXTS_PER_ITEM,
-                            train=TrainConfig(loss="infonce", epochs=args.epochs, seed=seed,
-                                              cross_style=args.cross_style), extra_train=sources,
+                            train=TrainConfig.from_flat(loss="infonce", epochs=args.epochs, seed=seed,
+                                                        cross_style=args.cross_style), extra_train=sources,
                             augment=augment)
             folder = pool_slug(pool)
             if aug != "none":

@@ -76,8 +76,8 @@ def gxn_config(epochs: int) -> TrainConfig:
 
 
 def two_stage_config(stage1: int, epochs: int) -> TrainConfig:
-    return TrainConfig(loss="instance", then="instance+rank", stage1_epochs=stage1, rank_loss="vse++",
-                       epochs=epochs, seed=SEED)
+    return TrainConfig.from_flat(loss="instance", then="instance+rank", stage1_epochs=stage1, rank_loss="vse++",
+                                 epochs=epochs, seed=SEED)
 
 
 def train_one(manifest: Path, train: TrainConfig, run: Path, cache_dir: str | None,

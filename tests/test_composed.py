@@ -14,7 +14,7 @@ from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_
 from xmr.errors import XmrError
 from xmr.evaluation.composed import composed_ranks
 from xmr.runs.composed import ComposedRunConfig
-from xmr.search.composed import ComposedSearcher
+from xmr.tasks.composed.searcher import ComposedSearcher
 from xmr.training.composed import ComposedData, ComposedTrainConfig, evaluate_composed, train_composed
 from xmr.workflows.composed import evaluate_composed_run, train_composed_run
 
@@ -185,7 +185,7 @@ def test_the_service_answers_composed_queries_with_the_learnt_composition(css_ru
     from fastapi.testclient import TestClient
 
     from xmr.serve.app import create_app
-    from xmr.serve.service import load_service
+    from xmr.tasks import load_service
 
     manifest, cache, run = css_run
     service = load_service(run)

@@ -15,8 +15,8 @@ from xmr.errors import XmrError
 from xmr.evaluation.metrics import label_retrieval_metrics
 from xmr.losses.cross_style import cross_style_loss
 from xmr.models import ModelConfig
+from xmr.objectives import group_partners
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
-from xmr.training.data import group_partners
 
 from hostile import interrupt_at_epoch
 
@@ -85,7 +85,7 @@ def test_the_term_pulls_the_styles_of_unseen_items_together(tmp_path: Path) -> N
     pairs, val, vgroups = _styled(80, 30)
 
     def held_out_map(weight: float) -> tuple[float, list[dict[str, object]]]:
-        cfg = TrainConfig(epochs=15, batch_size=32, lr=1e-2, patience=0, cross_style=weight)
+        cfg = TrainConfig.from_flat(epochs=15, batch_size=32, lr=1e-2, patience=0, cross_style=weight)
         res = train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / f"w{weight}")
         with torch.no_grad():
             emb = res.model.embed_images(torch.from_numpy(val.image_feats)).numpy()
@@ -100,12 +100,12 @@ def test_the_term_pulls_the_styles_of_unseen_items_together(tmp_path: Path) -> N
 
 def test_a_negative_weight_is_refused() -> None:
     with pytest.raises(XmrError, match="invalid cross_style"):
-        TrainConfig(cross_style=-1.0)
+        TrainConfig.from_flat(cross_style=-1.0)
 
 
 def test_a_resumed_run_with_the_term_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     pairs, val, _ = _styled(40, 10)
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, patience=0, cross_style=1.0)
+    cfg = TrainConfig.from_flat(epochs=4, batch_size=16, lr=1e-2, patience=0, cross_style=1.0)
     full = train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / "a")
     with interrupt_at_epoch(3), pytest.raises(KeyboardInterrupt):
         train_joint_model(pairs, val, MC, cfg, out_dir=tmp_path / "b")

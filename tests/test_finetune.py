@@ -86,9 +86,9 @@ def test_two_stage_keeps_the_tail_frozen_through_stage_one(data: tuple[Path, Pat
 
     real, tails = trainer._epoch_and_bookkeeping, []
 
-    def recording(model, *a, **k):
-        out = real(model, *a, **k)
-        tails.append({n: p.detach().clone() for n, p in model.image_tail.named_parameters()})
+    def recording(run, *a, **k):
+        out = real(run, *a, **k)
+        tails.append({n: p.detach().clone() for n, p in run.model.image_tail.named_parameters()})
         return out
 
     trainer._epoch_and_bookkeeping = recording
@@ -125,7 +125,7 @@ def test_bad_finetuning_options_are_one_line(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_a_finetuned_config_refuses_a_region_head() -> None:
-    with pytest.raises(XmrError, match="takes no --image-head"):
+    with pytest.raises(XmrError, match="takes no image_head"):
         RunConfig(manifest="/m", finetune_image_blocks=1, image_head="region-mean")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,10 +17,12 @@ from xmr.data.scene_captions import make_scene_captions
 from xmr.errors import XmrError
 from xmr.models import JointModel, ModelConfig
 from xmr.models.captioner import CaptionerConfig, caption_ids, caption_vocabulary
+from xmr.models.generative import load_generative
 from xmr.models.image_gan import GanConfig
+from xmr.objectives import GenerativeData, GenerativePaths, Setup
+from xmr.objectives.generative import image_references
 from xmr.runs.config import load_run, run_encoders
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model
-from xmr.training.generative import GenerativeData, GenerativePaths, image_references
 from xmr.workflows.imagine import imagined_pixels
 
 from hostile import interrupt_at_epoch
@@ -47,7 +50,8 @@ def test_a_generative_run_trains_both_paths_and_serves_captions_and_images(scene
     assert "train_i2t_xe" in history[0] and "train_t2i_d" in history[0] and "train_i2t_rl" not in history[0]
     assert history[1]["train_i2t_gamma"] == pytest.approx(0.05) and "train_i2t_reward" in history[1]
     saved = json.loads((run / "run.json").read_text())
-    assert saved["train"]["generative"] == ["i2t", "t2i"] and saved["train"]["gan_beta_s"] == 2.0
+    generative = saved["train"]["components"]["generative"]  # the component's own config, nested
+    assert generative["paths"] == ["i2t", "t2i"] and generative["gan_beta_s"] == 2.0
     model_json = json.loads((run / "best" / "model.json").read_text())["config"]
     assert model_json["captioner"]["in_dim"] == 32 and model_json["image_generator"]["cond_dim"] == 32
     assert (run / "best" / "caption_vocab.json").is_file()
@@ -65,10 +69,13 @@ def test_a_generative_run_trains_both_paths_and_serves_captions_and_images(scene
         assert im.size == (64, 64) and im.mode == "RGB"
     config, model = load_run(run)  # the arrays behind the PNGs: same seed, same draws; another seed, others
     enc = run_encoders(config, model.vocab)["text_encoder"]
-    drawn = imagined_pixels(model, enc, "a small red circle in the centre", n=2, seed=0)
+    heads = load_generative(run / "best", model.config)  # kept beside the model, not in it
+    assert heads is not None and not any(k.startswith(("captioner", "image_generator")) for k in model.state_dict())
+    drawn = imagined_pixels(model, heads, enc, "a small red circle in the centre", n=2, seed=0)
     assert drawn.shape == (2, 64, 64, 3) and drawn.dtype == np.uint8
     assert np.array_equal(drawn[1], np.asarray(Image.open(tmp_path / "x-2.png")))
-    assert not np.array_equal(drawn, imagined_pixels(model, enc, "a small red circle in the centre", n=2, seed=1))
+    assert not np.array_equal(drawn, imagined_pixels(model, heads, enc, "a small red circle in the centre", n=2,
+                                                     seed=1))
     capsys.readouterr()
     assert main(["eval", str(run), "--captions", "--cache-dir", str(tmp_path / "cache")]) == 0
     report = capsys.readouterr().out
@@ -105,7 +112,7 @@ def test_paths_a_run_was_not_trained_with_and_a_missing_two_branch_are_refused(
     with pytest.raises(SystemExit):
         main(["train", str(scenes), "--out", str(tmp_path / "r4"), "--generative", "i2t,gan"])
     with pytest.raises(XmrError, match="generative paths"):
-        TrainConfig(generative=("i2t", "i2t"))
+        TrainConfig.from_flat(generative=("i2t", "i2t"))
 
 
 def _synthetic(n: int = 16, seed: int = 0) -> tuple[PairSet, EvalSet, GenerativeData, ModelConfig, object]:
@@ -127,8 +134,8 @@ def _synthetic(n: int = 16, seed: int = 0) -> tuple[PairSet, EvalSet, Generative
 
 def test_a_resumed_generative_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     pairs, val, data, mc, vocab = _synthetic()
-    cfg = TrainConfig(loss="vse0", margin=0.05, epochs=3, batch_size=8, lr=1e-3, patience=0,
-                      generative=("i2t", "t2i"), caption_xe_epochs=1)
+    cfg = TrainConfig.from_flat(loss="vse0", margin=0.05, epochs=3, batch_size=8, lr=1e-3, patience=0,
+                                generative=("i2t", "t2i"), caption_xe_epochs=1)
     kw = {"caption_vocab": vocab, "generative": data}
     full = train_joint_model(pairs, val, mc, cfg, out_dir=tmp_path / "a", **kw)
     with interrupt_at_epoch(3), pytest.raises(KeyboardInterrupt):
@@ -142,9 +149,12 @@ def test_a_resumed_generative_run_equals_an_uninterrupted_one(tmp_path: Path) ->
 def test_the_generator_loss_moves_the_grounded_text_head_and_the_d_step_does_not() -> None:
     pairs, _, data, mc, vocab = _synthetic()
     torch.manual_seed(0)
-    model = JointModel(mc, caption_vocab=vocab).train()
-    cfg = TrainConfig(loss="vse0", generative=("t2i",))
-    paths = GenerativePaths(model, cfg, data, len(pairs.image_feats))
+    model = JointModel(mc).train()
+    cfg = TrainConfig.from_flat(loss="vse0", generative=("t2i",))
+    assert cfg.components.generative is not None
+    setup = Setup(model, cfg, pairs.image_groups, steps_per_epoch=1, total_steps=cfg.epochs,
+                  inputs={"generative": dataclasses.replace(data, caption_vocab=vocab)})
+    paths = GenerativePaths(setup, cfg.components.generative)
     assert paths.disc is not None
     before = {k: v.clone() for k, v in model.state_dict().items()}
     disc_before = [p.clone() for p in paths.disc.parameters()]

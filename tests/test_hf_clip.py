@@ -105,7 +105,7 @@ def test_registry_lists_the_family_and_builds_each_side(ckpts: tuple[Path, Path]
     assert isinstance(txt, TextEncoder) and isinstance(txt, HfClipTextEncoder)
     assert img.dim == txt.dim == PROJECTION_DIM
     assert img.checkpoint is txt.checkpoint  # one loaded model for both sides
-    with pytest.raises(XmrError, match="use it as --image-encoder or --text-encoder") as e:
+    with pytest.raises(XmrError, match="use it as image_encoder or text_encoder") as e:  # the CLI: --image-encoder
         create_encoder(f"hf-clip:{a}")
     assert "\n" not in str(e.value)
     with pytest.raises(XmrError, match="unknown encoder 'nope:x'; known: .*hf-clip:PATH"):

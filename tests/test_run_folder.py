@@ -1,4 +1,5 @@
-"""One run-folder config type and one loader for every task (``xmr.runs.base``)."""
+"""One run-folder config type and one loader for every task (``xmr.runs.base``; any task's run:
+``xmr.tasks.load_run_config``, the task registry being the one registry of run configs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pytest
 
 from xmr.errors import XmrError
 from xmr.runs import (
-    RUN_CONFIGS,
     BaseRunConfig,
     ComposedRunConfig,
     RunConfig,
@@ -19,7 +19,9 @@ from xmr.runs import (
     save_run_config,
     saved_run_matches,
 )
+from xmr.runs.base import task_of_config_class
 from xmr.tasks import TASKS
+from xmr.tasks import load_run_config as load_any_run_config
 from xmr.training import TrainConfig
 from xmr.training.composed import ComposedTrainConfig
 
@@ -31,10 +33,10 @@ def _write(folder: Path, raw: dict) -> Path:
 
 
 def test_every_task_has_one_run_config_type() -> None:
-    assert RUN_CONFIGS.names() == TASKS.names() == ["composed", "retrieval"]
-    for name in RUN_CONFIGS.names():
-        cls = RUN_CONFIGS.get(name)
-        assert issubclass(cls, BaseRunConfig) and dataclasses.is_dataclass(cls)
+    assert TASKS.names() == ["composed", "retrieval"]
+    for name in TASKS.names():
+        cls = TASKS.get(name).config_class
+        assert issubclass(cls, BaseRunConfig) and dataclasses.is_dataclass(cls) and task_of_config_class(cls) == name
 
 
 @pytest.mark.parametrize("cfg", [
@@ -45,7 +47,7 @@ def test_every_task_has_one_run_config_type() -> None:
 def test_one_loader_reads_back_what_any_task_saved(tmp_path: Path, cfg: BaseRunConfig) -> None:
     save_run_config(tmp_path, cfg)
     assert json.loads((tmp_path / "run.json").read_text())["task"] == cfg.task
-    back = load_run_config(tmp_path)
+    back = load_any_run_config(tmp_path)
     assert type(back) is type(cfg) and back == cfg
     assert load_run_config(tmp_path, type(cfg)) == cfg and read_task_name(tmp_path) == cfg.task
     assert saved_run_matches(tmp_path, cfg)
@@ -58,13 +60,13 @@ def test_a_run_without_task_key_is_retrieval_and_still_matches(tmp_path: Path) -
     raw = json.loads((tmp_path / "run.json").read_text())
     del raw["task"]  # as written before tasks were named
     _write(tmp_path, raw)
-    assert load_run_config(tmp_path) == cfg and saved_run_matches(tmp_path, cfg)
+    assert load_any_run_config(tmp_path) == cfg and saved_run_matches(tmp_path, cfg)
 
 
 def test_a_run_of_another_task_is_refused_saying_what_it_is(tmp_path: Path) -> None:
     composed = ComposedRunConfig(manifest="/d/m.jsonl", triplets="/d/t.jsonl")
     save_run_config(tmp_path, composed)
-    with pytest.raises(XmrError, match="is a composed-query run .*not a retrieval run"):
+    with pytest.raises(XmrError, match="is a composed run, not a retrieval run"):
         load_run_config(tmp_path, RunConfig)
     assert not saved_run_matches(tmp_path, RunConfig(manifest="/d/m.jsonl"))
     save_run_config(tmp_path, RunConfig(manifest="/d/m.jsonl"))
@@ -87,12 +89,12 @@ def test_a_run_of_another_task_is_refused_saying_what_it_is(tmp_path: Path) -> N
 def test_damaged_run_files_are_one_line_naming_the_field(tmp_path: Path, raw: dict, needle: str) -> None:
     _write(tmp_path, raw)
     with pytest.raises(XmrError, match=needle) as e:
-        load_run_config(tmp_path)
+        load_any_run_config(tmp_path)
     assert "\n" not in str(e.value) and "run.json" in str(e.value)
 
 
 def test_removed_empty_fields_are_tolerated_and_a_config_is_of_its_own_task(tmp_path: Path) -> None:
     _write(tmp_path, {"manifest": "/m", "an_old_unused_field": None})
-    assert load_run_config(tmp_path) == RunConfig(manifest="/m")
+    assert load_any_run_config(tmp_path) == load_run_config(tmp_path, RunConfig) == RunConfig(manifest="/m")
     with pytest.raises(XmrError, match="'retrieval' run config, not 'composed'"):
         RunConfig(manifest="/m", task="composed")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from xmr.errors import XmrError
+from xmr.evaluation.similarity import SIMILARITIES as SCORED
+from xmr.evaluation.similarity import Similarity
 from xmr.losses import SIMILARITIES, cosine_similarity, order_similarity, two_branch_similarity, vse_loss
 from xmr.losses.similarity import resolve_similarity
 
@@ -152,3 +155,44 @@ def test_vse_scores_argument_errors() -> None:
         vse_loss(None, None, scores=torch.zeros(3, 4))
     with pytest.raises(XmrError, match="or scores="):
         vse_loss(img, None)
+
+
+# ---------------------------------------------------------------- one similarity, two scores
+
+
+def test_torch_and_numpy_registries_hold_the_same_similarities() -> None:
+    assert SIMILARITIES.names() == SCORED.names()
+    for name in SCORED.names():
+        assert SCORED.get(name).name == name
+
+
+@pytest.mark.parametrize("name", SCORED.names())
+def test_torch_and_numpy_scores_agree(name: str) -> None:
+    # seeded, L2-normalised (the numpy cosine takes normalised embeddings, as the model gives them)
+    img, txt = F.normalize(_emb(7, 5, 20), dim=-1), F.normalize(_emb(4, 5, 21), dim=-1)
+    entry = SCORED.get(name)
+    by_numpy = entry.score(img.numpy(), txt.numpy())
+    by_torch = SIMILARITIES.get(name)(img, txt).numpy()
+    assert by_numpy.shape == by_torch.shape == (7, 4)
+    np.testing.assert_allclose(by_torch, by_numpy, rtol=1e-10, atol=1e-12)
+    # is_inner_product is what both scores do: the inner product of the embeddings, or not
+    inner = (img @ txt.t()).numpy()
+    assert np.allclose(by_numpy, inner) == entry.is_inner_product
+    assert np.allclose(by_torch, inner) == entry.is_inner_product
+
+
+def test_a_similarity_on_one_side_only_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xmr.losses import similarity as sim
+    from xmr.registry import Registry
+
+    with pytest.raises(XmrError, match="unknown similarity 'l1'"):
+        sim.torch_score("l1")(lambda a, b: a @ b.t())
+    numpy_side: Registry[Similarity] = Registry("similarity")
+    for name in SCORED.names():
+        numpy_side.add(name, SCORED.get(name))
+    numpy_side.add("l1", Similarity("l1", lambda a, b: a @ b.T, is_inner_product=False))
+    monkeypatch.setattr(sim, "SCORED_SIMILARITIES", numpy_side)
+    with pytest.raises(XmrError, match="'l1' has a numpy score but no torch one"):
+        sim.check_similarities()
+    with pytest.raises(XmrError, match="'l1' has a numpy score but no torch one"):
+        resolve_similarity("l1")

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from xmr.cli import main
 from xmr.errors import XmrError
 from xmr.models import HEADS, create_head, load_model, make_a3vse_discriminators
+from xmr.objectives import epoch_order
+from xmr.objectives.sparse import PAIR_NAMES, PAPER_WEIGHTS, sparse_alignment_loss
 from xmr.runs.config import RunConfig
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.training import TrainConfig
-from xmr.training.sparse_objective import PAIR_NAMES, PAPER_WEIGHTS, sparse_alignment_loss
-from xmr.training.trainer import epoch_order
 from xmr.workflows.train import train_run
 
 D = 8
@@ -127,8 +127,8 @@ def test_train_run_with_pseudo_texts_and_adversarial(tmp_path: Path, capsys: pyt
     from conftest import make_shapes_dataset
 
     manifest = make_shapes_dataset(tmp_path / "data", copies=2)
-    train = TrainConfig(loss="vse++", epochs=4, vse0_warmup_epochs=1, batch_size=8, steps_per_epoch=3, lr=3e-3,
-                        patience=0, adversarial=True, grad_clip=2.0)
+    train = TrainConfig.from_flat(loss="vse++", epochs=4, vse0_warmup_epochs=1, batch_size=8, steps_per_epoch=3,
+                                  lr=3e-3, patience=0, adversarial=True, grad_clip=2.0)
     cfg = RunConfig(manifest=str(manifest), train=train, **ARGS)  # type: ignore[arg-type]
     run, cache = tmp_path / "run", tmp_path / "cache"
     res = train_run(cfg, run, cache_dir=cache, labeller=_colour_labeller())
@@ -147,7 +147,7 @@ def test_train_run_with_pseudo_texts_and_adversarial(tmp_path: Path, capsys: pyt
         want = np.mean([2 / (1 + np.exp(-10 * step / 12)) - 1 for step in range(3 * e, 3 * e + 3)])
         assert h["train_grl_gamma"] == pytest.approx(want, rel=1e-6)
     state = torch.load(run / "last.pt", weights_only=False)
-    assert set(PAIR_NAMES) <= {k.split(".")[0] for k in state["discriminators"]}
+    assert set(PAIR_NAMES) <= {k.split(".")[1] for k in state["model"] if k.startswith("discriminators.")}
     model = load_model(run / "best")
     assert model.config.image_head == "region-attention" and model.config.image_regions == 4
     assert not any(k.startswith("discriminators") for k in model.state_dict())  # kept out of the served model
@@ -170,8 +170,8 @@ def test_pseudo_pairs_change_training(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     rows = {}
     for name, beta, pseudo in (("plain", 0.8, None), ("beta1", 1.0, "regional"), ("beta08", 0.8, "regional")):
-        train = TrainConfig(loss="vse++", epochs=3, vse0_warmup_epochs=1, batch_size=8, steps_per_epoch=3,
-                            patience=0, pseudo_beta=beta)
+        train = TrainConfig.from_flat(loss="vse++", epochs=3, vse0_warmup_epochs=1, batch_size=8, steps_per_epoch=3,
+                                      patience=0, pseudo_beta=beta)
         # dropout off: the pseudo batch's forward pass would otherwise draw other dropout masks
         cfg = RunConfig(manifest=str(manifest), train=train, dropout=0.0,
                         **{**ARGS, "pseudo_texts": pseudo})  # type: ignore[arg-type]

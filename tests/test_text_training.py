@@ -82,7 +82,7 @@ def textcnn_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
 
 def test_textcnn_run_saves_vocab_and_config(textcnn_run: tuple[Path, Path, Path]) -> None:
     _, _, run = textcnn_run
-    cfg = load_run_config(run)
+    cfg = load_run_config(run, RunConfig)
     assert cfg.text_model is not None and cfg.text_model.init == "random" and cfg.text_model.position_shift
     vocab = Vocabulary.load(run / "best" / "vocab.json")
     assert "circle" in vocab and "red" in vocab and "purple" not in vocab  # test colours never seen in training

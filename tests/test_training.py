@@ -87,7 +87,7 @@ def test_resume_continues_from_last_epoch_and_matches_uninterrupted(tmp_path: Pa
 def test_other_config_in_same_folder_is_refused(tmp_path: Path) -> None:
     pairs, val = _toy_problem()
     train_joint_model(pairs, val, _mc(), TrainConfig(epochs=1, batch_size=12), out_dir=tmp_path)
-    with pytest.raises(XmrError, match="another config.*pass --overwrite"):
+    with pytest.raises(XmrError, match="another config.*pass overwrite=True"):
         train_joint_model(pairs, val, _mc(), TrainConfig(epochs=2, batch_size=12), out_dir=tmp_path)
 
 
@@ -111,19 +111,21 @@ def test_early_stopping(tmp_path: Path) -> None:
 
 def test_vsepp_starts_with_vse0_warmup(tmp_path: Path) -> None:
     pairs, val = _toy_problem()
-    res = train_joint_model(pairs, val, _mc(), TrainConfig(loss="vse++", epochs=4, batch_size=12,
-                                                           vse0_warmup_epochs=2, patience=0), out_dir=tmp_path)
+    res = train_joint_model(pairs, val, _mc(), TrainConfig.from_flat(loss="vse++", epochs=4, batch_size=12,
+                                                                     vse0_warmup_epochs=2, patience=0),
+                            out_dir=tmp_path)
     assert [h["loss_name"] for h in res.history] == ["vse0", "vse0", "vse++", "vse++"]
     assert res.best_epoch in (3, 4)  # the checkpoint comes from VSE++ training, not the warm-up
     with pytest.raises(ValueError, match="must exceed vse0_warmup_epochs"):
-        TrainConfig(loss="vse++", epochs=2, vse0_warmup_epochs=2)
+        TrainConfig.from_flat(loss="vse++", epochs=2, vse0_warmup_epochs=2)
 
 
 def test_collapse_guard_stops_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     pairs, val = _toy_problem()
     # constant features make every embedding the same point: VSE++ sits at exactly 2 x margin
     pairs = PairSet(np.ones_like(pairs.image_feats), np.ones_like(pairs.text_feats), pairs.pairs, pairs.image_groups)
-    cfg = TrainConfig(loss="vse++", epochs=10, batch_size=12, vse0_warmup_epochs=0, collapse_epochs=2, patience=0)
+    cfg = TrainConfig.from_flat(loss="vse++", epochs=10, batch_size=12, vse0_warmup_epochs=0, collapse_epochs=2,
+                                patience=0)
     with caplog.at_level("ERROR"):
         res = train_joint_model(pairs, val, _mc(), cfg, out_dir=tmp_path)
     assert res.status == "collapsed" and len(res.history) == 2

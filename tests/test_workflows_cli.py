@@ -245,7 +245,8 @@ def test_train_two_stage_instance_cli(trained: tuple[Path, Path, Path], tmp_path
     assert main(["train", str(manifest), "--out", str(run), "--cache-dir", str(cache), *args, "--loss", "instance",
                  "--then", "instance+rank", "--stage1-epochs", "2"]) == 0
     saved = json.loads((run / "run.json").read_text())["train"]
-    assert (saved["loss"], saved["then"], saved["stage1_epochs"], saved["rank_loss"]) == \
+    stages = saved["components"]["instance"]  # the instance component's own config, nested
+    assert (saved["loss"], stages["then"], stages["stage1_epochs"], stages["rank_loss"]) == \
         ("instance", "instance+rank", 2, "vse++")
     hist = json.loads((run / "history.json").read_text())
     assert [h["loss_name"] for h in hist] == ["instance"] * 2 + ["instance+rank"] * 4

@@ -31,7 +31,7 @@ from torch import nn
 
 from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.modules import COMPOSERS, create_composer
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model
 from xmr.utils.folders import atomic_folder, recover_folder
 from xmr.utils.io import load_json_object, save_json
@@ -198,8 +198,8 @@ def load_composed_model(directory: str | Path) -> ComposedModel:
     directory = Path(directory)
     recover_folder(directory)
     if not (directory / CONFIG_FILE).is_file():
-        raise XmrError(f"{directory} holds no composed model ({CONFIG_FILE} missing); train one with "
-                       "`xmr train --task composed`")
+        raise XmrError("{directory} holds no composed model ({file} missing); train a composed run there "
+                       "({fix})", directory=str(directory), file=CONFIG_FILE, fix=Param("task", "composed"))
     meta = load_json_object(directory / CONFIG_FILE, "composed model description")
     try:
         config = ComposedModelConfig(**meta["config"])

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmr.data.manifest import Item
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.utils.files import LIMITS, InputFileError, check_input_file
 from xmr.utils.numbers import NON_NEGATIVE
 
@@ -80,8 +80,8 @@ def parse_split_fractions(text: str) -> tuple[float, float, float]:
     except XmrError:
         values = []
     if len(values) != 3 or not 0 < sum(values) < math.inf:
-        raise XmrError(f"--split {text!r}: expected three finite non-negative numbers (train/val/test), not all "
-                       "0, e.g. 80/10/10")
+        raise XmrError("{split} {text}: expected three finite non-negative numbers (train/val/test), not all 0, "
+                       "e.g. 80/10/10", split=Param("split"), text=repr(text))
     total = sum(values)
     return values[0] / total, values[1] / total, values[2] / total
 
@@ -221,15 +221,18 @@ def scan_folder(root: str | Path, *, recursive: bool = False, captions: str | Pa
     if not root.exists():
         raise XmrError(f"{root}: folder not found")
     if not root.is_dir():
-        raise XmrError(f"{root}: not a folder (give --manifest for a manifest file)")
+        raise XmrError("{root}: not a folder (a manifest file is given as {fix})", root=str(root),
+                       fix=Param("manifest", str(root)))
     root = root.resolve()
     files, ignored, skipped = _image_files(root, recursive)
     if not files:
-        where = "" if recursive else " (its sub-folders are not searched without --recursive)"
+        where = "" if recursive else " (its sub-folders are not searched without {recursive})"
         if skipped:
-            where = f"; {len(skipped)} sub-folder(s) could not be listed (first: {skipped[0]['image']}: " \
-                    f"{skipped[0]['reason']})"
-        raise XmrError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}){where}")
+            where = "; {n_skipped} sub-folder(s) could not be listed (first: {first}: {reason})"
+        raise XmrError("{root}: no image files ({suffixes})" + where, root=str(root),
+                       suffixes=", ".join(sorted(IMAGE_SUFFIXES)), recursive=Param("recursive", True),
+                       n_skipped=len(skipped), first=skipped[0]["image"] if skipped else "",
+                       reason=skipped[0]["reason"] if skipped else "")
     by_file = read_captions_csv(captions) if captions is not None else {}
     items = []
     matched: set[str] = set()

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xmr.errors import XmrError
+from xmr.errors import Call, Param, XmrError
 from xmr.utils.files import InputFileError, check_input_file
 from xmr.utils.io import atomic_write_text
 
@@ -187,9 +187,10 @@ def check_manifest_file(path: Path) -> None:
         check_input_file(path, "manifest")
     except InputFileError as e:
         if e.is_folder:
-            raise XmrError(f"{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON); for a folder of "
-                           f"images use --images {path} (xmr index, xmr encode) or `xmr data manifest {path} --out M`"
-                           ) from None
+            raise XmrError("{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON); for a folder of "
+                           "images use {images} (when indexing or encoding) or write its manifest first: {write}",
+                           path=str(path), images=Param("images", str(path)),
+                           write=Call("write_folder_manifest", Param("root", str(path)), Param("out", "M"))) from None
         raise
 
 

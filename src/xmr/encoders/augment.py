@@ -168,8 +168,8 @@ class AugmentedView(ImageEncoder):
 
     def __init__(self, base: ImageEncoder, config: AugmentConfig, view: int) -> None:
         if not getattr(base, "takes_square_arrays", False):
-            raise XmrError(f"image encoder {base.encoder_id!r} cannot be augmented (it does not read square "
-                           "image arrays); train without --augment-views")
+            raise XmrError("image encoder {encoder} cannot be augmented (it does not read square image arrays); "
+                           "train it without augmented views", encoder=repr(base.encoder_id))
         if not 1 <= view <= max(1, config.views):
             raise XmrError(f"augmented view {view} of {config.views}")
         self.base, self.config, self.view = base, config, view

@@ -27,12 +27,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
 from xmr.encoders.image_io import ImageSource
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.modality import MODALITIES, Modality
 from xmr.registry import Registry
 
@@ -130,6 +130,8 @@ class EncoderFamily:
 #: exact names -> encoder classes or factories; a family's pattern (``hf-clip:PATH``) -> its EncoderFamily
 ENCODERS: Registry[Callable[..., Encoder] | EncoderFamily] = Registry("encoder")
 
+_Side = TypeVar("_Side", ImageEncoder, TextEncoder)
+
 
 def register_encoder_family(family: EncoderFamily) -> EncoderFamily:
     """Register ``family`` in :data:`ENCODERS` under its pattern (``xmr list`` shows it)."""
@@ -199,7 +201,7 @@ def create_encoder(name: str, *, side: Modality | None = None, **kwargs: object)
 
     A family member (``hf-clip:PATH``) has one side per modality: ``side`` picks it; without
     one, a family of two sides is an XmrError (use :func:`create_image_encoder` /
-    :func:`create_text_encoder`, i.e. ``--image-encoder`` / ``--text-encoder``). An exact name ignores ``side`` (the
+    :func:`create_text_encoder`). An exact name ignores ``side`` (the
     ``create_*_encoder`` helpers check the modality of what it builds).
     """
     entry, arg = resolve_encoder(name)
@@ -207,24 +209,39 @@ def create_encoder(name: str, *, side: Modality | None = None, **kwargs: object)
         return entry(**kwargs)
     side = side or entry.modality
     if side is None:
-        raise XmrError(f"encoder {name!r} builds an image or a text encoder from one {entry.arg}; use it as "
-                       "--image-encoder or --text-encoder (create_image_encoder / create_text_encoder)")
+        raise XmrError("encoder {name} builds an image or a text encoder from one {arg}; use it as {image} or "
+                       "{text} (create_image_encoder / create_text_encoder)", name=repr(name), arg=entry.arg,
+                       image=Param("image_encoder"), text=Param("text_encoder"))
     if side not in entry.modalities:
         raise XmrError(f"encoder family {entry.family!r} has no {side} side (it has: {', '.join(entry.modalities)})")
     return entry.build(arg, side, **kwargs)
 
 
+def encoder_names(modality: Modality) -> list[str]:
+    """The registered encoders (and families, as ``hf-clip:PATH``) that encode ``modality``."""
+    names = []
+    for name in ENCODERS.names():
+        entry = ENCODERS.get(name)
+        if modality in (entry.modalities if isinstance(entry, EncoderFamily) else (getattr(entry, "modality", None),)):
+            names.append(name)
+    return names
+
+
+def _create_side(name: str, side: Modality, kind: type[_Side], kwargs: dict[str, object]) -> _Side:
+    """:func:`create_encoder` for ``side``, refusing an encoder of the other modality by name."""
+    enc = create_encoder(name, side=side, **kwargs)
+    if not isinstance(enc, kind):
+        wanted = "an image" if side == "image" else "a text"
+        raise XmrError(f"encoder {{name}} encodes {{modality}}s, not {side}s; give {wanted} encoder: {{choices}}",
+                       name=repr(name), modality=enc.modality, choices=", ".join(encoder_names(side)))
+    return enc
+
+
 def create_image_encoder(name: str, **kwargs: object) -> ImageEncoder:
     """:func:`create_encoder` for an image encoder; a text encoder's name is refused by name."""
-    enc = create_encoder(name, side="image", **kwargs)
-    if not isinstance(enc, ImageEncoder):
-        raise XmrError(f"encoder {name!r} encodes {enc.modality}s, not images; give an image encoder (xmr list)")
-    return enc
+    return _create_side(name, "image", ImageEncoder, kwargs)  # type: ignore[type-abstract]  # only isinstance'd (mypy #4717)
 
 
 def create_text_encoder(name: str, **kwargs: object) -> TextEncoder:
     """:func:`create_encoder` for a text encoder; an image encoder's name is refused by name."""
-    enc = create_encoder(name, side="text", **kwargs)
-    if not isinstance(enc, TextEncoder):
-        raise XmrError(f"encoder {name!r} encodes {enc.modality}s, not texts; give a text encoder (xmr list)")
-    return enc
+    return _create_side(name, "text", TextEncoder, kwargs)  # type: ignore[type-abstract]  # only isinstance'd (mypy #4717)

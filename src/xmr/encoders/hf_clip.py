@@ -254,17 +254,21 @@ class Checkpoint:
             if side in self._sides_ok:
                 return
             tf = _transformers()
-            try:
-                with _quiet_transformers():
-                    config = tf.AutoConfig.from_pretrained(str(self.path), local_files_only=True,
-                                                           trust_remote_code=False)
-            except Exception as e:
-                raise XmrError(f"cannot read the {FAMILY} checkpoint {self.path} ({_reason(e)})") from None
+            config = self._from_pretrained(tf.AutoConfig, "read")
             model_class = tf.MODEL_MAPPING.get(type(config), None)
             if model_class is None:
                 raise XmrError(f"transformers has no model for the {type(config).__name__} of {self.path}")
             _check_features(model_class, side, self.path)
             self._sides_ok.add(side)
+
+    def _from_pretrained(self, auto: Any, what: str, **kwargs: Any) -> Any:
+        """``auto.from_pretrained`` on this checkpoint (an ``AutoConfig``, ``AutoTokenizer``, ...): local files
+        only, no remote code, transformers' chatter off; a failure is an XmrError "cannot <what> the checkpoint"."""
+        try:
+            with _quiet_transformers():
+                return auto.from_pretrained(str(self.path), local_files_only=True, trust_remote_code=False, **kwargs)
+        except Exception as e:  # transformers raises many types for a folder it cannot read
+            raise XmrError(f"cannot {what} the {FAMILY} checkpoint {self.path} ({_reason(e)})") from None
 
     def features_fn(self, side: Modality) -> Any:
         """The model's ``get_image_features`` / ``get_text_features``; a model without it is an XmrError."""
@@ -276,28 +280,15 @@ class Checkpoint:
     def image_processor(self) -> Any:
         with self._lock:
             if self._image_processor is None:
-                tf = _transformers()
-                try:
-                    with _quiet_transformers():
-                        self._image_processor = tf.AutoImageProcessor.from_pretrained(
-                            str(self.path), local_files_only=True, trust_remote_code=False, backend="pil")
-                except Exception as e:
-                    raise XmrError(f"cannot load the image processor of the {FAMILY} checkpoint {self.path} "
-                                   f"({_reason(e)})") from None
+                self._image_processor = self._from_pretrained(_transformers().AutoImageProcessor,
+                                                              "load the image processor of", backend="pil")
             return self._image_processor
 
     @property
     def tokenizer(self) -> Any:
         with self._lock:
             if self._tokenizer is None:
-                tf = _transformers()
-                try:
-                    with _quiet_transformers():
-                        tok = tf.AutoTokenizer.from_pretrained(str(self.path), local_files_only=True,
-                                                               trust_remote_code=False)
-                except Exception as e:
-                    raise XmrError(f"cannot load the tokenizer of the {FAMILY} checkpoint {self.path} "
-                                   f"({_reason(e)})") from None
+                tok = self._from_pretrained(_transformers().AutoTokenizer, "load the tokenizer of")
                 if getattr(tok, "pad_token_id", None) is None:
                     raise XmrError(f"the tokenizer of the {FAMILY} checkpoint {self.path} has no padding token")
                 self._tokenizer = tok

@@ -20,11 +20,13 @@ High-bit-depth modes are scaled, not clipped: 16-bit greyscale (``I;16``, ``I;16
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
 import typing
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -32,10 +34,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.utils.numbers import POSITIVE_WHOLE
 
 MAX_PIXELS_ENV = "XMR_MAX_IMAGE_PIXELS"
+#: what lets a larger image through: the environment variable, or the config field (the CLI's option)
+_BOMB_FIX = f"(possible decompression bomb; raise ${MAX_PIXELS_ENV} or {{fix}} to allow it)"
+_RAISE_LIMIT = Param("max_pixels")
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ class ImageReadConfig:
     Attributes:
         max_pixels: images declaring more pixels (width x height) are refused before decoding;
             the default is the size at which PIL itself calls an image a decompression bomb.
-            ``$XMR_MAX_IMAGE_PIXELS`` (or ``xmr --max-image-pixels``) overrides it.
+            ``$XMR_MAX_IMAGE_PIXELS`` overrides it, and a config given to
+            :func:`using_image_read` (the command line's option) overrides both.
         reduce_gap: decode reduced when the image's shorter side is at least this many times
             the size the encoder needs; the reduced image keeps at least that margin, so the
             final bicubic resize still works from ``reduce_gap`` x the output resolution.
@@ -81,12 +87,46 @@ class ImageReadConfig:
         return cls(max_pixels=int(POSITIVE_WHOLE.parse(raw, f"${MAX_PIXELS_ENV}:")))
 
 
-class UnreadableImage(XmrError):
-    """An image file that cannot be used; ``path`` is the file, ``reason`` says why."""
+_given: ImageReadConfig | None = None  # set by using_image_read / set_image_read; None: from the environment
 
-    def __init__(self, path: str | Path | ImageBytes, reason: str) -> None:
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{reason}: {path}")
+
+def current_image_read() -> ImageReadConfig:
+    """The reading limits in force: the config given to :func:`using_image_read` (or
+    :func:`set_image_read`), else :meth:`ImageReadConfig.from_env` (read at each call)."""
+    return _given if _given is not None else ImageReadConfig.from_env()
+
+
+def set_image_read(config: ImageReadConfig | None) -> ImageReadConfig | None:
+    """Make ``config`` the limits of every read in this process (None: from the environment again);
+    returns the previous setting. For a process's whole life (a service worker, a Ray actor);
+    a command uses :func:`using_image_read`."""
+    global _given
+    previous, _given = _given, config
+    return previous
+
+
+@contextlib.contextmanager
+def using_image_read(config: ImageReadConfig | None) -> Iterator[None]:
+    """Read images with ``config``'s limits for the block (None: from the environment), restored after."""
+    previous = set_image_read(config)
+    try:
+        yield
+    finally:
+        set_image_read(previous)
+
+
+class UnreadableImage(XmrError):
+    """An image file that cannot be used; ``path`` is the file, ``reason`` says why (in the library's
+    words; ``fields`` as :class:`~xmr.errors.XmrError`'s, placeholders of ``reason``)."""
+
+    def __init__(self, path: str | Path | ImageBytes, reason: str, **fields: typing.Any) -> None:
+        self.path = str(path)
+        if not fields:
+            self.reason = reason
+            super().__init__(f"{reason}: {path}")
+            return
+        self.reason = str(XmrError(reason, **fields))
+        super().__init__(reason + ": {image_path}", **fields, image_path=self.path)
 
 
 def check_image_file(path: str | Path) -> os.stat_result:
@@ -127,12 +167,12 @@ def load_rgb(path: ImageSource, min_side: int | None = None, config: ImageReadCo
         path: the image file.
         min_side: the shorter side the caller needs; a much larger image is decoded reduced
             (never below ``config.reduce_gap`` x ``min_side``). None decodes at full size.
-        config: reading limits (default: :meth:`ImageReadConfig.from_env`).
+        config: reading limits (default: :func:`current_image_read`).
 
     Raises:
         UnreadableImage: see the module docstring; the message names the file.
     """
-    config = config or ImageReadConfig.from_env()
+    config = config or current_image_read()
     source: Path | BytesIO
     if isinstance(path, ImageBytes):
         if not path.data:
@@ -152,8 +192,7 @@ def load_rgb(path: ImageSource, min_side: int | None = None, config: ImageReadCo
                 w, h = im.size
                 if w * h > config.max_pixels:
                     raise UnreadableImage(path, f"image of {w} x {h} = {w * h:,} pixels is over the limit of "
-                                                f"{config.max_pixels:,} (possible decompression bomb; raise "
-                                                f"${MAX_PIXELS_ENV} or xmr --max-image-pixels to allow it)")
+                                                f"{config.max_pixels:,} {_BOMB_FIX}", fix=_RAISE_LIMIT)
                 if min_side is not None:
                     im.draft("RGB", (min_side * config.reduce_gap, min_side * config.reduce_gap))
                 im.load()
@@ -168,9 +207,8 @@ def load_rgb(path: ImageSource, min_side: int | None = None, config: ImageReadCo
     except Image.DecompressionBombError as e:  # PIL's own check, at twice its limit, comes before ours
         n = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(n.group(1)):,} pixels" if n else "its size"
-        raise UnreadableImage(path, f"image of {size} is over the limit of {config.max_pixels:,} (possible "
-                                    f"decompression bomb; raise ${MAX_PIXELS_ENV} or xmr --max-image-pixels to "
-                                    "allow it)") from None
+        raise UnreadableImage(path, f"image of {size} is over the limit of {config.max_pixels:,} {_BOMB_FIX}",
+                              fix=_RAISE_LIMIT) from None
     except UnidentifiedImageError:
         if _looks_like_svg(path):
             raise UnreadableImage(path, "an SVG (vector) image; rasterise it to PNG first") from None

@@ -241,6 +241,18 @@ class TextTrunkEncoder(TextEncoder):
         self.default_batch_size = base.default_batch_size
         self.encoder_id = text_trunk_id(base.encoder_id, self.n_trunk, self.length)
 
+    def model_tail(self, name: str) -> tuple[int, dict[str, object]]:
+        """What a model trained on these rows needs (the capability of an encoder that feeds a trainable
+        tail): the size of the tail's output, the head's input, and the tail's spec
+        (``ModelConfig.text_tail``, ``name`` the registered base encoder)."""
+        return self.hidden, {"encoder": name, "n_tail": self.n_tail, "length": self.length, "trunk_id": self.encoder_id}
+
+    def texts_cut(self, texts: Sequence[str]) -> int:
+        """How many of ``texts`` are longer than :attr:`length` tokens (cut there: their rows differ from
+        the frozen encoder's)."""
+        _, mask = self.base.tokenize(list(texts), self.length + 1)
+        return int((mask[:, -1] > 0).sum())
+
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         """Token states after the trunk, then the mask. Returns float16 (len(inputs), length * (H + 1))."""
         input_ids, mask = self.base.tokenize([str(t) for t in inputs], self.length)

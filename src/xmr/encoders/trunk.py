@@ -204,6 +204,12 @@ class TrunkEncoder(ImageEncoder):
     def load(self, path: ImageSource) -> np.ndarray:
         return self.base.load(path)
 
+    def model_tail(self, name: str) -> tuple[int, dict[str, object]]:
+        """What a model trained on these activations needs (the capability of an encoder that feeds a
+        trainable tail): the size of the tail's pooled output, the head's input, and the tail's spec
+        (``ModelConfig.image_tail``, ``name`` the registered base encoder)."""
+        return self.base.dim, {"encoder": name, "n_tail": self.n_tail, "trunk_id": self.encoder_id}
+
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         """Flattened boundary activations. Returns float16 (len(inputs), C*H*W)."""
         x = self.base.to_input(inputs)  # type: ignore[arg-type]  # load() made each input an array

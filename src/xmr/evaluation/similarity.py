@@ -1,5 +1,9 @@
-"""How a joint space scores an (image, text) pair, in numpy: the evaluation side's twins of
-:mod:`xmr.losses.similarity` (which evaluation must not import: it is torch).
+"""How a joint space scores an (image, text) pair: the one registry of similarities, with numpy scores.
+
+:data:`SIMILARITIES` is the source of every similarity's name, its ``is_inner_product`` and its
+numpy score (evaluation, search, re-ranking). Its torch score, for training, is registered under
+the same name in :mod:`xmr.losses.similarity` (``@torch_score(name)``; torch stays out of this
+layer), which refuses, at import, a similarity registered on one side only.
 
 * ``cosine``: ``img @ txt.T`` of L2-normalised embeddings.
 * ``order``: GXN's order-violation score ``s(t, v) = -||max(0, v - t)||^2`` (Sec. 3.2, Eq. 2),
@@ -26,13 +30,12 @@ from xmr.registry import Registry
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-
 @dataclass(frozen=True)
 class Similarity:
     """A registered way to score (image, text) pairs, with what it can be used for.
 
     Attributes:
-        name: the registered name (``--similarity``).
+        name: the registered name (the run config's ``similarity``).
         score: ``fn(img (n_i, d), txt (n_t, d)) -> scores (n_i, n_t)``.
         is_inner_product: the score is the inner product of the embeddings. Then FAISS's
             inner-product search ranks exactly by it, and the inner-product machinery applies:

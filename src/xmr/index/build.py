@@ -21,7 +21,8 @@ import numpy.typing as npt
 
 from xmr.errors import XmrError
 from xmr.index.config import IndexConfig
-from xmr.index.faiss_index import Index, _as_float32_rows
+from xmr.index.faiss_index import Index
+from xmr.index.inputs import as_float32_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def training_sample(chunks: Iterable[tuple[npt.ArrayLike, npt.ArrayLike | None]]
     keys = np.zeros(0, dtype=np.float64)
     rows = np.zeros((0, dim), dtype=np.float32)
     for vectors, _ in chunks:
-        x = _as_float32_rows(vectors, dim, "vectors", allow_1d=False)
+        x = as_float32_rows(vectors, dim, "vectors", allow_1d=False)
         k = rng.random(x.shape[0])
         keys, rows = np.concatenate([keys, k]), np.concatenate([rows, x])
         if keys.size > 2 * n_train:  # keep the buffer at most twice the sample
@@ -84,7 +85,7 @@ def build_index(chunks: Chunks, config: IndexConfig, *, n_train: int = 100_000, 
     try:
         for i, (vectors, ids) in enumerate(chunks()):
             try:
-                x = _as_float32_rows(vectors, config.dim, "vectors", allow_1d=False)
+                x = as_float32_rows(vectors, config.dim, "vectors", allow_1d=False)
                 if x.shape[0] == 0:
                     continue
                 index.add_trained(x, index.new_ids(x.shape[0], ids))

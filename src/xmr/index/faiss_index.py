@@ -7,24 +7,26 @@ Numpy in, numpy out::
     scores, ids = index.search(text_vectors, k=10)   # (nq, 10) float32, (nq, 10) int64
     index.save("runs/coco/index")
     index = load_index("runs/coco/index", expect_model_id="clip-b32", expect_dim=256)
+
+Its parts: the checked inputs (:mod:`xmr.index.inputs`), the slot -> id map
+(:mod:`xmr.index.slots`), the files (:mod:`xmr.index.storage`, read back by
+:mod:`xmr.index.loading`), the exact vectors of a refined index (:mod:`xmr.index.vector_store`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 import os
 import threading
 import time
-import typing
 from pathlib import Path
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.index.config import IndexConfig
 from xmr.index.faiss_utils import (
     apply_search_params,
@@ -32,77 +34,16 @@ from xmr.index.faiss_utils import (
     ivf_nlist,
     suggest_factory,
 )
-from xmr.index.storage import (
-    CONFIG_FILE,
-    FORMAT,
-    INDEX_FILE,
-    STORE_FILES,
-    VERSION,
-    read_ids,
-    read_index_file,
-    read_index_meta,
-    store_path,
-    write_index_files,
-)
+from xmr.index.inputs import as_float32_rows, check_k
+from xmr.index.loading import read_saved_index
+from xmr.index.slots import check_new_ids, live_ids, slots_of
+from xmr.index.storage import FORMAT, STORE_FILES, VERSION, write_index_files
 from xmr.index.vector_store import StoreReads, VectorStore
 
 logger = logging.getLogger(__name__)
 
-_NUMERIC_KINDS = "fiu"
 _DIRECT_MAP = getattr(faiss, "DirectMap")  # faiss's type stubs leave it out
 _NORM_TOLERANCE = 1e-2
-
-
-def _as_float32_rows(x: npt.ArrayLike, dim: int, what: str, *, allow_1d: bool) -> np.ndarray:
-    """``x`` as a C-contiguous float32 ``(n, dim)`` array, copying only when it must.
-
-    Args:
-        x: Array-like of shape ``(n, dim)`` (or ``(dim,)`` when ``allow_1d``).
-        dim: Expected dimension.
-        what: How to name ``x`` in errors (``"query"``, ``"vectors"``).
-        allow_1d: Accept a single vector and return it as shape ``(1, dim)``.
-
-    Raises:
-        XmrError: wrong shape or dimension, non-numeric dtype, NaN or inf values.
-    """
-    a = x if isinstance(x, np.ndarray) else np.asarray(x)
-    plural = what.endswith("s")  # "query has", "vectors have"
-    if a.ndim == 1 and allow_1d:
-        a = a.reshape(1, -1)
-    if a.ndim != 2:
-        raise XmrError(f"{what} must have shape (n, {dim}), got shape {a.shape}")
-    if a.shape[1] != dim:
-        has = "have" if plural else "has"
-        raise XmrError(f"{what} {has} dim {a.shape[1]}, index has dim {dim}")
-    if a.dtype != np.float32 or not a.flags.c_contiguous:
-        if a.dtype.kind not in _NUMERIC_KINDS:
-            raise XmrError(f"{what} must be a float array, got dtype {a.dtype}")
-        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range -> inf, caught below
-            a = np.ascontiguousarray(a, dtype=np.float32)
-    # One pass without a temporary: NaN and inf propagate through a sum. Only if it is not
-    # finite (or overflowed) pay for the row-by-row check that names the culprit.
-    if not np.isfinite(a.sum()):
-        bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
-        if bad.size:
-            more = f" and {bad.size - 1} more" if bad.size > 1 else ""
-            verb = "contain" if plural else "contains"
-            raise XmrError(f"{what} {verb} NaN or inf values (row {int(bad[0])}{more})")
-    return a
-
-
-def _check_k(k: int) -> int:
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise XmrError(f"k must be an integer, got {k!r}") from None
-    if k < 1:
-        raise XmrError(f"k must be >= 1, got {k}")
-    return k
-
-
-def _describe_model(model_id: str | None, dim: int) -> str:
-    name = f"model {model_id!r}" if model_id is not None else "an unnamed model"
-    return f"{name} (dim {dim})"
 
 
 class Index:
@@ -131,14 +72,14 @@ class Index:
 
     def _setup(self, config: IndexConfig, index: faiss.Index, *, ids: np.ndarray | None,
                owner: faiss.Index | None, store: VectorStore | None = None, next_id: int | None = None,
-               read_only: str | None = None) -> None:
+               read_only: Path | None = None) -> None:
         self.config = config
         self._index = index
         self._owner = owner  # the loaded object that owns (frees) ``index``: keep it alive
         self._ids = ids  # slot -> id (-1: removed); None: the id of each vector is its slot
         self._is_ivf = ivf_nlist(index) is not None
         self._store = store
-        self._read_only = read_only  # why adding is refused (a memory-mapped index), or None
+        self._read_only = read_only  # the folder of a memory-mapped index (adding and removing refuse), or None
         if next_id is None:
             next_id = int(ids.max()) + 1 if ids is not None and ids.size else index.ntotal
         self._next_id = next_id
@@ -183,7 +124,8 @@ class Index:
         needs the index's vector store (built with ``refine > 0``); 0 turns re-scoring off.
         """
         if refine and self._store is None:
-            raise XmrError("this index keeps no exact vectors to refine with; build it with refine > 0")
+            raise XmrError("this index keeps no exact vectors to refine with; build it with {fix} > 0",
+                           fix=Param("refine"))
         changes = {name: value for name, value in (("nprobe", nprobe), ("ef_search", ef_search))
                    if value is not None}
         config = dataclasses.replace(self.config, **changes)  # type: ignore[arg-type]  # int knobs only
@@ -195,9 +137,7 @@ class Index:
 
     def ids(self) -> np.ndarray:
         """All ids in the order they were added (removed ones left out). Shape: ``(ntotal,)`` int64 (a copy)."""
-        if self._ids is None:
-            return np.arange(len(self), dtype=np.int64)
-        return self._ids[self._ids >= 0] if len(self) < self._ids.shape[0] else np.array(self._ids)
+        return live_ids(self._ids, len(self))
 
     def reconstruct(self, ids: npt.ArrayLike) -> np.ndarray:
         """The stored vectors of ``ids`` (exact for flat / HNSW and from the store with refine;
@@ -236,15 +176,14 @@ class Index:
             XmrError: bad shape or dimension, NaN/inf, bad or duplicate ids, too few vectors
                 to train an IVF index.
         """
-        x = _as_float32_rows(vectors, self.config.dim, "vectors", allow_1d=False)
+        x = as_float32_rows(vectors, self.config.dim, "vectors", allow_1d=False)
         n = x.shape[0]
         if n == 0:
             return
         new_ids = self.new_ids(n, ids)
         if self.config.metric == "ip" and not self._warned_norm:
             self._warn_if_not_normalised(x)
-        if self._read_only:
-            raise XmrError(f"cannot add to {self._read_only}")
+        self._check_writable("add to")
         if not self._index.is_trained:
             self._train(x)
         self.add_trained(x, new_ids)
@@ -268,30 +207,18 @@ class Index:
         """The ids :meth:`add` gives ``n`` new vectors: ``ids`` checked, or the next free ones."""
         if ids is None:
             return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-        return self._check_new_ids(ids, n)
+        return check_new_ids(ids, n, self._ids, len(self))
 
     # -- removing ---------------------------------------------------------------------------
 
     def _slots_of(self, ids: npt.ArrayLike) -> np.ndarray:
         """The slot of each id; an id not in the index -> XmrError naming it."""
-        a = np.asarray(ids)
-        if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
-            raise XmrError(f"ids must be a 1-d array of integers, got {a.dtype} of shape {a.shape}")
-        a = a.astype(np.int64, copy=False)
-        if self._ids is None:
-            bad = a[(a < 0) | (a >= len(self))]
-            if bad.size:
-                raise XmrError(f"id {int(bad[0])} is not in the index ({bad.size} of {a.size} missing)")
-            return a
-        live = self._ids >= 0
-        order = np.argsort(self._ids, kind="stable")
-        sorted_ids = self._ids[order]
-        pos = np.minimum(np.searchsorted(sorted_ids, a), sorted_ids.size - 1)
-        found = (sorted_ids[pos] == a) & live[order[pos]] if sorted_ids.size else np.zeros(a.shape, bool)
-        if not found.all():
-            bad = a[~found]
-            raise XmrError(f"id {int(bad[0])} is not in the index ({bad.size} of {a.size} missing)")
-        return order[pos]
+        return slots_of(self._ids, len(self), ids)
+
+    def _check_writable(self, what: str) -> None:
+        if self._read_only is not None:
+            raise XmrError("cannot {what} the memory-mapped index at {index}; load it with {fix}",
+                           what=what, index=str(self._read_only), fix=Param("mmap", False))
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove the vectors of ``ids``; every other id keeps its vector. Returns how many.
@@ -304,8 +231,7 @@ class Index:
         if np.unique(a).size != a.size:
             raise XmrError("ids to remove contain duplicates")
         slots = self._slots_of(a)
-        if self._read_only:
-            raise XmrError(f"cannot remove from {self._read_only}")
+        self._check_writable("remove from")
         if slots.size == 0:
             return 0
         ids_now = self._ids if self._ids is not None else np.arange(self.n_slots, dtype=np.int64)
@@ -336,28 +262,6 @@ class Index:
             self._ids = None
         return int(slots.size)
 
-    def _check_new_ids(self, ids: npt.ArrayLike, n: int) -> np.ndarray:
-        a = np.asarray(ids)
-        if a.shape != (n,):
-            raise XmrError(f"ids must have shape ({n},) to match the vectors, got shape {a.shape}")
-        if a.dtype.kind not in "iu":
-            raise XmrError(f"ids must be integers, got dtype {a.dtype}")
-        if a.dtype == np.uint64 and a.max() > np.iinfo(np.int64).max:
-            raise XmrError(f"ids must fit in int64, got {a.max()}")
-        a = np.ascontiguousarray(a, dtype=np.int64)
-        if a.min() < 0:
-            raise XmrError(f"ids must be >= 0 (-1 marks a missing result), got {a.min()}")
-        uniq, counts = np.unique(a, return_counts=True)
-        if uniq.size < n:
-            raise XmrError(f"ids contain duplicates, e.g. {int(uniq[counts > 1][0])}")
-        if len(self):
-            clash = (uniq[uniq < len(self)] if self._ids is None
-                     else np.intersect1d(uniq, self.ids(), assume_unique=True))
-            if clash.size:
-                raise XmrError(f"id {int(clash[0])} is already in the index "
-                               f"({clash.size} clashing ids)")
-        return a
-
     def _warn_if_not_normalised(self, x: np.ndarray) -> None:
         sample = x[:1024]
         norms = np.sqrt(np.einsum("ij,ij->i", sample, sample))
@@ -370,7 +274,7 @@ class Index:
 
     def train(self, vectors: npt.ArrayLike) -> None:
         """Train an IVF / PQ index on ``vectors`` (shape ``(n, dim)``) without adding them."""
-        self._train(_as_float32_rows(vectors, self.config.dim, "vectors", allow_1d=False))
+        self._train(as_float32_rows(vectors, self.config.dim, "vectors", allow_1d=False))
 
     def _train(self, x: np.ndarray) -> None:
         n, factory = x.shape[0], self.config.factory
@@ -379,7 +283,7 @@ class Index:
             raise XmrError(
                 f"index {factory!r} has {nlist} IVF lists but the first add has only {n} vectors "
                 f"to train them; add at least {nlist} (ideally {39 * nlist}) vectors at once or "
-                f"use a smaller nlist, e.g. {suggest_factory(factory, n)!r}"
+                "use a smaller nlist, e.g. {fix}", fix=Param("factory", suggest_factory(factory, n))
             )
         start = time.perf_counter()
         try:
@@ -416,8 +320,8 @@ class Index:
         ntotal = self._index.ntotal
         if ntotal == 0:
             raise XmrError("index is empty: add vectors first")
-        q = _as_float32_rows(queries, self.config.dim, "query", allow_1d=True)
-        k = min(_check_k(k), ntotal)
+        q = as_float32_rows(queries, self.config.dim, "query", allow_1d=True)
+        k = min(check_k(k), ntotal)
         if self.config.refine and self._store is not None:
             _, shortlist = self._index.search(q, min(max(k, self.config.refine), ntotal))
             scores, labels = self._store.refine(q, shortlist, k, metric=self.config.metric)
@@ -476,76 +380,13 @@ class Index:
         Raises:
             XmrError: missing or corrupt files (named), or a model/dimension mismatch.
         """
-        directory = Path(directory)
-        meta = read_index_meta(directory)
-        json_path = directory / CONFIG_FILE
-        try:
-            config = IndexConfig.from_dict(meta["config"])  # type: ignore[arg-type]  # a dict: read_index_meta checked
-        except (ValueError, TypeError) as e:
-            raise XmrError(f"{json_path}: invalid index config ({e})") from None
-        _check_expected(directory, config, expect_dim, expect_model_id)
-        index = read_index_file(directory, meta, mmap=mmap)
-        _check_loaded(directory, config, index, meta)
+        saved = read_saved_index(Path(directory), expect_dim=expect_dim, expect_model_id=expect_model_id,
+                                 mmap=mmap, store_reads=store_reads)
         obj = cls.__new__(cls)
-        read_only = f"the memory-mapped index at {directory}; load it with mmap=False" if mmap else None
-        if meta["version"] == 1:
-            mapped = typing.cast(faiss.IndexIDMap, index)  # _check_loaded made sure it is one
-            ids: np.ndarray | None = faiss.vector_to_array(mapped.id_map).astype(np.int64, copy=False)
-            if ids is not None and np.array_equal(ids, np.arange(ids.size)):
-                ids = None
-            obj._setup(config, faiss.downcast_index(mapped.index), ids=ids, owner=index, read_only=read_only)
-        else:
-            ids = read_ids(directory, meta, mmap=mmap)
-            n_slots = typing.cast(int, meta["n_slots"])  # _check_loaded made sure it is an int
-            if ids is not None and ids.shape[0] != n_slots:
-                raise XmrError(f"{directory / 'ids.npy'} holds {ids.shape[0]} ids but {CONFIG_FILE} says {n_slots}")
-            path = store_path(directory, meta)
-            store = (VectorStore.open(path, dim=config.dim, dtype=config.store_dtype, rows=n_slots, reads=store_reads)
-                     if path is not None else None)
-            if config.refine and store is None:
-                raise XmrError(f"{json_path}: refine is set but the index has no vector store; rebuild it")
-            next_id = meta.get("next_id")
-            obj._setup(config, faiss.downcast_index(index), ids=ids, owner=index, store=store,
-                       next_id=next_id if isinstance(next_id, int) else None, read_only=read_only)
+        obj._setup(saved.config, saved.index, ids=saved.ids, owner=saved.owner, store=saved.store,
+                   next_id=saved.next_id, read_only=saved.read_only)
         logger.info("loaded %r from %s", obj, directory)
         return obj
-
-
-def _check_expected(directory: Path, config: IndexConfig, expect_dim: int | None,
-                    expect_model_id: str | None) -> None:
-    """Refuse an index built for another model; one line naming both sides."""
-    dim_bad = expect_dim is not None and expect_dim != config.dim
-    model_bad = (expect_model_id is not None and config.model_id is not None
-                 and expect_model_id != config.model_id)
-    if dim_bad or model_bad:
-        if expect_model_id is not None:
-            dim_part = f" (dim {expect_dim})" if expect_dim is not None else ""
-            query = f"is {expect_model_id!r}{dim_part}"
-        else:
-            query = f"has dim {expect_dim}"
-        built = _describe_model(config.model_id, config.dim)
-        raise XmrError(f"index at {directory} was built with {built} but the query model {query}")
-    if expect_model_id is not None and config.model_id is None:
-        logger.warning("index at %s records no model id; cannot check it matches %r",
-                       directory, expect_model_id)
-
-
-def _check_loaded(directory: Path, config: IndexConfig, index: faiss.Index,
-                  meta: dict[str, object]) -> None:
-    """The FAISS file must agree with its config (guards against hand-edited JSON)."""
-    where = directory / INDEX_FILE
-    if meta["version"] == 1 and not isinstance(index, faiss.IndexIDMap):
-        raise XmrError(f"{where}: not saved by xmr (expected an IndexIDMap, got "
-                       f"{type(index).__name__})")
-    if index.d != config.dim:
-        raise XmrError(f"{where} has dim {index.d} but {CONFIG_FILE} says {config.dim}")
-    if index.metric_type != config.faiss_metric:
-        raise XmrError(f"{where} uses FAISS metric {index.metric_type} but {CONFIG_FILE} says "
-                       f"{config.metric!r}")
-    if meta.get("ntotal") != index.ntotal:
-        raise XmrError(f"{where} holds {index.ntotal} vectors but {CONFIG_FILE} says {meta.get('ntotal')}")
-    if meta["version"] != 1 and not isinstance(meta.get("n_slots"), int):
-        raise XmrError(f"{directory / CONFIG_FILE}: no slot count ('n_slots'); rebuild the index")
 
 
 def load_index(directory: str | os.PathLike[str], *, expect_dim: int | None = None,

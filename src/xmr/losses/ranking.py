@@ -27,7 +27,7 @@ import torch
 
 from xmr.errors import XmrError
 from xmr.losses._masks import check_pair, extra_positives
-from xmr.losses.registry import LOSSES
+from xmr.losses.registry import LOSSES, declare
 from xmr.losses.similarity import SimilarityFn, resolve_similarity
 
 
@@ -106,6 +106,7 @@ def vse0_loss(img: torch.Tensor, txt: torch.Tensor, **kw: object) -> dict[str, t
 
 
 @LOSSES.register("vse++")
+@declare(hardest_negative=True)
 def vsepp_loss(img: torch.Tensor, txt: torch.Tensor, **kw: object) -> dict[str, torch.Tensor]:
     """VSE++: :func:`vse_loss` with the hardest in-batch negative (max violation)."""
     return vse_loss(img, txt, **{**kw, "max_violation": True})

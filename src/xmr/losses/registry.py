@@ -23,10 +23,15 @@ class LossCapabilities:
         inner_product_only: the loss scores pairs by the inner product itself (InfoNCE's
             logits), so it cannot train a space scored by another similarity (GXN's order).
         takes_margin: the loss has a hinge ``margin`` (the ranking losses).
+        hardest_negative: the loss keeps only the hardest in-batch negative (VSE++): trained
+            from a random start it collapses easily, so the pair objective warms up with the
+            sum-over-negatives VSE0 first and watches for a collapse
+            (:class:`xmr.objectives.pair.HardestConfig`).
     """
 
     inner_product_only: bool = False
     takes_margin: bool = True
+    hardest_negative: bool = False
 
 
 _CAPABILITIES_ATTR = "__xmr_loss_capabilities__"

@@ -33,6 +33,13 @@ Example::
     >>> s = two_branch_similarity(cosine_similarity(v, t), order_similarity(v, t), lam=0.5)
     >>> tuple(s.shape)
     (4, 4)
+
+One similarity, two scores: :data:`xmr.evaluation.similarity.SIMILARITIES` is the source of every
+similarity's name, its ``is_inner_product`` and its numpy score (evaluation, search); this
+module's :data:`SIMILARITIES` holds the torch score of each of those names (training), registered
+with :func:`torch_score`, which refuses a name the numpy registry lacks. Importing this module
+refuses a numpy similarity with no torch score, and ``tests/test_similarity.py`` checks that the
+two scores agree on every registered name.
 """
 
 from __future__ import annotations
@@ -42,13 +49,28 @@ from collections.abc import Callable
 import torch
 
 from xmr.errors import XmrError
+from xmr.evaluation.similarity import SIMILARITIES as SCORED_SIMILARITIES
 from xmr.registry import Registry
 
 SimilarityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+#: name -> the torch score of the similarity :data:`xmr.evaluation.similarity.SIMILARITIES` registers
+#: under that name (where its ``is_inner_product`` and numpy score live)
 SIMILARITIES: Registry[SimilarityFn] = Registry("similarity")
 
 _ABSTRACT_SIDES = ("image", "text")
+
+
+def torch_score(name: str) -> Callable[[SimilarityFn], SimilarityFn]:
+    """Decorator: register ``fn(img (B_i, d), txt (B_t, d)) -> (B_i, B_t)`` as the torch score of the
+    similarity ``name``, which :data:`xmr.evaluation.similarity.SIMILARITIES` must hold already.
+
+    Raises:
+        XmrError: ``name`` is not a registered similarity (the error lists the known ones), or it
+            has a torch score already.
+    """
+    SCORED_SIMILARITIES.get(name)
+    return SIMILARITIES.register(name)
 
 
 def _check_embeddings(img: torch.Tensor, txt: torch.Tensor) -> None:
@@ -57,7 +79,7 @@ def _check_embeddings(img: torch.Tensor, txt: torch.Tensor) -> None:
                        f"and {tuple(txt.shape)}")
 
 
-@SIMILARITIES.register("cosine")
+@torch_score("cosine")
 def cosine_similarity(img: torch.Tensor, txt: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
     """Cosine similarity of every image with every text.
 
@@ -78,7 +100,7 @@ def cosine_similarity(img: torch.Tensor, txt: torch.Tensor, *, eps: float = 1e-1
     return img @ txt.t()
 
 
-@SIMILARITIES.register("order")
+@torch_score("order")
 def order_similarity(img: torch.Tensor, txt: torch.Tensor, *, abstract_side: str = "image",
                      absolute: bool = False) -> torch.Tensor:
     """Negative squared order violation between every image and every text (GXN Sec. 3.2).
@@ -137,4 +159,29 @@ def resolve_similarity(similarity: str | SimilarityFn) -> SimilarityFn:
     """A similarity function from a registered name or a callable (returned unchanged)."""
     if callable(similarity):
         return similarity
+    if similarity in SCORED_SIMILARITIES and similarity not in SIMILARITIES:
+        _refuse_numpy_only([similarity])
     return SIMILARITIES.get(similarity)
+
+
+def _refuse_numpy_only(names: list[str]) -> None:
+    raise XmrError("similarity {names} has a numpy score but no torch one; register one with "
+                   "xmr.losses.similarity.torch_score", names=", ".join(map(repr, names)))
+
+
+def check_similarities() -> None:
+    """Every registered similarity has both scores (the two registries hold the same names).
+
+    Raises:
+        XmrError: a similarity has a numpy score and no torch one, or the other way round.
+    """
+    numpy_only = sorted(set(SCORED_SIMILARITIES.names()) - set(SIMILARITIES.names()))
+    if numpy_only:
+        _refuse_numpy_only(numpy_only)
+    torch_only = sorted(set(SIMILARITIES.names()) - set(SCORED_SIMILARITIES.names()))
+    if torch_only:
+        raise XmrError("similarity {names} has a torch score but no entry in xmr.evaluation.similarity.SIMILARITIES",
+                       names=", ".join(map(repr, torch_only)))
+
+
+check_similarities()  # at import: a similarity added on one side only fails here, not in training

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +21,7 @@ from torch import nn
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.modality import Modality, check_modality
-from xmr.models.captioner import CaptionDecoder, CaptionerConfig
 from xmr.models.heads import HEADS, create_head
-from xmr.models.image_gan import GanConfig, ImageGenerator
-from xmr.models.shared_classifier import SharedClassifier
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
 from xmr.utils.folders import atomic_folder, recover_folder
 from xmr.utils.io import load_json_object, save_json, without_removed_fields
@@ -31,7 +30,9 @@ from xmr.utils.threads import Work
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
 VOCAB_FILE = "vocab.json"
-CAPTION_VOCAB_FILE = "caption_vocab.json"
+#: weights older checkpoints held in the search model's file: W_share (now the instance objective's)
+#: and GXN's generative heads (now beside the model, :mod:`xmr.models.generative`)
+NOT_SERVED = ("classifier.", "captioner.", "image_generator.")
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,12 @@ class ModelConfig:
     features are then the trunk's boundary activations (:mod:`xmr.encoders.trunk`) and
     ``image_dim`` is the tail's output size. ``text_tail``: the same for the text encoder's last
     layers, ``{"encoder", "n_tail", "length", "trunk_id"}`` (:mod:`xmr.encoders.text_trunk`).
+    ``n_instances``: the classes of the instance loss's classifier W_share (the training groups; the
+    instance objective's, :mod:`xmr.objectives.instance`; 0 without that loss).
     ``captioner`` / ``image_generator``: GXN's generative paths on the grounded branch, a
     :class:`~xmr.models.captioner.CaptionerConfig` / :class:`~xmr.models.image_gan.GanConfig` as
-    a dict (two-branch models only).
+    a dict (two-branch models only); their heads are kept beside the model, not in it
+    (:mod:`xmr.models.generative`).
     """
 
     image_encoder: str
@@ -130,11 +134,14 @@ class JointModel(nn.Module):
 
     Shapes: ``embed_images`` (B, image_dim) -> (B, embed_dim); ``embed_texts`` (B, text_dim) ->
     (B, embed_dim). ``logit_scale`` = 1/temperature, stored as a log so it stays positive.
-    With ``config.n_instances > 0`` the model also holds the instance loss's shared classifier
-    W_share (dual-path paper, Eqs. 5-8), ``classifier.weight`` of shape (n_instances, embed_dim);
-    it is used in training only. ``config.similarity`` says how the space scores an (image, text)
-    pair: ``cosine`` (inner product) or GXN's ``order`` violation; training, validation,
-    evaluation and search all use it.
+    It holds what a search needs (encoder tails, heads, similarity, temperature) and nothing else:
+    the instance loss's shared classifier W_share (dual-path paper, Eqs. 5-8) is the instance
+    objective component's (:mod:`xmr.objectives.instance`), GXN's caption decoder and image
+    generator are kept beside the model (:mod:`xmr.models.generative`); checkpoints written before
+    held them in the model's file (``classifier.*``, ``captioner.*``, ``image_generator.*``), and
+    loading drops them there. ``config.similarity`` says how the space scores an (image, text) pair:
+    ``cosine`` (inner product) or GXN's ``order`` violation; training, validation, evaluation and
+    search all use it.
 
     With ``config.text_model`` the text side is trained end to end: ``embed_texts`` takes
     float32 word-id rows (B, length) from :class:`~xmr.text.word_ids.WordIdsEncoder`, runs
@@ -145,7 +152,6 @@ class JointModel(nn.Module):
     Args:
         config: the architecture.
         vocab: the word-level model's vocabulary (required with ``config.text_model``).
-        caption_vocab: the caption decoder's vocabulary (required with ``config.captioner``).
         word_vectors: ``(words, vectors)`` for a GloVe-initialised word table (None: the
             packaged GloVe); ignored with random init.
         pretrained_words: initialise the word table as the config says; False starts it at
@@ -154,11 +160,10 @@ class JointModel(nn.Module):
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary | None = None,
                  word_vectors: tuple[list[str], np.ndarray] | None = None, *,
-                 pretrained_words: bool = True, caption_vocab: Vocabulary | None = None) -> None:
+                 pretrained_words: bool = True) -> None:
         super().__init__()
         self.config = config
         self.vocab = vocab
-        self.caption_vocab = caption_vocab
         self.text_model: nn.Module | None = None
         text_cfg = config.text_config
         self._shift_words = text_cfg is not None and text_cfg.shift_for_training  # position shift in training
@@ -182,19 +187,13 @@ class JointModel(nn.Module):
         self.text_tail = _encoder_tail(config.text_tail, "text")  # fine-tuned last transformer layers, or None
         log_scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=config.learn_temperature)
-        self.classifier = SharedClassifier(config.n_instances, config.embed_dim) if config.n_instances else None
-        self.captioner: CaptionDecoder | None = None  # GXN's RNN_Dec on v_l (Sec. 3.3)
-        if config.captioner is not None:
-            if caption_vocab is None:
-                raise XmrError("a captioner needs its caption vocabulary")
-            self.captioner = CaptionDecoder(CaptionerConfig(**config.captioner))  # type: ignore[arg-type]
-            if len(caption_vocab) != self.captioner.config.vocab_size:
-                raise XmrError(f"the caption vocabulary has {len(caption_vocab)} ids, the captioner "
-                               f"{self.captioner.config.vocab_size}")
-        self.image_generator: ImageGenerator | None = None  # GXN's G_i with conditioning augmentation on t_l
-        if config.image_generator is not None:
-            self.image_generator = ImageGenerator(GanConfig(**config.image_generator))  # type: ignore[arg-type]
         self.model_id = "untrained"
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """:meth:`torch.nn.Module.load_state_dict`, less the weights older checkpoints kept in the search model's
+        file (:data:`NOT_SERVED`: the instance classifier, GXN's generative heads)."""
+        kept = {k: v for k, v in state_dict.items() if not k.startswith(NOT_SERVED)}
+        return super().load_state_dict(kept, strict, assign)
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -260,19 +259,21 @@ class JointModel(nn.Module):
         self.train(was)
         return torch.cat(out).numpy() if out else np.zeros((0, self.config.embed_dim), np.float32)
 
-    def save(self, directory: str | Path, extra: dict[str, object] | None = None) -> str:
+    def save(self, directory: str | Path, extra: dict[str, object] | None = None,
+             beside: Callable[[Path], object] | None = None) -> str:
         """Write weights + config (+ vocabulary) as one unit; returns the model id (hash of the weights).
 
         The files are written into a temporary folder beside ``directory`` that then replaces
         it (:func:`~xmr.utils.io.atomic_folder`): a crash at any point leaves the previous
-        checkpoint whole, never new weights beside an old ``model.json``.
+        checkpoint whole, never new weights beside an old ``model.json``. ``beside`` writes what
+        else the checkpoint keeps into that folder (GXN's generative heads, :mod:`xmr.models.generative`).
         """
         with atomic_folder(directory) as tmp:
             self.model_id = save_weights(self, tmp)
             if self.vocab is not None:
                 self.vocab.save(tmp / VOCAB_FILE)
-            if self.caption_vocab is not None:
-                self.caption_vocab.save(tmp / CAPTION_VOCAB_FILE)
+            if beside is not None:
+                beside(tmp)
             save_json(tmp / "model.json", {"model_id": self.model_id, "config": self.config, **(extra or {})})
         return self.model_id
 
@@ -316,12 +317,6 @@ def load_model(directory: str | Path) -> JointModel:
         if not (directory / VOCAB_FILE).is_file():
             raise XmrError(f"{directory / VOCAB_FILE}: the vocabulary of the {text_cfg.kind} text model is missing")
         vocab = Vocabulary.load(directory / VOCAB_FILE)
-    caption_vocab = None
-    if config.captioner is not None:
-        if not (directory / CAPTION_VOCAB_FILE).is_file():
-            raise XmrError(f"{directory / CAPTION_VOCAB_FILE}: the captioner's vocabulary is missing")
-        caption_vocab = Vocabulary.load(directory / CAPTION_VOCAB_FILE)
-    model = JointModel(config, vocab, pretrained_words=False,  # the saved weights replace the word table
-                       caption_vocab=caption_vocab)
+    model = JointModel(config, vocab, pretrained_words=False)  # the saved weights replace the word table
     model.model_id = load_weights(model, directory, expect_id=saved_model_id(meta, directory / "model.json"))
     return model.eval()

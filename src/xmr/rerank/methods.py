@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.rerank.geodesic import epsilon_graph, great_circle, icp_align, procrustes_align
 from xmr.rerank.graphs import knn, mutual_knn_affinity, row_normalize, symmetric_normalize
 from xmr.rerank.offline import online_scores, truncated_inverse
@@ -144,8 +144,9 @@ class GeodesicParams(RerankParams):
 
 def _check_k(method: str, name: str, k: int, n: int, what: str) -> None:
     if k > n - 1:
-        raise XmrError(f"{method} parameter {name}={k} is too large for a gallery of {n} {what} "
-                       f"(at most {n - 1}); lower it with --rerank-param {name}=...")
+        raise XmrError("{method} parameter {name}={k} is too large for a gallery of {n} {what} (at most {most}); "
+                       "lower it ({fix})", method=method, name=name, k=k, n=n, what=what, most=n - 1,
+                       fix=Param(f"{method}.{name}", n - 1))
 
 
 def diffusion_inverse(points: np.ndarray, *, k: int, gamma: float, alpha: float, n_trunc: int) -> sp.csr_matrix:
@@ -366,8 +367,8 @@ class GeodesicReranker(Reranker):
                 self.rotation, self.shift, n_pairs = icp_align(x, other)
                 self.alignment = f"icp on {n_pairs} mutual nearest neighbours"
             else:
-                raise XmrError("geodesic alignment needs points of the other modality (indexed texts); "
-                               "set --rerank-param align=false")
+                raise XmrError("geodesic alignment needs points of the other modality (indexed texts); set {fix}",
+                               fix=Param("geodesic.align", False))
             x = x @ self.rotation.T + self.shift
         points = np.vstack([x, other]) if p.with_other_modality and len(other) else x
         self.points = l2_normalize(points)

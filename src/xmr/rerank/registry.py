@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.modality import TARGETS, Target, check_target
 from xmr.rerank.methods import (
     BidirectionalParams,
@@ -65,7 +65,7 @@ def rerankers_from_options(names: str | None, params: Sequence[str] = ()) -> lis
     parameter may be given), else :func:`rerankers_from_strings`."""
     if names is None:
         if params:
-            raise XmrError("--rerank-param needs --rerank")
+            raise XmrError("{params} needs {rerank}", params=Param("rerank_param"), rerank=Param("rerank"))
         return []
     return rerankers_from_strings(names, params)
 

@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from xmr.errors import XmrError
+from xmr.errors import Call, Param, XmrError
 from xmr.modality import Modality, Target, check_target, modality_of_target
 from xmr.registry import Registry
 from xmr.utils.arrays import l2_normalize
@@ -259,9 +259,10 @@ class Reranker(abc.ABC):
         fixed = sorted(k for k in changes if k not in self.params_type.ONLINE and getattr(new, k) != current[k])
         if fixed and self.target is not None:
             k = fixed[0]
-            raise XmrError(f"{self.name} parameter {k} is fixed when the structures are built (built with "
-                           f"{k}={current[k]!r}); rebuild them with `xmr index RUN --rerank {self.name} "
-                           f"--rerank-param {k}={getattr(new, k)}`")
+            raise XmrError("{method} parameter {name} is fixed when the structures are built (built with {built}); "
+                           "rebuild them: {fix}", method=self.name, name=k, built=f"{k}={current[k]!r}",
+                           fix=Call("index_run", Param("run_dir", "RUN"), Param("rerank", self.name),
+                                    Param(f"{self.name}.{k}", getattr(new, k))))
         out = type(self).__new__(type(self))
         out.__dict__.update(self.__dict__)
         out.params = new

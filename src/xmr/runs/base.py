@@ -1,13 +1,15 @@
 """The one run-folder config type and its one loader.
 
 Every run folder holds ``run.json``: the task's config, a frozen dataclass derived from
-:class:`BaseRunConfig` and registered in :data:`RUN_CONFIGS` under its task name. One loader
-(:func:`load_run_config`) reads any run folder: it looks the ``task`` key up (``retrieval`` when
-absent, as in runs written before tasks existed), checks every value's JSON type against the
-fields of that task's dataclass (nested configs included) and builds it. One writer
-(:func:`save_run_config`) and one matcher (:func:`saved_run_matches`) serve every task's trainer.
+:class:`BaseRunConfig` whose ``task`` field's default is the task's name. The registry of tasks
+(:data:`xmr.tasks.TASKS`, above this package) knows each task's config class; here, a caller that
+knows the class it expects loads a run with :func:`load_run_config` (``load_run_config(run,
+RunConfig)``): it reads the ``task`` key (``retrieval`` when absent, as in runs written before tasks
+existed), refuses a run of another task, checks every value's JSON type against the dataclass's
+fields (nested configs included) and builds it. Loading any run, whatever its task, is
+:func:`xmr.tasks.load_run_config`. One writer (:func:`save_run_config`) and one matcher
+(:func:`saved_run_matches`) serve every task's trainer.
 
-    @register_run_config
     @dataclass(frozen=True)
     class MyRunConfig(BaseRunConfig):
         ABOUT: ClassVar[str] = "a my-task run"
@@ -24,12 +26,11 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from xmr.errors import XmrError
-from xmr.registry import Registry
 from xmr.utils.io import load_json_object, matches_saved, save_json, without_removed_fields
 from xmr.utils.json_types import check_json_types
 
 RUN_FILE = "run.json"
-#: the task of a ``run.json`` without a ``task`` key
+#: the task of a ``run.json`` without a ``task`` key (written before tasks were named)
 DEFAULT_TASK = "retrieval"
 
 
@@ -58,52 +59,45 @@ class BaseRunConfig:
 
 C = TypeVar("C", bound=BaseRunConfig)
 
-RUN_CONFIGS: Registry[type[BaseRunConfig]] = Registry("task")
-
 
 def task_of_config_class(cls: type[BaseRunConfig]) -> str:
     """The task name a run-config class fixes (its ``task`` field's default)."""
     return str(next(f.default for f in dataclasses.fields(cls) if f.name == "task"))
 
 
-def register_run_config(cls: type[C]) -> type[C]:
-    """Class decorator: register a :class:`BaseRunConfig` subclass under its task name."""
-    RUN_CONFIGS.add(task_of_config_class(cls), cls)
-    return cls
-
-
 def read_task_name(run_dir: str | Path) -> str:
-    """The task named by ``run_dir/run.json`` (``retrieval`` when it names none)."""
+    """The task named by ``run_dir/run.json`` (``retrieval`` when it names none); whether a task of
+    that name is registered is :func:`xmr.tasks.task_of_run`'s to check."""
     path = _run_file(run_dir)
-    name = load_json_object(path, "run config").get("task", DEFAULT_TASK)
-    if not isinstance(name, str) or name not in RUN_CONFIGS:
-        raise XmrError(f"{path}: unknown task {name!r}; known: {', '.join(RUN_CONFIGS.names())}")
+    return _task_name(load_json_object(path, "run config"), path)
+
+
+def _task_name(raw: dict[str, Any], path: Path) -> str:
+    name = raw.get("task", DEFAULT_TASK)
+    if not isinstance(name, str) or not name:
+        raise XmrError("{path}: unknown task {name}", path=str(path), name=repr(name))
     return name
 
 
-@typing.overload
-def load_run_config(run_dir: str | Path) -> BaseRunConfig: ...
-@typing.overload
-def load_run_config(run_dir: str | Path, expect: type[C]) -> C: ...
-
-
-def load_run_config(run_dir: str | Path, expect: type[BaseRunConfig] = BaseRunConfig) -> BaseRunConfig:
-    """Read any run folder's ``run.json`` as its task's config.
+def load_run_config(run_dir: str | Path, expect: type[C]) -> C:
+    """Read a run folder's ``run.json`` as the config class ``expect``.
 
     Args:
         run_dir: the run folder.
-        expect: the config class the caller needs; a run of another task is refused with a
-            one-line error saying what the run is.
+        expect: the config class the caller needs; a run of another task (``run.json``'s
+            ``task`` against ``expect``'s own task name) is refused with a one-line error saying
+            what the run is.
 
     Raises:
         XmrError: no ``run.json``, a damaged one (not an object, wrong value types, unknown
-            keys), an unknown task, or a task other than ``expect``'s.
+            keys), or a task other than ``expect``'s.
     """
     path = _run_file(run_dir)
-    cls = RUN_CONFIGS.get(read_task_name(run_dir))
-    if not issubclass(cls, expect):
-        raise XmrError(f"{run_dir} is {cls.ABOUT}, not {expect.ABOUT}")
-    return config_from_json(cls, load_json_object(path, "run config"), path)
+    raw = load_json_object(path, "run config")
+    name = _task_name(raw, path)
+    if name != task_of_config_class(expect):
+        raise XmrError("{run} is a {task} run, not {expected}", run=str(run_dir), task=name, expected=expect.ABOUT)
+    return config_from_json(expect, raw, path)
 
 
 def config_from_json(cls: type[C], raw: dict[str, Any], where: str | Path) -> C:
@@ -117,10 +111,13 @@ def config_from_json(cls: type[C], raw: dict[str, Any], where: str | Path) -> C:
 
 
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
-    check_json_types(cls, raw, where)
+    try:
+        values = without_removed_fields(cls, raw)  # an older file's shape upgraded first (TrainConfig.upgrade_saved)
+    except XmrError as e:
+        raise e.prefixed(f"{where}: ") from None
+    check_json_types(cls, values, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    values = without_removed_fields(cls, raw)
     unknown = sorted(set(values) - names)
     if unknown:
         raise XmrError(f"{where}: not a valid {cls.__name__} (unknown field {', '.join(map(repr, unknown))})")
@@ -181,5 +178,6 @@ def saved_run_matches(out_dir: str | Path, cfg: BaseRunConfig) -> bool:
 def _run_file(run_dir: str | Path) -> Path:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
-        raise XmrError(f"{run_dir} is not an xmr run folder (no {RUN_FILE}); train one with `xmr train`")
+        raise XmrError("{run} is not an xmr run folder (no {file}); train a run there first", run=str(run_dir),
+                       file=RUN_FILE)
     return path

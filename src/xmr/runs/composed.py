@@ -9,7 +9,7 @@ from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.modules import COMPOSERS
 from xmr.encoders import create_text_encoder
 from xmr.errors import XmrError
-from xmr.runs.base import BaseRunConfig, register_run_config
+from xmr.runs.base import BaseRunConfig
 from xmr.text import TEXT_MODELS, TextEncoderConfig
 from xmr.training.composed import ComposedTrainConfig
 
@@ -18,7 +18,6 @@ LSTM_CONFIG = TextEncoderConfig(kind="lstm", init="random", word_dim=50, hidden=
                                 position_shift=False, length=32)
 
 
-@register_run_config
 @dataclass(frozen=True)
 class ComposedRunConfig(BaseRunConfig):
     """Everything that defines a composed run (saved as ``run.json``).
@@ -41,8 +40,8 @@ class ComposedRunConfig(BaseRunConfig):
         task: ``"composed"``.
     """
 
-    ABOUT: ClassVar[str] = ("a composed-query run (query it with `xmr search RUN --image SOURCE --text MODIFICATION`;"
-                            " its gallery is built at training time)")
+    ABOUT: ClassVar[str] = ("a composed-query run (queried with a source image and a modification text; its gallery "
+                            "is built at training time)")
     manifest: str
     triplets: str
     composer: str = "tirg"

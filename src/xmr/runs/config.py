@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypedDict
@@ -17,10 +18,12 @@ from xmr.encoders.augment import AugmentConfig
 from xmr.encoders.base import is_encoder_name, resolve_encoder
 from xmr.encoders.text_trunk import TextTrunkEncoder, check_tail_layers
 from xmr.encoders.trunk import TrunkEncoder, check_tail_blocks
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, ModelConfig, load_model
-from xmr.runs.base import RUN_FILE, BaseRunConfig, load_run_config, register_run_config
+from xmr.objectives import Fit, check_fit
+from xmr.objectives.sparse import SparseAlignmentConfig
+from xmr.runs.base import RUN_FILE, BaseRunConfig, load_run_config
 from xmr.semantics.labeller import PSEUDO_TEXT_KINDS
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
@@ -80,7 +83,6 @@ class TrainSource:
         return cls(os.path.abspath(path), splits, weight)
 
 
-@register_run_config
 @dataclass(frozen=True)
 class RunConfig(BaseRunConfig):
     """Everything needed to rebuild the encoders and data of a retrieval run.
@@ -173,9 +175,9 @@ class RunConfig(BaseRunConfig):
                 raise XmrError(str(e)) from None
         if self.pseudo_texts is not None and self.pseudo_texts not in PSEUDO_TEXT_KINDS:
             raise XmrError(f"pseudo_texts must be one of {', '.join(PSEUDO_TEXT_KINDS)}, got {self.pseudo_texts!r}")
-        inner = SIMILARITIES.get(self.similarity).is_inner_product
-        if (self.pseudo_texts is not None or self.train.adversarial) and not inner:
-            raise XmrError("pseudo-texts and the adversarial terms need the cosine similarity")
+        if self.pseudo_texts is not None and self.train.components.sparse is None:  # A3VSE's terms, at their defaults
+            object.__setattr__(self, "train", dataclasses.replace(
+                self.train, components=dataclasses.replace(self.train.components, sparse=SparseAlignmentConfig())))
         if self.text_encoder in TEXT_MODELS.names():
             if self.text_model is None:
                 object.__setattr__(self, "text_model", TextEncoderConfig(kind=self.text_encoder))  # type: ignore[arg-type]  # a TEXT_MODELS name, checked above
@@ -200,20 +202,33 @@ class RunConfig(BaseRunConfig):
                                "blocks; efficientnet-lite0 is)")
             check_tail_blocks(self.finetune_image_blocks, blocks, self.image_encoder)
             if self.image_head is not None:
-                raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no --image-head")
+                raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no {param}",
+                               param=Param("image_head"))
         if self.finetune_text_layers:
             layers = getattr(resolve_encoder(self.text_encoder)[0], "n_layers", None)
             if self.text_model is not None or not isinstance(layers, int):
                 raise XmrError(f"text encoder {self.text_encoder!r} cannot be fine-tuned by layers (minilm-l6 can)")
             check_tail_layers(self.finetune_text_layers, layers, self.text_encoder)
-        if not inner and self.train.scores_by_inner_product:
-            raise XmrError(f"similarity {self.similarity!r} needs a ranking loss (vse0, vse++, instance); "
-                           f"{self.train.loss} scores by the inner product")
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
             raise XmrError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
-        if self.train.generative and self.two_branch is None:
-            raise XmrError(f"the generative paths ({','.join(self.train.generative)}) read GXN's grounded branch: "
-                           "give --two-branch LAMBDA (GXN: 0.5)")
+        SIMILARITIES.get(self.similarity)  # an unknown similarity, listing the known ones
+        check_fit(self.train, self.train.components, self.objective_fit)
+
+    @property
+    def objective_fit(self) -> Fit:
+        """What the run's objective components are checked against (its similarity, branches, pseudo pairs)."""
+        return Fit(self.similarity, self.two_branch is not None,
+                   frozenset({"sparse"} if self.pseudo_texts is not None else ()))
+
+    @classmethod
+    def upgrade_saved(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved ``run.json`` in today's form: its ``train`` upgraded knowing whether the run had pseudo
+        pairs (:meth:`~xmr.training.TrainConfig.upgrade_saved`)."""
+        out = dict(saved)
+        if isinstance(out.get("train"), dict):
+            pseudo = ("sparse",) if out.get("pseudo_texts") is not None else ()
+            out["train"] = TrainConfig.upgrade_saved(out["train"], inputs=pseudo)
+        return out
 
 
 def head_settings(cfg: RunConfig) -> dict[str, Any]:
@@ -229,8 +244,9 @@ def _check_modality_of(name: str, modality: str) -> None:
     declared = getattr(resolve_encoder(name)[0], "modality", None)
     if isinstance(declared, str) and declared != modality:
         article = "an" if modality == "image" else "a"
-        raise XmrError(f"encoder {name!r} encodes {declared}s, not {modality}s; give {article} {modality} encoder "
-                       "(xmr list)")
+        raise XmrError("encoder {name} encodes {declared}s, not {modality}s; give {article} {modality} encoder "
+                       "(the registered ones: xmr.encoders.ENCODERS)", name=repr(name), declared=declared,
+                       modality=modality, article=article)
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, JointModel]:

@@ -7,8 +7,7 @@ from structures built beside the index.
 
 from __future__ import annotations
 
-from xmr.search.composed import ComposedHit, ComposedSearcher
 from xmr.search.queries import Query, read_queries
 from xmr.search.searcher import QueryResult, Searcher, SearchHit
 
-__all__ = ["ComposedHit", "ComposedSearcher", "Query", "QueryResult", "SearchHit", "Searcher", "read_queries"]
+__all__ = ["Query", "QueryResult", "SearchHit", "Searcher", "read_queries"]

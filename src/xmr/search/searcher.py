@@ -24,16 +24,16 @@ from xmr.data.gallery_store import GALLERY_FILE, Gallery, ListGallery, open_gall
 from xmr.data.manifest import Item
 from xmr.encoders import ImageEncoder, TextEncoder, create_text_encoder
 from xmr.encoders.image_io import ImageBytes, blank_png
-from xmr.errors import XmrError
+from xmr.errors import Call, Param, XmrError
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.index import Index, load_index
+from xmr.index.run_record import INDEX_RUN_FILE, IndexRun, load_index_run, read_index_run
 from xmr.modality import TARGETS, Modality, Target, check_modality, check_target, modality_of_target
 from xmr.models import JointModel
 from xmr.rerank.registry import RERANKERS, index_fingerprint, rerank_dir
 from xmr.rerank.reranker import Reranker, load_reranker, order_shortlist
 from xmr.runs.config import load_run, run_encoders
 from xmr.search.queries import Query
-from xmr.utils.io import load_json
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,17 @@ class Searcher:
         rerank: the default re-ranking for every search: a method name (structures loaded from
             ``index_dir``) or a fitted :class:`~xmr.rerank.reranker.Reranker`; None = none.
         rerank_params: query-time parameters to change (e.g. ``{"shortlist": 200}``).
-        run_dir: the run folder, only to name it in "rebuild with `xmr index ...`" hints.
+        run_dir: the run folder, only to name it in "index the run again" hints.
+        built: the index folder's record (``index_run.json``), for those hints (read from
+            ``index_dir`` when needed and not given).
     """
 
     def __init__(self, model: JointModel, image_encoder: ImageEncoder, text_encoder: TextEncoder,
                  image_index: Index, text_index: Index, items: Sequence[Item] | Gallery,
                  texts: Sequence[str] | None = None, *,
                  index_dir: str | Path | None = None, rerank: str | Reranker | None = None,
-                 rerank_params: Mapping[str, object] | None = None, run_dir: str | Path | None = None) -> None:
+                 rerank_params: Mapping[str, object] | None = None, run_dir: str | Path | None = None,
+                 built: IndexRun | None = None) -> None:
         self.model, self.image_encoder, self.text_encoder = model, image_encoder, text_encoder
         self.indexes = {"images": image_index, "texts": text_index}
         self.metadata = items if isinstance(items, Gallery) else ListGallery(items, list(texts or []))
@@ -91,6 +94,7 @@ class Searcher:
         self._texts: list[str | None] | None = None
         self.index_dir = Path(index_dir) if index_dir is not None else None
         self._run_dir = run_dir
+        self._built = built
         self._fingerprint: str | None = None
         self._loaded: dict[tuple[str, str], Reranker] = {}
         self._gallery_vectors: dict[str, np.ndarray] = {}  # for non-inner-product search, read lazily
@@ -122,32 +126,32 @@ class Searcher:
                 process's memory grows only with the pages its queries touch; read-only).
 
         Raises:
-            XmrError: no index, an index of another model, or ``rerank`` structures missing
-                from the index or built for another index.
+            XmrError: no index, a damaged ``index_run.json``, an index of another model, or
+                ``rerank`` structures missing from the index or built for another index.
         """
         run_dir = Path(run_dir)
         cfg, model = load_run(run_dir)
         idx = Path(index_dir) if index_dir else run_dir / "index"
-        if not (idx / "index_run.json").is_file():
-            raise XmrError(f"no index at {idx}; build one with `xmr index {run_dir}`")
+        built = read_index_run(idx, run_dir)
         dim = model.config.embed_dim
         image_index = load_index(idx / "images", expect_dim=dim, expect_model_id=model.model_id, mmap=mmap)
         text_index = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id, mmap=mmap)
-        gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
+        gallery = open_gallery(idx)
         store = idx / GALLERY_FILE
         for what, n_meta, index, path in (
                 ("images", gallery.n_items, image_index, store if store.is_file() else idx / "gallery.jsonl"),
                 ("texts", gallery.n_texts, text_index, store if store.is_file() else idx / "texts.json")):
             if n_meta != len(index):
-                raise XmrError(f"{path} lists {n_meta} {what} but the index holds {len(index)}; the index "
-                               f"folder {idx} is damaged: rebuild it with `xmr index {run_dir}`")
+                raise XmrError("{path} lists {n_meta} {what} but the index holds {n_index}; the index folder {idx} "
+                               "is damaged: rebuild it with {fix}", path=str(path), n_meta=n_meta, what=what,
+                               n_index=len(index), idx=str(idx), fix=Call("index_run", Param("run_dir", str(run_dir))))
         encoders = run_encoders(cfg, model.vocab)
         text_encoder = encoders["text_encoder"]
         if fast_text and text_encoder.query_stand_in is not None:  # a fine-tuned text trunk declares none
             text_encoder = create_text_encoder(text_encoder.query_stand_in)
         return cls(model, encoders["image_encoder"], text_encoder,
                    image_index, text_index, gallery, index_dir=idx, rerank=rerank,
-                   rerank_params=rerank_params, run_dir=run_dir)
+                   rerank_params=rerank_params, run_dir=run_dir, built=built)
 
     def text_features(self, texts: list[str]) -> np.ndarray:
         """The text encoder's own features of query texts. Shape: (n, text_dim)."""
@@ -186,11 +190,14 @@ class Searcher:
         """Refuse a search of ``target`` when its index holds nothing: a folder indexed from bare
         images has no texts; everything may have been removed."""
         if len(self.indexes[check_target(target)]) == 0:
-            run = self._run_dir if self._run_dir is not None else "RUN"
-            fix = (f"this index holds no texts (a gallery of bare images); search its images, or index a manifest "
-                   f"with texts: `xmr index {run} --manifest M`") if modality_of_target(target) == "text" else \
-                f"this index holds no images (all removed?); add some with `xmr index add {run} M` or rebuild it"
-            raise XmrError(f"target {target}: {fix}")
+            run = Param("run_dir", str(self._run_dir) if self._run_dir is not None else "RUN")
+            if modality_of_target(target) == "image":
+                raise XmrError("target {target}: this index holds no images (all removed?); add some with {fix} or "
+                               "rebuild it", target=target,
+                               fix=Call("add_to_index", run, Param("manifest", "M")))
+            raise XmrError("target {target}: this index holds no texts (a gallery of bare images); search its images, "
+                           "or index a manifest with texts: {fix}", target=target,
+                           fix=Call("index_run", run, Param("manifest", "M")))
 
     def search_reranked(self, queries: np.ndarray, query_own: np.ndarray | None, k: int = 10, *,
                         target: Target = "images", modality: Modality,
@@ -212,8 +219,8 @@ class Searcher:
         cross = check_modality(modality, "query modality") != modality_of_target(check_target(target))
         if not is_inner_product(self.model.config.similarity) and cross:
             if rr is not None:
-                raise XmrError(f"re-ranking works on cosine spaces; this model scores by "
-                               f"{self.model.config.similarity!r}")
+                raise XmrError("re-ranking works on cosine spaces; this model scores by {similarity}",
+                               similarity=repr(self.model.config.similarity))
             return self._scored_search(queries, k, target=target, modality=modality)
         if rr is None:
             return self.search_vectors(queries, k, target=target)
@@ -318,8 +325,9 @@ class Searcher:
             try:
                 self._gallery_ids[target], self._gallery_vectors[target] = ids, index.reconstruct(ids)
             except RuntimeError:
-                raise XmrError(f"searching a {self.model.config.similarity!r} space needs an index whose vectors "
-                               "can be read back (build it with --factory Flat or HNSW32)") from None
+                raise XmrError("searching a {similarity} space needs an index whose vectors can be read back "
+                               "(build it with {flat} or {hnsw})", similarity=repr(self.model.config.similarity),
+                               flat=Param("factory", "Flat"), hnsw=Param("factory", "HNSW32")) from None
         gallery = self._gallery_vectors[target]
         score = score_fn(self.model.config.similarity)
         sims = score(gallery, queries).T if modality == "text" else score(queries, gallery)  # (n_q, n_gallery)
@@ -331,35 +339,49 @@ class Searcher:
 
     # -- re-ranking structures ------------------------------------------------------------------
 
-    def _rebuild_hint(self, name: str, target: Target) -> str:
-        """The ``xmr index`` command that rebuilds this index with ``name`` structures for ``target``."""
+    @property
+    def index_record(self) -> IndexRun | None:
+        """The index folder's record (``index_run.json``), None without a readable one."""
+        if self._built is None and self.index_dir is not None and (self.index_dir / INDEX_RUN_FILE).is_file():
+            try:
+                self._built = load_index_run(self.index_dir)
+            except XmrError:  # only the hints read it here: they do without
+                return None
+        return self._built
+
+    def _rebuild_hint(self, name: str, target: Target) -> tuple[str, dict[str, object]]:
+        """How to rebuild this index with ``name`` structures for ``target``: a text and its field, the
+        build as a :class:`~xmr.errors.Call` (the index's source, split and folder kept)."""
         run = Path(self._run_dir) if self._run_dir is not None else None
-        args = [str(run) if run is not None else "RUN"]
+        params = [Param("run_dir", str(run) if run is not None else "RUN")]
         if self.index_dir is not None:
-            built_file = self.index_dir / "index_run.json"
-            built = load_json(built_file) if built_file.is_file() else {}
-            if isinstance(built, dict) and built.get("edits"):  # changed by `xmr index add/remove`: keep that
-                args.append("--keep-edits")
-                built = {}
-            if isinstance(built, dict) and built.get("images"):
-                args.append(f"--images {built['images']}" + (" --recursive" if built.get("recursive") else ""))
-            if isinstance(built, dict) and built.get("split"):
-                args.append(f"--split {built['split']}")
+            built = self.index_record
+            if built is not None and built.edits:  # items were added or removed: index the ones it holds
+                params.append(Param("edits", "keep"))
+            elif built is not None:
+                if built.images:
+                    params += [Param("images", built.images), *([Param("recursive", True)] if built.recursive else [])]
+                if built.split:
+                    params.append(Param("split", built.split))
             if run is None or self.index_dir.resolve() != (run / "index").resolve():
-                args.append(f"--out {self.index_dir}")
-        extra = "" if target == TARGETS[0] else " --rerank-target both"
-        return f"rebuild with `xmr index {' '.join(args)} --rerank {name}{extra}`"
+                params.append(Param("out_dir", str(self.index_dir)))
+        params.append(Param("rerank", (name,)))
+        if target != TARGETS[0]:
+            params.append(Param("rerank_targets", TARGETS))
+        return "rebuild with {rebuild}", {"rebuild": Call("index_run", *params)}
 
     def _load_available(self, name: str) -> None:
         """Load (and check) every target's ``name`` structures now; none at all is an error."""
         RERANKERS.get(name)
         if self.index_dir is None:
-            raise XmrError(f"re-ranking by name ({name!r}) needs the index folder; pass a fitted re-ranker instead")
+            raise XmrError("re-ranking by name ({name}) needs the index folder; pass a fitted re-ranker instead",
+                           name=repr(name))
         targets: list[Target] = [t for t in TARGETS
                                  if (rerank_dir(self.index_dir, name, t) / "rerank.json").is_file()]
         if not targets:
-            raise XmrError(f"index at {self.index_dir} has no {name!r} re-ranking structures; "
-                           f"{self._rebuild_hint(name, 'images')}")
+            hint, fields = self._rebuild_hint(name, "images")
+            raise XmrError("index at {idx} has no {name} re-ranking structures; " + hint, idx=str(self.index_dir),
+                           name=repr(name), **fields)
         for t in targets:
             self._reranker(name, t)
 
@@ -372,26 +394,31 @@ class Searcher:
         if isinstance(rerank, Reranker):
             rr = rerank
             if rr.target != target:
-                raise XmrError(f"the {rr.name} re-ranker was fit for target {rr.target!r}, not {target!r}")
+                raise XmrError("the {name} re-ranker was fit for target {fit}, not {target}", name=rr.name,
+                               fit=repr(rr.target), target=repr(target))
             if rr.fingerprint is not None and self.index_dir is not None and rr.fingerprint != self.fingerprint:
-                raise XmrError(f"the {rr.name} re-ranker was built for another index ({rr.fingerprint[:12]}, "
-                               f"this index is {self.fingerprint[:12]})")
+                raise XmrError("the {name} re-ranker was built for another index ({theirs}, this index is {ours})",
+                               name=rr.name, theirs=rr.fingerprint[:12], ours=self.fingerprint[:12])
         else:
             key = (rerank, target)
             if key not in self._loaded:
                 RERANKERS.get(rerank)
                 if self.index_dir is None:
-                    raise XmrError(f"re-ranking by name ({rerank!r}) needs the index folder")
+                    raise XmrError("re-ranking by name ({name}) needs the index folder", name=repr(rerank))
                 folder = rerank_dir(self.index_dir, rerank, target)
-                hint = self._rebuild_hint(rerank, target)
+                hint, fields = self._rebuild_hint(rerank, target)
                 if not (folder / "rerank.json").is_file():
-                    raise XmrError(f"index at {self.index_dir} has no {rerank!r} re-ranking structures for "
-                                   f"target {target}; {hint}")
-                self._loaded[key] = load_reranker(folder, expect_fingerprint=self.fingerprint, rebuild_hint=hint)
+                    raise XmrError("index at {idx} has no {name} re-ranking structures for target {target}; " + hint,
+                                   idx=str(self.index_dir), name=repr(rerank), target=target, **fields)
+                try:
+                    self._loaded[key] = load_reranker(folder, expect_fingerprint=self.fingerprint)
+                except XmrError as e:  # its text ends "rebuild them": say how
+                    raise e.suffixed(": {rebuild}", **fields) from None
             rr = self._loaded[key]
         if len(self.indexes[target]) != rr.n_gallery:
-            raise XmrError(f"the {rr.name} re-ranking structures cover {rr.n_gallery} {target}, the index "
-                           f"{len(self.indexes[target])}; {self._rebuild_hint(rr.name, target)}")
+            hint, fields = self._rebuild_hint(rr.name, target)
+            raise XmrError("the {name} re-ranking structures cover {n} {target}, the index {n_index}; " + hint,
+                           name=rr.name, n=rr.n_gallery, target=target, n_index=len(self.indexes[target]), **fields)
         return rr.with_params(**self.rerank_params) if self.rerank_params else rr
 
     @property

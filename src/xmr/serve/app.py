@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -32,11 +33,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from xmr.errors import XmrError
+from xmr.errors import Call, Param, XmrError
 from xmr.serve.config import ServeConfig
 from xmr.serve.limits import Limits
+from xmr.serve.query import Query, ServiceError, Stages, TooLarge, decode_base64_image
 from xmr.serve.schemas import ErrorBody, Health, Info, Item, SearchRequest, SearchResponse
-from xmr.serve.service import GalleryService, Query, ServiceError, Stages, TooLarge, decode_base64_image
+from xmr.serve.service import GalleryService
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,22 @@ def _error(status: int, message: str, detail: list[dict[str, object]] | None = N
     if detail:
         body["detail"] = detail
     return JSONResponse(body, status_code=status)
+
+
+def http_wording(p: Param) -> str:
+    """How the API names a parameter an error carries: by its field name (a job by its Python call)."""
+    return p.python() if isinstance(p, Call) else p.name
+
+
+def _xmr_error(status: int, exc: XmrError) -> JSONResponse:
+    """An error's JSON body: its text with the parameters it names worded as fields, and those
+    fields (with the value, where it is a plain JSON value) in ``detail``."""
+    def plain(v: object) -> bool:
+        return isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
+
+    detail: list[dict[str, object]] = [{"field": p.name, **({"value": p.value} if plain(p.value) else {})}
+                                       for p in exc.params() if not isinstance(p, Call)]
+    return _error(status, exc.worded(http_wording), detail)
 
 
 class Guard:
@@ -149,11 +167,11 @@ def create_app(service: GalleryService, config: ServeConfig | None = None, *, st
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, str(exc))
+        return _xmr_error(exc.status, exc)
 
     @app.exception_handler(XmrError)
     async def xmr_error(request: Request, exc: XmrError) -> JSONResponse:
-        return _error(400, str(exc))
+        return _xmr_error(400, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

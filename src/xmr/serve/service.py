@@ -8,17 +8,17 @@ the gallery, built once per (field, value); concurrent text queries are encoded 
 enough hits pass (or the whole gallery was scored), so paging and filters give exactly the
 ranking of the unfiltered list restricted to the matching entries.
 
-A retrieval run answers text, image, gallery-item and vector queries against images or texts;
-``image`` + ``text`` is composed in its joint space by adding the two unit embeddings (the
-training-free baseline of the composed-query papers). A composed run (``xmr train --task
-composed``) answers image + text with its learnt composition, over its gallery.
+:class:`SearchService` is the ``retrieval`` task's service: a retrieval run answers text, image,
+gallery-item and vector queries against images or texts; ``image`` + ``text`` is composed in its
+joint space by adding the two unit embeddings (the training-free baseline of the composed-query
+papers). Each task's service is a :class:`GalleryService`, loaded by the task
+(:meth:`xmr.tasks.Task.service`; :func:`xmr.tasks.load_service` for any run folder): the
+``composed`` task's answers image + text with its learnt composition, over its gallery.
 """
 
 from __future__ import annotations
 
 import abc
-import base64
-import binascii
 import contextlib
 import functools
 import itertools
@@ -31,7 +31,6 @@ import time
 import typing
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -39,12 +38,15 @@ import numpy as np
 
 from xmr.data.manifest import Item
 from xmr.encoders.image_io import ImageBytes, UnreadableImage, blank_png, load_rgb
-from xmr.errors import XmrError
+from xmr.errors import Call, Param
 from xmr.evaluation.similarity import is_inner_product
 from xmr.modality import Modality, Target
-from xmr.rerank.registry import RERANKERS, rerank_dir
-from xmr.search import ComposedSearcher, Searcher
+from xmr.rerank.registry import RERANKERS
+from xmr.runs.base import read_task_name
+from xmr.search import Searcher
 from xmr.serve.batching import MicroBatcher
+from xmr.serve.config import ServeConfig
+from xmr.serve.query import NotFound, Query, ServiceError, Stages, TooLarge
 from xmr.utils.arrays import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -55,76 +57,10 @@ FILTER_FIELDS = ("style", "label", "group", "split")
 WIDEN = 4
 
 
-class ServiceError(XmrError):
-    """A request the service refuses; ``status`` is its HTTP status."""
-
-    status = 400
-
-
-class NotFound(ServiceError):
-    status = 404
-
-
-class TooLarge(ServiceError):
-    status = 413
-
-
-@dataclass
-class Stages:
-    """Seconds spent per stage of one query (``encode``, ``search``, ``rerank``, ``metadata``)."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add(self, stage: str, since: float) -> float:
-        now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
-        return now
-
-
-@dataclass(frozen=True)
-class Query:
-    """A parsed query: its kind and inputs (see :class:`xmr.serve.schemas.SearchRequest`)."""
-
-    text: str | None = None
-    image: bytes | None = None
-    image_id: str | None = None
-    vector: Sequence[float] | None = None
-    target: Target = "images"
-    k: int = 10
-    offset: int = 0
-    rerank: str | None = None
-    filters: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        has_image = self.image is not None or self.image_id is not None
-        given = [n for n, v in (("text", self.text), ("image", self.image), ("image_id", self.image_id),
-                                ("vector", self.vector)) if v is not None]
-        if has_image and self.text is not None and len(given) == 2:
-            return "composed"
-        if len(given) != 1:
-            raise ServiceError("give exactly one of text, image, image_id, vector (or image / image_id + text "
-                               f"for a composed query); got {', '.join(given) or 'none'}")
-        return given[0]
-
-
-def decode_base64_image(data: str, limit: int) -> bytes:
-    """The bytes of a base64 image (a ``data:...;base64,`` prefix allowed), refused past ``limit`` bytes."""
-    if data.startswith("data:"):
-        data = data.partition(",")[2]
-    if len(data) * 3 // 4 > limit:
-        raise TooLarge(f"the image is larger than the upload limit ({limit / 2 ** 20:g} MB)")
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ServiceError("image: not valid base64") from None
-
-
 class GalleryService(abc.ABC):
     """What every service holds: the gallery's items in memory, filters over them, their images."""
 
-    task = "retrieval"
-    composed = "add"
+    composed = "add"  # how an image + text query is composed: "add" (the unit embeddings) or "learnt"
     rerankers: list[str] = []
 
     def __init__(self, items: Sequence[Item | None], *, run_dir: str | Path, model_id: str,
@@ -132,6 +68,7 @@ class GalleryService(abc.ABC):
         # by index id; None where `xmr index remove` took an item out (the index never returns it)
         self.items: list[Item | None] = list(items)
         self.run_dir, self.model_id = Path(run_dir), model_id
+        self.task = read_task_name(run_dir)  # what /info reports
         self.by_id = {it.id: i for i, it in enumerate(self.items) if it is not None}
         self.max_upload_bytes = max_upload_bytes
         # per filter field: its value -> code, and each item's code (-1: none); at most one per field,
@@ -306,6 +243,14 @@ class SearchService(GalleryService):
         searcher = Searcher.from_run(run_dir, index_dir, fast_text=fast_text)
         return cls(searcher, run_dir=run_dir, **kw)  # type: ignore[arg-type]
 
+    @classmethod
+    def serving(cls, run_dir: str | Path, index_dir: str | Path | None = None,
+                config: ServeConfig | None = None) -> SearchService:
+        """:meth:`load` with ``config``'s settings, as ``xmr serve`` serves a retrieval run."""
+        c = config or ServeConfig()
+        return cls.load(run_dir, index_dir, fast_text=c.fast_text, cache_size=c.cache_size,
+                        max_upload_bytes=c.max_upload_bytes, text_workers=c.text_workers, max_decodes=c.max_decodes)
+
     def warm_up(self) -> None:
         self._encode_texts(["warm up"])
         self._image_embedding(blank_png())
@@ -316,11 +261,9 @@ class SearchService(GalleryService):
             batcher.on_batch = functools.partial(observe, f"search_{target}")
 
     def _built_rerankers(self) -> list[str]:
-        folder = self.searcher.index_dir
-        if folder is None:
-            return []
-        return [name for name in RERANKERS.names()
-                if any((rerank_dir(folder, name, t) / "rerank.json").is_file() for t in ("images", "texts"))]
+        """The re-ranking methods the index's record (``index_run.json``) says it holds structures for."""
+        built = self.searcher.index_record
+        return [] if built is None else [name for name in RERANKERS.names() if name in built.rerank]
 
     @property
     def n_texts(self) -> int:
@@ -440,8 +383,9 @@ class SearchService(GalleryService):
         t = time.perf_counter()
         kind = q.kind
         if q.target == "texts" and self.n_texts == 0:
-            raise ServiceError(f"target texts: this index holds no texts (a gallery of bare images); index a "
-                               f"manifest with texts: `xmr index {self.run_dir} --manifest M`")
+            raise ServiceError("target texts: this index holds no texts (a gallery of bare images); index a "
+                               "manifest with texts: {fix}",
+                               fix=Call("index_run", Param("run_dir", str(self.run_dir)), Param("manifest", "M")))
         if q.rerank is not None and q.rerank not in self.rerankers:
             built = ", ".join(self.rerankers) or "none"
             raise ServiceError(f"rerank {q.rerank!r}: not built for this index (built: {built}); build it with "
@@ -502,75 +446,3 @@ class SearchService(GalleryService):
         fields = {"item": of.id if of else None, **(self.item_fields(of) if of else {})}
         return {"id": f"text:{i}", "score": score, "rank": rank, "texts": [self.searcher.texts[i]],
                 "image_url": self.image_url(of.id) if of else None, "fields": fields}
-
-
-class ComposedService(GalleryService):
-    """A composed run (``xmr train --task composed``): image + modification text -> gallery images,
-    with the run's learnt composition (TIRG and the others); the reference image is never a result."""
-
-    task = "composed"
-    composed = "learnt"
-
-    def __init__(self, searcher: ComposedSearcher, *, run_dir: str | Path,
-                 max_upload_bytes: int = 10 * 2 ** 20, max_decodes: int = 2) -> None:
-        super().__init__(searcher.items, run_dir=run_dir, model_id=searcher.model.model_id,
-                         max_upload_bytes=max_upload_bytes, max_decodes=max_decodes)
-        self.searcher = searcher
-        self._encoder_lock = threading.Lock()
-
-    @classmethod
-    def load(cls, run_dir: str | Path, **kw: object) -> ComposedService:
-        return cls(ComposedSearcher.from_run(run_dir), run_dir=run_dir, **kw)  # type: ignore[arg-type]
-
-    def warm_up(self) -> None:
-        with self._encoder_lock:
-            self.searcher.compose_query(ImageBytes(blank_png()), "warm up")
-
-    def search(self, q: Query, stages: Stages | None = None) -> tuple[list[dict[str, object]], int]:
-        stages = stages if stages is not None else Stages()
-        t = time.perf_counter()
-        if q.kind != "composed":
-            raise ServiceError("a composed run answers image + text queries: give image (or image_id) and text")
-        if q.target != "images" or q.rerank is not None:
-            raise ServiceError("a composed run returns images, without re-ranking")
-        exclude = self.item_index(q.image_id) if q.image_id is not None else -1
-        if q.image_id is not None:
-            source: str | ImageBytes = self.at(exclude).image
-        else:
-            data = bytes(q.image or b"")
-            if len(data) > self.max_upload_bytes:
-                raise TooLarge(f"the image is larger than the upload limit ({self.max_upload_bytes / 2 ** 20:g} MB)")
-            source = ImageBytes(data, "the uploaded image")
-        try:
-            with self._decodes, self._encoder_lock:  # the image is decoded inside
-                query = self.searcher.compose_query(source, str(q.text))
-        except UnreadableImage as e:
-            raise ServiceError(f"image: {e.reason}") from None
-        t = stages.add("encode", t)
-        scores = (query @ self.searcher.gallery.T)[0].astype(np.float64)
-        keep = self.item_mask(q.filters)
-        keep = np.ones(len(self.items), dtype=bool) if keep is None else keep.copy()
-        if exclude >= 0:
-            keep[exclude] = False
-        order = np.flatnonzero(keep)[np.argsort(-scores[keep], kind="stable")][q.offset:q.offset + q.k]
-        t = stages.add("search", t)
-        results = [{"id": self.at(i).id, "score": float(scores[i]), "rank": q.offset + r + 1,
-                    "texts": list(self.at(i).texts), "image_url": self.image_url(self.at(i).id),
-                    "fields": self.item_fields(self.at(i))} for r, i in enumerate(order)]
-        stages.add("metadata", t)
-        return results, int(keep.sum())
-
-
-def load_service(run_dir: str | Path, index_dir: str | Path | None = None, *, cache_size: int = 1024,
-                 max_upload_bytes: int = 10 * 2 ** 20, fast_text: bool = False, text_workers: int = 2,
-                 max_decodes: int = 2) -> GalleryService:
-    """The service of the run in ``run_dir``, by its task (``run.json``): retrieval or composed
-    (``fast_text``: query texts through the text encoder's faster stand-in, retrieval runs)."""
-    from xmr.runs.base import read_task_name
-
-    if read_task_name(run_dir) == "composed":
-        if index_dir is not None:
-            raise XmrError("a composed run searches its own gallery (gallery.npz); --index does not apply")
-        return ComposedService.load(run_dir, max_upload_bytes=max_upload_bytes, max_decodes=max_decodes)
-    return SearchService.load(run_dir, index_dir, cache_size=cache_size, max_upload_bytes=max_upload_bytes,
-                              fast_text=fast_text, text_workers=text_workers, max_decodes=max_decodes)

@@ -1,4 +1,9 @@
-"""The :class:`Task` interface, its registry and the lookup of a run folder's task."""
+"""The :class:`Task` interface, its registry and the lookup of a run folder's task.
+
+A task is generic in its run-config type: ``Task[RunConfig]`` builds, trains and reads
+:class:`~xmr.runs.RunConfig` runs only, and its ``config_class`` is that class (the one registry,
+:data:`TASKS`, is also the registry of run configs: ``TASKS.get(name).config_class``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,39 @@ import abc
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from xmr.errors import XmrError
 from xmr.registry import Registry
-from xmr.runs.base import read_task_name
+
+if TYPE_CHECKING:
+    from xmr.runs.base import BaseRunConfig
+    from xmr.serve.config import ServeConfig
+    from xmr.serve.service import GalleryService
+    from xmr.workflows.index_job import IndexJob
 
 #: command-line options as argparse parsed them, ``{option dest: value}`` (None: not given)
 Options = Mapping[str, Any]
+C = TypeVar("C", bound="BaseRunConfig")
+#: the task of ``xmr train`` without ``--task``
+DEFAULT_TASK = "retrieval"
+#: the commands whose options a task adds (:meth:`Task.add_arguments`)
+OPTION_COMMANDS = ("train", "eval", "search")
+#: what a task may do besides train, evaluate and search: ``{capability: (its method, what a run
+#: of a task without it cannot do)}``; a task declares the ones it has (:attr:`Task.capabilities`)
+CAPABILITIES: Mapping[str, tuple[str, str]] = {
+    "index": ("index", "has no joint-space index to build"),
+    "serve": ("service", "cannot be served"),
+    "captions": ("caption", "cannot caption images"),
+    "imagines": ("imagine", "cannot draw images for a text"),
+}
+
+
+class OptionParser(Protocol):
+    """Where a task adds its options: an :class:`argparse.ArgumentParser` (or the CLI's recorder of
+    each task's options)."""
+
+    def add_argument(self, *name_or_flags: str, **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -36,61 +66,140 @@ class EvalOutcome:
     written: Path
 
 
-class Task(abc.ABC):
-    """One kind of run.
+class Task(abc.ABC, Generic[C]):
+    """One kind of run, generic in its run config ``C``.
 
     Class attributes:
-        name: the registered name (``--task``, ``run.json``'s ``task``).
-        train_fields: ``{config dataclass: {CLI option dest: field}}`` — the options ``xmr train``
-            maps into each of the task's configs (their defaults stay the dataclasses').
-        train_options, eval_options, search_options: the other CLI option dests the task takes;
-            an option given that is in none of them is refused, naming it.
+        name: the registered name (``xmr train --task``, ``run.json``'s ``task``); the
+            ``task`` field's default of :attr:`config_class`.
+        about: what a run of this task does, one line (``xmr train --help``).
+        capabilities: what it can do besides train, evaluate and search (keys of
+            :data:`CAPABILITIES`); each has its method here, which a task overrides exactly when
+            it declares the capability (checked when the class is made). A command asks the
+            capability, never the task's name.
     """
 
     name: ClassVar[str]
-    train_options: ClassVar[frozenset[str]] = frozenset()
-    eval_options: ClassVar[frozenset[str]] = frozenset()
-    search_options: ClassVar[frozenset[str]] = frozenset()
+    about: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.capabilities) - set(CAPABILITIES)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown capabilities {sorted(unknown)}; known: {list(CAPABILITIES)}")
+        for capability, (method, _) in CAPABILITIES.items():
+            if (getattr(cls, method) is not getattr(Task, method)) != (capability in cls.capabilities):
+                raise TypeError(f"{cls.__name__}: declare {capability!r} in capabilities exactly when {method}() "
+                                "is overridden")
 
     @property
     @abc.abstractmethod
-    def train_fields(self) -> Mapping[type, Mapping[str, str]]:
-        """``{config dataclass: {option dest: field}}`` for ``xmr train``."""
+    def config_class(self) -> type[C]:
+        """The task's run-config dataclass (``run.json``): a :class:`~xmr.runs.BaseRunConfig`
+        subclass whose ``task`` field's default is :attr:`name`."""
 
-    def all_train_options(self) -> frozenset[str]:
-        return frozenset(d for fields in self.train_fields.values() for d in fields) | self.train_options
+    def add_arguments(self, command: str, parser: OptionParser) -> None:
+        """Add the options this task takes for ``command`` (one of :data:`OPTION_COMMANDS`).
+
+        ``default=`` is what ``--help`` shows: the config field's default (its one source), or a
+        function of no arguments returning it, called only for ``--help`` (a config whose import
+        loads torch is then imported only when help is asked). An option not given reaches the
+        task as None, so the dataclass's own default applies. An option another task adds and this
+        one does not is refused by name. Default: none.
+        """
+
+    def can(self, capability: str) -> bool:
+        """Whether the task declares ``capability`` (a key of :data:`CAPABILITIES`)."""
+        if capability not in CAPABILITIES:
+            raise XmrError("unknown capability {capability}; known: {known}", capability=repr(capability),
+                           known=", ".join(CAPABILITIES))
+        return capability in self.capabilities
+
+    def require(self, capability: str, run_dir: str | Path) -> None:
+        """Refuse a run of this task when the task lacks ``capability`` (:meth:`refusal`)."""
+        if not self.can(capability):
+            raise self.refusal(capability, run_dir)
+
+    def refusal(self, capability: str, run_dir: str | Path) -> XmrError:
+        """The one-line error refusing ``capability`` to the run in ``run_dir``, saying what the run is."""
+        return XmrError("{run} is {about}; it {cannot}", run=str(run_dir), about=self.config_class.ABOUT,
+                        cannot=CAPABILITIES[capability][1])
+
+    def load_run_config(self, run_dir: str | Path) -> C:
+        """The run's config (``run.json``), of :attr:`config_class`."""
+        from xmr.runs.base import load_run_config
+
+        return load_run_config(run_dir, self.config_class)
 
     @abc.abstractmethod
-    def config_from_options(self, manifest: str, given: Options) -> object:
-        """The run config for ``manifest`` from the options the user gave (``{dest: value}``)."""
+    def config_from_options(self, manifest: str, given: Options) -> C:
+        """The run config for ``manifest`` from the ``xmr train`` options the user gave (``{dest: value}``,
+        this task's options only)."""
 
     @abc.abstractmethod
-    def train(self, config: object, out_dir: str | Path, *, cache_dir: str | Path | None = None,
-              overwrite: bool = False, skip_bad: bool = False) -> TrainOutcome:
-        """Train (or resume, or load a finished) run of this task into ``out_dir``."""
+    def train(self, config: C, out_dir: str | Path, *, cache_dir: str | Path | None = None,
+              overwrite: bool = False, given: Options | None = None) -> TrainOutcome:
+        """Train (or resume, or load a finished) run of ``config`` into ``out_dir``; ``given``: the
+        task's own ``xmr train`` options that are not config fields (e.g. ``skip_bad``)."""
 
     @abc.abstractmethod
-    def evaluate(self, run_dir: str | Path, given: Options, *, command: str | None = None
-                 ) -> EvalOutcome:
-        """Evaluate the run with the options the user gave (``split`` always present)."""
+    def evaluate(self, run_dir: str | Path, given: Options, *, split: str,
+                 cache_dir: str | Path | None = None, command: str | None = None) -> EvalOutcome:
+        """Evaluate the run on ``split`` with the task's own ``xmr eval`` options in ``given``."""
 
     @abc.abstractmethod
     def search(self, run_dir: str | Path, given: Options) -> Iterable[str]:
-        """Answer the query or queries in ``given``: printable lines (one per hit, or per query with
-        ``--json``), yielded as they are ready; a query that failed raises at the end."""
+        """Answer the query or queries in ``given``: printable lines (one per hit, or per query as
+        JSON), yielded as they are ready; a query that failed raises at the end."""
+
+    def index(self, run_dir: str | Path, job: IndexJob) -> Path:
+        """Build the run's search index as ``job`` says; the index folder (capability ``index``)."""
+        raise self.refusal("index", run_dir)  # a task that can overrides this
+
+    def service(self, run_dir: str | Path, index_dir: str | Path | None = None,
+                config: ServeConfig | None = None) -> GalleryService:
+        """The loaded search service of the run (capability ``serve``), as ``xmr serve`` serves it."""
+        raise self.refusal("serve", run_dir)  # a task that can overrides this
+
+    def caption(self, run_dir: str | Path, image: str | Path, *, beam: int | None = None) -> str:
+        """A caption of ``image`` (capability ``captions``); None: the captioner's own default."""
+        raise self.refusal("captions", run_dir)  # a task that can overrides this
+
+    def imagine(self, run_dir: str | Path, text: str, out: str | Path, *, n: int | None = None,
+                seed: int | None = None, mean: bool = False) -> list[Path]:
+        """Images drawn for ``text``, written at ``out`` (capability ``imagines``); None: the
+        generator's own default."""
+        raise self.refusal("imagines", run_dir)  # a task that can overrides this
 
 
-TASKS: Registry[Task] = Registry("task")
+TASKS: Registry[Task[Any]] = Registry("task")
 
 
-def task_of_run(run_dir: str | Path) -> Task:
+def task_of_run(run_dir: str | Path) -> Task[Any]:
     """The task of the run in ``run_dir`` (``run.json``'s ``task``; runs without one are ``retrieval``)."""
-    return TASKS.get(read_task_name(run_dir))
+    from xmr.runs.base import RUN_FILE, read_task_name
+
+    name = read_task_name(run_dir)
+    if name not in TASKS:
+        raise XmrError("{path}: unknown task {name}; known: {known}", path=str(Path(run_dir) / RUN_FILE),
+                       name=repr(name), known=", ".join(TASKS.names()))
+    return TASKS.get(name)
 
 
-def refuse_options(given: Options, allowed: frozenset[str], where: str) -> None:
-    """One XmrError naming every given option not in ``allowed`` ("--x does not apply to <where>")."""
-    foreign = sorted(d for d, v in given.items() if v is not None and v is not False and v != [] and d not in allowed)
-    if foreign:
-        names = ", ".join("--" + d.replace("_", "-") for d in foreign)
-        raise XmrError(f"{names} {'does' if len(foreign) == 1 else 'do'} not apply to {where}")
+def load_run_config(run_dir: str | Path) -> BaseRunConfig:
+    """Any run folder's ``run.json`` as its task's config (:attr:`Task.config_class`)."""
+    return task_of_run(run_dir).load_run_config(run_dir)
+
+
+def load_service(run_dir: str | Path, index_dir: str | Path | None = None,
+                 config: ServeConfig | None = None) -> GalleryService:
+    """The search service of any run, by its task (a :data:`xmr.serve.run.ServiceLoader`)."""
+    task = task_of_run(run_dir)
+    task.require("serve", run_dir)
+    return task.service(run_dir, index_dir, config)
+
+
+def pick(given: Options, fields: Mapping[str, str]) -> dict[str, Any]:
+    """``{field: value}`` of the options given (not None), by ``{option dest: field}``."""
+    return {f: given[d] for d, f in fields.items() if given.get(d) is not None}

@@ -29,9 +29,10 @@ from xmr.errors import XmrError
 from xmr.evaluation.composed import composed_metrics
 from xmr.losses import infonce_loss
 from xmr.text import Vocabulary
+from xmr.training.checkpoint import restore_resume_state, save_resume_state
+from xmr.training.folder import refuse_other_config
 from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
-from xmr.training.trainer import restore_resume_state, save_resume_state
 from xmr.utils.io import load_json, matches_saved, save_json
 from xmr.utils.numbers import check_finite_fields
 from xmr.utils.progress import epoch_eta, progress
@@ -157,9 +158,8 @@ def train_composed(train: ComposedData, val: ComposedData, model_config: Compose
     if overwrite:
         (out / "last.pt").unlink(missing_ok=True)
         shutil.rmtree(out / "best", ignore_errors=True)
-    elif (out / "train.json").exists() and not matches_saved(load_json(out / "train.json"), spec):
-        raise XmrError(f"{out} holds a composed run with another config; "
-                   "pick a new output folder or pass --overwrite (Python: overwrite=True) to start again")
+    elif (out / "train.json").exists():
+        refuse_other_config(out, matches_saved(load_json(out / "train.json"), spec), "a composed run")
     save_json(out / "train.json", spec)
     if len(train.triplets) < 2 or not len(val.triplets):
         raise XmrError(f"composed training needs >= 2 training and >= 1 validation triplets, got "

@@ -62,27 +62,6 @@ class PairSet:
         return len(self.pairs) if self.weights is None else max(2, int(round(float(self.weights.sum()))))
 
 
-def group_partners(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """For each image, another image of its group drawn uniformly (-1 if it is its group's only one).
-
-    Args:
-        groups: group id per image. Shape: (n_images,).
-
-    Returns:
-        Partner index per image, never the image itself. Shape: (n_images,), int64.
-    """
-    order = np.argsort(groups, kind="stable")
-    _, start, count = np.unique(groups[order], return_index=True, return_counts=True)
-    first = np.repeat(start, count)  # per sorted position: where its group starts
-    size = np.repeat(count, count)
-    offset = rng.integers(1, np.maximum(size, 2))  # 1..size-1: never the image itself
-    pos = np.arange(len(order))
-    partner_pos = first + (pos - first + offset) % size
-    out = np.full(len(groups), -1, dtype=np.int64)
-    out[order] = np.where(size > 1, order[partner_pos], -1)
-    return out
-
-
 def epoch_views(n_views: int, n_images: int, seed: int, epoch: int) -> np.ndarray:
     """Which view each image shows in ``epoch``: uniform over the views, seeded by (seed, epoch). Shape: (n_images,)."""
     return np.random.default_rng([seed, epoch, 2]).integers(0, n_views, n_images)

@@ -10,32 +10,39 @@ resumed run averages exactly as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import torch
+
+
+class HasParameters(Protocol):
+    """A module, or several under one set of names (:class:`xmr.training.checkpoint.TrainedModules`)."""
+
+    def named_parameters(self) -> Iterable[tuple[str, torch.nn.Parameter]]: ...
 
 
 class WeightAverage:
     """The moving average of ``model``'s floating-point parameters.
 
     Args:
-        model: the model whose parameters are averaged (buffers, e.g. frozen BatchNorm statistics, are not).
+        model: the module(s) whose parameters are averaged (buffers, e.g. frozen BatchNorm statistics, are not).
         decay: d in [0, 1): the weight of the past per step.
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+    def __init__(self, model: HasParameters, decay: float) -> None:
         self.decay = float(decay)
         self.shadow = {n: p.detach().clone() for n, p in model.named_parameters() if p.dtype.is_floating_point}
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: HasParameters) -> None:
         """One step: ``shadow = d * shadow + (1 - d) * parameter`` for every averaged parameter."""
         for n, p in model.named_parameters():
             if n in self.shadow:
                 self.shadow[n].mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
 
     @contextlib.contextmanager
-    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+    def applied(self, model: HasParameters) -> Iterator[None]:
         """Inside the block the model holds the averaged weights; its own come back after."""
         params = dict(model.named_parameters())
         kept = {n: params[n].detach().clone() for n in self.shadow}

@@ -181,7 +181,14 @@ def matches_saved(saved: Any, current: Any) -> bool:
 def without_removed_fields(cls: Any, saved: Mapping[str, Any]) -> dict[str, Any]:
     """``saved`` less the keys of fields dataclass ``cls`` no longer has that held nothing (``{}``,
     ``[]``, ``None``): what older files carry for a field that was removed unused. A removed field
-    that held something stays, so the caller still sees the difference."""
+    that held something stays, so the caller still sees the difference.
+
+    A dataclass whose saved form changed shape says how to read the old one: its classmethod
+    ``upgrade_saved(saved) -> dict`` is applied first (``TrainConfig``: flat settings -> nested).
+    """
+    upgrade = getattr(cls, "upgrade_saved", None)
+    if upgrade is not None:
+        saved = upgrade(saved)
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in saved.items() if k in names or v not in ({}, [], None)}
 

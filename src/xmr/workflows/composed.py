@@ -1,4 +1,4 @@
-"""``xmr train --task composed`` / ``xmr eval --task composed``; the searcher is :mod:`xmr.search.composed`.
+"""``xmr train --task composed`` / ``xmr eval --task composed``; the searcher is :mod:`xmr.tasks.composed.searcher`.
 
 A composed run learns f_compose on a composed dataset (a manifest of images + a triplet file,
 :mod:`xmr.data.triplets`): CSS-/CCI-like scenes (:mod:`xmr.data.scenes`), emoji or icon edits
@@ -34,6 +34,7 @@ from xmr.runs.composed import LSTM_CONFIG, ComposedRunConfig
 from xmr.text import Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
 from xmr.training.composed import ComposedData, ComposedResult, evaluate_composed, train_composed
+from xmr.training.folder import refuse_other_config
 from xmr.utils.io import atomic_save_file, save_json
 from xmr.workflows.features import feature_cache_dir
 
@@ -104,9 +105,8 @@ def train_composed_run(cfg: ComposedRunConfig, out_dir: str | Path, *, cache_dir
                        overwrite: bool = False, show_progress: bool | None = None) -> ComposedResult:
     """Train a composed model as ``cfg`` says into ``out_dir`` (resumes an unfinished run)."""
     out = Path(out_dir)
-    if not overwrite and not saved_run_matches(out, cfg):
-        raise XmrError(f"{out} holds a run with another config; "
-                   "pick a new output folder or pass --overwrite (Python: overwrite=True) to start again")
+    if not overwrite:
+        refuse_other_config(out, saved_run_matches(out, cfg))
     out.mkdir(parents=True, exist_ok=True)
     corpus = _corpus(cfg)
     splits = _splits(cfg, corpus)

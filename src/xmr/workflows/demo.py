@@ -24,7 +24,7 @@ from xmr.search.sheet import search_sheet
 from xmr.training import TrainConfig
 from xmr.utils.io import save_json
 from xmr.workflows.evaluate import evaluate_run
-from xmr.workflows.index import index_run
+from xmr.workflows.index import IndexJob, index_run
 from xmr.workflows.train import train_run
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def demo_configs(manifest: Path, epochs: int, more_data: Sequence[Path] = ()) ->
         configs[MORE_DATA_ROW] = RunConfig(
             manifest=str(manifest), eval_texts_per_item=EVAL_TEXTS_PER_ITEM,
             extra_train=tuple(TrainSource(str(m), ("train", "val", "test")) for m in more_data),
-            train=TrainConfig(loss="infonce", epochs=epochs, cross_style=MORE_DATA_CROSS_STYLE))
+            train=TrainConfig.from_flat(loss="infonce", epochs=epochs, cross_style=MORE_DATA_CROSS_STYLE))
     return configs
 
 
@@ -133,8 +133,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, cache_dir: 
             out.write(f"  {name}: cross-style image->image mAP (same emoji, other styles) "
                       f"{m['i2i_group_map']:.1f}; by subgroup label {m.get('i2i_label_map', float('nan')):.1f}\n")
     save_json(out_dir / "demo.json", {"rows": rows, "command": command})
-    index_dir = index_run(out_dir / f"emoji-{LOSSES[0]}", split="test", texts_per_item=EVAL_TEXTS_PER_ITEM,
-                          cache_dir=cache_dir, command=command)
+    index_dir = index_run(out_dir / f"emoji-{LOSSES[0]}", IndexJob(split="test", texts_per_item=EVAL_TEXTS_PER_ITEM,
+                                                                  cache_dir=cache_dir, command=command))
     out.write(f"\n[4/4] example queries against the indexed test gallery ({index_dir}):\n")
     _example_queries(Searcher.from_run(out_dir / f"emoji-{LOSSES[0]}"), test_items, out,
                      sheet=out_dir / "queries.png")

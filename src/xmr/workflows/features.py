@@ -15,7 +15,7 @@ from scipy import sparse
 from xmr.data.manifest import Item
 from xmr.encoders import ImageEncoder, TextEncoder, encode_images, encode_texts
 from xmr.encoders.image_io import UnreadableImage
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.evaluation.protocol import build_text_queries
 from xmr.utils.io import atomic_write_text
 from xmr.utils.paths import default_cache_dir
@@ -89,9 +89,9 @@ def encode_items(items: Sequence[Item], *, image_encoder: ImageEncoder, text_enc
                             show_progress=show_progress, skip_bad=skip_bad)
     except UnreadableImage as e:
         item = next((it for it in items if it.image == e.path), None)
-        name = f"item {item.id!r}: " if item is not None else ""
-        raise XmrError(f"{name}{e}; pass --skip-bad to leave unreadable images out (listed in {SKIPPED_FILE})") \
-            from None
+        named = e.prefixed(f"item {item.id!r}: ") if item is not None else e
+        raise named.suffixed("; pass {skip_bad} to leave unreadable images out (listed in {skipped_file})",
+                             skip_bad=Param("skip_bad", True), skipped_file=SKIPPED_FILE) from None
     skipped = tuple({"id": it.id, "image": it.image, "reason": str(getattr(err, "reason", err))}
                     for it, err in zip(items, img.errors) if err is not None)
     kept = [it for it, ok in zip(items, img.ok) if ok]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from xmr.data.folder import FolderScan, scan_folder
 from xmr.data.manifest import Item, write_manifest
 from xmr.encoders.image_io import UnreadableImage, load_rgb
-from xmr.errors import XmrError
+from xmr.errors import Call, Param, Wording, XmrError, fill, python_wording
 from xmr.utils.progress import progress
 from xmr.workflows.features import write_skipped
 
@@ -29,16 +28,24 @@ log = logging.getLogger(__name__)
 CHECK_SIDE = 32
 
 
-def no_captions_hint(items: Sequence[Item]) -> str:
+def no_captions_hint(items: Sequence[Item]) -> tuple[str, dict[str, Param]]:
     """What to do with ``items`` when none has a text: training needs captions, searching does not
-    (the ``xmr index --images`` command names the folder holding them)."""
+    (an index of the folder holding them, made with a run one already has). A template and its
+    fields, to end an error or a report with (:func:`xmr.errors.fill` words it)::
+
+        text, fields = no_captions_hint(items)
+        raise XmrError("nothing to learn from; " + text, **fields)
+    """
     parents = {os.path.dirname(os.path.abspath(it.image)) for it in items}
     folder = os.path.commonpath(sorted(parents)) if parents else "FOLDER"
-    images = shlex.quote(folder) + (" --recursive" if len(parents) > 1 else "")
-    return (f"to search these images now, index them with a run you already have (its encoders and model): "
-            f"`xmr index RUN --images {images} --out NEW_INDEX`, then `xmr search RUN --index NEW_INDEX --text ...` "
-            f"(README: \"A folder without captions\"); to train on them, give them captions (a .txt sidecar beside "
-            f"each image, or --captions CSV) and write the manifest again")
+    recursive = (Param("recursive", True),) if len(parents) > 1 else ()
+    index = Call("index_run", Param("run_dir", "RUN"), Param("images", folder), *recursive,
+                 Param("out_dir", "NEW_INDEX"))
+    search = Call("Searcher.from_run", Param("run_dir", "RUN"), Param("index_dir", "NEW_INDEX"))
+    return ("to search these images now, index them with a run you already have (its encoders and model): "
+            "{_index}, then {_search} (README: \"A folder without captions\"); to train on them, give them "
+            "captions (a .txt sidecar beside each image, or {_captions}) and write the manifest again",
+            {"_index": index, "_search": search, "_captions": Param("captions", "CSV")})
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,9 @@ class FolderManifest:
     scan: FolderScan
     skipped_path: Path | None = None
 
-    def summary(self) -> str:
-        """Lines for the CLI: counts, splits, texts, what was left out."""
+    def summary(self, wording: Wording = python_wording) -> str:
+        """Lines for a person: counts, splits, texts, what was left out (the parameters and jobs a
+        hint names worded by ``wording``: the CLI passes its own)."""
         n = len(self.items)
         lines = [f"{n} images from {self.scan.root} -> {self.path}"]
         splits = Counter(it.split for it in self.items if it.split is not None)
@@ -62,8 +70,9 @@ class FolderManifest:
         lines.append(f"  {with_texts} with texts, {n - with_texts} without (those can be indexed and searched, "
                      "not trained on)" if with_texts < n else f"  all {n} with texts")
         if not with_texts:
-            lines.append("  no texts at all: `xmr train` has nothing to learn from; "
-                         + no_captions_hint(self.items))
+            hint, fields = no_captions_hint(self.items)
+            lines.append(fill("  no texts at all: {_train} has nothing to learn from; " + hint,
+                              {**fields, "_train": Call("train_run")}, wording))
         if self.skipped:
             kinds = Counter(row.get("what", "image") for row in self.skipped)
             shown = [f"{kinds[k]} {name}" for k, name in (("image", "unreadable image(s)"),
@@ -112,7 +121,8 @@ def write_folder_manifest(root: str | Path, out: str | Path, *, recursive: bool 
     """
     out = Path(out)
     if os.path.lexists(out) and not overwrite:
-        raise XmrError(f"{out} exists; pass --overwrite to replace it, or give another --out")
+        raise XmrError("{path} exists; pass {overwrite} to replace it, or give another {out}", path=str(out),
+                       overwrite=Param("overwrite", True), out=Param("out"))
     scan = scan_folder(root, recursive=recursive, captions=captions, split_fractions=split_fractions, seed=seed)
     kept, unreadable = readable_items(scan.items, show_progress=show_progress)
     skipped = (*scan.skipped, *unreadable)

@@ -20,13 +20,14 @@ from PIL import Image
 
 from xmr.encoders import TextEncoder
 from xmr.encoders.image_io import image_to_array
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.models import JointModel
 from xmr.models.captioner import CaptionerConfig, caption_ids, caption_vocabulary, decode_ids
-from xmr.models.image_gan import IMAGE_SIZE, GanConfig, to_pixels
+from xmr.models.generative import GenerativeHeads, load_generative
+from xmr.models.image_gan import IMAGE_SIZE, GanConfig, ImageGenerator, to_pixels
+from xmr.objectives.generative import GenerativeData, image_references
 from xmr.runs.config import RunConfig, load_run, run_encoders
 from xmr.text import Vocabulary, tokenize
-from xmr.training.generative import GenerativeData, image_references
 from xmr.utils.io import atomic_save_file
 from xmr.utils.progress import progress
 from xmr.workflows.features import FeatureSet
@@ -55,7 +56,8 @@ def generative_inputs(config: RunConfig, fs: FeatureSet, *, show_progress: bool 
     The caption vocabulary is every word of the training captions; the decoder writes up to the
     longest training caption (at most :data:`MAX_CAPTION_LEN` - 1 words).
     """
-    paths = config.train.generative
+    gen = config.train.components.generative
+    paths = gen.paths if gen is not None else ()
     half = int(config.embed_dim) // 2
     rows = [fs.relevance.indices[fs.relevance.indptr[i]:fs.relevance.indptr[i + 1]].tolist()
             for i in range(len(fs.items))]
@@ -74,7 +76,8 @@ def generative_inputs(config: RunConfig, fs: FeatureSet, *, show_progress: bool 
                            for it in progress(fs.items, desc="images at 64x64", unit="img",
                                                       disable=None if show_progress is None else not show_progress)])
         fields["image_generator"] = GanConfig(cond_dim=half).to_dict()
-    return GenerativeInputs(vocab, GenerativeData(caption_ids=ids, references=refs, images=images), fields)
+    return GenerativeInputs(vocab, GenerativeData(caption_ids=ids, references=refs, images=images, caption_vocab=vocab),
+                            fields)
 
 
 def _grounded(model: JointModel, feats: np.ndarray, modality: str) -> torch.Tensor:
@@ -90,16 +93,23 @@ def caption_image(run_dir: str | Path, image: str | Path, *, beam: int = 1) -> s
         XmrError: a run trained without the i2t path, an unreadable image, or a beam < 1.
     """
     if beam < 1:
-        raise XmrError(f"--beam must be >= 1, got {beam}")
+        raise XmrError("{beam} must be >= 1", beam=Param("beam", beam))
     config, model = load_run(run_dir)
-    if model.captioner is None or model.caption_vocab is None:
-        raise XmrError(f"{run_dir} was trained without the i2t path: train it with --generative i2t to caption")
+    heads = _heads(run_dir, model)
+    if heads is None or heads.captioner is None or heads.caption_vocab is None:
+        raise XmrError("{run} was trained without the i2t path: train it with {fix} to caption", run=str(run_dir),
+                       fix=Param("generative", ("i2t",)))
     encoder = run_encoders(config, model.vocab)["image_encoder"]
     feats = encoder.encode_batch([encoder.load(image)])
     v_l = _grounded(model, feats, "image")
     with torch.inference_mode():
-        ids = model.captioner.beam_search(v_l, beam=beam)[0]
-    return decode_ids(model.caption_vocab, ids)
+        ids = heads.captioner.beam_search(v_l, beam=beam)[0]
+    return decode_ids(heads.caption_vocab, ids)
+
+
+def _heads(run_dir: str | Path, model: JointModel) -> GenerativeHeads | None:
+    """The generative heads a run's best checkpoint keeps beside its model (None: trained without them)."""
+    return load_generative(Path(run_dir) / "best", model.config)
 
 
 def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 4, seed: int = 0,
@@ -113,35 +123,45 @@ def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 
         XmrError: an empty text, a run trained without the t2i path, or ``n`` < 1.
     """
     if not text.strip():
-        raise XmrError("--text is empty: give the sentence to imagine")
+        raise XmrError("{text} is empty: give the sentence to imagine", text=Param("text"))
     if n < 1 or batch_size < 1:
-        raise XmrError(f"--n and the batch size must be >= 1, got {n} and {batch_size}")
+        raise XmrError("{n} and the batch size ({batch_size}) must be >= 1", n=Param("n", n), batch_size=batch_size)
     config, model = load_run(run_dir)
-    if model.image_generator is None:
-        raise XmrError(f"{run_dir} was trained without the t2i path: train it with --generative t2i to imagine")
+    heads = _heads(run_dir, model)
+    _generator(heads, str(run_dir))  # refused before the encoder loads
     encoder = run_encoders(config, model.vocab)["text_encoder"]
     out = Path(out)
     paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix or '.png'}") for i in range(n)]
     gen = torch.Generator().manual_seed(seed)
     for start in progress(range(0, n, batch_size), desc="imagining", unit="batch", disable=n <= batch_size or None):
-        images = imagined_pixels(model, encoder, text.strip(), n=min(batch_size, n - start), mean=mean, generator=gen)
+        images = imagined_pixels(model, heads, encoder, text.strip(), n=min(batch_size, n - start), mean=mean,
+                                 generator=gen)
         for path, pixels in zip(paths[start:], images):
             _write_png(path, pixels)
     return paths
 
 
-def imagined_pixels(model: JointModel, text_encoder: TextEncoder, text: str, *, n: int = 4, seed: int = 0,
-                    mean: bool = False, generator: torch.Generator | None = None) -> np.ndarray:
-    """``n`` images (n, 64, 64, 3) uint8 that ``model``'s generator draws for ``text`` (GXN Sec. 3.4):
-    t_l of the text, then G(z, t_c) with z and the conditioning-augmentation sample seeded by
-    ``seed`` (``mean``: t_c = mu, no sample), or drawn from ``generator`` when given (batches of
-    one series). ``model`` must hold an image generator. All ``n`` at once: see :func:`imagine_images`."""
-    if model.image_generator is None:
-        raise XmrError("this model was trained without the t2i path: train it with --generative t2i to imagine")
+def _generator(heads: GenerativeHeads | None, what: str) -> ImageGenerator:
+    """The run's image generator; a run trained without GXN's t2i path is refused (``what`` names it)."""
+    if heads is None or heads.image_generator is None:
+        raise XmrError("{what} was trained without the t2i path: train it with {fix} to imagine", what=what,
+                       fix=Param("generative", ("t2i",)))
+    return heads.image_generator
+
+
+def imagined_pixels(model: JointModel, heads: GenerativeHeads | None, text_encoder: TextEncoder, text: str, *,
+                    n: int = 4, seed: int = 0, mean: bool = False, generator: torch.Generator | None = None
+                    ) -> np.ndarray:
+    """``n`` images (n, 64, 64, 3) uint8 that the run's generator (``heads``, beside ``model``) draws for
+    ``text`` (GXN Sec. 3.4): t_l of the text, then G(z, t_c) with z and the conditioning-augmentation
+    sample seeded by ``seed`` (``mean``: t_c = mu, no sample), or drawn from ``generator`` when given
+    (batches of one series). ``heads`` must hold an image generator. All ``n`` at once: see
+    :func:`imagine_images`."""
+    generator_net = _generator(heads, "this model")
     t_l = _grounded(model, np.repeat(text_encoder.encode_batch([text]), n, axis=0), "text")  # the text encoded once
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     with torch.inference_mode():
-        return to_pixels(model.image_generator(t_l, sample=not mean, generator=gen)["images"])
+        return to_pixels(generator_net(t_l, sample=not mean, generator=gen)["images"])
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -183,14 +203,16 @@ def caption_quality(run_dir: str | Path, *, split: str = "test", ranks: int = 5,
                  for r in range(min(ranks, len(fs.texts)))}
     out: dict[str, object] = {"retrieved": retrieved, "n_images": len(ids), "split": split,
                               "n_images_without_words": len(fs.items) - len(keep)}
-    if model.captioner is not None and model.caption_vocab is not None:
+    heads = _heads(run_dir, model)
+    if heads is not None and heads.captioner is not None and heads.caption_vocab is not None:
+        captioner, vocab = heads.captioner, heads.caption_vocab
         v_l = _grounded(model, fs.image_feats[keep], "image")
         generated, written = {}, {}
         for beam in beams:
             with torch.inference_mode():  # beam 1 is greedy decoding: one batched pass
-                rows = (model.captioner.sample(v_l, greedy=True)[0].tolist() if beam == 1
-                        else model.captioner.beam_search(v_l, beam=beam))
-            caps = [decode_ids(model.caption_vocab, row) for row in rows]
+                rows = (captioner.sample(v_l, greedy=True)[0].tolist() if beam == 1
+                        else captioner.beam_search(v_l, beam=beam))
+            caps = [decode_ids(vocab, row) for row in rows]
             generated[f"beam {beam}"] = caption_scores(dict(zip(ids, caps)), refs)
             written[beam] = caps
         out["generated"] = generated

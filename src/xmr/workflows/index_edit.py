@@ -9,12 +9,13 @@ point leaves the previous index whole and loadable. Everything an edit reads of 
 under, so an edit racing a rebuild extends the index that is there. Re-ranking structures
 describe the old gallery: they are left out of the new folder and named in ``index_run.json``
 (``rerank_stale``); ``xmr index RUN --keep-edits --rerank NAME`` builds them again over the items
-the index holds (:func:`xmr.workflows.index.index_run`, ``edits="keep"``).
+the index holds (:func:`xmr.workflows.index.index_run` with ``IndexJob(edits="keep", rerank=...)``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -25,15 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from xmr.data.gallery_store import GALLERY_FILE, open_gallery, write_gallery
-from xmr.errors import XmrError
+from xmr.errors import Call, Param, XmrError
 from xmr.index import Index, load_index
+from xmr.index.run_record import INDEX_RUN_FILE, IndexChange, IndexRun, save_index_run
 from xmr.rerank.registry import index_fingerprint
 from xmr.runs.config import load_run, run_encoders, run_items
 from xmr.utils.faults import crash_point
 from xmr.utils.folders import atomic_folder, exclusive_lock
-from xmr.utils.io import save_json
 from xmr.workflows.features import SKIPPED_FILE, encode_items, read_skipped, write_skipped
-from xmr.workflows.index import INDEX_RUN_FILE, read_index_run
+from xmr.workflows.index import build_call, read_index_run
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,15 @@ class IndexEdit:
     skipped: int = 0
 
 
-def _open(run_dir: Path, index_dir: str | Path | None, model_id: str | None = None) -> tuple[Path, dict[str, object]]:
-    """The index folder and its ``index_run.json``; with ``model_id``, refused unless the index is that model's."""
+def _open(run_dir: Path, index_dir: str | Path | None, model_id: str | None = None) -> tuple[Path, IndexRun]:
+    """The index folder and its record; with ``model_id``, refused unless the index is that model's."""
     idx = Path(index_dir) if index_dir else run_dir / "index"
     built = read_index_run(idx, run_dir)
-    if model_id is not None and built.get("model_id") not in (None, model_id):
-        raise XmrError(f"the index at {idx} was built with model {built.get('model_id')!r} (run {built.get('run')}), "
-                       f"the run {run_dir}'s is {model_id!r}: name the index's own run, or rebuild the index with "
-                       f"`xmr index {run_dir}`")
+    if model_id is not None and built.model_id not in (None, model_id):
+        raise XmrError("the index at {idx} was built with model {theirs} (run {other}), the run {run}'s is {ours}: "
+                       "name the index's own run, or rebuild the index with {fix}", idx=str(idx),
+                       theirs=repr(built.model_id), other=str(built.run), run=str(run_dir), ours=repr(model_id),
+                       fix=build_call(run_dir))
     return idx, built
 
 
@@ -85,25 +87,17 @@ def _link_tree(src: Path, dst: Path) -> None:
                 shutil.copy2(s, d)
 
 
-def _stale(built: dict[str, object]) -> tuple[str, ...]:
-    rerank = built.get("rerank")
-    return tuple(rerank) if isinstance(rerank, dict) else ()
-
-
-def _finish(tmp: Path, idx: Path, built: dict[str, object], images: Index, texts: Index, edit: dict[str, object],
-            stale: tuple[str, ...], skipped: Sequence[dict[str, str]] = ()) -> None:
+def _finish(tmp: Path, idx: Path, built: IndexRun, images: Index, texts: Index, edit: IndexChange,
+            skipped: Sequence[dict[str, str]] = ()) -> None:
+    """Save the edited indexes and the record (the edit appended, the re-rankers named stale) into ``tmp``."""
     images.save(tmp / "images")
     texts.save(tmp / "texts")
-    prior, was_stale = built.get("edits"), built.get("rerank_stale")
-    edits = [*prior, edit] if isinstance(prior, list) else [edit]
-    stale_now = sorted(set(stale) | set(was_stale if isinstance(was_stale, list) else []))
-    n_skipped = built.get("n_skipped")
     if skipped:  # listed after the build's own: a new file in the new folder, the old one's link untouched
         write_skipped(tmp / SKIPPED_FILE, [*read_skipped(idx / SKIPPED_FILE), *skipped])
-    save_json(tmp / INDEX_RUN_FILE, {**built, "n_images": len(images), "n_texts": len(texts), "rerank": {},
-                                     "rerank_stale": stale_now, "edits": edits,
-                                     "n_skipped": (n_skipped if isinstance(n_skipped, int) else 0) + len(skipped),
-                                     "fingerprint": index_fingerprint(tmp)})
+    save_index_run(tmp, dataclasses.replace(
+        built, n_images=len(images), n_texts=len(texts), rerank={},
+        rerank_stale=tuple(sorted({*built.rerank, *built.rerank_stale})), edits=(*built.edits, edit),
+        n_skipped=built.n_skipped + len(skipped), fingerprint=index_fingerprint(tmp)))
     crash_point("index-edit-before-swap")
 
 
@@ -126,15 +120,16 @@ def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | 
     items = run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad)
     with _lock(idx):  # what the index is, is read under the lock it is written under (a rebuild may just have ended)
         idx, built = _open(run_dir, index_dir, model.model_id)
-        gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
+        gallery = open_gallery(idx, hint="rebuild the index")
         there = [it.id for it in items if gallery.position(it.id) is not None]
         if there:
             more = f" and {len(there) - 1} more" if len(there) > 1 else ""
-            raise XmrError(f"item {there[0]!r}{more} of {manifest} is already in the index at {idx}; "
-                           f"remove it first (`xmr index remove {run_dir} {there[0]}`) or leave it out")
-        tpi = built.get("texts_per_item")
+            raise XmrError("item {item}{more} of {manifest} is already in the index at {idx}; remove it first "
+                           "({fix}) or leave it out", item=repr(there[0]), more=more, manifest=str(manifest),
+                           idx=str(idx), fix=Call("remove_from_index", Param("run_dir", str(run_dir)),
+                                                  Param("item_ids", (there[0],))))
         fs = encode_items(items, **run_encoders(cfg, model.vocab), cache_dir=cache_dir,
-                          texts_per_item=tpi if isinstance(tpi, int) else None, allow_textless=True,
+                          texts_per_item=built.texts_per_item, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
         dim = model.config.embed_dim
         images = load_index(idx / "images", expect_dim=dim, expect_model_id=model.model_id)
@@ -146,7 +141,7 @@ def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | 
         new_text_id = {fs.texts[j]: int(i) for j, i in zip(fresh, text_ids, strict=True)}
         item_texts = {int(image_ids[i]): [known.get(fs.texts[j], new_text_id.get(fs.texts[j], -1))
                                           for j in fs.relevance[i].indices] for i in range(len(fs.items))}
-        stale = _stale(built)
+        stale = tuple(built.rerank)
         with atomic_folder(idx) as tmp:
             _link_tree(idx, tmp)
             if len(fs.items):
@@ -162,9 +157,9 @@ def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | 
                           {**old_items, **{int(i): it for i, it in zip(image_ids, fs.items, strict=True)}},
                           {**old_texts, **{i: t for t, i in new_text_id.items()}},
                           {**old_links, **item_texts}, base=base)
-            _finish(tmp, idx, built, images, texts, {"add": str(manifest), "images": len(fs.items),
-                                                     "texts": len(fresh), "skipped": len(fs.skipped),
-                                                     "command": command}, stale, fs.skipped)
+            _finish(tmp, idx, built, images, texts, IndexChange("add", str(manifest), len(fs.items), len(fresh),
+                                                                skipped=len(fs.skipped), command=command),
+                    fs.skipped)
     log.info("added %d images and %d texts to %s%s", len(fs.items), len(fresh), idx,
              f"; {len(fs.skipped)} unreadable image(s) left out (listed in {idx / SKIPPED_FILE})" if fs.skipped else "")
     return IndexEdit(idx, len(fs.items), len(fresh), len(images), len(texts), stale, len(fs.skipped))
@@ -184,22 +179,23 @@ def remove_from_index(run_dir: str | Path, item_ids: Sequence[str], *, index_dir
         raise XmrError("name the items to remove by their ids")
     if len(set(item_ids)) != len(item_ids):
         dup = next(i for i in item_ids if list(item_ids).count(i) > 1)
-        raise XmrError(f"item {dup!r} is named twice")
+        raise XmrError("item {item} is named twice", item=repr(dup))
     _, model = load_run(run_dir)  # the run named must be the index's: its model built the vectors
     idx, _ = _open(run_dir, index_dir, model.model_id)
     with _lock(idx):  # read under the lock it is written under (a rebuild may just have ended)
         idx, built = _open(run_dir, index_dir, model.model_id)
-        gallery = open_gallery(idx, hint=f"rebuild with `xmr index {run_dir}`")
+        gallery = open_gallery(idx, hint="rebuild the index")
         positions = [gallery.position(i) for i in item_ids]
         missing = [i for i, p in zip(item_ids, positions, strict=True) if p is None]
         if missing:
             more = f" ({len(missing)} of {len(item_ids)} are not)" if len(missing) > 1 else ""
-            raise XmrError(f"item {missing[0]!r} is not in the index at {idx}{more}; nothing was removed")
+            raise XmrError("item {item} is not in the index at {idx}{more}; nothing was removed",
+                           item=repr(missing[0]), idx=str(idx), more=more)
         gone = {int(p) for p in positions if p is not None}
         links = gallery.item_texts()
         carried = {j for i, js in links.items() if i not in gone for j in js}
         texts_gone = sorted({j for i in gone for j in links.get(i, ())} - carried)
-        stale = _stale(built)
+        stale = tuple(built.rerank)
         dim = model.config.embed_dim
         images = load_index(idx / "images", expect_dim=dim, expect_model_id=model.model_id)
         texts = load_index(idx / "texts", expect_dim=dim, expect_model_id=model.model_id)
@@ -217,7 +213,7 @@ def remove_from_index(run_dir: str | Path, item_ids: Sequence[str], *, index_dir
                               {j: t for j, t in enumerate(gallery.texts_by_id())
                                if t is not None and j not in set(texts_gone)},
                               {i: js for i, js in links.items() if i not in gone})
-            _finish(tmp, idx, built, images, texts, {"remove": list(item_ids), "images": len(gone),
-                                                     "texts": len(texts_gone), "command": command}, stale)
+            _finish(tmp, idx, built, images, texts,
+                    IndexChange("remove", tuple(item_ids), len(gone), len(texts_gone), command=command))
     log.info("removed %d images and %d texts from %s", len(gone), len(texts_gone), idx)
     return IndexEdit(idx, len(gone), len(texts_gone), len(images), len(texts), stale)

@@ -11,28 +11,29 @@ them. Image ids are the items' order across the shards, so the index equals ``xm
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from xmr.data.gallery_store import GALLERY_FILE, write_gallery
 from xmr.data.manifest import Item
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.index import Index
 from xmr.index.budget import AutoIndexConfig
 from xmr.index.build import build_index
 from xmr.index.exact import TopK, recall_at_k
+from xmr.index.run_record import IndexRun, RecallCheck, SideChoice, save_index_run
+from xmr.modality import Target
 from xmr.models import JointModel
 from xmr.rerank.registry import index_fingerprint
 from xmr.runs.config import load_run
 from xmr.utils.folders import atomic_folder, exclusive_lock
-from xmr.utils.io import check_writable, save_json
+from xmr.utils.io import check_writable
 from xmr.workflows.features import FeatureSet
 from xmr.workflows.index import (
-    INDEX_RUN_FILE,
     CrossModalCheck,
-    Edits,
+    IndexJob,
     check_edits,
     check_index_target,
     make_index,
@@ -52,32 +53,32 @@ def _check_shard(fs: FeatureSet, p: int, folder: Path, model: JointModel) -> Non
                        f"model takes {want[0]}-d and {want[1]}-d: these shards come from other encoders")
 
 
-def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Flat", out_dir: str | Path | None = None,
-                 memory_budget: str | int | None = None, search_params: Mapping[str, int] | None = None,
-                 check: CrossModalCheck | None = None, command: str | None = None, seed: int = 0,
-                 drop_edits: bool = False) -> Path:
-    """Build the run's gallery index from a folder of feature shards. Returns the index folder.
+def index_shards(run_dir: str | Path, job: IndexJob) -> Path:
+    """Build the run's gallery index from the folder of feature shards ``job.shards``. Returns the index folder.
 
-    ``drop_edits``: replace an index that ``xmr index add`` / ``remove`` changed (refused otherwise).
+    Of ``job`` it reads the index (``factory``, ``memory_budget``, ``search_params``, ``check``,
+    ``seed``), ``out_dir``, ``edits`` (``"drop"`` replaces an index items were added to or removed
+    from; refused otherwise) and ``command``.
 
     Raises:
-        XmrError: shards of other encoders (named), an unfinished shard folder, a bad factory or budget,
-            an edited index without ``drop_edits``.
+        XmrError: no ``job.shards``, shards of other encoders (named), an unfinished shard folder, a bad
+            factory or budget, an edited index without ``edits="drop"``.
     """
-    run_dir, folder = Path(run_dir), Path(shards)
+    if job.shards is None:
+        raise XmrError("{shards}: give the folder of feature shards to index", shards=Param("shards"))
+    run_dir, folder = Path(run_dir), Path(job.shards)
     cfg, model = load_run(run_dir)
     if cfg.finetune_image_blocks or cfg.finetune_text_layers or cfg.text_model is not None:
-        raise XmrError(f"{run_dir} reads trunk activations or word ids, not the frozen features shards hold: index it "
-                       "with --manifest")
+        raise XmrError("{run} reads trunk activations or word ids, not the frozen features shards hold: index it "
+                       "with {manifest}", run=str(run_dir), manifest=Param("manifest"))
     plan = read_plan(folder)
     if (plan.image_encoder, plan.text_encoder) != (cfg.image_encoder, cfg.text_encoder):
         raise XmrError(f"{folder} holds features of {plan.image_encoder!r} + {plan.text_encoder!r}, the run was "
                        f"trained on {cfg.image_encoder!r} + {cfg.text_encoder!r}: encode the gallery with the run's "
                        "encoders")
-    out = Path(out_dir) if out_dir else run_dir / "index"
+    out, factory = job.out_folder(run_dir), job.index_factory
     check_index_target(out, run_dir, model.model_id)
-    edits: Edits = "drop" if drop_edits else "refuse"
-    check_edits(out, edits)
+    check_edits(out, job.edits)
     check_writable(out.parent, "index folder")
     dim = model.config.embed_dim
     n = plan.bounds[-1][1]
@@ -113,31 +114,31 @@ def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Fla
         skipped.extend(fs.skipped)
     if not items:
         raise XmrError(f"{folder}: no readable images in any shard")
-    chosen = {}
+    chosen: dict[Target, SideChoice] = {}
+    sides: tuple[tuple[Target, int, Callable[[], Iterator[tuple[np.ndarray, None]]]], ...] = (
+        ("images", len(items), image_chunks), ("texts", len(texts), text_chunks))
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"), atomic_folder(out) as tmp:
-        check_edits(out, edits)  # again: an `xmr index add` may have ended meanwhile
+        check_edits(out, job.edits)  # again: an add may have ended meanwhile
         built = {}
-        for name, count, chunks in (("images", len(items), image_chunks), ("texts", len(texts), text_chunks)):
-            side_factory, params, chosen[name] = resolve_factory(factory, count, dim, memory_budget=memory_budget,
-                                                                 search_params=search_params)
+        for name, count, chunks in sides:
+            side_factory, params, chosen[name] = resolve_factory(factory, count, dim, memory_budget=job.memory_budget,
+                                                                 search_params=job.search_params)
             config = make_index(side_factory, dim, model.model_id, params).config
             if count == 0:
                 built[name] = Index(config)
             else:
                 n_train = min(count, AutoIndexConfig().max_train)
                 (tmp / name).mkdir()
-                built[name] = build_index(chunks, config, n_train=n_train, seed=seed,
+                built[name] = build_index(chunks, config, n_train=n_train, seed=job.seed,
                                           spill_to=tmp / name / ".vectors.building")
             built[name].save(tmp / name)
             (tmp / name / ".vectors.building").unlink(missing_ok=True)
-        checks = _check_streamed(built["images"], image_chunks, text_chunks, check)
+        checks = _check_streamed(built["images"], image_chunks, text_chunks, job.check)
         write_gallery(tmp / GALLERY_FILE, items, {j: t for t, j in texts.items()}, links)
-        save_json(tmp / INDEX_RUN_FILE, {"run": str(run_dir.resolve()), "model_id": model.model_id,
-                                         "shards": str(folder.resolve()), "split": None, "factory": factory,
-                                         "chosen": chosen, "checks": checks, "texts_per_item": None,
-                                         "search_params": dict(search_params or {}), "n_images": len(items),
-                                         "n_texts": len(texts), "n_skipped": len(skipped), "rerank": {},
-                                         "fingerprint": index_fingerprint(tmp), "command": command})
+        save_index_run(tmp, IndexRun(
+            run=str(run_dir.resolve()), model_id=model.model_id, shards=str(folder.resolve()), factory=factory,
+            chosen=chosen, checks=checks, search_params=dict(job.search_params), n_images=len(items),
+            n_texts=len(texts), n_skipped=len(skipped), fingerprint=index_fingerprint(tmp), command=job.command))
     log.info("indexed %d images and %d texts from %d shards (%d items planned) into %s", len(items), len(texts),
              len(plan.bounds), n, out)
     return out
@@ -145,19 +146,19 @@ def index_shards(run_dir: str | Path, shards: str | Path, *, factory: str = "Fla
 
 def _check_streamed(index: Index, image_chunks: Callable[[], Iterator[tuple[np.ndarray, None]]],
                     text_chunks: Callable[[], Iterator[tuple[np.ndarray, None]]],
-                    check: CrossModalCheck | None) -> dict[str, object]:
+                    check: CrossModalCheck | None) -> RecallCheck | None:
     """The cross-modal recall check over shards: the first ``check.queries`` texts as queries, the
     exact top-k found by streaming every shard's image embeddings once more."""
     c = check or CrossModalCheck()
     if index.config.factory == "Flat":
-        return {}
+        return None
     queries = []
     for x, _ in text_chunks():
         queries.append(x)
         if sum(q.shape[0] for q in queries) >= c.queries:
             break
     if not queries:
-        return {}
+        return None
     q = np.concatenate(queries)[:c.queries]
     k = min(c.k, len(index))
     top, start = TopK(q, k), 0

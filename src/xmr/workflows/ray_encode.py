@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from xmr.data.manifest import Item
-from xmr.errors import XmrError
+from xmr.encoders.image_io import current_image_read
+from xmr.errors import Param, XmrError
 from xmr.utils.numbers import check_finite_fields
 from xmr.utils.paths import default_cache_dir
 from xmr.workflows.features import encode_items
@@ -61,6 +62,12 @@ class RayEncodeConfig:
 
     def __post_init__(self) -> None:
         check_finite_fields(self)
+        for name, bound, ok in (("actors", ">= 1", self.actors >= 1),
+                                ("cpus_per_actor", "> 0", self.cpus_per_actor > 0),
+                                ("partition_size", ">= 1", self.partition_size >= 1),
+                                ("retries", ">= 0", self.retries >= 0)):
+            if not ok:
+                raise XmrError("{param} must be {bound}", param=Param(name, getattr(self, name)), bound=bound)
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,14 @@ class _PartitionEncoder:
     """A Ray Data actor: the encoders loaded once, then one partition per call."""
 
     def __init__(self, image_encoder: str, text_encoder: str, cache_dir: str, shards: str, allow_textless: bool,
-                 retries: int, threads: int) -> None:
+                 retries: int, threads: int, max_pixels: int) -> None:
         import torch
 
         from xmr.encoders import create_image_encoder, create_text_encoder
+        from xmr.encoders.image_io import ImageReadConfig, set_image_read
 
         torch.set_num_threads(max(1, threads))
+        set_image_read(ImageReadConfig(max_pixels=max_pixels))  # the driver's limit, in the actor's process
         self.image_encoder = create_image_encoder(image_encoder)
         self.text_encoder = create_text_encoder(text_encoder)
         self.cache_dir, self.shards = cache_dir, Path(shards)
@@ -123,12 +132,12 @@ def _check_reachable(address: str, timeout: float) -> None:
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise XmrError(f"--address {address!r}: give auto, HOST:PORT or ray://HOST:PORT")
+        raise XmrError("{address}: give auto, HOST:PORT or ray://HOST:PORT", address=Param("address", address))
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
-        raise XmrError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it with "
-                       "`ray start --head` or check the address") from None
+        raise XmrError("cannot reach the Ray cluster at {address} ({reason}); start it with {start} or check the "
+                       "address", address=address, reason=e.strerror or e, start="`ray start --head`") from None
 
 
 def connect(config: RayEncodeConfig) -> None:
@@ -195,9 +204,7 @@ def encode_with_ray(items: list[Item], *, image_encoder: str, text_encoder: str,
     """
     import ray.data
 
-    c = config or RayEncodeConfig()
-    if c.actors < 1 or c.cpus_per_actor <= 0 or c.partition_size < 1 or c.retries < 0:
-        raise XmrError("--actors, --cpus-per-actor and --partition-size must be positive, --retries >= 0")
+    c = config or RayEncodeConfig()  # its numbers checked when it was made
     if c.address is not None:  # a wrong address is an error even when every partition is done
         _check_reachable(c.address, c.connect_timeout)
     folder = Path(shards)
@@ -222,7 +229,7 @@ def encode_with_ray(items: list[Item], *, image_encoder: str, text_encoder: str,
                                "cache_dir": str(Path(cache_dir or default_cache_dir()).resolve()),
                                "shards": str(folder.resolve()),
                                "allow_textless": allow_textless, "retries": c.retries,
-                               "threads": int(c.cpus_per_actor)})
+                               "threads": int(c.cpus_per_actor), "max_pixels": current_image_read().max_pixels})
     encoded, failed, bad, busy = [], {}, [], 0.0
     for row in ds.iter_rows():
         p = int(row["partition"])

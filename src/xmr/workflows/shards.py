@@ -26,7 +26,7 @@ import numpy as np
 from scipy import sparse
 
 from xmr.data.manifest import Item
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.utils.io import atomic_write, load_json, save_json
 from xmr.workflows.features import FeatureSet
 
@@ -51,7 +51,7 @@ class ShardPlan:
         if not items:
             raise XmrError("nothing to encode: the manifest has no items")
         if partitions < 1:
-            raise XmrError(f"--partitions must be >= 1, got {partitions}")
+            raise XmrError("{partitions} must be >= 1", partitions=Param("partitions", partitions))
         n, p = len(items), min(partitions, len(items))
         edges = np.linspace(0, n, p + 1).round().astype(int)
         digest = hashlib.sha1()
@@ -78,7 +78,8 @@ def prepare(folder: Path, plan: ShardPlan) -> list[int]:
         if saved != plan.to_dict():
             what = ("other encoders" if isinstance(saved, dict) and (saved.get("image_encoder"), saved.get(
                 "text_encoder")) != (plan.image_encoder, plan.text_encoder) else "another manifest or partition count")
-            raise XmrError(f"{folder} holds the shards of {what}; give another --shards folder or remove it")
+            raise XmrError("{folder} holds the shards of {what}; give another {shards} folder or remove it",
+                           folder=str(folder), what=what, shards=Param("shards"))
     else:
         save_json(path, plan.to_dict())
     return [p for p in range(len(plan.bounds)) if not (folder / shard_name(p)).is_file()]
@@ -129,8 +130,9 @@ def iter_shards(folder: Path) -> Iterator[FeatureSet]:
     plan = read_plan(folder)
     missing = [p for p in range(len(plan.bounds)) if not (folder / shard_name(p)).is_file()]
     if missing:
-        raise XmrError(f"{folder}: {len(missing)} of {len(plan.bounds)} partitions are not encoded yet (first: "
-                       f"{shard_name(missing[0])}); run the same `xmr encode ... --shards {folder}` again")
+        raise XmrError("{folder}: {n_missing} of {n} partitions are not encoded yet (first: {first}); run the same "
+                       "encoding with {shards} again", folder=str(folder), n_missing=len(missing), n=len(plan.bounds),
+                       first=shard_name(missing[0]), shards=Param("shards", str(folder)))
     for p in range(len(plan.bounds)):
         yield read_shard(folder / shard_name(p))
 

@@ -13,11 +13,9 @@ import numpy as np
 from xmr.data.manifest import Item, select_split, write_manifest
 from xmr.data.readers import read_items
 from xmr.data.sparse import sparsify
-from xmr.encoders import ImageEncoder, encode_images
+from xmr.encoders import ImageEncoder, TextEncoder, encode_images
 from xmr.encoders.augment import AugmentConfig, AugmentedView
-from xmr.encoders.text_trunk import TextTrunkEncoder
-from xmr.encoders.trunk import TrunkEncoder
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.models import ModelConfig
 from xmr.runs.base import save_run_config, saved_run_matches
 from xmr.runs.config import RunConfig, head_settings, run_encoders, run_items
@@ -25,6 +23,7 @@ from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
+from xmr.training.folder import refuse_other_config
 from xmr.utils.folders import exclusive_lock
 from xmr.utils.io import check_writable, ensure_folder, save_json
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, feature_cache_dir, write_skipped
@@ -57,10 +56,10 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     """
     out = Path(out_dir)
     if os.path.lexists(out) and not out.is_dir():
-        raise XmrError(f"--out {out} exists and is not a folder; give the run a folder of its own")
-    if not overwrite and not saved_run_matches(out, config):
-        raise XmrError(f"{out} holds a run with another config; "
-                   "pick a new output folder or pass --overwrite (Python: overwrite=True) to start again")
+        raise XmrError("{out} exists and is not a folder; give the run a folder of its own",
+                       out=Param("out_dir", str(out)))
+    if not overwrite:
+        refuse_other_config(out, saved_run_matches(out, config))
     check_writable(out, "run folder")
     ensure_folder(out, "run folder")
     with exclusive_lock(out / LOCK_FILE, f"the run {out}"):
@@ -81,8 +80,9 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     train_items = [it for it in select_split(items, config.train_split) if it.texts]
     if not train_items:
         if not any(it.texts for it in items):  # a folder without captions: say what can be done with it
-            raise XmrError(f"none of the {len(items)} images of {config.manifest} has a text, so there is nothing "
-                           f"to learn a joint space from; {no_captions_hint(items)}")
+            hint, fields = no_captions_hint(items)
+            raise XmrError("none of the {n} images of {manifest} has a text, so there is nothing to learn a joint "
+                           "space from; " + hint, n=len(items), manifest=config.manifest, **fields)
         raise XmrError(f"split {config.train_split!r} of {config.manifest} has no annotated training items")
     extra_items, extra_weight = extra_training_items(config, skip_bad=skip_bad)
     train_items += extra_items
@@ -113,22 +113,16 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     if skipped:
         write_skipped(out / SKIPPED_FILE, skipped)
     # the instance loss classifies into the training groups (each group its own class)
-    n_instances = int(pairs.image_groups.max()) + 1 if config.train.uses_instances else 0
-    # a word-level model's "features" are id rows; the head sees the model's output
-    text_dim = config.text_model.out_dim if config.text_model is not None else encoders["text_encoder"].dim
-    image_dim, image_tail = encoders["image_encoder"].dim, None
-    trunk = encoders["image_encoder"]
-    if isinstance(trunk, TrunkEncoder):  # fine-tuning: the head sees the tail's pooled output
-        image_dim = trunk.base.dim
-        image_tail = {"encoder": config.image_encoder, "n_tail": config.finetune_image_blocks,
-                      "freeze_bn": config.finetune_freeze_bn, "trunk_id": trunk.encoder_id}
-    text_tail = None
-    text_trunk = encoders["text_encoder"]
-    if isinstance(text_trunk, TextTrunkEncoder):
-        text_dim = text_trunk.base.dim
-        text_tail = {"encoder": config.text_encoder, "n_tail": config.finetune_text_layers,
-                     "length": text_trunk.length, "trunk_id": text_trunk.encoder_id}
-        _warn_long_texts(text_trunk, train_fs.texts)
+    n_instances = int(pairs.image_groups.max()) + 1 if config.train.components.instance is not None else 0
+    # fine-tuning: an encoder that feeds a trainable tail declares it; the head sees the tail's output
+    image_dim, image_tail = _tail_of(encoders["image_encoder"], config.image_encoder)
+    if image_tail is not None:
+        image_tail["freeze_bn"] = config.finetune_freeze_bn
+    text_dim, text_tail = _tail_of(encoders["text_encoder"], config.text_encoder)
+    if config.text_model is not None:  # a word-level model's "features" are id rows; the head sees its output
+        text_dim = config.text_model.out_dim
+    if text_tail is not None:
+        _warn_long_texts(encoders["text_encoder"], train_fs.texts)
     try:
         model_config = ModelConfig(image_encoder=config.image_encoder, text_encoder=config.text_encoder,
                                    image_dim=image_dim, text_dim=text_dim, image_tail=image_tail, text_tail=text_tail,
@@ -137,7 +131,8 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                                    image_regions=int(getattr(encoders["image_encoder"], "n_regions", 0)))
     except ValueError as e:  # an architecture the encoders cannot feed
         raise XmrError(f"invalid model for {config.image_encoder} / {config.text_encoder}: {e}") from None
-    gen = generative_inputs(config, train_fs, show_progress=show_progress) if config.train.generative else None
+    uses_gen = config.train.components.generative is not None
+    gen = generative_inputs(config, train_fs, show_progress=show_progress) if uses_gen else None
     if gen is not None:
         model_config = dataclasses.replace(model_config, **gen.model_fields)  # type: ignore[arg-type]  # dict fields
     val = EvalSet(val_fs.image_feats, val_fs.text_feats, val_fs.relevance)
@@ -150,13 +145,23 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                              generative=gen.data if gen is not None else None)
 
 
-def _warn_long_texts(trunk: TextTrunkEncoder, texts: list[str]) -> None:
-    """Log how many training texts the text trunk's fixed length cuts (they differ from the frozen encoder's)."""
-    _, mask = trunk.base.tokenize(texts, trunk.length + 1)
-    cut = int((mask[:, -1] > 0).sum())
+def _tail_of(encoder: ImageEncoder | TextEncoder, name: str) -> tuple[int, dict[str, object] | None]:
+    """The size of the features the head sees and the model's tail spec (None: no tail) for a run's encoder:
+    an encoder that feeds a trainable tail (a trunk) declares both (``model_tail``)."""
+    tail = getattr(encoder, "model_tail", None)
+    if tail is None:
+        return int(encoder.dim), None
+    dim, spec = tail(name)
+    return int(dim), dict(spec)
+
+
+def _warn_long_texts(encoder: TextEncoder, texts: list[str]) -> None:
+    """Log how many training texts a text trunk's fixed length cuts (they differ from the frozen encoder's)."""
+    count = getattr(encoder, "texts_cut", None)
+    cut = count(texts) if count is not None else 0
     if cut:
         log.warning("%d of %d training texts are longer than the text trunk's %d tokens and are cut there", cut,
-                    len(texts), trunk.length)
+                    len(texts), getattr(encoder, "length", 0))
 
 
 def extra_training_items(config: RunConfig, *, skip_bad: bool = False) -> tuple[list[Item], dict[str, float]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.evaluation.metrics import cross_modal_ranks_from_embeddings, rank_metrics
 from xmr.evaluation.protocol import chance_of_protocol
 from xmr.evaluation.similarity import is_inner_product
@@ -120,17 +120,17 @@ def tune_reranker(cfg: RunConfig, model: JointModel, proto: Reranker, targets: S
     """
     split = split or cfg.val_split
     if split == "test":
-        raise XmrError("--tune test would choose the parameters on the numbers they are then judged by; tune on "
-                       "the validation split (--tune val)")
+        raise XmrError("{tune} would choose the parameters on the numbers they are then judged by; tune on the "
+                       "validation split ({fix})", tune=Param("tune", "test"), fix=Param("tune", "val"))
     if not is_inner_product(model.config.similarity):
         raise XmrError(f"re-ranking works on cosine spaces; this model scores by {model.config.similarity!r}")
     unknown = sorted(set(fixed) - set(params_dict(proto.params)))
     if unknown:
-        raise XmrError(f"unknown {proto.name} parameter {unknown[0]!r}")
+        raise XmrError("unknown {method} parameter {name}", method=proto.name, name=repr(unknown[0]))
     try:
         items = run_items(cfg, split=split)
     except XmrError as e:
-        raise XmrError(f"--tune {split}: {e}") from None
+        raise _on_split(e, split) from None
     fs = encode_items(items, **run_encoders(cfg, model.vocab), cache_dir=cache_dir,
                       texts_per_item=cfg.eval_texts_per_item, show_progress=show_progress)
     img, txt = model.embed_numpy(fs.image_feats, "image"), model.embed_numpy(fs.text_feats, "text")
@@ -164,14 +164,23 @@ def tune_reranker(cfg: RunConfig, model: JointModel, proto: Reranker, targets: S
                 if best is None or scored["score"] > best[0]:
                     best = (scored["score"], proto.with_params(**point).unfitted_copy())
         if best is None:
-            raise XmrError(f"--tune {split}: no {proto.name} setting of the grid fits the {len(fs.items)} {split} "
-                           f"items ({rows[0]['skipped']})")
+            raise XmrError("{tune}: no {method} setting of the grid fits the {n} {split} items ({why})",
+                           tune=Param("tune", split), method=proto.name, n=len(fs.items), split=split,
+                           why=rows[0]["skipped"])
         plain = _score(t2i_plain if target == "images" else i2t_plain)
         out[target] = Tuning(proto.name, target, split, len(fs.items), len(fs.texts), best[1], best[0], plain,
                              float(sum(chance[f"{direction}_r{k}"] for k in KS)), grid,
                              {k: params_dict(proto.params)[k] for k in sorted(fixed)}, rows)
         log.info("%s", out[target].summary())
     return out
+
+
+def _on_split(e: XmrError, split: str) -> XmrError:
+    """``e`` (about the tuning split's items) with the parameter that chose the split in front."""
+    key = "_tune"
+    while key in e.fields:
+        key += "_"
+    return XmrError("{" + key + "}: " + e.template, **{key: Param("tune", split), **e.fields})  # only keys are read
 
 
 def save_tuning(folder: str | Path, tuning: Tuning, command: str | None = None) -> Path:

@@ -1,0 +1,214 @@
+"""``xmr index RUN`` (:func:`xmr.workflows.index.index_run`, or
+:func:`xmr.workflows.index_shards.index_shards` from feature shards), ``xmr index add`` and
+``xmr index remove`` (:mod:`xmr.workflows.index_edit`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from xmr.cli.options import (
+    add_cache,
+    add_recursive,
+    add_rerank,
+    add_skip_bad,
+    command_line,
+    given_values,
+    library_default,
+    positive_int,
+    rerankers,
+    run_task,
+    shown_default,
+)
+
+if TYPE_CHECKING:
+    from xmr.index.run_record import IndexRun
+    from xmr.workflows.index_job import IndexJob
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("index", help="index a gallery with a trained run")
+    p.add_argument("run")
+    p.add_argument("--manifest", default=None, help="gallery manifest (default: the run's)")
+    p.add_argument("--images", default=None, metavar="FOLDER",
+                   help="index a folder of images instead (ids = paths relative to it; texts from optional "
+                        "sidecar .txt/.json files; unreadable files are skipped, counted and listed)")
+    add_recursive(p)
+    p.add_argument("--split", default=None, help="only this split (default: all items)")
+    p.add_argument("--shards", default=None, metavar="FOLDER",
+                   help="index the feature shards `xmr encode --shards/--engine ray` wrote, one shard at a time "
+                        "(the vectors never all in RAM)")
+    p.add_argument("--factory", default=None,
+                   help="FAISS index_factory string: Flat, HNSW32, IVF1024,Flat, OPQ32,IVF4096,PQ32np ...; "
+                        "auto: the best that fits --memory-budget (flat, HNSW or OPQ + IVF-PQ)")
+    p.add_argument("--memory-budget", default=None, metavar="SIZE",
+                   help="e.g. 2GB: choose the index (implies --factory auto) so building and searching it fit in SIZE "
+                        "(default with auto: the memory available now)")
+    p.add_argument("--refine", type=positive_int, default=None, metavar="K",
+                   help="IVF indexes: keep the exact vectors in a memory-mapped float16 store beside the index and "
+                        "re-score each search's best K codes exactly (K >= k; e.g. 100)")
+    p.add_argument("--ef-search", type=positive_int, default=None,
+                   help="HNSW search beam width, saved with the index (more: closer to exact, slower)")
+    p.add_argument("--nprobe", type=positive_int, default=None,
+                   help="IVF lists visited per query, saved with the index")
+    p.defaults_fn = _index_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
+    p.add_argument("--texts-per-item", type=positive_int, default=None,
+                   help="index only each item's first N texts (default: all)")
+    add_skip_bad(p)
+    p.add_argument("--out", default=None, help="index folder (default: RUN/index)")
+    edits = p.add_mutually_exclusive_group()
+    edits.add_argument("--keep-edits", dest="edits", action="store_const", const="keep", default=None,
+                       help="rebuild an index that `xmr index add/remove` changed from the items it holds now (its "
+                            "source, split and history kept; e.g. with --rerank to rebuild re-ranking structures)")
+    edits.add_argument("--drop-edits", dest="edits", action="store_const", const="drop",
+                       help="rebuild such an index from its source anyway, losing the added items and bringing back "
+                            "the removed ones (without either option a rebuild of a changed index is refused)")
+    add_rerank(p, many=True)
+    p.add_argument("--rerank-target", default=None, choices=["images", "texts", "both"],
+                   help="which side the re-ranking structures re-order")
+    p.add_argument("--tune", default=None, metavar="SPLIT",
+                   help="choose the --rerank method's parameters on this split of the run (val): a small grid "
+                        "scored by R@1+5+10 of the re-ranked direction; --rerank-param values stay fixed; the "
+                        "choice and every score go to rerank/NAME/TARGET/tuning.json (test is refused)")
+    add_cache(p)
+    p.set_defaults(func=run)
+
+    p = sub.add_parser("index add", help="encode a manifest's items and add them to a run's index (ids kept, atomic)")
+    p.add_argument("run")
+    p.add_argument("manifest", help="JSONL/CSV manifest of the new items (ids not already in the index)")
+    p.add_argument("--index", default=None, metavar="FOLDER", help="the index folder (default: RUN/index)")
+    p.add_argument("--split", default=None, help="only this split of the manifest")
+    add_skip_bad(p)
+    add_cache(p)
+    p.set_defaults(func=run_add)
+
+    p = sub.add_parser("index remove", help="remove items from a run's index by their ids (others kept, atomic)")
+    p.add_argument("run")
+    p.add_argument("ids", nargs="+", metavar="ID", help="item ids (the manifest's id field)")
+    p.add_argument("--index", default=None, metavar="FOLDER", help="the index folder (default: RUN/index)")
+    p.set_defaults(func=run_remove)
+
+
+def _index_defaults() -> dict[str, str]:
+    """``xmr index``'s defaults for ``--help``: the job's from :class:`~xmr.workflows.index_job.IndexJob`,
+    the search parameters' from :class:`~xmr.index.config.IndexConfig`."""
+    from xmr.index.config import IndexConfig
+    from xmr.workflows.index_job import AUTO, FLAT, IndexJob
+
+    c = IndexConfig(dim=1)
+    return {"ef_search": str(c.ef_search), "nprobe": str(c.nprobe), "refine": str(c.refine),
+            "factory": f"{FLAT}; {AUTO} with --memory-budget",
+            "rerank_target": shown_default(library_default(IndexJob, "rerank_targets"))}
+
+
+def join_index_edit(argv: list[str]) -> list[str]:
+    """``xmr index add ...`` / ``xmr index remove ...`` -> the commands ``index add`` / ``index remove``
+    (``xmr index RUN`` keeps its positional run; a run folder named ``add`` is ``./add``)."""
+    for k, token in enumerate(argv):
+        if token.startswith("-") or (k and argv[k - 1] in ("--max-image-pixels", "--threads")):
+            continue
+        if token == "index" and k + 1 < len(argv) and argv[k + 1] in ("add", "remove"):
+            return [*argv[:k], f"index {argv[k + 1]}", *argv[k + 2:]]
+        break
+    return argv
+
+
+#: options of ``xmr index`` -> the :class:`~xmr.workflows.index_job.IndexJob` field each fills (one not given
+#: is left to the field's default)
+_JOB_FIELDS = {"manifest": "manifest", "images": "images", "recursive": "recursive", "shards": "shards",
+               "split": "split", "factory": "factory", "memory_budget": "memory_budget",
+               "texts_per_item": "texts_per_item", "out": "out_dir", "tune": "tune", "edits": "edits",
+               "skip_bad": "skip_bad", "cache_dir": "cache_dir"}
+
+
+def index_job(a: argparse.Namespace) -> IndexJob:
+    """The :class:`~xmr.workflows.index_job.IndexJob` of ``xmr index``'s options."""
+    from xmr.modality import TARGETS
+    from xmr.workflows.index_job import IndexJob
+
+    given = given_values(a, _JOB_FIELDS)
+    if a.rerank_target is not None:
+        given["rerank_targets"] = TARGETS if a.rerank_target == "both" else (a.rerank_target,)
+    search_params = {k: v for k, v in (("ef_search", a.ef_search), ("nprobe", a.nprobe), ("refine", a.refine))
+                     if v is not None}
+    return IndexJob(**given, search_params=search_params, rerank=tuple(rerankers(a)), command=command_line(a),
+                    tune_fixed=tuple(p.partition("=")[0].strip().rpartition(".")[2] for p in a.rerank_param))
+
+
+def run(a: argparse.Namespace) -> None:
+    from xmr.index.run_record import load_index_run
+
+    job = index_job(a)
+    task = run_task(a)
+    task.require("index", a.run)  # a run of a task without an index: one line saying what it is
+    out = task.index(a.run, job)
+    built = load_index_run(out)
+    if job.shards is not None:
+        print(f"index: {out} ({built.n_images} images, {built.n_texts} texts, from the shards in {a.shards})")
+        _print_choice(built)
+        return
+    skipped = f"; {built.n_skipped} unreadable image(s), caption sidecar(s) or sub-folder(s) left out, listed in " \
+        f"{os.path.join(out, 'skipped.jsonl')}" if built.n_skipped else ""
+    print(f"index: {out} ({built.n_images} images, {built.n_texts} texts{skipped})")
+    _print_choice(built)
+    if a.rerank:
+        print(f"re-ranking structures ({a.rerank}; {', '.join(job.rerank_targets)}): {os.path.join(out, 'rerank')}")
+    if a.tune:
+        _print_tuned(out, built)
+
+
+def _print_choice(built: IndexRun) -> None:
+    """What ``--factory auto`` chose per side, and the cross-modal recall check, from ``index_run.json``."""
+    from xmr.index.budget import format_bytes
+
+    for side, chosen in built.chosen.items():
+        if chosen.auto:
+            print(f"{side}: {chosen.factory} ({chosen.reason}; budget {format_bytes(chosen.budget or 0)})")
+    c = built.checks
+    if c is not None:
+        print(f"{c.name} of the image index against exact search: {c.recall:.3f}"
+              + ("" if c.ok else f" (below {c.min_recall}: see the warning)"))
+
+
+def _print_tuned(out: str | os.PathLike[str], built: IndexRun) -> None:
+    """Each re-ranker's tuned parameters (the grid's from its ``tuning.json``) and scores."""
+    from xmr.utils.io import load_json
+    from xmr.workflows.tune import TUNING_FILE
+
+    for name, entry in built.rerank.items():
+        for target, t in entry.tuned.items():
+            shown = ", ".join(f"{k}={t.params[k]}" for k in load_json(
+                os.path.join(out, "rerank", name, target, TUNING_FILE))["grid"])
+            print(f"tuned {name} for {target} on {t.split}: {shown or '(nothing to tune)'}; val score "
+                  f"{t.score:.1f} vs {t.plain:.1f} without re-ranking"
+                  + ("" if t.helps else f" -- it does not help here: search without --rerank {name}"))
+
+
+def run_add(a: argparse.Namespace) -> None:
+    from xmr.workflows.index_edit import add_to_index
+
+    e = add_to_index(a.run, a.manifest, index_dir=a.index, split=a.split, cache_dir=a.cache_dir,
+                     skip_bad=a.skip_bad, command=command_line(a))
+    skipped = f"; {e.skipped} unreadable image(s) left out, listed in {e.index_dir / 'skipped.jsonl'}" \
+        if e.skipped else ""
+    print(f"index: {e.index_dir}: added {e.images} images and {e.texts} new texts; now {e.n_images} images, "
+          f"{e.n_texts} texts{skipped}")
+    _print_stale(a, e.rerank_stale)
+
+
+def run_remove(a: argparse.Namespace) -> None:
+    from xmr.workflows.index_edit import remove_from_index
+
+    e = remove_from_index(a.run, a.ids, index_dir=a.index, command=command_line(a))
+    print(f"index: {e.index_dir}: removed {e.images} images and {e.texts} texts no other item carries; now "
+          f"{e.n_images} images, {e.n_texts} texts")
+    _print_stale(a, e.rerank_stale)
+
+
+def _print_stale(a: argparse.Namespace, stale: Sequence[str]) -> None:
+    if stale:
+        out = f" --out {a.index}" if a.index else ""
+        print(f"re-ranking structures ({', '.join(stale)}) described the old gallery and were left out; build them "
+              f"again for the index as it is now with `xmr index {a.run} --keep-edits{out} --rerank {','.join(stale)}`")
