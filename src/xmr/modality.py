@@ -16,6 +16,9 @@ MODALITIES: tuple[Modality, ...] = ("image", "text")
 
 Target = Literal["images", "texts"]
 TARGETS: tuple[Target, ...] = ("images", "texts")
+#: results a search returns unless told: the one source of ``Searcher``'s, ``xmr search``'s and the
+#: service's ``k`` (here, beside ``Target``, so that the CLI reads it without loading torch)
+DEFAULT_K = 10
 _TARGET_OF: dict[Modality, Target] = {"image": "images", "text": "texts"}
 _MODALITY_OF: dict[Target, Modality] = {t: m for m, t in _TARGET_OF.items()}
 

@@ -28,7 +28,7 @@ from xmr.errors import Call, Param, XmrError
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.index import Index, load_index
 from xmr.index.run_record import INDEX_RUN_FILE, IndexRun, load_index_run, read_index_run
-from xmr.modality import TARGETS, Modality, Target, check_modality, check_target, modality_of_target
+from xmr.modality import DEFAULT_K, TARGETS, Modality, Target, check_modality, check_target, modality_of_target
 from xmr.models import JointModel
 from xmr.rerank.registry import RERANKERS, index_fingerprint, rerank_dir
 from xmr.rerank.reranker import Reranker, load_reranker, order_shortlist
@@ -180,7 +180,7 @@ class Searcher:
         """Joint-space embeddings of query images. Shape: (n, embed_dim)."""
         return self.model.embed_numpy(self.image_features(paths), "image")
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10, *, target: Target = "images"
+    def search_vectors(self, queries: np.ndarray, k: int = DEFAULT_K, *, target: Target = "images"
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Raw search: (scores, ids), each of shape (n_queries, k')."""
         self.check_searchable(target)
@@ -199,7 +199,7 @@ class Searcher:
                            "or index a manifest with texts: {fix}", target=target,
                            fix=Call("index_run", run, Param("manifest", "M")))
 
-    def search_reranked(self, queries: np.ndarray, query_own: np.ndarray | None, k: int = 10, *,
+    def search_reranked(self, queries: np.ndarray, query_own: np.ndarray | None, k: int = DEFAULT_K, *,
                         target: Target = "images", modality: Modality,
                         rerank: str | Reranker | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw search whose shortlist is re-ordered: (scores, ids), each of shape (n_queries, k').
@@ -232,14 +232,14 @@ class Searcher:
         scores, ids = order_shortlist(scores, scored, base_ids)
         return scores[:, :k], ids[:, :k]
 
-    def search_text(self, text: str, k: int = 10, *, target: Target = "images",
+    def search_text(self, text: str, k: int = DEFAULT_K, *, target: Target = "images",
                     rerank: str | Reranker | None = None) -> list[SearchHit]:
         """The ``k`` gallery images (or texts) closest to ``text``; ``rerank`` as in :meth:`search_reranked`."""
         feats = self.text_features([text])
         q = self.model.embed_numpy(feats, "text")
         return self._hits(*self.search_reranked(q, feats, k, target=target, modality="text", rerank=rerank), target)
 
-    def search_image(self, path: str | Path, k: int = 10, *, target: Target = "images",
+    def search_image(self, path: str | Path, k: int = DEFAULT_K, *, target: Target = "images",
                      rerank: str | Reranker | None = None) -> list[SearchHit]:
         """The ``k`` gallery images (other styles included) or texts closest to the image at ``path``."""
         feats = self.image_features([path])
@@ -247,12 +247,12 @@ class Searcher:
         return self._hits(*self.search_reranked(q, feats, k, target=target, modality="image", rerank=rerank),
                           target)
 
-    def search_batch(self, queries: Sequence[Query], k: int = 10, *, target: Target = "images",
+    def search_batch(self, queries: Sequence[Query], k: int = DEFAULT_K, *, target: Target = "images",
                      rerank: str | Reranker | None = None, chunk: int | None = None) -> list[QueryResult]:
         """The results of :meth:`iter_search_batch`, as a list in query order."""
         return list(self.iter_search_batch(queries, k, target=target, rerank=rerank, chunk=chunk))
 
-    def iter_search_batch(self, queries: Sequence[Query], k: int = 10, *, target: Target = "images",
+    def iter_search_batch(self, queries: Sequence[Query], k: int = DEFAULT_K, *, target: Target = "images",
                           rerank: str | Reranker | None = None, chunk: int | None = None) -> Iterator[QueryResult]:
         """Answer many text and image queries, yielding each result in query order as it is answered.
 

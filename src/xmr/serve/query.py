@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from xmr.errors import XmrError
-from xmr.modality import Target
+from xmr.modality import DEFAULT_K, Target
 
 
 class ServiceError(XmrError):
@@ -48,7 +48,7 @@ class Query:
     image_id: str | None = None
     vector: Sequence[float] | None = None
     target: Target = "images"
-    k: int = 10
+    k: int = DEFAULT_K
     offset: int = 0
     rerank: str | None = None
     filters: Mapping[str, str | Sequence[str]] = field(default_factory=dict)

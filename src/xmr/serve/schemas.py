@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from xmr.modality import DEFAULT_K
+
 #: a filter on a gallery field: one value (equality) or a list (membership)
 FilterValue = str | list[str]
 
@@ -23,7 +25,7 @@ class SearchRequest(BaseModel):
     image_id: str | None = Field(None, description="search by a gallery item (its id)", max_length=2000)
     vector: list[float] | None = Field(None, description="a joint-space vector of the run's size")
     target: Literal["images", "texts"] = "images"
-    k: int = Field(10, ge=1, description="results to return (at most the service's k_max)")
+    k: int = Field(DEFAULT_K, ge=1, description="results to return (at most the service's k_max)")
     offset: int = Field(0, ge=0, description="results to skip (paging)")
     rerank: str | None = Field(None, description="a re-ranking method the index was built with")
     filters: dict[str, FilterValue] = Field(default_factory=dict,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xmr.modality import Target
+from xmr.modality import DEFAULT_K, Target
 from xmr.tasks.base import OptionParser
 from xmr.utils.argtypes import count, positive, positive_int, seed
 
@@ -24,7 +24,7 @@ FieldMap = Mapping[type, Mapping[str, str]]
 class SearchOptions:
     """What ``xmr search`` shows unless told: the ``k`` best ``target`` (the one source of those defaults)."""
 
-    k: int = 10
+    k: int = DEFAULT_K
     target: Target = "images"
 
 

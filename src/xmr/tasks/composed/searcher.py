@@ -15,6 +15,7 @@ from xmr.encoders import ImageEncoder, TextEncoder, create_image_encoder, create
 from xmr.encoders.image_io import ImageBytes, ImageSource
 from xmr.encoders.regions import RegionEncoder
 from xmr.errors import XmrError
+from xmr.modality import DEFAULT_K
 from xmr.runs.base import load_run_config
 from xmr.runs.composed import LSTM_CONFIG, ComposedRunConfig
 from xmr.text.word_ids import WordIdsEncoder
@@ -76,7 +77,7 @@ class ComposedSearcher:
         txt = self._text_encoder.encode_batch([text.strip()])
         return np.asarray(self.model.numpy("compose", feats, txt), dtype=np.float32)
 
-    def search_composed(self, image: str | Path, text: str, k: int = 10) -> list[ComposedHit]:
+    def search_composed(self, image: str | Path, text: str, k: int = DEFAULT_K) -> list[ComposedHit]:
         """The ``k`` gallery images closest to (``image`` modified by ``text``)."""
         q = self.compose_query(image, text)
         scores = (q @ self.gallery.T)[0]
