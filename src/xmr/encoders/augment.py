@@ -158,6 +158,15 @@ def sobel_magnitude(a: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy)
 
 
+def check_augmentable(encoder: object, name: str) -> None:
+    """Refuse augmented views of an image encoder (its class or an instance, ``name`` in the message) that
+    does not read square image arrays (``takes_square_arrays``: the EfficientNet and toy encoders do)."""
+    if not getattr(encoder, "takes_square_arrays", False):
+        raise XmrError("image encoder {encoder} cannot be augmented (augment views need an encoder that reads "
+                       "square image arrays, e.g. efficientnet-lite0); train it without augmented views",
+                       encoder=repr(name))
+
+
 class AugmentedView(ImageEncoder):
     """``base`` reading view ``view`` of each image instead of the plain one.
 
@@ -167,9 +176,7 @@ class AugmentedView(ImageEncoder):
     """
 
     def __init__(self, base: ImageEncoder, config: AugmentConfig, view: int) -> None:
-        if not getattr(base, "takes_square_arrays", False):
-            raise XmrError("image encoder {encoder} cannot be augmented (it does not read square image arrays); "
-                           "train it without augmented views", encoder=repr(base.encoder_id))
+        check_augmentable(base, base.encoder_id)
         if not 1 <= view <= max(1, config.views):
             raise XmrError(f"augmented view {view} of {config.views}")
         self.base, self.config, self.view = base, config, view

@@ -227,13 +227,27 @@ def encoder_names(modality: Modality) -> list[str]:
     return names
 
 
+def wrong_side(name: str, declared: str, side: Modality) -> XmrError:
+    """The one error for encoder ``name`` of modality ``declared`` given where a ``side`` encoder is needed."""
+    wanted = "an image" if side == "image" else "a text"
+    return XmrError("encoder {name} encodes {declared}s, not {side}s; give {wanted} encoder: {choices}",
+                    name=repr(name), declared=declared, side=side, wanted=wanted,
+                    choices=", ".join(encoder_names(side)))
+
+
+def check_declared_side(name: str, side: Modality) -> None:
+    """Refuse a registered encoder whose class declares the other modality, before anything is built
+    (factories, such as the region encoders, are checked when built: :func:`create_image_encoder`)."""
+    declared = getattr(resolve_encoder(name)[0], "modality", None)
+    if isinstance(declared, str) and declared != side:
+        raise wrong_side(name, declared, side)
+
+
 def _create_side(name: str, side: Modality, kind: type[_Side], kwargs: dict[str, object]) -> _Side:
     """:func:`create_encoder` for ``side``, refusing an encoder of the other modality by name."""
     enc = create_encoder(name, side=side, **kwargs)
     if not isinstance(enc, kind):
-        wanted = "an image" if side == "image" else "a text"
-        raise XmrError(f"encoder {{name}} encodes {{modality}}s, not {side}s; give {wanted} encoder: {{choices}}",
-                       name=repr(name), modality=enc.modality, choices=", ".join(encoder_names(side)))
+        raise wrong_side(name, enc.modality, side)
     return enc
 
 

@@ -14,8 +14,8 @@ from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
 from xmr.data.sparse import SparseSpec
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
-from xmr.encoders.augment import AugmentConfig
-from xmr.encoders.base import is_encoder_name, resolve_encoder
+from xmr.encoders.augment import AugmentConfig, check_augmentable
+from xmr.encoders.base import check_declared_side, is_encoder_name, resolve_encoder
 from xmr.encoders.text_trunk import TextTrunkEncoder, check_tail_layers
 from xmr.encoders.trunk import TrunkEncoder, check_tail_blocks
 from xmr.errors import Param, XmrError
@@ -165,7 +165,7 @@ class RunConfig(BaseRunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "extra_train", tuple(self.extra_train))
-        _check_modality_of(self.image_encoder, "image")
+        check_declared_side(self.image_encoder, "image")
         if self.image_head is not None:
             HEADS.get(self.image_head)
         if self.sparse is not None:
@@ -187,14 +187,13 @@ class RunConfig(BaseRunConfig):
             if not is_encoder_name(self.text_encoder):
                 known = sorted([*ENCODERS.names(), *TEXT_MODELS.names()])
                 raise XmrError(f"unknown text encoder {self.text_encoder!r}; known: {', '.join(known)}")
-            _check_modality_of(self.text_encoder, "text")
+            check_declared_side(self.text_encoder, "text")
             if self.text_model is not None:
                 raise XmrError(f"text_model settings need a word-level text encoder "
                                  f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
         HEADS.get(self.head)
-        if self.augment.views and not getattr(resolve_encoder(self.image_encoder)[0], "takes_square_arrays", False):
-            raise XmrError(f"image encoder {self.image_encoder!r} cannot be augmented (augment views need an encoder "
-                           "that reads square image arrays, e.g. efficientnet-lite0)")
+        if self.augment.views:
+            check_augmentable(resolve_encoder(self.image_encoder)[0], self.image_encoder)
         if self.finetune_image_blocks:
             blocks = getattr(resolve_encoder(self.image_encoder)[0], "n_blocks", None)
             if not isinstance(blocks, int):
@@ -234,19 +233,6 @@ class RunConfig(BaseRunConfig):
 def head_settings(cfg: RunConfig) -> dict[str, Any]:
     """The run's :data:`HEAD_FIELDS`, as :class:`~xmr.models.ModelConfig` keyword arguments."""
     return {name: getattr(cfg, name) for name in HEAD_FIELDS}
-
-
-def _check_modality_of(name: str, modality: str) -> None:
-    """Refuse a registered encoder of the other modality now, before any folder is made.
-
-    Encoder classes carry their ``modality``; factories (the region encoders) are checked when built.
-    """
-    declared = getattr(resolve_encoder(name)[0], "modality", None)
-    if isinstance(declared, str) and declared != modality:
-        article = "an" if modality == "image" else "a"
-        raise XmrError("encoder {name} encodes {declared}s, not {modality}s; give {article} {modality} encoder "
-                       "(the registered ones: xmr.encoders.ENCODERS)", name=repr(name), declared=declared,
-                       modality=modality, article=article)
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, JointModel]:
