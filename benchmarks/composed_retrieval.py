@@ -27,9 +27,9 @@ from pathlib import Path
 from xmr.bench.common import add_session_options, command_line, markdown, start_session
 from xmr.data import fetch_dataset
 from xmr.data.composed_sets import triplets_beside
-from xmr.runs.composed import ComposedRunConfig
-from xmr.training.composed import ComposedTrainConfig
-from xmr.workflows.composed import evaluate_composed_run, train_composed_run
+from xmr.tasks.composed.config import ComposedRunConfig
+from xmr.tasks.composed.jobs import evaluate_composed_run, train_composed_run
+from xmr.tasks.composed.train import ComposedTrainConfig
 
 log = logging.getLogger("composed_retrieval")
 

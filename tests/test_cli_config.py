@@ -17,10 +17,10 @@ from xmr.cli import build_parser, train_config_from_args
 from xmr.errors import XmrError
 from xmr.objectives import GenerativeConfig
 from xmr.runs import RunConfig
-from xmr.runs.composed import ComposedRunConfig
+from xmr.tasks.composed.config import ComposedRunConfig
+from xmr.tasks.composed.train import ComposedTrainConfig
 from xmr.text import TextEncoderConfig
 from xmr.training import TrainConfig
-from xmr.training.composed import ComposedTrainConfig
 
 
 def _cli(*args: str):

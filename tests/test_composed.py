@@ -13,10 +13,10 @@ from xmr.cli import main
 from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_model
 from xmr.errors import XmrError
 from xmr.evaluation.composed import composed_ranks
-from xmr.runs.composed import ComposedRunConfig
+from xmr.tasks.composed.config import ComposedRunConfig
+from xmr.tasks.composed.jobs import evaluate_composed_run, train_composed_run
 from xmr.tasks.composed.searcher import ComposedSearcher
-from xmr.training.composed import ComposedData, ComposedTrainConfig, evaluate_composed, train_composed
-from xmr.workflows.composed import evaluate_composed_run, train_composed_run
+from xmr.tasks.composed.train import ComposedData, ComposedTrainConfig, evaluate_composed, train_composed
 
 
 def _brute_rank(q: np.ndarray, g: np.ndarray, t: int, gid: np.ndarray, excl: int) -> int:

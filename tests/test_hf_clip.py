@@ -240,7 +240,7 @@ def test_identity_head_passes_vectors_through_and_refuses_other_dims() -> None:
 
 def test_run_configs_accept_the_family_for_both_slots(ckpts: tuple[Path, Path], tmp_path: Path) -> None:
     from xmr.runs import RunConfig
-    from xmr.runs.composed import ComposedRunConfig
+    from xmr.tasks.composed.config import ComposedRunConfig
 
     name = f"hf-clip:{ckpts[0]}"
     cfg = RunConfig(manifest=str(tmp_path / "m.jsonl"), image_encoder=name, text_encoder=name, head="identity",

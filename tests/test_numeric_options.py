@@ -114,9 +114,9 @@ def _configs() -> list[tuple[type, dict[str, object]]]:
     from xmr.models.captioner import CaptionerConfig
     from xmr.objectives import GenerativeConfig, SparseAlignmentConfig
     from xmr.serve.config import ServeConfig
+    from xmr.tasks.composed.train import ComposedTrainConfig
     from xmr.text import TextEncoderConfig
     from xmr.training import TrainConfig
-    from xmr.training.composed import ComposedTrainConfig
     from xmr.workflows.ray_encode import RayEncodeConfig
 
     model = {"image_encoder": "toy-image", "text_encoder": "toy-text", "image_dim": 8, "text_dim": 8}

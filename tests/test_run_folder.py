@@ -12,7 +12,6 @@ import pytest
 from xmr.errors import XmrError
 from xmr.runs import (
     BaseRunConfig,
-    ComposedRunConfig,
     RunConfig,
     load_run_config,
     read_task_name,
@@ -22,8 +21,9 @@ from xmr.runs import (
 from xmr.runs.base import task_of_config_class
 from xmr.tasks import TASKS
 from xmr.tasks import load_run_config as load_any_run_config
+from xmr.tasks.composed.config import ComposedRunConfig
+from xmr.tasks.composed.train import ComposedTrainConfig
 from xmr.training import TrainConfig
-from xmr.training.composed import ComposedTrainConfig
 
 
 def _write(folder: Path, raw: dict) -> Path:

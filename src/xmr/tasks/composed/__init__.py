@@ -1,9 +1,11 @@
 """The ``composed`` task: an image plus a modification text finds the edited image.
 
-Trained by :func:`xmr.workflows.composed.train_composed_run` (TIRG and the other composers of
-:mod:`xmr.compose`, its run config :class:`~xmr.runs.ComposedRunConfig`), evaluated on held-out
-triplets, searched by :class:`.searcher.ComposedSearcher` over the gallery built at training time,
-served by :class:`.service.ComposedService`. It has no joint-space index, captions or images.
+The whole task is this package: its run config (:class:`.config.ComposedRunConfig`), its trainer
+(:func:`.train.train_composed`: TIRG and the other composers of :mod:`xmr.compose` on cached
+features), its jobs (:func:`.jobs.train_composed_run`, :func:`.jobs.evaluate_composed_run`:
+R@1/10/50 on held-out triplets), its searcher (:class:`.searcher.ComposedSearcher`, over the
+gallery built at training time) and its service (:class:`.service.ComposedService`). It has no
+joint-space index, captions or images. The modules load lazily: registering the task imports no torch.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from xmr.tasks.options import FieldMap, SearchOptions, add_encoders, add_optimis
 from xmr.utils.argtypes import positive_int
 
 if TYPE_CHECKING:
-    from xmr.runs import ComposedRunConfig
     from xmr.serve.config import ServeConfig
+    from xmr.tasks.composed.config import ComposedRunConfig
     from xmr.tasks.composed.service import ComposedService
 
 #: option dest -> field of ComposedRunConfig / ComposedTrainConfig
@@ -38,7 +40,7 @@ class ComposedTask(Task["ComposedRunConfig"]):
 
     @property
     def config_class(self) -> type[ComposedRunConfig]:
-        from xmr.runs import ComposedRunConfig
+        from xmr.tasks.composed.config import ComposedRunConfig
 
         return ComposedRunConfig
 
@@ -57,8 +59,8 @@ class ComposedTask(Task["ComposedRunConfig"]):
 
     def config_from_options(self, manifest: str, given: Options) -> ComposedRunConfig:
         from xmr.data.composed_sets import triplets_beside
-        from xmr.runs import ComposedRunConfig
-        from xmr.training.composed import ComposedTrainConfig
+        from xmr.tasks.composed.config import ComposedRunConfig
+        from xmr.tasks.composed.train import ComposedTrainConfig
 
         triplets = given.get("triplets") or triplets_beside(manifest)
         return ComposedRunConfig(manifest=os.path.abspath(manifest), triplets=os.path.abspath(str(triplets)),
@@ -67,7 +69,7 @@ class ComposedTask(Task["ComposedRunConfig"]):
 
     def train(self, config: ComposedRunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
               overwrite: bool = False, given: Options | None = None) -> TrainOutcome:
-        from xmr.workflows.composed import train_composed_run
+        from xmr.tasks.composed.jobs import train_composed_run
 
         r = train_composed_run(config, out_dir, cache_dir=cache_dir, overwrite=overwrite)
         m = r.best_metrics
@@ -77,7 +79,7 @@ class ComposedTask(Task["ComposedRunConfig"]):
 
     def evaluate(self, run_dir: str | Path, given: Options, *, split: str,
                  cache_dir: str | Path | None = None, command: str | None = None) -> EvalOutcome:
-        from xmr.workflows.composed import evaluate_composed_run
+        from xmr.tasks.composed.jobs import evaluate_composed_run
 
         cm = evaluate_composed_run(run_dir, split=split, cache_dir=cache_dir, command=command)
         report = (f"{os.path.basename(os.path.normpath(run_dir))}, composed, split {split} "
@@ -112,8 +114,8 @@ class ComposedTask(Task["ComposedRunConfig"]):
 
 
 def _train_fields() -> FieldMap:
-    from xmr.runs import ComposedRunConfig
-    from xmr.training.composed import ComposedTrainConfig
+    from xmr.tasks.composed.config import ComposedRunConfig
+    from xmr.tasks.composed.train import ComposedTrainConfig
 
     return {ComposedRunConfig: COMPOSED_RUN_FIELDS, ComposedTrainConfig: COMPOSED_TRAIN_FIELDS}
 

@@ -17,7 +17,7 @@ from xmr.encoders.regions import RegionEncoder
 from xmr.errors import XmrError
 from xmr.modality import DEFAULT_K
 from xmr.runs.base import load_run_config
-from xmr.runs.composed import LSTM_CONFIG, ComposedRunConfig
+from xmr.tasks.composed.config import LSTM_CONFIG, ComposedRunConfig
 from xmr.text.word_ids import WordIdsEncoder
 
 

@@ -10,8 +10,8 @@ from xmr.compose.modules import COMPOSERS
 from xmr.encoders import create_text_encoder
 from xmr.errors import XmrError
 from xmr.runs.base import BaseRunConfig
+from xmr.tasks.composed.train import ComposedTrainConfig
 from xmr.text import TEXT_MODELS, TextEncoderConfig
-from xmr.training.composed import ComposedTrainConfig
 
 #: the word-level query encoder of ``text_encoder="lstm"``: TIRG's hidden-512 LSTM, trained from scratch
 LSTM_CONFIG = TextEncoderConfig(kind="lstm", init="random", word_dim=50, hidden=512, out_dim=512, pool="last",

@@ -1,4 +1,4 @@
-"""``xmr train --task composed`` / ``xmr eval --task composed``; the searcher is :mod:`xmr.tasks.composed.searcher`.
+"""``xmr train --task composed`` / ``xmr eval --task composed``; the searcher is :mod:`.searcher`.
 
 A composed run learns f_compose on a composed dataset (a manifest of images + a triplet file,
 :mod:`xmr.data.triplets`): CSS-/CCI-like scenes (:mod:`xmr.data.scenes`), emoji or icon edits
@@ -30,10 +30,10 @@ from xmr.encoders.regions import RegionEncoder, encode_regions
 from xmr.errors import XmrError
 from xmr.evaluation.composed import composed_chance
 from xmr.runs.base import load_run_config, save_run_config, saved_run_matches
-from xmr.runs.composed import LSTM_CONFIG, ComposedRunConfig
+from xmr.tasks.composed.config import LSTM_CONFIG, ComposedRunConfig
+from xmr.tasks.composed.train import ComposedData, ComposedResult, evaluate_composed, train_composed
 from xmr.text import Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
-from xmr.training.composed import ComposedData, ComposedResult, evaluate_composed, train_composed
 from xmr.training.folder import refuse_other_config
 from xmr.utils.io import atomic_save_file, save_json
 from xmr.workflows.features import feature_cache_dir
