@@ -78,9 +78,9 @@ def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: 
     train = (TrainConfig.from_flat(loss="instance", then="instance+rank", stage1_epochs=3, rank_loss="vse++", **common)
              if args.two_stage else TrainConfig.from_flat(loss="infonce", **common))
     augment = AugmentConfig(views=args.augment_views, kinds=tuple(args.augment)) if args.augment else AugmentConfig()
-    cfg = RunConfig(manifest=str(emoji), eval_texts_per_item=EVAL_TEXTS_PER_ITEM, train=train,
-                    extra_train=sources, finetune_image_blocks=n, finetune_text_layers=args.text_layers,
-                    augment=augment)
+    cfg = RunConfig.from_flat(manifest=str(emoji), eval_texts_per_item=EVAL_TEXTS_PER_ITEM, train=train,
+                              extra_train=sources, finetune_image_blocks=n, finetune_text_layers=args.text_layers,
+                              augment=augment)
     run = args.runs / run_name(args, n, seed)
     history = run / "history.json"
     epochs_before = len(load_json(history)) if history.is_file() else 0

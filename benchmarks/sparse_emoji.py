@@ -64,9 +64,10 @@ def run_config(manifest: Path, fraction: float, variant: str, seed: int) -> RunC
     train = TrainConfig.from_flat(loss="vse++", margin=0.2, epochs=12, vse0_warmup_epochs=2, batch_size=64,
                                   steps_per_epoch=40, lr=5e-4, weight_decay=1e-6, grad_clip=2.0, patience=0, seed=seed,
                                   adversarial=adversarial)
-    return RunConfig(manifest=str(manifest), image_encoder="efficientnet-lite0-regions", text_encoder="minilm-l6",
-                     eval_texts_per_item=EVAL_TEXTS_PER_ITEM, embed_dim=256, head="linear", hidden_dim=256,
-                     dropout=0.0, image_head=head, sparse=f"{fraction:g}x1", pseudo_texts=pseudo, train=train)
+    return RunConfig.from_flat(manifest=str(manifest), image_encoder="efficientnet-lite0-regions",
+                               text_encoder="minilm-l6", eval_texts_per_item=EVAL_TEXTS_PER_ITEM, embed_dim=256,
+                               head="linear", hidden_dim=256, dropout=0.0, image_head=head, sparse=f"{fraction:g}x1",
+                               pseudo_texts=pseudo, train=train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import pytest
 from xmr.cli import build_parser, train_config_from_args
 from xmr.errors import XmrError
 from xmr.objectives import GenerativeConfig
-from xmr.runs import RunConfig
+from xmr.runs import FinetuneConfig, RunConfig
 from xmr.tasks.composed.config import ComposedRunConfig
 from xmr.tasks.composed.train import ComposedTrainConfig
 from xmr.text import TextEncoderConfig
@@ -138,8 +138,8 @@ def test_the_new_training_options_build_the_same_config_as_the_api(tmp_path: Pat
                "--finetune-text-layers", "1", "--finetune-text-length", "16", "--cross-style", "0.5")
     api = RunConfig(manifest=os.path.abspath(m),
                     extra_train=(TrainSource(str(tmp_path / "icons.jsonl"), ("train", "val"), 0.5),),
-                    augment=AugmentConfig(views=2, kinds=("crop", "grey")), finetune_image_blocks=3,
-                    finetune_text_layers=1, finetune_text_length=16,
+                    augment=AugmentConfig(views=2, kinds=("crop", "grey")),
+                    finetune=FinetuneConfig(image_blocks=3, text_layers=1, text_length=16),
                     train=TrainConfig.from_flat(finetune_lr=5e-5, ema_decay=0.99, cross_style=0.5))
     assert cli == api
 

@@ -13,7 +13,7 @@ from xmr.bench.shapes import make_shapes_dataset
 from xmr.cli import main
 from xmr.errors import XmrError
 from xmr.models import load_model
-from xmr.runs import RunConfig
+from xmr.runs import FinetuneConfig, RunConfig
 from xmr.search import Searcher
 
 from hostile import interrupt_at_epoch
@@ -126,7 +126,7 @@ def test_bad_finetuning_options_are_one_line(tmp_path: Path, capsys: pytest.Capt
 
 def test_a_finetuned_config_refuses_a_region_head() -> None:
     with pytest.raises(XmrError, match="takes no image_head"):
-        RunConfig(manifest="/m", finetune_image_blocks=1, image_head="region-mean")
+        RunConfig(manifest="/m", finetune=FinetuneConfig(image_blocks=1), image_head="region-mean")
 
 
 def test_a_stale_or_damaged_trunk_cache_is_rebuilt_not_trained_on(data: tuple[Path, Path], tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ import pytest
 from xmr.errors import XmrError
 from xmr.runs import (
     BaseRunConfig,
+    FinetuneConfig,
     RunConfig,
+    SparseDataConfig,
     load_run_config,
     read_task_name,
     save_run_config,
@@ -40,7 +42,8 @@ def test_every_task_has_one_run_config_type() -> None:
 
 
 @pytest.mark.parametrize("cfg", [
-    RunConfig(manifest="/d/m.jsonl", embed_dim=64, train=TrainConfig(loss="vse++", epochs=3), sparse="0.1x1"),
+    RunConfig(manifest="/d/m.jsonl", embed_dim=64, train=TrainConfig(loss="vse++", epochs=3),
+              sparse=SparseDataConfig("0.1x1")),
     ComposedRunConfig(manifest="/d/m.jsonl", triplets="/d/t.jsonl", composer="concat",
                       train=ComposedTrainConfig(epochs=4)),
 ])
@@ -98,3 +101,37 @@ def test_removed_empty_fields_are_tolerated_and_a_config_is_of_its_own_task(tmp_
     assert load_any_run_config(tmp_path) == load_run_config(tmp_path, RunConfig) == RunConfig(manifest="/m")
     with pytest.raises(XmrError, match="'retrieval' run config, not 'composed'"):
         RunConfig(manifest="/m", task="composed")
+
+
+def test_paper_features_saved_flat_load_nested_and_match(tmp_path: Path) -> None:
+    """A ``run.json`` written before the paper features were grouped holds them flat: it loads as the nested
+    configs and matches a new config of the same settings, which is written nested; settings that use
+    nothing are no config at all."""
+    flat = {"manifest": "/m", "finetune_image_blocks": 2, "finetune_freeze_bn": False, "finetune_text_layers": 0,
+            "finetune_text_length": 32, "sparse": "0.2x1", "sparse_by_group": False, "pseudo_texts": "global"}
+    cfg = RunConfig(manifest="/m", finetune=FinetuneConfig(image_blocks=2, freeze_bn=False),
+                    sparse=SparseDataConfig("0.2x1", by_group=False, pseudo_texts="global"))
+    assert RunConfig.from_flat(flat) == cfg and cfg.train.components.sparse is not None  # pseudo pairs: A3VSE's terms
+    _write(tmp_path, {**flat, "train": {"loss": "infonce", "pseudo_beta": 0.8}})  # TrainConfig's settings flat too
+    assert load_run_config(tmp_path, RunConfig) == cfg and saved_run_matches(tmp_path, cfg)
+    assert not saved_run_matches(tmp_path, dataclasses.replace(cfg, finetune=None))
+    save_run_config(tmp_path, cfg)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["finetune"] == {"image_blocks": 2, "freeze_bn": False, "text_layers": 0, "text_length": 32}
+    assert saved["sparse"] == {"spec": "0.2x1", "by_group": False, "pseudo_texts": "global"}
+    assert not {"finetune_image_blocks", "sparse_by_group", "pseudo_texts"} & set(saved)
+    assert load_run_config(tmp_path, RunConfig) == cfg
+    unused = {**flat, "finetune_image_blocks": 0, "sparse": None, "pseudo_texts": None}
+    assert RunConfig.from_flat(unused) == RunConfig(manifest="/m")
+    _write(tmp_path, unused)
+    assert load_run_config(tmp_path, RunConfig) == RunConfig(manifest="/m")
+    with pytest.raises(XmrError, match="fine-tunes neither encoder"):
+        FinetuneConfig(image_blocks=0)
+    assert SparseDataConfig("0.2X1").spec == "0.2x1"
+    with pytest.raises(XmrError, match="sparse is a SparseDataConfig or None, not '0.2x1'"):
+        RunConfig(manifest="/m", sparse="0.2x1")  # type: ignore[arg-type]  # the flat form: RunConfig.from_flat's
+    with pytest.raises(XmrError, match="neither a spec nor pseudo_texts"):
+        SparseDataConfig(by_group=False)
+    _write(tmp_path, {"manifest": "/m", "finetune": {"image_blocks": "two"}})
+    with pytest.raises(XmrError, match=r"\(finetune\): field 'image_blocks'"):
+        load_run_config(tmp_path, RunConfig)

@@ -129,7 +129,7 @@ def test_train_run_with_pseudo_texts_and_adversarial(tmp_path: Path, capsys: pyt
     manifest = make_shapes_dataset(tmp_path / "data", copies=2)
     train = TrainConfig.from_flat(loss="vse++", epochs=4, vse0_warmup_epochs=1, batch_size=8, steps_per_epoch=3,
                                   lr=3e-3, patience=0, adversarial=True, grad_clip=2.0)
-    cfg = RunConfig(manifest=str(manifest), train=train, **ARGS)  # type: ignore[arg-type]
+    cfg = RunConfig.from_flat(manifest=str(manifest), train=train, **ARGS)
     run, cache = tmp_path / "run", tmp_path / "cache"
     res = train_run(cfg, run, cache_dir=cache, labeller=_colour_labeller())
     sparse = json.loads((run / "sparse.json").read_text())
@@ -173,8 +173,8 @@ def test_pseudo_pairs_change_training(tmp_path: Path) -> None:
         train = TrainConfig.from_flat(loss="vse++", epochs=3, vse0_warmup_epochs=1, batch_size=8, steps_per_epoch=3,
                                       patience=0, pseudo_beta=beta)
         # dropout off: the pseudo batch's forward pass would otherwise draw other dropout masks
-        cfg = RunConfig(manifest=str(manifest), train=train, dropout=0.0,
-                        **{**ARGS, "pseudo_texts": pseudo})  # type: ignore[arg-type]
+        cfg = RunConfig.from_flat(manifest=str(manifest), train=train, dropout=0.0,
+                                  **{**ARGS, "pseudo_texts": pseudo})
         rows[name] = train_run(cfg, tmp_path / name, cache_dir=cache, labeller=_colour_labeller()).history
     assert rows["plain"][-1]["train_loss"] == pytest.approx(rows["beta1"][-1]["train_pair_loss"], rel=1e-6)
     assert rows["beta08"][-1]["train_pair_loss"] != pytest.approx(rows["plain"][-1]["train_loss"], rel=1e-6)

@@ -20,6 +20,7 @@ from xmr.runs.base import (
     saved_run_matches,
 )
 from xmr.runs.config import RunConfig, load_run, run_encoders, run_items
+from xmr.runs.paper_features import FinetuneConfig, SparseDataConfig
 
-__all__ = ["RUN_FILE", "BaseRunConfig", "RunConfig", "load_run", "load_run_config", "read_task_name", "run_encoders",
-           "run_items", "save_run_config", "saved_run_matches"]
+__all__ = ["RUN_FILE", "BaseRunConfig", "FinetuneConfig", "RunConfig", "SparseDataConfig", "load_run",
+           "load_run_config", "read_task_name", "run_encoders", "run_items", "save_run_config", "saved_run_matches"]

@@ -12,22 +12,19 @@ from typing import Any, ClassVar, TypedDict
 
 from xmr.data.manifest import Item, select_split
 from xmr.data.readers import read_items
-from xmr.data.sparse import SparseSpec
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.encoders.augment import AugmentConfig, check_augmentable
 from xmr.encoders.base import check_declared_side, is_encoder_name, resolve_encoder
-from xmr.encoders.text_trunk import TextTrunkEncoder, check_tail_layers
-from xmr.encoders.trunk import TrunkEncoder, check_tail_blocks
-from xmr.errors import Param, XmrError
+from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, ModelConfig, load_model
 from xmr.objectives import Fit, check_fit
-from xmr.objectives.sparse import SparseAlignmentConfig
 from xmr.runs.base import RUN_FILE, BaseRunConfig, load_run_config
-from xmr.semantics.labeller import PSEUDO_TEXT_KINDS
+from xmr.runs.paper_features import PAPER_FEATURES, FinetuneConfig, SparseDataConfig, upgrade_flat
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
 from xmr.training import TrainConfig
+from xmr.utils.json_types import fields_by_owner
 
 #: the head settings a run passes to its model, with ModelConfig's defaults (their one source)
 HEAD_FIELDS = ("embed_dim", "head", "hidden_dim", "dropout", "similarity", "two_branch", "image_head")
@@ -109,26 +106,12 @@ class RunConfig(BaseRunConfig):
         image_head: the image side's head if not ``head``: ``region-attention`` (A3VSE's K-head
             attention over regions) or ``region-mean`` need a region image encoder such as
             ``efficientnet-lite0-regions``.
-        sparse: keep texts for a seeded fraction of the training images only
-            (:class:`~xmr.data.sparse.SparseSpec`, e.g. ``"0.1x1"``; seed ``train.seed``); the
-            other training images are un-annotated.
-        sparse_by_group: draw the annotated fraction over item groups (all drawings of one
-            emoji annotated or none), not single images.
-        pseudo_texts: pair un-annotated training images with pseudo-texts from their ImageNet
-            labels, ``regional`` or ``global`` (A3VSE; :mod:`xmr.workflows.pseudo_texts`).
         extra_train: more training manifests (:class:`TrainSource`), each with its splits and
             weight; validation and test stay the run's own manifest's.
-        finetune_image_blocks: fine-tune the last N blocks of the image encoder with the heads
-            (EfficientNet-Lite0: 16 MBConv blocks, then the 1x1 head conv, which any N >= 1
-            includes; 0: the encoder stays frozen). The frozen trunk's output is cached once
-            (float16, :mod:`xmr.encoders.trunk`) and each epoch runs only the tail, at
-            ``train.finetune_lr``; the tail is saved with the model, so eval / index / search use it.
-        finetune_freeze_bn: keep the tail's BatchNorm statistics (ImageNet's) frozen; their
-            scale and shift still train.
-        finetune_text_layers: fine-tune the last N transformer layers of the (frozen) text
-            encoder, minilm-l6: 1..6 (0: frozen); the trunk's token states are cached (float16,
-            :mod:`xmr.encoders.text_trunk`) at ``finetune_text_length`` tokens per text (longer
-            texts are cut there; a warning counts them).
+        finetune: the encoders' fine-tuned last blocks / layers
+            (:class:`~xmr.runs.paper_features.FinetuneConfig`); None: both encoders frozen.
+        sparse: A3VSE's data, a thinned training split and pseudo-texts for its un-annotated images
+            (:class:`~xmr.runs.paper_features.SparseDataConfig`); None: every training text.
         augment: training views of every training image (:class:`~xmr.encoders.augment.AugmentConfig`;
             ``views=0``: none); one of the plain and the augmented views is drawn per image and epoch.
         task: ``"retrieval"``.
@@ -151,15 +134,10 @@ class RunConfig(BaseRunConfig):
     two_branch: float | None = _HEAD_DEFAULTS["two_branch"]
     text_model: TextEncoderConfig | None = None
     image_head: str | None = _HEAD_DEFAULTS["image_head"]
-    sparse: str | None = None
-    sparse_by_group: bool = True
-    pseudo_texts: str | None = None
     extra_train: tuple[TrainSource, ...] = ()
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    finetune_image_blocks: int = 0
-    finetune_freeze_bn: bool = True
-    finetune_text_layers: int = 0
-    finetune_text_length: int = 32
+    finetune: FinetuneConfig | None = None
+    sparse: SparseDataConfig | None = None
     task: str = field(default="retrieval", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -168,64 +146,79 @@ class RunConfig(BaseRunConfig):
         check_declared_side(self.image_encoder, "image")
         if self.image_head is not None:
             HEADS.get(self.image_head)
-        if self.sparse is not None:
-            try:
-                object.__setattr__(self, "sparse", str(SparseSpec.parse(self.sparse)))
-            except XmrError as e:
-                raise XmrError(str(e)) from None
-        if self.pseudo_texts is not None and self.pseudo_texts not in PSEUDO_TEXT_KINDS:
-            raise XmrError(f"pseudo_texts must be one of {', '.join(PSEUDO_TEXT_KINDS)}, got {self.pseudo_texts!r}")
-        if self.pseudo_texts is not None and self.train.components.sparse is None:  # A3VSE's terms, at their defaults
+        for name, feature in PAPER_FEATURES.items():
+            if not isinstance(getattr(self, name), feature | None):
+                raise XmrError("{name} is a {cls} or None, not {value}; RunConfig.from_flat reads its flat settings",
+                               name=name, cls=feature.__name__, value=repr(getattr(self, name)))
+        inputs = self.objective_fit.inputs
+        if inputs:  # the components the data feeds, at their defaults unless given (pseudo pairs: A3VSE's terms)
             object.__setattr__(self, "train", dataclasses.replace(
-                self.train, components=dataclasses.replace(self.train.components, sparse=SparseAlignmentConfig())))
-        if self.text_encoder in TEXT_MODELS.names():
-            if self.text_model is None:
-                object.__setattr__(self, "text_model", TextEncoderConfig(kind=self.text_encoder))  # type: ignore[arg-type]  # a TEXT_MODELS name, checked above
-            elif self.text_model.kind != self.text_encoder:
-                raise XmrError(f"text_encoder {self.text_encoder!r} but text_model.kind {self.text_model.kind!r}")
-        else:
-            if not is_encoder_name(self.text_encoder):
-                known = sorted([*ENCODERS.names(), *TEXT_MODELS.names()])
-                raise XmrError(f"unknown text encoder {self.text_encoder!r}; known: {', '.join(known)}")
-            check_declared_side(self.text_encoder, "text")
-            if self.text_model is not None:
-                raise XmrError(f"text_model settings need a word-level text encoder "
-                                 f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
+                self.train, components=self.train.components.with_inputs(inputs)))
+        self._check_text_encoder()
         HEADS.get(self.head)
         if self.augment.views:
             check_augmentable(resolve_encoder(self.image_encoder)[0], self.image_encoder)
-        if self.finetune_image_blocks:
-            blocks = getattr(resolve_encoder(self.image_encoder)[0], "n_blocks", None)
-            if not isinstance(blocks, int):
-                raise XmrError(f"image encoder {self.image_encoder!r} cannot be fine-tuned (it is not split into "
-                               "blocks; efficientnet-lite0 is)")
-            check_tail_blocks(self.finetune_image_blocks, blocks, self.image_encoder)
-            if self.image_head is not None:
-                raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no {param}",
-                               param=Param("image_head"))
-        if self.finetune_text_layers:
-            layers = getattr(resolve_encoder(self.text_encoder)[0], "n_layers", None)
-            if self.text_model is not None or not isinstance(layers, int):
-                raise XmrError(f"text encoder {self.text_encoder!r} cannot be fine-tuned by layers (minilm-l6 can)")
-            check_tail_layers(self.finetune_text_layers, layers, self.text_encoder)
+        if self.finetune is not None:
+            self.finetune.check_encoders(self.image_encoder, self.text_encoder, image_head=self.image_head,
+                                         word_level=self.text_model is not None)
         if self.eval_texts_per_item is not None and self.eval_texts_per_item < 1:
             raise XmrError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
         SIMILARITIES.get(self.similarity)  # an unknown similarity, listing the known ones
         check_fit(self.train, self.train.components, self.objective_fit)
 
+    def _check_text_encoder(self) -> None:
+        """A word-level text model's settings (filled in at their defaults), or a registered text encoder."""
+        if self.text_encoder in TEXT_MODELS.names():
+            if self.text_model is None:
+                object.__setattr__(self, "text_model", TextEncoderConfig(kind=self.text_encoder))  # type: ignore[arg-type]  # a TEXT_MODELS name, checked above
+            elif self.text_model.kind != self.text_encoder:
+                raise XmrError(f"text_encoder {self.text_encoder!r} but text_model.kind {self.text_model.kind!r}")
+            return
+        if not is_encoder_name(self.text_encoder):
+            known = sorted([*ENCODERS.names(), *TEXT_MODELS.names()])
+            raise XmrError(f"unknown text encoder {self.text_encoder!r}; known: {', '.join(known)}")
+        check_declared_side(self.text_encoder, "text")
+        if self.text_model is not None:
+            raise XmrError(f"text_model settings need a word-level text encoder "
+                           f"({', '.join(TEXT_MODELS.names())}), not {self.text_encoder!r}")
+
     @property
     def objective_fit(self) -> Fit:
         """What the run's objective components are checked against (its similarity, branches, pseudo pairs)."""
         return Fit(self.similarity, self.two_branch is not None,
-                   frozenset({"sparse"} if self.pseudo_texts is not None else ()))
+                   self.sparse.inputs if self.sparse is not None else frozenset())
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any] | None = None, /, **more: Any) -> RunConfig:
+        """The config that flat settings describe: this class's fields, with each paper feature's settings
+        under its flat name (``finetune_image_blocks``, ``finetune_freeze_bn``, ``finetune_text_layers``,
+        ``finetune_text_length``; ``sparse``: the spec string, ``sparse_by_group``, ``pseudo_texts``), as
+        the CLI's options and older files name them; a feature whose settings use nothing is None."""
+        values = {**(flat or {}), **more}
+        for name, feature in PAPER_FEATURES.items():
+            if not isinstance(values.get(name), feature):  # a feature given nested is taken as it is
+                settings = {k: values.pop(k) for k in feature.FLAT if k in values}
+                if settings:
+                    values[name] = feature.from_flat(settings)
+        return cls(**values)
+
+    @classmethod
+    def fields_by_class(cls, by_dest: Mapping[str, str]) -> dict[type, dict[str, str]]:
+        """``{config dataclass: {option dest: field}}`` of options that fill flat settings (``{dest: flat
+        name}``, as :meth:`from_flat` reads them): this class's fields, and each paper feature's setting's
+        field of its config class (where the help reads each default)."""
+        owners = {old: (feature, name) for feature in PAPER_FEATURES.values() for old, name in feature.FLAT.items()}
+        return fields_by_owner(by_dest, owners, cls)
 
     @classmethod
     def upgrade_saved(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
-        """A saved ``run.json`` in today's form: its ``train`` upgraded knowing whether the run had pseudo
-        pairs (:meth:`~xmr.training.TrainConfig.upgrade_saved`)."""
-        out = dict(saved)
+        """A saved ``run.json`` in today's form: the paper features' flat settings nested
+        (:func:`~xmr.runs.paper_features.upgrade_flat`), and its ``train`` upgraded knowing whether the run
+        had pseudo pairs (:meth:`~xmr.training.TrainConfig.upgrade_saved`)."""
+        out = upgrade_flat(saved)
         if isinstance(out.get("train"), dict):
-            pseudo = ("sparse",) if out.get("pseudo_texts") is not None else ()
+            sparse = out.get("sparse")
+            pseudo = ("sparse",) if isinstance(sparse, dict) and sparse.get("pseudo_texts") is not None else ()
             out["train"] = TrainConfig.upgrade_saved(out["train"], inputs=pseudo)
         return out
 
@@ -279,12 +272,12 @@ def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> RunEncoders
     vocabulary: the trained model's ``vocab``), so it is required then.
     """
     image_encoder: ImageEncoder = create_image_encoder(cfg.image_encoder)
-    if cfg.finetune_image_blocks:  # the trunk's activations; the model's tail does the rest
-        image_encoder = TrunkEncoder(image_encoder, cfg.finetune_image_blocks)
+    if cfg.finetune is not None:
+        image_encoder = cfg.finetune.image_trunk(image_encoder)
     if cfg.text_model is None:
         text_encoder: TextEncoder = create_text_encoder(cfg.text_encoder)
-        if cfg.finetune_text_layers:  # the trunk's token states; the model's text tail does the rest
-            text_encoder = TextTrunkEncoder(text_encoder, cfg.finetune_text_layers, cfg.finetune_text_length)
+        if cfg.finetune is not None:
+            text_encoder = cfg.finetune.text_trunk(text_encoder)
         return {"image_encoder": image_encoder, "text_encoder": text_encoder}
     if vocab is None:
         raise XmrError(f"the run's {cfg.text_encoder} text model needs its vocabulary (the model's vocab.json)")

@@ -20,6 +20,7 @@ from xmr.objectives.components import flat_fields
 from xmr.objectives.instance import INSTANCE
 from xmr.objectives.pair import loss_kwargs
 from xmr.utils.io import to_jsonable
+from xmr.utils.json_types import fields_by_owner
 from xmr.utils.numbers import check_finite_fields
 
 #: the JSON key of the component configs
@@ -115,12 +116,7 @@ class TrainConfig:
         """``{config dataclass: {option dest: field}}`` of options that fill flat settings (``{dest: flat
         name}``, as :meth:`from_flat` reads them): this class's fields, and each component setting's field
         of its component's config class (where the help reads each default)."""
-        owners = flat_fields()
-        out: dict[type, dict[str, str]] = {}
-        for dest, name in by_dest.items():
-            owner, field_name = owners.get(name, (cls, name))
-            out.setdefault(owner, {})[dest] = field_name
-        return out
+        return fields_by_owner(by_dest, flat_fields(), cls)
 
     @property
     def final_objective(self) -> str:

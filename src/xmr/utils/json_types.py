@@ -8,6 +8,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from xmr.errors import XmrError
@@ -69,3 +70,19 @@ def _type_name(hint: Any) -> str:
     if origin is dict:
         return "an object"
     return {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(hint, str(hint))
+
+
+def fields_by_owner(by_dest: Mapping[str, str], owners: Mapping[str, tuple[type, str]],
+                    default: type) -> dict[type, dict[str, str]]:
+    """``{config dataclass: {option dest: field}}`` of options that fill a config's flat settings.
+
+    Args:
+        by_dest: option dest -> the flat setting it fills.
+        owners: flat setting -> (the nested config class that holds it, its field there).
+        default: the class of a flat setting ``owners`` does not name (a field of its own, same name).
+    """
+    out: dict[type, dict[str, str]] = {}
+    for dest, flat in by_dest.items():
+        owner, name = owners.get(flat, (default, flat))
+        out.setdefault(owner, {})[dest] = name
+    return out

@@ -68,7 +68,7 @@ def index_shards(run_dir: str | Path, job: IndexJob) -> Path:
         raise XmrError("{shards}: give the folder of feature shards to index", shards=Param("shards"))
     run_dir, folder = Path(run_dir), Path(job.shards)
     cfg, model = load_run(run_dir)
-    if cfg.finetune_image_blocks or cfg.finetune_text_layers or cfg.text_model is not None:
+    if cfg.finetune is not None or cfg.text_model is not None:
         raise XmrError("{run} reads trunk activations or word ids, not the frozen features shards hold: index it "
                        "with {manifest}", run=str(run_dir), manifest=Param("manifest"))
     plan = read_plan(folder)

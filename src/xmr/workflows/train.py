@@ -19,6 +19,7 @@ from xmr.errors import Param, XmrError
 from xmr.models import ModelConfig
 from xmr.runs.base import save_run_config, saved_run_matches
 from xmr.runs.config import RunConfig, head_settings, run_encoders, run_items
+from xmr.runs.paper_features import FinetuneConfig
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
@@ -47,9 +48,9 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     * A word-level text model (``config.text_model``) gets its vocabulary from the training
       texts (pseudo-texts included); it is saved beside the run (``vocab.json``) and inside
       every checkpoint.
-    * ``config.sparse`` thins the training split (``sparse.json`` records which images kept
+    * ``config.sparse.spec`` thins the training split (``sparse.json`` records which images kept
       texts); training images left without texts are un-annotated. With
-      ``config.pseudo_texts`` they are paired with pseudo-texts (``pseudo_texts.jsonl``, made
+      ``config.sparse.pseudo_texts`` they are paired with pseudo-texts (``pseudo_texts.jsonl``, made
       by ``labeller``; None: the ImageNet labeller) and trained on as A3VSE's pseudo pairs.
     * An unreadable image (or a bad manifest row) is refused unless ``skip_bad``; then the
       items left out are listed in ``skipped.jsonl``.
@@ -70,12 +71,13 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
 def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None, overwrite: bool,
                   show_progress: bool | None, labeller: ImageNetLabeller | None, skip_bad: bool) -> TrainResult:
     items = run_items(config, skip_bad=skip_bad)
-    if config.sparse is not None:
-        corpus = sparsify(items, config.sparse, seed=config.train.seed, split=config.train_split,
-                          by_group=config.sparse_by_group)
+    sparse = config.sparse
+    if sparse is not None and sparse.spec is not None:
+        corpus = sparsify(items, sparse.spec, seed=config.train.seed, split=config.train_split,
+                          by_group=sparse.by_group)
         items = list(corpus.items)
         save_json(out / "sparse.json", corpus.summary())
-        log.info("sparse %s: %d training images keep %d texts, %d are un-annotated", config.sparse,
+        log.info("sparse %s: %d training images keep %d texts, %d are un-annotated", sparse.spec,
                  len(corpus.annotated), corpus.n_pairs, len(corpus.unannotated))
     train_items = [it for it in select_split(items, config.train_split) if it.texts]
     if not train_items:
@@ -87,11 +89,11 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     extra_items, extra_weight = extra_training_items(config, skip_bad=skip_bad)
     train_items += extra_items
     pseudo_items: list[Item] = []
-    if config.pseudo_texts is not None:
+    if sparse is not None and sparse.pseudo_texts is not None:
         unannotated = [it for it in select_split(items, config.train_split) if not it.texts]
         if not unannotated:
             raise XmrError("pseudo-texts need un-annotated training images; thin the training split with sparse")
-        pseudo_items = make_pseudo_items(unannotated, config.pseudo_texts, cache_dir=cache_dir, labeller=labeller)
+        pseudo_items = make_pseudo_items(unannotated, sparse.pseudo_texts, cache_dir=cache_dir, labeller=labeller)
         write_manifest(pseudo_items, out / "pseudo_texts.jsonl")
     vocab = None
     if config.text_model is not None:
@@ -117,7 +119,7 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     # fine-tuning: an encoder that feeds a trainable tail declares it; the head sees the tail's output
     image_dim, image_tail = _tail_of(encoders["image_encoder"], config.image_encoder)
     if image_tail is not None:
-        image_tail["freeze_bn"] = config.finetune_freeze_bn
+        image_tail["freeze_bn"] = config.finetune.freeze_bn if config.finetune is not None else FinetuneConfig.freeze_bn
     text_dim, text_tail = _tail_of(encoders["text_encoder"], config.text_encoder)
     if config.text_model is not None:  # a word-level model's "features" are id rows; the head sees its output
         text_dim = config.text_model.out_dim

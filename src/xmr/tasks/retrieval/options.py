@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from xmr.runs import RunConfig
     from xmr.text import TextEncoderConfig
 
-#: option dest -> field of RunConfig / TrainConfig / TextEncoderConfig / AugmentConfig
+#: option dest -> field of RunConfig / TrainConfig / TextEncoderConfig / AugmentConfig (RUN_FIELDS and TRAIN_FIELDS:
+#: the flat names that RunConfig.from_flat / TrainConfig.from_flat read)
 RUN_FIELDS = {"image_encoder": "image_encoder", "text_encoder": "text_encoder", "train_split": "train_split",
               "val_split": "val_split", "eval_texts_per_item": "eval_texts_per_item", "embed_dim": "embed_dim",
               "head": "head", "hidden_dim": "hidden_dim", "similarity": "similarity", "two_branch": "two_branch",
@@ -51,8 +52,8 @@ def train_fields() -> FieldMap:
     from xmr.text import TextEncoderConfig
     from xmr.training import TrainConfig
 
-    return {RunConfig: RUN_FIELDS, **TrainConfig.fields_by_class(TRAIN_FIELDS), TextEncoderConfig: TEXT_MODEL_FIELDS,
-            AugmentConfig: AUGMENT_FIELDS}
+    return {**RunConfig.fields_by_class(RUN_FIELDS), **TrainConfig.fields_by_class(TRAIN_FIELDS),
+            TextEncoderConfig: TEXT_MODEL_FIELDS, AugmentConfig: AUGMENT_FIELDS}
 
 
 def add_train_options(parser: OptionParser) -> None:
@@ -221,10 +222,10 @@ def config_from_options(manifest: str, given: Options) -> RunConfig:
                 raise XmrError("{option} applies to {needs} N only", option=Param("train_bn_stats"),
                                needs=Param("finetune_image_blocks"))
             run["finetune_freeze_bn"] = False
-        return RunConfig(manifest=os.path.abspath(manifest),
-                         image_root=os.path.abspath(str(root)) if root else None,
-                         train=train, text_model=text_model, extra_train=extra,
-                         augment=AugmentConfig(**augment), **run)
+        return RunConfig.from_flat(run, manifest=os.path.abspath(manifest),
+                                   image_root=os.path.abspath(str(root)) if root else None,
+                                   train=train, text_model=text_model, extra_train=extra,
+                                   augment=AugmentConfig(**augment))
     except XmrError as e:  # the dataclasses' own validation: a bad option value
         raise e.prefixed("invalid training option: ") from None
 
