@@ -376,3 +376,29 @@ def test_every_param_an_error_names_is_an_option() -> None:
 def test_cli_wording_of_a_param(param: Param, worded: str) -> None:
     assert cli_wording(param) == worded
     assert param.python() == (param.name if param.value is NO_VALUE else f"{param.name}={param.value!r}")
+
+
+def _template_problems() -> list[str]:
+    """Every ``XmrError(template, **fields)`` call whose template has a placeholder that is not one of
+    its fields, or one with a conversion or format spec (``{value!r}``): those stay as written."""
+    placeholder = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)([!:][^{}]*)?\}")
+    problems = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and node.args and node.keywords
+                    and getattr(node.func, "id", getattr(node.func, "attr", None)) == "XmrError"):
+                continue
+            keys = {k.arg for k in node.keywords}
+            parts = [node.args[0]] if isinstance(node.args[0], ast.Constant) else \
+                [v for v in getattr(node.args[0], "values", []) if isinstance(v, ast.Constant)]
+            for part in parts:
+                for m in placeholder.finditer(str(part.value)):
+                    if m.group(2) or (None not in keys and m.group(1) not in keys):
+                        problems.append(f"{path.relative_to(SRC)}:{node.lineno}: {m.group(0)}")
+    return problems
+
+
+def test_every_template_placeholder_is_a_plain_field() -> None:
+    assert _template_problems() == []
+    e = XmrError("invalid {field}: {value}", field="batch_size", value=repr(1))
+    assert str(e) == "invalid batch_size: 1"

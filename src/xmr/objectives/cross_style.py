@@ -33,7 +33,7 @@ class CrossStyleConfig:
     def __post_init__(self) -> None:
         check_finite_fields(self)
         if not self.weight > 0:
-            raise XmrError("invalid {field}: {value!r}", field="cross_style", value=self.weight)
+            raise XmrError("invalid {field}: {value}", field="cross_style", value=repr(self.weight))
 
 
 def group_partners(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -102,7 +102,7 @@ class GenerativeConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise XmrError("invalid {field}: {value!r}", field=name, value=getattr(self, name))
+                raise XmrError("invalid {field}: {value}", field=name, value=repr(getattr(self, name)))
 
     def caption_gamma(self, epoch: int, epochs: int) -> float:
         """Eq. 7's gamma in 0-based ``epoch`` of ``epochs``: 0 in the XE-only epochs (and without

@@ -65,7 +65,7 @@ class InstanceConfig:
             raise XmrError("then={then}: only loss='instance' has a second stage, and it must be {rank}",
                            then=repr(self.then), rank=repr(INSTANCE_RANK))
         if self.stage1_epochs < 0:
-            raise XmrError("invalid {field}: {value!r}", field="stage1_epochs", value=self.stage1_epochs)
+            raise XmrError("invalid {field}: {value}", field="stage1_epochs", value=repr(self.stage1_epochs))
 
     def check_train(self, train: TrainSettings) -> None:
         """Stage I must leave epochs to Stage II."""

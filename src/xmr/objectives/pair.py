@@ -55,9 +55,9 @@ class HardestConfig:
     def __post_init__(self) -> None:
         check_finite_fields(self)
         if self.vse0_warmup_epochs < 0:
-            raise XmrError("invalid {field}: {value!r}", field="vse0_warmup_epochs", value=self.vse0_warmup_epochs)
+            raise XmrError("invalid {field}: {value}", field="vse0_warmup_epochs", value=repr(self.vse0_warmup_epochs))
         if self.collapse_epochs < 1:
-            raise XmrError("invalid {field}: {value!r}", field="collapse_epochs", value=self.collapse_epochs)
+            raise XmrError("invalid {field}: {value}", field="collapse_epochs", value=repr(self.collapse_epochs))
 
     def check_train(self, train: TrainSettings) -> None:
         """The warm-up must leave epochs to train the loss itself."""

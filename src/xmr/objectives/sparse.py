@@ -79,7 +79,7 @@ class SparseAlignmentConfig:
                   "adv_weights": len(self.adv_weights) == len(PAIR_NAMES) and all(w >= 0 for w in self.adv_weights)}
         for name, ok in checks.items():
             if not ok:
-                raise XmrError("invalid {field}: {value!r}", field=name, value=getattr(self, name))
+                raise XmrError("invalid {field}: {value}", field=name, value=repr(getattr(self, name)))
         object.__setattr__(self, "adv_weights", tuple(float(w) for w in self.adv_weights))  # JSON lists too
 
 

@@ -82,7 +82,7 @@ class TrainConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise XmrError("invalid {field}: {value!r}", field=name, value=getattr(self, name))
+                raise XmrError("invalid {field}: {value}", field=name, value=repr(getattr(self, name)))
         for _, config in self.components.present():
             check = getattr(config, "check_train", None)
             if check is not None:
