@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from xmr.errors import XmrError
+from xmr.errors import Call, XmrError
 from xmr.utils.io import load_json_object, matches_saved, save_json, without_removed_fields
 from xmr.utils.json_types import check_json_types
 
@@ -178,6 +178,6 @@ def saved_run_matches(out_dir: str | Path, cfg: BaseRunConfig) -> bool:
 def _run_file(run_dir: str | Path) -> Path:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
-        raise XmrError("{run} is not an xmr run folder (no {file}); train a run there first", run=str(run_dir),
-                       file=RUN_FILE)
+        raise XmrError("{run} is not an xmr run folder (no {file}); train one with {fix}", run=str(run_dir),
+                       file=RUN_FILE, fix=Call("train_run"))
     return path
