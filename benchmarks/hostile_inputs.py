@@ -417,7 +417,7 @@ ISSUE25_NEWCOMER: list[tuple[str, str, str]] = [
     ("25.5.4", "one text query (MiniLM run): the log and the process time",
      "xmr -q train data/manifest.jsonl --out rm --image-encoder toy-image --text-encoder minilm-l6 --embed-dim 32 "
      f"{REAL} && xmr -q index rm --split test && /usr/bin/time -f 'process %e s' xmr search rm --text 'a red circle' "
-     "-k 1 2>&1 | grep -E 'loaded the|process' | sed 's/INFO xmr.tasks.retrieval: //' | tr '\\n' ' '"),
+     "-k 1 2>&1 | grep -E 'loaded the|process' | sed 's/INFO xmr[.a-z_]*: //' | tr '\\n' ' '"),
     ("25.5.5", "human output of a folder of bare images",
      "xmr -q index run --images data/img --out pidx && xmr search run --index pidx --text 'a red circle' -k 1"),
     ("25.5.5", "--target texts on an index of bare images",
