@@ -367,6 +367,8 @@ TRAIN_NO_FIELD = {
     "overwrite": "a switch of the task's train (train_run(overwrite=False))",
     "skip_bad": "a switch of the task's train (train_run(skip_bad=False))",
     "cache_dir": "the cache root: $XMR_CACHE_DIR or ~/.cache/xmr (train_run(cache_dir=None))",
+    "device": "where it trains, not the run: RuntimeConfig.device (tests/test_runtime.py checks --help)",
+    "precision": "at which precision it trains, not the run: RuntimeConfig.precision (tests/test_runtime.py)",
     "image_root": "Karpathy files' image folder, made absolute (None: the paths as the file gives them)",
     "triplets": "composed: the triplet file; not given: triplets.jsonl beside the manifest",
     "caption_xe_only": "a switch that turns the caption decoder's self-critical reward (on by default) off",

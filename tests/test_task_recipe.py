@@ -58,7 +58,7 @@ class TinyTask(Task[TinyRunConfig]):
         return TinyRunConfig(manifest=manifest, **pick(given, {"min_count": "min_count", "split": "split"}))
 
     def train(self, config: TinyRunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
-              overwrite: bool = False, given: Options | None = None) -> TrainOutcome:
+              overwrite: bool = False, given: Options | None = None, runtime: object = None) -> TrainOutcome:
         out = Path(out_dir)
         if not overwrite and not saved_run_matches(out, config):
             raise XmrError("{out} holds another run; pass {fix}", out=str(out), fix=Param("overwrite", True))

@@ -26,6 +26,7 @@ from xmr.utils.argtypes import seed as seed
 
 if TYPE_CHECKING:
     from xmr.rerank.reranker import Reranker
+    from xmr.runtime.device import Runtime
     from xmr.tasks import Task
 
 
@@ -100,6 +101,27 @@ def add_skip_bad(p: argparse.ArgumentParser) -> None:
     from xmr.tasks.options import add_skip_bad as add_task_skip_bad
 
     add_task_skip_bad(p.add_argument)
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``, defaults from :class:`xmr.runtime.RuntimeConfig` (torch-free)."""
+    from xmr.runtime import PRECISIONS, RuntimeConfig
+
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="where the models run: auto (CUDA, then MPS, else the CPU), cpu, cuda, cuda:N or mps "
+                        f"(default: {RuntimeConfig.device})")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="fp32, or mixed precision: bf16 (CPU and GPUs) or fp16 (CUDA); the weights stay fp32 "
+                        f"(default: {RuntimeConfig.precision})")
+
+
+def runtime_from_args(a: argparse.Namespace) -> Runtime:
+    """The device and precision ``--device`` / ``--precision`` give, resolved once on this machine (a device
+    that is not there is one error naming the option)."""
+    from xmr.runtime import RuntimeConfig
+    from xmr.runtime.device import resolve
+
+    return resolve(RuntimeConfig(**given_values(a, {"device": "device", "precision": "precision"})))
 
 
 def add_recursive(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from xmr.cli.errors import cli_wording
-from xmr.cli.options import add_cache
+from xmr.cli.options import add_cache, add_runtime, runtime_from_args
 from xmr.cli.task_options import add_task_options, task_help
 from xmr.errors import XmrError
 
@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--task", default=DEFAULT_TASK, metavar="TASK", help=task_help())
     p.add_argument("--overwrite", action="store_true", help="discard any run in --out and start again")
     add_cache(p)
+    add_runtime(p)
     add_task_options(p, "train")
     p.set_defaults(func=run)
 
@@ -44,7 +45,8 @@ def train_config_from_args(a: argparse.Namespace) -> Any:
 def run(a: argparse.Namespace) -> None:
     from xmr.tasks import TASKS
 
+    runtime = runtime_from_args(a)  # resolved once, before anything is read: a missing device fails first
     task = TASKS.get(a.task)
     r = task.train(train_config_from_args(a), a.out, cache_dir=a.cache_dir, overwrite=a.overwrite,
-                   given=a.task_options.given(a, task))
+                   given=a.task_options.given(a, task), runtime=runtime)
     print(f"{r.status}: best epoch {r.best_epoch}, {r.summary}; checkpoint: {r.best_dir}")

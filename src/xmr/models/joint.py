@@ -22,6 +22,7 @@ from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.modality import Modality, check_modality
 from xmr.models.heads import HEADS, create_head
+from xmr.runtime.device import to_numpy
 from xmr.text import TextEncoderConfig, Vocabulary, create_text_model, shift_positions
 from xmr.utils.folders import atomic_folder, recover_folder
 from xmr.utils.io import load_json_object, save_json, without_removed_fields
@@ -254,10 +255,11 @@ class JointModel(nn.Module):
             batch_size = min(batch_size, 64)  # a tail's inner activations are large
         was = self.training
         self.eval()
-        out = [fn(torch.from_numpy(np.ascontiguousarray(feats[i:i + batch_size], dtype=np.float32)))
+        device = self.log_logit_scale.device  # the model's, where the features go
+        out = [fn(torch.from_numpy(np.ascontiguousarray(feats[i:i + batch_size], dtype=np.float32)).to(device))
                for i in range(0, len(feats), batch_size)]
         self.train(was)
-        return torch.cat(out).numpy() if out else np.zeros((0, self.config.embed_dim), np.float32)
+        return to_numpy(torch.cat(out)) if out else np.zeros((0, self.config.embed_dim), np.float32)
 
     def save(self, directory: str | Path, extra: dict[str, object] | None = None,
              beside: Callable[[Path], object] | None = None) -> str:

@@ -182,6 +182,7 @@ class ObjectiveComponent:
         about: what it is, in messages ("A3VSE's pseudo pairs and adversarial terms").
         cosine_only: its terms score by cosine: a space of another similarity cannot train it.
         needs_two_branch: it reads GXN's grounded branch.
+        cpu_only: it trains on the CPU at fp32 only (state outside :meth:`modules`, tensors made there).
         config_type: its config's dataclass.
         flat_fields: the name each setting had when ``TrainConfig`` held them all (what older
             files and the CLI's options still use; :meth:`config_from_flat`) -> its config field.
@@ -200,6 +201,7 @@ class ObjectiveComponent:
     about: ClassVar[str] = ""
     cosine_only: ClassVar[bool] = False
     needs_two_branch: ClassVar[bool] = False
+    cpu_only: ClassVar[bool] = False
     config_type: ClassVar[type | None] = None
     flat_fields: ClassVar[Mapping[str, str]] = {}
 

@@ -85,7 +85,7 @@ class CrossStyleTerm(ObjectiveComponent):
     def begin_epoch(self, epoch: EpochData) -> None:
         """This epoch's partner per training image (-1: none), from its own seeded stream."""
         rng = np.random.default_rng([self.seed, epoch.epoch, 3])
-        self.partners = torch.from_numpy(group_partners(epoch.groups.numpy(), rng))
+        self.partners = torch.from_numpy(group_partners(epoch.groups.cpu().numpy(), rng)).to(epoch.groups.device)
         self.image_feats, self.groups = epoch.image_feats, epoch.groups
 
     def add_terms(self, step: Step, out: Terms) -> Terms:
@@ -93,7 +93,7 @@ class CrossStyleTerm(ObjectiveComponent):
         p = self.partners[images]
         has = p >= 0
         if int(has.sum()) < 2:  # one row has no negatives: nothing to contrast this batch
-            return {**out, "cross_style": torch.zeros(())}
+            return {**out, "cross_style": torch.zeros((), device=step.img.device)}
         f = self.gather({"img": step.img[has], "partner": self.model.embed_images(self.image_feats[p[has]]),
                          "groups": self.groups[images[has]]})
         term = cross_style_loss(f["img"], f["partner"], f["groups"], logit_scale=self.model.logit_scale)

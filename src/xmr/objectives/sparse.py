@@ -186,8 +186,9 @@ class SparseAlignment(ObjectiveComponent):
         if self.pseudo is not None and self.pseudo_order is not None:
             b, size = step.batch.index, self.batch_size
             pidx = self.pseudo.pairs[self.pseudo_order[b * size:(b + 1) * size]]
-            emb["vu"] = self.model.embed_images(torch.from_numpy(self.pseudo.image_feats[pidx[:, 0]]))
-            emb["s"] = self.model.embed_texts(torch.from_numpy(self.pseudo.text_feats[pidx[:, 1]]))
+            device = step.img.device
+            emb["vu"] = self.model.embed_images(torch.from_numpy(self.pseudo.image_feats[pidx[:, 0]]).to(device))
+            emb["s"] = self.model.embed_texts(torch.from_numpy(self.pseudo.text_feats[pidx[:, 1]]).to(device))
         coeff = grl_schedule(min(1.0, step.global_step / self.total_steps), eta=self.config.grl_eta)
         weights = dict(zip(PAIR_NAMES, self.config.adv_weights))
         extra = sparse_alignment_loss(emb, out["loss"], beta=self.config.pseudo_beta,

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.registry import Registry
 
 if TYPE_CHECKING:
     from xmr.runs.base import BaseRunConfig
+    from xmr.runtime.device import Runtime
     from xmr.serve.config import ServeConfig
     from xmr.serve.service import GalleryService
     from xmr.workflows.index_job import IndexJob
@@ -139,9 +140,11 @@ class Task(abc.ABC, Generic[C]):
 
     @abc.abstractmethod
     def train(self, config: C, out_dir: str | Path, *, cache_dir: str | Path | None = None,
-              overwrite: bool = False, given: Options | None = None) -> TrainOutcome:
+              overwrite: bool = False, given: Options | None = None, runtime: Runtime | None = None) -> TrainOutcome:
         """Train (or resume, or load a finished) run of ``config`` into ``out_dir``; ``given``: the
-        task's own ``xmr train`` options that are not config fields (e.g. ``skip_bad``)."""
+        task's own ``xmr train`` options that are not config fields (e.g. ``skip_bad``); ``runtime``: the
+        resolved device and precision to train at (None: the CPU at fp32; a task that trains only there
+        refuses another)."""
 
     @abc.abstractmethod
     def evaluate(self, run_dir: str | Path, given: Options, *, split: str,
@@ -203,3 +206,16 @@ def load_service(run_dir: str | Path, index_dir: str | Path | None = None,
 def pick(given: Options, fields: Mapping[str, str]) -> dict[str, Any]:
     """``{field: value}`` of the options given (not None), by ``{option dest: field}``."""
     return {f: given[d] for d, f in fields.items() if given.get(d) is not None}
+
+
+def refuse_accelerated(task: str, runtime: Runtime | None) -> None:
+    """Refuse a device or precision other than the CPU at fp32 for a task whose trainer runs only there; a
+    device picked by ``auto`` is not refused (the task trains on the CPU).
+
+    Raises:
+        XmrError: a named device other than the CPU, or a precision other than fp32.
+    """
+    if runtime is None or runtime.is_cpu_fp32 or (runtime.picked and runtime.precision == "fp32"):
+        return
+    raise XmrError("the {task} task trains on the CPU at fp32 only, not on {device} at {precision}", task=task,
+                   device=Param("device", str(runtime.device)), precision=Param("precision", runtime.precision))

@@ -88,14 +88,18 @@ def save_resume_state(path: Path, trained: Weights, opt: torch.optim.Optimizer,
 
 def restore_resume_state(path: Path, trained: Weights, opt: torch.optim.Optimizer,
                          sched: torch.optim.lr_scheduler.LRScheduler, *, components: Sequence[ObjectiveComponent] = (),
-                         ema: WeightAverage | None = None) -> TrainState:
-    """Load the state :func:`save_resume_state` wrote (or an older ``last.pt``); returns the bookkeeping."""
+                         ema: WeightAverage | None = None, map_location: torch.device | str | None = None
+                         ) -> TrainState:
+    """Load the state :func:`save_resume_state` wrote (or an older ``last.pt``); returns the bookkeeping.
+
+    ``map_location``: the device the run trains on (None: where the tensors were saved from)."""
     try:
-        saved = _upgraded(torch.load(path, weights_only=True))  # tensors and plain containers: no pickled code runs
+        # tensors and plain containers: no pickled code runs
+        saved = _upgraded(torch.load(path, weights_only=True, map_location=map_location))
         trained.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
-        torch.set_rng_state(saved["torch_rng"])
+        torch.set_rng_state(saved["torch_rng"].cpu())  # the CPU generator's state, whatever the device
         if ema is not None:
             ema.load_state_dict(saved["ema"])
         for c in components:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.evaluation.similarity import score_fn
 from xmr.models import JointModel, ModelConfig, load_model
@@ -43,6 +43,7 @@ from xmr.objectives import (
     epoch_order,
 )
 from xmr.objectives.base import ExtraStep
+from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.text import Vocabulary
 from xmr.training.checkpoint import TrainedModules, restore_resume_state, save_resume_state
 from xmr.training.config import TrainConfig
@@ -107,6 +108,8 @@ class TrainingRun:
         train, val: the training pairs and the validation set.
         out: the run folder.
         st: the bookkeeping (epochs, best, status).
+        runtime: the device and precision it trains at (the weights on that device, fp32).
+        scaler: fp16's loss scaling of the rank update (disabled at other precisions: a plain step).
     """
 
     model: JointModel
@@ -120,6 +123,9 @@ class TrainingRun:
     val: EvalSet
     out: Path
     st: TrainState = dataclasses.field(default_factory=TrainState)
+    runtime: Runtime = CPU_FP32
+    scaler: torch.amp.GradScaler = dataclasses.field(
+        default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
 
     @property
     def primary(self) -> ObjectiveComponent:
@@ -132,7 +138,7 @@ class TrainingRun:
 
     def resume(self) -> None:
         self.st = restore_resume_state(self.out / "last.pt", self.trained, self.opt, self.sched,
-                                       components=self.components, ema=self.ema)
+                                       components=self.components, ema=self.ema, map_location=self.runtime.device)
 
 
 def _epoch_batches(data: PairSet, cfg: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -149,20 +155,25 @@ def _epoch_batches(data: PairSet, cfg: TrainConfig, rng: np.random.Generator) ->
 
 def _rank_update(run: TrainingRun, batch: Batch) -> dict[str, torch.Tensor]:
     """One optimiser step on the run's objective: every component's terms on the batch's embeddings
-    (GXN's "Match": Eq. 3 with a two-branch ranking loss)."""
+    (GXN's "Match": Eq. 3 with a two-branch ranking loss).
+
+    The embeddings are computed under the run's autocast; the terms (the loss and its logit scale) in fp32."""
     model = run.model
-    step = Step(batch, model.embed_images(batch.image_feats), model.embed_texts(batch.text_feats),
-                run.sched.last_epoch)
+    with run.runtime.autocast():
+        img, txt = model.embed_images(batch.image_feats), model.embed_texts(batch.text_feats)
+    step = Step(batch, img.float(), txt.float(), run.sched.last_epoch)  # fp32 tensors as they are
     out: dict[str, torch.Tensor] = {}
     for component in run.components:
         out = component.add_terms(step, out)
     run.opt.zero_grad(set_to_none=True)
     if out["loss"].requires_grad:  # False when nothing the loss sees is trainable (identity heads)
-        out["loss"].backward()
+        run.scaler.scale(out["loss"]).backward()
         if run.config.grad_clip > 0:
+            run.scaler.unscale_(run.opt)
             torch.nn.utils.clip_grad_norm_([p for g in run.opt.param_groups for p in g["params"]],
                                            run.config.grad_clip)
-    run.opt.step()  # parameters without a gradient are left as they are
+    run.scaler.step(run.opt)  # parameters without a gradient are left as they are
+    run.scaler.update()
     return out
 
 
@@ -172,32 +183,35 @@ def run_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
     Each batch runs the components' steps before the rank update, each followed by one rank update
     (GXN's Algorithm 1: Gen_i2t then Match, Gen_t2i then Match), or the rank update alone.
     """
-    cfg, data = run.config, run.train
+    cfg, data, device = run.config, run.train, run.runtime.device
     order, n_batches = _epoch_batches(data, cfg, np.random.default_rng([cfg.seed, epoch]))
-    img_all = torch.from_numpy(data.epoch_image_feats(cfg.seed, epoch))
-    txt_all = torch.from_numpy(data.text_feats)
-    groups_all = torch.from_numpy(data.image_groups)
+    img_all = torch.from_numpy(data.epoch_image_feats(cfg.seed, epoch)).to(device)
+    txt_all = torch.from_numpy(data.text_feats).to(device)
+    groups_all = torch.from_numpy(data.image_groups).to(device)
     for component in run.components:
         component.begin_epoch(EpochData(epoch, n_batches, img_all, txt_all, groups_all))
     # each round: a component's step (None: none) then a rank update
     rounds: list[ExtraStep | None] = [s for c in run.components for s in c.steps_before_rank()] or [None]
     run.trained.train()
-    totals: dict[str, float] = {}
+    totals: dict[str, torch.Tensor] = {}  # summed on the device, read once after the epoch (no per-step sync)
+    total_dtype = torch.float32 if device.type == "mps" else torch.float64  # float64: the sum of Python floats
     for b in progress(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch"):
-        idx = torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]])
+        idx = torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]).to(device)
         images, texts = idx[:, 0], idx[:, 1]
         batch = Batch(b, images, texts, groups_all[images], img_all[images], txt_all[texts])
         out: dict[str, torch.Tensor] = {}
         for before in rounds:
             if before is not None:
-                out.update(before(batch, run.opt))
+                with run.runtime.autocast() if run.runtime.precision == "bf16" else contextlib.nullcontext():
+                    out.update(before(batch, run.opt))  # its own optimiser step: no loss scaling, so fp16 runs it fp32
             out.update(_rank_update(run, batch))
         run.sched.step()
         if run.ema is not None:
             run.ema.update(run.trained)
         for k, v in out.items():
-            totals[k] = totals.get(k, 0.0) + float(v.detach())
-    row: dict[str, Any] = {f"train_{k}": v / n_batches for k, v in totals.items()}  # + "loss_name": str
+            part = v.detach().to(total_dtype)
+            totals[k] = totals[k] + part if k in totals else part
+    row: dict[str, Any] = {f"train_{k}": float(v) / n_batches for k, v in totals.items()}  # + "loss_name": str
     row.update(epoch=epoch + 1, loss_name=run.primary.objective_name, lr=float(run.sched.get_last_lr()[0]),
                logit_scale=float(run.model.logit_scale.detach()))
     return row
@@ -234,7 +248,8 @@ def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch:
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,
                       out_dir: str | Path, overwrite: bool = False, vocab: Vocabulary | None = None,
                       pseudo: PairSet | None = None, caption_vocab: Vocabulary | None = None,
-                      generative: GenerativeData | None = None) -> TrainResult[JointModel]:
+                      generative: GenerativeData | None = None, runtime: Runtime | None = None
+                      ) -> TrainResult[JointModel]:
     """Train a joint model; resume if ``out_dir`` holds an unfinished run of the same config.
 
     ``vocab`` is the word-level text model's vocabulary (``model_config.text_model``); the text
@@ -243,6 +258,8 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     paired with their pseudo-texts (A3VSE's ``sparse`` component, default settings when
     ``config.components.sparse`` is None), ``generative`` GXN's captions and images (a
     :class:`~xmr.objectives.GenerativeData`; the caption decoder's vocabulary is ``caption_vocab``).
+    ``runtime`` is the device and precision it trains at (None: the CPU at fp32); validation and the
+    checkpoints go through CPU numpy whatever it is, and the model returned is on the CPU.
     Returns the best (highest validation rsum) model. A finished run is loaded, not retrained.
     """
     out = Path(out_dir)
@@ -259,7 +276,7 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     resumable = _check_run_dir(out, spec, overwrite)
     if not resumable:  # a run of the same spec keeps its file as it was written (an older one: flat)
         save_json(out / "train.json", spec)
-    run = start_run(train, val, model_config, config, out_dir=out, vocab=vocab, inputs=inputs)
+    run = start_run(train, val, model_config, config, out_dir=out, vocab=vocab, inputs=inputs, runtime=runtime)
     if resumable and (out / "last.pt").exists():
         run.resume()
         log.info("resuming %s after epoch %d", out, run.st.epoch)
@@ -277,20 +294,37 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
 
 
 def start_run(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *, out_dir: str | Path,
-              vocab: Vocabulary | None = None, inputs: Mapping[str, object] | None = None) -> TrainingRun:
+              vocab: Vocabulary | None = None, inputs: Mapping[str, object] | None = None,
+              runtime: Runtime | None = None) -> TrainingRun:
     """A run before its first epoch: the seeded model, its components (their modules drawn in build order),
-    optimiser, schedule and weight average (``inputs``: the components' data, as :class:`Setup` holds it)."""
+    optimiser, schedule and weight average (``inputs``: the components' data, as :class:`Setup` holds it),
+    drawn on the CPU and moved to ``runtime``'s device (None: the CPU at fp32)."""
     inputs = inputs or {}
+    runtime = runtime or CPU_FP32
     torch.manual_seed(config.seed)
-    model = JointModel(model_config, vocab)
+    model = JointModel(model_config, vocab).to(runtime.device)
     steps_per_epoch = config.steps_per_epoch or max(1, train.pairs_per_epoch // config.batch_size)
     setup = Setup(model, config, train.image_groups, steps_per_epoch, steps_per_epoch * config.epochs, inputs)
     components = build_components(config, config.components, setup)
+    _refuse_cpu_only(components, runtime)
     trained = TrainedModules(model, components)
+    for module in trained.parts.values():
+        module.to(runtime.device)
     opt = _optimizer(trained, model, config)
     sched = _scheduler(opt, config, steps_per_epoch, max(c.frozen_tail_epochs for c in components))
     ema = WeightAverage(trained, config.ema_decay) if config.ema_decay > 0 else None
-    return TrainingRun(model, components, trained, opt, sched, ema, config, train, val, Path(out_dir))
+    scaler = torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16")
+    return TrainingRun(model, components, trained, opt, sched, ema, config, train, val, Path(out_dir),
+                       runtime=runtime, scaler=scaler)
+
+
+def _refuse_cpu_only(components: list[ObjectiveComponent], runtime: Runtime) -> None:
+    """Refuse a device or precision other than the CPU at fp32 to a component that trains only there."""
+    for component in components:
+        if component.cpu_only and not runtime.is_cpu_fp32:
+            raise XmrError("{about} trains on the CPU at fp32 only, not on {device} at {precision}",
+                           about=component.about or component.name, device=Param("device", str(runtime.device)),
+                           precision=Param("precision", runtime.precision))
 
 
 def _save_beside(components: list[ObjectiveComponent], folder: Path) -> None:

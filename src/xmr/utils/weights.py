@@ -35,7 +35,7 @@ def weights_id(state: Mapping[str, torch.Tensor]) -> str:
 
 def save_weights(module: nn.Module, directory: str | Path) -> str:
     """Write ``module``'s state atomically to ``<directory>/model.safetensors``; return its id."""
-    state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}  # from any device
     model_id = weights_id(state)
     atomic_save_file(Path(directory) / WEIGHTS_FILE,
                      lambda tmp: save_file(state, tmp, metadata={"xmr_model_id": model_id}))

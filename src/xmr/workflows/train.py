@@ -20,6 +20,7 @@ from xmr.models import ModelConfig
 from xmr.runs.base import save_run_config, saved_run_matches
 from xmr.runs.config import RunConfig, head_settings, run_encoders, run_items
 from xmr.runs.paper_features import FinetuneConfig
+from xmr.runtime.device import Runtime
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
@@ -39,7 +40,8 @@ LOCK_FILE = ".xmr-train.lock"  # held while a process trains into the run folder
 
 def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
               overwrite: bool = False, show_progress: bool | None = None,
-              labeller: ImageNetLabeller | None = None, skip_bad: bool = False) -> TrainResult:
+              labeller: ImageNetLabeller | None = None, skip_bad: bool = False,
+              runtime: Runtime | None = None) -> TrainResult:
     """Train a joint model as described by ``config`` into ``out_dir``.
 
     Writes ``run.json`` (the config), the trainer's files (``best/``, ``last.pt``,
@@ -54,6 +56,8 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
       by ``labeller``; None: the ImageNet labeller) and trained on as A3VSE's pseudo pairs.
     * An unreadable image (or a bad manifest row) is refused unless ``skip_bad``; then the
       items left out are listed in ``skipped.jsonl``.
+    * ``runtime``: the device and precision the heads train at (None: the CPU at fp32); the features are
+      encoded and cached as without it.
     """
     out = Path(out_dir)
     if os.path.lexists(out) and not out.is_dir():
@@ -65,11 +69,12 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     ensure_folder(out, "run folder")
     with exclusive_lock(out / LOCK_FILE, f"the run {out}"):
         return _train_locked(config, out, cache_dir=cache_dir, overwrite=overwrite, show_progress=show_progress,
-                             labeller=labeller, skip_bad=skip_bad)
+                             labeller=labeller, skip_bad=skip_bad, runtime=runtime)
 
 
 def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None, overwrite: bool,
-                  show_progress: bool | None, labeller: ImageNetLabeller | None, skip_bad: bool) -> TrainResult:
+                  show_progress: bool | None, labeller: ImageNetLabeller | None, skip_bad: bool,
+                  runtime: Runtime | None = None) -> TrainResult:
     items = run_items(config, skip_bad=skip_bad)
     sparse = config.sparse
     if sparse is not None and sparse.spec is not None:
@@ -144,7 +149,7 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     save_run_config(out, config)
     return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite, vocab=vocab,
                              pseudo=pseudo, caption_vocab=gen.caption_vocab if gen is not None else None,
-                             generative=gen.data if gen is not None else None)
+                             generative=gen.data if gen is not None else None, runtime=runtime)
 
 
 def _tail_of(encoder: ImageEncoder | TextEncoder, name: str) -> tuple[int, dict[str, object] | None]:

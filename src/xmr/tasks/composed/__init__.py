@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xmr.errors import Param, XmrError
-from xmr.tasks.base import TASKS, EvalOutcome, OptionParser, Options, Task, TrainOutcome, pick
+from xmr.tasks.base import TASKS, EvalOutcome, OptionParser, Options, Task, TrainOutcome, pick, refuse_accelerated
 from xmr.tasks.options import FieldMap, SearchOptions, add_encoders, add_optimisation, with_defaults
 from xmr.utils.argtypes import positive_int
 
 if TYPE_CHECKING:
+    from xmr.runtime.device import Runtime
     from xmr.serve.config import ServeConfig
     from xmr.tasks.composed.config import ComposedRunConfig
     from xmr.tasks.composed.service import ComposedService
@@ -68,8 +69,10 @@ class ComposedTask(Task["ComposedRunConfig"]):
                                  train=ComposedTrainConfig(**pick(given, COMPOSED_TRAIN_FIELDS)))
 
     def train(self, config: ComposedRunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
-              overwrite: bool = False, given: Options | None = None) -> TrainOutcome:
+              overwrite: bool = False, given: Options | None = None, runtime: Runtime | None = None) -> TrainOutcome:
         from xmr.tasks.composed.jobs import train_composed_run
+
+        refuse_accelerated(self.name, runtime)
 
         r = train_composed_run(config, out_dir, cache_dir=cache_dir, overwrite=overwrite)
         m = r.best_metrics

@@ -19,6 +19,7 @@ from xmr.tasks.retrieval import options
 
 if TYPE_CHECKING:
     from xmr.runs import RunConfig
+    from xmr.runtime.device import Runtime
     from xmr.serve.config import ServeConfig
     from xmr.serve.service import SearchService
     from xmr.workflows.index_job import IndexJob
@@ -52,11 +53,11 @@ class RetrievalTask(Task["RunConfig"]):
         return options.config_from_options(manifest, given)
 
     def train(self, config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
-              overwrite: bool = False, given: Options | None = None) -> TrainOutcome:
+              overwrite: bool = False, given: Options | None = None, runtime: Runtime | None = None) -> TrainOutcome:
         from xmr.workflows.train import train_run
 
         r = train_run(config, out_dir, cache_dir=cache_dir, overwrite=overwrite,
-                      skip_bad=bool((given or {}).get("skip_bad")))
+                      skip_bad=bool((given or {}).get("skip_bad")), runtime=runtime)
         return TrainOutcome(r.status, r.best_epoch, r.best_metrics, r.best_dir,
                             f"val rsum {r.best_metrics.get('rsum', float('nan')):.1f}")
 

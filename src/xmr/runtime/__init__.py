@@ -1,0 +1,13 @@
+"""Where and at which precision torch runs: one :class:`RuntimeConfig` (``device``, ``precision``),
+resolved once into a :class:`~xmr.runtime.device.Runtime` (:func:`~xmr.runtime.device.resolve`) and
+passed explicitly, as open_clip passes ``device=`` / ``precision=``.
+
+This module holds the config alone and imports no torch (the CLI reads its defaults for ``--help``);
+:mod:`xmr.runtime.device` resolves it, gives the autocast context and the numpy boundary.
+"""
+
+from __future__ import annotations
+
+from xmr.runtime.config import DEVICES, PRECISIONS, RuntimeConfig
+
+__all__ = ["DEVICES", "PRECISIONS", "RuntimeConfig"]

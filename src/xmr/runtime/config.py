@@ -1,0 +1,24 @@
+"""The device and precision settings: a frozen dataclass, the one source of their defaults (no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: the device kinds ``device`` may name (``cuda`` also as ``cuda:N``)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: the precisions: fp32 everywhere; bf16 autocast on CPU and GPUs; fp16 autocast on CUDA only
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where a command's models run, and at which precision.
+
+    Attributes:
+        device: ``auto`` (CUDA, then MPS, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``fp32``; ``bf16`` (autocast on the CPU and GPUs) or ``fp16`` (autocast on CUDA),
+            where the weights, the optimiser's state and the loss's logit scale stay fp32.
+    """
+
+    device: str = "auto"
+    precision: str = "fp32"
