@@ -130,3 +130,33 @@ def test_train_help_shows_the_runtime_defaults() -> None:
     assert f"the weights stay fp32 (default: {RuntimeConfig.precision})" in text
     a = build_parser().parse_args(["train", "m.jsonl", "--out", "r"])
     assert a.device is None and a.precision is None  # not given: RuntimeConfig's defaults apply
+
+
+def test_a_bf16_run_resumes_as_it_would_have_gone_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``last.pt`` is read onto the runtime's device (``map_location``); an interrupted bf16 run resumed
+    gives the uninterrupted one's history."""
+    from tests.test_training import _mc, _toy_problem
+
+    import xmr.training.trainer as trainer
+    from xmr.training import TrainConfig, train_joint_model
+
+    pairs, val = _toy_problem()
+    cfg = TrainConfig(epochs=4, batch_size=12, lr=1e-2, patience=0)
+    bf16 = resolve(RuntimeConfig(device="cpu", precision="bf16"))
+    full = train_joint_model(pairs, val, _mc(), cfg, out_dir=tmp_path / "a", runtime=bf16)
+    real, calls = trainer._epoch_and_bookkeeping, {"n": 0}
+
+    def dying(run: trainer.TrainingRun) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(run)
+
+    monkeypatch.setattr(trainer, "_epoch_and_bookkeeping", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_joint_model(pairs, val, _mc(), cfg, out_dir=tmp_path / "b", runtime=bf16)
+    monkeypatch.setattr(trainer, "_epoch_and_bookkeeping", real)
+    resumed = train_joint_model(pairs, val, _mc(), cfg, out_dir=tmp_path / "b", runtime=bf16)
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in full.history]
