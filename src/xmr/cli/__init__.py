@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -78,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _settings(args: argparse.Namespace) -> Iterator[None]:
     """The library settings the global options give, for the command's run (restored after, as ``main``
     may run several times in one process): threads (``--threads``), progress (``-q``) and the image
-    pixel limit (``--max-image-pixels``; without it, ``$XMR_MAX_IMAGE_PIXELS`` or the default)."""
+    pixel limit (``--max-image-pixels``; without it, ``$XMR_MAX_IMAGE_PIXELS`` or the default), and, started by
+    torchrun (``$WORLD_SIZE``), the training processes' group (:mod:`xmr.training.distributed`)."""
     from xmr.utils.progress import ProgressConfig, using_progress
     from xmr.utils.threads import config_from_env, using_config
 
@@ -89,6 +91,11 @@ def _settings(args: argparse.Namespace) -> Iterator[None]:
             from xmr.encoders.image_io import ImageReadConfig, using_image_read
 
             stack.enter_context(using_image_read(ImageReadConfig(max_pixels=args.max_image_pixels)))
+        if "WORLD_SIZE" in os.environ:  # started by torchrun: join its processes (xmr.training.distributed loads torch)
+            from xmr.training.distributed import config_from_env as processes_from_env
+            from xmr.training.distributed import joined
+
+            stack.enter_context(joined(processes_from_env()))
         yield
 
 

@@ -44,9 +44,11 @@ def train_config_from_args(a: argparse.Namespace) -> Any:
 
 def run(a: argparse.Namespace) -> None:
     from xmr.tasks import TASKS
+    from xmr.training.distributed import current_world
 
     runtime = runtime_from_args(a)  # resolved once, before anything is read: a missing device fails first
     task = TASKS.get(a.task)
     r = task.train(train_config_from_args(a), a.out, cache_dir=a.cache_dir, overwrite=a.overwrite,
                    given=a.task_options.given(a, task), runtime=runtime)
-    print(f"{r.status}: best epoch {r.best_epoch}, {r.summary}; checkpoint: {r.best_dir}")
+    if current_world().is_main:  # several processes (torchrun): one summary
+        print(f"{r.status}: best epoch {r.best_epoch}, {r.summary}; checkpoint: {r.best_dir}")

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from xmr.models import JointModel
+from xmr.objectives.gather import gather_features
 from xmr.registry import Registry
 
 
@@ -189,7 +190,7 @@ class ObjectiveComponent:
 
     Attributes:
         rank, world_size: this process and the number of processes (one process: 0, 1);
-            :meth:`gather` is where several processes will exchange features.
+            :meth:`gather` is where several processes exchange features (the trainer sets them).
         objective_name: the primary component's objective this epoch (``vse0``, ``instance+rank``);
             None for the others.
         final_name: the primary's objective whose epochs may become the best checkpoint.
@@ -204,6 +205,8 @@ class ObjectiveComponent:
     cpu_only: ClassVar[bool] = False
     config_type: ClassVar[type | None] = None
     flat_fields: ClassVar[Mapping[str, str]] = {}
+    rank: int = 0  # (the instance's, set by the trainer; here for a component built without __init__)
+    world_size: int = 1
 
     def __init__(self, setup: Setup, config: Any) -> None:
         self.rank = 0
@@ -273,8 +276,11 @@ class ObjectiveComponent:
         """Restore what :meth:`state_dict` gave."""
 
     def gather(self, features: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-        """Features of every process's batch, this process's rows first; one process: ``features``."""
-        return features
+        """Features of every process's batch in rank order (the one-process batch's order), this process's rows
+        in their slot with their gradient (:mod:`xmr.objectives.gather`); one process: ``features``."""
+        if self.world_size == 1:
+            return features
+        return gather_features(features, self.rank, self.world_size)
 
 
 C = TypeVar("C", bound=ObjectiveComponent)

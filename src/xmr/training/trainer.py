@@ -48,6 +48,14 @@ from xmr.text import Vocabulary
 from xmr.training.checkpoint import TrainedModules, restore_resume_state, save_resume_state
 from xmr.training.config import TrainConfig
 from xmr.training.data import EvalSet, PairSet, weighted_epoch
+from xmr.training.distributed import (
+    World,
+    average_gradients,
+    current_world,
+    join_components,
+    lost_process_stops,
+    seed_rank,
+)
 from xmr.training.ema import WeightAverage
 from xmr.training.folder import refuse_other_config
 from xmr.training.result import TrainResult, TrainState
@@ -110,6 +118,7 @@ class TrainingRun:
         st: the bookkeeping (epochs, best, status).
         runtime: the device and precision it trains at (the weights on that device, fp32).
         scaler: fp16's loss scaling of the rank update (disabled at other precisions: a plain step).
+        world: the training processes (:mod:`xmr.training.distributed`; one process: ``World()``).
     """
 
     model: JointModel
@@ -126,6 +135,7 @@ class TrainingRun:
     runtime: Runtime = CPU_FP32
     scaler: torch.amp.GradScaler = dataclasses.field(
         default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
+    world: World = dataclasses.field(default_factory=World)
 
     @property
     def primary(self) -> ObjectiveComponent:
@@ -168,6 +178,8 @@ def _rank_update(run: TrainingRun, batch: Batch) -> dict[str, torch.Tensor]:
     run.opt.zero_grad(set_to_none=True)
     if out["loss"].requires_grad:  # False when nothing the loss sees is trainable (identity heads)
         run.scaler.scale(out["loss"]).backward()
+        if run.world.world_size > 1:  # the step on the global batch (xmr.training.distributed)
+            average_gradients(run.trained.parameters(), run.world)
         if run.config.grad_clip > 0:
             run.scaler.unscale_(run.opt)
             torch.nn.utils.clip_grad_norm_([p for g in run.opt.param_groups for p in g["params"]],
@@ -196,7 +208,8 @@ def run_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
     totals: dict[str, torch.Tensor] = {}  # summed on the device, read once after the epoch (no per-step sync)
     total_dtype = torch.float32 if device.type == "mps" else torch.float64  # float64: the sum of Python floats
     for b in progress(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch"):
-        idx = torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]).to(device)
+        rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        idx = run.world.shard(torch.from_numpy(data.pairs[rows])).to(device)  # this process's share of the batch
         images, texts = idx[:, 0], idx[:, 1]
         batch = Batch(b, images, texts, groups_all[images], img_all[images], txt_all[texts])
         out: dict[str, torch.Tensor] = {}
@@ -273,21 +286,31 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
             **({"vocab": vocab.digest()} if vocab is not None else {}),
             **({"caption_vocab": caption_vocab.digest()} if caption_vocab is not None else {}),
             **({"n_pseudo_pairs": int(len(pseudo.pairs))} if pseudo is not None else {})}
-    resumable = _check_run_dir(out, spec, overwrite)
-    if not resumable:  # a run of the same spec keeps its file as it was written (an older one: flat)
+    world = current_world()  # several processes: rank 0 alone reads and writes the folder
+    resumable = _check_run_dir(out, spec, overwrite) if world.is_main else False
+    if world.is_main and not resumable:  # a run of the same spec keeps its file as it was written (an older one: flat)
         save_json(out / "train.json", spec)
-    run = start_run(train, val, model_config, config, out_dir=out, vocab=vocab, inputs=inputs, runtime=runtime)
+    resumable = world.broadcast(resumable)
+    run = start_run(train, val, model_config, config, out_dir=out, vocab=vocab, inputs=inputs, runtime=runtime,
+                    world=world)
     if resumable and (out / "last.pt").exists():
         run.resume()
         log.info("resuming %s after epoch %d", out, run.st.epoch)
-    with work_threads(model_config.training_work) as threads:  # heads alone: one thread (busy machines)
+    with work_threads(model_config.training_work) as threads, lost_process_stops(world, out):  # heads: one thread
         log.debug("training on %d thread(s) (%s work)", threads, model_config.training_work)
         while run.st.status == "running" and run.st.epoch < config.epochs:
-            _epoch_and_bookkeeping(run)
-            run.checkpoint()
+            seed_rank(world, config.seed, run.st.epoch)
+            if world.is_main:
+                _epoch_and_bookkeeping(run)
+                run.checkpoint()
+            else:  # the others train their shards and wait for rank 0's validation and bookkeeping
+                run_epoch(run, run.st.epoch)
+            run.st = world.broadcast(run.st)
     if run.st.status == "running":
         run.st.status = "done"
-        run.checkpoint()
+        if world.is_main:
+            run.checkpoint()
+    world.barrier()
     if not (out / "best" / "model.safetensors").exists():
         raise XmrError("training in {out} produced no checkpoint (status {status})", out=str(out), status=run.st.status)
     return run.st.result(load_model(out / "best"), out / "best")
@@ -295,10 +318,11 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
 
 def start_run(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *, out_dir: str | Path,
               vocab: Vocabulary | None = None, inputs: Mapping[str, object] | None = None,
-              runtime: Runtime | None = None) -> TrainingRun:
+              runtime: Runtime | None = None, world: World | None = None) -> TrainingRun:
     """A run before its first epoch: the seeded model, its components (their modules drawn in build order),
     optimiser, schedule and weight average (``inputs``: the components' data, as :class:`Setup` holds it),
-    drawn on the CPU and moved to ``runtime``'s device (None: the CPU at fp32)."""
+    drawn on the CPU and moved to ``runtime``'s device (None: the CPU at fp32); ``world``: the training
+    processes (:func:`~xmr.training.distributed.current_world` when None)."""
     inputs = inputs or {}
     runtime = runtime or CPU_FP32
     torch.manual_seed(config.seed)
@@ -307,6 +331,8 @@ def start_run(train: PairSet, val: EvalSet, model_config: ModelConfig, config: T
     setup = Setup(model, config, train.image_groups, steps_per_epoch, steps_per_epoch * config.epochs, inputs)
     components = build_components(config, config.components, setup)
     _refuse_cpu_only(components, runtime)
+    world = world or current_world()
+    join_components(components, world, config.batch_size)
     trained = TrainedModules(model, components)
     for module in trained.parts.values():
         module.to(runtime.device)
@@ -315,7 +341,7 @@ def start_run(train: PairSet, val: EvalSet, model_config: ModelConfig, config: T
     ema = WeightAverage(trained, config.ema_decay) if config.ema_decay > 0 else None
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16")
     return TrainingRun(model, components, trained, opt, sched, ema, config, train, val, Path(out_dir),
-                       runtime=runtime, scaler=scaler)
+                       runtime=runtime, scaler=scaler, world=world)
 
 
 def _refuse_cpu_only(components: list[ObjectiveComponent], runtime: Runtime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -25,6 +26,7 @@ from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
+from xmr.training.distributed import current_world
 from xmr.training.folder import refuse_other_config
 from xmr.utils.folders import exclusive_lock
 from xmr.utils.io import check_writable, ensure_folder, save_json
@@ -67,7 +69,10 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
         refuse_other_config(out, saved_run_matches(out, config))
     check_writable(out, "run folder")
     ensure_folder(out, "run folder")
-    with exclusive_lock(out / LOCK_FILE, f"the run {out}"):
+    world = current_world()  # several processes: rank 0 holds the lock and encodes, the others then read its cache
+    if not world.is_main:
+        world.barrier()  # (rank 0's is in _train_locked, once the features are cached)
+    with exclusive_lock(out / LOCK_FILE, f"the run {out}") if world.is_main else contextlib.nullcontext():
         return _train_locked(config, out, cache_dir=cache_dir, overwrite=overwrite, show_progress=show_progress,
                              labeller=labeller, skip_bad=skip_bad, runtime=runtime)
 
@@ -146,7 +151,9 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
     log.info("training %s on %d pairs (%d images, %d texts)%s; validating on %d images", config.train.loss,
              len(pairs.pairs), len(train_fs.items), len(train_fs.texts),
              f" + {len(pseudo.pairs)} pseudo pairs" if pseudo is not None else "", len(val_fs.items))
-    save_run_config(out, config)
+    if current_world().is_main:
+        save_run_config(out, config)
+        current_world().barrier()  # the other processes start now, with every feature in the cache
     return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite, vocab=vocab,
                              pseudo=pseudo, caption_vocab=gen.caption_vocab if gen is not None else None,
                              generative=gen.data if gen is not None else None, runtime=runtime)

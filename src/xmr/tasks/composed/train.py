@@ -30,6 +30,7 @@ from xmr.evaluation.composed import composed_metrics
 from xmr.losses import infonce_loss
 from xmr.text import Vocabulary
 from xmr.training.checkpoint import restore_resume_state, save_resume_state
+from xmr.training.distributed import current_world
 from xmr.training.folder import refuse_other_config
 from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
@@ -150,7 +151,9 @@ def _step_loss(model: ComposedModel, data: ComposedData, batch: np.ndarray, cfg:
 def train_composed(train: ComposedData, val: ComposedData, model_config: ComposedModelConfig,
                    config: ComposedTrainConfig, *, out_dir: str | Path, vocab: Vocabulary | None = None,
                    overwrite: bool = False) -> ComposedResult:
-    """Train, validating each epoch; resume an unfinished run of the same spec in ``out_dir``."""
+    """Train, validating each epoch; resume an unfinished run of the same spec in ``out_dir`` (one process)."""
+    if current_world().world_size > 1:
+        raise XmrError("the composed task trains in one process only; start it without torchrun")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = {"train": config, "model": model_config, "n_train": int(len(train.triplets)),
