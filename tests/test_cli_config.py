@@ -244,6 +244,9 @@ DEFAULT_SOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("serve", "index"): ("xmr.serve.run:serve", "index_dir"),
     **{("serve", d): (_SERVE, d) for d in ("host", "port", "workers", "max_upload_mb", "body_timeout", "max_decodes",
                                            "max_filter_values", "graceful_timeout")},
+    **{(command, d): ("xmr.runtime.config:RuntimeConfig", d)
+       for command in ("encode", "eval", "index", "index add", "search", "serve", "caption", "imagine")
+       for d in ("device", "precision")},
     ("serve", "cors"): (_SERVE, "cors_origins"),
     ("serve", "allow_host"): (_SERVE, "allowed_hosts"),
 }

@@ -74,7 +74,7 @@ class TinyTask(Task[TinyRunConfig]):
         return TrainOutcome("trained", 1, {"words": len(words)}, out, f"{len(words)} words")
 
     def evaluate(self, run_dir: str | Path, given: Options, *, split: str, cache_dir: str | Path | None = None,
-                 command: str | None = None) -> EvalOutcome:
+                 command: str | None = None, runtime: object = None) -> EvalOutcome:
         cfg = self.load_run_config(run_dir)
         words = set(json.loads((Path(run_dir) / "words.json").read_text()))
         texts = [t for it in read_manifest(cfg.manifest) if it.split == split for t in it.texts]
@@ -83,7 +83,7 @@ class TinyTask(Task[TinyRunConfig]):
         written.write_text(json.dumps({"known": known, "command": command}))
         return EvalOutcome({"known": known}, f"{split}: {100 * known:.0f}% of {len(texts)} texts known", written)
 
-    def search(self, run_dir: str | Path, given: Options) -> Iterator[str]:
+    def search(self, run_dir: str | Path, given: Options, *, runtime: object = None) -> Iterator[str]:
         if given.get("word") is None:
             raise XmrError("give a word to look for ({word})", word=Param("word"))
         items = read_manifest(self.load_run_config(run_dir).manifest)

@@ -9,8 +9,18 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from xmr.cli.options import add_cache, add_encoders, add_recursive, add_skip_bad, count, positive, positive_int
-from xmr.errors import XmrError
+from xmr.cli.options import (
+    add_cache,
+    add_encoders,
+    add_recursive,
+    add_runtime,
+    add_skip_bad,
+    count,
+    positive,
+    positive_int,
+    runtime_from_args,
+)
+from xmr.errors import Param, XmrError
 
 if TYPE_CHECKING:
     from xmr.data.manifest import Item
@@ -27,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_skip_bad(p)
     add_encoders(p)
     add_cache(p)
+    add_runtime(p)
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: this process (default); ray: partitions encoded by a pool of Ray actors, each "
                         "partition's shard written atomically, finished ones skipped on a re-run")
@@ -63,9 +74,11 @@ def run(a: argparse.Namespace) -> None:
     from xmr.data.manifest import select_split
     from xmr.data.readers import read_items
     from xmr.encoders import create_image_encoder, create_text_encoder
+    from xmr.encoders.placement import place_encoder
     from xmr.runs.config import RunConfig
     from xmr.workflows.features import encode_items, feature_cache_dir, skipped_list_path, write_skipped
 
+    runtime = runtime_from_args(a)  # resolved once, before anything is read: a missing device fails first
     if (a.manifest is None) == (a.images is None):
         raise XmrError("give a manifest or --images FOLDER (one of them)")
     source, skip_bad = (a.manifest, a.skip_bad) if a.images is None else (a.images, True)
@@ -74,9 +87,12 @@ def run(a: argparse.Namespace) -> None:
     items = select_split(items, a.split)
     image_encoder, text_encoder = a.image_encoder or RunConfig.image_encoder, a.text_encoder or RunConfig.text_encoder
     if a.engine == "ray" or a.shards is not None:
+        if not (runtime.is_cpu_fp32 or (runtime.picked and runtime.precision == "fp32")):
+            raise XmrError("partitioned encoding runs on the CPU at fp32 only, not on {device} at {precision}",
+                           device=Param("device", str(runtime.device)), precision=Param("precision", runtime.precision))
         return _encode_partitions(a, items, image_encoder, text_encoder, allow_textless=a.images is not None)
-    fs = encode_items(items, image_encoder=create_image_encoder(image_encoder),
-                      text_encoder=create_text_encoder(text_encoder),
+    fs = encode_items(items, image_encoder=place_encoder(create_image_encoder(image_encoder), runtime),
+                      text_encoder=place_encoder(create_text_encoder(text_encoder), runtime),
                       cache_dir=a.cache_dir, skip_bad=skip_bad, allow_textless=a.images is not None)
     print(f"encoded {len(fs.items)} images ({fs.image_feats.shape[1]}-d) and {len(fs.texts)} texts "
           f"({fs.text_feats.shape[1]}-d); cache: {feature_cache_dir(a.cache_dir)}")

@@ -13,6 +13,7 @@ from xmr.cli.options import (
     add_cache,
     add_recursive,
     add_rerank,
+    add_runtime,
     add_skip_bad,
     command_line,
     given_values,
@@ -20,6 +21,7 @@ from xmr.cli.options import (
     positive_int,
     rerankers,
     run_task,
+    runtime_from_args,
     shown_default,
 )
 
@@ -73,6 +75,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "scored by R@1+5+10 of the re-ranked direction; --rerank-param values stay fixed; the "
                         "choice and every score go to rerank/NAME/TARGET/tuning.json (test is refused)")
     add_cache(p)
+    add_runtime(p)
     p.set_defaults(func=run)
 
     p = sub.add_parser("index add", help="encode a manifest's items and add them to a run's index (ids kept, atomic)")
@@ -82,6 +85,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--split", default=None, help="only this split of the manifest")
     add_skip_bad(p)
     add_cache(p)
+    add_runtime(p)
     p.set_defaults(func=run_add)
 
     p = sub.add_parser("index remove", help="remove items from a run's index by their ids (others kept, atomic)")
@@ -140,10 +144,11 @@ def index_job(a: argparse.Namespace) -> IndexJob:
 def run(a: argparse.Namespace) -> None:
     from xmr.index.run_record import load_index_run
 
+    runtime = runtime_from_args(a)  # resolved once, before anything is read: a missing device fails first
     job = index_job(a)
     task = run_task(a)
     task.require("index", a.run)  # a run of a task without an index: one line saying what it is
-    out = task.index(a.run, job)
+    out = task.index(a.run, job, runtime=runtime)
     built = load_index_run(out)
     if job.shards is not None:
         print(f"index: {out} ({built.n_images} images, {built.n_texts} texts, from the shards in {a.shards})")
@@ -189,8 +194,9 @@ def _print_tuned(out: str | os.PathLike[str], built: IndexRun) -> None:
 def run_add(a: argparse.Namespace) -> None:
     from xmr.workflows.index_edit import add_to_index
 
+    runtime = runtime_from_args(a)  # resolved once, before anything is read: a missing device fails first
     e = add_to_index(a.run, a.manifest, index_dir=a.index, split=a.split, cache_dir=a.cache_dir,
-                     skip_bad=a.skip_bad, command=command_line(a))
+                     skip_bad=a.skip_bad, command=command_line(a), runtime=runtime)
     skipped = f"; {e.skipped} unreadable image(s) left out, listed in {e.index_dir / 'skipped.jsonl'}" \
         if e.skipped else ""
     print(f"index: {e.index_dir}: added {e.images} images and {e.texts} new texts; now {e.n_images} images, "

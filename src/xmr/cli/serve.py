@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from xmr.cli.options import Number, positive, positive_int
+from xmr.cli.options import Number, add_runtime, given_values, positive, positive_int, runtime_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,14 +33,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--exact-text", action="store_true",
                    help="encode query texts with the run's own text encoder, not its faster stand-in (int8 ONNX "
                         "MiniLM for minilm-l6, the same features within 1e-3 cosine)")
+    add_runtime(p)
     p.defaults_fn = _serve_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
     p.set_defaults(func=run)
 
 
 def run(a: argparse.Namespace) -> None:
     # idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE, set by main before torch or FAISS load)
+    from xmr.runtime import RuntimeConfig
     from xmr.serve import ServeConfig, serve
     from xmr.tasks import load_service
+
+    runtime_from_args(a)  # a device this machine lacks fails now, in one line; each worker resolves it again
 
     given = {k: v for k, v in (("host", a.host), ("port", a.port), ("workers", a.workers),
                                ("max_upload_mb", a.max_upload_mb), ("body_timeout", a.body_timeout),
@@ -52,6 +56,7 @@ def run(a: argparse.Namespace) -> None:
         given["allowed_hosts"] = tuple(a.allow_host)
     if a.exact_text:
         given["fast_text"] = False
+    given["runtime"] = RuntimeConfig(**given_values(a, {"device": "device", "precision": "precision"}))
     serve(a.run, a.index, ServeConfig(**given), load=load_service)  # the run's task's service, if it can serve
 
 

@@ -26,6 +26,7 @@ from xmr.encoders.base import ENCODERS, ImageEncoder
 from xmr.encoders.image_io import ImageSource, image_to_array
 from xmr.encoders.trunk import ImageTail, check_tail_blocks
 from xmr.errors import XmrError
+from xmr.runtime.device import to_numpy
 from xmr.utils.malloc import tune_allocator_for_inference
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class EfficientNetLite0(ImageEncoder):
         self.image_size = image_size
         self.encoder_id = f"efficientnet-lite0-imagenet@{image_size}"
         self._model: torch.nn.Module | None = None
+        self.device = torch.device("cpu")  # where encode_batch runs (:func:`xmr.encoders.placement.place_encoder`)
 
     @property
     def model(self) -> Any:  # the untyped EfficientNet of efficientnet_lite_pytorch
@@ -69,8 +71,14 @@ class EfficientNetLite0(ImageEncoder):
             if len(net._blocks) != self.n_blocks:
                 raise XmrError(f"EfficientNet-Lite0 has {len(net._blocks)} blocks, expected {self.n_blocks}; "
                                "reinstall xmr with its pinned dependencies")
-            self._model = net.eval()
+            self._model = net.eval().to(self.device)
         return self._model
+
+    def to_device(self, device: torch.device) -> None:
+        """Run ``encode_batch`` on ``device`` (the features still come back as CPU float32 numpy)."""
+        self.device = device
+        if self._model is not None:
+            self._model.to(device)
 
     def load(self, path: ImageSource) -> np.ndarray:
         return image_to_array(path, self.image_size)
@@ -92,7 +100,7 @@ class EfficientNetLite0(ImageEncoder):
 
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         x = to_model_input(inputs)  # type: ignore[arg-type]  # load() made each input an array
-        return self.forward(x).numpy().astype(np.float32, copy=False)
+        return to_numpy(self.forward(x.to(self.device)))
 
     # -- the trunk / tail split (xmr.encoders.trunk) -------------------------------------------
 

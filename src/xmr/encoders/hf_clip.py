@@ -53,6 +53,7 @@ from xmr.encoders.base import Encoder, EncoderFamily, ImageEncoder, TextEncoder,
 from xmr.encoders.image_io import ImageSource, UnreadableImage, load_rgb
 from xmr.errors import XmrError
 from xmr.modality import Modality
+from xmr.runtime.device import to_numpy
 from xmr.utils.files import LIMITS, check_input_file
 from xmr.utils.io import sha1_file
 
@@ -208,6 +209,7 @@ class Checkpoint:
         self._tokenizer: Any = None
         self._dims: dict[Modality, int] = {}
         self._sides_ok: set[Modality] = set()
+        self.device = torch.device("cpu")  # where both sides run (:func:`xmr.encoders.placement.place_encoder`)
 
     @property
     def digest(self) -> str:
@@ -245,7 +247,14 @@ class Checkpoint:
         if missing:
             raise XmrError(f"the {FAMILY} checkpoint {self.path} lacks {len(missing)} weight(s) (e.g. {missing[0]}); "
                            "transformers would fill them with random values")
-        return model.eval()
+        return model.eval().to(self.device)
+
+    def to_device(self, device: torch.device) -> None:
+        """Run both sides' forward passes on ``device`` (their features still come back as CPU float32)."""
+        with self._lock:
+            self.device = device
+            if self._model is not None:
+                self._model.to(device)
 
     def require(self, side: Modality) -> None:
         """Refuse a checkpoint whose model class has no ``get_<side>_features`` before anything
@@ -385,16 +394,17 @@ def _run(ckpt: Checkpoint, side: Modality, inputs: Sequence[object], dim: int | 
     fn = ckpt.features_fn(side)
     with torch.no_grad():
         if side == "image":
-            out = fn(pixel_values=torch.from_numpy(np.stack(inputs)))  # type: ignore[arg-type]  # load() made arrays
+            pixels = torch.from_numpy(np.stack(inputs)).to(ckpt.device)  # type: ignore[arg-type]  # load() made arrays
+            out = fn(pixel_values=pixels)
         else:
             enc = ckpt.tokenizer([str(t) for t in inputs], padding="max_length", truncation=True,
                                  max_length=ckpt.max_text_length(), return_tensors="pt")
-            out = fn(**{k: enc[k] for k in ("input_ids", "attention_mask") if k in enc})
+            out = fn(**{k: enc[k].to(ckpt.device) for k in ("input_ids", "attention_mask") if k in enc})
     feats = _as_features(out, len(inputs), ckpt, side)
     if dim is not None and feats.shape[1] != dim:
         raise XmrError(f"get_{side}_features of {ckpt.path} gives {feats.shape[1]}-d features, but its config "
                        f"says projection_dim {dim}")
-    return feats.float().numpy().astype(np.float32, copy=False)
+    return to_numpy(feats)
 
 
 class _CheckpointSide(Encoder):
@@ -416,6 +426,10 @@ class _CheckpointSide(Encoder):
 
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         return _run(self.checkpoint, self.modality, inputs, self.dim)
+
+    def to_device(self, device: torch.device) -> None:
+        """Run on ``device``: the checkpoint's, shared with the other side (one runtime per command)."""
+        self.checkpoint.to_device(device)
 
 
 class HfClipImageEncoder(_CheckpointSide, ImageEncoder):

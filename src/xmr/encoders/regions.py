@@ -27,6 +27,7 @@ from xmr.encoders.base import ENCODERS, ImageEncoder, create_image_encoder
 from xmr.encoders.image_io import ImageSource
 from xmr.encoders.pipeline import encode_images
 from xmr.errors import XmrError
+from xmr.runtime.device import to_numpy
 
 
 class SpatialImageEncoder(Protocol):
@@ -105,7 +106,7 @@ class RegionEncoder(ImageEncoder):
             raise XmrError(f"{self.base.encoder_id} feature map has {fmap.shape[1]} channels, "
                            f"expected {self.channels}")
         regions = pool_regions(fmap.float(), self.grid)
-        return regions.flatten(1).numpy().astype(np.float32, copy=False)
+        return to_numpy(regions.flatten(1))
 
 
 def encode_regions(items_or_paths: Sequence[Item | str | Path], encoder: SpatialImageEncoder | RegionEncoder, *,

@@ -16,6 +16,7 @@ import torch
 
 from xmr.encoders.base import ENCODERS, ImageEncoder, TextEncoder
 from xmr.encoders.image_io import ImageSource, image_to_array
+from xmr.runtime.device import to_numpy
 from xmr.utils.arrays import l2_normalize
 
 
@@ -34,6 +35,7 @@ class ToyImageEncoder(ImageEncoder):
             torch.nn.Conv2d(3, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
             torch.nn.Conv2d(32, dim, 3, stride=2, padding=1), torch.nn.ReLU(),
         ).eval()
+        self.device = torch.device("cpu")  # where encode_batch runs (:func:`xmr.encoders.placement.place_encoder`)
         for p in self.net.parameters():
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
@@ -51,11 +53,16 @@ class ToyImageEncoder(ImageEncoder):
         """The final feature map (for region features). Shape: (B, 3, S, S) -> (B, dim, S/4, S/4)."""
         return self.net(x)
 
+    def to_device(self, device: torch.device) -> None:
+        """Run ``encode_batch`` on ``device`` (the features still come back as CPU float32 numpy)."""
+        self.device = device
+        self.net.to(device)
+
     @torch.inference_mode()
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
-        feats = self.net(self.to_input(inputs))
+        feats = self.net(self.to_input(inputs).to(self.device))
         out = torch.cat([feats.mean(dim=(2, 3)), feats.amax(dim=(2, 3))], dim=1)[:, : self.dim]
-        return out.numpy().astype(np.float32)
+        return to_numpy(out)
 
 
 @ENCODERS.register("toy-text")

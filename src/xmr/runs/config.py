@@ -15,12 +15,14 @@ from xmr.data.readers import read_items
 from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.encoders.augment import AugmentConfig, check_augmentable
 from xmr.encoders.base import check_declared_side, is_encoder_name, resolve_encoder
+from xmr.encoders.placement import place_encoder
 from xmr.errors import XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, ModelConfig, load_model
 from xmr.objectives import Fit, check_fit
 from xmr.runs.base import RUN_FILE, BaseRunConfig, load_run_config
 from xmr.runs.paper_features import PAPER_FEATURES, FinetuneConfig, SparseDataConfig, upgrade_flat
+from xmr.runtime.device import Runtime
 from xmr.text import TEXT_MODELS, TextEncoderConfig, Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
 from xmr.training import TrainConfig
@@ -265,8 +267,9 @@ class RunEncoders(TypedDict):
     text_encoder: TextEncoder
 
 
-def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> RunEncoders:
-    """The run's encoders as ``encode_items`` keyword arguments (weights load on first use).
+def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None, runtime: Runtime | None = None) -> RunEncoders:
+    """The run's encoders as ``encode_items`` keyword arguments (weights load on first use), placed on
+    ``runtime`` (:func:`~xmr.encoders.placement.place_encoder`; None: the CPU at fp32, untouched).
 
     A word-level text model's "encoder" turns texts into id rows of ``vocab`` (the training
     vocabulary: the trained model's ``vocab``), so it is required then.
@@ -274,11 +277,12 @@ def run_encoders(cfg: RunConfig, vocab: Vocabulary | None = None) -> RunEncoders
     image_encoder: ImageEncoder = create_image_encoder(cfg.image_encoder)
     if cfg.finetune is not None:
         image_encoder = cfg.finetune.image_trunk(image_encoder)
+    image_encoder = place_encoder(image_encoder, runtime)
     if cfg.text_model is None:
         text_encoder: TextEncoder = create_text_encoder(cfg.text_encoder)
         if cfg.finetune is not None:
             text_encoder = cfg.finetune.text_trunk(text_encoder)
-        return {"image_encoder": image_encoder, "text_encoder": text_encoder}
+        return {"image_encoder": image_encoder, "text_encoder": place_encoder(text_encoder, runtime)}
     if vocab is None:
         raise XmrError(f"the run's {cfg.text_encoder} text model needs its vocabulary (the model's vocab.json)")
     return {"image_encoder": image_encoder, "text_encoder": WordIdsEncoder(vocab, cfg.text_model.length)}

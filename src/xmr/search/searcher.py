@@ -24,6 +24,7 @@ from xmr.data.gallery_store import GALLERY_FILE, Gallery, ListGallery, open_gall
 from xmr.data.manifest import Item
 from xmr.encoders import ImageEncoder, TextEncoder, create_text_encoder
 from xmr.encoders.image_io import ImageBytes, blank_png
+from xmr.encoders.placement import place_encoder
 from xmr.errors import Call, Param, XmrError
 from xmr.evaluation.similarity import is_inner_product, score_fn
 from xmr.index import Index, load_index
@@ -33,6 +34,7 @@ from xmr.models import JointModel
 from xmr.rerank.registry import RERANKERS, index_fingerprint, rerank_dir
 from xmr.rerank.reranker import Reranker, load_reranker, order_shortlist
 from xmr.runs.config import load_run, run_encoders
+from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.search.queries import Query
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class Searcher:
         run_dir: the run folder, only to name it in "index the run again" hints.
         built: the index folder's record (``index_run.json``), for those hints (read from
             ``index_dir`` when needed and not given).
+        runtime: the device and precision the model embeds queries at (None: the CPU at fp32; the model
+            and the encoders must already be there: :meth:`from_run` places them).
     """
 
     def __init__(self, model: JointModel, image_encoder: ImageEncoder, text_encoder: TextEncoder,
@@ -86,8 +90,9 @@ class Searcher:
                  texts: Sequence[str] | None = None, *,
                  index_dir: str | Path | None = None, rerank: str | Reranker | None = None,
                  rerank_params: Mapping[str, object] | None = None, run_dir: str | Path | None = None,
-                 built: IndexRun | None = None) -> None:
+                 built: IndexRun | None = None, runtime: Runtime | None = None) -> None:
         self.model, self.image_encoder, self.text_encoder = model, image_encoder, text_encoder
+        self.runtime = runtime or CPU_FP32
         self.indexes = {"images": image_index, "texts": text_index}
         self.metadata = items if isinstance(items, Gallery) else ListGallery(items, list(texts or []))
         self._items: list[Item | None] | None = None
@@ -110,7 +115,7 @@ class Searcher:
     @classmethod
     def from_run(cls, run_dir: str | Path, index_dir: str | Path | None = None, *,
                  rerank: str | Reranker | None = None, rerank_params: Mapping[str, object] | None = None,
-                 fast_text: bool = False, mmap: bool = False) -> Searcher:
+                 fast_text: bool = False, mmap: bool = False, runtime: Runtime | None = None) -> Searcher:
         """Load the best model of ``run_dir`` and the index built by ``xmr index``.
 
         Args:
@@ -124,13 +129,17 @@ class Searcher:
                 used frozen; otherwise with the run's own.
             mmap: map the indexes from their files instead of reading them into RAM (a search
                 process's memory grows only with the pages its queries touch; read-only).
+            runtime: the device and precision the encoders and the model run at (None: the CPU at fp32);
+                the query embeddings and the index stay float32 on the CPU.
 
         Raises:
             XmrError: no index, a damaged ``index_run.json``, an index of another model, or
                 ``rerank`` structures missing from the index or built for another index.
         """
         run_dir = Path(run_dir)
+        runtime = runtime or CPU_FP32
         cfg, model = load_run(run_dir)
+        model.to(runtime.device)
         idx = Path(index_dir) if index_dir else run_dir / "index"
         built = read_index_run(idx, run_dir)
         dim = model.config.embed_dim
@@ -145,13 +154,19 @@ class Searcher:
                 raise XmrError("{path} lists {n_meta} {what} but the index holds {n_index}; the index folder {idx} "
                                "is damaged: rebuild it with {fix}", path=str(path), n_meta=n_meta, what=what,
                                n_index=len(index), idx=str(idx), fix=Call("index_run", Param("run_dir", str(run_dir))))
-        encoders = run_encoders(cfg, model.vocab)
+        encoders = run_encoders(cfg, model.vocab, runtime)
         text_encoder = encoders["text_encoder"]
         if fast_text and text_encoder.query_stand_in is not None:  # a fine-tuned text trunk declares none
-            text_encoder = create_text_encoder(text_encoder.query_stand_in)
+            text_encoder = place_encoder(create_text_encoder(text_encoder.query_stand_in), runtime)
         return cls(model, encoders["image_encoder"], text_encoder,
                    image_index, text_index, gallery, index_dir=idx, rerank=rerank,
-                   rerank_params=rerank_params, run_dir=run_dir, built=built)
+                   rerank_params=rerank_params, run_dir=run_dir, built=built, runtime=runtime)
+
+    def embed(self, feats: np.ndarray, modality: Modality) -> np.ndarray:
+        """The model's joint-space embeddings of encoder features, at the searcher's runtime. Shape: (n, feat_dim)
+        -> (n, embed_dim), float32 on the CPU."""
+        with self.runtime.autocast():
+            return self.model.embed_numpy(feats, modality)
 
     def text_features(self, texts: list[str]) -> np.ndarray:
         """The text encoder's own features of query texts. Shape: (n, text_dim)."""
@@ -174,11 +189,11 @@ class Searcher:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Joint-space embeddings of query texts. Shape: (n, embed_dim)."""
-        return self.model.embed_numpy(self.text_features(texts), "text")
+        return self.embed(self.text_features(texts), "text")
 
     def embed_images(self, paths: list[str | Path]) -> np.ndarray:
         """Joint-space embeddings of query images. Shape: (n, embed_dim)."""
-        return self.model.embed_numpy(self.image_features(paths), "image")
+        return self.embed(self.image_features(paths), "image")
 
     def search_vectors(self, queries: np.ndarray, k: int = DEFAULT_K, *, target: Target = "images"
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -236,14 +251,14 @@ class Searcher:
                     rerank: str | Reranker | None = None) -> list[SearchHit]:
         """The ``k`` gallery images (or texts) closest to ``text``; ``rerank`` as in :meth:`search_reranked`."""
         feats = self.text_features([text])
-        q = self.model.embed_numpy(feats, "text")
+        q = self.embed(feats, "text")
         return self._hits(*self.search_reranked(q, feats, k, target=target, modality="text", rerank=rerank), target)
 
     def search_image(self, path: str | Path, k: int = DEFAULT_K, *, target: Target = "images",
                      rerank: str | Reranker | None = None) -> list[SearchHit]:
         """The ``k`` gallery images (other styles included) or texts closest to the image at ``path``."""
         feats = self.image_features([path])
-        q = self.model.embed_numpy(feats, "image")
+        q = self.embed(feats, "image")
         return self._hits(*self.search_reranked(q, feats, k, target=target, modality="image", rerank=rerank),
                           target)
 
@@ -305,7 +320,7 @@ class Searcher:
         if good:
             feats = (self.text_encoder if kind == "text" else self.image_encoder).encode_batch(inputs)
             del inputs  # the decoded images: free before the search
-            emb = self.model.embed_numpy(feats, kind)
+            emb = self.embed(feats, kind)
             scores, ids = self.search_reranked(emb, feats, k, target=target, modality=kind, rerank=rerank)
             for row, (i, q) in enumerate(good):
                 done[i] = QueryResult(q, self._hits_row(scores[row], ids[row], target))

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from xmr.errors import XmrError
+from xmr.runtime.config import RuntimeConfig
 from xmr.utils.numbers import check_finite_fields
 
 API_KEY_ENV = "XMR_API_KEY"
@@ -48,6 +49,8 @@ class ServeConfig:
         max_decodes: image decodes at once (uploads, and the check of a served gallery image);
             the others wait: each decode of a large image holds its pixels in memory.
         max_filter_values: filter values one query may name, over all its fields.
+        runtime: the device and precision the encoders and the model run at, resolved by each worker
+            (the query embeddings and the index stay float32 on the CPU).
         graceful_timeout: seconds the requests in flight at SIGTERM may take to finish; those
             still running then are answered 503 and dropped (one log line each, no traceback).
     """
@@ -68,6 +71,7 @@ class ServeConfig:
     max_decodes: int = 2
     max_filter_values: int = 256
     graceful_timeout: float = 10.0
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
         check_finite_fields(self)

@@ -24,6 +24,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from xmr.encoders.image_io import ImageReadConfig, current_image_read, set_image_read
+from xmr.runtime.config import RuntimeConfig
 from xmr.serve.app import create_app
 from xmr.serve.config import ServeConfig
 from xmr.serve.service import GalleryService, SearchService
@@ -91,7 +92,8 @@ def app_from_env() -> FastAPI:
     given = spec["config"]
     set_image_read(ImageReadConfig(**spec["image_read"]))  # the limits the starting command had, for this process
     config = ServeConfig(**{**given, "cors_origins": tuple(given["cors_origins"]),
-                            "allowed_hosts": tuple(given["allowed_hosts"])})
+                            "allowed_hosts": tuple(given["allowed_hosts"]),
+                            "runtime": RuntimeConfig(**given["runtime"])})
     module, _, name = spec["load"].partition(":")
     return build_app(spec["run"], spec["index"], config, load=getattr(importlib.import_module(module), name))
 

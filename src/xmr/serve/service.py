@@ -43,6 +43,7 @@ from xmr.evaluation.similarity import is_inner_product
 from xmr.modality import Modality, Target
 from xmr.rerank.registry import RERANKERS
 from xmr.runs.base import read_task_name
+from xmr.runtime.device import Runtime, resolve
 from xmr.search import Searcher
 from xmr.serve.batching import MicroBatcher
 from xmr.serve.config import ServeConfig
@@ -237,10 +238,10 @@ class SearchService(GalleryService):
 
     @classmethod
     def load(cls, run_dir: str | Path, index_dir: str | Path | None = None, *, fast_text: bool = False,
-             **kw: object) -> SearchService:
-        """Load the run's model, encoders and index (``xmr index`` must have built it); ``fast_text``
-        as in :meth:`xmr.search.Searcher.from_run`."""
-        searcher = Searcher.from_run(run_dir, index_dir, fast_text=fast_text)
+             runtime: Runtime | None = None, **kw: object) -> SearchService:
+        """Load the run's model, encoders and index (``xmr index`` must have built it); ``fast_text`` and
+        ``runtime`` (None: the CPU at fp32) as in :meth:`xmr.search.Searcher.from_run`."""
+        searcher = Searcher.from_run(run_dir, index_dir, fast_text=fast_text, runtime=runtime)
         return cls(searcher, run_dir=run_dir, **kw)  # type: ignore[arg-type]
 
     @classmethod
@@ -248,7 +249,7 @@ class SearchService(GalleryService):
                 config: ServeConfig | None = None) -> SearchService:
         """:meth:`load` with ``config``'s settings, as ``xmr serve`` serves a retrieval run."""
         c = config or ServeConfig()
-        return cls.load(run_dir, index_dir, fast_text=c.fast_text, cache_size=c.cache_size,
+        return cls.load(run_dir, index_dir, fast_text=c.fast_text, runtime=resolve(c.runtime), cache_size=c.cache_size,
                         max_upload_bytes=c.max_upload_bytes, text_workers=c.text_workers, max_decodes=c.max_decodes)
 
     def warm_up(self) -> None:
@@ -297,7 +298,7 @@ class SearchService(GalleryService):
         """One encoder call for a micro-batch of texts: per text (joint (1, d), own (1, d_own))."""
         with self._text_lock:
             feats = self.searcher.text_features(texts)
-            emb = self.searcher.model.embed_numpy(feats, "text")
+            emb = self.searcher.embed(feats, "text")
         return [(emb[i:i + 1], feats[i:i + 1]) for i in range(len(texts))]
 
     def _search_many(self, target: Target, batch: list[tuple[np.ndarray, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -317,7 +318,7 @@ class SearchService(GalleryService):
             raise ServiceError(f"image: {e.reason}") from None
         with self._encoder_lock:
             feats = enc.encode_batch([pixels])
-            return self.searcher.model.embed_numpy(feats, "image"), feats
+            return self.searcher.embed(feats, "image"), feats
 
     def _item_embedding(self, item_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         i = self.item_index(item_id)
@@ -327,7 +328,7 @@ class SearchService(GalleryService):
             return vec, None  # the own features are needed by bidirectional only
         except RuntimeError:  # an index that cannot give its vectors back: encode the file
             feats = self._item_features(item_id)
-            return self.searcher.model.embed_numpy(feats, "image"), feats
+            return self.searcher.embed(feats, "image"), feats
 
     def _item_features(self, item_id: str) -> np.ndarray:
         enc = self.searcher.image_encoder

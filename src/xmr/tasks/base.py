@@ -147,17 +147,21 @@ class Task(abc.ABC, Generic[C]):
         refuses another)."""
 
     @abc.abstractmethod
-    def evaluate(self, run_dir: str | Path, given: Options, *, split: str,
-                 cache_dir: str | Path | None = None, command: str | None = None) -> EvalOutcome:
-        """Evaluate the run on ``split`` with the task's own ``xmr eval`` options in ``given``."""
+    def evaluate(self, run_dir: str | Path, given: Options, *, split: str, cache_dir: str | Path | None = None,
+                 command: str | None = None, runtime: Runtime | None = None) -> EvalOutcome:
+        """Evaluate the run on ``split`` with the task's own ``xmr eval`` options in ``given``; ``runtime``: the
+        device and precision its models run at (None: the CPU at fp32; a task that runs only there refuses
+        another)."""
 
     @abc.abstractmethod
-    def search(self, run_dir: str | Path, given: Options) -> Iterable[str]:
+    def search(self, run_dir: str | Path, given: Options, *, runtime: Runtime | None = None) -> Iterable[str]:
         """Answer the query or queries in ``given``: printable lines (one per hit, or per query as
-        JSON), yielded as they are ready; a query that failed raises at the end."""
+        JSON), yielded as they are ready; a query that failed raises at the end. ``runtime``: the device and
+        precision its models run at (None: the CPU at fp32; a task that runs only there refuses another)."""
 
-    def index(self, run_dir: str | Path, job: IndexJob) -> Path:
-        """Build the run's search index as ``job`` says; the index folder (capability ``index``)."""
+    def index(self, run_dir: str | Path, job: IndexJob, *, runtime: Runtime | None = None) -> Path:
+        """Build the run's search index as ``job`` says, its models on ``runtime`` (None: the CPU at fp32); the
+        index folder (capability ``index``)."""
         raise self.refusal("index", run_dir)  # a task that can overrides this
 
     def service(self, run_dir: str | Path, index_dir: str | Path | None = None,
@@ -165,14 +169,16 @@ class Task(abc.ABC, Generic[C]):
         """The loaded search service of the run (capability ``serve``), as ``xmr serve`` serves it."""
         raise self.refusal("serve", run_dir)  # a task that can overrides this
 
-    def caption(self, run_dir: str | Path, image: str | Path, *, beam: int | None = None) -> str:
-        """A caption of ``image`` (capability ``captions``); None: the captioner's own default."""
+    def caption(self, run_dir: str | Path, image: str | Path, *, beam: int | None = None,
+                runtime: Runtime | None = None) -> str:
+        """A caption of ``image`` (capability ``captions``); None: the captioner's own default; ``runtime``:
+        where its models run (None: the CPU at fp32)."""
         raise self.refusal("captions", run_dir)  # a task that can overrides this
 
     def imagine(self, run_dir: str | Path, text: str, out: str | Path, *, n: int | None = None,
-                seed: int | None = None, mean: bool = False) -> list[Path]:
+                seed: int | None = None, mean: bool = False, runtime: Runtime | None = None) -> list[Path]:
         """Images drawn for ``text``, written at ``out`` (capability ``imagines``); None: the
-        generator's own default."""
+        generator's own default; ``runtime``: where its models run (None: the CPU at fp32)."""
         raise self.refusal("imagines", run_dir)  # a task that can overrides this
 
 
@@ -209,8 +215,8 @@ def pick(given: Options, fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 def refuse_accelerated(task: str, runtime: Runtime | None) -> None:
-    """Refuse a device or precision other than the CPU at fp32 for a task whose trainer runs only there; a
-    device picked by ``auto`` is not refused (the task trains on the CPU).
+    """Refuse a device or precision other than the CPU at fp32 for a task whose models run only there; a
+    device picked by ``auto`` is not refused (the task runs on the CPU).
 
     Raises:
         XmrError: a named device other than the CPU, or a precision other than fp32.

@@ -30,6 +30,7 @@ from xmr.models import JointModel
 from xmr.rerank.registry import create_reranker
 from xmr.rerank.reranker import GalleryVectors, Modality, Reranker, order_shortlist
 from xmr.runs.config import load_run, run_encoders, run_items
+from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.utils.io import check_writable, save_json
 from xmr.workflows.features import FeatureSet, encode_items
 
@@ -167,7 +168,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
                  texts_per_item: int | None = None, cache_dir: str | Path | None = None,
                  rerank: Sequence[str | Reranker] = (), command: str | None = None,
                  show_progress: bool | None = None, skip_bad: bool = False,
-                 out: str | Path | None = None) -> dict[str, float]:
+                 out: str | Path | None = None, runtime: Runtime | None = None) -> dict[str, float]:
     """Evaluate the best checkpoint of ``run_dir`` on ``split`` and write the results as JSON.
 
     The file is :func:`eval_output_path`: ``eval-<split>-<mode>.json`` for the run's own data,
@@ -189,8 +190,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
         skip_bad: evaluate around unreadable images (listed under ``skipped`` in the JSON)
             instead of refusing.
         out: write the results here instead.
+        runtime: the device and precision the encoders and the model run at (None: the CPU at fp32);
+            the features and embeddings come back float32 on the CPU, where the metrics are computed.
     """
     run_dir = Path(run_dir)
+    runtime = runtime or CPU_FP32
     rerankers = [create_reranker(r) if isinstance(r, str) else r for r in rerank]
     if mode not in EVAL_MODES:
         raise XmrError(f"unknown evaluation mode {mode!r}; use {' or '.join(EVAL_MODES)}")
@@ -199,9 +203,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", mode: str = "full"
     target = eval_output_path(run_dir, cfg.manifest, split=split, mode=mode, manifest=manifest, out=out)
     check_writable(target.parent, "results folder")  # refuse now, not after encoding
     fs = encode_items(run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad),
-                      **run_encoders(cfg, model.vocab),
+                      **run_encoders(cfg, model.vocab, runtime),
                       cache_dir=cache_dir, texts_per_item=n_texts, show_progress=show_progress, skip_bad=skip_bad)
-    metrics = evaluate_features(model, fs, mode=mode, rerank=rerankers)
+    model.to(runtime.device)
+    with runtime.autocast():
+        metrics = evaluate_features(model, fs, mode=mode, rerank=rerankers)
     chance = chance_of_protocol(fs.relevance, mode=mode)
     metrics.update({f"{CHANCE}/{k}": v for k, v in chance.items()})
     plain = {k: v for k, v in metrics.items() if "/" not in k}

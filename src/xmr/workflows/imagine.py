@@ -27,6 +27,7 @@ from xmr.models.generative import GenerativeHeads, load_generative
 from xmr.models.image_gan import IMAGE_SIZE, GanConfig, ImageGenerator, to_pixels
 from xmr.objectives.generative import GenerativeData, image_references
 from xmr.runs.config import RunConfig, load_run, run_encoders
+from xmr.runtime.device import Runtime
 from xmr.text import Vocabulary, tokenize
 from xmr.utils.io import atomic_save_file
 from xmr.utils.progress import progress
@@ -86,8 +87,11 @@ def _grounded(model: JointModel, feats: np.ndarray, modality: str) -> torch.Tens
         return model.embed_grounded(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)), modality)
 
 
-def caption_image(run_dir: str | Path, image: str | Path, *, beam: int = 1) -> str:
+def caption_image(run_dir: str | Path, image: str | Path, *, beam: int = 1, runtime: Runtime | None = None) -> str:
     """The caption a run's decoder writes for ``image`` (``beam`` 1: greedy decoding).
+
+    ``runtime``: the device and precision the frozen image encoder runs at (None: the CPU at fp32); the
+    model's grounding and the decoder run on the CPU at fp32, as the generative paths train.
 
     Raises:
         XmrError: a run trained without the i2t path, an unreadable image, or a beam < 1.
@@ -99,7 +103,7 @@ def caption_image(run_dir: str | Path, image: str | Path, *, beam: int = 1) -> s
     if heads is None or heads.captioner is None or heads.caption_vocab is None:
         raise XmrError("{run} was trained without the i2t path: train it with {fix} to caption", run=str(run_dir),
                        fix=Param("generative", ("i2t",)))
-    encoder = run_encoders(config, model.vocab)["image_encoder"]
+    encoder = run_encoders(config, model.vocab, runtime)["image_encoder"]
     feats = encoder.encode_batch([encoder.load(image)])
     v_l = _grounded(model, feats, "image")
     with torch.inference_mode():
@@ -113,11 +117,13 @@ def _heads(run_dir: str | Path, model: JointModel) -> GenerativeHeads | None:
 
 
 def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 4, seed: int = 0,
-                   mean: bool = False, batch_size: int = IMAGINE_BATCH) -> list[Path]:
+                   mean: bool = False, batch_size: int = IMAGINE_BATCH, runtime: Runtime | None = None) -> list[Path]:
     """Write ``n`` images a run's generator draws for ``text``: ``out`` itself for one, else ``out``'s
     stem + ``-1``, ``-2``, ... (PNG, 64 x 64). ``mean`` uses the condition's mean (no CA sample).
     They are drawn ``batch_size`` at a time from one seeded generator, each batch written before
     the next (so the first ``batch_size`` images are the same for any ``n >= batch_size``).
+    ``runtime``: the device and precision the frozen text encoder runs at (None: the CPU at fp32); the
+    generator runs on the CPU at fp32, as the generative paths train (its seeded noise is drawn there).
 
     Raises:
         XmrError: an empty text, a run trained without the t2i path, or ``n`` < 1.
@@ -129,7 +135,7 @@ def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 
     config, model = load_run(run_dir)
     heads = _heads(run_dir, model)
     _generator(heads, str(run_dir))  # refused before the encoder loads
-    encoder = run_encoders(config, model.vocab)["text_encoder"]
+    encoder = run_encoders(config, model.vocab, runtime)["text_encoder"]
     out = Path(out)
     paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix or '.png'}") for i in range(n)]
     gen = torch.Generator().manual_seed(seed)

@@ -51,6 +51,7 @@ from xmr.models import JointModel
 from xmr.rerank.registry import GalleryVectors, Reranker, first_text_pairs, index_fingerprint, rerank_dir
 from xmr.rerank.reranker import params_dict
 from xmr.runs.config import load_run, run_encoders, run_items
+from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import check_writable
 from xmr.workflows.features import SKIPPED_FILE, FeatureSet, encode_items, read_skipped, write_skipped
@@ -164,7 +165,7 @@ def cross_modal_recall(index: Index, images: np.ndarray, texts: np.ndarray,
     return recall_at_k(index.search(q, k)[1], exact)
 
 
-def index_run(run_dir: str | Path, job: IndexJob | None = None) -> Path:
+def index_run(run_dir: str | Path, job: IndexJob | None = None, *, runtime: Runtime | None = None) -> Path:
     """Build the gallery index of a run as ``job`` asks. Returns the index folder.
 
     Args:
@@ -172,6 +173,8 @@ def index_run(run_dir: str | Path, job: IndexJob | None = None) -> Path:
         job: what to index and how (:class:`~xmr.workflows.index_job.IndexJob`; default: every item
             of the run's manifest, exact search, into ``<run_dir>/index``). With ``job.shards`` the
             index is built from feature shards (:func:`xmr.workflows.index_shards.index_shards`).
+        runtime: the device and precision the encoders and the model run at (None: the CPU at fp32); the
+            features and the indexed embeddings stay float32, re-ranking structures are built at fp32.
 
     Raises:
         XmrError: ``out_dir`` holds anything but an index of this run (it is never replaced
@@ -182,10 +185,12 @@ def index_run(run_dir: str | Path, job: IndexJob | None = None) -> Path:
     if job.shards is not None:
         from xmr.workflows.index_shards import index_shards  # it builds on this module's helpers
 
-        return index_shards(run_dir, job)
+        return index_shards(run_dir, job, runtime=runtime)
+    runtime = runtime or CPU_FP32
     run_dir = Path(run_dir)
     rerankers = job.rerankers()
     cfg, model = load_run(run_dir)
+    model.to(runtime.device)
     if job.index_factory != AUTO:  # a bad factory string fails now, not after encoding
         make_index(job.index_factory, model.config.embed_dim, model.model_id, job.search_params)
     out = job.out_folder(run_dir)
@@ -205,9 +210,10 @@ def index_run(run_dir: str | Path, job: IndexJob | None = None) -> Path:
     tunings: dict[str, dict[Target, Tuning]] = {}
     if job.tune is not None:  # on the run's own validation split, before the gallery is touched
         for proto in rerankers:
-            tunings[proto.name] = tune_reranker(cfg, model, proto, job.rerank_targets, split=job.tune,
-                                                fixed=job.tune_fixed, cache_dir=job.cache_dir,
-                                                show_progress=job.show_progress)
+            with runtime.autocast():
+                tunings[proto.name] = tune_reranker(cfg, model, proto, job.rerank_targets, split=job.tune,
+                                                    fixed=job.tune_fixed, cache_dir=job.cache_dir,
+                                                    show_progress=job.show_progress)
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"):
         check_edits(out, job.edits)  # again: an add may have ended meanwhile
         kept: list[dict[str, str]] = [*scanned_out]
@@ -216,19 +222,20 @@ def index_run(run_dir: str | Path, job: IndexJob | None = None) -> Path:
             source = IndexRun(manifest=built.manifest, images=built.images, recursive=built.recursive,
                               shards=built.shards, split=built.split, edits=built.edits,
                               texts_per_item=built.texts_per_item if job.texts_per_item is None else job.texts_per_item)
-        fs = encode_items(gallery, **run_encoders(cfg, model.vocab),
+        fs = encode_items(gallery, **run_encoders(cfg, model.vocab, runtime),
                           cache_dir=job.cache_dir, texts_per_item=source.texts_per_item, allow_textless=True,
                           show_progress=job.show_progress, skip_bad=skip_bad)
         if kept:  # what the scan or an earlier build left out stays listed in skipped.jsonl
             fs = dataclasses.replace(fs, skipped=(*kept, *fs.skipped))
-        _write_index(out, run_dir, model, fs, job, source, rerankers, tunings)
+        _write_index(out, run_dir, model, fs, job, source, rerankers, tunings, runtime)
     log.info("indexed %d images and %d texts into %s%s", len(fs.items), len(fs.texts), out,
              f"; {len(fs.skipped)} unreadable image(s) left out (listed in {out / SKIPPED_FILE})" if fs.skipped else "")
     return out
 
 
 def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, job: IndexJob, source: IndexRun,
-                 rerankers: Sequence[Reranker], tunings: Mapping[str, Mapping[Target, Tuning]]) -> None:
+                 rerankers: Sequence[Reranker], tunings: Mapping[str, Mapping[Target, Tuning]],
+                 runtime: Runtime = CPU_FP32) -> None:
     """Build the index folder beside ``out`` and swap it in (see the module docstring); its record is
     ``source`` (the gallery's source, split, texts per item, edits) with what this build made."""
     with atomic_folder(out) as tmp:
@@ -242,7 +249,8 @@ def _write_index(out: Path, run_dir: Path, model: JointModel, fs: FeatureSet, jo
             side_factory, params, chosen[name] = resolve_factory(
                 job.index_factory, len(feats), dim, memory_budget=job.memory_budget, search_params=job.search_params)
             index = indexes[name] = make_index(side_factory, dim, model.model_id, params)
-            embedded[name] = model.embed_numpy(feats, modality)
+            with runtime.autocast():
+                embedded[name] = model.embed_numpy(feats, modality)
             if len(feats):  # a gallery of bare images has an empty text index
                 index.add(embedded[name])
             index.save(tmp / name)

@@ -31,6 +31,7 @@ from xmr.index import Index, load_index
 from xmr.index.run_record import INDEX_RUN_FILE, IndexChange, IndexRun, save_index_run
 from xmr.rerank.registry import index_fingerprint
 from xmr.runs.config import load_run, run_encoders, run_items
+from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.utils.faults import crash_point
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.workflows.features import SKIPPED_FILE, encode_items, read_skipped, write_skipped
@@ -103,8 +104,12 @@ def _finish(tmp: Path, idx: Path, built: IndexRun, images: Index, texts: Index, 
 
 def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | None = None,
                  split: str | None = None, cache_dir: str | Path | None = None, skip_bad: bool = False,
-                 command: str | None = None, show_progress: bool | None = None) -> IndexEdit:
+                 command: str | None = None, show_progress: bool | None = None,
+                 runtime: Runtime | None = None) -> IndexEdit:
     """Encode the items of ``manifest`` with the run and add them to its index.
+
+    ``runtime``: the device and precision the encoders and the model run at (None: the CPU at fp32); the
+    index's embeddings stay float32.
 
     New items get the next free image ids; their texts not yet in the gallery get new text ids
     (texts already there are shared). The index keeps its structure (an IVF index is not
@@ -114,8 +119,9 @@ def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | 
         XmrError: no index, an index of another model, an item id already in the gallery (named),
             an unreadable image (without ``skip_bad``).
     """
-    run_dir = Path(run_dir)
+    run_dir, runtime = Path(run_dir), runtime or CPU_FP32
     cfg, model = load_run(run_dir)
+    model.to(runtime.device)
     idx, _ = _open(run_dir, index_dir, model.model_id)  # fail fast; read again under the lock
     items = run_items(cfg, manifest=manifest, split=split, skip_bad=skip_bad)
     with _lock(idx):  # what the index is, is read under the lock it is written under (a rebuild may just have ended)
@@ -128,7 +134,7 @@ def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | 
                            "({fix}) or leave it out", item=repr(there[0]), more=more, manifest=str(manifest),
                            idx=str(idx), fix=Call("remove_from_index", Param("run_dir", str(run_dir)),
                                                   Param("item_ids", (there[0],))))
-        fs = encode_items(items, **run_encoders(cfg, model.vocab), cache_dir=cache_dir,
+        fs = encode_items(items, **run_encoders(cfg, model.vocab, runtime), cache_dir=cache_dir,
                           texts_per_item=built.texts_per_item, allow_textless=True,
                           show_progress=show_progress, skip_bad=skip_bad)
         dim = model.config.embed_dim
@@ -144,10 +150,13 @@ def add_to_index(run_dir: str | Path, manifest: str, *, index_dir: str | Path | 
         stale = tuple(built.rerank)
         with atomic_folder(idx) as tmp:
             _link_tree(idx, tmp)
-            if len(fs.items):
-                images.add(model.embed_numpy(fs.image_feats, "image"), ids=image_ids)
-            if fresh:
-                texts.add(model.embed_numpy(fs.text_feats[fresh], "text"), ids=text_ids)
+            with runtime.autocast():
+                embedded = (model.embed_numpy(fs.image_feats, "image") if len(fs.items) else None,
+                            model.embed_numpy(fs.text_feats[fresh], "text") if fresh else None)
+            if embedded[0] is not None:
+                images.add(embedded[0], ids=image_ids)
+            if embedded[1] is not None:
+                texts.add(embedded[1], ids=text_ids)
             base = idx / GALLERY_FILE if (idx / GALLERY_FILE).is_file() else None
             old_items, old_texts = ({}, {}) if base else (
                 {i: it for i, it in enumerate(gallery.items_by_id()) if it is not None},

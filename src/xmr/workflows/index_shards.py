@@ -28,6 +28,7 @@ from xmr.modality import Target
 from xmr.models import JointModel
 from xmr.rerank.registry import index_fingerprint
 from xmr.runs.config import load_run
+from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.utils.folders import atomic_folder, exclusive_lock
 from xmr.utils.io import check_writable
 from xmr.workflows.features import FeatureSet
@@ -53,12 +54,13 @@ def _check_shard(fs: FeatureSet, p: int, folder: Path, model: JointModel) -> Non
                        f"model takes {want[0]}-d and {want[1]}-d: these shards come from other encoders")
 
 
-def index_shards(run_dir: str | Path, job: IndexJob) -> Path:
+def index_shards(run_dir: str | Path, job: IndexJob, *, runtime: Runtime | None = None) -> Path:
     """Build the run's gallery index from the folder of feature shards ``job.shards``. Returns the index folder.
 
     Of ``job`` it reads the index (``factory``, ``memory_budget``, ``search_params``, ``check``,
     ``seed``), ``out_dir``, ``edits`` (``"drop"`` replaces an index items were added to or removed
-    from; refused otherwise) and ``command``.
+    from; refused otherwise) and ``command``. ``runtime``: the device and precision the model embeds the
+    shards' features at (None: the CPU at fp32); the index holds float32 embeddings.
 
     Raises:
         XmrError: no ``job.shards``, shards of other encoders (named), an unfinished shard folder, a bad
@@ -67,7 +69,9 @@ def index_shards(run_dir: str | Path, job: IndexJob) -> Path:
     if job.shards is None:
         raise XmrError("{shards}: give the folder of feature shards to index", shards=Param("shards"))
     run_dir, folder = Path(run_dir), Path(job.shards)
+    runtime = runtime or CPU_FP32
     cfg, model = load_run(run_dir)
+    model.to(runtime.device)
     if cfg.finetune is not None or cfg.text_model is not None:
         raise XmrError("{run} reads trunk activations or word ids, not the frozen features shards hold: index it "
                        "with {manifest}", run=str(run_dir), manifest=Param("manifest"))
@@ -90,7 +94,9 @@ def index_shards(run_dir: str | Path, job: IndexJob) -> Path:
 
     def image_chunks() -> Iterator[tuple[np.ndarray, None]]:
         for fs in shards_checked():
-            yield model.embed_numpy(fs.image_feats, "image"), None
+            with runtime.autocast():
+                embedded = model.embed_numpy(fs.image_feats, "image")
+            yield embedded, None
 
     def text_chunks() -> Iterator[tuple[np.ndarray, None]]:
         seen: set[str] = set()
@@ -98,7 +104,9 @@ def index_shards(run_dir: str | Path, job: IndexJob) -> Path:
             fresh = [j for j, t in enumerate(fs.texts) if t not in seen]
             seen.update(fs.texts[j] for j in fresh)
             if fresh:
-                yield model.embed_numpy(fs.text_feats[fresh], "text"), None
+                with runtime.autocast():
+                    embedded = model.embed_numpy(fs.text_feats[fresh], "text")
+                yield embedded, None
 
     items: dict[int, Item] = {}
     texts: dict[str, int] = {}

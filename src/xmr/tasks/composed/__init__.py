@@ -80,10 +80,11 @@ class ComposedTask(Task["ComposedRunConfig"]):
                             f"val R@1 {m.get('r1', float('nan')):.1f} R@10 {m.get('r10', float('nan')):.1f} "
                             f"R@50 {m.get('r50', float('nan')):.1f}")
 
-    def evaluate(self, run_dir: str | Path, given: Options, *, split: str,
-                 cache_dir: str | Path | None = None, command: str | None = None) -> EvalOutcome:
+    def evaluate(self, run_dir: str | Path, given: Options, *, split: str, cache_dir: str | Path | None = None,
+                 command: str | None = None, runtime: Runtime | None = None) -> EvalOutcome:
         from xmr.tasks.composed.jobs import evaluate_composed_run
 
+        refuse_accelerated(self.name, runtime)
         cm = evaluate_composed_run(run_dir, split=split, cache_dir=cache_dir, command=command)
         report = (f"{os.path.basename(os.path.normpath(run_dir))}, composed, split {split} "
                   f"({int(cm['n_queries'])} queries): R@1 {cm['r1']:.1f}  R@10 {cm['r10']:.1f}  R@50 {cm['r50']:.1f}  "
@@ -92,10 +93,11 @@ class ComposedTask(Task["ComposedRunConfig"]):
                   f"R@50 {cm['chance/r50']:.1f}")
         return EvalOutcome(cm, report, Path(run_dir) / f"eval-composed-{split}.json")
 
-    def search(self, run_dir: str | Path, given: Options) -> list[str]:
+    def search(self, run_dir: str | Path, given: Options, *, runtime: Runtime | None = None) -> list[str]:
         from xmr.tasks.composed.searcher import ComposedSearcher
         from xmr.utils.terminal import terminal_safe
 
+        refuse_accelerated(self.name, runtime)
         text, image = given.get("text"), given.get("image")
         if text is None or image is None:
             raise XmrError("a composed run searches with both {image} (the source) and {text} (the modification)",
@@ -106,6 +108,7 @@ class ComposedTask(Task["ComposedRunConfig"]):
 
     def service(self, run_dir: str | Path, index_dir: str | Path | None = None,
                 config: ServeConfig | None = None) -> ComposedService:
+        from xmr.runtime.device import resolve
         from xmr.serve.config import ServeConfig
         from xmr.tasks.composed.service import ComposedService
 
@@ -113,6 +116,7 @@ class ComposedTask(Task["ComposedRunConfig"]):
             raise XmrError("a composed run searches its own gallery (gallery.npz); {index} does not apply",
                            index=Param("index_dir"))
         c = config or ServeConfig()
+        refuse_accelerated(self.name, resolve(c.runtime))
         return ComposedService.load(run_dir, max_upload_bytes=c.max_upload_bytes, max_decodes=c.max_decodes)
 
 

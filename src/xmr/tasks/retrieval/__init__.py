@@ -61,21 +61,21 @@ class RetrievalTask(Task["RunConfig"]):
         return TrainOutcome(r.status, r.best_epoch, r.best_metrics, r.best_dir,
                             f"val rsum {r.best_metrics.get('rsum', float('nan')):.1f}")
 
-    def evaluate(self, run_dir: str | Path, given: Options, *, split: str,
-                 cache_dir: str | Path | None = None, command: str | None = None) -> EvalOutcome:
+    def evaluate(self, run_dir: str | Path, given: Options, *, split: str, cache_dir: str | Path | None = None,
+                 command: str | None = None, runtime: Runtime | None = None) -> EvalOutcome:
         from xmr.tasks.retrieval.report import evaluate_report
 
-        return evaluate_report(run_dir, given, split=split, cache_dir=cache_dir, command=command)
+        return evaluate_report(run_dir, given, split=split, cache_dir=cache_dir, command=command, runtime=runtime)
 
-    def search(self, run_dir: str | Path, given: Options) -> Iterator[str]:
+    def search(self, run_dir: str | Path, given: Options, *, runtime: Runtime | None = None) -> Iterator[str]:
         from xmr.tasks.retrieval.search import search_lines
 
-        return search_lines(run_dir, given)
+        return search_lines(run_dir, given, runtime)
 
-    def index(self, run_dir: str | Path, job: IndexJob) -> Path:
+    def index(self, run_dir: str | Path, job: IndexJob, *, runtime: Runtime | None = None) -> Path:
         from xmr.workflows.index import index_run
 
-        return index_run(run_dir, job)
+        return index_run(run_dir, job, runtime=runtime)
 
     def service(self, run_dir: str | Path, index_dir: str | Path | None = None,
                 config: ServeConfig | None = None) -> SearchService:
@@ -83,16 +83,18 @@ class RetrievalTask(Task["RunConfig"]):
 
         return SearchService.serving(run_dir, index_dir, config)
 
-    def caption(self, run_dir: str | Path, image: str | Path, *, beam: int | None = None) -> str:
+    def caption(self, run_dir: str | Path, image: str | Path, *, beam: int | None = None,
+                runtime: Runtime | None = None) -> str:
         from xmr.workflows.imagine import caption_image
 
-        return caption_image(run_dir, image, **pick({"beam": beam}, {"beam": "beam"}))
+        return caption_image(run_dir, image, runtime=runtime, **pick({"beam": beam}, {"beam": "beam"}))
 
     def imagine(self, run_dir: str | Path, text: str, out: str | Path, *, n: int | None = None,
-                seed: int | None = None, mean: bool = False) -> list[Path]:
+                seed: int | None = None, mean: bool = False, runtime: Runtime | None = None) -> list[Path]:
         from xmr.workflows.imagine import imagine_images
 
-        return imagine_images(run_dir, text, out, mean=mean, **pick({"n": n, "seed": seed}, {"n": "n", "seed": "seed"}))
+        return imagine_images(run_dir, text, out, mean=mean, runtime=runtime,
+                              **pick({"n": n, "seed": seed}, {"n": "n", "seed": "seed"}))
 
 
 TASKS.add(RetrievalTask.name, RetrievalTask())

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xmr.tasks.base import EvalOutcome, Options
 from xmr.tasks.options import param_default
 
+if TYPE_CHECKING:
+    from xmr.runtime.device import Runtime
+
 
 def evaluate_report(run_dir: str | Path, given: Options, *, split: str, cache_dir: str | Path | None,
-                    command: str | None) -> EvalOutcome:
+                    command: str | None, runtime: Runtime | None = None) -> EvalOutcome:
     """Evaluate the run (:func:`xmr.workflows.evaluate.evaluate_run`) with the options given; the report."""
     from xmr.evaluation.protocol import SIDE_BY_SIDE_KEYS, format_table
     from xmr.rerank.registry import rerankers_from_options
@@ -23,7 +27,8 @@ def evaluate_report(run_dir: str | Path, given: Options, *, split: str, cache_di
     manifest, out = given.get("manifest"), given.get("out")
     m = evaluate_run(run_dir, split=split, mode=mode, manifest=manifest, rerank=rerank,
                      texts_per_item=given.get("texts_per_item"), cache_dir=cache_dir,
-                     command=command, skip_bad=bool(given.get("skip_bad")), out=out)
+                     command=command, skip_bad=bool(given.get("skip_bad")), out=out,
+                     runtime=runtime)
     name = os.path.basename(os.path.normpath(run_dir))
     lines = []
     chance = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(f"{CHANCE}/")}

@@ -18,14 +18,16 @@ from xmr.utils.terminal import terminal_safe
 
 if TYPE_CHECKING:
     from xmr.modality import Target
+    from xmr.runtime.device import Runtime
     from xmr.search import Query, QueryResult, Searcher
 
 log = logging.getLogger(__name__)
 
 
-def search_lines(run_dir: str | Path, given: Options) -> Iterator[str]:
+def search_lines(run_dir: str | Path, given: Options, runtime: Runtime | None = None) -> Iterator[str]:
     """The answers to the query (``text``, ``image``) or queries (``queries``: a file) in ``given``,
-    terminal-safe lines yielded as they are ready; a query that failed raises at the end."""
+    terminal-safe lines yielded as they are ready; a query that failed raises at the end. ``runtime``: the
+    device and precision the encoders and the model run at (None: the CPU at fp32)."""
     from xmr.modality import check_target
     from xmr.rerank.registry import rerankers_from_options
     from xmr.search import Query, Searcher, read_queries
@@ -46,7 +48,7 @@ def search_lines(run_dir: str | Path, given: Options) -> Iterator[str]:
     target = check_target(given.get("target") or SearchOptions.target)
     t0 = time.perf_counter()
     s = Searcher.from_run(run_dir, given.get("index"), rerank=rerank[0].name if rerank else None,
-                          rerank_params=params, fast_text=not given.get("exact_text"))
+                          rerank_params=params, fast_text=not given.get("exact_text"), runtime=runtime)
     s.check_searchable(target)  # before an encoder loads
     _load_encoders(s, queries, since=t0)
     t1 = time.perf_counter()
