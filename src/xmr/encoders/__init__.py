@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xmr.encoders import (  # noqa: F401  (register the built-ins)
            efficientnet,
+           efficientnet_onnx,
            hf_clip,
            minilm,
            minilm_int8,
