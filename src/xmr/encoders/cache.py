@@ -18,11 +18,12 @@ or delete each other's shards (a merge removes only the shards it read). Keys ar
 image file bytes or of the UTF-8 text, so renaming a file does not re-encode it and changing
 its content does.
 
-The key is the encoder id alone, not the device or precision that computed the vectors: features are
-cached whatever device made them (``--device`` / ``--precision``, :mod:`xmr.encoders.placement`). A
-GPU's features differ from the CPU's by rounding only, and bf16 ones stay within a cosine of 0.999 of
-fp32's (measured: >= 0.99998 for MiniLM and the toy and tiny CLIP encoders, >= 0.9996 for EfficientNet-Lite0
-on noise images), so a cache filled on one device serves every other.
+The folder is the encoder id, not the device that computed the vectors: a GPU's features differ
+from the CPU's by rounding only, so a cache filled on one device serves every other. Features
+computed at a reduced precision (``--precision bf16`` / ``fp16``) go to a folder of their own,
+``<encoder id>@<precision>`` (:mod:`xmr.encoders.placement`): bf16 features are within a cosine of
+0.999 of fp32's (measured: >= 0.99998 for MiniLM and the toy and tiny CLIP encoders, >= 0.9996 for
+EfficientNet-Lite0 on noise images), close, but not the fp32 features an fp32 run expects.
 """
 
 from __future__ import annotations
