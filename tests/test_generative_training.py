@@ -115,11 +115,14 @@ def test_paths_a_run_was_not_trained_with_and_a_missing_two_branch_are_refused(
         TrainConfig.from_flat(generative=("i2t", "i2t"))
 
 
-def _synthetic(n: int = 16, seed: int = 0) -> tuple[PairSet, EvalSet, GenerativeData, ModelConfig, object]:
+def synthetic_gxn(n: int = 16, seed: int = 0, groups_per: int = 1
+                  ) -> tuple[PairSet, EvalSet, GenerativeData, ModelConfig, object]:
+    """A tiny two-branch order-space problem with captions and 64x64 images for GXN's paths (``groups_per``
+    images per group); tests/test_objectives.py trains it too."""
     rng = np.random.default_rng(seed)
     texts = [f"a {c} {s}" for c, s in zip(rng.choice(["red", "blue", "green"], n), rng.choice(["circle", "square"], n))]
     img, txt = rng.normal(size=(n, 6)).astype(np.float32), rng.normal(size=(n, 5)).astype(np.float32)
-    pairs = PairSet(img, txt, np.stack([np.arange(n), np.arange(n)], 1), np.arange(n))
+    pairs = PairSet(img, txt, np.stack([np.arange(n), np.arange(n)], 1), np.arange(n) // groups_per)
     val = EvalSet(img[:6], txt[:6], sp.csr_matrix(np.eye(6, dtype=bool)))
     vocab = caption_vocabulary(texts)
     data = GenerativeData(caption_ids(vocab, texts, 6), image_references([[i] for i in range(n)], texts),
@@ -133,7 +136,7 @@ def _synthetic(n: int = 16, seed: int = 0) -> tuple[PairSet, EvalSet, Generative
 
 
 def test_a_resumed_generative_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
-    pairs, val, data, mc, vocab = _synthetic()
+    pairs, val, data, mc, vocab = synthetic_gxn()
     cfg = TrainConfig.from_flat(loss="vse0", margin=0.05, epochs=3, batch_size=8, lr=1e-3, patience=0,
                                 generative=("i2t", "t2i"), caption_xe_epochs=1)
     kw = {"caption_vocab": vocab, "generative": data}
@@ -147,7 +150,7 @@ def test_a_resumed_generative_run_equals_an_uninterrupted_one(tmp_path: Path) ->
 
 
 def test_the_generator_loss_moves_the_grounded_text_head_and_the_d_step_does_not() -> None:
-    pairs, _, data, mc, vocab = _synthetic()
+    pairs, _, data, mc, vocab = synthetic_gxn()
     torch.manual_seed(0)
     model = JointModel(mc).train()
     cfg = TrainConfig.from_flat(loss="vse0", generative=("t2i",))

@@ -17,24 +17,21 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from test_generative_training import synthetic_gxn  # tests/: the same tiny GXN problem
 from xmr.errors import XmrError
 from xmr.losses import LOSSES
 from xmr.models import ModelConfig
-from xmr.models.captioner import CaptionerConfig, caption_ids, caption_vocabulary
-from xmr.models.image_gan import GanConfig
 from xmr.objectives import (
     COMPONENTS,
     ComponentConfigs,
     CrossStyleConfig,
     GenerativeConfig,
-    GenerativeData,
     HardestConfig,
     InstanceConfig,
     SparseAlignmentConfig,
     train_loss_names,
 )
 from xmr.objectives.components import flat_fields
-from xmr.objectives.generative import image_references
 from xmr.runs.base import config_from_json
 from xmr.training import EvalSet, PairSet, TrainConfig, train_joint_model, trainer
 from xmr.utils.io import matches_saved, to_jsonable
@@ -135,20 +132,7 @@ def _mc(**kw: Any) -> ModelConfig:
 
 
 def _generative() -> tuple[PairSet, EvalSet, ModelConfig, dict[str, Any]]:
-    rng = np.random.default_rng(0)
-    n = 16
-    texts = [f"a {c} {s}" for c, s in zip(rng.choice(["red", "blue", "green"], n), rng.choice(["circle", "square"], n))]
-    img, txt = rng.normal(size=(n, 6)).astype(np.float32), rng.normal(size=(n, 5)).astype(np.float32)
-    pairs = PairSet(img, txt, np.stack([np.arange(n), np.arange(n)], 1), np.arange(n) // 2)
-    val = EvalSet(img[:6], txt[:6], sp.csr_matrix(np.eye(6, dtype=bool)))
-    vocab = caption_vocabulary(texts)
-    data = GenerativeData(caption_ids(vocab, texts, 6), image_references([[i] for i in range(n)], texts),
-                          rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8))
-    mc = ModelConfig(image_encoder="toy-image", text_encoder="toy-text", image_dim=6, text_dim=5, embed_dim=8,
-                     hidden_dim=16, two_branch=0.5, similarity="order",
-                     captioner=CaptionerConfig(vocab_size=len(vocab), in_dim=4, word_dim=8, hidden_dim=8,
-                                               max_len=6).to_dict(),
-                     image_generator=GanConfig(cond_dim=4, c_dim=4, z_dim=4, ngf=4, ndf=4).to_dict())
+    pairs, val, data, mc, vocab = synthetic_gxn(groups_per=2)
     return pairs, val, mc, {"caption_vocab": vocab, "generative": data}
 
 

@@ -199,7 +199,9 @@ def test_an_old_run_reranked_on_the_fly_evaluates_as_before(old: Old, tmp_path: 
     assert_same(expected["infonce"]["eval_rerank"], got)
 
 
-def _pixels(paths: list[Path]) -> dict[str, object]:
+def pixels_digest(paths: list[Path]) -> dict[str, object]:
+    """SHA-1 and mean of the decoded pixels of PNGs (not of the files: the PNG encoder may change);
+    ``make.py`` records the old code's with this same function."""
     stack = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     return {"shape": list(stack.shape), "sha1": hashlib.sha1(stack.tobytes()).hexdigest(), "mean": float(stack.mean())}
 
@@ -217,7 +219,7 @@ def test_an_old_gxn_run_captions_imagines_and_scores_captions_as_before(
         text, seed = key.split("|")
         out = tmp_path / f"imagine-{seed}.png"
         xmr(capsys, "imagine", run, "--text", text, "--out", out, "--n", "2", "--seed", seed)
-        assert _pixels([out.with_name(f"imagine-{seed}-{i}.png") for i in (1, 2)]) == digest, key
+        assert pixels_digest([out.with_name(f"imagine-{seed}-{i}.png") for i in (1, 2)]) == digest, key
     # eval --captions: BLEU / CIDEr of the retrieved and the generated captions (saved beside the run)
     got = evaluate(capsys, root, name, tmp_path / "eval.json", "--captions")
     got.pop("metrics", None)

@@ -22,12 +22,10 @@ folder outside the repository; ``XMR_OLD_RUNS_BIG=DEST`` adds them to the test.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import shutil
-import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,9 +34,11 @@ os.environ.setdefault("XMR_THREADS", "1")
 os.environ.setdefault("XMR_NO_PROGRESS", "1")
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from xmr.cli import main  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: what the test checks with, recorded with
+from test_old_runs import pixels_digest, relocate  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "@ROOT@"
@@ -203,14 +203,6 @@ def small_generative() -> Iterator[None]:
         imagine.CaptionerConfig, imagine.GanConfig = saved  # type: ignore[misc]
 
 
-def pixels_digest(paths: Sequence[Path]) -> dict[str, object]:
-    """SHA-1 and mean of the decoded pixels of PNGs (not of the files: the PNG encoder may change)."""
-    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    stack = np.stack(arrays)
-    return {"shape": list(stack.shape), "sha1": hashlib.sha1(stack.tobytes()).hexdigest(),
-            "mean": float(stack.mean())}
-
-
 def searches(root: Path, run: str, index: str, data: str, extra: Sequence[str] = (), texts: bool = True
              ) -> dict[str, object]:
     """The run's queries against ``index``: images for the text and image queries, texts for the image query."""
@@ -322,18 +314,6 @@ def pack(root: Path, dest: Path, keep_last: Sequence[str]) -> None:
     for name in keep_last:
         shutil.copy2(root / "runs" / name / "last.pt", dest / "runs" / name / "last.pt")
     relocate(dest, str(root), TOKEN)
-
-
-def relocate(folder: Path, old: str, new: str) -> None:
-    """Rewrite ``old`` as ``new`` in every JSON / JSONL file and every gallery.sqlite's rows under ``folder``."""
-    for path in folder.rglob("*"):
-        if path.suffix in (".json", ".jsonl") and path.is_file():
-            text = path.read_text()
-            if old in text:
-                path.write_text(text.replace(old, new))
-        elif path.name == "gallery.sqlite":
-            with contextlib.closing(sqlite3.connect(path)) as db, db:
-                db.execute("UPDATE items SET row = replace(row, ?, ?)", (old, new))
 
 
 def to_token(obj: object, root: str) -> object:
