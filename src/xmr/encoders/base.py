@@ -103,6 +103,8 @@ class EncoderFamily:
             refused before any folder is made. None: any non-empty argument.
         canonical: the argument's canonical spelling (a path made absolute), for names that are
             stored (``run.json``) and used again from another directory. None: as given.
+        depth: ``depth(arg, side)`` -> how many blocks / layers that side can fine-tune, or None
+            (:mod:`xmr.encoders.finetune`); read cheaply (no weights). None: no member can be fine-tuned.
     """
 
     family: str
@@ -111,6 +113,7 @@ class EncoderFamily:
     modalities: tuple[Modality, ...] = MODALITIES
     check: Callable[[str], None] | None = None
     canonical: Callable[[str], str] | None = None
+    depth: Callable[[str, Modality], int | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.family or ":" in self.family:
