@@ -11,13 +11,14 @@ toy gradients reach 12, and the observed differences are <= 2e-6 there, 1.5e-7 r
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from tests.test_training import _mc, _toy_problem
+
 from xmr.errors import XmrError
 from xmr.objectives import Batch, EpochData, Step
 from xmr.training import TrainConfig, train_joint_model
@@ -206,3 +207,36 @@ def test_the_loss_scale_is_kept_in_last_pt(tmp_path: Path) -> None:
     other = torch.amp.GradScaler("cpu", init_scale=8.0)
     restore_resume_state(tmp_path / "old.pt", module, opt, sched, scaler=other)
     assert other.get_scale() == 8.0
+
+
+def test_xmr_train_passes_the_execution_options(tmp_path: Path, shapes_manifest: Path,
+                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+                                                ) -> None:
+    """``--micro-batch``, ``--grad-checkpointing``, ``--stream-batches`` reach the trainer (not the run's config:
+    the run resumes with other ones); ``--help`` shows ExecutionConfig's defaults; the composed task refuses them."""
+    from tests.hostile import cli_error
+    from tests.test_runtime import TOY
+
+    import xmr.workflows.train as workflow
+    from xmr.cli import build_parser, main
+
+    seen: list[ExecutionConfig | None] = []
+    real = workflow.train_joint_model
+
+    def recording(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("execution"))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workflow, "train_joint_model", recording)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    short = [*TOY[:-6], "--epochs", "2", "--batch-size", "16", "--lr", "3e-3", "--cache-dir", str(cache)]
+    opts = ["--micro-batch", "5", "--grad-checkpointing", "--stream-batches"]
+    assert main(["-q", "train", str(shapes_manifest), "--out", str(out), *short]) == 0
+    assert main(["-q", "train", str(shapes_manifest), "--out", str(out), *short, *opts]) == 0  # the same run
+    assert main(["-q", "train", str(shapes_manifest), "--out", str(tmp_path / "other"), *short, *opts]) == 0
+    assert seen == [ExecutionConfig(), *[ExecutionConfig(micro_batch=5, checkpointing=True, stream_batches=True)] * 2]
+    assert len(json.loads((tmp_path / "other" / "history.json").read_text())) == 2
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())  # type: ignore[union-attr]
+    assert "accumulate the exact gradient of the whole batch" in text and "(default: none)" in text
+    assert "--micro-batch does not apply to --task composed" in cli_error(
+        ["train", shapes_manifest, "--out", tmp_path / "c", "--task", "composed", "--micro-batch", "4"], capsys)

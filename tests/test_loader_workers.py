@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.hostile import cli_error
 
 from xmr.encoders.loading import LoaderConfig, loaded_by_workers, loader_of
 from xmr.encoders.pipeline import encode_images
@@ -101,3 +102,32 @@ def test_a_hung_worker_stops_with_one_error() -> None:
 def test_loader_workers_are_checked() -> None:
     with pytest.raises(XmrError, match="loader_workers"):
         RuntimeConfig(loader_workers=-1)
+
+
+def test_xmr_encode_with_loader_workers_caches_the_same_features(tmp_path: Path, shapes_manifest: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from xmr.cli import main
+    from xmr.data.readers import read_items
+    from xmr.encoders import create_image_encoder, create_text_encoder
+    from xmr.workflows.features import encode_items
+
+    toy = ["--image-encoder", "toy-image", "--text-encoder", "toy-text"]
+    assert main(["-q", "encode", str(shapes_manifest), *toy, "--cache-dir", str(tmp_path / "w"),
+                 "--loader-workers", "2"]) == 0
+    items = read_items(shapes_manifest)
+    by_workers, fresh = (encode_items(items, image_encoder=create_image_encoder("toy-image"),
+                                      text_encoder=create_text_encoder("toy-text"), cache_dir=tmp_path / c)
+                         for c in ("w", "fresh"))
+    assert by_workers.image_feats.tobytes() == fresh.image_feats.tobytes()
+    assert "argument --loader-workers: must be >= 0" in cli_error(["encode", shapes_manifest, "--loader-workers",
+                                                                   "-1"], capsys)
+
+
+@pytest.mark.parametrize("command", [["encode", "m.jsonl"], ["train", "m.jsonl", "--out", "r"], ["eval", "r"],
+                                     ["index", "r"]])
+def test_every_command_that_encodes_images_takes_loader_workers(command: list[str]) -> None:
+    from xmr.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([*command, "--loader-workers", "3"]).loader_workers == 3
+    assert parser.parse_args(command).loader_workers is None  # not given: RuntimeConfig's default (0)
