@@ -9,9 +9,10 @@ reader forms, so the features are the same byte for byte.
 
 * Errors stay per item: a worker returns an unreadable file's :class:`~xmr.errors.XmrError` (naming
   the file) as that item's value; the pipeline skips it or raises it, as in this process.
-* Workers start by ``fork`` where the platform has it (Linux: nothing is pickled, the encoder and the
-  image-reading limits are inherited), else by ``spawn``; each runs torch at one thread, so N workers
-  and the encoder do not oversubscribe the cores.
+* Workers start by ``fork`` where the platform has it (nothing is pickled: the encoder, even one placed on a
+  GPU, is inherited and only its ``load`` runs there), else by ``spawn`` (the encoder's ``load`` must then
+  pickle); each runs torch at one thread, so N workers and the encoder do not oversubscribe the cores, and
+  reads images with the parent's limits (:func:`~xmr.encoders.image_io.current_image_read`).
 * A worker that sends nothing for ``timeout_s`` (a file on a stalled mount) or dies stops the encoding
   with one error instead of hanging it; files are checked with ``stat`` before they are opened
   (:func:`~xmr.encoders.image_io.check_image_file`), so a FIFO never blocks a worker.
@@ -23,6 +24,7 @@ through the wrappers that read with their base encoder's ``load`` (augmented vie
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -71,8 +73,8 @@ def loader_of(encoder: object) -> LoaderConfig | None:
 class _Loads(Dataset[object]):
     """``dataset[i]``: ``load(sources[i])``, or the :class:`XmrError` it raised (a value, never raised)."""
 
-    def __init__(self, load: Callable[[object], object], sources: Sequence[object], read: ImageReadConfig) -> None:
-        self.load, self.sources, self.read = load, sources, read
+    def __init__(self, load: Callable[[object], object], sources: Sequence[object]) -> None:
+        self.load, self.sources = load, sources
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -106,11 +108,11 @@ def _start_method() -> str:
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _worker_init(read: ImageReadConfig) -> Callable[[int], None]:
-    def init(worker_id: int) -> None:
-        torch.set_num_threads(1)  # N workers + the encoder: no oversubscription
-        set_image_read(read)  # spawn: the parent's reading limits (fork inherits them)
-    return init
+def _worker_init(read: ImageReadConfig, worker_id: int) -> None:
+    """Each worker: torch at one thread (N workers + the encoder: no oversubscription) and the parent's
+    image-reading limits (which ``spawn`` would not inherit)."""
+    torch.set_num_threads(1)
+    set_image_read(read)
 
 
 def loaded_by_workers(load: Callable[[object], object], sources: Sequence[object], *, batch_size: int,
@@ -131,10 +133,11 @@ def loaded_by_workers(load: Callable[[object], object], sources: Sequence[object
         XmrError: the workers sent nothing for ``config.timeout_s`` or one of them died.
     """
     read = current_image_read()
-    loader = DataLoader(_Loads(load, sources, read), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(_Loads(load, sources), batch_size=batch_size, shuffle=False,
                         num_workers=config.workers, collate_fn=_collate, pin_memory=config.pin_memory,
                         timeout=config.timeout_s, prefetch_factor=config.prefetch_batches,
-                        worker_init_fn=_worker_init(read), multiprocessing_context=_start_method())
+                        worker_init_fn=functools.partial(_worker_init, read),
+                        multiprocessing_context=_start_method())
     batches = iter(loader)
     finished = False
     try:

@@ -214,6 +214,8 @@ def run_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
 
     Each batch runs the components' steps before the rank update, each followed by one rank update
     (GXN's Algorithm 1: Gen_i2t then Match, Gen_t2i then Match), or the rank update alone.
+    The epoch's feature rows are moved to the device once, or -- streamed (:func:`~xmr.training.execution.streams`:
+    big rows on an accelerator, or asked) -- each batch's rows as it starts; the batches are the same.
     """
     cfg, data, device = run.config, run.train, run.runtime.device
     order, n_batches = _epoch_batches(data, cfg, np.random.default_rng([cfg.seed, epoch]))
