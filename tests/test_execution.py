@@ -240,3 +240,36 @@ def test_xmr_train_passes_the_execution_options(tmp_path: Path, shapes_manifest:
     assert "accumulate the exact gradient of the whole batch" in text and "(default: none)" in text
     assert "--micro-batch does not apply to --task composed" in cli_error(
         ["train", shapes_manifest, "--out", tmp_path / "c", "--task", "composed", "--micro-batch", "4"], capsys)
+
+
+def test_checkpointing_switches_on_the_tails_that_have_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from xmr.training.execution import enable_checkpointing
+
+    class Tail(torch.nn.Module):
+        on = False
+
+        def set_checkpointing(self, on: bool) -> None:
+            self.on = on
+
+    run = _run(tmp_path, "infonce", None)
+    assert enable_checkpointing(run.model, True) == 0 and "no fine-tuned encoder tail" in caplog.text
+    run.model.image_tail = Tail()
+    assert enable_checkpointing(run.model, False) == 0 and not run.model.image_tail.on
+    assert enable_checkpointing(run.model, True) == 1 and run.model.image_tail.on
+
+
+def test_rows_stream_by_themselves_when_big_on_an_accelerator() -> None:
+    from xmr.runtime.device import Runtime
+    from xmr.training.execution import streams
+
+    gpu, cpu = Runtime(torch.device("cuda")), Runtime(torch.device("cpu"))  # no CUDA needed to name one
+    limit = ExecutionConfig().stream_row_bytes
+    big = np.zeros((2, limit // 2), np.float16)  # exactly the limit per row
+    small = np.zeros((2, limit // 4 - 1), np.float32)
+    assert streams(ExecutionConfig(), gpu, (big, small), [])
+    assert not streams(ExecutionConfig(), gpu, (small, small), [])
+    assert not streams(ExecutionConfig(), cpu, (big, big), [])  # the CPU's tensors are the arrays themselves
+    assert streams(ExecutionConfig(stream_batches=True), cpu, (small, small), [])
+    assert not streams(ExecutionConfig(stream_batches=False), gpu, (big, big), [])
+    reader = _Component("cross", reads_epoch_features=True)
+    assert not streams(ExecutionConfig(), gpu, (big, big), [reader])  # type: ignore[list-item]

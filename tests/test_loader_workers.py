@@ -131,3 +131,18 @@ def test_every_command_that_encodes_images_takes_loader_workers(command: list[st
     parser = build_parser()
     assert parser.parse_args([*command, "--loader-workers", "3"]).loader_workers == 3
     assert parser.parse_args(command).loader_workers is None  # not given: RuntimeConfig's default (0)
+
+
+def test_augmented_views_read_by_workers_are_the_same(tmp_path: Path) -> None:
+    """Augmentation runs in the workers too (an AugmentedView reads with its base encoder's loader): the same
+    seeded views, the same features."""
+    from xmr.encoders.augment import AugmentConfig, AugmentedView
+
+    paths = [p for i, p in enumerate(_folder(tmp_path)) if i not in (5, 9)]
+    feats = []
+    for workers in (0, 2):
+        base = place_encoder(ToyImageEncoder(), resolve(RuntimeConfig(device="cpu", loader_workers=workers)))
+        view = AugmentedView(base, AugmentConfig(views=2), 2)
+        assert (loader_of(view) is not None) == (workers > 0)
+        feats.append(encode_images(view, paths, cache_dir=tmp_path / f"c{workers}", show_progress=False).feats)
+    assert feats[0].tobytes() == feats[1].tobytes()

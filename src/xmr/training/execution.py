@@ -147,7 +147,8 @@ def cached_embeddings(model: JointModel, batch: Batch, micro: int, runtime: Runt
             computed on them and their backward stops there.
         replay: after that backward, embeds each micro-batch again with its graph (the same RNG state as
             its first pass: the same dropout masks) and back-propagates the leaves' gradients through it
-            (any scaling the loss had included); the RNG is then where the first pass left it.
+            (any scaling the loss had included); the RNG is then where it was when ``replay`` was called
+            (after the first pass and whatever the terms drew).
     """
     device, n = runtime.device, len(batch.images)
     chunks = [slice(i, min(i + micro, n)) for i in range(0, n, micro)]
@@ -158,10 +159,10 @@ def cached_embeddings(model: JointModel, batch: Batch, micro: int, runtime: Runt
             with runtime.autocast():
                 imgs.append(model.embed_images(batch.image_feats[c]).float())
                 txts.append(model.embed_texts(batch.text_feats[c]).float())
-    after = _rng_state(device)
     img, txt = torch.cat(imgs).requires_grad_(), torch.cat(txts).requires_grad_()
 
     def replay() -> None:
+        after = _rng_state(device)
         for c, state in zip(chunks, states):
             _set_rng_state(device, state)
             with runtime.autocast():
