@@ -78,6 +78,7 @@ bench: demo data
 	$(BIN)/python benchmarks/bench_encode.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_busy.py --rounds 2 --n-images 400
+	$(BIN)/python benchmarks/bench_loader_workers.py --n-images 300 --repeat 3 --workers 0 2
 	$(BIN)/python benchmarks/bench_diffusion.py
 	$(BIN)/python benchmarks/zeroshot_emoji.py
 	$(BIN)/python benchmarks/label_retrieval.py

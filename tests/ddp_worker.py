@@ -2,7 +2,8 @@
 
 Usage: ``python tests/ddp_worker.py OUT LOSS EPOCHS [DIE_AT_EPOCH]``: trains the toy problem of
 ``test_training`` into OUT as the variables say (none: one process) and writes rank 0's history to
-``OUT/result.json``; with DIE_AT_EPOCH, rank 1 exits abruptly as that 0-based epoch starts. An
+``OUT/result.json``; with DIE_AT_EPOCH, rank 1 exits abruptly as that 0-based epoch starts; with
+``$MICRO_BATCH`` set, each process embeds its share in micro-batches of that many pairs (GradCache). An
 :class:`~xmr.errors.XmrError` prints one line to stderr and exits with status 2, like ``xmr``.
 """
 
@@ -19,6 +20,7 @@ from test_training import _mc, _toy_problem
 from xmr.errors import XmrError
 from xmr.training import TrainConfig, train_joint_model, trainer
 from xmr.training.distributed import config_from_env, joined
+from xmr.training.execution import ExecutionConfig
 
 
 def main(out: Path, loss: str, epochs: int, die_at: int | None) -> int:
@@ -36,7 +38,9 @@ def main(out: Path, loss: str, epochs: int, die_at: int | None) -> int:
 
             trainer.run_epoch = dying  # type: ignore[assignment]
         try:
-            res = train_joint_model(pairs, val, _mc(), config, out_dir=out)
+            micro = os.environ.get("MICRO_BATCH")
+            execution = ExecutionConfig(micro_batch=int(micro)) if micro else None
+            res = train_joint_model(pairs, val, _mc(), config, out_dir=out, execution=execution)
         except XmrError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -247,6 +247,8 @@ DEFAULT_SOURCES: dict[tuple[str, str], tuple[str, str]] = {
     **{(command, d): ("xmr.runtime.config:RuntimeConfig", d)
        for command in ("encode", "eval", "index", "index add", "search", "serve", "caption", "imagine")
        for d in ("device", "precision")},
+    **{(command, "loader_workers"): ("xmr.runtime.config:RuntimeConfig", "loader_workers")
+       for command in ("encode", "eval", "index", "index add")},
     ("serve", "cors"): (_SERVE, "cors_origins"),
     ("serve", "allow_host"): (_SERVE, "allowed_hosts"),
 }
@@ -372,6 +374,7 @@ TRAIN_NO_FIELD = {
     "cache_dir": "the cache root: $XMR_CACHE_DIR or ~/.cache/xmr (train_run(cache_dir=None))",
     "device": "where it trains, not the run: RuntimeConfig.device (tests/test_runtime.py checks --help)",
     "precision": "at which precision it trains, not the run: RuntimeConfig.precision (tests/test_runtime.py)",
+    "loader_workers": "how its images are read, not the run: RuntimeConfig.loader_workers",
     "image_root": "Karpathy files' image folder, made absolute (None: the paths as the file gives them)",
     "triplets": "composed: the triplet file; not given: triplets.jsonl beside the manifest",
     "caption_xe_only": "a switch that turns the caption decoder's self-critical reward (on by default) off",

@@ -43,15 +43,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run(out: Path, loss: str, epochs: int, *, processes: int, die_at: int | None = None
-         ) -> list[subprocess.CompletedProcess[str]]:
+def _run(out: Path, loss: str, epochs: int, *, processes: int, die_at: int | None = None,
+         micro_batch: int | None = None) -> list[subprocess.CompletedProcess[str]]:
     """Run the worker as ``processes`` processes (1: without torchrun's variables); their results, rank order."""
     args = [sys.executable, str(WORKER), str(out), loss, str(epochs), *([str(die_at)] if die_at is not None else [])]
+    env = {**os.environ, **({"MICRO_BATCH": str(micro_batch)} if micro_batch is not None else {})}
     if processes == 1:
-        return [subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT_S)]
+        return [subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)]
     port = _free_port()
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(processes),
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(processes),
                                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
              for r in range(processes)]
     done = []
@@ -103,6 +104,14 @@ def test_two_processes_train_as_one(loss: str, reference: dict[str, dict[str, An
     assert one.keys() == two.keys()
     for k in one:
         torch.testing.assert_close(two[k], one[k], atol=1e-5, rtol=1e-5)
+
+
+def test_two_processes_in_micro_batches_train_as_one(reference: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """GradCache under data parallelism: each process's share (6 pairs) in micro-batches of 4 and 2; the
+    gathered embeddings' gradients return to their process before its micro-batches replay."""
+    results = _run(tmp_path, "infonce", 4, processes=2, micro_batch=4)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
+    _assert_same_run(reference["infonce"], _result(tmp_path))
 
 
 def test_killed_process_stops_the_job_and_a_rerun_resumes(reference: dict[str, dict[str, Any]],

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_skip_bad(p)
     add_encoders(p)
     add_cache(p)
-    add_runtime(p)
+    add_runtime(p, loader=True)
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: this process (default); ray: partitions encoded by a pool of Ray actors, each "
                         "partition's shard written atomically, finished ones skipped on a re-run")

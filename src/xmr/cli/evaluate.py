@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--task", default=None, metavar="TASK",
                    help="the task the run must be of (default: the run's own, from its run.json)")
     add_cache(p)
-    add_runtime(p)
+    add_runtime(p, loader=True)
     p.defaults_fn = defaults_from(  # type: ignore[attr-defined]  # read by _Parser.format_help
         "xmr.workflows.evaluate:evaluate_run", {"split": "split"})
     add_task_options(p, "eval")

@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "scored by R@1+5+10 of the re-ranked direction; --rerank-param values stay fixed; the "
                         "choice and every score go to rerank/NAME/TARGET/tuning.json (test is refused)")
     add_cache(p)
-    add_runtime(p)
+    add_runtime(p, loader=True)
     p.set_defaults(func=run)
 
     p = sub.add_parser("index add", help="encode a manifest's items and add them to a run's index (ids kept, atomic)")
@@ -85,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--split", default=None, help="only this split of the manifest")
     add_skip_bad(p)
     add_cache(p)
-    add_runtime(p)
+    add_runtime(p, loader=True)
     p.set_defaults(func=run_add)
 
     p = sub.add_parser("index remove", help="remove items from a run's index by their ids (others kept, atomic)")

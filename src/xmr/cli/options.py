@@ -103,8 +103,9 @@ def add_skip_bad(p: argparse.ArgumentParser) -> None:
     add_task_skip_bad(p.add_argument)
 
 
-def add_runtime(p: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--precision``, defaults from :class:`xmr.runtime.RuntimeConfig` (torch-free)."""
+def add_runtime(p: argparse.ArgumentParser, *, loader: bool = False) -> None:
+    """``--device`` and ``--precision``, defaults from :class:`xmr.runtime.RuntimeConfig` (torch-free);
+    with ``loader`` (a command that encodes sets of images) also ``--loader-workers``."""
     from xmr.runtime import PRECISIONS, RuntimeConfig
 
     p.add_argument("--device", default=None, metavar="DEVICE",
@@ -113,6 +114,11 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="fp32, or mixed precision: bf16 (CPU and GPUs) or fp16 (CUDA); the weights stay fp32 "
                         f"(default: {RuntimeConfig.precision})")
+    if loader:
+        p.add_argument("--loader-workers", type=count, default=None, metavar="N",
+                       help="processes that decode, resize and augment the images to encode (a torch DataLoader, "
+                            "pinned memory on CUDA); 0: read in this process; the features are the same "
+                            f"(default: {RuntimeConfig.loader_workers})")
 
 
 def runtime_from_args(a: argparse.Namespace) -> Runtime:
@@ -121,7 +127,8 @@ def runtime_from_args(a: argparse.Namespace) -> Runtime:
     from xmr.runtime import RuntimeConfig
     from xmr.runtime.device import resolve
 
-    return resolve(RuntimeConfig(**given_values(a, {"device": "device", "precision": "precision"})))
+    names = {"device": "device", "precision": "precision", "loader_workers": "loader_workers"}
+    return resolve(RuntimeConfig(**given_values(a, {k: v for k, v in names.items() if hasattr(a, k)})))
 
 
 def add_recursive(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--task", default=DEFAULT_TASK, metavar="TASK", help=task_help())
     p.add_argument("--overwrite", action="store_true", help="discard any run in --out and start again")
     add_cache(p)
-    add_runtime(p)
+    add_runtime(p, loader=True)
     add_task_options(p, "train")
     p.set_defaults(func=run)
 

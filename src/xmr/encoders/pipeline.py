@@ -7,6 +7,7 @@ interrupted run resumes where it stopped) and return the features in input order
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -21,6 +22,7 @@ import numpy as np
 from xmr.encoders.base import Encoder, ImageEncoder, TextEncoder
 from xmr.encoders.cache import FeatureCache, text_key
 from xmr.encoders.image_io import UnreadableImage, check_image_file
+from xmr.encoders.loading import loaded_by_workers, loader_of
 from xmr.errors import XmrError
 from xmr.utils.io import sha1_file
 from xmr.utils.progress import progress
@@ -99,8 +101,9 @@ def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], 
          skip_bad: bool, desc: str, show: bool | None) -> tuple[int, dict[str, XmrError]]:
     """Encode ``todo`` [(key, source)] into the cache. Returns (n encoded, {bad key: its error}).
 
-    Batches are encoded as soon as their inputs are loaded; every ``CHUNK`` inputs the features
-    so far are written as one cache shard (what an interruption can lose).
+    Batches are encoded as soon as their inputs are loaded (by this process's two reading threads, or by
+    DataLoader workers: :mod:`xmr.encoders.loading`; the same batches either way); every ``CHUNK`` inputs
+    the features so far are written as one cache shard (what an interruption can lose).
     """
     bad: dict[str, XmrError] = {}
     loaded_keys: list[str] = []   # loaded, not yet encoded
@@ -110,10 +113,11 @@ def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], 
     n_done = 0
     bar = progress(total=len(todo), desc=desc, disable=None if show is None else not show,
                    unit=encoder.modality)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        loaded = _prefetched(pool, lambda kv: _load_one(encoder, kv, skip_bad), todo, ahead=2 * batch_size)
+    with _loaded(encoder, todo, batch_size, skip_bad) as loaded:
         for i, ((key, _), item) in enumerate(zip(todo, loaded), start=1):
             if isinstance(item, XmrError):
+                if not skip_bad:
+                    raise item
                 bad[key] = item
             else:
                 loaded_keys.append(key)
@@ -132,9 +136,28 @@ def _run(encoder: Encoder, cache: FeatureCache, todo: list[tuple[str, object]], 
     return n_done, bad
 
 
-def _load_one(encoder: Encoder, kv: tuple[str, object], skip_bad: bool) -> object:
+@contextlib.contextmanager
+def _loaded(encoder: Encoder, todo: list[tuple[str, object]], batch_size: int,
+            skip_bad: bool) -> Iterator[Iterator[object]]:
+    """``encoder.load`` of each source of ``todo``, in order (an unreadable one: its XmrError): by the
+    DataLoader workers of the encoder's :class:`~xmr.encoders.loading.LoaderConfig` (images), else by two
+    threads of this process, ahead of the encoder."""
+    load: Callable[[object], object] = encoder.load  # type: ignore[attr-defined]  # image and text encoders both have load()
+    config = loader_of(encoder)
+    if config is not None and config.workers > 0 and encoder.modality == "image" and todo:
+        loaded = loaded_by_workers(load, [src for _, src in todo], batch_size=batch_size, config=config)
+        try:
+            yield loaded
+        finally:
+            loaded.close()  # stopped early (an unreadable file raised): the workers stop now
+        return
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield _prefetched(pool, lambda kv: _load_one(load, kv[1], skip_bad), todo, ahead=2 * batch_size)
+
+
+def _load_one(load: Callable[[object], object], source: object, skip_bad: bool) -> object:
     try:
-        return encoder.load(kv[1])  # type: ignore[attr-defined]  # image and text encoders both have load()
+        return load(source)
     except XmrError as e:
         if not skip_bad:
             raise

@@ -21,6 +21,7 @@ from typing import TypeVar
 import numpy as np
 
 from xmr.encoders.base import Encoder
+from xmr.encoders.loading import LoaderConfig
 from xmr.runtime.device import Runtime
 
 E = TypeVar("E", bound=Encoder)
@@ -29,8 +30,13 @@ E = TypeVar("E", bound=Encoder)
 def place_encoder(encoder: E, runtime: Runtime | None) -> E:
     """``encoder`` running on ``runtime`` (None or the CPU at fp32: untouched); the same object.
 
-    Its ``encode_batch`` keeps its contract: float32 numpy (len(inputs), dim), on the CPU.
+    Its ``encode_batch`` keeps its contract: float32 numpy (len(inputs), dim), on the CPU. With
+    ``runtime.loader_workers`` its images are read by that many DataLoader processes
+    (:mod:`xmr.encoders.loading`), pinned for a CUDA device; the features are the same.
     """
+    if runtime is not None and runtime.loader_workers > 0:
+        encoder.loader = LoaderConfig(workers=runtime.loader_workers,  # type: ignore[attr-defined]  # read by loader_of
+                                      pin_memory=runtime.pin_memory)
     if runtime is None or runtime.is_cpu_fp32:
         return encoder
     move = getattr(encoder, "to_device", None)

@@ -184,6 +184,11 @@ class ObjectiveComponent:
         cosine_only: its terms score by cosine: a space of another similarity cannot train it.
         needs_two_branch: it reads GXN's grounded branch.
         cpu_only: it trains on the CPU at fp32 only (state outside :meth:`modules`, tensors made there).
+        micro_batches: its terms read the batch's embeddings (and modules' outputs computed in
+            :meth:`add_terms`) only, so exact gradient accumulation (GradCache,
+            :mod:`xmr.training.execution`) can split the embedding of a batch into micro-batches.
+        reads_epoch_features: :meth:`begin_epoch` keeps the epoch's features for its terms (they must
+            then be on the device: the trainer does not stream the batches' rows to it).
         config_type: its config's dataclass.
         flat_fields: the name each setting had when ``TrainConfig`` held them all (what older
             files and the CLI's options still use; :meth:`config_from_flat`) -> its config field.
@@ -203,6 +208,8 @@ class ObjectiveComponent:
     cosine_only: ClassVar[bool] = False
     needs_two_branch: ClassVar[bool] = False
     cpu_only: ClassVar[bool] = False
+    micro_batches: ClassVar[bool] = True
+    reads_epoch_features: ClassVar[bool] = False
     config_type: ClassVar[type | None] = None
     flat_fields: ClassVar[Mapping[str, str]] = {}
     rank: int = 0  # (the instance's, set by the trainer; here for a component built without __init__)

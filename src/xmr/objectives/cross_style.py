@@ -64,6 +64,7 @@ class CrossStyleTerm(ObjectiveComponent):
     name = "cross_style"
     config_field = "cross_style"
     about = "the cross-style term"
+    reads_epoch_features = True  # a partner image's features, from the whole epoch's
     config_type = CrossStyleConfig
     flat_fields = {"cross_style": "weight"}
 

@@ -159,6 +159,7 @@ class GenerativePaths(ObjectiveComponent):
     config_field = "generative"
     about = "GXN's generative paths"
     needs_two_branch = True
+    micro_batches = False  # its own updates before the rank update embed whole batches
     cpu_only = True  # its discriminator, optimiser, rewards and images live on the CPU for now
     config_type = GenerativeConfig
     flat_fields = _FLAT

@@ -134,6 +134,7 @@ class SparseAlignment(ObjectiveComponent):
     name = "sparse"
     config_field = "sparse"
     about = "A3VSE's pseudo pairs and adversarial terms"
+    micro_batches = False  # its pseudo pairs' embeddings and discriminators sit outside the batch's
     cosine_only = True
     config_type = SparseAlignmentConfig
     flat_fields = {k: k for k in ("pseudo_beta", "pseudo_margin", "adversarial", "adv_weights", "grl_eta",

@@ -32,11 +32,19 @@ class Runtime:
         precision: ``fp32``, ``bf16`` or ``fp16`` (checked against the device).
         picked: the device was picked (``auto``), not named: a job that runs only on the CPU may
             run there instead of refusing it.
+        loader_workers: processes reading images for the encoders (:attr:`RuntimeConfig.loader_workers`;
+            0: this process).
     """
 
     device: torch.device
     precision: str = "fp32"
     picked: bool = False
+    loader_workers: int = 0
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether batches bound for the device are staged in page-locked host memory (CUDA only)."""
+        return self.device.type == "cuda"
 
     @property
     def is_cpu_fp32(self) -> bool:
@@ -75,7 +83,7 @@ def resolve(config: RuntimeConfig | None = None) -> Runtime:
     if config.precision == "fp16" and device.type != "cuda":
         raise XmrError("{precision} runs on CUDA only, not on {device}; use bf16 there",
                        precision=Param("precision", config.precision), device=str(device))
-    return Runtime(device, config.precision, picked=config.device == "auto")
+    return Runtime(device, config.precision, picked=config.device == "auto", loader_workers=config.loader_workers)
 
 
 def _device(name: str) -> torch.device:

@@ -76,23 +76,27 @@ class Weights(Protocol):
 
 def save_resume_state(path: Path, trained: Weights, opt: torch.optim.Optimizer,
                       sched: torch.optim.lr_scheduler.LRScheduler, st: TrainState, *,
-                      components: Sequence[ObjectiveComponent] = (), ema: WeightAverage | None = None) -> None:
+                      components: Sequence[ObjectiveComponent] = (), ema: WeightAverage | None = None,
+                      scaler: torch.amp.GradScaler | None = None) -> None:
     """Write what resuming after this epoch needs (``last.pt``): weights, optimiser, schedule, RNG, bookkeeping,
-    and each component's own state."""
+    each component's own state and fp16's loss scale (``scaler``, when enabled)."""
     state = {"model": trained.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
              "torch_rng": torch.get_rng_state(), "st": st.to_dict(),
              "components": {c.name: c.state_dict() for c in components},
-             **({"ema": ema.state_dict()} if ema is not None else {})}
+             **({"ema": ema.state_dict()} if ema is not None else {}),
+             **({"scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {})}
     atomic_save_file(path, lambda tmp: torch.save(state, tmp))
 
 
 def restore_resume_state(path: Path, trained: Weights, opt: torch.optim.Optimizer,
                          sched: torch.optim.lr_scheduler.LRScheduler, *, components: Sequence[ObjectiveComponent] = (),
-                         ema: WeightAverage | None = None, map_location: torch.device | str | None = None
-                         ) -> TrainState:
+                         ema: WeightAverage | None = None, map_location: torch.device | str | None = None,
+                         scaler: torch.amp.GradScaler | None = None) -> TrainState:
     """Load the state :func:`save_resume_state` wrote (or an older ``last.pt``); returns the bookkeeping.
 
-    ``map_location``: the device the run trains on (None: where the tensors were saved from)."""
+    ``map_location``: the device the run trains on (None: where the tensors were saved from). ``scaler``:
+    fp16's loss scaling, given the saved scale (a ``last.pt`` without one, written before it was kept or by
+    a run at another precision: the scaler starts afresh, as it did then)."""
     try:
         # tensors and plain containers: no pickled code runs
         saved = _upgraded(torch.load(path, weights_only=True, map_location=map_location))
@@ -104,6 +108,8 @@ def restore_resume_state(path: Path, trained: Weights, opt: torch.optim.Optimize
             ema.load_state_dict(saved["ema"])
         for c in components:
             c.load_state_dict(saved["components"].get(c.name, {}))
+        if scaler is not None and scaler.is_enabled() and "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         return TrainState.from_dict(saved["st"])
     except Exception as e:  # torch raises many types for a damaged file
         raise XmrError("cannot resume from {path} ({kind}); delete it or pass {fix} to start again", path=str(path),

@@ -57,6 +57,15 @@ from xmr.training.distributed import (
     seed_rank,
 )
 from xmr.training.ema import WeightAverage
+from xmr.training.execution import (
+    ExecutionConfig,
+    cached_embeddings,
+    check_batch_statistics,
+    check_execution,
+    enable_checkpointing,
+    streamed_rows,
+    streams,
+)
 from xmr.training.folder import refuse_other_config
 from xmr.training.result import TrainResult, TrainState
 from xmr.training.schedule import warmup_cosine
@@ -119,6 +128,7 @@ class TrainingRun:
         runtime: the device and precision it trains at (the weights on that device, fp32).
         scaler: fp16's loss scaling of the rank update (disabled at other precisions: a plain step).
         world: the training processes (:mod:`xmr.training.distributed`; one process: ``World()``).
+        execution: how the steps run (micro-batches, checkpointing, streamed rows; not the results).
     """
 
     model: JointModel
@@ -136,6 +146,7 @@ class TrainingRun:
     scaler: torch.amp.GradScaler = dataclasses.field(
         default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
     world: World = dataclasses.field(default_factory=World)
+    execution: ExecutionConfig = dataclasses.field(default_factory=ExecutionConfig)
 
     @property
     def primary(self) -> ObjectiveComponent:
@@ -144,11 +155,12 @@ class TrainingRun:
 
     def checkpoint(self) -> None:
         save_resume_state(self.out / "last.pt", self.trained, self.opt, self.sched, self.st,
-                          components=self.components, ema=self.ema)
+                          components=self.components, ema=self.ema, scaler=self.scaler)
 
     def resume(self) -> None:
         self.st = restore_resume_state(self.out / "last.pt", self.trained, self.opt, self.sched,
-                                       components=self.components, ema=self.ema, map_location=self.runtime.device)
+                                       components=self.components, ema=self.ema, map_location=self.runtime.device,
+                                       scaler=self.scaler)
 
 
 def _epoch_batches(data: PairSet, cfg: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -167,10 +179,16 @@ def _rank_update(run: TrainingRun, batch: Batch) -> dict[str, torch.Tensor]:
     """One optimiser step on the run's objective: every component's terms on the batch's embeddings
     (GXN's "Match": Eq. 3 with a two-branch ranking loss).
 
-    The embeddings are computed under the run's autocast; the terms (the loss and its logit scale) in fp32."""
-    model = run.model
-    with run.runtime.autocast():
-        img, txt = model.embed_images(batch.image_feats), model.embed_texts(batch.text_feats)
+    The embeddings are computed under the run's autocast; the terms (the loss and its logit scale) in fp32.
+    With ``run.execution.micro_batch`` they are computed micro-batch by micro-batch, and the gradient is
+    accumulated exactly (GradCache: :func:`~xmr.training.execution.cached_embeddings`)."""
+    model, micro = run.model, run.execution.micro_batch
+    replay = None
+    if micro is not None and micro < len(batch.images):
+        img, txt, replay = cached_embeddings(model, batch, micro, run.runtime)
+    else:
+        with run.runtime.autocast():
+            img, txt = model.embed_images(batch.image_feats), model.embed_texts(batch.text_feats)
     step = Step(batch, img.float(), txt.float(), run.sched.last_epoch)  # fp32 tensors as they are
     out: dict[str, torch.Tensor] = {}
     for component in run.components:
@@ -178,6 +196,8 @@ def _rank_update(run: TrainingRun, batch: Batch) -> dict[str, torch.Tensor]:
     run.opt.zero_grad(set_to_none=True)
     if out["loss"].requires_grad:  # False when nothing the loss sees is trainable (identity heads)
         run.scaler.scale(out["loss"]).backward()
+        if replay is not None:  # the embeddings' gradients through each micro-batch's graph
+            replay()
         if run.world.world_size > 1:  # the step on the global batch (xmr.training.distributed)
             average_gradients(run.trained.parameters(), run.world)
         if run.config.grad_clip > 0:
@@ -194,24 +214,34 @@ def run_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
 
     Each batch runs the components' steps before the rank update, each followed by one rank update
     (GXN's Algorithm 1: Gen_i2t then Match, Gen_t2i then Match), or the rank update alone.
+    The epoch's feature rows are moved to the device once, or -- streamed (:func:`~xmr.training.execution.streams`:
+    big rows on an accelerator, or asked) -- each batch's rows as it starts; the batches are the same.
     """
     cfg, data, device = run.config, run.train, run.runtime.device
     order, n_batches = _epoch_batches(data, cfg, np.random.default_rng([cfg.seed, epoch]))
-    img_all = torch.from_numpy(data.epoch_image_feats(cfg.seed, epoch)).to(device)
-    txt_all = torch.from_numpy(data.text_feats).to(device)
+    img_np = data.epoch_image_feats(cfg.seed, epoch)
+    stream = streams(run.execution, run.runtime, (img_np, data.text_feats), run.components)
+    img_all, txt_all = torch.from_numpy(img_np), torch.from_numpy(data.text_feats)  # on the host when streamed
+    if not stream:
+        img_all, txt_all = img_all.to(device), txt_all.to(device)
     groups_all = torch.from_numpy(data.image_groups).to(device)
+    # this process's share of each batch's (image, text) indices
+    pairs = [run.world.shard(torch.from_numpy(data.pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]))
+             for b in range(n_batches)]
+    rows = streamed_rows(img_np, data.text_feats, pairs, run.runtime) if stream else None
     for component in run.components:
         component.begin_epoch(EpochData(epoch, n_batches, img_all, txt_all, groups_all))
     # each round: a component's step (None: none) then a rank update
     rounds: list[ExtraStep | None] = [s for c in run.components for s in c.steps_before_rank()] or [None]
     run.trained.train()
+    check_batch_statistics(run.model, run.execution)
     totals: dict[str, torch.Tensor] = {}  # summed on the device, read once after the epoch (no per-step sync)
     total_dtype = torch.float32 if device.type == "mps" else torch.float64  # float64: the sum of Python floats
     for b in progress(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch"):
-        rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        idx = run.world.shard(torch.from_numpy(data.pairs[rows])).to(device)  # this process's share of the batch
+        idx = pairs[b].to(device)
         images, texts = idx[:, 0], idx[:, 1]
-        batch = Batch(b, images, texts, groups_all[images], img_all[images], txt_all[texts])
+        img_rows, txt_rows = next(rows) if rows is not None else (img_all[images], txt_all[texts])
+        batch = Batch(b, images, texts, groups_all[images], img_rows, txt_rows)
         out: dict[str, torch.Tensor] = {}
         for before in rounds:
             if before is not None:
@@ -261,8 +291,8 @@ def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch:
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,
                       out_dir: str | Path, overwrite: bool = False, vocab: Vocabulary | None = None,
                       pseudo: PairSet | None = None, caption_vocab: Vocabulary | None = None,
-                      generative: GenerativeData | None = None, runtime: Runtime | None = None
-                      ) -> TrainResult[JointModel]:
+                      generative: GenerativeData | None = None, runtime: Runtime | None = None,
+                      execution: ExecutionConfig | None = None) -> TrainResult[JointModel]:
     """Train a joint model; resume if ``out_dir`` holds an unfinished run of the same config.
 
     ``vocab`` is the word-level text model's vocabulary (``model_config.text_model``); the text
@@ -273,6 +303,9 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     :class:`~xmr.objectives.GenerativeData`; the caption decoder's vocabulary is ``caption_vocab``).
     ``runtime`` is the device and precision it trains at (None: the CPU at fp32); validation and the
     checkpoints go through CPU numpy whatever it is, and the model returned is on the CPU.
+    ``execution``: how the steps run (:class:`~xmr.training.execution.ExecutionConfig`: micro-batches,
+    gradient checkpointing, streamed rows; None: its defaults); not part of the run's config, so a
+    resumed run may change it.
     Returns the best (highest validation rsum) model. A finished run is loaded, not retrained.
     """
     out = Path(out_dir)
@@ -292,7 +325,7 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
         save_json(out / "train.json", spec)
     resumable = world.broadcast(resumable)
     run = start_run(train, val, model_config, config, out_dir=out, vocab=vocab, inputs=inputs, runtime=runtime,
-                    world=world)
+                    world=world, execution=execution)
     if resumable and (out / "last.pt").exists():
         run.resume()
         log.info("resuming %s after epoch %d", out, run.st.epoch)
@@ -318,19 +351,24 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
 
 def start_run(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *, out_dir: str | Path,
               vocab: Vocabulary | None = None, inputs: Mapping[str, object] | None = None,
-              runtime: Runtime | None = None, world: World | None = None) -> TrainingRun:
+              runtime: Runtime | None = None, world: World | None = None,
+              execution: ExecutionConfig | None = None) -> TrainingRun:
     """A run before its first epoch: the seeded model, its components (their modules drawn in build order),
     optimiser, schedule and weight average (``inputs``: the components' data, as :class:`Setup` holds it),
     drawn on the CPU and moved to ``runtime``'s device (None: the CPU at fp32); ``world``: the training
-    processes (:func:`~xmr.training.distributed.current_world` when None)."""
+    processes (:func:`~xmr.training.distributed.current_world` when None); ``execution``: how the steps run
+    (None: :class:`~xmr.training.execution.ExecutionConfig`'s defaults)."""
     inputs = inputs or {}
     runtime = runtime or CPU_FP32
+    execution = execution or ExecutionConfig()
     torch.manual_seed(config.seed)
     model = JointModel(model_config, vocab).to(runtime.device)
     steps_per_epoch = config.steps_per_epoch or max(1, train.pairs_per_epoch // config.batch_size)
     setup = Setup(model, config, train.image_groups, steps_per_epoch, steps_per_epoch * config.epochs, inputs)
     components = build_components(config, config.components, setup)
     _refuse_cpu_only(components, runtime)
+    check_execution(execution, components)
+    enable_checkpointing(model, execution.checkpointing)
     world = world or current_world()
     join_components(components, world, config.batch_size)
     trained = TrainedModules(model, components)
@@ -341,7 +379,7 @@ def start_run(train: PairSet, val: EvalSet, model_config: ModelConfig, config: T
     ema = WeightAverage(trained, config.ema_decay) if config.ema_decay > 0 else None
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16")
     return TrainingRun(model, components, trained, opt, sched, ema, config, train, val, Path(out_dir),
-                       runtime=runtime, scaler=scaler, world=world)
+                       runtime=runtime, scaler=scaler, world=world, execution=execution)
 
 
 def _refuse_cpu_only(components: list[ObjectiveComponent], runtime: Runtime) -> None:

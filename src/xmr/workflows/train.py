@@ -21,12 +21,13 @@ from xmr.models import ModelConfig
 from xmr.runs.base import save_run_config, saved_run_matches
 from xmr.runs.config import RunConfig, head_settings, run_encoders, run_items
 from xmr.runs.paper_features import FinetuneConfig
-from xmr.runtime.device import Runtime
+from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
 from xmr.training.distributed import current_world
+from xmr.training.execution import ExecutionConfig
 from xmr.training.folder import refuse_other_config
 from xmr.utils.folders import exclusive_lock
 from xmr.utils.io import check_writable, ensure_folder, save_json
@@ -43,7 +44,7 @@ LOCK_FILE = ".xmr-train.lock"  # held while a process trains into the run folder
 def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
               overwrite: bool = False, show_progress: bool | None = None,
               labeller: ImageNetLabeller | None = None, skip_bad: bool = False,
-              runtime: Runtime | None = None) -> TrainResult:
+              runtime: Runtime | None = None, execution: ExecutionConfig | None = None) -> TrainResult:
     """Train a joint model as described by ``config`` into ``out_dir``.
 
     Writes ``run.json`` (the config), the trainer's files (``best/``, ``last.pt``,
@@ -59,7 +60,9 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     * An unreadable image (or a bad manifest row) is refused unless ``skip_bad``; then the
       items left out are listed in ``skipped.jsonl``.
     * ``runtime``: the device and precision the heads train at (None: the CPU at fp32); the features are
-      encoded and cached as without it.
+      encoded and cached as without it (its ``loader_workers`` read the images).
+    * ``execution``: how the steps run (micro-batches, gradient checkpointing, streamed rows:
+      :class:`~xmr.training.execution.ExecutionConfig`); the same run, in less memory.
     """
     out = Path(out_dir)
     if os.path.lexists(out) and not out.is_dir():
@@ -74,12 +77,12 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
         world.barrier()  # (rank 0's is in _train_locked, once the features are cached)
     with exclusive_lock(out / LOCK_FILE, f"the run {out}") if world.is_main else contextlib.nullcontext():
         return _train_locked(config, out, cache_dir=cache_dir, overwrite=overwrite, show_progress=show_progress,
-                             labeller=labeller, skip_bad=skip_bad, runtime=runtime)
+                             labeller=labeller, skip_bad=skip_bad, runtime=runtime, execution=execution)
 
 
 def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None, overwrite: bool,
                   show_progress: bool | None, labeller: ImageNetLabeller | None, skip_bad: bool,
-                  runtime: Runtime | None = None) -> TrainResult:
+                  runtime: Runtime | None = None, execution: ExecutionConfig | None = None) -> TrainResult:
     items = run_items(config, skip_bad=skip_bad)
     sparse = config.sparse
     if sparse is not None and sparse.spec is not None:
@@ -111,7 +114,10 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
         log.info("vocabulary: %d words from %d training texts", len(vocab) - 2,
                  sum(len(it.texts) for it in [*train_items, *pseudo_items]))
         vocab.save(out / "vocab.json")
-    encoders = run_encoders(config, vocab)  # one pair for all item sets: weights load once
+    # one pair for all item sets (weights load once), on the CPU at fp32 whatever the heads train at; the
+    # runtime's image-reading workers read their images
+    readers = dataclasses.replace(CPU_FP32, loader_workers=runtime.loader_workers) if runtime is not None else None
+    encoders = run_encoders(config, vocab, readers)
     encode = functools.partial(encode_items, **encoders, cache_dir=cache_dir, show_progress=show_progress,
                                skip_bad=skip_bad)
     train_fs = encode(train_items)
@@ -156,7 +162,8 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
         current_world().barrier()  # the other processes start now, with every feature in the cache
     return train_joint_model(pairs, val, model_config, config.train, out_dir=out, overwrite=overwrite, vocab=vocab,
                              pseudo=pseudo, caption_vocab=gen.caption_vocab if gen is not None else None,
-                             generative=gen.data if gen is not None else None, runtime=runtime)
+                             generative=gen.data if gen is not None else None, runtime=runtime,
+                             execution=execution)
 
 
 def _tail_of(encoder: ImageEncoder | TextEncoder, name: str) -> tuple[int, dict[str, object] | None]:

@@ -54,10 +54,12 @@ class RetrievalTask(Task["RunConfig"]):
 
     def train(self, config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
               overwrite: bool = False, given: Options | None = None, runtime: Runtime | None = None) -> TrainOutcome:
+        from xmr.tasks.retrieval.options import execution_from_options
         from xmr.workflows.train import train_run
 
         r = train_run(config, out_dir, cache_dir=cache_dir, overwrite=overwrite,
-                      skip_bad=bool((given or {}).get("skip_bad")), runtime=runtime)
+                      skip_bad=bool((given or {}).get("skip_bad")), runtime=runtime,
+                      execution=execution_from_options(given or {}))
         return TrainOutcome(r.status, r.best_epoch, r.best_metrics, r.best_dir,
                             f"val rsum {r.best_metrics.get('rsum', float('nan')):.1f}")
 

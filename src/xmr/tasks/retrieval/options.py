@@ -43,6 +43,9 @@ TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_s
                 "caption_xe_epochs": "caption_xe_epochs"}
 TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
 AUGMENT_FIELDS = {"augment_views": "views", "augment": "kinds"}
+#: option dest -> field of ExecutionConfig: how the steps run, not the run's config (a resume may change them)
+EXECUTION_FIELDS = {"micro_batch": "micro_batch", "grad_checkpointing": "checkpointing",
+                    "stream_batches": "stream_batches"}
 
 
 def train_fields() -> FieldMap:
@@ -51,14 +54,16 @@ def train_fields() -> FieldMap:
     from xmr.runs import RunConfig
     from xmr.text import TextEncoderConfig
     from xmr.training import TrainConfig
+    from xmr.training.execution import ExecutionConfig
 
     return {**RunConfig.fields_by_class(RUN_FIELDS), **TrainConfig.fields_by_class(TRAIN_FIELDS),
-            TextEncoderConfig: TEXT_MODEL_FIELDS, AugmentConfig: AUGMENT_FIELDS}
+            TextEncoderConfig: TEXT_MODEL_FIELDS, AugmentConfig: AUGMENT_FIELDS, ExecutionConfig: EXECUTION_FIELDS}
 
 
 def add_train_options(parser: OptionParser) -> None:
     """``xmr train``'s options of a retrieval run (each default from its config field)."""
-    add = with_defaults(parser, train_fields, {*RUN_FIELDS, *TRAIN_FIELDS, *TEXT_MODEL_FIELDS, *AUGMENT_FIELDS})
+    add = with_defaults(parser, train_fields,
+                        {*RUN_FIELDS, *TRAIN_FIELDS, *TEXT_MODEL_FIELDS, *AUGMENT_FIELDS, *EXECUTION_FIELDS})
     add("extra_train", nargs="*", metavar="EXTRA",
         help="more training manifests, each PATH[:SPLIT,...][@WEIGHT] (default splits: train; weight 1: "
              "its pairs drawn as often as the run's own), e.g. icons.jsonl:train,val,test@0.5")
@@ -85,6 +90,20 @@ def add_train_options(parser: OptionParser) -> None:
     add("--val-split", help="the split that picks the best epoch")
     add("--eval-texts-per-item", type=positive_int, help="texts per item used as validation queries (default: all)")
     add_skip_bad(add)
+    _add_execution_options(add)
+
+
+def _add_execution_options(add: Callable[..., Any]) -> None:
+    """How the steps run (memory, speed): not the run's config, so a resumed run may change them."""
+    add("--micro-batch", type=positive_int, metavar="N",
+        help="embed each batch in micro-batches of N pairs and accumulate the exact gradient of the whole "
+             "batch (GradCache): big batches in small memory, the same training (none: the whole batch at once)")
+    add("--grad-checkpointing", action="store_true",
+        help="recompute the fine-tuned blocks' activations in the backward pass instead of keeping them "
+             "(less memory, more time)")
+    add("--stream-batches", action="store_true",
+        help="copy each batch's feature rows to the device as it starts (pinned memory) instead of the whole "
+             "epoch's; default: on an accelerator when a row is 256 KiB or more (trunk activations, pixels)")
 
 
 def _add_objective_options(add: Callable[..., Any]) -> None:
@@ -228,6 +247,13 @@ def config_from_options(manifest: str, given: Options) -> RunConfig:
                                    augment=AugmentConfig(**augment))
     except XmrError as e:  # the dataclasses' own validation: a bad option value
         raise e.prefixed("invalid training option: ") from None
+
+
+def execution_from_options(given: Options) -> Any:
+    """The :class:`~xmr.training.execution.ExecutionConfig` of the options given (its defaults for the others)."""
+    from xmr.training.execution import ExecutionConfig
+
+    return ExecutionConfig(**{k: v for k, v in pick(given, EXECUTION_FIELDS).items() if v is not None})
 
 
 def _text_model(text_encoder: Any, given: Options) -> TextEncoderConfig | None:
