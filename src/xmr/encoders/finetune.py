@@ -54,12 +54,14 @@ def parse_depth(value: object, what: str = "N") -> TailDepth:
     return n
 
 
-def check_depth(n_tail: object, depth: int, encoder: str, unit: str = "blocks") -> TailDepth:
-    """``n_tail`` checked against an encoder of ``depth`` blocks / layers: 0..depth or ``"all"``."""
+def check_depth(n_tail: object, depth: int, encoder: str, unit: str = "blocks", lo: int = 0) -> TailDepth:
+    """``n_tail`` checked against an encoder of ``depth`` blocks / layers: ``lo``..depth or ``"all"``
+    (``lo`` 1: where the caller has already taken 0 as "no tail")."""
     n = parse_depth(n_tail)
-    if n != ALL and not 0 <= int(n) <= depth:
+    if n != ALL and not lo <= int(n) <= depth:
+        zero = "0: the frozen features" if lo == 0 else "N = 0 is the frozen encoder itself"
         raise XmrError(f"cannot fine-tune the last {n} {unit} of {encoder}: it has {depth} {unit}, "
-                       f"so N must be 0..{depth} or 'all' (0: the frozen features)")
+                       f"so N must be {lo}..{depth} or 'all' ({zero})")
     return n
 
 

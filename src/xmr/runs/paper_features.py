@@ -92,7 +92,7 @@ class FinetuneConfig:
             layers = tail_depth(text_encoder, "text")
             if word_level or layers is None:
                 raise XmrError(f"text encoder {text_encoder!r} cannot be fine-tuned by layers (minilm-l6 can)")
-            check_depth(self.text_layers, layers, text_encoder, "layers")
+            check_depth(self.text_layers, layers, text_encoder, "layers", lo=1)
 
     def image_trunk(self, encoder: ImageEncoder) -> ImageEncoder:
         """What the run encodes images with: the trunk's activations when its blocks are fine-tuned (the

@@ -273,8 +273,7 @@ def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch:
     def tail_lr(s: int) -> float:
         return 0.0 if s < frozen else warmup_cosine(s - frozen, total_steps=total - frozen, warmup_steps=warm)
 
-    n_tail = len(opt.param_groups) - 1
-    return torch.optim.lr_scheduler.LambdaLR(opt, [heads_lr] + [tail_lr] * n_tail if n_tail else heads_lr)
+    return torch.optim.lr_scheduler.LambdaLR(opt, [heads_lr, *[tail_lr] * (len(opt.param_groups) - 1)])
 
 
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,

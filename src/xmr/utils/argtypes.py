@@ -43,4 +43,4 @@ def count_or_all(text: str) -> int | str:
     try:
         return int(count(text))
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or 'all', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be >= 0 (a whole number) or 'all', got {text!r}") from None
