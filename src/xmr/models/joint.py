@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from xmr.utils.numbers import check_finite_fields
 from xmr.utils.threads import Work
 from xmr.utils.weights import load_weights, save_weights, saved_model_id
 
+if TYPE_CHECKING:
+    from xmr.encoders.finetune import EncoderTail
+
 VOCAB_FILE = "vocab.json"
 #: weights older checkpoints held in the search model's file: W_share (now the instance objective's)
 #: and GXN's generative heads (now beside the model, :mod:`xmr.models.generative`)
@@ -41,7 +44,7 @@ class ModelConfig:
     """Architecture of a :class:`JointModel` (saved next to every checkpoint).
 
     ``image_tail``: the fine-tuned last blocks of the image encoder, ``{"encoder": <registered
-    name>, "n_tail": N, "freeze_bn": bool, "trunk_id": <the trunk encoder's id>}``; the image
+    name>, "n_tail": N or "all", "freeze_bn": bool, "trunk_id": <the trunk encoder's id>}``; the image
     features are then the trunk's boundary activations (:mod:`xmr.encoders.trunk`) and
     ``image_dim`` is the tail's output size. ``text_tail``: the same for the text encoder's last
     layers, ``{"encoder", "n_tail", "length", "trunk_id"}`` (:mod:`xmr.encoders.text_trunk`).
@@ -106,8 +109,11 @@ class ModelConfig:
         if int(self.n_instances) < 0:
             raise XmrError(f"n_instances must be >= 0, got {self.n_instances}")
         for name, tail in (("image_tail", self.image_tail), ("text_tail", self.text_tail)):
-            if tail is not None and not (isinstance(tail.get("encoder"), str) and isinstance(tail.get("n_tail"), int)):
-                raise XmrError(f"{name} needs an encoder name and n_tail, got {tail}")
+            n_tail = None if tail is None else tail.get("n_tail")
+            if tail is not None and not (isinstance(tail.get("encoder"), str)
+                                         and ((isinstance(n_tail, int) and not isinstance(n_tail, bool))
+                                              or n_tail == "all")):
+                raise XmrError(f"{name} needs an encoder name and n_tail (a count or 'all'), got {tail}")
         half = int(self.embed_dim) // 2  # the grounded branch's size: what each generative path reads
         for name, spec, key in (("captioner", self.captioner, "in_dim"), ("image_generator", self.image_generator,
                                                                          "cond_dim")):
@@ -201,8 +207,8 @@ class JointModel(nn.Module):
         return self.log_logit_scale.exp().clamp(max=100.0)
 
     def embed_images(self, feats: torch.Tensor) -> torch.Tensor:
-        if self.image_tail is not None:  # trunk activations (B, C*H*W) -> the tail's pooled features
-            feats = self.image_tail(self.image_tail.unflatten(feats))  # type: ignore[operator]  # an ImageTail
+        if self.image_tail is not None:  # cached trunk rows -> the tail's pooled features
+            feats = _tail(self.image_tail).features(feats)
         if self.config.two_branch is None:
             return self.image_head(feats)
         return self._join(self.image_head(feats), self.image_head_grounded(feats))
@@ -216,8 +222,7 @@ class JointModel(nn.Module):
     def _text_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Encoder features as they are, a text tail's output for trunk rows, or the word-level model's for id rows."""
         if self.text_tail is not None:
-            states, mask = self.text_tail.unflatten(feats)  # type: ignore[operator]  # a TextTail
-            return self.text_tail(states, mask)
+            return _tail(self.text_tail).features(feats)
         if self.text_model is None:
             return feats
         ids = feats.long()
@@ -231,7 +236,7 @@ class JointModel(nn.Module):
             raise XmrError("this model has one branch; train it with a two-branch lambda for a grounded branch")
         if modality == "image":
             if self.image_tail is not None:
-                feats = self.image_tail(self.image_tail.unflatten(feats))  # type: ignore[operator]  # an ImageTail
+                feats = _tail(self.image_tail).features(feats)
             return self.image_head_grounded(feats)
         return self.text_head_grounded(self._text_features(feats))
 
@@ -280,28 +285,30 @@ class JointModel(nn.Module):
         return self.model_id
 
 
+def _tail(module: nn.Module) -> EncoderTail:
+    """A model's encoder tail as the fine-tuning capability's :class:`~xmr.encoders.finetune.EncoderTail`."""
+    return cast("EncoderTail", module)
+
+
 def _encoder_tail(spec: dict[str, object] | None, modality: Modality) -> nn.Module | None:
     """The fine-tuned tail a model config names (``image_tail`` / ``text_tail``), pretrained until the
-    saved weights load; None without one. A tail cut from another trunk than this encoder's is refused."""
+    saved weights load; None without one. The spec's keys beside ``encoder``, ``n_tail`` and ``trunk_id``
+    are the encoder's ``trunk_encoder`` options (``freeze_bn``, ``length``). A tail cut from another
+    trunk than this encoder's is refused."""
     if spec is None:
         return None
     from xmr.encoders import create_image_encoder, create_text_encoder
-    from xmr.encoders.text_trunk import TextTrunkEncoder
-    from xmr.encoders.trunk import TrunkEncoder
+    from xmr.encoders.finetune import parse_depth, trunk_of
 
-    n_tail = int(spec["n_tail"])  # type: ignore[call-overload]  # a JSON int, checked in ModelConfig
-    trunk: TrunkEncoder | TextTrunkEncoder
-    if modality == "image":
-        trunk = TrunkEncoder(create_image_encoder(str(spec["encoder"])), n_tail)
-    else:
-        trunk = TextTrunkEncoder(create_text_encoder(str(spec["encoder"])), n_tail,
-                                 int(spec["length"]))  # type: ignore[call-overload]  # a JSON int
+    n_tail = parse_depth(spec["n_tail"], "n_tail")  # an int or "all"
+    create = create_image_encoder if modality == "image" else create_text_encoder
+    options = {k: v for k, v in spec.items() if k not in ("encoder", "n_tail", "trunk_id")}
+    trunk = trunk_of(create(str(spec["encoder"])), n_tail, **options)
     if trunk.encoder_id != spec.get("trunk_id", trunk.encoder_id):
         raise XmrError(f"the model's {modality} tail was cut from {spec.get('trunk_id')!r}, "
                        f"this encoder is {trunk.encoder_id!r}")
-    if isinstance(trunk, TrunkEncoder):
-        return trunk.make_tail(freeze_bn=bool(spec.get("freeze_bn", True)))
-    return trunk.make_tail()
+    tail: nn.Module = trunk.make_tail()
+    return tail
 
 
 def load_model(directory: str | Path) -> JointModel:

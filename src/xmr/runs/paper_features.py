@@ -22,9 +22,7 @@ from typing import Any, ClassVar
 
 from xmr.data.sparse import SparseSpec
 from xmr.encoders import ImageEncoder, TextEncoder
-from xmr.encoders.base import resolve_encoder
-from xmr.encoders.text_trunk import TextTrunkEncoder, check_tail_layers
-from xmr.encoders.trunk import TrunkEncoder, check_tail_blocks
+from xmr.encoders.finetune import TailDepth, check_depth, parse_depth, tail_depth, trunk_of
 from xmr.errors import Param, XmrError
 from xmr.semantics.labeller import PSEUDO_TEXT_KINDS
 
@@ -36,15 +34,16 @@ class FinetuneConfig:
     Attributes:
         image_blocks: fine-tune the last N blocks of the image encoder (EfficientNet-Lite0: 16
             MBConv blocks, then the 1x1 head conv, which any N >= 1 includes; 0: the encoder stays
-            frozen). The frozen trunk's output is cached once (float16, :mod:`xmr.encoders.trunk`)
-            and each epoch runs only the tail, at ``train.finetune_lr``; the tail is saved with the
-            model, so eval / index / search use it.
+            frozen; ``"all"``: the whole network, the stem too, dual-path Stage II). The frozen trunk's
+            output is cached once (float16, :mod:`xmr.encoders.trunk`; ``"all"``: the pixels) and each
+            epoch runs only the tail, at ``train.finetune_lr``; the tail is saved with the model, so
+            eval / index / search use it.
         freeze_bn: keep the image tail's BatchNorm statistics (ImageNet's) frozen; their scale and
             shift still train.
         text_layers: fine-tune the last N transformer layers of the (frozen) text encoder,
-            minilm-l6: 1..6 (0: frozen); the trunk's token states are cached (float16,
-            :mod:`xmr.encoders.text_trunk`) at ``text_length`` tokens per text (longer texts are
-            cut there; a warning counts them).
+            minilm-l6: 1..6 (0: frozen; ``"all"``: the embeddings too); the trunk's token states are
+            cached (float16, :mod:`xmr.encoders.text_trunk`; ``"all"``: the token ids) at
+            ``text_length`` tokens per text (longer texts are cut there; a warning counts them).
         text_length: tokens per text of the cached token states.
 
     Class attributes:
@@ -53,12 +52,14 @@ class FinetuneConfig:
 
     FLAT: ClassVar[Mapping[str, str]] = {"finetune_image_blocks": "image_blocks", "finetune_freeze_bn": "freeze_bn",
                                          "finetune_text_layers": "text_layers", "finetune_text_length": "text_length"}
-    image_blocks: int = 0
+    image_blocks: TailDepth = 0
     freeze_bn: bool = True
-    text_layers: int = 0
+    text_layers: TailDepth = 0
     text_length: int = 32
 
     def __post_init__(self) -> None:
+        for name in ("image_blocks", "text_layers"):
+            object.__setattr__(self, name, parse_depth(getattr(self, name), name))
         if not self.used(vars(self)):
             raise XmrError("a FinetuneConfig fine-tunes neither encoder (image_blocks and text_layers are 0); a run "
                            "with both encoders frozen has finetune=None")
@@ -79,29 +80,35 @@ class FinetuneConfig:
         with a region head (a tail feeds pooled features); a text encoder without transformer layers
         (``word_level``: a trained word-level model); a tail longer than the encoder."""
         if self.image_blocks:
-            blocks = getattr(resolve_encoder(image_encoder)[0], "n_blocks", None)
-            if not isinstance(blocks, int):
+            blocks = tail_depth(image_encoder, "image")
+            if blocks is None:
                 raise XmrError(f"image encoder {image_encoder!r} cannot be fine-tuned (it is not split into "
                                "blocks; efficientnet-lite0 is)")
-            check_tail_blocks(self.image_blocks, blocks, image_encoder)
+            check_depth(self.image_blocks, blocks, image_encoder)
             if image_head is not None:
                 raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no {param}",
                                param=Param("image_head"))
         if self.text_layers:
-            layers = getattr(resolve_encoder(text_encoder)[0], "n_layers", None)
-            if word_level or not isinstance(layers, int):
+            layers = tail_depth(text_encoder, "text")
+            if word_level or layers is None:
                 raise XmrError(f"text encoder {text_encoder!r} cannot be fine-tuned by layers (minilm-l6 can)")
-            check_tail_layers(self.text_layers, layers, text_encoder)
+            check_depth(self.text_layers, layers, text_encoder, "layers", lo=1)
 
     def image_trunk(self, encoder: ImageEncoder) -> ImageEncoder:
         """What the run encodes images with: the trunk's activations when its blocks are fine-tuned (the
         model's tail does the rest), else ``encoder`` itself."""
-        return TrunkEncoder(encoder, self.image_blocks) if self.image_blocks else encoder
+        if not self.image_blocks:
+            return encoder
+        trunk: ImageEncoder = trunk_of(encoder, self.image_blocks, freeze_bn=self.freeze_bn)
+        return trunk
 
     def text_trunk(self, encoder: TextEncoder) -> TextEncoder:
         """What the run encodes texts with: the trunk's token states when its layers are fine-tuned (the
         model's text tail does the rest), else ``encoder`` itself."""
-        return TextTrunkEncoder(encoder, self.text_layers, self.text_length) if self.text_layers else encoder
+        if not self.text_layers:
+            return encoder
+        trunk: TextEncoder = trunk_of(encoder, self.text_layers, length=self.text_length)
+        return trunk
 
 
 @dataclass(frozen=True)

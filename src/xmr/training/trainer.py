@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -72,6 +72,9 @@ from xmr.training.schedule import warmup_cosine
 from xmr.utils.io import load_json, matches_saved, save_json
 from xmr.utils.progress import epoch_eta, progress
 from xmr.utils.threads import work_threads
+
+if TYPE_CHECKING:
+    from xmr.encoders.finetune import EncoderTail
 
 log = logging.getLogger(__name__)
 
@@ -262,19 +265,34 @@ def run_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
 
 def _optimizer(trained: TrainedModules, model: JointModel, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the heads group (the model's and the components' modules; possibly empty: a model with
-    nothing to train still validates and saves), then a fine-tuned encoder tail's group at ``finetune_lr``."""
+    nothing to train still validates and saves), then a fine-tuned encoder tail's group at ``finetune_lr``
+    (one group per tail depth with ``layer_lr_decay`` < 1: :func:`_tail_groups`)."""
     tail = [p for t in (model.image_tail, model.text_tail) if t is not None for p in t.parameters() if p.requires_grad]
     in_tail = {id(p) for p in tail}
     groups: list[dict[str, Any]] = [{"params": [p for p in trained.parameters()
                                                 if p.requires_grad and id(p) not in in_tail]}]
-    if tail:
+    if tail and config.layer_lr_decay != 1.0:
+        groups += _tail_groups(model, config.finetune_lr, config.layer_lr_decay)
+    elif tail:
         groups.append({"params": tail, "lr": config.finetune_lr})
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def _tail_groups(model: JointModel, lr: float, decay: float) -> list[dict[str, Any]]:
+    """Layer-wise lr decay: each tail's :meth:`~xmr.encoders.finetune.EncoderTail.layer_groups`, group k
+    from the top (k = 0: the last) at ``lr * decay**k``; the image tail's groups, then the text tail's."""
+    out: list[dict[str, Any]] = []
+    for module in (model.image_tail, model.text_tail):
+        if module is None:
+            continue
+        layers = cast("EncoderTail", module).layer_groups()
+        out += [{"params": list(g), "lr": lr * decay ** (len(layers) - 1 - j)} for j, g in enumerate(layers) if g]
+    return out
+
+
 def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int,
                frozen_tail_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up + cosine per step for the heads; a tail's group waits ``frozen_tail_epochs`` first."""
+    """Warm-up + cosine per step for the heads; a tail's groups wait ``frozen_tail_epochs`` first."""
     total = steps_per_epoch * config.epochs
     warm = int(config.warmup_epochs * steps_per_epoch)
     frozen = frozen_tail_epochs * steps_per_epoch
@@ -285,7 +303,7 @@ def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch:
     def tail_lr(s: int) -> float:
         return 0.0 if s < frozen else warmup_cosine(s - frozen, total_steps=total - frozen, warmup_steps=warm)
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, [heads_lr, tail_lr] if len(opt.param_groups) > 1 else heads_lr)
+    return torch.optim.lr_scheduler.LambdaLR(opt, [heads_lr, *[tail_lr] * (len(opt.param_groups) - 1)])
 
 
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,

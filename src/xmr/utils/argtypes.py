@@ -34,3 +34,13 @@ count = Number(0)  # a whole number >= 0 (0 = off)
 seed = Number(0, 2**32, hi_open=True)  # what numpy and torch both accept as a seed
 positive = Number(0, whole=False, lo_open=True)  # a real number > 0
 non_negative = Number(0, whole=False)  # a real number >= 0
+
+
+def count_or_all(text: str) -> int | str:
+    """argparse type of a depth option: a whole number >= 0, or ``all`` (the whole network)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(count(text))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (a whole number) or 'all', got {text!r}") from None

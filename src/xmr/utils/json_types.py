@@ -36,6 +36,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return True
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(hint))
     if hint is type(None):
         return value is None
     if hint is bool:
@@ -62,6 +64,8 @@ def _type_name(hint: Any) -> str:
         return " or ".join(_type_name(h) for h in typing.get_args(hint))
     if hint is type(None):
         return "null"
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(json.dumps(a) for a in typing.get_args(hint))
     if dataclasses.is_dataclass(hint):
         return "an object"
     origin = typing.get_origin(hint)

@@ -21,7 +21,7 @@ from xmr.tasks.options import (
     param_default,
     with_defaults,
 )
-from xmr.utils.argtypes import Number, count, non_negative, positive, positive_int
+from xmr.utils.argtypes import Number, count, count_or_all, non_negative, positive, positive_int
 
 if TYPE_CHECKING:
     from xmr.runs import RunConfig
@@ -39,6 +39,7 @@ TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_s
                 "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
                 "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip", "finetune_lr": "finetune_lr",
+                "layer_lr_decay": "layer_lr_decay",
                 "ema": "ema_decay", "cross_style": "cross_style", "generative": "generative",
                 "caption_xe_epochs": "caption_xe_epochs"}
 TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
@@ -139,15 +140,19 @@ def _add_objective_options(add: Callable[..., Any]) -> None:
 
 def _add_finetune_options(add: Callable[..., Any]) -> None:
     """Fine-tuning the encoders' last blocks / layers, and augmented views."""
-    add("--finetune-image-blocks", type=count, metavar="N",
+    add("--finetune-image-blocks", type=count_or_all, metavar="N|all",
         help="fine-tune the last N blocks of the image encoder (efficientnet-lite0: 1..16; each N >= 1 "
-             "includes the head conv); the frozen trunk's output is cached once (0 = frozen encoder)")
-    add("--finetune-text-layers", type=count, metavar="N",
+             "includes the head conv); the frozen trunk's output is cached once (0 = frozen encoder; "
+             "all = the whole network, stem included, from the cached pixels)")
+    add("--finetune-text-layers", type=count_or_all, metavar="N|all",
         help="fine-tune the last N transformer layers of the text encoder (minilm-l6: 1..6); its frozen "
-             "token states are cached once")
+             "token states are cached once (all = the whole network, embeddings included, from the token ids)")
     add("--finetune-text-length", type=positive_int, metavar="TOKENS",
         help="tokens per text of the cached token states (longer texts are cut there)")
     add("--finetune-lr", type=positive, help="learning rate of the fine-tuned blocks / layers")
+    add("--layer-lr-decay", type=Number(0, 1, whole=False, lo_open=True), metavar="DECAY",
+        help="layer-wise lr decay of the fine-tuned blocks / layers: the k-th from the top trains at "
+             "finetune-lr * DECAY^k (1 = off)")
     add("--train-bn-stats", action="store_true",
         help="let the fine-tuned blocks' BatchNorm statistics update (default: frozen at ImageNet's)")
     add("--augment-views", type=count, metavar="K",
