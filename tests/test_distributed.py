@@ -185,3 +185,72 @@ def test_several_processes_need_a_share_of_each_batch() -> None:
     assert (c.rank, c.world_size) == (1, 2)
     with pytest.raises(XmrError, match="smaller than the 4 training processes"):
         join_components([c], World(0, 4), batch_size=2)
+
+
+def test_each_process_gets_the_gpu_of_its_local_rank() -> None:
+    from xmr.runtime.device import process_device
+
+    # one process: as before
+    assert process_device("auto", cuda_count=2) == "cuda"
+    assert process_device("auto", cuda_count=0, mps=True) == "mps"
+    # several processes on a CUDA machine: auto and cuda are cuda:LOCAL_RANK; cuda:N stays as named
+    assert process_device("auto", cuda_count=2, local_rank=1) == "cuda:1"
+    assert process_device("cuda", cuda_count=4, local_rank=3) == "cuda:3"
+    assert process_device("cuda:0", cuda_count=2, local_rank=1) == "cuda:0"
+    # no CUDA: the CPU, whatever the rank
+    assert process_device("auto", cuda_count=0, local_rank=5) == "cpu"
+    assert process_device("cpu", cuda_count=8, local_rank=1) == "cpu"
+    # more processes on a machine than GPUs: refused, naming the setting and the local rank
+    with pytest.raises(XmrError, match="local rank 2 has no GPU of its own") as e:
+        process_device("auto", cuda_count=2, local_rank=2)
+    assert e.value.fields["device"].value == "auto"
+    with pytest.raises(XmrError, match="torch sees 0 CUDA"):
+        process_device("cuda", cuda_count=0, local_rank=0)
+
+
+def test_the_backend_follows_the_device_unless_forced() -> None:
+    from xmr.training.distributed import choose_backend
+
+    assert DistributedConfig().backend == "auto"
+    assert choose_backend("auto", torch.device("cpu")) == "gloo"
+    assert choose_backend("auto", torch.device("cuda:1")) == "nccl"
+    assert choose_backend("gloo", torch.device("cuda:0")) == "gloo"
+    assert choose_backend("nccl", torch.device("cuda:0")) == "nccl"
+    with pytest.raises(XmrError, match="CUDA tensors only") as e:
+        choose_backend("nccl", torch.device("cpu"))
+    assert e.value.fields["backend"].value == "nccl"
+    assert config_from_env({"RANK": "0", "WORLD_SIZE": "2"}, backend="gloo").backend == "gloo"
+    with pytest.raises(XmrError, match="unknown process group backend"):
+        DistributedConfig(backend="mpi")
+
+
+def test_a_process_that_does_not_see_rank_0s_folder_stops(tmp_path: Path) -> None:
+    from xmr.training.distributed import check_shared_folder
+
+    check_shared_folder(World(0, 2), tmp_path / "run.json")  # rank 0 wrote it (or is about to)
+    (tmp_path / "run.json").write_text("{}")
+    check_shared_folder(World(1, 2), tmp_path / "run.json")
+    with pytest.raises(XmrError, match="filesystem every machine shares"):
+        check_shared_folder(World(1, 2), tmp_path / "train.json")
+
+
+def test_nccl_forced_on_the_cpu_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from xmr.cli import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun starts it: refused before joining any group
+    code = main(["train", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--process-backend", "nccl"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("xmr: error: the process group backend --process-backend nccl exchanges CUDA tensors only")
+
+
+def test_train_help_shows_the_process_backend_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from xmr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--process-backend {auto,gloo,nccl}" in out and "(default: auto)" in out
