@@ -125,6 +125,19 @@ def test_killed_process_stops_the_job_and_a_rerun_resumes(reference: dict[str, d
     _assert_same_run(reference["infonce"], _result(alone))
 
 
+def test_a_run_stopped_in_one_process_resumes_in_two(reference: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """Resume works from any rank count: 1 -> 2 here (2 -> 1 above); the state in ``last.pt`` holds no rank."""
+    (r,) = _run(tmp_path, "infonce", 4, processes=1, die_at=2)  # the one process dies as epoch 3 starts
+    assert r.returncode == 3
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["st"]["epoch"] == 2
+    before = json.loads((tmp_path / "history.json").read_text())
+    results = _run(tmp_path, "infonce", 4, processes=2)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
+    history = _result(tmp_path)["history"]
+    assert history[:2] == before  # resumed: the first two epochs' rows (their seconds too) are the ones kept
+    _assert_same_run(reference["infonce"], _result(tmp_path))
+
+
 def test_torchrun_trains_a_run_from_the_command_line(tmp_path: Path) -> None:
     from xmr.cli import main
 
