@@ -267,3 +267,39 @@ def test_train_help_shows_the_process_backend_default(capsys: pytest.CaptureFixt
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--process-backend {auto,gloo,nccl}" in out and "(default: auto)" in out
+
+
+def test_what_trains_in_one_process_only_is_refused_naming_its_option(tmp_path: Path) -> None:
+    """GXN's generative paths (their own discriminator / self-critical updates) and the composed task train in
+    one process: several are refused in one error, which the CLI words with the option (``--generative``,
+    ``--task composed``), before the composed task does any work."""
+    from xmr.cli.errors import cli_wording
+    from xmr.objectives.base import ObjectiveComponent
+    from xmr.tasks.composed.config import ComposedRunConfig
+    from xmr.tasks.composed.jobs import train_composed_run
+    from xmr.training import distributed
+
+    class OwnSteps(ObjectiveComponent):
+        name = "generative"
+        about = "GXN's generative paths"
+
+        def __init__(self) -> None:
+            self.rank, self.world_size = 0, 1
+
+        def steps_before_rank(self) -> list[Any]:
+            return [lambda batch, opt: {}]
+
+    join_components([OwnSteps()], World(), batch_size=4)  # one process: trains
+    with pytest.raises(XmrError) as e:
+        join_components([OwnSteps()], World(1, 2), batch_size=4)
+    assert e.value.worded(cli_wording).startswith("GXN's generative paths (--generative) train in one process "
+                                                  "only, not in 2")
+    token = distributed._WORLD.set(World(0, 2))
+    try:
+        with pytest.raises(XmrError) as e:
+            train_composed_run(ComposedRunConfig(manifest=str(tmp_path / "none.jsonl"),
+                                                 triplets=str(tmp_path / "none-triplets.jsonl")), tmp_path / "run")
+    finally:
+        distributed._WORLD.reset(token)
+    assert e.value.worded(cli_wording).startswith("--task composed trains in one process only, not in 2")
+    assert not (tmp_path / "run").exists()

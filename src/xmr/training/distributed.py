@@ -13,8 +13,9 @@ same variables (``RANK`` global, ``LOCAL_RANK`` per machine), nothing else is ne
 takes the run's lock, encodes the features into the cache, validates and writes the run folder; the
 others wait for it and then read the cache and, on resume, ``last.pt``: the run folder (``out``) and the
 cache folder must be on a filesystem every machine shares (a process that does not see the folder rank 0
-wrote stops with an error saying so: :func:`check_shared_folder`). One process (no such variables) is today's path exactly: no group, no
-collective, nothing exchanged.
+wrote stops with an error saying so: :func:`check_shared_folder`).
+
+One process (no such variables) is today's path exactly: no group, no collective, nothing exchanged.
 
 With several processes each takes its consecutive shard of every global batch
 (:meth:`World.shard`), the objective components gather the features of every shard before the loss
@@ -233,7 +234,9 @@ def join_components(components: Sequence[ObjectiveComponent], world: World, batc
     """Set the objective components' ``rank`` / ``world_size``; refuse what several processes cannot train yet.
 
     Several processes need a batch of at least one pair each, and components whose only updates are the
-    rank update: one that runs its own updates before it (GXN's generative paths) trains in one process.
+    rank update: one that runs its own updates before it (GXN's generative paths: a discriminator's step, the
+    decoder's self-critical step, each followed by a rank update) trains in one process, refused naming
+    its option.
     """
     for component in components:
         component.rank, component.world_size = world.rank, world.world_size
@@ -244,8 +247,9 @@ def join_components(components: Sequence[ObjectiveComponent], world: World, batc
                        batch_size=batch_size, n=world.world_size)
     for component in components:
         if component.steps_before_rank():
-            raise XmrError("{about} ({name}) trains in one process only: its own updates are not data parallel yet",
-                           about=component.about, name=component.name)
+            raise XmrError("{about} ({option}) train in one process only, not in {n}: their own updates (a "
+                           "discriminator, a decoder's self-critical step) are not data parallel",
+                           about=component.about, option=Param(component.name), n=world.world_size)
 
 
 @contextlib.contextmanager
