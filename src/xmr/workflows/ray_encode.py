@@ -306,7 +306,7 @@ def encode_with_ray(items: list[Item], *, image_encoder: str, text_encoder: str,
     rows = [{"partition": p, "items": json.dumps([items[i].to_row() for i in range(*plan.bounds[p])])} for p in todo]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         _PartitionEncoder, batch_size=1, num_cpus=placement.num_cpus,
-        **({"num_gpus": placement.num_gpus} if placement.num_gpus else {}),
+        num_gpus=placement.num_gpus or None,  # None: the CPU path as before
         compute=ray.data.ActorPoolStrategy(size=pool),
         fn_constructor_kwargs={"image_encoder": image_encoder, "text_encoder": text_encoder,
                                "cache_dir": str(Path(cache_dir or default_cache_dir()).resolve()),
