@@ -10,8 +10,8 @@ paired per-round ratios, robust to a shared machine):
   part of ``xmr encode`` the network does not bound;
 * whole process: ``xmr --threads N encode --images DIR --image-encoder E`` into a fresh feature
   cache each round (start-up, reading, hashing, cache writes included), at 1 and 2 threads. The
-  ONNX graph is exported once before the timed rounds (into a temporary ``$XMR_CACHE_DIR``), as a
-  user's second and later runs find it.
+  ONNX graph is exported once before the timed rounds and copied into each round's cache root,
+  as a user's second and later runs find it.
 
 The images are synthetic photo-like JPEGs (smooth colour fields, shapes and noise; quality 90),
 made in a temp dir. Example (about 3 min on 2 cores)::
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,41 +32,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from xmr.bench.common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio
+from xmr.bench.images import make_jpegs
 from xmr.encoders import create_image_encoder
 from xmr.utils.threads import ThreadConfig, using_config
 
 BATCH = 32
 
 
-def make_jpegs(folder: Path, n: int, size: int = 224, seed: int = 0) -> list[Path]:
-    """``n`` photo-like ``size`` x ``size`` JPEGs (quality 90) in ``folder``."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    paths = []
-    for i in range(n):
-        a = rng.uniform(0, 2 * np.pi, 3)
-        base = np.stack([127 + 100 * np.sin(6 * xx * np.cos(a[c]) + 6 * yy * np.sin(a[c]) + c) for c in range(3)], 2)
-        base += rng.normal(0, 12, base.shape)
-        img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(img)
-        for _ in range(4):
-            x0, y0 = rng.integers(0, size - 40, 2)
-            x1, y1 = x0 + rng.integers(20, 120), y0 + rng.integers(20, 120)
-            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([int(x0), int(y0), int(x1), int(y1)], fill=fill)
-        p = folder / f"img{i:05d}.jpg"
-        img.save(p, quality=90)
-        paths.append(p)
-    return paths
-
-
-def whole_process(folder: Path, encoder: str, threads: int, env: dict[str, str]) -> None:
-    """One ``xmr encode`` of ``folder`` into a fresh feature cache."""
+def whole_process(folder: Path, encoder: str, threads: int, env: dict[str, str], graph: Path) -> None:
+    """One ``xmr encode`` of ``folder`` into a fresh feature cache; the exported ONNX ``graph`` is put in its
+    ``onnx/`` first (the graph follows ``--cache-dir``), as a user's later runs find it."""
     with tempfile.TemporaryDirectory() as fresh:
+        (Path(fresh) / "onnx").mkdir()
+        shutil.copy(graph, Path(fresh) / "onnx" / graph.name)
         subprocess.run([sys.executable, "-m", "xmr", "--threads", str(threads), "encode", "--images", str(folder),
                         "--image-encoder", encoder, "--cache-dir", fresh], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -116,7 +97,8 @@ def main() -> None:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
                                              env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         for n in args.threads:
-            times = interleaved({e: (lambda s, e=e: whole_process(work / "images", e, n, env))
+            graph = onnx_enc.graph_path  # type: ignore[attr-defined]
+            times = interleaved({e: (lambda s, e=e: whole_process(work / "images", e, n, env, graph))
                                  for e in ("efficientnet-lite0", "efficientnet-lite0-onnx")}, args.repeat)
             t, o = times["efficientnet-lite0"], times["efficientnet-lite0-onnx"]
             case = f"`xmr encode` whole process, {len(paths)} JPEGs, {n} thread(s)"

@@ -325,7 +325,7 @@ def ddp_worker(args: argparse.Namespace, sizes: Sizes) -> int:
     config = dataclasses.replace(config, backend=args.backend, local_rank=local, timeout_s=120.0)
     device = f"cuda:{local}" if args.device != "cpu" and n_gpus else "cpu"
     runtime = resolve(RuntimeConfig(device=device, precision="fp32"))
-    with joined(config) as world:
+    with joined(config, runtime.device) as world:
         res = train_joint_model(*synthetic_problem(sizes), model_config(sizes), train_config(sizes),
                                 out_dir=Path(args.ddp_worker), runtime=runtime)
         if world.is_main:

@@ -2,7 +2,8 @@
 
 Usage: ``python tests/ddp_worker.py OUT LOSS EPOCHS [DIE_AT_EPOCH]``: trains the toy problem of
 ``test_training`` into OUT as the variables say (none: one process) and writes rank 0's history to
-``OUT/result.json``; with DIE_AT_EPOCH, rank 1 exits abruptly as that 0-based epoch starts; with
+``OUT/result.json``; with DIE_AT_EPOCH, the last rank (rank 1 of two; the one process alone) exits
+abruptly as that 0-based epoch starts; with
 ``$MICRO_BATCH`` set, each process embeds its share in micro-batches of that many pairs (GradCache). An
 :class:`~xmr.errors.XmrError` prints one line to stderr and exits with status 2, like ``xmr``.
 """
@@ -28,7 +29,7 @@ def main(out: Path, loss: str, epochs: int, die_at: int | None) -> int:
     pairs, val = _toy_problem()
     config = TrainConfig(loss=loss, epochs=epochs, batch_size=12, lr=1e-2, patience=0)
     with joined(config_from_env()) as world:
-        if die_at is not None and world.rank == 1:
+        if die_at is not None and world.rank == world.world_size - 1:
             run_epoch = trainer.run_epoch
 
             def dying(run: trainer.TrainingRun, epoch: int) -> dict[str, object]:

@@ -220,7 +220,7 @@ DEFAULT_SOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("data manifest", "split"): (_FOLDER, "split_fractions"),
     **{("encode", d): ("xmr.runs.config:RunConfig", d) for d in ("image_encoder", "text_encoder")},
     **{("encode", d): (_RAY, d) for d in ("address", "num_cpus", "partitions", "partition_size", "actors",
-                                          "cpus_per_actor", "retries")},
+                                          "cpus_per_actor", "gpus_per_actor", "retries")},
     **{("encode", d): ("xmr.workflows.features:encode_items", d) for d in ("skip_bad", "cache_dir")},
     ("encode", "image_root"): ("xmr.data.readers:read_items", "image_root"),
     ("encode", "recursive"): ("xmr.data.folder:scan_folder", "recursive"),
@@ -375,6 +375,8 @@ TRAIN_NO_FIELD = {
     "device": "where it trains, not the run: RuntimeConfig.device (tests/test_runtime.py checks --help)",
     "precision": "at which precision it trains, not the run: RuntimeConfig.precision (tests/test_runtime.py)",
     "loader_workers": "how its images are read, not the run: RuntimeConfig.loader_workers",
+    "process_backend": "how several processes exchange tensors, not the run: DistributedConfig.backend "
+                       "(tests/test_distributed.py checks --help)",
     "image_root": "Karpathy files' image folder, made absolute (None: the paths as the file gives them)",
     "triplets": "composed: the triplet file; not given: triplets.jsonl beside the manifest",
     "caption_xe_only": "a switch that turns the caption decoder's self-critical reward (on by default) off",

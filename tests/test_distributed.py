@@ -134,6 +134,19 @@ def test_killed_process_stops_the_job_and_a_rerun_resumes(reference: dict[str, d
     _assert_same_run(reference["infonce"], _result(alone))
 
 
+def test_a_run_stopped_in_one_process_resumes_in_two(reference: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """Resume works from any rank count: 1 -> 2 here (2 -> 1 above); the state in ``last.pt`` holds no rank."""
+    (r,) = _run(tmp_path, "infonce", 4, processes=1, die_at=2)  # the one process dies as epoch 3 starts
+    assert r.returncode == 3
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["st"]["epoch"] == 2
+    before = json.loads((tmp_path / "history.json").read_text())
+    results = _run(tmp_path, "infonce", 4, processes=2)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
+    history = _result(tmp_path)["history"]
+    assert history[:2] == before  # resumed: the first two epochs' rows (their seconds too) are the ones kept
+    _assert_same_run(reference["infonce"], _result(tmp_path))
+
+
 def test_torchrun_trains_a_run_from_the_command_line(tmp_path: Path) -> None:
     from xmr.cli import main
 
@@ -194,3 +207,108 @@ def test_several_processes_need_a_share_of_each_batch() -> None:
     assert (c.rank, c.world_size) == (1, 2)
     with pytest.raises(XmrError, match="smaller than the 4 training processes"):
         join_components([c], World(0, 4), batch_size=2)
+
+
+def test_each_process_gets_the_gpu_of_its_local_rank() -> None:
+    from xmr.runtime.device import process_device
+
+    # one process: as before
+    assert process_device("auto", cuda_count=2) == "cuda"
+    assert process_device("auto", cuda_count=0, mps=True) == "mps"
+    # several processes on a CUDA machine: auto and cuda are cuda:LOCAL_RANK; cuda:N stays as named
+    assert process_device("auto", cuda_count=2, local_rank=1) == "cuda:1"
+    assert process_device("cuda", cuda_count=4, local_rank=3) == "cuda:3"
+    assert process_device("cuda:0", cuda_count=2, local_rank=1) == "cuda:0"
+    # no CUDA: the CPU, whatever the rank
+    assert process_device("auto", cuda_count=0, local_rank=5) == "cpu"
+    assert process_device("cpu", cuda_count=8, local_rank=1) == "cpu"
+    # more processes on a machine than GPUs: refused, naming the setting and the local rank
+    with pytest.raises(XmrError, match="local rank 2 has no GPU of its own") as e:
+        process_device("auto", cuda_count=2, local_rank=2)
+    assert e.value.fields["device"].value == "auto"
+    with pytest.raises(XmrError, match="torch sees 0 CUDA"):
+        process_device("cuda", cuda_count=0, local_rank=0)
+
+
+def test_the_backend_follows_the_device_unless_forced() -> None:
+    from xmr.training.distributed import choose_backend
+
+    assert DistributedConfig().backend == "auto"
+    assert choose_backend("auto", torch.device("cpu")) == "gloo"
+    assert choose_backend("auto", torch.device("cuda:1")) == "nccl"
+    assert choose_backend("gloo", torch.device("cuda:0")) == "gloo"
+    assert choose_backend("nccl", torch.device("cuda:0")) == "nccl"
+    with pytest.raises(XmrError, match="CUDA tensors only") as e:
+        choose_backend("nccl", torch.device("cpu"))
+    assert e.value.fields["backend"].value == "nccl"
+    assert config_from_env({"RANK": "0", "WORLD_SIZE": "2"}, backend="gloo").backend == "gloo"
+    with pytest.raises(XmrError, match="unknown process group backend"):
+        DistributedConfig(backend="mpi")
+
+
+def test_a_process_that_does_not_see_rank_0s_folder_stops(tmp_path: Path) -> None:
+    from xmr.training.distributed import check_shared_folder
+
+    check_shared_folder(World(0, 2), tmp_path / "run.json")  # rank 0 wrote it (or is about to)
+    (tmp_path / "run.json").write_text("{}")
+    check_shared_folder(World(1, 2), tmp_path / "run.json")
+    with pytest.raises(XmrError, match="filesystem every machine shares"):
+        check_shared_folder(World(1, 2), tmp_path / "train.json")
+
+
+def test_nccl_forced_on_the_cpu_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from xmr.cli import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun starts it: refused before joining any group
+    code = main(["train", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--process-backend", "nccl"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("xmr: error: the process group backend --process-backend nccl exchanges CUDA tensors only")
+
+
+def test_train_help_shows_the_process_backend_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from xmr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--process-backend {auto,gloo,nccl}" in out and "(default: auto)" in out
+
+
+def test_what_trains_in_one_process_only_is_refused_naming_its_option(tmp_path: Path) -> None:
+    """GXN's generative paths (their own discriminator / self-critical updates) and the composed task train in
+    one process: several are refused in one error, which the CLI words with the option (``--generative``,
+    ``--task composed``), before the composed task does any work."""
+    from xmr.cli.errors import cli_wording
+    from xmr.objectives.base import ObjectiveComponent
+    from xmr.tasks.composed.config import ComposedRunConfig
+    from xmr.tasks.composed.jobs import train_composed_run
+    from xmr.training import distributed
+
+    class OwnSteps(ObjectiveComponent):
+        name = "generative"
+        about = "GXN's generative paths"
+
+        def __init__(self) -> None:
+            self.rank, self.world_size = 0, 1
+
+        def steps_before_rank(self) -> list[Any]:
+            return [lambda batch, opt: {}]
+
+    join_components([OwnSteps()], World(), batch_size=4)  # one process: trains
+    with pytest.raises(XmrError) as e:
+        join_components([OwnSteps()], World(1, 2), batch_size=4)
+    assert e.value.worded(cli_wording).startswith("GXN's generative paths (--generative) train in one process "
+                                                  "only, not in 2")
+    token = distributed._WORLD.set(World(0, 2))
+    try:
+        with pytest.raises(XmrError) as e:
+            train_composed_run(ComposedRunConfig(manifest=str(tmp_path / "none.jsonl"),
+                                                 triplets=str(tmp_path / "none-triplets.jsonl")), tmp_path / "run")
+    finally:
+        distributed._WORLD.reset(token)
+    assert e.value.worded(cli_wording).startswith("--task composed trains in one process only, not in 2")
+    assert not (tmp_path / "run").exists()

@@ -91,7 +91,7 @@ def test_xmr_encode_with_the_onnx_encoder_fills_the_torch_encoders_cache(
 
     from xmr.cli import main
 
-    monkeypatch.setenv("XMR_CACHE_DIR", str(tmp_path / "xmr-cache"))  # where the graph is cached
+    monkeypatch.setenv("XMR_CACHE_DIR", str(tmp_path / "xmr-cache"))  # the default, which --cache-dir overrides
     folder = tmp_path / "images"
     folder.mkdir()
     for i, img in enumerate(seeded_images()[:3]):
@@ -105,5 +105,7 @@ def test_xmr_encode_with_the_onnx_encoder_fills_the_torch_encoders_cache(
         return caplog.text
 
     assert "3 images (3 newly encoded)" in encode("efficientnet-lite0-onnx")
-    assert graph_path(EfficientNetLite0().encoder_id, tmp_path / "xmr-cache").is_file()
+    # the graph follows --cache-dir, as the features do (not $XMR_CACHE_DIR)
+    assert graph_path(EfficientNetLite0().encoder_id, tmp_path / "features").is_file()
+    assert not (tmp_path / "xmr-cache").exists()
     assert "3 images (0 newly encoded)" in encode("efficientnet-lite0")  # one encoder id: one cache

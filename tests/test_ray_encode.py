@@ -120,3 +120,46 @@ def test_the_cli_and_an_address_nobody_answers(ray_cluster: None, manifest: Path
     finally:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 << 20)
     shutil.rmtree(tmp_path / "s")
+
+
+def test_actors_ask_for_a_gpu_each_when_the_device_is_cuda() -> None:
+    """The actor options chosen (no GPU needed: a runtime naming CUDA is enough): on CUDA one GPU per actor
+    by default (one model per GPU) and the encoders on it; on the CPU none, as before."""
+    import torch
+
+    from xmr.runtime.device import CPU_FP32, Runtime
+    from xmr.workflows.ray_encode import ActorPlacement, actor_placement
+
+    cuda = Runtime(torch.device("cuda"), "fp32")
+    assert actor_placement(RayEncodeConfig(), None) == ActorPlacement(1.0, 0.0, "cpu")
+    assert actor_placement(RayEncodeConfig(cpus_per_actor=2), CPU_FP32) == ActorPlacement(2.0, 0.0, "cpu")
+    assert actor_placement(RayEncodeConfig(), cuda) == ActorPlacement(1.0, 1.0, "cuda")
+    assert actor_placement(RayEncodeConfig(gpus_per_actor=0.5), cuda) == ActorPlacement(1.0, 0.5, "cuda")
+    assert actor_placement(RayEncodeConfig(gpus_per_actor=0), cuda) == ActorPlacement(1.0, 0.0, "cpu")  # forced off
+    with pytest.raises(XmrError, match="the command runs on cpu") as e:
+        actor_placement(RayEncodeConfig(gpus_per_actor=1), CPU_FP32)
+    assert e.value.fields["fix"].value == "cuda"
+    with pytest.raises(XmrError, match="gpus_per_actor"):
+        RayEncodeConfig(gpus_per_actor=-1)
+    # the pool: at most as many actors as the cluster's GPUs hold; CPU actors as asked
+    gpu = ActorPlacement(1.0, 1.0, "cuda")
+    assert [gpu.pool_size(2, g) for g in (1, 2, 8)] == [1, 2, 2]
+    assert ActorPlacement(1.0, 0.5, "cuda").pool_size(8, 2) == 4
+    assert ActorPlacement(1.0, 0.0, "cpu").pool_size(3, 0) == 3
+    with pytest.raises(XmrError, match="the Ray cluster has 0"):
+        gpu.pool_size(2, 0)
+
+
+def test_a_cuda_run_on_a_cluster_without_gpus_is_refused(ray_cluster: None, manifest: Path, tmp_path: Path) -> None:
+    import torch
+
+    from xmr.runtime.device import Runtime
+
+    with pytest.raises(XmrError, match="the Ray cluster has 0"):
+        encode_with_ray(read_manifest(manifest), image_encoder="toy-image", text_encoder="toy-text",
+                        shards=tmp_path / "s", cache_dir=tmp_path / "c", config=RayEncodeConfig(partitions=2),
+                        runtime=Runtime(torch.device("cuda"), "fp32"))
+    with pytest.raises(XmrError, match="fp32 only"):
+        encode_in_process(read_manifest(manifest), image_encoder="toy-image", text_encoder="toy-text",
+                          shards=tmp_path / "s2", runtime=Runtime(torch.device("cpu"), "bf16"))
+    assert not (tmp_path / "s2").exists()

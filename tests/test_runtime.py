@@ -103,13 +103,20 @@ def test_bf16_trains_close_to_fp32(shapes: tuple[Path, Path]) -> None:
 
 def test_a_cpu_only_component_is_refused_elsewhere() -> None:
     from xmr.objectives import COMPONENTS
+    from xmr.objectives.base import ObjectiveComponent
     from xmr.training.trainer import _refuse_cpu_only
 
-    generative = object.__new__(COMPONENTS.get("generative"))  # only its class attributes are read
-    with pytest.raises(XmrError, match="generative paths trains on the CPU at fp32 only") as e:
-        _refuse_cpu_only([generative], resolve(RuntimeConfig(device="cpu", precision="bf16")))
+    class CpuOnly(ObjectiveComponent):  # no registered component is CPU-only now (GXN's paths run anywhere)
+        name = "cpu-only"
+        about = "a CPU-only addition"
+        cpu_only = True
+
+    component = object.__new__(CpuOnly)  # only its class attributes are read
+    with pytest.raises(XmrError, match="a CPU-only addition trains on the CPU at fp32 only") as e:
+        _refuse_cpu_only([component], resolve(RuntimeConfig(device="cpu", precision="bf16")))
     assert e.value.fields["precision"].value == "bf16"
-    _refuse_cpu_only([generative], CPU_FP32)
+    _refuse_cpu_only([component], CPU_FP32)
+    assert not any(COMPONENTS.get(name).cpu_only for name in COMPONENTS.names())
 
 
 def test_the_composed_task_refuses_bf16_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -92,10 +92,14 @@ def _settings(args: argparse.Namespace) -> Iterator[None]:
 
             stack.enter_context(using_image_read(ImageReadConfig(max_pixels=args.max_image_pixels)))
         if "WORLD_SIZE" in os.environ:  # started by torchrun: join its processes (xmr.training.distributed loads torch)
+            from xmr.cli.options import runtime_from_args
             from xmr.training.distributed import config_from_env as processes_from_env
             from xmr.training.distributed import joined
 
-            stack.enter_context(joined(processes_from_env()))
+            processes = processes_from_env(backend=getattr(args, "process_backend", None))
+            # the command's runtime, resolved once here with this process's local rank (cuda:LOCAL_RANK)
+            runtime = runtime_from_args(args, processes) if hasattr(args, "device") else None
+            stack.enter_context(joined(processes, runtime.device if runtime is not None else None))
         yield
 
 

@@ -16,14 +16,16 @@ from xmr.cli.options import (
     add_runtime,
     add_skip_bad,
     count,
+    non_negative,
     positive,
     positive_int,
     runtime_from_args,
 )
-from xmr.errors import Param, XmrError
+from xmr.errors import XmrError
 
 if TYPE_CHECKING:
     from xmr.data.manifest import Item
+    from xmr.runtime.device import Runtime
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--partition-size", type=positive_int, default=None, help="items per partition")
     p.add_argument("--actors", type=positive_int, default=None, help="Ray: encoder actors in the pool")
     p.add_argument("--cpus-per-actor", type=positive, default=None, help="Ray: CPUs per actor")
+    p.add_argument("--gpus-per-actor", type=non_negative, default=None,
+                   help="Ray: GPUs per actor, its encoders on them (one model per GPU); automatic: 1 when the device "
+                        "is CUDA, else 0")
     p.add_argument("--retries", type=count, default=None, help="Ray: attempts after the first for a failing partition")
     p.add_argument("--num-cpus", type=positive_int, default=None, help="Ray: CPUs of the local cluster (default: all)")
     p.defaults_fn = _encode_defaults  # type: ignore[attr-defined]  # read by _Parser.format_help
@@ -66,7 +71,7 @@ def _encode_defaults() -> dict[str, str]:
     c = RayEncodeConfig()
     return {"image_encoder": RunConfig.image_encoder, "text_encoder": RunConfig.text_encoder,
             "partition_size": str(c.partition_size), "actors": str(c.actors), "cpus_per_actor": f"{c.cpus_per_actor:g}",
-            "retries": str(c.retries)}
+            "gpus_per_actor": "automatic", "retries": str(c.retries)}
 
 
 def run(a: argparse.Namespace) -> None:
@@ -87,10 +92,8 @@ def run(a: argparse.Namespace) -> None:
     items = select_split(items, a.split)
     image_encoder, text_encoder = a.image_encoder or RunConfig.image_encoder, a.text_encoder or RunConfig.text_encoder
     if a.engine == "ray" or a.shards is not None:
-        if not (runtime.is_cpu_fp32 or (runtime.picked and runtime.precision == "fp32")):
-            raise XmrError("partitioned encoding runs on the CPU at fp32 only, not on {device} at {precision}",
-                           device=Param("device", str(runtime.device)), precision=Param("precision", runtime.precision))
-        return _encode_partitions(a, items, image_encoder, text_encoder, allow_textless=a.images is not None)
+        return _encode_partitions(a, items, image_encoder, text_encoder, allow_textless=a.images is not None,
+                                  runtime=runtime)
     fs = encode_items(items, image_encoder=place_encoder(create_image_encoder(image_encoder), runtime),
                       text_encoder=place_encoder(create_text_encoder(text_encoder), runtime),
                       cache_dir=a.cache_dir, skip_bad=skip_bad, allow_textless=a.images is not None)
@@ -103,7 +106,7 @@ def run(a: argparse.Namespace) -> None:
 
 
 def _encode_partitions(a: argparse.Namespace, items: list[Item], image_encoder: str, text_encoder: str, *,
-                       allow_textless: bool) -> None:
+                       allow_textless: bool, runtime: Runtime) -> None:
     """``xmr encode --engine ray`` (or ``--shards`` in this process): partitions -> shards + the cache."""
     from xmr.workflows.features import feature_cache_dir
     from xmr.workflows.ray_encode import RayEncodeConfig, encode_in_process, encode_with_ray
@@ -114,16 +117,16 @@ def _encode_partitions(a: argparse.Namespace, items: list[Item], image_encoder: 
         a.shards = str(feature_cache_dir(a.cache_dir).parent / "shards" / digest[:16])
     shown = _progress_line("partitions")
     given = {k: getattr(a, k) for k in ("address", "partitions", "partition_size", "actors", "cpus_per_actor",
-                                        "retries", "num_cpus") if getattr(a, k, None) is not None}
+                                        "gpus_per_actor", "retries", "num_cpus") if getattr(a, k, None) is not None}
     if a.engine == "ray":
         report = encode_with_ray(items, image_encoder=image_encoder, text_encoder=text_encoder, shards=a.shards,
                                  cache_dir=a.cache_dir, config=RayEncodeConfig(**given),
-                                 allow_textless=allow_textless, progress=shown)
+                                 allow_textless=allow_textless, progress=shown, runtime=runtime)
     else:
         report = encode_in_process(items, image_encoder=image_encoder, text_encoder=text_encoder, shards=a.shards,
                                    cache_dir=a.cache_dir, partitions=given.get("partitions"),
                                    partition_size=given.get("partition_size", RayEncodeConfig.partition_size),
-                                   allow_textless=allow_textless, progress=shown)
+                                   allow_textless=allow_textless, progress=shown, runtime=runtime)
     print(f"encoded {len(report.encoded)} of {report.partitions} partitions ({len(report.skipped)} done before) "
           f"in {report.seconds:.1f}s; shards: {report.shards}")
     for item in report.bad_items[:5]:

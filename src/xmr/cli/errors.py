@@ -12,6 +12,7 @@ from xmr.utils.terminal import terminal_safe
 
 #: library parameters whose option is not ``--`` + the name with dashes
 _OPTION_OF_PARAM = {"out_dir": "--out", "index_dir": "--index", "max_pixels": "--max-image-pixels",
+                    "backend": "--process-backend",
                     "rerank_targets": "--rerank-target"}
 #: library parameter values the CLI spells as an option of their own
 _OPTION_OF_VALUE: dict[tuple[str, object], str] = {

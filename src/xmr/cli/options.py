@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from xmr.rerank.reranker import Reranker
     from xmr.runtime.device import Runtime
     from xmr.tasks import Task
+    from xmr.training.distributed import DistributedConfig
 
 
 def command_line(a: argparse.Namespace) -> str:
@@ -121,14 +122,34 @@ def add_runtime(p: argparse.ArgumentParser, *, loader: bool = False) -> None:
                             f"(default: {RuntimeConfig.loader_workers})")
 
 
-def runtime_from_args(a: argparse.Namespace) -> Runtime:
+def runtime_from_args(a: argparse.Namespace, processes: DistributedConfig | None = None) -> Runtime:
     """The device and precision ``--device`` / ``--precision`` give, resolved once on this machine (a device
-    that is not there is one error naming the option)."""
+    that is not there is one error naming the option) and kept on ``a``: a second call returns it.
+
+    ``processes``: this process among several (torchrun's; the CLI's settings resolve it first, with them):
+    on CUDA each process runs on the GPU of its local rank."""
     from xmr.runtime import RuntimeConfig
     from xmr.runtime.device import resolve
 
-    names = {"device": "device", "precision": "precision", "loader_workers": "loader_workers"}
-    return resolve(RuntimeConfig(**given_values(a, {k: v for k, v in names.items() if hasattr(a, k)})))
+    resolved: Runtime | None = getattr(a, "resolved_runtime", None)
+    if resolved is None:
+        local_rank = processes.local_rank if processes is not None and processes.world_size > 1 else None
+        names = {"device": "device", "precision": "precision", "loader_workers": "loader_workers"}
+        resolved = resolve(RuntimeConfig(**given_values(a, {k: v for k, v in names.items() if hasattr(a, k)})),
+                           local_rank=local_rank)
+        a.resolved_runtime = resolved
+    return resolved
+
+
+def add_process_backend(p: argparse.ArgumentParser) -> None:
+    """``--process-backend``: the collective backend of several training processes (torchrun), default from
+    :data:`xmr.runtime.DEFAULT_PROCESS_BACKEND` (torch-free)."""
+    from xmr.runtime import DEFAULT_PROCESS_BACKEND, PROCESS_BACKENDS
+
+    p.add_argument("--process-backend", default=None, choices=PROCESS_BACKENDS,
+                   help="several training processes (torchrun): how they exchange tensors; auto is nccl when "
+                        "the device is CUDA (each process on cuda:LOCAL_RANK), else gloo "
+                        f"(default: {DEFAULT_PROCESS_BACKEND})")
 
 
 def add_recursive(p: argparse.ArgumentParser) -> None:

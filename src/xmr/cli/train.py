@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from xmr.cli.errors import cli_wording
-from xmr.cli.options import add_cache, add_runtime, runtime_from_args
+from xmr.cli.options import add_cache, add_process_backend, add_runtime, runtime_from_args
 from xmr.cli.task_options import add_task_options, task_help
 from xmr.errors import XmrError
 
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--overwrite", action="store_true", help="discard any run in --out and start again")
     add_cache(p)
     add_runtime(p, loader=True)
+    add_process_backend(p)
     add_task_options(p, "train")
     p.set_defaults(func=run)
 

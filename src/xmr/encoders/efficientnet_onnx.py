@@ -2,8 +2,9 @@
 
 The torch model of :mod:`xmr.encoders.efficientnet` (same weights, same preprocessing) is exported
 once with torch's TorchScript-based ONNX exporter (``dynamo=False``: no ``onnx`` / ``onnxscript``
-package needed, see :func:`export_graph`) to ``<cache dir>/onnx/<encoder id>.v<N>.onnx`` (the xmr cache
-dir of :func:`~xmr.utils.paths.default_cache_dir`, whatever folder the features go to), written
+package needed, see :func:`export_graph`) to ``<cache dir>/onnx/<encoder id>.v<N>.onnx`` (the cache root
+the features go to: ``--cache-dir``, told by :func:`xmr.workflows.features.encode_items` through
+:meth:`EfficientNetLite0Onnx.use_cache_root`; else :func:`~xmr.utils.paths.default_cache_dir`), written
 atomically, and run by onnxruntime at the command's heavy-work thread count
 (:mod:`xmr.utils.threads`), its idle threads spinning only when ``OMP_WAIT_POLICY`` is ACTIVE. A later
 call, in this process or another, loads the cached graph (no torch model is built); a cached graph
@@ -137,6 +138,11 @@ class EfficientNetLite0Onnx(EfficientNetLite0):
         self._lock = threading.Lock()
         #: how many times this encoder exported its graph (0 when it loaded a cached one)
         self.exports = 0
+
+    def use_cache_root(self, root: str | os.PathLike[str]) -> None:
+        """Cache the graph under ``root`` (the command's cache root) unless a ``cache_dir`` was given."""
+        if self.cache_dir is None:
+            self.cache_dir = root
 
     @property
     def graph_path(self) -> Path:

@@ -130,9 +130,9 @@ class CaptionDecoder(nn.Module):
             out.append(logits)
             word = targets[:, t]
             if ss_prob > 0 and t + 1 < targets.shape[1]:
-                own = torch.rand(len(v), generator=generator) < ss_prob
+                own = torch.rand(len(v), generator=generator).to(v.device) < ss_prob  # drawn on the CPU: seeded alike
                 if bool(own.any()):
-                    drawn = torch.multinomial(logits.detach().softmax(-1), 1, generator=generator).squeeze(1)
+                    drawn = _multinomial(logits.detach().float().softmax(-1), generator)
                     word = torch.where(own, drawn, word)
         return torch.stack(out, dim=1)
 
@@ -147,12 +147,12 @@ class CaptionDecoder(nn.Module):
         """
         h, word = self._start(v)
         max_len = max_len or self.config.max_len
-        alive = torch.ones(len(v), dtype=torch.bool)
+        alive = torch.ones(len(v), dtype=torch.bool, device=v.device)
         tokens, logps, masks = [], [], []
         for _ in range(max_len):
             logits, h = self._step(word, h)
             logp = logits.log_softmax(-1)
-            word = logp.argmax(-1) if greedy else torch.multinomial(logp.detach().exp(), 1, generator=generator)[:, 0]
+            word = logp.argmax(-1) if greedy else _multinomial(logp.detach().float().exp(), generator)
             masks.append(alive)
             tokens.append(torch.where(alive, word, torch.zeros_like(word)))
             logps.append(logp.gather(1, word[:, None])[:, 0])
@@ -184,7 +184,7 @@ class CaptionDecoder(nn.Module):
                     if done:
                         grown.append((score, ids, hb, True))
                         continue
-                    prev = torch.tensor([ids[-1] if ids else EOS_ID])
+                    prev = torch.tensor([ids[-1] if ids else EOS_ID], device=row.device)
                     logits, h2 = self._step(prev, hb)
                     top = logits.log_softmax(-1)[0].topk(beam)
                     for lp, w in zip(top.values.tolist(), top.indices.tolist()):
@@ -196,3 +196,10 @@ class CaptionDecoder(nn.Module):
             results.append([i for i in best if i != EOS_ID])
         return results
 
+
+def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One word per row drawn from ``probs`` (B, V) on their device; with a (CPU) ``generator``, drawn on the
+    CPU from it and moved back, so a seeded draw is the same on every device. Shape: (B,)."""
+    if generator is None or probs.device.type == "cpu":
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(probs.device)

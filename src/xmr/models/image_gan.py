@@ -71,7 +71,7 @@ class ConditioningAugmentation(nn.Module):
         logvar = logvar.clamp(-10.0, 10.0)
         if not sample:
             return mu, mu, logvar
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        eps = _normal(mu.shape, generator, mu)
         return mu + (0.5 * logvar).exp() * eps, mu, logvar
 
 
@@ -98,7 +98,7 @@ class ImageGenerator(nn.Module):
         """``{"images": (B, 3, 64, 64), "mu", "logvar", "t_c": (B, c_dim)}``; z ~ N(0, I) unless given."""
         t_c, mu, logvar = self.ca(t_l, sample=sample, generator=generator)
         if z is None:
-            z = torch.randn((len(t_l), self.config.z_dim), generator=generator, dtype=t_l.dtype)
+            z = _normal((len(t_l), self.config.z_dim), generator, t_l)
         x = self.fc(torch.cat([z, t_c], dim=1)).view(len(t_l), 8 * self.config.ngf, 4, 4)
         return {"images": self.to_rgb(self.ups(x)), "mu": mu, "logvar": logvar, "t_c": t_c}
 
@@ -125,10 +125,18 @@ class ImageDiscriminator(nn.Module):
         return self.joint(torch.cat([h, c], dim=1)).flatten()
 
 
+def _normal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, like: torch.Tensor
+            ) -> torch.Tensor:
+    """N(0, I) noise of ``shape`` drawn on the CPU (from ``generator`` when given: the same draw on every
+    device), then on ``like``'s device and dtype (on the CPU at fp32: the draw itself)."""
+    return torch.randn(shape, generator=generator, dtype=like.dtype if like.device.type == "cpu" else torch.float32
+                       ).to(device=like.device, dtype=like.dtype)
+
+
 def to_pixels(images: torch.Tensor) -> np.ndarray:
     """Generator output in [-1, 1] -> uint8 RGB. Shape: (B, 3, H, W) -> (B, H, W, 3)."""
-    x = ((images.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def from_pixels(pixels: np.ndarray) -> torch.Tensor:

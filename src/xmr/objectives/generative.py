@@ -14,6 +14,9 @@
 
 The component contributes these updates as steps before the rank update (Algorithm 1: Gen_i2t
 then Match, Gen_t2i then Match); the discriminator and its optimiser are its state in ``last.pt``.
+It trains on the run's device (the model's: the decoder, generator and discriminator there, the
+real images and rewards moved to it) and precision (the trainer runs its steps under bf16 autocast;
+at fp16 they run fp32, having no loss scaling); CIDEr-D rewards are computed on the CPU.
 """
 
 from __future__ import annotations
@@ -160,7 +163,6 @@ class GenerativePaths(ObjectiveComponent):
     about = "GXN's generative paths"
     needs_two_branch = True
     micro_batches = False  # its own updates before the rank update embed whole batches
-    cpu_only = True  # its discriminator, optimiser, rewards and images live on the CPU for now
     config_type = GenerativeConfig
     flat_fields = _FLAT
 
@@ -171,6 +173,8 @@ class GenerativePaths(ObjectiveComponent):
             raise XmrError("the generative paths read a GenerativeData, got {kind}", kind=type(data).__name__)
         model, n_images = setup.model, len(setup.image_groups)
         self.cfg, self.model, self.data = config, model, data
+        self.device = model.logit_scale.device  # the run's device: the trainer moved the model there
+        self.caption_ids = data.caption_ids.to(self.device) if data.caption_ids is not None else None
         self.epochs, self.grad_clip = setup.train.epochs, setup.train.grad_clip
         self.i2t, self.t2i = "i2t" in config.paths, "t2i" in config.paths
         self.epoch = 0
@@ -191,7 +195,7 @@ class GenerativePaths(ObjectiveComponent):
                 raise XmrError("the t2i path's images must be ({n}, 64, 64, 3), got {shape}", n=n_images,
                                shape=data.images.shape)
             gan = GanConfig(**self.heads.image_generator.config.to_dict())  # type: ignore[arg-type]  # its own fields
-            self.disc = ImageDiscriminator(gan)
+            self.disc = ImageDiscriminator(gan).to(self.device)
             self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=config.gan_lr, betas=(0.5, 0.999))
 
     @classmethod
@@ -237,9 +241,9 @@ class GenerativePaths(ObjectiveComponent):
             images, texts: the batch's image and text indices. Shape: (B,) each.
         """
         captioner = self.heads.captioner
-        assert captioner is not None and self.data.caption_ids is not None and self.cider is not None
+        assert captioner is not None and self.caption_ids is not None and self.cider is not None
         v_l = model.embed_grounded(image_feats, "image")
-        targets = self.data.caption_ids[texts]
+        targets = self.caption_ids[texts]
         targets = targets[:, : int((targets != 0).sum(1).max())]
         mask = targets != 0
         xe = caption_xe_loss(captioner(v_l, targets, ss_prob=self.cfg.sampling_prob(epoch)), targets, mask)
@@ -250,7 +254,7 @@ class GenerativePaths(ObjectiveComponent):
             rl, reward, baseline = self._self_critical(v_l, images)
             loss = (1.0 - gamma) * xe + gamma * rl
             parts.update(i2t_rl=rl, i2t_reward=reward.mean(), i2t_baseline=baseline.mean(),
-                         i2t_gamma=torch.tensor(gamma))
+                         i2t_gamma=torch.tensor(gamma, device=xe.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         self._clip(opt)
@@ -269,8 +273,10 @@ class GenerativePaths(ObjectiveComponent):
             greedy, _, _ = captioner.sample(v_l.detach(), greedy=True)
         captioner.train()
         refs = [self.data.references[int(i)] for i in images]
-        reward = torch.tensor(self.cider.scores([decode_ids(vocab, row) for row in tokens.tolist()], refs))
-        baseline = torch.tensor(self.cider.scores([decode_ids(vocab, row) for row in greedy.tolist()], refs))
+        reward = torch.tensor(self.cider.scores([decode_ids(vocab, row) for row in tokens.tolist()], refs),
+                              device=logp.device)
+        baseline = torch.tensor(self.cider.scores([decode_ids(vocab, row) for row in greedy.tolist()], refs),
+                                device=logp.device)
         return scst_loss(logp, mask, reward, baseline), reward, baseline
 
     def update_t2i(self, model: JointModel, opt: torch.optim.Optimizer, text_feats: torch.Tensor,
@@ -289,8 +295,8 @@ class GenerativePaths(ObjectiveComponent):
         cfg = self.cfg
         t_l = model.embed_grounded(text_feats, "text")
         gen = generator(t_l)
-        real = from_pixels(self.data.images[images.numpy()])
-        shift = torch.roll(torch.arange(len(images)), 1)
+        real = from_pixels(self.data.images[images.cpu().numpy()]).to(self.device)
+        shift = torch.roll(torch.arange(len(images), device=images.device), 1)
         wrong_weight = (groups != groups[shift]).float()
         cond = t_l.detach()
         d = discriminator_loss(self.disc(real, cond), self.disc(gen["images"].detach(), cond),

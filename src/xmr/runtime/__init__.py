@@ -8,6 +8,6 @@ This module holds the config alone and imports no torch (the CLI reads its defau
 
 from __future__ import annotations
 
-from xmr.runtime.config import DEVICES, PRECISIONS, RuntimeConfig
+from xmr.runtime.config import DEFAULT_PROCESS_BACKEND, DEVICES, PRECISIONS, PROCESS_BACKENDS, RuntimeConfig
 
-__all__ = ["DEVICES", "PRECISIONS", "RuntimeConfig"]
+__all__ = ["DEFAULT_PROCESS_BACKEND", "DEVICES", "PRECISIONS", "PROCESS_BACKENDS", "RuntimeConfig"]

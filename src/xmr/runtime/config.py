@@ -10,6 +10,11 @@ from xmr.errors import Param, XmrError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: the precisions: fp32 everywhere; bf16 autocast on CPU and GPUs; fp16 autocast on CUDA only
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: the collective backends of several training processes: ``auto`` (``nccl`` when the runtime's device is
+#: CUDA, else ``gloo``), or one forced (``gloo`` also moves CUDA tensors, slower; ``nccl`` needs CUDA)
+PROCESS_BACKENDS = ("auto", "gloo", "nccl")
+#: the default of :attr:`xmr.training.distributed.DistributedConfig.backend` (here: the CLI shows it torch-free)
+DEFAULT_PROCESS_BACKEND = "auto"
 
 
 @dataclass(frozen=True)

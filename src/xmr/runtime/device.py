@@ -68,8 +68,12 @@ class Runtime:
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
 
 
-def resolve(config: RuntimeConfig | None = None) -> Runtime:
+def resolve(config: RuntimeConfig | None = None, local_rank: int | None = None) -> Runtime:
     """The :class:`Runtime` of ``config`` on this machine (None: the defaults).
+
+    ``local_rank``: this process among several training processes on its machine (torchrun's
+    ``LOCAL_RANK``; None: one process). With it, ``auto`` and ``cuda`` (no index) give each process
+    the GPU of its local rank, ``cuda:LOCAL_RANK`` (:func:`process_device`); ``cuda:N`` stays as named.
 
     Raises:
         XmrError: a device that is not a known kind or that torch does not see here, an unknown
@@ -79,35 +83,53 @@ def resolve(config: RuntimeConfig | None = None) -> Runtime:
     if config.precision not in PRECISIONS:
         raise XmrError("unknown precision {precision}; one of {known}",
                        precision=Param("precision", config.precision), known=", ".join(PRECISIONS))
-    device = _device(config.device)
+    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = torch.device(process_device(config.device, cuda_count=cuda_count, mps=_mps_available(),
+                                         local_rank=local_rank))
     if config.precision == "fp16" and device.type != "cuda":
         raise XmrError("{precision} runs on CUDA only, not on {device}; use bf16 there",
                        precision=Param("precision", config.precision), device=str(device))
     return Runtime(device, config.precision, picked=config.device == "auto", loader_workers=config.loader_workers)
 
 
-def _device(name: str) -> torch.device:
-    """The torch device ``name`` names, checked to be present."""
+def process_device(name: str, *, cuda_count: int, mps: bool = False, local_rank: int | None = None) -> str:
+    """The device ``name`` names on a machine with ``cuda_count`` CUDA devices (and MPS when ``mps``),
+    checked to be present (a pure function: the tests give the machine).
+
+    ``auto``: CUDA, then MPS, else the CPU. With ``local_rank`` (one of several processes on this
+    machine), ``auto`` on a CUDA machine and ``cuda`` are ``cuda:<local_rank>``: one GPU per process,
+    as DistributedDataParallel expects; a process whose local rank has no GPU is refused.
+    """
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if _mps_available() else torch.device("cpu")
+        if cuda_count:
+            return "cuda" if local_rank is None else _rank_gpu(name, local_rank, cuda_count)
+        return "mps" if mps else "cpu"
     if name == "cpu":
-        return torch.device("cpu")
+        return "cpu"
     if name == "mps":
-        if not _mps_available():
+        if not mps:
             raise XmrError("{device} is not available on this machine (torch sees no MPS device)",
                            device=Param("device", name))
-        return torch.device("mps")
+        return "mps"
     m = re.fullmatch(r"cuda(?::(\d+))?", name)
     if m is None:
         raise XmrError("unknown device {device}; one of auto, cpu, cuda, cuda:N, mps", device=Param("device", name))
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     index = int(m.group(1)) if m.group(1) is not None else None
-    if n == 0 or (index is not None and index >= n):
+    if cuda_count == 0 or (index is not None and index >= cuda_count):
         raise XmrError("{device} is not available on this machine (torch sees {n} CUDA device(s))",
-                       device=Param("device", name), n=n)
-    return torch.device(name)
+                       device=Param("device", name), n=cuda_count)
+    if index is None and local_rank is not None:
+        return _rank_gpu(name, local_rank, cuda_count)
+    return name
+
+
+def _rank_gpu(name: str, local_rank: int, cuda_count: int) -> str:
+    """``cuda:<local_rank>``, refused when this machine has no GPU of that index."""
+    if local_rank >= cuda_count:
+        raise XmrError("{device}: the training process of local rank {local_rank} has no GPU of its own (torch "
+                       "sees {n} CUDA device(s)); start at most {n} processes per machine",
+                       device=Param("device", name), local_rank=local_rank, n=cuda_count)
+    return f"cuda:{local_rank}"
 
 
 def _mps_available() -> bool:

@@ -51,6 +51,7 @@ from xmr.training.data import EvalSet, PairSet, weighted_epoch
 from xmr.training.distributed import (
     World,
     average_gradients,
+    check_shared_folder,
     current_world,
     join_components,
     lost_process_stops,
@@ -342,6 +343,7 @@ def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, c
     if world.is_main and not resumable:  # a run of the same spec keeps its file as it was written (an older one: flat)
         save_json(out / "train.json", spec)
     resumable = world.broadcast(resumable)
+    check_shared_folder(world, out / "train.json")  # several machines: the run folder must be shared
     run = start_run(train, val, model_config, config, out_dir=out, vocab=vocab, inputs=inputs, runtime=runtime,
                     world=world, execution=execution)
     if resumable and (out / "last.pt").exists():

@@ -79,11 +79,18 @@ def encode_items(items: Sequence[Item], *, image_encoder: ImageEncoder, text_enc
     An item whose image is missing or unreadable (see :mod:`xmr.encoders.image_io`) is refused
     with an XmrError naming the item and the file; with ``skip_bad`` it is dropped instead,
     counted in one warning and listed in :attr:`FeatureSet.skipped`. Items without texts are
-    an error unless ``allow_textless`` (a search gallery may hold bare images).
+    an error unless ``allow_textless`` (a search gallery may hold bare images). ``cache_dir``: the cache
+    root (None: the default); an encoder with a ``use_cache_root(root)`` hook (the ONNX encoder's graph)
+    is told it.
     """
     if texts_per_item is not None and texts_per_item < 1:
         raise XmrError(f"texts_per_item must be >= 1 (or None for all), got {texts_per_item}")
     cache = feature_cache_dir(cache_dir)
+    if cache_dir is not None:  # an encoder that keeps files of its own (an exported graph) keeps them there too
+        for encoder in (image_encoder, text_encoder):
+            use_root = getattr(encoder, "use_cache_root", None)
+            if callable(use_root):
+                use_root(cache_dir)
     try:
         img = encode_images(image_encoder, [it.image for it in items], cache_dir=cache,
                             show_progress=show_progress, skip_bad=skip_bad)

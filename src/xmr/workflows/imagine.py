@@ -27,7 +27,7 @@ from xmr.models.generative import GenerativeHeads, load_generative
 from xmr.models.image_gan import IMAGE_SIZE, GanConfig, ImageGenerator, to_pixels
 from xmr.objectives.generative import GenerativeData, image_references
 from xmr.runs.config import RunConfig, load_run, run_encoders
-from xmr.runtime.device import Runtime
+from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.text import Vocabulary, tokenize
 from xmr.utils.io import atomic_save_file
 from xmr.utils.progress import progress
@@ -81,17 +81,30 @@ def generative_inputs(config: RunConfig, fs: FeatureSet, *, show_progress: bool 
                             fields)
 
 
-def _grounded(model: JointModel, feats: np.ndarray, modality: str) -> torch.Tensor:
+def _grounded(model: JointModel, feats: np.ndarray, modality: str, runtime: Runtime | None = None) -> torch.Tensor:
+    """The grounded branch's embedding of ``feats`` on ``runtime`` (None: the CPU at fp32), where the model is.
+    Shape: (n, in_dim) -> (n, grounded dim)."""
+    runtime = runtime or CPU_FP32
     model.eval()
-    with torch.inference_mode():
-        return model.embed_grounded(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)), modality)
+    with torch.inference_mode(), runtime.autocast():
+        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(runtime.device)
+        return model.embed_grounded(x, modality)
+
+
+def _placed(runtime: Runtime | None, model: JointModel, heads: GenerativeHeads | None) -> Runtime:
+    """The model and its generative heads on ``runtime``'s device (their weights stay fp32); the runtime."""
+    runtime = runtime or CPU_FP32
+    model.to(runtime.device)
+    if heads is not None:
+        heads.to(runtime.device)
+    return runtime
 
 
 def caption_image(run_dir: str | Path, image: str | Path, *, beam: int = 1, runtime: Runtime | None = None) -> str:
     """The caption a run's decoder writes for ``image`` (``beam`` 1: greedy decoding).
 
-    ``runtime``: the device and precision the frozen image encoder runs at (None: the CPU at fp32); the
-    model's grounding and the decoder run on the CPU at fp32, as the generative paths train.
+    ``runtime``: the device and precision the frozen image encoder, the model's grounding and the decoder
+    run at (None: the CPU at fp32; a reduced precision is autocast, the weights stay fp32).
 
     Raises:
         XmrError: a run trained without the i2t path, an unreadable image, or a beam < 1.
@@ -104,11 +117,19 @@ def caption_image(run_dir: str | Path, image: str | Path, *, beam: int = 1, runt
         raise XmrError("{run} was trained without the i2t path: train it with {fix} to caption", run=str(run_dir),
                        fix=Param("generative", ("i2t",)))
     encoder = run_encoders(config, model.vocab, runtime)["image_encoder"]
-    feats = encoder.encode_batch([encoder.load(image)])
-    v_l = _grounded(model, feats, "image")
-    with torch.inference_mode():
-        ids = heads.captioner.beam_search(v_l, beam=beam)[0]
-    return decode_ids(heads.caption_vocab, ids)
+    return captions_of(model, heads, encoder.encode_batch([encoder.load(image)]), beam=beam, runtime=runtime)[0]
+
+
+def captions_of(model: JointModel, heads: GenerativeHeads, feats: np.ndarray, *, beam: int = 1,
+                runtime: Runtime | None = None) -> list[str]:
+    """The captions the decoder of ``heads`` writes for images' encoder features (GXN Sec. 3.3: the decoder
+    reads v_l), by a beam of ``beam``, on ``runtime`` (None: the CPU at fp32). Shape: (n, image_dim) -> n."""
+    assert heads.captioner is not None and heads.caption_vocab is not None
+    runtime = _placed(runtime, model, heads)
+    v_l = _grounded(model, feats, "image", runtime)
+    with torch.inference_mode(), runtime.autocast():
+        rows = heads.captioner.beam_search(v_l, beam=beam)
+    return [decode_ids(heads.caption_vocab, ids) for ids in rows]
 
 
 def _heads(run_dir: str | Path, model: JointModel) -> GenerativeHeads | None:
@@ -122,8 +143,9 @@ def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 
     stem + ``-1``, ``-2``, ... (PNG, 64 x 64). ``mean`` uses the condition's mean (no CA sample).
     They are drawn ``batch_size`` at a time from one seeded generator, each batch written before
     the next (so the first ``batch_size`` images are the same for any ``n >= batch_size``).
-    ``runtime``: the device and precision the frozen text encoder runs at (None: the CPU at fp32); the
-    generator runs on the CPU at fp32, as the generative paths train (its seeded noise is drawn there).
+    ``runtime``: the device and precision the frozen text encoder, the grounding and the generator run at
+    (None: the CPU at fp32); the seeded noise is drawn on the CPU whatever the device, so a seed draws the
+    same images everywhere (within the device's rounding).
 
     Raises:
         XmrError: an empty text, a run trained without the t2i path, or ``n`` < 1.
@@ -141,7 +163,7 @@ def imagine_images(run_dir: str | Path, text: str, out: str | Path, *, n: int = 
     gen = torch.Generator().manual_seed(seed)
     for start in progress(range(0, n, batch_size), desc="imagining", unit="batch", disable=n <= batch_size or None):
         images = imagined_pixels(model, heads, encoder, text.strip(), n=min(batch_size, n - start), mean=mean,
-                                 generator=gen)
+                                 generator=gen, runtime=runtime)
         for path, pixels in zip(paths[start:], images):
             _write_png(path, pixels)
     return paths
@@ -156,17 +178,19 @@ def _generator(heads: GenerativeHeads | None, what: str) -> ImageGenerator:
 
 
 def imagined_pixels(model: JointModel, heads: GenerativeHeads | None, text_encoder: TextEncoder, text: str, *,
-                    n: int = 4, seed: int = 0, mean: bool = False, generator: torch.Generator | None = None
-                    ) -> np.ndarray:
+                    n: int = 4, seed: int = 0, mean: bool = False, generator: torch.Generator | None = None,
+                    runtime: Runtime | None = None) -> np.ndarray:
     """``n`` images (n, 64, 64, 3) uint8 that the run's generator (``heads``, beside ``model``) draws for
     ``text`` (GXN Sec. 3.4): t_l of the text, then G(z, t_c) with z and the conditioning-augmentation
     sample seeded by ``seed`` (``mean``: t_c = mu, no sample), or drawn from ``generator`` when given
-    (batches of one series). ``heads`` must hold an image generator. All ``n`` at once: see
-    :func:`imagine_images`."""
+    (batches of one series). ``heads`` must hold an image generator; they and the model run on ``runtime``
+    (None: the CPU at fp32). All ``n`` at once: see :func:`imagine_images`."""
     generator_net = _generator(heads, "this model")
-    t_l = _grounded(model, np.repeat(text_encoder.encode_batch([text]), n, axis=0), "text")  # the text encoded once
-    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
-    with torch.inference_mode():
+    runtime = _placed(runtime, model, heads)
+    feats = np.repeat(text_encoder.encode_batch([text]), n, axis=0)  # the text encoded once
+    t_l = _grounded(model, feats, "text", runtime)
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)  # a CPU generator
+    with torch.inference_mode(), runtime.autocast():
         return to_pixels(generator_net(t_l, sample=not mean, generator=gen)["images"])
 
 

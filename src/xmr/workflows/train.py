@@ -26,7 +26,7 @@ from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
 from xmr.training.data import pairs_from_relevance
-from xmr.training.distributed import current_world
+from xmr.training.distributed import check_shared_folder, current_world
 from xmr.training.execution import ExecutionConfig
 from xmr.training.folder import refuse_other_config
 from xmr.utils.folders import exclusive_lock
@@ -75,6 +75,7 @@ def train_run(config: RunConfig, out_dir: str | Path, *, cache_dir: str | Path |
     world = current_world()  # several processes: rank 0 holds the lock and encodes, the others then read its cache
     if not world.is_main:
         world.barrier()  # (rank 0's is in _train_locked, once the features are cached)
+        check_shared_folder(world, out / "run.json")  # several machines: rank 0's folder and cache, shared
     with exclusive_lock(out / LOCK_FILE, f"the run {out}") if world.is_main else contextlib.nullcontext():
         return _train_locked(config, out, cache_dir=cache_dir, overwrite=overwrite, show_progress=show_progress,
                              labeller=labeller, skip_bad=skip_bad, runtime=runtime, execution=execution)

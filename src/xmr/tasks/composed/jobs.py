@@ -31,7 +31,13 @@ from xmr.errors import XmrError
 from xmr.evaluation.composed import composed_chance
 from xmr.runs.base import load_run_config, save_run_config, saved_run_matches
 from xmr.tasks.composed.config import LSTM_CONFIG, ComposedRunConfig
-from xmr.tasks.composed.train import ComposedData, ComposedResult, evaluate_composed, train_composed
+from xmr.tasks.composed.train import (
+    ComposedData,
+    ComposedResult,
+    evaluate_composed,
+    refuse_several_processes,
+    train_composed,
+)
 from xmr.text import Vocabulary
 from xmr.text.word_ids import WordIdsEncoder
 from xmr.training.folder import refuse_other_config
@@ -103,7 +109,8 @@ def _splits(cfg: ComposedRunConfig, corpus: _Corpus) -> dict[str, list[EditTripl
 
 def train_composed_run(cfg: ComposedRunConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
                        overwrite: bool = False, show_progress: bool | None = None) -> ComposedResult:
-    """Train a composed model as ``cfg`` says into ``out_dir`` (resumes an unfinished run)."""
+    """Train a composed model as ``cfg`` says into ``out_dir`` (resumes an unfinished run; one process)."""
+    refuse_several_processes()  # before any work
     out = Path(out_dir)
     if not overwrite:
         refuse_other_config(out, saved_run_matches(out, cfg))

@@ -25,7 +25,7 @@ import torch
 
 from xmr.compose.losses import COMPOSE_LOSSES
 from xmr.compose.model import ComposedModel, ComposedModelConfig, load_composed_model
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.evaluation.composed import composed_metrics
 from xmr.losses import infonce_loss
 from xmr.text import Vocabulary
@@ -148,12 +148,22 @@ def _step_loss(model: ComposedModel, data: ComposedData, batch: np.ndarray, cfg:
     return out
 
 
+def refuse_several_processes() -> None:
+    """The composed task trains in one process: refuse several (torchrun's), in one line naming the task.
+
+    Its trainer runs whole batches of triplets with no shard, gather or gradient average (a data-parallel
+    composed trainer would need :mod:`xmr.training.distributed`'s three, on its triplet batches)."""
+    world = current_world()
+    if world.world_size > 1:
+        raise XmrError("{task} trains in one process only, not in {n}: start it without several processes",
+                       task=Param("task", "composed"), n=world.world_size)
+
+
 def train_composed(train: ComposedData, val: ComposedData, model_config: ComposedModelConfig,
                    config: ComposedTrainConfig, *, out_dir: str | Path, vocab: Vocabulary | None = None,
                    overwrite: bool = False) -> ComposedResult:
     """Train, validating each epoch; resume an unfinished run of the same spec in ``out_dir`` (one process)."""
-    if current_world().world_size > 1:
-        raise XmrError("the composed task trains in one process only; start it without torchrun")
+    refuse_several_processes()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = {"train": config, "model": model_config, "n_train": int(len(train.triplets)),
