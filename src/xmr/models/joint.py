@@ -201,8 +201,8 @@ class JointModel(nn.Module):
         return self.log_logit_scale.exp().clamp(max=100.0)
 
     def embed_images(self, feats: torch.Tensor) -> torch.Tensor:
-        if self.image_tail is not None:  # trunk activations (B, C*H*W) -> the tail's pooled features
-            feats = self.image_tail(self.image_tail.unflatten(feats))  # type: ignore[operator]  # an ImageTail
+        if self.image_tail is not None:  # trunk rows -> the tail's pooled features
+            feats = tail_features(self.image_tail, feats)
         if self.config.two_branch is None:
             return self.image_head(feats)
         return self._join(self.image_head(feats), self.image_head_grounded(feats))
@@ -216,8 +216,7 @@ class JointModel(nn.Module):
     def _text_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Encoder features as they are, a text tail's output for trunk rows, or the word-level model's for id rows."""
         if self.text_tail is not None:
-            states, mask = self.text_tail.unflatten(feats)  # type: ignore[operator]  # a TextTail
-            return self.text_tail(states, mask)
+            return tail_features(self.text_tail, feats)
         if self.text_model is None:
             return feats
         ids = feats.long()
@@ -231,7 +230,7 @@ class JointModel(nn.Module):
             raise XmrError("this model has one branch; train it with a two-branch lambda for a grounded branch")
         if modality == "image":
             if self.image_tail is not None:
-                feats = self.image_tail(self.image_tail.unflatten(feats))  # type: ignore[operator]  # an ImageTail
+                feats = tail_features(self.image_tail, feats)
             return self.image_head_grounded(feats)
         return self.text_head_grounded(self._text_features(feats))
 
@@ -280,28 +279,45 @@ class JointModel(nn.Module):
         return self.model_id
 
 
+def tail_features(tail: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """A fine-tuned tail's features of cached trunk rows: its ``features`` (an
+    :class:`~xmr.encoders.finetune.EncoderTail`), or an image / text tail's ``unflatten`` then forward."""
+    features = getattr(tail, "features", None)
+    if features is not None:
+        out: torch.Tensor = features(rows)
+        return out
+    parts = tail.unflatten(rows)  # type: ignore[operator]  # an ImageTail or a TextTail
+    return tail(*parts) if isinstance(parts, tuple) else tail(parts)
+
+
 def _encoder_tail(spec: dict[str, object] | None, modality: Modality) -> nn.Module | None:
     """The fine-tuned tail a model config names (``image_tail`` / ``text_tail``), pretrained until the
     saved weights load; None without one. A tail cut from another trunk than this encoder's is refused."""
     if spec is None:
         return None
     from xmr.encoders import create_image_encoder, create_text_encoder
+    from xmr.encoders.finetune import parse_depth
     from xmr.encoders.text_trunk import TextTrunkEncoder
     from xmr.encoders.trunk import TrunkEncoder
 
-    n_tail = int(spec["n_tail"])  # type: ignore[call-overload]  # a JSON int, checked in ModelConfig
-    trunk: TrunkEncoder | TextTrunkEncoder
-    if modality == "image":
-        trunk = TrunkEncoder(create_image_encoder(str(spec["encoder"])), n_tail)
+    name = str(spec["encoder"])
+    base = create_image_encoder(name) if modality == "image" else create_text_encoder(name)
+    cut = getattr(base, "trunk_encoder", None)  # the fine-tuning capability (xmr.encoders.finetune)
+    trunk: Any
+    if cut is not None:
+        trunk = cut(parse_depth(spec["n_tail"], "n_tail"))
+    elif modality == "image":
+        trunk = TrunkEncoder(base, int(spec["n_tail"]))  # type: ignore[call-overload]  # a JSON int, checked in ModelConfig
     else:
-        trunk = TextTrunkEncoder(create_text_encoder(str(spec["encoder"])), n_tail,
+        trunk = TextTrunkEncoder(base, int(spec["n_tail"]),  # type: ignore[call-overload]  # a JSON int
                                  int(spec["length"]))  # type: ignore[call-overload]  # a JSON int
     if trunk.encoder_id != spec.get("trunk_id", trunk.encoder_id):
         raise XmrError(f"the model's {modality} tail was cut from {spec.get('trunk_id')!r}, "
                        f"this encoder is {trunk.encoder_id!r}")
     if isinstance(trunk, TrunkEncoder):
         return trunk.make_tail(freeze_bn=bool(spec.get("freeze_bn", True)))
-    return trunk.make_tail()
+    tail: nn.Module = trunk.make_tail()
+    return tail
 
 
 def load_model(directory: str | Path) -> JointModel:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from xmr.data.sparse import SparseSpec
 from xmr.encoders import ImageEncoder, TextEncoder
 from xmr.encoders.base import resolve_encoder
+from xmr.encoders.finetune import check_depth, tail_depth
 from xmr.encoders.text_trunk import TextTrunkEncoder, check_tail_layers
 from xmr.encoders.trunk import TrunkEncoder, check_tail_blocks
 from xmr.errors import Param, XmrError
@@ -79,29 +80,46 @@ class FinetuneConfig:
         with a region head (a tail feeds pooled features); a text encoder without transformer layers
         (``word_level``: a trained word-level model); a tail longer than the encoder."""
         if self.image_blocks:
-            blocks = getattr(resolve_encoder(image_encoder)[0], "n_blocks", None)
+            depth = tail_depth(image_encoder, "image")  # the capability (hf-clip:PATH), else a block count
+            blocks = depth if depth is not None else getattr(resolve_encoder(image_encoder)[0], "n_blocks", None)
             if not isinstance(blocks, int):
                 raise XmrError(f"image encoder {image_encoder!r} cannot be fine-tuned (it is not split into "
-                               "blocks; efficientnet-lite0 is)")
-            check_tail_blocks(self.image_blocks, blocks, image_encoder)
+                               "blocks or layers; efficientnet-lite0 and hf-clip:PATH are)")
+            if depth is not None:
+                check_depth(self.image_blocks, depth, image_encoder, "layers")
+            else:
+                check_tail_blocks(self.image_blocks, blocks, image_encoder)
             if image_head is not None:
                 raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no {param}",
                                param=Param("image_head"))
         if self.text_layers:
-            layers = getattr(resolve_encoder(text_encoder)[0], "n_layers", None)
+            depth = None if word_level else tail_depth(text_encoder, "text")
+            layers = depth if depth is not None else getattr(resolve_encoder(text_encoder)[0], "n_layers", None)
             if word_level or not isinstance(layers, int):
-                raise XmrError(f"text encoder {text_encoder!r} cannot be fine-tuned by layers (minilm-l6 can)")
-            check_tail_layers(self.text_layers, layers, text_encoder)
+                raise XmrError(f"text encoder {text_encoder!r} cannot be fine-tuned by layers (minilm-l6 and "
+                               "hf-clip:PATH can)")
+            if depth is not None:
+                check_depth(self.text_layers, depth, text_encoder, "layers")
+            else:
+                check_tail_layers(self.text_layers, layers, text_encoder)
 
     def image_trunk(self, encoder: ImageEncoder) -> ImageEncoder:
         """What the run encodes images with: the trunk's activations when its blocks are fine-tuned (the
         model's tail does the rest), else ``encoder`` itself."""
-        return TrunkEncoder(encoder, self.image_blocks) if self.image_blocks else encoder
+        if not self.image_blocks:
+            return encoder
+        cut = getattr(encoder, "trunk_encoder", None)  # the fine-tuning capability (xmr.encoders.finetune)
+        return cut(self.image_blocks) if cut is not None else TrunkEncoder(encoder, self.image_blocks)
 
     def text_trunk(self, encoder: TextEncoder) -> TextEncoder:
         """What the run encodes texts with: the trunk's token states when its layers are fine-tuned (the
         model's text tail does the rest), else ``encoder`` itself."""
-        return TextTrunkEncoder(encoder, self.text_layers, self.text_length) if self.text_layers else encoder
+        if not self.text_layers:
+            return encoder
+        cut = getattr(encoder, "trunk_encoder", None)  # the fine-tuning capability (xmr.encoders.finetune)
+        if cut is not None:
+            return cut(self.text_layers, length=self.text_length)
+        return TextTrunkEncoder(encoder, self.text_layers, self.text_length)
 
 
 @dataclass(frozen=True)
