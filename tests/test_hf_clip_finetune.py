@@ -259,12 +259,27 @@ def test_cli_fine_tunes_both_towers_and_serves_the_run(ckpts: dict[str, Path], t
                 if ln.strip()]) >= 3
     s = Searcher.from_run(run)  # the served scores: cosine of the tails' features (identity heads)
     hits = s.search_text("a red circle", k=len(s.items))
+    s_items = list(s.items)
     gallery_rows = img.trunk_encoder(1).encode_batch([img.load(it.image) for it in s.items])  # type: ignore[attr-defined]
     gallery = model.embed_numpy(gallery_rows, "image")
     query = model.embed_numpy(trunk.encode_batch(["a red circle"]), "text")[0]
     by_id = {it.id: float(v @ query) for it, v in zip(s.items, gallery)}
     np.testing.assert_allclose([h.score for h in hits], [by_id[h.id] for h in hits], atol=1e-5)
     del s
+    # the whole model when asked: hf-clip:OUT, frozen, gives the run's tail features
+    out = tmp_path / "merged"
+    cli_ok(["export", run, "--hf-checkpoint", out], capsys)
+    assert "exists; give --overwrite" in cli_error(["export", run, "--hf-checkpoint", out], capsys)
+    texts = ["a red circle", "a blue square", "an orange star drawn in outline"]
+    merged_img, merged_txt = create_image_encoder(f"hf-clip:{out}"), create_text_encoder(f"hf-clip:{out}")
+    pixels = [img.load(it.image) for it in s_items]
+    with torch.no_grad():
+        want_img = model.image_tail.features(_float32_rows(img.trunk_encoder(1), pixels)).numpy()  # type: ignore[attr-defined]
+        want_txt = model.text_tail.features(_float32_rows(trunk, texts)).numpy()
+    np.testing.assert_allclose(merged_img.encode_batch(pixels), want_img, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(merged_txt.encode_batch(texts), want_txt, atol=ATOL, rtol=0)
+    assert np.abs(merged_txt.encode_batch(texts) - txt.encode_batch(texts)).max() > 1e-4  # not the checkpoint's
+    assert merged_img.checkpoint.temperature() == pytest.approx(float(torch.exp(-model.log_logit_scale.detach())))
     weights = load_file(ckpt / "model.safetensors")  # the checkpoint changes: the run's tails no longer fit it
     weights["visual_projection.weight"] = weights["visual_projection.weight"] * 1.01
     save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
