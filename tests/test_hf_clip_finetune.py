@@ -235,7 +235,9 @@ def test_cli_fine_tunes_both_towers_and_serves_the_run(ckpts: dict[str, Path], t
     name = f"hf-clip:{ckpt}"
     cli_ok(["train", manifest, "--out", run, "--image-encoder", name, "--text-encoder", name, "--cache-dir", cache,
             "--head", "identity", "--embed-dim", "16", "--finetune-image-blocks", "1", "--finetune-text-layers", "2",
-            "--finetune-lr", "1e-3", "--epochs", "2", "--batch-size", "16", "--patience", "0"], capsys)
+            "--finetune-lr", "1e-3", "--finetune-lr-decay", "0.8", "--epochs", "2", "--batch-size", "16",
+            "--patience", "0"], capsys)
+    assert json.loads((run / "run.json").read_text())["train"]["finetune_lr_decay"] == 0.8
     meta = json.loads((run / "best" / "model.json").read_text())["config"]
     model = load_model(run / "best")
     img, txt = create_image_encoder(name), create_text_encoder(name)
@@ -285,3 +287,22 @@ def test_cli_fine_tunes_both_towers_and_serves_the_run(ckpts: dict[str, Path], t
     save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
     err = cli_error(["search", run, "--text", "a red circle"], capsys)
     assert "image tail was cut from" in err
+
+
+def test_layer_wise_lr_decay_groups_the_tails_by_depth(ckpts: dict[str, Path]) -> None:
+    from types import SimpleNamespace
+
+    from xmr.training import TrainConfig
+    from xmr.training.trainer import tail_groups
+
+    image = _side("clip", ckpts, "image").trunk_encoder(ALL).make_tail()  # type: ignore[attr-defined]
+    text = _side("siglip", ckpts, "text").trunk_encoder(1).make_tail()  # type: ignore[attr-defined]
+    model = SimpleNamespace(image_tail=image, text_tail=text)
+    groups = tail_groups(model, TrainConfig(finetune_lr=1e-3, finetune_lr_decay=0.5))  # type: ignore[arg-type]
+    lrs = [g["lr"] for g in groups]
+    # image: embeddings, 2 layers, head (4 groups); text: 1 layer, head (2 groups); the last of each at the full rate
+    assert lrs == pytest.approx([1e-3 / 8, 1e-3 / 4, 1e-3 / 2, 1e-3, 1e-3 / 2, 1e-3])
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for t in (image, text) for p in t.parameters())  # each once
+    plain = tail_groups(model, TrainConfig(finetune_lr=1e-3))  # type: ignore[arg-type]
+    assert len(plain) == 1 and plain[0]["lr"] == 1e-3 and len(plain[0]["params"]) == len(ids)

@@ -80,6 +80,8 @@ class EncoderTail(Protocol):
     ``features``: (B, trunk dim) rows as cached (any float dtype) -> (B, dim) float32 with grad.
     ``layer_groups``: its parameters grouped by depth, input side first (layer-wise learning-rate
     decay gives the last group the full rate). ``describe``: what to save beside its weights.
+    ``set_checkpointing``: recompute each layer's activations in the backward pass instead of keeping
+    them (gradient checkpointing: less memory, one more forward; the same gradients).
     """
 
     dim: int
@@ -89,3 +91,5 @@ class EncoderTail(Protocol):
     def layer_groups(self) -> Sequence[Sequence[torch.nn.Parameter]]: ...
 
     def describe(self) -> dict[str, object]: ...
+
+    def set_checkpointing(self, on: bool) -> None: ...

@@ -43,6 +43,7 @@ refused on it (:func:`xmr.models.joint._encoder_tail`).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -174,7 +175,7 @@ def depth_of(ckpt: Checkpoint, side: Modality) -> int | None:
     return n if isinstance(n, int) and n > 0 else None
 
 
-def pool_positions(input_ids: torch.Tensor, *, causal: bool, eos_token_id: object) -> torch.Tensor:
+def pool_positions(input_ids: torch.Tensor, *, causal: bool, eos_token_id: int | None) -> torch.Tensor:
     """The position each text's tower pools, as transformers picks it. (B, L) long -> (B,) long.
 
     CLIP (``causal``): the first ``eos_token_id`` (configs with the pre-2023 ``eos_token_id == 2``: the
@@ -183,7 +184,9 @@ def pool_positions(input_ids: torch.Tensor, *, causal: bool, eos_token_id: objec
     if not causal:
         return torch.full((len(input_ids),), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)
     ids = input_ids.to(torch.int)
-    return (ids.argmax(dim=-1) if eos_token_id == 2 else (ids == eos_token_id).int().argmax(dim=-1)).long()
+    if eos_token_id == 2 or eos_token_id is None:
+        return ids.argmax(dim=-1).long()
+    return torch.eq(ids, int(eos_token_id)).int().argmax(dim=-1).long()
 
 
 def text_attention(config: Any, causal: bool, states: torch.Tensor,
@@ -222,7 +225,7 @@ class _Tail(nn.Module):
     def _run_layers(self, h: torch.Tensor, mask: torch.Tensor | None, **kw: bool) -> torch.Tensor:
         for layer in self.layers:
             if self.checkpointing and self.training and torch.is_grad_enabled():
-                out = checkpointed(layer, h, mask, use_reentrant=False, **kw)
+                out = checkpointed(functools.partial(layer, **kw), h, mask, use_reentrant=False)
             else:
                 out = layer(h, mask, **kw)
             h = out[0] if isinstance(out, tuple) else out
@@ -318,6 +321,11 @@ class _Trunk:
 
     base: HfClipImageEncoder | HfClipTextEncoder
     side: Modality
+    encoder_id: str
+    default_batch_size: int
+    depth: int
+    n_tail: TailDepth
+    n_trunk: int
 
     def _cut(self, n_tail: object) -> None:
         ckpt = self.base.checkpoint
@@ -360,6 +368,8 @@ class _Trunk:
 
 class HfClipImageTrunk(_Trunk, ImageEncoder):
     """The frozen part of the vision tower as a cacheable image encoder (rows: the module docstring)."""
+
+    base: HfClipImageEncoder
 
     def __init__(self, base: HfClipImageEncoder, n_tail: object) -> None:
         self.base, self.side = base, "image"
@@ -408,6 +418,8 @@ class HfClipTextTrunk(_Trunk, TextEncoder):
     ``length`` (a MiniLM trunk's option) is not taken: a text is padded to the checkpoint's maximum
     length as the frozen encoder pads it (SigLIP pools the last position, so it must be).
     """
+
+    base: HfClipTextEncoder
 
     def __init__(self, base: HfClipTextEncoder, n_tail: object) -> None:
         self.base, self.side = base, "text"

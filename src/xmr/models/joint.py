@@ -295,18 +295,18 @@ def _encoder_tail(spec: dict[str, object] | None, modality: Modality) -> nn.Modu
     saved weights load; None without one. A tail cut from another trunk than this encoder's is refused."""
     if spec is None:
         return None
-    from xmr.encoders import create_image_encoder, create_text_encoder
+    from xmr.encoders import ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
     from xmr.encoders.finetune import parse_depth
     from xmr.encoders.text_trunk import TextTrunkEncoder
     from xmr.encoders.trunk import TrunkEncoder
 
     name = str(spec["encoder"])
-    base = create_image_encoder(name) if modality == "image" else create_text_encoder(name)
+    base: ImageEncoder | TextEncoder = create_image_encoder(name) if modality == "image" else create_text_encoder(name)
     cut = getattr(base, "trunk_encoder", None)  # the fine-tuning capability (xmr.encoders.finetune)
     trunk: Any
     if cut is not None:
         trunk = cut(parse_depth(spec["n_tail"], "n_tail"))
-    elif modality == "image":
+    elif isinstance(base, ImageEncoder):
         trunk = TrunkEncoder(base, int(spec["n_tail"]))  # type: ignore[call-overload]  # a JSON int, checked in ModelConfig
     else:
         trunk = TextTrunkEncoder(base, int(spec["n_tail"]),  # type: ignore[call-overload]  # a JSON int

@@ -47,6 +47,9 @@ class TrainConfig:
         finetune_lr: the learning rate of a fine-tuned encoder tail (the run's
             ``finetune_image_blocks`` / ``finetune_text_layers``), below the heads' ``lr``; with
             the instance loss's two stages the tail stays frozen through Stage I (dual-path Sec. III).
+        finetune_lr_decay: layer-wise learning-rate decay of a fine-tuned tail (1: none): its last layer
+            group trains at ``finetune_lr``, each one nearer the input at this factor times the next's
+            (:func:`xmr.training.trainer.tail_groups`; e.g. 0.65-0.8 for a whole CLIP tower).
         ema_decay: average the weights over steps with this decay (e.g. 0.999; 0: off) and
             validate / keep the best checkpoint with the average (:mod:`xmr.training.ema`): a
             steadier epoch choice than the raw weights' jumping validation rsum.
@@ -66,6 +69,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     steps_per_epoch: int | None = None
     finetune_lr: float = 1e-4
+    finetune_lr_decay: float = 1.0
     ema_decay: float = 0.0
     components: ComponentConfigs = field(default_factory=ComponentConfigs)
 
@@ -77,7 +81,8 @@ class TrainConfig:
             "seed": 0 <= self.seed < 2**32, "margin": self.margin >= 0, "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 2, "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
             "warmup_epochs": self.warmup_epochs >= 0, "patience": self.patience >= 0, "grad_clip": self.grad_clip >= 0,
-            "finetune_lr": self.finetune_lr > 0, "ema_decay": 0.0 <= self.ema_decay < 1.0,
+            "finetune_lr": self.finetune_lr > 0, "finetune_lr_decay": 0 < self.finetune_lr_decay <= 1,
+            "ema_decay": 0.0 <= self.ema_decay < 1.0,
             "steps_per_epoch": self.steps_per_epoch is None or self.steps_per_epoch >= 1,
         }
         for name, ok in checks.items():

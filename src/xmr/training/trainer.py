@@ -20,7 +20,7 @@ import functools
 import logging
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,14 +232,37 @@ def run_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
 
 def _optimizer(trained: TrainedModules, model: JointModel, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the heads group (the model's and the components' modules; possibly empty: a model with
-    nothing to train still validates and saves), then a fine-tuned encoder tail's group at ``finetune_lr``."""
+    nothing to train still validates and saves), then the fine-tuned encoder tails' groups at ``finetune_lr``
+    (:func:`tail_groups`: one per depth with layer-wise decay, else one)."""
     tail = [p for t in (model.image_tail, model.text_tail) if t is not None for p in t.parameters() if p.requires_grad]
     in_tail = {id(p) for p in tail}
     groups: list[dict[str, Any]] = [{"params": [p for p in trained.parameters()
                                                 if p.requires_grad and id(p) not in in_tail]}]
-    if tail:
-        groups.append({"params": tail, "lr": config.finetune_lr})
+    groups += tail_groups(model, config)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def tail_groups(model: JointModel, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimiser groups of the fine-tuned tails: with ``finetune_lr_decay`` d < 1 and a tail that groups
+    its parameters by depth (``layer_groups()``, input side first), group k of n trains at
+    ``finetune_lr * d ** (n - 1 - k)`` (layer-wise learning-rate decay: Clark et al., ELECTRA, 2020,
+    App. A; BEiT, Bao et al., 2022, Sec. 3: the layers nearest the input change least); else one group
+    of every tail parameter at ``finetune_lr``. Parameters a tail does not group keep ``finetune_lr``."""
+    tails = [t for t in (model.image_tail, model.text_tail) if t is not None]
+    if config.finetune_lr_decay == 1.0 or not all(hasattr(t, "layer_groups") for t in tails):
+        tail = [p for t in tails for p in t.parameters() if p.requires_grad]
+        return [{"params": tail, "lr": config.finetune_lr}] if tail else []
+    groups: list[dict[str, Any]] = []
+    for t in tails:
+        by_depth = [[p for p in g if p.requires_grad] for g in t.layer_groups()]  # type: ignore[operator]  # an EncoderTail
+        grouped = {id(p) for g in by_depth for p in g}
+        rest = [p for p in t.parameters() if p.requires_grad and id(p) not in grouped]
+        n = len(by_depth)
+        groups += [{"params": g, "lr": config.finetune_lr * config.finetune_lr_decay ** (n - 1 - k)}
+                   for k, g in enumerate(by_depth) if g]
+        if rest:
+            groups.append({"params": rest, "lr": config.finetune_lr})
+    return groups
 
 
 def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int,
@@ -255,7 +278,9 @@ def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch:
     def tail_lr(s: int) -> float:
         return 0.0 if s < frozen else warmup_cosine(s - frozen, total_steps=total - frozen, warmup_steps=warm)
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, [heads_lr, tail_lr] if len(opt.param_groups) > 1 else heads_lr)
+    lambdas: list[Callable[[int], float]] = [heads_lr]
+    lambdas += [tail_lr] * (len(opt.param_groups) - 1)  # every tail group (layer-wise decay: one per depth)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
 
 
 def train_joint_model(train: PairSet, val: EvalSet, model_config: ModelConfig, config: TrainConfig, *,

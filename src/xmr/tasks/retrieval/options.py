@@ -39,6 +39,7 @@ TRAIN_FIELDS = {"loss": "loss", "margin": "margin", "epochs": "epochs", "batch_s
                 "patience": "patience", "vse0_warmup": "vse0_warmup_epochs", "seed": "seed", "then": "then",
                 "stage1_epochs": "stage1_epochs", "rank_loss": "rank_loss", "adversarial": "adversarial",
                 "steps_per_epoch": "steps_per_epoch", "grad_clip": "grad_clip", "finetune_lr": "finetune_lr",
+                "finetune_lr_decay": "finetune_lr_decay",
                 "ema": "ema_decay", "cross_style": "cross_style", "generative": "generative",
                 "caption_xe_epochs": "caption_xe_epochs"}
 TEXT_MODEL_FIELDS = {"text_length": "length", "word_vectors": "init", "text_pool": "pool"}
@@ -129,6 +130,9 @@ def _add_finetune_options(add: Callable[..., Any]) -> None:
     add("--finetune-text-length", type=positive_int, metavar="TOKENS",
         help="tokens per text of the cached token states (longer texts are cut there)")
     add("--finetune-lr", type=positive, help="learning rate of the fine-tuned blocks / layers")
+    add("--finetune-lr-decay", type=Number(0, 1, whole=False, lo_open=True), metavar="D",
+        help="layer-wise learning-rate decay of the fine-tuned layers: each layer nearer the input at D "
+             "times the next one's rate (1: none)")
     add("--train-bn-stats", action="store_true",
         help="let the fine-tuned blocks' BatchNorm statistics update (default: frozen at ImageNet's)")
     add("--augment-views", type=count, metavar="K",
