@@ -306,3 +306,16 @@ def test_layer_wise_lr_decay_groups_the_tails_by_depth(ckpts: dict[str, Path]) -
     assert sorted(ids) == sorted(id(p) for t in (image, text) for p in t.parameters())  # each once
     plain = tail_groups(model, TrainConfig(finetune_lr=1e-3))  # type: ignore[arg-type]
     assert len(plain) == 1 and plain[0]["lr"] == 1e-3 and len(plain[0]["params"]) == len(ids)
+
+
+def test_a_run_config_refuses_a_cut_past_the_tower(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    from xmr.runs import RunConfig
+
+    name = f"hf-clip:{ckpts['siglip']}"
+    common = dict(manifest=str(tmp_path / "m.jsonl"), image_encoder=name, text_encoder=name, head="identity",
+                  embed_dim=32)
+    RunConfig.from_flat(common, finetune_image_blocks=2, finetune_text_layers=1)  # within both towers
+    for field in ("finetune_image_blocks", "finetune_text_layers"):
+        with pytest.raises(XmrError, match="has 2 layers, so N must be 0..2 or 'all'") as e:
+            RunConfig.from_flat(common, **{field: 3})
+        assert "\n" not in str(e.value)

@@ -376,6 +376,7 @@ class HfClipImageTrunk(_Trunk, ImageEncoder):
         self._cut(n_tail)
         cfg = side_config(self.checkpoint, "image")
         size, patch = int(cfg.image_size), int(cfg.patch_size)
+        self.pixel_shape = (3, size, size)
         positions = (size // patch) ** 2 + int(self.arch.class_token)
         self.row_shape = (3, size, size) if self.n_tail == ALL else (positions, int(cfg.hidden_size))
         self.dim = int(np.prod(self.row_shape))
@@ -387,9 +388,9 @@ class HfClipImageTrunk(_Trunk, ImageEncoder):
         """Rows of loaded pixel arrays. Returns float16 (len(inputs), dim)."""
         ckpt = self.checkpoint
         pixels = torch.from_numpy(np.stack(inputs)).to(ckpt.device)  # type: ignore[arg-type]  # load() made arrays
-        if tuple(pixels.shape[1:]) != (3, *self.row_shape[-2:]) and self.n_tail == ALL:
+        if tuple(pixels.shape[1:]) != self.pixel_shape:
             raise XmrError(f"the image processor of {ckpt.path} made pixels of shape {tuple(pixels.shape[1:])}, "
-                           f"the model takes {(3, *self.row_shape[-2:])}")
+                           f"the model takes {self.pixel_shape}")
         if self.n_tail == ALL:
             return pixels.reshape(len(pixels), -1).to(torch.float16).cpu().numpy()
         stem, layers, _ = self._parts()
