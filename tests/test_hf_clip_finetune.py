@@ -268,6 +268,13 @@ def test_cli_fine_tunes_both_towers_and_serves_the_run(ckpts: dict[str, Path], t
     by_id = {it.id: float(v @ query) for it, v in zip(s.items, gallery)}
     np.testing.assert_allclose([h.score for h in hits], [by_id[h.id] for h in hits], atol=1e-5)
     del s
+    from xmr.serve.service import SearchService
+
+    svc = SearchService.serving(run)  # served like any run: text and image queries through the trunks and tails
+    svc.warm_up()
+    np.testing.assert_allclose(svc.searcher.embed(svc.searcher.text_features(["a red circle"]), "text")[0], query,
+                               atol=1e-5)
+    del svc
     # the whole model when asked: hf-clip:OUT, frozen, gives the run's tail features
     out = tmp_path / "merged"
     cli_ok(["export", run, "--hf-checkpoint", out], capsys)
