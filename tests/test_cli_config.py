@@ -240,6 +240,7 @@ DEFAULT_SOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("demo", "out"): (_DEMO, "out_dir"),
     **{("demo", d): (_DEMO, d) for d in ("epochs", "more_data", "cache_dir")},
     ("caption", "beam"): ("xmr.workflows.imagine:caption_image", "beam"),
+    ("export", "overwrite"): ("xmr.workflows.export:export_hf_checkpoint", "overwrite"),
     **{("imagine", d): ("xmr.workflows.imagine:imagine_images", d) for d in ("n", "seed", "mean")},
     ("serve", "index"): ("xmr.serve.run:serve", "index_dir"),
     **{("serve", d): (_SERVE, d) for d in ("host", "port", "workers", "max_upload_mb", "body_timeout", "max_decodes",

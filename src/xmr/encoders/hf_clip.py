@@ -207,6 +207,7 @@ class Checkpoint:
         self._model: Any = None
         self._image_processor: Any = None
         self._tokenizer: Any = None
+        self._hf_config: Any = None
         self._dims: dict[Modality, int] = {}
         self._sides_ok: set[Modality] = set()
         self.device = torch.device("cpu")  # where both sides run (:func:`xmr.encoders.placement.place_encoder`)
@@ -263,12 +264,28 @@ class Checkpoint:
             if side in self._sides_ok:
                 return
             tf = _transformers()
-            config = self._from_pretrained(tf.AutoConfig, "read")
+            config = self.hf_config
             model_class = tf.MODEL_MAPPING.get(type(config), None)
             if model_class is None:
                 raise XmrError(f"transformers has no model for the {type(config).__name__} of {self.path}")
             _check_features(model_class, side, self.path)
             self._sides_ok.add(side)
+
+    @property
+    def hf_config(self) -> Any:
+        """transformers' config of the checkpoint (read from ``config.json`` alone, defaults filled in)."""
+        with self._lock:
+            if self._hf_config is None:
+                self._hf_config = self._from_pretrained(_transformers().AutoConfig, "read")
+            return self._hf_config
+
+    def temperature(self) -> float | None:
+        """The checkpoint's own temperature, ``1 / exp(logit_scale)`` (CLIP Sec. 2.5: its learned scale);
+        None when the model has no ``logit_scale``. Loads the weights."""
+        scale = getattr(self.model, "logit_scale", None)
+        if not isinstance(scale, torch.Tensor):
+            return None
+        return float(torch.exp(-scale.detach().float().reshape(-1)[0]))
 
     def _from_pretrained(self, auto: Any, what: str, **kwargs: Any) -> Any:
         """``auto.from_pretrained`` on this checkpoint (an ``AutoConfig``, ``AutoTokenizer``, ...): local files
@@ -431,6 +448,23 @@ class _CheckpointSide(Encoder):
         """Run on ``device``: the checkpoint's, shared with the other side (one runtime per command)."""
         self.checkpoint.to_device(device)
 
+    def trunk_encoder(self, n_tail: object, **options: object) -> Encoder:
+        """The cacheable frozen trunk of this side for fine-tuning its last ``n_tail`` layers (1..depth or
+        ``"all"``; :mod:`xmr.encoders.hf_clip_tails`). Other trunks' ``options`` (``length``) do not apply."""
+        from xmr.encoders.hf_clip_tails import HfClipImageTrunk, HfClipTextTrunk
+
+        if isinstance(self, HfClipImageEncoder):
+            return HfClipImageTrunk(self, n_tail)
+        return HfClipTextTrunk(self, n_tail)  # type: ignore[arg-type]  # the text side
+
+    def joint_temperature(self, other: object) -> float | None:
+        """The checkpoint's temperature when ``other`` (an encoder or its trunk) is this checkpoint's other side."""
+        mine = self.checkpoint
+        theirs = getattr(other, "checkpoint", None)
+        if theirs is not mine or getattr(other, "modality", None) == self.modality:
+            return None
+        return mine.temperature()
+
 
 class HfClipImageEncoder(_CheckpointSide, ImageEncoder):
     """The image side of ``hf-clip:PATH``. ``encode_batch``: loaded (3, H, W) arrays -> (n, dim) float32."""
@@ -450,8 +484,16 @@ class HfClipTextEncoder(_CheckpointSide, TextEncoder):
     default_batch_size = 64
 
 
+def _depth(arg: str, side: Modality) -> int | None:
+    """Layers of the ``side`` tower of checkpoint ``arg`` (its config alone); None: not a CLIP or SigLIP."""
+    from xmr.encoders.hf_clip_tails import depth_of
+
+    return depth_of(open_checkpoint(arg), side)
+
+
 def _build(arg: str, side: Modality) -> Encoder:
     return HfClipImageEncoder(arg) if side == "image" else HfClipTextEncoder(arg)
 
 
-HF_CLIP = register_encoder_family(EncoderFamily(FAMILY, "PATH", _build, check=_check, canonical=_canonical))
+HF_CLIP = register_encoder_family(EncoderFamily(FAMILY, "PATH", _build, check=_check, canonical=_canonical,
+                                                  depth=_depth))

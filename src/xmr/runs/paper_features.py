@@ -83,7 +83,7 @@ class FinetuneConfig:
             blocks = tail_depth(image_encoder, "image")
             if blocks is None:
                 raise XmrError(f"image encoder {image_encoder!r} cannot be fine-tuned (it is not split into "
-                               "blocks; efficientnet-lite0 is)")
+                               "blocks or layers; efficientnet-lite0 and hf-clip:PATH are)")
             check_depth(self.image_blocks, blocks, image_encoder)
             if image_head is not None:
                 raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no {param}",
@@ -91,7 +91,8 @@ class FinetuneConfig:
         if self.text_layers:
             layers = tail_depth(text_encoder, "text")
             if word_level or layers is None:
-                raise XmrError(f"text encoder {text_encoder!r} cannot be fine-tuned by layers (minilm-l6 can)")
+                raise XmrError(f"text encoder {text_encoder!r} cannot be fine-tuned by layers "
+                               "(minilm-l6 can, and hf-clip:PATH)")
             check_depth(self.text_layers, layers, text_encoder, "layers", lo=1)
 
     def image_trunk(self, encoder: ImageEncoder) -> ImageEncoder:

@@ -267,27 +267,27 @@ def run_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
 def _optimizer(trained: TrainedModules, model: JointModel, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the heads group (the model's and the components' modules; possibly empty: a model with
     nothing to train still validates and saves), then a fine-tuned encoder tail's group at ``finetune_lr``
-    (one group per tail depth with ``layer_lr_decay`` < 1: :func:`_tail_groups`)."""
+    (one group per tail depth with ``layer_lr_decay`` < 1: :func:`tail_groups`)."""
     tail = [p for t in (model.image_tail, model.text_tail) if t is not None for p in t.parameters() if p.requires_grad]
     in_tail = {id(p) for p in tail}
     groups: list[dict[str, Any]] = [{"params": [p for p in trained.parameters()
                                                 if p.requires_grad and id(p) not in in_tail]}]
     if tail and config.layer_lr_decay != 1.0:
-        groups += _tail_groups(model, config.finetune_lr, config.layer_lr_decay)
+        groups += tail_groups(model, config.finetune_lr, config.layer_lr_decay)
     elif tail:
         groups.append({"params": tail, "lr": config.finetune_lr})
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _tail_groups(model: JointModel, lr: float, decay: float) -> list[dict[str, Any]]:
+def tail_groups(model: JointModel, lr: float, decay: float) -> list[dict[str, Any]]:
     """Layer-wise lr decay: each tail's :meth:`~xmr.encoders.finetune.EncoderTail.layer_groups`, group k
     from the top (k = 0: the last) at ``lr * decay**k``; the image tail's groups, then the text tail's."""
     out: list[dict[str, Any]] = []
     for module in (model.image_tail, model.text_tail):
         if module is None:
             continue
-        layers = cast("EncoderTail", module).layer_groups()
-        out += [{"params": list(g), "lr": lr * decay ** (len(layers) - 1 - j)} for j, g in enumerate(layers) if g]
+        layers = [[p for p in g if p.requires_grad] for g in cast("EncoderTail", module).layer_groups()]
+        out += [{"params": g, "lr": lr * decay ** (len(layers) - 1 - j)} for j, g in enumerate(layers) if g]
     return out
 
 

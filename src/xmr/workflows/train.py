@@ -19,7 +19,7 @@ from xmr.encoders.augment import AugmentConfig, AugmentedView
 from xmr.errors import Param, XmrError
 from xmr.models import ModelConfig
 from xmr.runs.base import save_run_config, saved_run_matches
-from xmr.runs.config import RunConfig, head_settings, run_encoders, run_items
+from xmr.runs.config import RunConfig, RunEncoders, head_settings, run_encoders, run_items
 from xmr.runs.paper_features import FinetuneConfig
 from xmr.runtime.device import CPU_FP32, Runtime
 from xmr.semantics.labeller import ImageNetLabeller
@@ -150,6 +150,9 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                                    image_regions=int(getattr(encoders["image_encoder"], "n_regions", 0)))
     except ValueError as e:  # an architecture the encoders cannot feed
         raise XmrError(f"invalid model for {config.image_encoder} / {config.text_encoder}: {e}") from None
+    start = _joint_temperature(encoders)
+    if start is not None:  # both sides of one pretrained joint model: start at its own temperature
+        model_config = dataclasses.replace(model_config, init_temperature=start)
     uses_gen = config.train.components.generative is not None
     gen = generative_inputs(config, train_fs, show_progress=show_progress) if uses_gen else None
     if gen is not None:
@@ -175,6 +178,18 @@ def _tail_of(encoder: ImageEncoder | TextEncoder, name: str) -> tuple[int, dict[
         return int(encoder.dim), None
     dim, spec = tail(name)
     return int(dim), dict(spec)
+
+
+def _joint_temperature(encoders: RunEncoders) -> float | None:
+    """The starting temperature when the two encoders are the two sides of one pretrained joint model
+    (``hf-clip:PATH``, its trunks included: ``joint_temperature``): its own ``1 / exp(logit_scale)``,
+    kept within the model's scale limit (100, so at least 0.01: the clamp would stop its gradient); else None."""
+    ask = getattr(encoders["image_encoder"], "joint_temperature", None)
+    temperature = ask(encoders["text_encoder"]) if ask is not None else None
+    if temperature is None:
+        return None
+    log.info("starting temperature %.4f: the checkpoint's own", temperature)
+    return min(max(float(temperature), 0.01), 1.0)
 
 
 def _warn_long_texts(encoder: TextEncoder, texts: list[str]) -> None:
