@@ -323,3 +323,32 @@ def test_a_run_config_refuses_a_cut_past_the_tower(ckpts: dict[str, Path], tmp_p
         with pytest.raises(XmrError, match=r"has 2 (blocks|layers), so N must be [01]\.\.2 or 'all'") as e:
             RunConfig.from_flat(common, **{field: 3})
         assert "\n" not in str(e.value)
+
+
+def test_cli_trains_both_whole_towers(ckpts: dict[str, Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`--finetune-image-blocks all --finetune-text-layers all` on an hf-clip checkpoint: the inputs cached, every
+    layer of both towers (embeddings included) trained, saved and served."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from xmr.bench.shapes import make_shapes_dataset
+    from xmr.models import load_model
+
+    from hostile import cli_ok
+
+    manifest = make_shapes_dataset(tmp_path / "data", copies=1)
+    run, name = tmp_path / "run", f"hf-clip:{ckpts['clip']}"
+    cli_ok(["train", manifest, "--out", run, "--image-encoder", name, "--text-encoder", name, "--cache-dir",
+            tmp_path / "cache", "--head", "identity", "--embed-dim", "16", "--finetune-image-blocks", "all",
+            "--finetune-text-layers", "all", "--epochs", "1", "--batch-size", "16", "--patience", "0"], capsys)
+    meta = json.loads((run / "best" / "model.json").read_text())["config"]
+    img = create_image_encoder(name)
+    assert meta["image_tail"]["n_tail"] == "all" and meta["text_tail"]["n_tail"] == "all"
+    assert meta["image_tail"]["trunk_id"] == f"{img.encoder_id}/trunk-input"
+    saved = load_file(run / "best" / "model.safetensors")
+    assert any("embeddings" in k for k in saved if k.startswith("image_tail."))  # the patch embedding trained
+    assert any("embedding" in k for k in saved if k.startswith("text_tail."))
+    model = load_model(run / "best")
+    assert sum(v.numel() for v in saved.values()) == sum(p.numel() for p in model.parameters())
