@@ -344,3 +344,24 @@ def test_a_whole_network_run_trains_saves_and_loads(tmp_path: Path) -> None:
     trained = model.text_tail.state_dict()  # type: ignore[union-attr]
     assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)  # the embeddings and layers moved
     assert main(["-q", "eval", str(run), "--cache-dir", str(cache)]) == 0
+
+
+def test_trunk_encoders_follow_their_base_to_a_device(small: EfficientNetLite0, minilm: MiniLML6) -> None:
+    """A trunk encoder placed on a runtime moves its base's network (``to_device``) and feeds it there; on the
+    CPU the rows are the same as before placement."""
+    from xmr.encoders.placement import place_encoder
+    from xmr.runtime.device import Runtime
+
+    cpu = torch.device("cpu")
+    image, text = small.trunk_encoder(3), minilm.trunk_encoder(2, length=8)
+    arrays, texts = _arrays(64), ["a red circle", "two blue squares"]
+    before = image.encode_batch(arrays), text.encode_batch(texts)
+    for trunk in (image, text):
+        seen: list[torch.device] = []
+        base_move = trunk.base.to_device
+        trunk.base.to_device = lambda d, move=base_move: (seen.append(d), move(d))[-1]  # type: ignore[method-assign]
+        trunk.to_device(cpu)
+        assert seen == [cpu] and trunk.base.device == cpu
+    place_encoder(image, Runtime(device=cpu, precision="fp32"))
+    np.testing.assert_array_equal(image.encode_batch(arrays), before[0])
+    np.testing.assert_array_equal(text.encode_batch(texts), before[1])

@@ -8,8 +8,8 @@ class has a ``to_device(device)`` hook moves its network there; one without (num
 inputs already are. The feature cache keys stay the encoder id at fp32, whatever device made the
 features (a GPU's differ from the CPU's by rounding); features made at a reduced precision are cached
 apart, under ``<encoder id>@<precision>`` (:func:`_at_precision`; the encoders with a ``to_device``
-hook, the torch networks). The trunk encoders of a fine-tuned run have no hook: they run on the CPU,
-under the autocast, and still share their fp32 folder.
+hook, the torch networks, the trunk encoders of fine-tuned runs included). ``xmr train`` encodes on
+the runtime's device at fp32 (its caches hold fp32 features whatever the heads train at).
 """
 
 from __future__ import annotations

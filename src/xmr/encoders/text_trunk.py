@@ -318,9 +318,18 @@ class TextTrunkEncoder(TextEncoder):
         input_ids, mask = self.base.tokenize([str(t) for t in inputs], self.length)
         if self.whole:
             return torch.cat([input_ids, mask], dim=1).to(torch.float32).numpy()
+        device = getattr(self.base, "device", None)  # where the base's network runs (to_device)
+        if device is not None:
+            input_ids, mask = input_ids.to(device), mask.to(device)
         states = self.base.trunk(input_ids, mask, int(self.n_tail))
         rows = torch.cat([states.reshape(len(states), -1), mask.to(states.dtype)], dim=1)
-        return rows.to(torch.float16).numpy()
+        return rows.to(torch.float16).cpu().numpy()
+
+    def to_device(self, device: torch.device) -> None:
+        """Run the frozen trunk on ``device`` (the base's network moves; rows still come back as CPU numpy)."""
+        move = getattr(self.base, "to_device", None)
+        if move is not None:
+            move(device)
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "dtype": "float32" if self.whole else TEXT_TRUNK_DTYPE, "length": self.length,

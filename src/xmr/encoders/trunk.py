@@ -306,8 +306,16 @@ class TrunkEncoder(ImageEncoder):
         if self.n_tail == ALL:
             act = self.base.to_pixels(arrays)
         else:
-            act = self.base.trunk(self.base.to_input(arrays), int(self.n_tail))
-        return act.reshape(len(act), -1).to(torch.float16).numpy()
+            device = getattr(self.base, "device", None)  # where the base's network runs (to_device)
+            x = self.base.to_input(arrays)
+            act = self.base.trunk(x if device is None else x.to(device), int(self.n_tail))
+        return act.reshape(len(act), -1).to(torch.float16).cpu().numpy()
+
+    def to_device(self, device: torch.device) -> None:
+        """Run the frozen trunk on ``device`` (the base's network moves; rows still come back as CPU numpy)."""
+        move = getattr(self.base, "to_device", None)
+        if move is not None:
+            move(device)
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "dtype": TRUNK_DTYPE, "boundary_shape": list(self.boundary_shape)}

@@ -21,7 +21,7 @@ from xmr.models import ModelConfig
 from xmr.runs.base import save_run_config, saved_run_matches
 from xmr.runs.config import RunConfig, RunEncoders, head_settings, run_encoders, run_items
 from xmr.runs.paper_features import FinetuneConfig
-from xmr.runtime.device import CPU_FP32, Runtime
+from xmr.runtime.device import Runtime
 from xmr.semantics.labeller import ImageNetLabeller
 from xmr.text import Vocabulary
 from xmr.training import EvalSet, PairSet, TrainResult, train_joint_model
@@ -115,9 +115,9 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
         log.info("vocabulary: %d words from %d training texts", len(vocab) - 2,
                  sum(len(it.texts) for it in [*train_items, *pseudo_items]))
         vocab.save(out / "vocab.json")
-    # one pair for all item sets (weights load once), on the CPU at fp32 whatever the heads train at; the
-    # runtime's image-reading workers read their images
-    readers = dataclasses.replace(CPU_FP32, loader_workers=runtime.loader_workers) if runtime is not None else None
+    # one pair for all item sets (weights load once), on the runtime's device at fp32 whatever the heads train
+    # at (the caches keep fp32 features); the runtime's image-reading workers read their images
+    readers = dataclasses.replace(runtime, precision="fp32") if runtime is not None else None
     encoders = run_encoders(config, vocab, readers)
     encode = functools.partial(encode_items, **encoders, cache_dir=cache_dir, show_progress=show_progress,
                                skip_bad=skip_bad)
