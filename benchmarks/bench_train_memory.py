@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from xmr.utils.paths import default_cache_dir
 
     data_cache = a.cache_dir or default_cache_dir()
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="xmr-train-memory-") as tmp:
         work = Path(tmp)
         manifest = subset_manifest(Path(data_cache), work, a.train_items, a.val_items)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"# xmr train: time and peak memory per case\n\n`{command_line()}`\n\n"
             f"{a.train_items} training / {a.val_items} validation emoji, 1 epoch of {a.steps} steps x "
             f"{a.batch_size} pairs + validation, {a.threads} threads, {a.repeat} rounds, CPU; load at the start "
-            f"{os.getloadavg()[0]:.1f}\n\n{table}\n")
+            f"{load_at_start:.1f}\n\n{table}\n")
     a.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out / f"train_memory_{a.steps}x{a.batch_size}.md", text)
     print(text)
