@@ -40,6 +40,7 @@ from xmr.encoders.augment import DEFAULT_KINDS, AugmentConfig
 from xmr.encoders.finetune import TailDepth, parse_depth
 from xmr.runs.config import RunConfig, TrainSource
 from xmr.training import TrainConfig
+from xmr.training.execution import ExecutionConfig
 from xmr.utils.io import load_json
 from xmr.workflows.demo import EVAL_TEXTS_PER_ITEM
 from xmr.workflows.evaluate import evaluate_run
@@ -87,7 +88,9 @@ def train_one(args: argparse.Namespace, session: Session, emoji: Path, sources: 
     history = run / "history.json"
     epochs_before = len(load_json(history)) if history.is_file() else 0
     t0 = time.perf_counter()
-    res = train_run(cfg, run, cache_dir=cache_dir, show_progress=False)
+    # micro-batches change memory, not results (exact gradient accumulation): not in the run's name
+    execution = ExecutionConfig(micro_batch=args.micro_batch)
+    res = train_run(cfg, run, cache_dir=cache_dir, show_progress=False, execution=execution)
     wall = time.perf_counter() - t0
     epochs = [float(r["seconds"]) for r in res.history]
     test = evaluate_run(run, split="test", cache_dir=cache_dir, command=command_line(), show_progress=False)
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-lr", type=float, default=DEFAULT_FINETUNE_LR)
     ap.add_argument("--text-layers", type=parse_depth, default=0, help="also fine-tune MiniLM's last N layers (or all)")
     ap.add_argument("--layer-lr-decay", type=float, default=1.0, help="layer-wise lr decay of the tails (1: off)")
+    ap.add_argument("--micro-batch", type=int, default=None,
+                    help="embed each batch this many pairs at a time (the same gradients, less memory)")
     ap.add_argument("--ema", type=float, default=0.0, help="weight-average decay (0: off)")
     ap.add_argument("--cross-style", type=float, default=0.0, help="weight of the cross-style image-image term")
     ap.add_argument("--augment", nargs="*", default=[], choices=list(DEFAULT_KINDS) + ["hflip"],
