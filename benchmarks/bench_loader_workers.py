@@ -27,34 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from xmr.bench.common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio
+from xmr.bench.images import make_jpegs
 from xmr.utils.io import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loader_workers"
-
-
-def make_jpegs(folder: Path, n: int, size: int = 224, seed: int = 0) -> list[Path]:
-    """``n`` photo-like ``size`` x ``size`` JPEGs (quality 90) in ``folder``."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    paths = []
-    for i in range(n):
-        a = rng.uniform(0, 2 * np.pi, 3)
-        base = np.stack([127 + 100 * np.sin(6 * xx * np.cos(a[c]) + 6 * yy * np.sin(a[c]) + c) for c in range(3)], 2)
-        img = Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(img)
-        for _ in range(4):
-            x0, y0 = (int(v) for v in rng.integers(0, size - 40, 2))
-            box = [x0, y0, x0 + int(rng.integers(20, 120)), y0 + int(rng.integers(20, 120))]
-            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
-        p = folder / f"img{i:05d}.jpg"
-        img.save(p, quality=90)
-        paths.append(p)
-    return paths
 
 
 def encode(folder: Path, encoder: str, workers: int, cache: str | None = None) -> None:
