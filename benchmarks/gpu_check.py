@@ -9,6 +9,9 @@ Writes ``gpu_check.md`` (a markdown table) and ``gpu_check.json`` under ``--out`
   cosine; fp32 and bf16, each against a stated floor);
 * ``full step``: one training step of the whole image network plus a linear head (InfoNCE against
   fixed text vectors, AdamW), seconds per step on the CPU and the device (fp32, bf16);
+* ``xmr all step``: the same step through xmr's own whole-network path (``--finetune-image-blocks all``:
+  the ``efficientnet-lite0`` trunk encoder's pixel rows, its ``"all"`` tail), when xmr's EfficientNet-Lite0
+  can be built (its weight packages carried);
 * ``trainer``: xmr's own ``train_joint_model(..., runtime=)`` on synthetic features (1280-d images,
   384-d texts): seconds per epoch, and the per-epoch train losses of the device (fp32, bf16) against
   the CPU's fp32 run (largest relative difference, against a stated tolerance);
@@ -244,18 +247,60 @@ def full_step_seconds(net: Pooled, batch: torch.Tensor, steps: int, runtime: Run
     Each step: forward of ``batch`` (B, S, S, 3) under the runtime's autocast, InfoNCE of the head's
     embeddings (B, 256) against fixed random text vectors (B, 256), backward, AdamW (fp32 weights).
     """
+    net = net.to(runtime.device).train()
+    try:
+        return step_seconds(net, net, to_input(batch, runtime.device), net.dim, steps, runtime, seed)
+    finally:
+        net.eval()
+
+
+def xmr_tail_step_seconds(rows: torch.Tensor, steps: int, runtime: Runtime, seed: int = 0) -> float | None:
+    """Seconds per training step of xmr's own whole-network path (``--finetune-image-blocks all``): the
+    ``efficientnet-lite0`` trunk encoder's cached pixel rows (B, 3*S*S) through a fresh
+    ``trunk_encoder("all").make_tail()`` on the device, then the step of :func:`full_step_seconds`.
+    None when xmr's EfficientNet-Lite0 cannot be built here (its weight packages are missing)."""
+    tail = xmr_all_tail(int(math.isqrt(rows.shape[1] // 3)))
+    if tail is None:
+        return None
+    tail = tail.to(runtime.device).train()
+    return step_seconds(tail.features, tail, rows.to(runtime.device), tail.dim, steps, runtime, seed)
+
+
+def xmr_all_tail(image_size: int) -> Any:
+    """xmr's EfficientNet-Lite0 ``"all"`` tail at ``image_size`` px, or None without its packages."""
+    try:
+        from xmr.encoders.efficientnet import EfficientNetLite0
+        return EfficientNetLite0(image_size=image_size).trunk_encoder("all").make_tail()
+    except ImportError:
+        return None
+
+
+def xmr_pixel_rows(paths: list[Path], n: int, image_size: int) -> torch.Tensor | None:
+    """The ``"all"`` trunk encoder's rows (what ``xmr train`` caches) of the first ``n`` JPEGs, or None."""
+    try:
+        from xmr.encoders.efficientnet import EfficientNetLite0
+        enc = EfficientNetLite0(image_size=image_size)
+        trunk = enc.trunk_encoder("all")
+        return torch.from_numpy(trunk.encode_batch([trunk.load(p) for p in paths[:n]]))
+    except ImportError:
+        return None
+
+
+def step_seconds(forward: Callable[[torch.Tensor], torch.Tensor], trained: nn.Module, x: torch.Tensor, dim: int,
+                 steps: int, runtime: Runtime, seed: int = 0) -> float:
+    """Seconds per step of ``forward`` + a linear head to 256-d, InfoNCE against fixed random text vectors,
+    backward and AdamW over ``trained`` and the head (fp32 weights; the forward under the runtime's autocast);
+    one untimed step first."""
     dev = runtime.device
     torch.manual_seed(seed)
-    head = nn.Linear(net.dim, 256)
-    texts = F.normalize(torch.randn(len(batch), 256), dim=1).to(dev)
-    net, head = net.to(dev).train(), head.to(dev)
-    opt = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=1e-4)
-    x = to_input(batch, dev)
-    target = torch.arange(len(batch), device=dev)
+    head = nn.Linear(dim, 256).to(dev)
+    texts = F.normalize(torch.randn(len(x), 256), dim=1).to(dev)
+    opt = torch.optim.AdamW([*trained.parameters(), *head.parameters()], lr=1e-4)
+    target = torch.arange(len(x), device=dev)
 
     def step() -> None:
         with runtime.autocast():
-            emb = F.normalize(head(net(x)).float(), dim=1)
+            emb = F.normalize(head(forward(x)).float(), dim=1)
         loss = F.cross_entropy(emb @ texts.T / 0.07, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -267,7 +312,6 @@ def full_step_seconds(net: Pooled, batch: torch.Tensor, steps: int, runtime: Run
     for _ in range(steps):
         step()
     _sync(dev)
-    net.eval()
     return (time.perf_counter() - t0) / steps
 
 
@@ -462,6 +506,21 @@ def main(argv: list[str] | None = None) -> int:
                     s = full_step_seconds(net, batch, sizes.steps, rt)
                     report.add("full step", str(dev), prec, s, "s/step", cpu=cpu_step, ratio=cpu_step / s,
                                ok=cpu_step / s >= 20, note=f"batch {len(batch)}; target 20x the CPU")
+
+        with _stage(report, "xmr all step"):  # xmr's own whole-network tail (--finetune-image-blocks all)
+            rows = xmr_pixel_rows(paths, sizes.step_batch, sizes.image_size)
+            cpu_tail = xmr_tail_step_seconds(rows, sizes.steps_cpu, cpu) if rows is not None else None
+            if rows is None or cpu_tail is None:
+                report.add("xmr all step", "cpu", "fp32", math.nan, "s/step",
+                           note="skipped: xmr's efficientnet-lite0 needs its weight packages")
+            else:
+                report.add("xmr all step", "cpu", "fp32", cpu_tail, "s/step", note=f"batch {len(rows)}")
+                if not on_cpu:
+                    for prec, rt in runtimes.items():
+                        s = xmr_tail_step_seconds(rows, sizes.steps, rt)
+                        assert s is not None
+                        report.add("xmr all step", str(dev), prec, s, "s/step", cpu=cpu_tail, ratio=cpu_tail / s,
+                                   ok=cpu_tail / s >= 20, note=f"batch {len(rows)}; target 20x the CPU")
 
         runs: dict[str, dict[str, Any]] = {}
         with _stage(report, "trainer"):  # xmr's trainer at each runtime
