@@ -22,7 +22,8 @@ def test_gpu_check_on_cpu_writes_every_row(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     rows = {(r["check"], r["precision"]): r for r in report["rows"]}
     expected = [("encode", "fp32"), ("features", "fp32"), ("features", "bf16"), ("full step", "fp32"),
-                ("xmr all step", "fp32"), ("trainer", "fp32"), ("trainer", "bf16"), ("loss", "bf16"), ("ddp", "fp32"), ("ddp loss", "fp32")]
+                ("xmr all step", "fp32"), ("trainer", "fp32"), ("trainer", "bf16"), ("loss", "bf16"), ("ddp", "fp32"),
+                ("ddp loss", "fp32")]
     assert sorted(rows) == sorted(expected), report["rows"]
     for row in report["rows"]:
         assert math.isfinite(row["value"]) and row["value"] >= 0, row
