@@ -175,6 +175,18 @@ def test_index_without_a_run_needs_a_folder_and_a_run_takes_no_pair(toy_index: t
     assert "choose the pair of a folder's own run (no RUN)" in err
     err = cli_error(["index", "--images", tmp_path / "nope"], capsys)
     assert "is not a folder of images" in err
+    folder = bare_folder(tmp_path / "pictures")
+    err = cli_error(["index", folder], capsys)  # --images left out
+    assert f"is a folder of images, not a run (no run.json); to index it with a pretrained pair, no training: " \
+           f"`xmr index --images {folder}`" in err
+
+
+def test_training_on_a_folder_of_images_points_at_the_day_one_route(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    folder = bare_folder(tmp_path / "pictures")
+    err = cli_error(["train", folder, "--out", tmp_path / "r", "--image-encoder", "toy-image", "--text-encoder",
+                     "toy-text"], capsys)
+    assert f"to search a folder of images with no training and no captions: `xmr index --images {folder}`" in err
 
 
 def test_a_run_without_a_dataset_names_one_for_eval(joint_pair: None, tmp_path: Path,

@@ -26,7 +26,7 @@ from xmr.cli.options import (
     runtime_from_args,
     shown_default,
 )
-from xmr.errors import Param, XmrError
+from xmr.errors import Call, Param, XmrError
 
 if TYPE_CHECKING:
     from xmr.index.run_record import IndexRun
@@ -174,9 +174,26 @@ def run(a: argparse.Namespace) -> None:
     if given_values(a, _PAIR):
         raise XmrError("{image} and {text} choose the pair of a folder's own run (no RUN); {run} has its encoders",
                        image=Param("image_encoder"), text=Param("text_encoder"), run=a.run)
+    if a.images is None and _holds_images(a.run):
+        raise XmrError("{run} is a folder of images, not a run (no run.json); to index it with a pretrained pair, "
+                       "no training: {fix}", run=a.run, fix=Call("index_folder", Param("images", a.run)))
     task = run_task(a)
     task.require("index", a.run)  # a run of a task without an index: one line saying what it is
     _print_built(a, job, task.index(a.run, job, runtime=runtime))
+
+
+def _holds_images(folder: str) -> bool:
+    """``folder`` has no ``run.json`` and holds image files (``xmr index photos`` meant ``--images photos``)."""
+    from xmr.data.folder import IMAGE_SUFFIXES
+    from xmr.runs.base import RUN_FILE
+
+    path = Path(folder)
+    if not path.is_dir() or (path / RUN_FILE).exists():
+        return False
+    try:
+        return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+    except OSError:
+        return False
 
 
 def _run_folder(a: argparse.Namespace, job: IndexJob, runtime: Runtime) -> None:
