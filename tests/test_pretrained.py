@@ -25,7 +25,7 @@ from xmr.encoders import ENCODERS, create_image_encoder, create_text_encoder
 from xmr.encoders.toy import ToyImageEncoder, ToyTextEncoder
 from xmr.errors import XmrError
 
-from hostile import cli_error, cli_ok
+from hostile import cli_error, cli_ok, remount_readonly, tmpfs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 JOINT = ["--image-encoder", "toy-joint-image", "--text-encoder", "toy-joint-text"]
@@ -97,15 +97,15 @@ def test_a_clip_checkpoint_is_a_run_with_no_training(tmp_path: Path, capsys: pyt
     items = select_split(read_items(str(manifest)), "test")
     texts = list(dict.fromkeys(t for it in items for t in it.texts))
     img_enc, txt_enc = create_image_encoder(name), create_text_encoder(name)
-    sim = _cosine(img_enc.encode_batch([img_enc.load(it.image) for it in items]), txt_enc.encode_batch(texts))
+    gallery = img_enc.encode_batch([img_enc.load(it.image) for it in items])
+    sim = _cosine(gallery, txt_enc.encode_batch(texts))
     i2t = np.mean([texts[int(np.argmax(sim[i]))] in items[i].texts for i in range(len(items))]) * 100
     t2i = np.mean([texts[j] in items[int(np.argmax(sim[:, j]))].texts for j in range(len(texts))]) * 100
     assert got["i2t_r1"] == pytest.approx(i2t, abs=1e-6) and got["t2i_r1"] == pytest.approx(t2i, abs=1e-6)
     cli_ok(["index", run, "--split", "test", "--cache-dir", cache], capsys)
     hits = Searcher.from_run(run).search_text("a red circle", k=len(items))
     q = txt_enc.encode_batch(["a red circle"])
-    by_id = {it.id: float(c) for it, c in zip(items, _cosine(q, img_enc.encode_batch(
-        [img_enc.load(it.image) for it in items]))[0])}
+    by_id = {it.id: float(c) for it, c in zip(items, _cosine(q, gallery)[0])}
     np.testing.assert_allclose([h.score for h in hits], [by_id[h.id] for h in hits], atol=COS_ATOL)
 
 
@@ -179,6 +179,18 @@ def test_index_without_a_run_needs_a_folder_and_a_run_takes_no_pair(toy_index: t
     err = cli_error(["index", folder], capsys)  # --images left out
     assert f"is a folder of images, not a run (no run.json); to index it with a pretrained pair, no training: " \
            f"`xmr index --images {folder}`" in err
+
+
+def test_a_read_only_folder_is_told_where_its_run_can_go(joint_pair: None, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with tmpfs(tmp_path / "ro", "4M") as ro:
+        bare_folder(ro / "pictures")
+        remount_readonly(ro)
+        err = cli_error(["index", "--images", ro / "pictures", *JOINT], capsys)
+        assert "(read-only); make a run elsewhere with `xmr pretrained --out RUN`, then index the folder with it: " \
+               f"`xmr index RUN --images {ro / 'pictures'}`" in err
+        cli_ok(["pretrained", "--out", tmp_path / "run", *JOINT], capsys)
+        assert "6 images" in cli_ok(["index", tmp_path / "run", "--images", ro / "pictures", "--recursive"], capsys)
 
 
 def test_training_on_a_folder_of_images_points_at_the_day_one_route(tmp_path: Path,

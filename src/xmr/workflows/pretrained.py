@@ -167,6 +167,11 @@ def index_folder(images: str | Path, job: IndexJob | None = None, *, run_dir: st
     run = Path(run_dir) if run_dir is not None else folder / FOLDER_RUN
     asked = {"image_encoder": image_encoder, "text_encoder": text_encoder}
     made = not (run / RUN_FILE).is_file()
+    if made and run_dir is None and not os.access(folder, os.W_OK | os.X_OK):  # a read-only folder, a mounted share
+        raise XmrError("cannot write the folder's own run into {folder} (read-only); make a run elsewhere with {make}, "
+                       "then index the folder with it: {index}", folder=str(folder),
+                       make=Call("pretrained_run", Param("out_dir", "RUN")),
+                       index=Call("index_run", Param("run_dir", "RUN"), Param("images", str(folder))))
     if made:
         cfg = pretrained_run(run, image_encoder=image_encoder or DAY_ONE_IMAGE_ENCODER,
                              text_encoder=text_encoder or DAY_ONE_TEXT_ENCODER)
