@@ -228,6 +228,9 @@ DEFAULT_SOURCES: dict[tuple[str, str], tuple[str, str]] = {
                                          "memory_budget", "texts_per_item", "tune", "edits", "skip_bad", "cache_dir",
                                          "rerank")},
     ("index", "out"): (_JOB, "out_dir"),
+    **{("index", d): ("xmr.workflows.pretrained:index_folder", d) for d in ("image_encoder", "text_encoder")},
+    **{("pretrained", d): ("xmr.workflows.pretrained:pretrained_run", d)
+       for d in ("image_encoder", "text_encoder", "manifest", "overwrite")},
     ("index", "rerank_target"): (_JOB, "rerank_targets"),
     **{("index", d): ("xmr.index.config:IndexConfig", d) for d in ("ef_search", "nprobe", "refine")},
     **{("index add", d): ("xmr.workflows.index_edit:add_to_index", d) for d in ("split", "skip_bad", "cache_dir")},

@@ -122,9 +122,11 @@ def test_a_folder_without_captions_is_told_how_to_search_it(toy_run: tuple[Path,
     out = cli_ok(["data", "manifest", folder, "--out", tmp_path / "d.jsonl", "--split", "60/20/20"], capsys)
     assert "no texts at all" in out and f"xmr index RUN --images {folder}" in out
     err = cli_error(["train", tmp_path / "d.jsonl", "--out", tmp_path / "r", *TOY, "--cache-dir", cache], capsys)
-    assert "none of the 8 images" in err and "A folder without captions" in err
+    assert "none of the 8 images" in err and "Your own folder of images" in err
+    assert f"with no training and no captions: `xmr index --images {folder}` (a pretrained pair), then " \
+           f"`xmr search {folder / '.xmr'}`" in err
     assert f"`xmr index RUN --images {folder} --out NEW_INDEX`" in err
-    assert "### A folder without captions" in README.read_text()  # where the hint points
+    assert "### Your own folder of images" in README.read_text()  # where the hint points
     # the route it names works: the folder indexed with an existing run, then searched
     out = cli_ok(["search", run, "--index", idx, "--text", "a red circle", "-k", "3"], capsys)
     assert len([line for line in out.splitlines() if line.strip()]) == 3

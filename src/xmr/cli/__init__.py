@@ -5,8 +5,10 @@ of its own (``add_parser(subparsers)`` and ``run(args)``):
     xmr data manifest DIR --out M  cli.data      xmr.workflows.folder.write_folder_manifest
     xmr encode MANIFEST            cli.encode    xmr.workflows.features.encode_items
     xmr train MANIFEST --out RUN   cli.train     the task's train (xmr.tasks; retrieval: xmr.workflows.train.train_run)
+    xmr pretrained --out RUN       cli.pretrained  xmr.workflows.pretrained.pretrained_run (a pretrained pair)
     xmr index RUN                  cli.index     the run's task's index (retrieval: xmr.workflows.index.index_run;
                                                  add / remove: xmr.workflows.index_edit)
+    xmr index --images DIR         cli.index     xmr.workflows.pretrained.index_folder (DIR/.xmr, made the first time)
     xmr search RUN --text "..."    cli.search    the run's task's search (retrieval: xmr.search.Searcher)
     xmr eval RUN                   cli.evaluate  the run's task's evaluate (retrieval: workflows.evaluate.evaluate_run)
     xmr demo                       cli.demo      xmr.workflows.demo.run_demo

@@ -25,6 +25,8 @@ _OPTION_OF_VALUE: dict[tuple[str, object], str] = {
 #: as positional arguments, in order)
 _COMMAND_OF_CALL: dict[str, tuple[str, tuple[str, ...]]] = {
     "index_run": ("index", ("run_dir",)),
+    "index_folder": ("index", ()),
+    "pretrained_run": ("pretrained", ()),
     "write_folder_manifest": ("data manifest", ("root",)),
     "train_run": ("train", ("manifest",)),
     "Searcher.from_run": ("search", ("run_dir",)),

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xmr.cli.options import (
@@ -24,20 +26,29 @@ from xmr.cli.options import (
     runtime_from_args,
     shown_default,
 )
+from xmr.errors import Call, Param, XmrError
 
 if TYPE_CHECKING:
     from xmr.index.run_record import IndexRun
+    from xmr.runtime.device import Runtime
     from xmr.workflows.index_job import IndexJob
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("index", help="index a gallery with a trained run")
-    p.add_argument("run")
+    p = sub.add_parser("index", help="index a gallery with a run; a folder of images with no run: with a pretrained "
+                                     "pair, no training")
+    p.add_argument("run", nargs="?", default=None,
+                   help="the run to index with; left out with --images FOLDER: the folder's own run, FOLDER/.xmr, "
+                        "made from a pretrained pair the first time (no training, no captions)")
     p.add_argument("--manifest", default=None, help="gallery manifest (default: the run's)")
     p.add_argument("--images", default=None, metavar="FOLDER",
                    help="index a folder of images instead (ids = paths relative to it; texts from optional "
                         "sidecar .txt/.json files; unreadable files are skipped, counted and listed)")
     add_recursive(p)
+    p.add_argument("--image-encoder", type=_encoder_name, default=None,
+                   help="no RUN: the image side of the pair the folder's own run is made from")
+    p.add_argument("--text-encoder", type=_encoder_name, default=None,
+                   help="no RUN: the text side (its space must be the image side's)")
     p.add_argument("--split", default=None, help="only this split (default: all items)")
     p.add_argument("--shards", default=None, metavar="FOLDER",
                    help="index the feature shards `xmr encode --shards/--engine ray` wrote, one shard at a time "
@@ -100,9 +111,12 @@ def _index_defaults() -> dict[str, str]:
     the search parameters' from :class:`~xmr.index.config.IndexConfig`."""
     from xmr.index.config import IndexConfig
     from xmr.workflows.index_job import AUTO, FLAT, IndexJob
+    from xmr.workflows.pretrained import DAY_ONE_IMAGE_ENCODER, DAY_ONE_TEXT_ENCODER
 
     c = IndexConfig(dim=1)
     return {"ef_search": str(c.ef_search), "nprobe": str(c.nprobe), "refine": str(c.refine),
+            "image_encoder": f"the run already in FOLDER/.xmr, else {DAY_ONE_IMAGE_ENCODER}",
+            "text_encoder": f"the run already in FOLDER/.xmr, else {DAY_ONE_TEXT_ENCODER}",
             "factory": f"{FLAT}; {AUTO} with --memory-budget",
             "rerank_target": shown_default(library_default(IndexJob, "rerank_targets"))}
 
@@ -141,14 +155,69 @@ def index_job(a: argparse.Namespace) -> IndexJob:
                     tune_fixed=tuple(p.partition("=")[0].strip().rpartition(".")[2] for p in a.rerank_param))
 
 
-def run(a: argparse.Namespace) -> None:
-    from xmr.index.run_record import load_index_run
+def _encoder_name(text: str) -> str:
+    from xmr.tasks.options import encoder_name
 
+    return encoder_name(text)
+
+
+#: ``xmr index``'s options of the pair a folder's own run is made from -> ``index_folder``'s keywords
+_PAIR = {"image_encoder": "image_encoder", "text_encoder": "text_encoder"}
+
+
+def run(a: argparse.Namespace) -> None:
     runtime = runtime_from_args(a)  # resolved once, before anything is read: a missing device fails first
     job = index_job(a)
+    if a.run is None:
+        _run_folder(a, job, runtime)
+        return
+    if given_values(a, _PAIR):
+        raise XmrError("{image} and {text} choose the pair of a folder's own run (no RUN); {run} has its encoders",
+                       image=Param("image_encoder"), text=Param("text_encoder"), run=a.run)
+    if a.images is None and _holds_images(a.run):
+        raise XmrError("{run} is a folder of images, not a run (no run.json); to index it with a pretrained pair, "
+                       "no training: {fix}", run=a.run, fix=Call("index_folder", Param("images", a.run)))
     task = run_task(a)
     task.require("index", a.run)  # a run of a task without an index: one line saying what it is
-    out = task.index(a.run, job, runtime=runtime)
+    _print_built(a, job, task.index(a.run, job, runtime=runtime))
+
+
+def _holds_images(folder: str) -> bool:
+    """``folder`` has no ``run.json`` and holds image files (``xmr index photos`` meant ``--images photos``)."""
+    from xmr.data.folder import IMAGE_SUFFIXES
+    from xmr.runs.base import RUN_FILE
+
+    path = Path(folder)
+    if not path.is_dir() or (path / RUN_FILE).exists():
+        return False
+    try:
+        return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def _run_folder(a: argparse.Namespace, job: IndexJob, runtime: Runtime) -> None:
+    """``xmr index --images FOLDER`` with no RUN: :func:`~xmr.workflows.pretrained.index_folder`."""
+    from xmr.workflows.pretrained import index_folder
+
+    if a.images is None:
+        raise XmrError("give the RUN to index with, or a folder with {images} (indexed with a pretrained pair, no "
+                       "training)", images=Param("images", "FOLDER"))
+    r = index_folder(a.images, job, **given_values(a, _PAIR), runtime=runtime)
+    how = "no training" if r.config.pretrained_space is not None else "a trained run"
+    print(f"run: {r.run_dir} ({r.config.image_encoder} + {r.config.text_encoder}, {how}"
+          f"{'; made now' if r.made else ''})")
+    _print_built(a, job, r.index_dir)
+    run_dir = shlex.quote(str(r.run_dir))
+    index = f" --index {shlex.quote(str(r.index_dir))}" if job.out_dir else ""
+    print(f"search it: xmr search {run_dir}{index} --text 'a dog on a beach'  (by text), or --image FILE "
+          "(image -> image)")
+
+
+def _print_built(a: argparse.Namespace, job: IndexJob, out: Path) -> None:
+    """What the build made, from its ``index_run.json``."""
+    from xmr.index.run_record import load_index_run
+
     built = load_index_run(out)
     if job.shards is not None:
         print(f"index: {out} ({built.n_images} images, {built.n_texts} texts, from the shards in {a.shards})")

@@ -6,12 +6,26 @@ from __future__ import annotations
 import argparse
 import typing
 
-from xmr.cli import caption, data, demo, encode, evaluate, export, imagine, index, listing, search, serve, train
+from xmr.cli import (
+    caption,
+    data,
+    demo,
+    encode,
+    evaluate,
+    export,
+    imagine,
+    index,
+    listing,
+    pretrained,
+    search,
+    serve,
+    train,
+)
 from xmr.cli.options import positive_int
 from xmr.errors import XmrError
 
 #: the command modules, in the order ``xmr --help`` lists their commands
-COMMANDS = (data, encode, train, index, search, evaluate, export, demo, caption, imagine, serve, listing)
+COMMANDS = (data, encode, train, pretrained, index, search, evaluate, export, demo, caption, imagine, serve, listing)
 
 
 class _Parser(argparse.ArgumentParser):

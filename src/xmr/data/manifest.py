@@ -187,9 +187,11 @@ def check_manifest_file(path: Path) -> None:
         check_input_file(path, "manifest")
     except InputFileError as e:
         if e.is_folder:
-            raise XmrError("{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON); for a folder of "
-                           "images use {images} (when indexing or encoding) or write its manifest first: {write}",
-                           path=str(path), images=Param("images", str(path)),
+            raise XmrError("{path}: a folder, not a manifest file (JSONL, CSV or Karpathy JSON); to search a folder "
+                           "of images with no training and no captions: {now}; else use {images} (when indexing or "
+                           "encoding) or write its manifest first: {write}",
+                           path=str(path), now=Call("index_folder", Param("images", str(path))),
+                           images=Param("images", str(path)),
                            write=Call("write_folder_manifest", Param("root", str(path)), Param("out", "M"))) from None
         raise
 

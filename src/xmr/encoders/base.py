@@ -42,11 +42,20 @@ class Encoder(abc.ABC):
 
     ``encoder_id`` names the weights *and* the preprocessing: two encoders whose outputs could
     differ must have different ids, since the feature cache is keyed by it.
+
+    ``joint_space`` names the embedding space the features live in when the encoder was trained
+    (or built) to embed into a space it shares with encoders of the other modality: an image encoder
+    and a text encoder naming the same space score a pair by the cosine of their raw features, so a
+    run can be made from them with no training (:func:`shared_space`,
+    :func:`xmr.workflows.pretrained.pretrained_run`). ``minilm-l6``'s sentence space is
+    ``"minilm-l6"`` (:data:`xmr.encoders.minilm.MINILM_SPACE`); both sides of ``hf-clip:PATH``
+    name their checkpoint's. None: a space of its own (the default).
     """
 
     modality: ClassVar[Modality]
     dim: int
     encoder_id: str
+    joint_space: str | None = None
     default_batch_size: int = 32
     #: ``encode_batch`` may run in several threads at once (a service then encodes batches in parallel)
     thread_safe: ClassVar[bool] = False
@@ -236,6 +245,15 @@ def wrong_side(name: str, declared: str, side: Modality) -> XmrError:
     return XmrError("encoder {name} encodes {declared}s, not {side}s; give {wanted} encoder: {choices}",
                     name=repr(name), declared=declared, side=side, wanted=wanted,
                     choices=", ".join(encoder_names(side)))
+
+
+def shared_space(image: Encoder, text: Encoder) -> str | None:
+    """The space ``image`` and ``text`` both embed into (their ``joint_space``, the same and not None,
+    with features of one size), else None: a pair that scores by the cosine of its raw features."""
+    space = getattr(image, "joint_space", None)
+    if space is None or space != getattr(text, "joint_space", None) or int(image.dim) != int(text.dim):
+        return None
+    return str(space)
 
 
 def check_declared_side(name: str, side: Modality) -> None:

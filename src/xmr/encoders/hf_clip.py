@@ -457,6 +457,7 @@ class _CheckpointSide(Encoder):
             return HfClipImageTrunk(self, n_tail)
         return HfClipTextTrunk(self, n_tail)  # type: ignore[arg-type]  # the text side
 
+    joint_space = property(lambda self: f"{FAMILY}:{self.checkpoint.digest}")  # its checkpoint's, by content
     def joint_temperature(self, other: object) -> float | None:
         """The checkpoint's temperature when ``other`` (an encoder or its trunk) is this checkpoint's other side."""
         mine = self.checkpoint

@@ -39,6 +39,10 @@ from xmr.errors import XmrError
 
 log = logging.getLogger(__name__)
 
+#: the sentence space of all-MiniLM-L6-v2 (:attr:`~xmr.encoders.base.Encoder.joint_space`): an image
+#: encoder whose features are MiniLM sentence vectors (a zero-shot model over class names) names it too
+MINILM_SPACE = "minilm-l6"
+
 
 @ENCODERS.register("minilm-l6")
 class MiniLML6(TextEncoder):
@@ -51,6 +55,7 @@ class MiniLML6(TextEncoder):
     finetune_depth = 6  # the fine-tuning capability (xmr.encoders.finetune)
     max_length = 256  # tokens encode_batch keeps (the package's sentence_bert_config.json max_seq_length)
     query_stand_in = "minilm-l6-int8"  # the same model as int8 ONNX (xmr.encoders.minilm_int8)
+    joint_space = MINILM_SPACE
 
     def __init__(self) -> None:
         self._model = None

@@ -59,6 +59,7 @@ class MiniLML6Int8(TextEncoder):
 
     dim = 384
     encoder_id = "all-minilm-l6-v2-onnx-int8"
+    joint_space = "minilm-l6"  # MiniLM's own space (xmr.encoders.minilm.MINILM_SPACE), within 1e-3 cosine
     default_batch_size = 64
     max_length = 256  # the torch model's max_seq_length
     thread_safe = True

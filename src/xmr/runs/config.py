@@ -16,7 +16,7 @@ from xmr.encoders import ENCODERS, ImageEncoder, TextEncoder, create_image_encod
 from xmr.encoders.augment import AugmentConfig, check_augmentable
 from xmr.encoders.base import check_declared_side, is_encoder_name, resolve_encoder
 from xmr.encoders.placement import place_encoder
-from xmr.errors import XmrError
+from xmr.errors import Param, XmrError
 from xmr.evaluation.similarity import SIMILARITIES
 from xmr.models import HEADS, JointModel, ModelConfig, load_model
 from xmr.objectives import Fit, check_fit
@@ -116,6 +116,10 @@ class RunConfig(BaseRunConfig):
             (:class:`~xmr.runs.paper_features.SparseDataConfig`); None: every training text.
         augment: training views of every training image (:class:`~xmr.encoders.augment.AugmentConfig`;
             ``views=0``: none); one of the plain and the augmented views is drawn per image and epoch.
+        pretrained_space: set when the run was made from a pretrained pair without training
+            (:func:`xmr.workflows.pretrained.pretrained_run`): the space both encoders embed into
+            (their :attr:`~xmr.encoders.base.Encoder.joint_space`); the heads are ``identity``, ``train``
+            is unused, and ``manifest`` may be empty (no dataset: evaluation then names one). None: trained.
         task: ``"retrieval"``.
     """
 
@@ -140,6 +144,7 @@ class RunConfig(BaseRunConfig):
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     finetune: FinetuneConfig | None = None
     sparse: SparseDataConfig | None = None
+    pretrained_space: str | None = None
     task: str = field(default="retrieval", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -167,6 +172,20 @@ class RunConfig(BaseRunConfig):
             raise XmrError(f"eval_texts_per_item must be >= 1 or None, got {self.eval_texts_per_item}")
         SIMILARITIES.get(self.similarity)  # an unknown similarity, listing the known ones
         check_fit(self.train, self.train.components, self.objective_fit)
+        self._check_pretrained()
+
+    def _check_pretrained(self) -> None:
+        """A run made without training has identity heads and nothing that only training uses."""
+        if self.pretrained_space is None:
+            return
+        trained = {"head": self.head != "identity", "image_head": self.image_head is not None,
+                   "two_branch": self.two_branch is not None, "text_model": self.text_model is not None,
+                   "finetune": self.finetune is not None, "sparse": self.sparse is not None,
+                   "extra_train": bool(self.extra_train), "augment": bool(self.augment.views)}
+        wrong = [name for name, bad in trained.items() if bad]
+        if wrong:
+            raise XmrError("a run made from a pretrained pair without training has identity heads and no training "
+                           "settings; {fields} set", fields=", ".join(wrong))
 
     def _check_text_encoder(self) -> None:
         """A word-level text model's settings (filled in at their defaults), or a registered text encoder."""
@@ -256,6 +275,9 @@ def run_items(cfg: RunConfig, *, manifest: str | None = None, split: str | None 
     ``skip_bad`` skips bad manifest rows (with a warning and a count) instead of refusing them.
     """
     source = manifest or cfg.manifest
+    if not source:
+        raise XmrError("the run was made from a pretrained pair without a dataset; name one with {manifest}",
+                       manifest=Param("manifest", "M"))
     return select_split(read_items(source, image_root=None if manifest else cfg.image_root, skip_bad=skip_bad),
                         split)
 

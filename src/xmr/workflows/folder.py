@@ -24,14 +24,17 @@ from xmr.workflows.features import write_skipped
 
 log = logging.getLogger(__name__)
 
+#: a folder's own run, inside it (hidden: a scan of the folder leaves it out; :mod:`xmr.workflows.pretrained`)
+FOLDER_RUN = ".xmr"
 #: the side an image is decoded at to check it can be read (small: only readability is asked)
 CHECK_SIDE = 32
 
 
 def no_captions_hint(items: Sequence[Item]) -> tuple[str, dict[str, Param]]:
     """What to do with ``items`` when none has a text: training needs captions, searching does not
-    (an index of the folder holding them, made with a run one already has). A template and its
-    fields, to end an error or a report with (:func:`xmr.errors.fill` words it)::
+    (the folder indexed with a pretrained pair, no training: :func:`xmr.workflows.pretrained.index_folder`;
+    or with a run one already has). A template and its fields, to end an error or a report with
+    (:func:`xmr.errors.fill` words it)::
 
         text, fields = no_captions_hint(items)
         raise XmrError("nothing to learn from; " + text, **fields)
@@ -39,13 +42,14 @@ def no_captions_hint(items: Sequence[Item]) -> tuple[str, dict[str, Param]]:
     parents = {os.path.dirname(os.path.abspath(it.image)) for it in items}
     folder = os.path.commonpath(sorted(parents)) if parents else "FOLDER"
     recursive = (Param("recursive", True),) if len(parents) > 1 else ()
+    now = Call("index_folder", Param("images", folder), *recursive)
+    search = Call("Searcher.from_run", Param("run_dir", os.path.join(folder, FOLDER_RUN)))
     index = Call("index_run", Param("run_dir", "RUN"), Param("images", folder), *recursive,
                  Param("out_dir", "NEW_INDEX"))
-    search = Call("Searcher.from_run", Param("run_dir", "RUN"), Param("index_dir", "NEW_INDEX"))
-    return ("to search these images now, index them with a run you already have (its encoders and model): "
-            "{_index}, then {_search} (README: \"A folder without captions\"); to train on them, give them "
-            "captions (a .txt sidecar beside each image, or {_captions}) and write the manifest again",
-            {"_index": index, "_search": search, "_captions": Param("captions", "CSV")})
+    return ("to search these images now, with no training and no captions: {_now} (a pretrained pair), then "
+            "{_search} (README: \"Your own folder of images\"); with a run you already have: {_index}; to train "
+            "on them, give them captions (a .txt sidecar beside each image, or {_captions}) and write the manifest "
+            "again", {"_now": now, "_search": search, "_index": index, "_captions": Param("captions", "CSV")})
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def _train_locked(config: RunConfig, out: Path, *, cache_dir: str | Path | None,
                                    image_regions=int(getattr(encoders["image_encoder"], "n_regions", 0)))
     except ValueError as e:  # an architecture the encoders cannot feed
         raise XmrError(f"invalid model for {config.image_encoder} / {config.text_encoder}: {e}") from None
-    start = _joint_temperature(encoders)
+    start = joint_temperature(encoders)
     if start is not None:  # both sides of one pretrained joint model: start at its own temperature
         model_config = dataclasses.replace(model_config, init_temperature=start)
     uses_gen = config.train.components.generative is not None
@@ -180,7 +180,7 @@ def _tail_of(encoder: ImageEncoder | TextEncoder, name: str) -> tuple[int, dict[
     return int(dim), dict(spec)
 
 
-def _joint_temperature(encoders: RunEncoders) -> float | None:
+def joint_temperature(encoders: RunEncoders) -> float | None:
     """The starting temperature when the two encoders are the two sides of one pretrained joint model
     (``hf-clip:PATH``, its trunks included: ``joint_temperature``): its own ``1 / exp(logit_scale)``,
     kept within the model's scale limit (100, so at least 0.01: the clamp would stop its gradient); else None."""
