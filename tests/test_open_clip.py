@@ -28,7 +28,7 @@ from xmr.encoders.openclip_import import import_open_clip
 from xmr.encoders.openclip_pixels import PixelConfig, to_pixels
 from xmr.errors import XmrError
 
-from hostile import cli_error, cli_ok
+from hostile import cli_error, cli_ok, one_error_line, run_process
 
 if importlib.util.find_spec("open_clip") is None:
     pytest.skip("open_clip_torch is not installed", allow_module_level=True)
@@ -286,3 +286,27 @@ def test_cli_zero_shot_train_and_search(models: dict[str, Any], tmp_path: Path,
     cli_ok(["index", run, "--cache-dir", tmp_path / "c"], capsys)
     out = cli_ok(["search", run, "--text", "a red circle", "-k", "3"], capsys)
     assert len([line for line in out.splitlines() if line.strip()]) >= 3
+
+
+BROKEN_TORCHVISION = """
+import importlib.machinery, sys
+class Broken:  # a torchvision that fails to import, as a build for another torch does
+    def find_spec(self, name, path=None, target=None):
+        return importlib.machinery.ModuleSpec(name, self) if name == "torchvision" else None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise RuntimeError("operator torchvision::nms does not exist")
+sys.meta_path.insert(0, Broken())
+from xmr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_broken_torchvision_is_one_line(models: dict[str, Any], tmp_path: Path) -> None:
+    from xmr.bench.shapes import make_shapes_dataset
+
+    manifest = make_shapes_dataset(tmp_path / "data", copies=1)
+    proc = run_process(["encode", manifest, "--image-encoder", "toy-image", "--text-encoder",
+                        f"open-clip:{models['a']}", "--cache-dir", tmp_path / "c"], code=BROKEN_TORCHVISION)
+    assert "cannot import open_clip (RuntimeError: operator torchvision::nms does not exist)" in one_error_line(proc)

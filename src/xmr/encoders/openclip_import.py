@@ -60,6 +60,8 @@ def _torchvision_missing() -> bool:
         importlib.import_module("torchvision")
     except ModuleNotFoundError as e:
         return e.name is not None and e.name.split(".")[0] == "torchvision"
+    except Exception:  # installed but broken (a build for another torch): open_clip's import then fails in one line
+        return False
     return False
 
 
