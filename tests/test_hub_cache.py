@@ -2,7 +2,7 @@
 
 The cache is built here in the hub client's layout (``models--org--name/{refs,snapshots,blobs}``,
 snapshot files linked to blobs) around tiny random CLIPs (``test_hf_clip.make_clip``); every test
-runs with sockets refused, so a download attempt fails loudly. The reference for where an id
+runs with sockets refused, so nothing can be fetched. The reference for where an id
 resolves is the hub client itself (``snapshot_download(..., local_files_only=True)``); for the
 features, the same checkpoint given as a folder.
 """

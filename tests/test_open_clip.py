@@ -310,3 +310,28 @@ def test_a_broken_torchvision_is_one_line(models: dict[str, Any], tmp_path: Path
     proc = run_process(["encode", manifest, "--image-encoder", "toy-image", "--text-encoder",
                         f"open-clip:{models['a']}", "--cache-dir", tmp_path / "c"], code=BROKEN_TORCHVISION)
     assert "cannot import open_clip (RuntimeError: operator torchvision::nms does not exist)" in one_error_line(proc)
+
+
+def test_a_text_tower_not_in_the_cache_fails_without_asking_the_network(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transformers text tower (``hf_model_name``) that the cache lacks: one line, and no look-up at all
+    (the hub client asks DNS before it connects; without the offline build it would)."""
+    asked: list[object] = []
+
+    def record(*args: object, **kwargs: object) -> None:
+        asked.append(args)
+        raise OSError("no network in tests")
+
+    for name in ("getaddrinfo", "create_connection"):
+        monkeypatch.setattr(socket, name, record)
+    monkeypatch.setattr(socket.socket, "connect", record)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    folder = tmp_path / "hf-text"
+    folder.mkdir()
+    text_cfg = {"hf_model_name": "org/not-cached", "hf_tokenizer_name": "org/not-cached", "hf_proj_type": "linear",
+                "hf_pooler_type": "mean_pooler"}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {**TINY, "text_cfg": text_cfg}}))
+    (folder / "open_clip_model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(XmrError, match=r"cannot load the open-clip model .*hf-text \(OSError") as e:
+        create_text_encoder(f"open-clip:{folder}").encode_batch(["a red circle"])
+    assert "\n" not in str(e.value) and asked == []

@@ -174,22 +174,30 @@ def _read_json(path: Path) -> dict[str, Any]:
     return cfg
 
 
+def _open_clip_chatter(record: logging.LogRecord) -> bool:
+    """False for open_clip's own info lines (it logs them on the root logger) while it builds."""
+    return record.levelno >= logging.WARNING or f"{os.sep}open_clip{os.sep}" not in record.pathname
+
+
 @contextlib.contextmanager
 def _offline() -> Iterator[None]:
     """The hub client (and transformers, which asks it) offline while open_clip builds: a text tower or a
-    tokenizer that is not in the cache fails instead of downloading."""
-    try:
+    tokenizer that is not in the cache fails instead of downloading. open_clip's info lines are left out."""
+    constants: Any = None
+    with contextlib.suppress(ImportError):
         from huggingface_hub import constants
-    except ImportError:
-        yield
-        return
+    root = logging.getLogger()
     with _OFFLINE_LOCK:
-        before = constants.HF_HUB_OFFLINE
-        constants.HF_HUB_OFFLINE = True
+        before = getattr(constants, "HF_HUB_OFFLINE", False)
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = True
+        root.addFilter(_open_clip_chatter)
         try:
             yield
         finally:
-            constants.HF_HUB_OFFLINE = before
+            root.removeFilter(_open_clip_chatter)
+            if constants is not None:
+                constants.HF_HUB_OFFLINE = before
 
 
 _OFFLINE_LOCK = threading.RLock()
