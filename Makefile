@@ -19,10 +19,17 @@ CUDA_TORCH  = $(eval CUDA_TORCH := $(shell $(PYTHON) -c "import sys, torch; sys.
                 >/dev/null 2>&1 && echo yes))$(CUDA_TORCH)
 TORCH_SPEC ?= $(if $(CUDA_TORCH),,"$(TORCH_CPU)")
 
+# open_clip (the open-clip:SPEC encoders and their tests) without its torchvision and timm: their PyPI
+# wheels are built against one torch each, and the CUDA torchvision that pip would pair with the pinned CPU
+# torch fails to import; xmr does its preprocessing itself (xmr.encoders.openclip_pixels) and imports
+# open_clip without torchvision (xmr.encoders.openclip_import). Its other needs come with transformers.
+OPEN_CLIP_SPEC := open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.5
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(if $(CUDA_TORCH),--system-site-packages) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC) -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(OPEN_CLIP_SPEC)
 	touch $@
 
 demo: install

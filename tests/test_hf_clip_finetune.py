@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from test_hf_clip import MAX_TOKENS, WORDS, make_clip
 from xmr.encoders import create_image_encoder, create_text_encoder
 from xmr.encoders.finetune import ALL, EncoderTail, tail_depth
 from xmr.errors import XmrError
+
+from test_hf_clip import MAX_TOKENS, WORDS, make_clip
 
 transformers = pytest.importorskip("transformers")
 

@@ -69,13 +69,14 @@ def test_a_clip_checkpoint_is_a_run_with_no_training(tmp_path: Path, capsys: pyt
     by the checkpoint's own cosine (R@1 both ways against loops over the raw features)."""
     transformers = pytest.importorskip("transformers")
 
-    from test_hf_clip import PROJECTION_DIM, make_clip
     from xmr.bench.shapes import make_shapes_dataset
     from xmr.data.manifest import select_split
     from xmr.data.readers import read_items
     from xmr.encoders.hf_clip import checkpoint_digest
     from xmr.runs import load_run
     from xmr.search import Searcher
+
+    from test_hf_clip import PROJECTION_DIM, make_clip
 
     ckpt = make_clip(tmp_path / "clip")
     manifest = make_shapes_dataset(tmp_path / "data", copies=1)

@@ -8,6 +8,7 @@ from xmr.encoders import (  # noqa: F401  (register the built-ins)
            hf_clip,
            minilm,
            minilm_int8,
+           openclip,
            regions,  # noqa: E402,F401,I001  (register the region encoders; needs the pipeline)
            toy,
 )

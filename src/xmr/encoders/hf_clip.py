@@ -8,9 +8,13 @@ slots, ``--image-encoder hf-clip:PATH --text-encoder hf-clip:PATH``; the slot pi
 share one loaded model. With ``--head identity --embed-dim <its feature size>`` a run serves the
 checkpoint's own space zero-shot.
 
-Everything is read from PATH alone: ``local_files_only=True`` on every ``from_pretrained``, no
-remote code, and only an existing folder is ever handed to transformers (a missing one would
-otherwise be taken for a hub repository id). Nothing loads until the first encode.
+PATH may also be a model id, ``org/name`` or ``org/name@revision``, already in the local Hugging
+Face cache (``$HF_HOME``, ``~/.cache/huggingface/hub``): its snapshot folder is the checkpoint
+(:mod:`xmr.encoders.hub_cache`; an existing local folder of that name comes first; a run stores the
+id pinned to its commit). Everything is read from that folder alone: ``local_files_only=True`` on
+every ``from_pretrained``, no remote code, and only an existing folder is ever handed to
+transformers (a missing one would otherwise be taken for a hub repository id): nothing is ever
+downloaded. Nothing loads until the first encode.
 
 * Image side: xmr's reader (:func:`~xmr.encoders.image_io.load_rgb`: its limits and one-line
   errors naming the file, alpha on white, EXIF rotation, reduced decoding of images far larger
@@ -50,20 +54,19 @@ import numpy as np
 import torch
 
 from xmr.encoders.base import Encoder, EncoderFamily, ImageEncoder, TextEncoder, register_encoder_family
+from xmr.encoders.checkpoint_files import checkpoint_digest
+from xmr.encoders.hub_cache import resolve_local_or_cached
 from xmr.encoders.image_io import ImageSource, UnreadableImage, load_rgb
 from xmr.errors import XmrError
 from xmr.modality import Modality
 from xmr.runtime.device import to_numpy
 from xmr.utils.files import LIMITS, check_input_file
-from xmr.utils.io import sha1_file
 
 log = logging.getLogger(__name__)
 
 FAMILY = "hf-clip"
 #: xmr's own preprocessing of the two sides; bump it when that changes (new ids, so new cache folders)
 SCHEME = "1"
-#: files of a checkpoint folder that transformers' PyTorch loader never reads (left out of the digest)
-_OTHER_FORMATS = (".h5", ".msgpack", ".onnx", ".tflite", ".ot", ".md")
 #: weights that may be absent from a checkpoint without changing its features (score scale and bias only)
 _SCORE_ONLY = ("logit_scale", "logit_bias")
 _MAX_REASON = 300
@@ -78,13 +81,15 @@ def _reason(e: BaseException) -> str:
 
 
 def checkpoint_dir(arg: str) -> Path:
-    """The checkpoint folder ``arg`` names (``~`` expanded); a missing path, a file, or a folder
-    without ``config.json`` is a one-line XmrError."""
+    """The checkpoint folder ``arg`` names (``~`` expanded), or the snapshot folder of a model id (``org/name``,
+    ``org/name@revision``) in the local Hugging Face cache (:mod:`xmr.encoders.hub_cache`; an existing local
+    path comes first); a missing path or id, a file, or a folder without ``config.json`` is a one-line XmrError."""
     if not arg.strip():
         raise XmrError(f"{FAMILY}: give the checkpoint folder after the colon: {FAMILY}:PATH")
-    path = Path(os.path.expanduser(arg))
-    if not path.exists():
+    found = resolve_local_or_cached(arg, family=FAMILY)
+    if found is None:
         raise XmrError(f"{FAMILY} checkpoint folder not found: {arg}")
+    path = found[0]
     if not path.is_dir():
         raise XmrError(f"{FAMILY} needs a checkpoint folder (what save_pretrained writes), not a file: {arg}")
     if not (path / "config.json").is_file():
@@ -110,47 +115,13 @@ def _check(arg: str) -> None:
 
 
 def _canonical(arg: str) -> str:
-    return os.path.abspath(os.path.expanduser(arg))
-
-
-def _hashed_files(path: Path) -> list[Path]:
-    """The folder's files the digest covers: every top-level regular file except hidden ones,
-    documentation and other frameworks' weights, and ``*.bin`` when ``*.safetensors`` weights are
-    there (transformers then reads those)."""
-    files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
-    has_safetensors = any(p.suffix == ".safetensors" for p in files)
-    return [p for p in files if p.suffix.lower() not in _OTHER_FORMATS and not (has_safetensors and p.suffix == ".bin")]
-
-
-_DIGESTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
-_DIGEST_LOCK = threading.Lock()
-
-
-def checkpoint_digest(path: str | Path) -> str:
-    """SHA-1 (hex) of the checkpoint's content: each hashed file's name, size and SHA-1.
-
-    Computed once per (real path, names, sizes, mtimes) in this process: reading a 600 MB
-    checkpoint takes about a second, so both sides (and every later encoder of the same folder)
-    reuse it; an edited or replaced file is hashed again.
-    """
-    real = Path(os.path.realpath(path))
-    files = _hashed_files(real)
+    """A path made absolute; a model id in the cache pinned to its commit (``org/name@<commit>``: a run reads
+    the snapshot it was made with); an id the cache lacks as typed (refused by the check)."""
     try:
-        stats = tuple((p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
-    except OSError as e:
-        raise XmrError(f"cannot read the {FAMILY} checkpoint {path} ({_reason(e)})") from None
-    key = (str(real), stats)
-    with _DIGEST_LOCK:
-        if key not in _DIGESTS:
-            h = hashlib.sha1()
-            for p, (name, size, _) in zip(files, stats):
-                try:
-                    content = sha1_file(p)
-                except OSError as e:
-                    raise XmrError(f"cannot read {p} ({_reason(e)})") from None
-                h.update(f"{name}\0{size}\0{content}\n".encode())
-            _DIGESTS[key] = h.hexdigest()
-        return _DIGESTS[key]
+        found = resolve_local_or_cached(arg, family=FAMILY)
+    except XmrError:
+        return arg
+    return found[1] if found is not None else os.path.abspath(os.path.expanduser(arg))
 
 
 @contextlib.contextmanager

@@ -76,7 +76,8 @@ def _default_of(defaults: Callable[[], Mapping[str, Any]], dest: str) -> Any:
 
 def encoder_name(text: str) -> str:
     """argparse type of the encoder options: ``hf-clip:ckpt`` is stored as ``hf-clip:/abs/ckpt`` (the run
-    works from any folder later); any other name is kept as typed and checked by the config."""
+    works from any folder later), a model id pinned to its commit (``hf-clip:org/name@<commit>``); any other
+    name is kept as typed and checked by the config."""
     from xmr.encoders import canonical_encoder_name
 
     return canonical_encoder_name(text)
@@ -86,9 +87,10 @@ def add_encoders(add: Callable[..., Any]) -> None:
     """``--image-encoder`` and ``--text-encoder`` (the training options of every built-in task)."""
     add("--image-encoder", type=encoder_name,
         help="registered image encoder (xmr list), or hf-clip:PATH (a local "
-             "transformers CLIP/SigLIP checkpoint folder; give it to both options)")
+             "transformers CLIP/SigLIP checkpoint folder, or a model id in the Hugging Face cache), or "
+             "open-clip:SPEC (an open_clip model folder, model id or ARCH:FILE); give it to both options")
     add("--text-encoder", type=encoder_name,
-        help="registered text encoder (xmr list), or hf-clip:PATH; for training "
+        help="registered text encoder (xmr list), or hf-clip:PATH, or open-clip:SPEC; for training "
              "also textcnn | bigru (trained end to end); composed training: lstm (the default there) or a "
              "frozen encoder")
 
