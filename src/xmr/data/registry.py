@@ -15,6 +15,7 @@ from xmr.data.composed_sets import fetch_cci, fetch_css, fetch_emoji_edits, fetc
 from xmr.data.emoji import fetch_emoji
 from xmr.data.icons import fetch_extra_icons
 from xmr.data.icons import fetch_icons as fetch_icon_sets
+from xmr.data.openclipart import fetch_openclipart
 from xmr.data.scene_captions import fetch_scene_captions
 from xmr.registry import Registry
 
@@ -28,6 +29,7 @@ DATASETS.add("icon-edits", fetch_icons)
 DATASETS.add("icons", fetch_icon_sets)
 DATASETS.add("icons-extra", fetch_extra_icons)
 DATASETS.add("scene-captions", fetch_scene_captions)
+DATASETS.add("openclipart", fetch_openclipart)
 
 
 def fetch_dataset(name: str, cache_dir: str | Path | None = None, **kw: object) -> Path:
