@@ -143,7 +143,7 @@ def test_bad_settings_are_refused_naming_the_field() -> None:
                         ({"gloss_weight": -1}, "gloss_weight must be a number >= 0")):
         with pytest.raises(XmrError, match=needle):
             ConseConfig(**bad)  # type: ignore[arg-type]
-    with pytest.raises(XmrError, match="has no classifier"):
+    with pytest.raises(XmrError, match="image encoder .toy-image. has no classifier"):
         ConseImageNet(ConseConfig(image_encoder="toy-image"), texts=TEXTS)
 
 

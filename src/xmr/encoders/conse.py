@@ -36,7 +36,7 @@ import numpy as np
 
 from xmr.encoders.base import ENCODERS, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from xmr.encoders.image_io import ImageSource
-from xmr.errors import Param, XmrError
+from xmr.errors import XmrError
 from xmr.utils.arrays import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -77,19 +77,17 @@ class ConseConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not 1 <= self.top_k <= 1000:
-            raise XmrError("{field} must be an integer in 1..1000, got {value}", field=Param("top_k"),
-                           value=repr(self.top_k))
+            raise XmrError("ConseConfig.top_k must be an integer in 1..1000, got {value}", value=repr(self.top_k))
         if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
-            raise XmrError("{field} must be a positive number, got {value}", field=Param("temperature"),
+            raise XmrError("ConseConfig.temperature must be a positive number, got {value}",
                            value=repr(self.temperature))
         if self.lemmas not in ("first", "all"):
-            raise XmrError("{field} must be 'first' or 'all', got {value}", field=Param("lemmas"),
-                           value=repr(self.lemmas))
+            raise XmrError("ConseConfig.lemmas must be 'first' or 'all', got {value}", value=repr(self.lemmas))
         if self.prompts not in PROMPT_SETS:
-            raise XmrError("{field} must be one of {known}, got {value}", field=Param("prompts"),
-                           known=", ".join(PROMPT_SETS), value=repr(self.prompts))
+            raise XmrError("ConseConfig.prompts must be one of {known}, got {value}", known=", ".join(PROMPT_SETS),
+                           value=repr(self.prompts))
         if not isinstance(self.gloss_weight, (int, float)) or not self.gloss_weight >= 0:
-            raise XmrError("{field} must be a number >= 0, got {value}", field=Param("gloss_weight"),
+            raise XmrError("ConseConfig.gloss_weight must be a number >= 0, got {value}",
                            value=repr(self.gloss_weight))
 
     def texts_settings(self) -> dict[str, object]:
@@ -196,8 +194,8 @@ class ConseImageNet(ImageEncoder):
         self.image_size = image_size
         self.base = create_image_encoder(self.config.image_encoder, image_size=image_size)
         if not callable(getattr(self.base, "logits", None)):
-            raise XmrError("{field} {name} has no classifier (logits) to weight classes with",
-                           field=Param("image_encoder"), name=repr(self.config.image_encoder))
+            raise XmrError("ConSE weighs classes by a classifier's logits; image encoder {name} has no classifier",
+                           name=repr(self.config.image_encoder))
         self.text = create_text_encoder(self.config.text_encoder)
         self.dim = self.text.dim
         self._texts = list(texts) if texts is not None else None
