@@ -55,7 +55,8 @@ TEXTS_VERSION = 1
 
 @dataclass(frozen=True)
 class ConseConfig:
-    """Every setting of a ConSE encoder (its id hashes them all).
+    """Every setting of a ConSE encoder (its id hashes them all); the defaults are the day-one encoder's,
+    chosen by emoji val rsum (``benchmarks/dayone_zeroshot.py``, results in ``benchmarks/results/dayone/``).
 
     Attributes:
         top_k: classes combined per image (ConSE's ``T``; 1..1000).
@@ -67,11 +68,11 @@ class ConseConfig:
         text_encoder: the space the features live in (a registered text encoder; a run's text side).
     """
 
-    top_k: int = 10
-    temperature: float = 1.0
-    lemmas: Literal["first", "all"] = "first"
-    prompts: str = "none"
-    gloss_weight: float = 0.0
+    top_k: int = 20
+    temperature: float = 2.0
+    lemmas: Literal["first", "all"] = "all"
+    prompts: str = "photo"
+    gloss_weight: float = 1.0
     image_encoder: str = "efficientnet-lite0"
     text_encoder: str = "minilm-l6"
 
@@ -279,7 +280,8 @@ class ConseImageNet(ImageEncoder):
         return self.from_logits(self.logits(inputs))
 
 
-#: the day-one image encoder: settings chosen on the validation splits (benchmarks/dayone_zeroshot.py)
+#: the day-one image encoder: :class:`ConseConfig`'s defaults, every lemma of the synset in "a photo of a {}.",
+#: the gloss at weight 1, the top 20 classes of the softmax at temperature 2
 DAYONE = ConseConfig()
 #: the plain ConSE baseline of issue 28's probe: first lemmas, no prompts, top-10, temperature 1
 NAMES_ONLY = ConseConfig(top_k=10, temperature=1.0, lemmas="first", prompts="none", gloss_weight=0.0)
