@@ -93,6 +93,7 @@ bench: demo data
 	$(BIN)/python benchmarks/text_encoders_emoji.py --threads 1
 	$(BIN)/python benchmarks/sparse_emoji.py --seeds 0 1 2 --threads 1
 	$(BIN)/python benchmarks/tag_baseline_emoji.py
+	$(BIN)/python benchmarks/dayone_zeroshot.py
 	$(BIN)/python benchmarks/smooth_paths_cci.py --threads 1
 	$(BIN)/python benchmarks/composed_retrieval.py --epochs 10 --threads 2
 	$(BIN)/python benchmarks/hf_clip_finetune.py --epochs 3 --steps-per-epoch 60 --threads 1

@@ -46,11 +46,11 @@ import torch
 
 from xmr.bench.common import command_line, load_note, markdown
 from xmr.data.manifest import Item, read_manifest
+from xmr.data.wordnet import WordNet
 from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.evaluation.protocol import build_text_queries
 from xmr.semantics.labeller import ImageNetLabeller, top_labels
 from xmr.semantics.tag_baseline import TagBaseline
-from xmr.semantics.wordnet import WordNet
 from xmr.utils.paths import default_cache_dir
 
 log = logging.getLogger("tag_baseline_emoji")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from xmr.encoders import (  # noqa: F401  (register the built-ins)
+           conse,
            efficientnet,
            efficientnet_onnx,
            hf_clip,

@@ -128,13 +128,13 @@ def imagenet_class_names(wordnet: object | None = None) -> list[str]:
     """The first WordNet lemma of each ImageNet-1k class, in class order (1000 names).
 
     Args:
-        wordnet: a :class:`~xmr.semantics.wordnet.WordNet` (None: open the default one).
+        wordnet: a :class:`~xmr.data.wordnet.WordNet` (None: open the default one).
 
     Raises:
         XmrError: WordNet is not installed (names ``make data``).
     """
-    from xmr.semantics.imagenet_classes import IMAGENET_OFFSETS
-    from xmr.semantics.wordnet import WordNet
+    from xmr.data.imagenet_classes import IMAGENET_OFFSETS
+    from xmr.data.wordnet import WordNet
 
     wn = wordnet if isinstance(wordnet, WordNet) else WordNet()
     return [wn.synset(o, "n").names[0] for o in IMAGENET_OFFSETS]

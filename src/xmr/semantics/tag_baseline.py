@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xmr.data.wordnet import WordNet
 from xmr.errors import XmrError
-from xmr.semantics.wordnet import WordNet
 
 
 def tag_ancestors(wordnet: WordNet, tag_offsets: Sequence[int], *,
@@ -98,7 +98,7 @@ class TagBaseline:
     def __init__(self, wordnet: WordNet, tag_offsets: Sequence[int] | None = None, *,
                  tag_depth: int | None = None, query_hypernym_depth: int = 0) -> None:
         if tag_offsets is None:
-            from xmr.semantics.imagenet_classes import IMAGENET_OFFSETS
+            from xmr.data.imagenet_classes import IMAGENET_OFFSETS
             tag_offsets = IMAGENET_OFFSETS
         self.wordnet = wordnet
         self.tag_offsets = tuple(int(o) for o in tag_offsets)
