@@ -54,7 +54,7 @@ from typing import Any
 
 from xmr.data.edits import unit_hash
 from xmr.data.emoji import ensure_package, rasterise_svgs, unique_texts
-from xmr.data.manifest import Item, write_manifest
+from xmr.data.manifest import Item, finished_manifest, write_manifest
 from xmr.errors import XmrError
 from xmr.utils.io import load_json, save_json
 from xmr.utils.paths import default_cache_dir
@@ -304,17 +304,12 @@ def fetch_icons(cache_dir: Path | None = None, *, image_size: int = 224, sets: S
     """
     datasets = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "datasets"
     root = datasets / name
-    manifest = root / MANIFEST_NAME
     settings = {"format": FORMAT_VERSION, "package": list(ICONIFY_PACKAGE), "image_size": image_size,
                 "sets": [vars(s) | {"drop_suffixes": list(s.drop_suffixes), "size_suffixes": list(s.size_suffixes)}
                          for s in sets]}
-    try:
-        meta = load_json(root / "dataset.json") if manifest.is_file() else None
-    except XmrError:
-        meta = None
-    if isinstance(meta, dict) and {k: meta.get(k) for k in settings} == settings:
+    manifest = root / MANIFEST_NAME
+    if finished_manifest(root, settings, MANIFEST_NAME) is not None:
         return manifest
-    manifest.unlink(missing_ok=True)
     package = ensure_package(*ICONIFY_PACKAGE, datasets / PACKAGE_HOME)  # one copy for every icons dataset
     items, report = build_icon_items(package, root, sets, image_size=image_size, progress=progress)
     splits = Counter(str(it.split) for it in items)

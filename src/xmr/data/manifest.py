@@ -25,7 +25,7 @@ from pathlib import Path
 
 from xmr.errors import Call, Param, XmrError
 from xmr.utils.files import InputFileError, check_input_file
-from xmr.utils.io import atomic_write_text
+from xmr.utils.io import atomic_write_text, load_json
 
 log = logging.getLogger(__name__)
 
@@ -279,3 +279,19 @@ def select_split(items: Sequence[Item], split: str | None) -> list[Item]:
                            "e.g. train/val/test)")
         raise XmrError(f"no items in split {split!r}; splits present: {', '.join(known)}")
     return out
+
+
+def finished_manifest(root: Path, settings: dict[str, object], name: str = "manifest.jsonl") -> Path | None:
+    """A built dataset's manifest under ``root`` when its ``dataset.json`` records these ``settings`` (the
+    fetch is done: nothing to build), else None, with any manifest left by other settings removed (the
+    manifest is written last, so a dataset without it is rebuilt)."""
+    manifest = root / name
+    try:
+        meta = load_json(root / "dataset.json") if manifest.is_file() else None
+    except XmrError:  # a damaged record: build again
+        meta = None
+    if isinstance(meta, dict) and {k: meta.get(k) for k in settings} == settings:
+        return manifest
+    manifest.unlink(missing_ok=True)
+    return None
+

@@ -50,7 +50,7 @@ from PIL import Image
 
 from xmr.data.debian import ensure_debian_packages, package_versions
 from xmr.data.edits import unit_hash
-from xmr.data.manifest import Item, write_manifest
+from xmr.data.manifest import Item, finished_manifest, write_manifest
 from xmr.data.openclipart_texts import clean_title, drawing_texts, drop_collection_texts
 from xmr.data.svg_metadata import DrawingMetadata, SvgMetadataError, read_svg_metadata
 from xmr.errors import XmrError
@@ -339,13 +339,8 @@ def fetch_openclipart(cache_dir: Path | None = None, *, config: OpenclipartConfi
     settings = {"name": "openclipart", "format": FORMAT_VERSION, "config": asdict(config),
                 "packages": package_versions(DEBIAN_PACKAGES), "source": str(source)}
     manifest = root / MANIFEST_NAME
-    try:
-        meta = load_json(root / "dataset.json") if manifest.is_file() else None
-    except XmrError:
-        meta = None
-    if isinstance(meta, dict) and {k: meta.get(k) for k in settings} == settings:
+    if finished_manifest(root, settings, MANIFEST_NAME) is not None:
         return manifest
-    manifest.unlink(missing_ok=True)
     _stamped_png_dir(root / "png" / str(config.image_size), {k: settings[k] for k in ("format", "packages", "source")})
     build = build_openclipart_items(svg_root, png_root if png_root.is_dir() else None, root, config, progress=progress)
     if not build.items:
