@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import faiss
@@ -17,6 +18,16 @@ os.environ.setdefault("XMR_NO_PROGRESS", "1")
 os.environ.setdefault("XMR_THREADS", "1")
 torch.set_num_threads(1)  # tiny tensors: thread start-up and spinning cost more than they save
 faiss.omp_set_num_threads(1)  # the same for FAISS, and HNSW builds become deterministic
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection attempt fails the test (code that must stay offline: caches, local checkpoints)."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
 
 @pytest.fixture
 def shapes_manifest(tmp_path: Path) -> Path:

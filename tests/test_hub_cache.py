@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +44,8 @@ def cache_model(cache: Path, repo: str, folder: Path, commit: str, refs: tuple[s
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a connection was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+def offline(no_network: None) -> None:
+    """Every test here runs with connections refused (conftest's ``no_network``)."""
 
 
 @pytest.fixture(scope="module")
