@@ -220,3 +220,29 @@ def test_a_run_on_it_scores_as_brute_force_through_xmr_eval(toy_conse: str, tmp_
                                           first_relevant_ranks(sims.T, sparse.csr_matrix(rel.T)))
     for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
+
+
+def test_setting_up_a_day_one_run_installs_wordnet_when_missing(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`xmr pretrained` / `xmr index --images FOLDER` prepare the day-one encoder's data: Debian's WordNet
+    packages through apt-get when their files are missing (never with texts given, never into a folder the
+    user named with $XMR_WORDNET_DIR, which is only checked)."""
+    import xmr.data.debian as debian
+    from xmr.data.wordnet import WORDNET_PACKAGES
+    from xmr.workflows.pretrained import pretrained_run
+
+    calls: list[tuple[tuple[str, ...], bool]] = []
+    monkeypatch.setattr(debian, "ensure_debian_packages",
+                        lambda names, *, present, what: calls.append((tuple(names), bool(present()))))
+    monkeypatch.delenv("XMR_WORDNET_DIR", raising=False)
+    monkeypatch.setattr("xmr.data.wordnet.DEFAULT_DIRS", (str(tmp_path / "no-wordnet"),))
+    ConseImageNet(SETTINGS, image_size=SIZE, texts=TEXTS).ensure_data()
+    assert calls == []  # its texts were given: nothing to read
+    ENCODERS.get("conse-imagenet")().ensure_data()
+    assert calls == [(WORDNET_PACKAGES, False)]  # asked while the files are missing
+    pretrained_run(tmp_path / "run")  # the day-one pair
+    assert len(calls) == 2 and (tmp_path / "run" / "run.json").is_file()
+    monkeypatch.setenv("XMR_WORDNET_DIR", str(tmp_path / "mine"))
+    with pytest.raises(XmrError, match="WordNet 3.0 not found") as e:
+        ENCODERS.get("conse-imagenet")().ensure_data()
+    assert "\n" not in str(e.value) and len(calls) == 2

@@ -37,6 +37,8 @@ POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 HYPERNYM_SYMBOLS = ("@", "@i")  # hypernym, instance hypernym
 MISSING = ("WordNet 3.0 not found in {where} (no data.noun); run `make data` "
            "(Debian packages wordnet-base wordnet-sense-index) or set XMR_WORDNET_DIR")
+#: the Debian packages holding WordNet 3.0's files (what ``make data`` and :func:`ensure_wordnet` install)
+WORDNET_PACKAGES = ("wordnet-base", "wordnet-sense-index")
 
 # Detachment rules of WordNet's morph.c (suffix -> replacement), tried when a form is not listed.
 _RULES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -303,3 +305,28 @@ class WordNet:
                 for o in self.hypernym_closure(s, max_depth=hypernym_depth):
                     out.setdefault(o, self.synset(o, pos))
         return list(out.values())
+
+
+def wordnet_present(root: str | Path | None = None) -> bool:
+    """Whether WordNet 3.0's noun files are where :func:`find_wordnet_dir` looks."""
+    try:
+        found = find_wordnet_dir(root)
+    except XmrError:
+        return False
+    return all((found / f).is_file() for f in ("data.noun", "index.noun", "index.sense"))
+
+
+def ensure_wordnet(what: str = "WordNet 3.0") -> None:
+    """Install Debian's WordNet packages (:data:`WORDNET_PACKAGES`, with apt-get, as ``make data`` does) when
+    its files are missing; with ``$XMR_WORDNET_DIR`` set nothing is installed (that folder is the user's).
+
+    Raises:
+        XmrError: WordNet is missing and cannot be installed here (one line naming the packages).
+    """
+    if os.environ.get(ENV_VAR):
+        find_wordnet_dir()  # the user's folder: refused by name when it has no WordNet
+        return
+    from xmr.data.debian import ensure_debian_packages
+
+    ensure_debian_packages(WORDNET_PACKAGES, present=wordnet_present, what=what)
+

@@ -208,6 +208,15 @@ class ConseImageNet(ImageEncoder):
                     "image": self.base.encoder_id}
         self.encoder_id = f"conse-imagenet@{image_size}-k{self.config.top_k}-{short_hash(settings)}"
 
+    def ensure_data(self) -> None:
+        """Install what the first encode reads and no package ships (the encoder's capability that the
+        commands setting up a run call: ``xmr pretrained``, ``xmr index --images FOLDER``): WordNet 3.0
+        for the class texts, from Debian's packages, when the texts come from it."""
+        if self._texts is None:
+            from xmr.data.wordnet import ensure_wordnet
+
+            ensure_wordnet("WordNet 3.0 (the class names of " + self.encoder_id.split("@")[0] + ")")
+
     def use_cache_root(self, root: str | os.PathLike[str]) -> None:
         """Keep the class table under ``<root>/conse`` (the cache root ``encode_items`` is given)."""
         self._cache_root = Path(root)

@@ -115,6 +115,10 @@ def pretrained_run(out_dir: str | Path, *, image_encoder: str = DAY_ONE_IMAGE_EN
     cfg, model_config = pretrained_configs(image_encoder, text_encoder, manifest)
     if not overwrite:
         refuse_other_config(out, saved_run_matches(out, cfg))
+    for encoder in (create_image_encoder(cfg.image_encoder), create_text_encoder(cfg.text_encoder)):
+        prepare = getattr(encoder, "ensure_data", None)  # data its first encode reads (the day-one encoder: WordNet)
+        if callable(prepare):
+            prepare()
     check_writable(out, "run folder")
     ensure_folder(out, "run folder")
     with exclusive_lock(out / LOCK_FILE, f"the run {out}"):
