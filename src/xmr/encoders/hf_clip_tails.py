@@ -51,10 +51,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint as checkpointed
 
 from xmr.encoders.base import ImageEncoder, TextEncoder
-from xmr.encoders.finetune import ALL, TailDepth, check_depth
+from xmr.encoders.finetune import ALL, TailDepth, check_depth, checkpointed
 from xmr.encoders.image_io import ImageSource
 from xmr.errors import XmrError
 from xmr.modality import Modality
@@ -211,10 +210,10 @@ def text_attention(config: Any, causal: bool, states: torch.Tensor,
 class _Tail(nn.Module):
     """What both tails share: the trainable layers, gradient checkpointing, groups, description."""
 
-    def __init__(self, layers: Sequence[nn.Module], *, n_tail: TailDepth, encoder_id: str, trunk_id: str,
-                 dim: int) -> None:
+    def __init__(self, layers: Sequence[nn.Module], head: nn.Module, *, n_tail: TailDepth, encoder_id: str,
+                 trunk_id: str, dim: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(layers)
+        self.layers, self.head = nn.ModuleList(layers), head
         self.n_tail, self.encoder_id, self.trunk_id, self.dim = n_tail, encoder_id, trunk_id, int(dim)
         self.checkpointing = False
 
@@ -224,10 +223,7 @@ class _Tail(nn.Module):
 
     def _run_layers(self, h: torch.Tensor, mask: torch.Tensor | None, **kw: bool) -> torch.Tensor:
         for layer in self.layers:
-            if self.checkpointing and self.training and torch.is_grad_enabled():
-                out = checkpointed(functools.partial(layer, **kw), h, mask, use_reentrant=False)
-            else:
-                out = layer(h, mask, **kw)
+            out = checkpointed(functools.partial(layer, **kw), h, mask, on=self.checkpointing and self.training)
             h = out[0] if isinstance(out, tuple) else out
         return h
 
@@ -237,13 +233,10 @@ class _Tail(nn.Module):
     def _input_groups(self) -> list[list[nn.Parameter]]:
         return []
 
-    def _head(self) -> nn.Module:
-        raise NotImplementedError
-
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters by depth, input side first: [the embeddings (``"all"``)], each layer, the pooling + projection."""
         groups = [*self._input_groups(), *([p for p in layer.parameters()] for layer in self.layers),
-                  list(self._head().parameters())]
+                  list(self.head.parameters())]
         return [g for g in groups if g]
 
     def describe(self) -> dict[str, object]:
@@ -256,14 +249,11 @@ class HfClipImageTail(_Tail):
 
     def __init__(self, stem: nn.Module | None, layers: Sequence[nn.Module], head: nn.Module, *,
                  row_shape: tuple[int, ...], **kw: Any) -> None:
-        super().__init__(layers, **kw)
-        self.stem, self.head, self.row_shape = stem, head, tuple(row_shape)
+        super().__init__(layers, head, **kw)
+        self.stem, self.row_shape = stem, tuple(row_shape)
 
     def _input_groups(self) -> list[list[nn.Parameter]]:
         return [list(self.stem.parameters())] if self.stem is not None else []
-
-    def _head(self) -> nn.Module:
-        return self.head
 
     def features(self, rows: torch.Tensor) -> torch.Tensor:
         """Image features of cached rows, any float dtype. Shape: (B, prod(row_shape)) -> (B, dim)."""
@@ -280,15 +270,12 @@ class HfClipTextTail(_Tail):
 
     def __init__(self, embeddings: nn.Module | None, layers: Sequence[nn.Module], head: nn.Module, *,
                  config: Any, causal: bool, length: int, hidden: int, **kw: Any) -> None:
-        super().__init__(layers, **kw)
-        self.embeddings, self.head = embeddings, head
+        super().__init__(layers, head, **kw)
+        self.embeddings = embeddings
         self.config, self.causal, self.length, self.hidden = config, causal, int(length), int(hidden)
 
     def _input_groups(self) -> list[list[nn.Parameter]]:
         return [list(self.embeddings.parameters())] if self.embeddings is not None else []
-
-    def _head(self) -> nn.Module:
-        return self.head
 
     @property
     def row_dim(self) -> int:
