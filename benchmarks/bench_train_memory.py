@@ -28,9 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from xmr.bench.common import command_line, markdown
+from xmr.bench.common import command_line, load_note, markdown, write_report
 from xmr.data import fetch_dataset
-from xmr.utils.io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "train_memory"
 
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from xmr.utils.paths import default_cache_dir
 
     data_cache = a.cache_dir or default_cache_dir()
-    load_at_start = os.getloadavg()[0]
+    load_at_start = load_note()
     with tempfile.TemporaryDirectory(prefix="xmr-train-memory-") as tmp:
         work = Path(tmp)
         manifest = subset_manifest(Path(data_cache), work, a.train_items, a.val_items)
@@ -118,10 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                       "peak RSS MB", "process wall s (start-up included)"], rows)
     text = (f"# xmr train: time and peak memory per case\n\n`{command_line()}`\n\n"
             f"{a.train_items} training / {a.val_items} validation emoji, 1 epoch of {a.steps} steps x "
-            f"{a.batch_size} pairs + validation, {a.threads} threads, {a.repeat} rounds, CPU; load at the start "
-            f"{load_at_start:.1f}\n\n{table}\n")
-    a.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(a.out / f"train_memory_{a.steps}x{a.batch_size}.md", text)
+            f"{a.batch_size} pairs + validation, {a.threads} threads, {a.repeat} rounds, CPU; at the start: "
+            f"{load_at_start}\n\n{table}\n")
+    write_report(a.out, f"train_memory_{a.steps}x{a.batch_size}.md", text)
     print(text)
     return 0
 

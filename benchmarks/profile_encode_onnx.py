@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from xmr.bench.common import command_line, markdown
+from xmr.bench.common import command_line, markdown, write_report
 from xmr.bench.images import make_jpegs
-from xmr.utils.io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "encode_onnx"
 PARTS = {"onnxruntime (InferenceSession.run)": ("onnxruntime", "run"),
@@ -85,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{a.n_images} synthetic 224-px JPEGs, {a.threads} threads; whole command {wall:.2f} s under cProfile "
             f"({a.n_images / wall:.1f} images/s with the profiler's overhead)\n\n"
             f"{markdown(['part', 'seconds (cumulative)', 'of the wall time'], rows)}\n")
-    a.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(a.out / f"profile_{a.n_images}_t{a.threads}.md", text)
+    write_report(a.out, f"profile_{a.n_images}_t{a.threads}.md", text)
     print(text)
     return 0
 

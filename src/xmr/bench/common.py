@@ -128,11 +128,19 @@ class Session:
 
     def write(self, out_dir: Path, stem: str, text: str, data: dict[str, Any]) -> None:
         """``out_dir/<stem>.md`` and ``<stem>.json`` (``data`` + command + seconds), atomically."""
-        from xmr.utils.io import atomic_write_text, save_json
+        from xmr.utils.io import save_json
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / f"{stem}.md", text)
+        write_report(out_dir, f"{stem}.md", text)
         save_json(out_dir / f"{stem}.json", {**data, "command": self.command, "seconds": self.seconds()})
+
+
+def write_report(out_dir: Path, name: str, text: str) -> Path:
+    """``text`` written atomically to ``out_dir/name`` (the folder made); returns the path."""
+    from xmr.utils.io import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / name, text)
+    return out_dir / name
 
 
 def start_session(args: argparse.Namespace, log_format: str = "%(asctime)s %(name)s: %(message)s") -> Session:
