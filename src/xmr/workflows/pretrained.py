@@ -54,8 +54,9 @@ DAY_ONE_TEXT_ENCODER = "minilm-l6"
 
 
 def pretrained_configs(image_encoder: str, text_encoder: str, manifest: str | Path | None = None
-                       ) -> tuple[RunConfig, ModelConfig]:
-    """The run config and the model config of a run made from a pretrained pair (see the module docstring).
+                       ) -> tuple[RunConfig, ModelConfig, tuple[Encoder, Encoder]]:
+    """The run config and the model config of a run made from a pretrained pair (see the module docstring),
+    and the pair's two encoders (built, weights not loaded).
 
     Raises:
         XmrError: an unknown encoder, one of the other modality, a pair whose sides do not share a
@@ -81,7 +82,7 @@ def pretrained_configs(image_encoder: str, text_encoder: str, manifest: str | Pa
     temperature = joint_temperature({"image_encoder": image, "text_encoder": text})
     if temperature is not None:  # the pair's own (CLIP's 1 / exp(logit_scale)), else the model's default
         model = dataclasses.replace(model, init_temperature=temperature)
-    return cfg, model
+    return cfg, model, (image, text)
 
 
 def _spaces(image: Encoder, text: Encoder) -> str:
@@ -112,10 +113,10 @@ def pretrained_run(out_dir: str | Path, *, image_encoder: str = DAY_ONE_IMAGE_EN
     if os.path.lexists(out) and not out.is_dir():
         raise XmrError("{out} exists and is not a folder; give the run a folder of its own",
                        out=Param("out_dir", str(out)))
-    cfg, model_config = pretrained_configs(image_encoder, text_encoder, manifest)
+    cfg, model_config, encoders = pretrained_configs(image_encoder, text_encoder, manifest)
     if not overwrite:
         refuse_other_config(out, saved_run_matches(out, cfg))
-    for encoder in (create_image_encoder(cfg.image_encoder), create_text_encoder(cfg.text_encoder)):
+    for encoder in encoders:
         prepare = getattr(encoder, "ensure_data", None)  # data its first encode reads (the day-one encoder: WordNet)
         if callable(prepare):
             prepare()
