@@ -131,14 +131,15 @@ class EfficientNetLite0(ImageEncoder):
 
     def trunk(self, x: torch.Tensor, n_tail: int) -> torch.Tensor:
         """The frozen stem + first ``16 - n_tail`` blocks, in eval mode under ``torch.no_grad``
-        (the result can feed a trainable tail). Shape: (B, 3, S, S) -> (B, C, H, W), see
-        :meth:`boundary_shape`; ``n_tail`` 0..16 (0: the last block's output, before the head conv)."""
+        (the result can feed a trainable tail), on the encoder's device whatever ``x``'s. Shape: (B, 3, S, S)
+        -> (B, C, H, W), see :meth:`boundary_shape`; ``n_tail`` 0..16 (0: the last block's output, before the
+        head conv)."""
         n_trunk = self.n_blocks - check_tail_blocks(n_tail, self.n_blocks, self.encoder_id)
         m = self.model
         if m.training:
             raise XmrError(f"the frozen {self.encoder_id} network was put in train mode; train an ImageTail instead")
         with torch.no_grad():
-            h = m._swish(m._bn0(m._conv_stem(x)))
+            h = m._swish(m._bn0(m._conv_stem(x.to(self.device))))
             for idx in range(n_trunk):
                 h = m._blocks[idx](h, drop_connect_rate=self.drop_connect_rate(idx))
         return h

@@ -134,6 +134,7 @@ class MiniLML6(TextEncoder):
             raise XmrError(f"expected token ids and a mask of one shape (B, L), got {tuple(input_ids.shape)} "
                            f"and {tuple(mask.shape)}")
         bert = self.bert
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)  # where its network runs (to_device)
         with torch.no_grad():
             h = bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
             attention_mask = bert_attention_mask(bert.config, h, mask)

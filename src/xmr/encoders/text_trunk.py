@@ -318,11 +318,8 @@ class TextTrunkEncoder(TextEncoder):
         input_ids, mask = self.base.tokenize([str(t) for t in inputs], self.length)
         if self.whole:
             return torch.cat([input_ids, mask], dim=1).to(torch.float32).numpy()
-        device = getattr(self.base, "device", None)  # where the base's network runs (to_device)
-        if device is not None:
-            input_ids, mask = input_ids.to(device), mask.to(device)
-        states = self.base.trunk(input_ids, mask, int(self.n_tail))
-        rows = torch.cat([states.reshape(len(states), -1), mask.to(states.dtype)], dim=1)
+        states = self.base.trunk(input_ids, mask, int(self.n_tail))  # on the base's device
+        rows = torch.cat([states.reshape(len(states), -1), mask.to(states)], dim=1)
         return rows.to(torch.float16).cpu().numpy()
 
     def to_device(self, device: torch.device) -> None:

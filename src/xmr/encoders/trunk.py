@@ -306,9 +306,7 @@ class TrunkEncoder(ImageEncoder):
         if self.n_tail == ALL:
             act = self.base.to_pixels(arrays)
         else:
-            device = getattr(self.base, "device", None)  # where the base's network runs (to_device)
-            x = self.base.to_input(arrays)
-            act = self.base.trunk(x if device is None else x.to(device), int(self.n_tail))
+            act = self.base.trunk(self.base.to_input(arrays), int(self.n_tail))  # on the base's device
         return act.reshape(len(act), -1).to(torch.float16).cpu().numpy()
 
     def to_device(self, device: torch.device) -> None:
