@@ -45,12 +45,12 @@ import numpy as np
 import torch
 
 from xmr.bench.common import command_line, load_note, markdown
+from xmr.data.imagenet_tags import TagBaseline
 from xmr.data.manifest import Item, read_manifest
 from xmr.data.wordnet import WordNet
 from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.evaluation.protocol import build_text_queries
 from xmr.semantics.labeller import ImageNetLabeller, top_labels
-from xmr.data.imagenet_tags import TagBaseline
 from xmr.utils.paths import default_cache_dir
 
 log = logging.getLogger("tag_baseline_emoji")

@@ -26,8 +26,8 @@ from xmr.encoders.conse import ClassTexts, ConseConfig, ConseImageNet
 from xmr.encoders.conse_tags import (
     DAYONE_TAGS,
     ConseTagsImage,
-    TagsText,
     TagSignalConfig,
+    TagsText,
     conse_tags,
     fuse_images,
     fuse_texts,
@@ -141,13 +141,14 @@ def test_the_encoders_fold_the_signal_in(tmp_path: Path) -> None:
     batch = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)]
     plain = ConseImageNet(SETTINGS, image_size=SIZE, texts=TEXTS)
     plain.use_cache_root(tmp_path)
-    for tags in (TAGS, TagSignalConfig(weight=0.5)):
+    for tags in (TAGS, TagSignalConfig(weight=0.5, image_tags="softmax")):
         enc = ConseTagsImage(SETTINGS, tags, image_size=SIZE, texts=TEXTS)
         enc.use_cache_root(tmp_path)
         logits = logits_of(enc, batch)
         s = conse_tags(logits, top_k=5, temperature=0.7) if tags.image_tags == "conse" else softmax_tags(logits)
         got = enc.encode_batch(batch)
         assert got.shape == (3, enc.dim) and enc.dim == 64 + 1000 + 1
+        assert enc.table_path() == plain.table_path() and enc.table.shape == (1000, 64)  # the day-one class table
         np.testing.assert_allclose(got, fuse_images(plain.encode_batch(batch), s, tags.weight), atol=1e-5)
     text = TagsText("toy-text", TAGS, baseline=NumberTags())
     queries = ["a c3 and a c17", "nothing named", "c999"]
@@ -156,7 +157,7 @@ def test_the_encoders_fold_the_signal_in(tmp_path: Path) -> None:
     np.testing.assert_allclose(text.encode_batch(queries),
                                fuse_texts(toy, NumberTags().query_vectors(queries), 2.0), atol=1e-6)
     ids = {ConseTagsImage(SETTINGS, t, image_size=SIZE, texts=TEXTS).encoder_id
-           for t in (TAGS, TagSignalConfig(weight=0.5), TagSignalConfig(weight=2.0))}
+           for t in (TAGS, TagSignalConfig(weight=0.5), TagSignalConfig(weight=2.0, image_tags="softmax"))}
     assert len(ids) == 3 and plain.encoder_id not in ids
     assert text.encoder_id != TagsText("toy-text", TagSignalConfig(weight=0.5), baseline=NumberTags()).encoder_id
 
@@ -171,7 +172,7 @@ def test_the_registered_pair_shares_a_space_of_its_own() -> None:
     assert space is not None and space.startswith(MINILM_SPACE + "+imagenet-tags-") and image.dim == 384 + 1001
     assert shared_space(image, stand_in) == space and text.query_stand_in == "minilm-l6-int8-tags"
     assert shared_space(image, create_text_encoder("minilm-l6")) is None  # the plain cosine is another space
-    assert image.tags == text.tags == DAYONE_TAGS
+    assert image.tags == text.tags == DAYONE_TAGS == TagSignalConfig(weight=5.0, image_tags="conse")  # tags.md
     other = TagSignalConfig(weight=DAYONE_TAGS.weight + 1)
     assert other.space(MINILM_SPACE) != space and other.space(None) is None
 

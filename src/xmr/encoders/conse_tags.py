@@ -44,7 +44,7 @@ from xmr.utils.arrays import l2_normalize
 
 @dataclass(frozen=True)
 class TagSignalConfig:
-    """The tag signal's settings (both sides hash them into their ``joint_space``).
+    """The tag signal's settings (both sides hash them into their ``joint_space``); the defaults are the day-one's.
 
     Attributes:
         weight: ``w`` of the fused score (>= 0; 0: the day-one cosine alone, in the wider vectors).
@@ -55,8 +55,8 @@ class TagSignalConfig:
         query_hypernym_depth: also expand the query's synsets by this many hypernym steps.
     """
 
-    weight: float = 1.0
-    image_tags: Literal["softmax", "conse"] = "softmax"
+    weight: float = 5.0
+    image_tags: Literal["softmax", "conse"] = "conse"
     tag_depth: int | None = None
     query_hypernym_depth: int = 0
 
@@ -80,7 +80,8 @@ class TagSignalConfig:
         return None if base_space is None else f"{base_space}+imagenet-tags-{short_hash(dataclasses.asdict(self))}"
 
 
-#: the day-one tag signal, chosen on emoji val rsum (``benchmarks/results/dayone/tags.md``)
+#: the day-one tag signal: ConSE's top-20 weights as the image's class vector, w = 5, chosen on emoji val rsum
+#: (98.6 -> 113.7; openclipart val 81.8 -> 87.7, not used to choose): ``benchmarks/results/dayone/tags.md``
 DAYONE_TAGS = TagSignalConfig()
 
 

@@ -13,9 +13,9 @@ Importing this package loads no model and reads no file.
 from __future__ import annotations
 
 from xmr.data.imagenet_classes import IMAGENET_OFFSETS, imagenet_wnids
+from xmr.data.imagenet_tags import TagBaseline, query_vectors, tag_scores
 from xmr.data.wordnet import Synset, WordNet
 from xmr.semantics.labeller import ImageNetLabeller, grid_boxes, imagenet_class_names, pseudo_text
-from xmr.data.imagenet_tags import TagBaseline, query_vectors, tag_scores
 
 __all__ = ["IMAGENET_OFFSETS", "imagenet_wnids", "ImageNetLabeller", "grid_boxes",
            "imagenet_class_names", "pseudo_text", "TagBaseline", "query_vectors", "tag_scores",
