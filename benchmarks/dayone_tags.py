@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         for w in WEIGHTS:
             tags = TagSignalConfig(weight=w, image_tags=image_tags)  # type: ignore[arg-type]
             sweep.append({"tags": dataclasses.asdict(tags), **{name: fused(s, tags) for name, s in val.items()}})
-    best = max(sweep, key=lambda r: r["emoji"]["rsum"])  # type: ignore[index]
-    chosen = TagSignalConfig(**best["tags"])  # type: ignore[arg-type]
-    pays = best["emoji"]["rsum"] > sweep[0]["emoji"]["rsum"]  # type: ignore[index]  # sweep[0]: weight 0
+    best = max(sweep, key=lambda r: r["emoji"]["rsum"])
+    chosen = TagSignalConfig(**best["tags"])
+    pays = best["emoji"]["rsum"] > sweep[0]["emoji"]["rsum"]  # sweep[0]: weight 0
     log.info("chosen on emoji val: %s (pays: %s; registered: %s)", chosen, pays, DAYONE_TAGS)
 
     test = {name: load_split(name, "test", n, baseline) for name, n in DATASETS.items()}
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sweep_table = markdown(
         ["image class vector", "w", "emoji val rsum", "emoji val group mAP (%)", "openclipart val rsum"],
-        [[r["tags"]["image_tags"], r["tags"]["weight"], f"{r['emoji']['rsum']:.1f}",  # type: ignore[index]
-          f"{r['emoji']['i2i_group_mAP']:.1f}", f"{r['openclipart']['rsum']:.1f}"] for r in sweep])  # type: ignore[index]
+        [[r["tags"]["image_tags"], r["tags"]["weight"], f"{r['emoji']['rsum']:.1f}",
+          f"{r['emoji']['i2i_group_mAP']:.1f}", f"{r['openclipart']['rsum']:.1f}"] for r in sweep])
     test_table = markdown(["model", "dataset", *METRICS, "chance rsum", "i2i group mAP (%)"],
                           [[label, name, *(f"{m[k]:.1f}" for k in METRICS), f"{m['chance_rsum']:.1f}",
                             f"{m['i2i_group_mAP']:.1f}" if "i2i_group_mAP" in m else "-"]
