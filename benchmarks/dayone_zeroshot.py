@@ -109,7 +109,7 @@ def sweep(data: dict[str, tuple[FeatureSet, np.ndarray]], tables: dict[str, np.n
 
 
 def tag_fusion(fs: FeatureSet, logits: np.ndarray, cfg: ConseConfig, lambdas: tuple[float, ...]) -> dict[str, float]:
-    """Val rsum of ``cos(ConSE, MiniLM) + lambda * s_g . q`` (A3VSE's tag baseline, ``xmr.semantics.tag_baseline``,
+    """Val rsum of ``cos(ConSE, MiniLM) + lambda * s_g . q`` (A3VSE's tag baseline, ``xmr.data.imagenet_tags``,
     as a second signal), exactly, as the inner product of ``[x, sqrt(lambda) s_g]`` and ``[t, sqrt(lambda) q]``."""
     from xmr.semantics import TagBaseline, WordNet
 
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "Each class-text setting at its best K, T (emoji val):",
         by_text,
         "A second signal, A3VSE's tag baseline (WordNet expansion of the query against the full class "
-        "probabilities, `xmr.semantics.tag_baseline`), added to the cosine with weight lambda, emoji val rsum "
+        "probabilities, `xmr.data.imagenet_tags`), added to the cosine with weight lambda, emoji val rsum "
         "(`s.q`: the baseline's score as is; `cos(s, q)`: both unit vectors, a form an index of unit vectors "
         "could serve): " + ", ".join(f"{k}: {v:.1f}" for k, v in fusion.items()) + ".",
         f"The sweep's logits (the classifier on the cached pooled features) against the registered encoder's "

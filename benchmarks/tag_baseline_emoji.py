@@ -6,7 +6,7 @@ EfficientNet-Lite0 ImageNet-1k classifier (:class:`xmr.semantics.labeller.ImageN
 whole image, 224 px): its class probabilities with every class outside the image's top-k global
 labels set to zero (``--top-k 5``; ``--top-k 0`` keeps all 1000 probabilities). Each query text is
 expanded with WordNet synsets into a k-hot vector ``q`` over the same 1000 classes
-(:class:`xmr.semantics.tag_baseline.TagBaseline` with its defaults: noun senses of every
+(:class:`xmr.data.imagenet_tags.TagBaseline` with its defaults: noun senses of every
 word/n-gram, a class matches when the query names its synset or any hypernym of it, no hypernym
 expansion of the query). The score is ``r = s_g . q``.
 
@@ -45,12 +45,12 @@ import numpy as np
 import torch
 
 from xmr.bench.common import command_line, load_note, markdown
+from xmr.data.imagenet_tags import TagBaseline
 from xmr.data.manifest import Item, read_manifest
 from xmr.data.wordnet import WordNet
 from xmr.evaluation.metrics import cross_modal_metrics
 from xmr.evaluation.protocol import build_text_queries
 from xmr.semantics.labeller import ImageNetLabeller, top_labels
-from xmr.semantics.tag_baseline import TagBaseline
 from xmr.utils.paths import default_cache_dir
 
 log = logging.getLogger("tag_baseline_emoji")

@@ -240,9 +240,9 @@ def test_setting_up_a_day_one_run_installs_wordnet_when_missing(tmp_path: Path,
     assert calls == []  # its texts were given: nothing to read
     ENCODERS.get("conse-imagenet")().ensure_data()
     assert calls == [(WORDNET_PACKAGES, False)]  # asked while the files are missing
-    pretrained_run(tmp_path / "run")  # the day-one pair
-    assert len(calls) == 2 and (tmp_path / "run" / "run.json").is_file()
+    pretrained_run(tmp_path / "run")  # the day-one pair: both sides read WordNet (class names, query expansion)
+    assert len(calls) == 3 and (tmp_path / "run" / "run.json").is_file()
     monkeypatch.setenv("XMR_WORDNET_DIR", str(tmp_path / "mine"))
     with pytest.raises(XmrError, match="WordNet 3.0 not found") as e:
         ENCODERS.get("conse-imagenet")().ensure_data()
-    assert "\n" not in str(e.value) and len(calls) == 2
+    assert "\n" not in str(e.value) and len(calls) == 3

@@ -166,7 +166,10 @@ def test_fetch_is_deterministic_and_a_no_op_when_done(tmp_path: Path) -> None:
     assert a.stat().st_mtime_ns == mtime
     other = fetch_openclipart(tmp_path / "a", config=OpenclipartConfig(image_size=SIZE, seed=5), source=pkg,
                               install=False, progress=False)
-    assert other == a and json.loads((a.parent / "dataset.json").read_text())["config"]["seed"] == 5
+    assert other == tmp_path / "a" / "datasets" / "openclipart-seed5" / "manifest.jsonl"  # beside the default's
+    assert json.loads((other.parent / "dataset.json").read_text())["config"]["seed"] == 5
+    assert a.stat().st_mtime_ns == mtime and (a.parent / "manifest.jsonl").read_bytes() == (
+        b.parent / "manifest.jsonl").read_bytes()
 
 
 def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pkg: Path, *, fail_first: bool) -> Path:
@@ -259,3 +262,43 @@ def test_real_package_drawings(tmp_path: Path) -> None:
     assert len(build.items) + len(build.skipped) == len(picked) == 4
     assert all(it.texts and it.label == "animals/birds" for it in build.items)
     assert all(Image.open(it.image).size == (224, 224) for it in build.items)
+
+
+def test_fetch_seed_draws_another_split_beside_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``xmr data fetch openclipart --seed N``: the default (seed 0, no option) is byte-identical to the library's
+    default build and left untouched by another seed, whose dataset sits beside it (``openclipart-seed<N>``),
+    with the same items, texts and PNGs (drawn once, under the default's folder) and splits drawn by its seed,
+    as :func:`oc._split` draws them; a dataset with one fixed split refuses a seed in one line."""
+    from hostile import cli_error, cli_ok
+
+    pkg = _package(tmp_path / "pkg")
+    monkeypatch.setattr(oc, "PACKAGE_ROOT", pkg)  # installed: nothing for apt-get to do
+    config = OpenclipartConfig(test_fraction=0.3, val_fraction=0.3)
+    monkeypatch.setattr(oc.fetch_openclipart, "__kwdefaults__", {**oc.fetch_openclipart.__kwdefaults__,
+                                                                   "config": config, "progress": False})
+    cache = tmp_path / "cache"
+    cli_ok(["data", "fetch", "openclipart", "--cache-dir", cache], capsys)
+    default = cache / "datasets" / "openclipart" / "manifest.jsonl"
+    reference = fetch_openclipart(tmp_path / "ref", config=config, source=pkg, install=False, progress=False)
+    assert default.read_bytes() == reference.read_bytes()
+    before, mtime = default.read_bytes(), default.stat().st_mtime_ns
+    pngs = sorted((cache / "datasets" / "openclipart" / "png").rglob("*.png"))
+    splits = {}
+    for seed in (1, 7):
+        out = cli_ok(["data", "fetch", "openclipart", "--seed", str(seed), "--cache-dir", cache], capsys)
+        manifest = cache / "datasets" / f"openclipart-seed{seed}" / "manifest.jsonl"
+        assert f"manifest: {manifest}" in out
+        items, base = read_manifest(manifest), read_manifest(default)
+        assert [(it.id, it.texts, it.image) for it in items] == [(it.id, it.texts, it.image) for it in base]
+        assert [it.split for it in items] == [oc._split(seed, it.id, config) for it in items]
+        splits[seed] = [it.split for it in items]
+        assert not (manifest.parent / "png").exists()
+    assert splits[1] != splits[7] or splits[1] != [it.split for it in read_manifest(default)]
+    assert default.read_bytes() == before and default.stat().st_mtime_ns == mtime
+    assert sorted((cache / "datasets" / "openclipart" / "png").rglob("*.png")) == pngs  # drawn once
+    cli_ok(["data", "fetch", "openclipart", "--seed", "0", "--cache-dir", cache], capsys)  # the default, as it is
+    assert default.stat().st_mtime_ns == mtime
+    err = cli_error(["data", "fetch", "emoji", "--seed", "1", "--cache-dir", tmp_path / "e"], capsys)
+    assert "dataset 'emoji' has one fixed split; --seed 1 draws the split of: openclipart" in err
+    assert not (tmp_path / "e").exists()

@@ -250,3 +250,57 @@ def test_the_readme_tour_starts_with_a_bare_folder(monkeypatch: pytest.MonkeyPat
         out = capsys.readouterr().out
         if args[0] == "search":
             assert "pictures/" in out or "pic" in out, (step, out)
+
+
+def test_tuning_a_run_without_a_dataset_names_one_in_one_line(joint_pair: None, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``xmr index RUN --tune val`` on a run made with no dataset: as ``xmr eval``, it asks for ``--manifest M``, and
+    with one it tunes on that manifest's val split; a folder (no pairs to score) is told to build without it."""
+    from xmr.bench.shapes import make_shapes_dataset
+
+    manifest = make_shapes_dataset(tmp_path / "data", copies=1)
+    run = tmp_path / "r"
+    cli_ok(["pretrained", "--out", run, *JOINT], capsys)
+    fixed = ["--rerank", "diffusion", "--rerank-param", "diffusion.k=3", "--rerank-param", "diffusion.k_q=2"]
+    err = cli_error(["index", run, *fixed, "--tune", "val"], capsys)
+    assert "made from a pretrained pair without a dataset; name one with --manifest M" in err
+    out = cli_ok(["index", run, "--manifest", manifest, *fixed, "--tune", "val"], capsys)
+    assert "tuned diffusion for images on val" in out
+    tuning = json.loads((run / "index" / "rerank" / "diffusion" / "images" / "tuning.json").read_text())
+    assert tuning["split"] == "val" and tuning["n_images"] == 4  # the manifest's 4 val drawings
+    folder = bare_folder(tmp_path / "pictures")
+    for args in (["index", run, "--images", folder, "--out", tmp_path / "i"], ["index", "--images", folder, *JOINT]):
+        err = cli_error([*args, *fixed, "--tune", "val"], capsys)
+        assert "--tune val chooses re-ranking parameters on a split of the run's dataset" in err
+        assert "build without it (the method's defaults) or tune on a dataset's split: " \
+               "`xmr index RUN --manifest M --rerank NAME --tune val`" in err
+
+
+def test_a_bare_folder_index_re_ranks(joint_pair: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``xmr index --images FOLDER --rerank diffusion`` builds the structures in the folder's own run, and
+    ``xmr search FOLDER/.xmr --rerank diffusion`` re-orders the index's shortlist with them (the same hits as the
+    library's re-ranker over the frozen features); a folder too small for the default is refused in one line, and
+    a search asking for structures the index lacks too."""
+    folder = bare_folder(tmp_path / "pictures", n=8)
+    err = cli_error(["index", "--images", folder, "--recursive", "--rerank", "diffusion", *JOINT], capsys)
+    assert "diffusion parameter k=30 is too large for a gallery of 8 images (at most 7); lower it " \
+           "(--rerank-param diffusion.k=7)" in err
+    cli_ok(["index", "--images", folder, "--recursive", *JOINT], capsys)
+    run = folder / ".xmr"
+    err = cli_error(["search", run, "--text", "a red disc", "--rerank", "diffusion"], capsys)
+    assert f"has no 'diffusion' re-ranking structures; rebuild with `xmr index {run} --images {folder} --recursive " \
+           "--rerank diffusion`" in err
+    out = cli_ok(["index", "--images", folder, "--recursive", "--rerank", "diffusion", "--rerank-param",
+                  "diffusion.k=4"], capsys)
+    assert "re-ranking structures (diffusion; images)" in out
+    def hits(*extra: str) -> list[dict[str, object]]:
+        out = cli_ok(["search", run, "--text", "a red disc", "-k", "8", "--json", *extra], capsys)
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")][0]["hits"]  # type: ignore[no-any-return]
+
+    plain, reranked = hits(), hits("--rerank", "diffusion")
+    ids = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in (".png", ".jpg"))
+    enc_i, enc_t = JointImage(), JointText()
+    want = _cosine(enc_t.encode_batch(["a red disc"]), enc_i.encode_batch([enc_i.load(folder / i) for i in ids]))[0]
+    np.testing.assert_allclose([h["score"] for h in plain], sorted(want, reverse=True), atol=COS_ATOL)
+    assert sorted(h["id"] for h in reranked) == ids  # the whole shortlist, re-scored by the walk
+    assert not np.allclose([h["score"] for h in reranked], [h["score"] for h in plain], atol=1e-3)

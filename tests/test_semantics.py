@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from xmr.data.imagenet_tags import TagBaseline, query_vectors, tag_scores
 from xmr.data.wordnet import WordNet
 from xmr.errors import XmrError
 from xmr.semantics.labeller import ImageNetLabeller, grid_boxes, pseudo_text
-from xmr.semantics.tag_baseline import TagBaseline, query_vectors, tag_scores
 
 HEADER = "  1 This is a tiny WordNet-format fixture for xmr's tests.  \n"
 # name -> (lemmas, hypernym names)

@@ -17,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
     f = dsub.add_parser("fetch", help="fetch and prepare a built-in dataset (e.g. emoji)")
     f.add_argument("name")
+    f.add_argument("--seed", type=seed, default=None,
+                   help="draw the split with this seed (datasets whose split is seeded: openclipart); a seed other "
+                        "than the default (0) builds beside the default's dataset, which stays as it is")
     add_cache(f)
     f.set_defaults(func=run_fetch)
     f = dsub.add_parser("manifest", help="write a manifest from a folder of images (texts from optional sidecar "
@@ -40,7 +43,7 @@ def run_fetch(a: argparse.Namespace) -> None:
     from xmr.data import fetch_dataset
     from xmr.data.manifest import read_manifest
 
-    path = fetch_dataset(a.name, a.cache_dir)
+    path = fetch_dataset(a.name, a.cache_dir, seed=a.seed)
     items = read_manifest(path)
     print(f"{a.name}: {len(items)} items; manifest: {path}")
     splits = sorted({str(it.split) for it in items})

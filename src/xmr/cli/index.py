@@ -82,7 +82,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--rerank-target", default=None, choices=["images", "texts", "both"],
                    help="which side the re-ranking structures re-order")
     p.add_argument("--tune", default=None, metavar="SPLIT",
-                   help="choose the --rerank method's parameters on this split of the run (val): a small grid "
+                   help="choose the --rerank method's parameters on this split (val) of the run's dataset, or of "
+                        "--manifest M when given (a run made without a dataset needs it): a small grid "
                         "scored by R@1+5+10 of the re-ranked direction; --rerank-param values stay fixed; the "
                         "choice and every score go to rerank/NAME/TARGET/tuning.json (test is refused)")
     add_cache(p)

@@ -42,7 +42,7 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -216,10 +216,9 @@ def _split(seed: int, key: str, config: OpenclipartConfig) -> str:
         else "train"
 
 
-def _read_drawings(svg_root: Path, png_root: Path | None, out_dir: Path, config: OpenclipartConfig,
+def _read_drawings(svg_root: Path, png_root: Path | None, png_dir: Path, config: OpenclipartConfig,
                    progress: bool | None, skipped: list[dict[str, str]]) -> list[_Drawing]:
-    """Every SVG read and drawn; the ones that fail go to ``skipped``."""
-    png_dir = out_dir / "png" / str(config.image_size)
+    """Every SVG read and drawn into ``png_dir``; the ones that fail go to ``skipped``."""
     drawings: list[_Drawing] = []
     disable = None if progress is None else not progress
     for source in progress_bar(list_svgs(svg_root), desc="openclipart drawings", unit="svg", disable=disable):
@@ -258,20 +257,21 @@ def _licence_row(key: str, d: _Drawing, copies: list[str], texts: tuple[str, ...
 
 def build_openclipart_items(svg_root: Path, png_root: Path | None, out_dir: Path,
                             config: OpenclipartConfig = OpenclipartConfig(), *,
-                            progress: bool | None = None) -> OpenclipartBuild:
+                            progress: bool | None = None, png_dir: Path | None = None) -> OpenclipartBuild:
     """Items (and licence and skipped rows) of the drawings under ``svg_root``, drawn under ``out_dir``.
 
     Args:
         svg_root: the package's ``svg`` folder (category folders of ``.svg`` files).
         png_root: its ``png`` folder (same paths, ``.png``), the fallback image; None: none.
         out_dir: the dataset folder; PNGs go to ``out_dir/png/<image_size>/<id>.png`` (kept if there).
+        png_dir: the PNGs' folder instead (another split seed's dataset reuses the default one's).
 
     Returns:
         The build: items sorted by id, a licence row per item, a skipped row per SVG left out.
     """
     build = OpenclipartBuild()
-    drawings = _merge_copies(_read_drawings(Path(svg_root), png_root, Path(out_dir), config, progress,
-                                            build.skipped))
+    png_dir = Path(png_dir) if png_dir is not None else Path(out_dir) / "png" / str(config.image_size)
+    drawings = _merge_copies(_read_drawings(Path(svg_root), png_root, png_dir, config, progress, build.skipped))
     texts, dropped = drop_collection_texts({str(d.source): drawing_texts(d.meta) for d, _ in drawings},
                                            config.max_shared)
     for d, copies in drawings:
@@ -316,13 +316,23 @@ def _stamped_png_dir(png_dir: Path, stamp: dict[str, Any]) -> None:
         save_json(marker, stamp)
 
 
+def dataset_folder(datasets: Path, seed: int) -> Path:
+    """The dataset's folder under ``<cache>/datasets``: ``openclipart`` for the default split (seed 0), else
+    ``openclipart-seed<N>``, so that every seed's manifest stays where the runs made on it recorded it."""
+    return datasets / ("openclipart" if seed == 0 else f"openclipart-seed{seed}")
+
+
 def fetch_openclipart(cache_dir: Path | None = None, *, config: OpenclipartConfig = OpenclipartConfig(),
-                      source: Path | None = None, install: bool = True, progress: bool | None = None) -> Path:
+                      seed: int | None = None, source: Path | None = None, install: bool = True,
+                      progress: bool | None = None) -> Path:
     """Install the Debian packages if missing, build the dataset (or find it built); return its manifest.
 
     Args:
-        cache_dir: cache root (None: :func:`default_cache_dir`); the dataset is ``<cache>/datasets/openclipart``.
+        cache_dir: cache root (None: :func:`default_cache_dir`); the dataset is ``<cache>/datasets/openclipart``
+            (:func:`dataset_folder`: ``openclipart-seed<N>`` for another split seed, its items drawn from the same
+            PNGs, under ``openclipart/png``, which are drawn once).
         config: the split seed, image size, fractions and collection-text limit.
+        seed: the split's seed (``xmr data fetch openclipart --seed N``; None: ``config.seed``).
         source: the packages' install folder (``svg/`` and ``png/`` inside; None: :data:`PACKAGE_ROOT`).
         install: run apt-get when ``source/svg`` is missing (else refuse).
 
@@ -335,14 +345,19 @@ def fetch_openclipart(cache_dir: Path | None = None, *, config: OpenclipartConfi
         ensure_debian_packages(DEBIAN_PACKAGES, present=svg_root.is_dir, what="openclipart")
     elif not svg_root.is_dir():
         raise XmrError(f"openclipart: {svg_root} not found; install the Debian packages {' '.join(DEBIAN_PACKAGES)}")
-    root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "datasets" / "openclipart"
+    if seed is not None:
+        config = replace(config, seed=seed)
+    datasets = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "datasets"
+    root = dataset_folder(datasets, config.seed)
+    png_dir = dataset_folder(datasets, 0) / "png" / str(config.image_size)  # a drawing's PNG is every seed's
     settings = {"name": "openclipart", "format": FORMAT_VERSION, "config": asdict(config),
                 "packages": package_versions(DEBIAN_PACKAGES), "source": str(source)}
     manifest = root / MANIFEST_NAME
     if finished_manifest(root, settings, MANIFEST_NAME) is not None:
         return manifest
-    _stamped_png_dir(root / "png" / str(config.image_size), {k: settings[k] for k in ("format", "packages", "source")})
-    build = build_openclipart_items(svg_root, png_root if png_root.is_dir() else None, root, config, progress=progress)
+    _stamped_png_dir(png_dir, {k: settings[k] for k in ("format", "packages", "source")})
+    build = build_openclipart_items(svg_root, png_root if png_root.is_dir() else None, root, config, progress=progress,
+                                    png_dir=png_dir)
     if not build.items:
         atomic_write_text(root / SKIPPED_NAME, _jsonl(build.skipped))
         raise XmrError(f"openclipart: no usable drawing under {svg_root} ({len(build.skipped)} skipped, listed in "

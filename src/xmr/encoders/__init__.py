@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xmr.encoders import (  # noqa: F401  (register the built-ins)
            conse,
+           conse_tags,
            efficientnet,
            efficientnet_onnx,
            hf_clip,

@@ -238,7 +238,7 @@ class ConseImageNet(ImageEncoder):
         from xmr.utils.paths import default_cache_dir
 
         key = short_hash({"texts": [dataclasses.astuple(t) for t in self.texts], "text_id": self.text.encoder_id,
-                          "dim": self.dim, **self.config.texts_settings()})
+                          "dim": self.text.dim, **self.config.texts_settings()})
         return (self._cache_root or default_cache_dir()) / "conse" / f"{key}.npy"
 
     @property
@@ -252,7 +252,7 @@ class ConseImageNet(ImageEncoder):
         from xmr.utils.io import atomic_write
 
         path = self.table_path()
-        want = (len(self.texts), self.dim)
+        want = (len(self.texts), self.text.dim)  # a subclass may widen dim (conse_tags)
         if path.is_file():
             try:
                 table = np.load(path)

@@ -4,7 +4,8 @@
   hypernyms), and :mod:`~xmr.data.imagenet_classes`: ImageNet-1k class id -> WordNet noun synset; both
   sit in ``data``, below ``encoders``, whose zero-shot ConSE encoder names its classes with them;
 - :mod:`~xmr.semantics.labeller`: global and regional ImageNet labels, pseudo-texts;
-- :mod:`~xmr.semantics.tag_baseline`: the unsupervised ``r = s_g^T q`` baseline.
+- :mod:`~xmr.data.imagenet_tags` (re-exported here): the unsupervised ``r = s_g^T q`` tag baseline, in
+  ``data`` so that the day-one encoders (:mod:`~xmr.encoders.conse_tags`) can use its query expansion.
 
 Importing this package loads no model and reads no file.
 """
@@ -12,9 +13,9 @@ Importing this package loads no model and reads no file.
 from __future__ import annotations
 
 from xmr.data.imagenet_classes import IMAGENET_OFFSETS, imagenet_wnids
+from xmr.data.imagenet_tags import TagBaseline, query_vectors, tag_scores
 from xmr.data.wordnet import Synset, WordNet
 from xmr.semantics.labeller import ImageNetLabeller, grid_boxes, imagenet_class_names, pseudo_text
-from xmr.semantics.tag_baseline import TagBaseline, query_vectors, tag_scores
 
 __all__ = ["IMAGENET_OFFSETS", "imagenet_wnids", "ImageNetLabeller", "grid_boxes",
            "imagenet_class_names", "pseudo_text", "TagBaseline", "query_vectors", "tag_scores",

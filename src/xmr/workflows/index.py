@@ -208,12 +208,19 @@ def index_run(run_dir: str | Path, job: IndexJob | None = None, *, runtime: Runt
         gallery = run_items(cfg, manifest=job.manifest, split=job.split, skip_bad=job.skip_bad)
         source = dataclasses.replace(source, manifest=job.manifest or cfg.manifest)
     tunings: dict[str, dict[Target, Tuning]] = {}
-    if job.tune is not None:  # on the run's own validation split, before the gallery is touched
+    if job.tune is not None:  # on the validation split of the run's dataset (or of the manifest indexed), first
+        if job.images is not None and not cfg.manifest:
+            raise XmrError("{tune} chooses re-ranking parameters on a split of the run's dataset, and {run} has none "
+                           "(made from a pretrained pair without one; a folder of images is no set of pairs to score): "
+                           "build without it (the method's defaults) or tune on a dataset's split: {call}",
+                           tune=Param("tune", job.tune), run=str(run_dir),
+                           call=Call("index_run", Param("run_dir", "RUN"), Param("manifest", "M"),
+                                     Param("rerank", "NAME"), Param("tune", job.tune)))
         for proto in rerankers:
             with runtime.autocast():
                 tunings[proto.name] = tune_reranker(cfg, model, proto, job.rerank_targets, split=job.tune,
                                                     fixed=job.tune_fixed, cache_dir=job.cache_dir,
-                                                    show_progress=job.show_progress)
+                                                    show_progress=job.show_progress, manifest=job.manifest)
     with exclusive_lock(out.parent / f".{out.name}.lock", f"the index {out}"):
         check_edits(out, job.edits)  # again: an add may have ended meanwhile
         kept: list[dict[str, str]] = [*scanned_out]

