@@ -171,3 +171,14 @@ def test_region_gpo_is_listed_and_runs_through_xmr_train(tmp_path: Path, capsys:
                  "--image-encoder", "toy-image", "--text-encoder", "toy-text", "--image-head", "region-gpo"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "needs a region image encoder" in err[0], err
+
+
+def test_the_7x7_region_encoder_keeps_the_whole_map() -> None:
+    from xmr.encoders import create_image_encoder
+    from xmr.encoders.regions import RegionEncoder
+
+    enc = create_image_encoder("efficientnet-lite0-regions7x7")  # weights load on first use: none here
+    base = create_image_encoder("efficientnet-lite0-regions")
+    assert isinstance(enc, RegionEncoder) and isinstance(base, RegionEncoder)
+    assert (enc.n_regions, enc.dim, base.n_regions) == (49, 49 * 1280, 9)
+    assert enc.encoder_id.endswith("/regions7x7") and enc.encoder_id != base.encoder_id
