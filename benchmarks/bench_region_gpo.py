@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--head-rows", type=int, default=4096)
+    ap.add_argument("--head-rows", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "encoders")
     args = ap.parse_args(argv)
