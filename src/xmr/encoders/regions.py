@@ -141,6 +141,12 @@ def efficientnet_regions(*, grid: int = 3) -> RegionEncoder:
     return RegionEncoder(create_image_encoder("efficientnet-lite0"), grid=grid)  # type: ignore[arg-type]  # has spatial_features
 
 
+@ENCODERS.register("efficientnet-lite0-regions7x7")
+def efficientnet_regions_7x7() -> RegionEncoder:
+    """EfficientNet-Lite0's whole final 7 x 7 x 1280 map as 49 regions (no pooling; 251 KB per image in float32)."""
+    return RegionEncoder(create_image_encoder("efficientnet-lite0"), grid=7)  # type: ignore[arg-type]  # has spatial_features
+
+
 @ENCODERS.register("toy-image-regions")
 def toy_regions(*, grid: int = 2, dim: int = 64, seed: int = 0) -> RegionEncoder:
     """The toy image encoder's 8 x 8 map pooled to ``grid x grid`` regions (tests and examples)."""

@@ -4,5 +4,6 @@ text encoders (:mod:`xmr.text`); depends on nothing else in xmr but errors."""
 from __future__ import annotations
 
 from xmr.layers.attention import ContextAttentionPool
+from xmr.layers.gpo import GeneralizedPooling, gpo_pool
 
-__all__ = ["ContextAttentionPool"]
+__all__ = ["ContextAttentionPool", "GeneralizedPooling", "gpo_pool"]

@@ -4,7 +4,8 @@ Huang et al., "Annotation Efficient Cross-Modal Retrieval with Adversarial Atten
 (A3VSE, ACM MM 2019), Sec. 3.2: each region feature goes through F^v's trainable FC layer, then
 K-head context-aware attention pooling (Eq. 1, :class:`~xmr.layers.attention.ContextAttentionPool`)
 merges the regions into one image vector. The "w/o attention" ablation averages the projected
-regions instead.
+regions instead. ``region-gpo`` pools them with VSE-infinity's learned Generalized Pooling
+Operator instead (Chen et al., CVPR 2021, Sec. 3; :class:`~xmr.layers.gpo.GeneralizedPooling`).
 
 The input is a region encoder's flattened row (:class:`xmr.encoders.regions.RegionEncoder`,
 e.g. ``efficientnet-lite0-regions``: 3 x 3 cells x 1280 channels, region-major), so these heads
@@ -20,6 +21,7 @@ from torch import nn
 
 from xmr.errors import XmrError
 from xmr.layers.attention import ContextAttentionPool
+from xmr.layers.gpo import GeneralizedPooling
 from xmr.models.heads import HEADS
 
 
@@ -78,3 +80,35 @@ class RegionAttentionHead(RegionMeanHead):
     def pool(self, h: torch.Tensor) -> torch.Tensor:
         return self.attention(h)
 
+
+
+@HEADS.register("region-gpo")
+class RegionGPOHead(RegionMeanHead):
+    """VSE-infinity's image side over grid features: per-region FC, GPO, L2.
+
+    Chen et al., "Learning the Best Pooling Strategy for Visual Semantic Embedding" (CVPR 2021),
+    Sec. 3: each region is projected to the joint space, then every dimension is sorted over the
+    regions and summed with the weights theta_1..theta_R that a bi-GRU over the positions' sin/cos
+    encoding gives (:class:`~xmr.layers.gpo.GeneralizedPooling`; mean, max and K-max pooling are
+    special cases).
+
+    Args:
+        in_dim: R * C, the flattened region row.
+        out_dim: H, the joint dimension.
+        regions: R.
+        hidden_dim: unused (the run's MLP width); GPO's own sizes are ``gpo_pe_dim`` / ``gpo_hidden``.
+        dropout: on the region features.
+        gpo_pe_dim, gpo_hidden, gpo_temperature: GPO's positional encoding size, bi-GRU hidden
+            size and softmax temperature (the paper's 32, 32 and 0.1).
+
+    Shape:
+        (B, R * C) -> (B, out_dim)
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, regions: int, hidden_dim: int = 0, dropout: float = 0.0,
+                 gpo_pe_dim: int = 32, gpo_hidden: int = 32, gpo_temperature: float = 0.1) -> None:
+        super().__init__(in_dim, out_dim, regions=regions, dropout=dropout)
+        self.gpo = GeneralizedPooling(pe_dim=gpo_pe_dim, hidden_dim=gpo_hidden, temperature=gpo_temperature)
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        return self.gpo(h)

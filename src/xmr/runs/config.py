@@ -106,8 +106,8 @@ class RunConfig(BaseRunConfig):
             ``TextEncoderConfig(kind=text_encoder)``. Its vocabulary is built from the training
             texts.
         image_head: the image side's head if not ``head``: ``region-attention`` (A3VSE's K-head
-            attention over regions) or ``region-mean`` need a region image encoder such as
-            ``efficientnet-lite0-regions``.
+            attention over regions), ``region-mean`` or ``region-gpo`` (VSE-infinity's learned
+            pooling) need a region image encoder such as ``efficientnet-lite0-regions``.
         extra_train: more training manifests (:class:`TrainSource`), each with its splits and
             weight; validation and test stay the run's own manifest's.
         finetune: the encoders' fine-tuned last blocks / layers

@@ -124,8 +124,9 @@ def _add_objective_options(add: Callable[..., Any]) -> None:
         help="i2t: train the caption decoder on cross-entropy only (no self-critical reward)")
     add("--caption-xe-epochs", type=count,
         help="i2t: cross-entropy-only epochs before the mixed XE + CIDEr-D reward loss")
-    add("--image-head", help="image-side head if not --head: region-attention | region-mean (A3VSE; need a region "
-                             "image encoder such as efficientnet-lite0-regions)")
+    add("--image-head", help="image-side head if not --head: region-attention | region-mean (A3VSE) | region-gpo "
+                             "(VSE-infinity's GPO); they need a region image encoder such as "
+                             "efficientnet-lite0-regions")
     add("--sparse", metavar="FRACxTEXTS",
         help="annotate only a seeded fraction of the training images, e.g. 0.1x1, 0.2x2, 0.5xall")
     add("--pseudo-texts", choices=["regional", "global"],
