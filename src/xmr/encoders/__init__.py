@@ -10,8 +10,8 @@ from xmr.encoders import (  # noqa: F401  (register the built-ins)
            minilm,
            minilm_int8,
            openclip,
-           sentence,
            regions,  # noqa: E402,F401,I001  (register the region encoders; needs the pipeline)
+           sentence,
            toy,
 )
 from xmr.encoders.base import (

