@@ -88,7 +88,7 @@ def main() -> None:
                                     "time_vs_baseline": ratio, "cache_bytes_per_text": per_text,
                                     "seconds": times[name]}
         rows.append([f"`{name}` ({enc.encoder_id})", enc.dim, f"{rate:.1f}",
-                     "1 (baseline)" if name == base else f"{fmt_ratio(ratio)} x slower", f"{per_text:,}"])
+                     "1 (baseline)" if name == base else f"{fmt_ratio(ratio)} slower", f"{per_text:,}"])
     text = "\n".join([
         "# Frozen sentence encoders: encode rate and cache size", "", f"`{command_line()}`", "",
         f"{len(texts)} distinct texts of `{args.manifest.name}` (seed {args.seed}), batches of {args.batch}, "
