@@ -22,8 +22,16 @@ from pathlib import Path
 
 import torch
 
-from xmr.bench.common import command_line, fmt_ratio, interleaved, load_note, markdown, median, paired_ratio, \
-    write_report
+from xmr.bench.common import (
+    command_line,
+    fmt_ratio,
+    interleaved,
+    load_note,
+    markdown,
+    median,
+    paired_ratio,
+    write_report,
+)
 from xmr.encoders import create_text_encoder
 from xmr.utils.io import save_json
 
