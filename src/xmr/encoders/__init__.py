@@ -6,6 +6,7 @@ from xmr.encoders import (  # noqa: F401  (register the built-ins)
            conse,
            efficientnet,
            efficientnet_onnx,
+           fne,
            hf_clip,
            minilm,
            minilm_int8,
