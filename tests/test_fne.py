@@ -81,7 +81,7 @@ def test_the_id_and_dim_follow_the_config() -> None:
     a = create_image_encoder("efficientnet-lite0-fne")
     assert a.dim == DEFAULT_FNE.dim == sum(DEFAULT_FNE.widths)
     ids = {FullNetworkEmbedding(FneConfig.parse(s)).encoder_id
-           for s in ["b14,head", "b14,b15,head", "b14,head:none", "b14,head:block-std", "b14,head:block-std:ternary",
+           for s in ["b14,head:block-l2", "b14,b15,head", "b14,head:none", "b14,head:block-std", "b14,head:block-std:ternary",
                      "b14,b15"]}
     assert len(ids) == 6 and a.encoder_id not in ids
     assert FullNetworkEmbedding(FneConfig.parse("b7,head"), image_size=SIZE).encoder_id != \
@@ -89,6 +89,7 @@ def test_the_id_and_dim_follow_the_config() -> None:
     b = create_image_encoder("efficientnet-lite0-fne:b7,b15:none")
     assert b.dim == 80 + 320 and b.encoder_id.endswith("/fne-b7.b15-none")
     assert create_image_encoder(f"efficientnet-lite0-fne:{DEFAULT_FNE.spec}").encoder_id == a.encoder_id
+    assert FneConfig.parse("b14,head") == FneConfig.parse("b14,head:none")  # the default scale
 
 
 @pytest.mark.parametrize("spec", ["", "b16", "b3,b1", "b3,b3", "x1", "head:l1", "head:block-l2:ternary",
