@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--encoders", nargs="+", default=["efficientnet-lite0", "efficientnet-lite0-fne"])
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--name", default="fne_encode", help="stem of the report under --out")
     a = ap.parse_args(argv)
     load_before = load_note()
     encs = {name: create_image_encoder(name) for name in a.encoders}
@@ -82,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                   "cache bytes per image on disk"], rows),
         f"Load: {load_before} before; {load_note()} after."])
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "fne_encode.md").write_text(text + "\n")
+    (a.out / f"{a.name}.md").write_text(text + "\n")
     from xmr.utils.io import save_json
-    save_json(a.out / "fne_encode.json", {"command": command_line(), "images": len(arrays), **data})
+    save_json(a.out / f"{a.name}.json", {"command": command_line(), "images": len(arrays), **data})
     print(text)
     return 0
 
