@@ -81,8 +81,8 @@ def test_the_id_and_dim_follow_the_config() -> None:
     a = create_image_encoder("efficientnet-lite0-fne")
     assert a.dim == DEFAULT_FNE.dim == sum(DEFAULT_FNE.widths)
     ids = {FullNetworkEmbedding(FneConfig.parse(s)).encoder_id
-           for s in ["b14,head:block-l2", "b14,b15,head", "b14,head:none", "b14,head:block-std", "b14,head:block-std:ternary",
-                     "b14,b15"]}
+           for s in ["b14,head:block-l2", "b14,b15,head", "b14,head:none", "b14,head:block-std",
+                     "b14,head:block-std:ternary", "b14,b15"]}
     assert len(ids) == 6 and a.encoder_id not in ids
     assert FullNetworkEmbedding(FneConfig.parse("b7,head"), image_size=SIZE).encoder_id != \
         FullNetworkEmbedding(FneConfig.parse("b7,head")).encoder_id
