@@ -7,6 +7,7 @@ from xmr.encoders import (  # noqa: F401  (register the built-ins)
            conse_tags,
            efficientnet,
            efficientnet_onnx,
+           fne,
            hf_clip,
            minilm,
            minilm_int8,
