@@ -51,6 +51,7 @@ def _reference(name: str, arrays: list[np.ndarray]) -> np.ndarray:
         return net.extract_features((x / 255.0 - 0.498) / 0.502).mean(dim=(2, 3)).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NEW))
 def test_features_are_the_packages_own_pooled_features(name: str, tmp_path: Path, no_network: None) -> None:
     enc = create_image_encoder(name)
@@ -75,6 +76,7 @@ def test_variants_have_their_own_cache_ids_depths_and_sizes() -> None:
     assert EfficientNetLite2.n_blocks == EfficientNetLite2.finetune_depth == 21
 
 
+@pytest.mark.slow
 def test_lite2_tail_of_its_trunk_is_its_frozen_feature(tmp_path: Path) -> None:
     """The fine-tuning split is generic: Lite2's last 2 of 21 blocks, and its whole network from the pixels."""
     base = EfficientNetLite2()

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import importlib
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
