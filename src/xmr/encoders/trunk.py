@@ -22,7 +22,8 @@ features within 3.4e-4 for N <= 5 (5.7e-3 for N = 16; |feature| <= 4.4), tail gr
 
 ``N`` counts MBConv blocks: the 1x1 head conv (+ its BatchNorm and activation) is always part of
 a tail, and ``N = 0`` is no tail at all (today's frozen features: use the base encoder). ``N``
-must be 0..16 for EfficientNet-Lite0 (:func:`check_tail_blocks`); a trunk or tail needs 1..16.
+must be 0..16 for EfficientNet-Lite0, 0..21 for Lite1 / Lite2 (:func:`check_tail_blocks`); a trunk
+or tail needs 1..n_blocks.
 
 Boundary shapes of EfficientNet-Lite0 at 224 x 224 (measured; float16 cache: 2 bytes per value)::
 
@@ -93,7 +94,8 @@ def check_tail(n_tail: object, n_blocks: int, encoder: str = "efficientnet-lite0
 class SplittableEncoder(Protocol):
     """An image encoder that can be cut into a frozen trunk and a trainable :class:`ImageTail`.
 
-    ``EfficientNetLite0`` is one. An int ``n_tail`` is always checked by :func:`check_tail_blocks`;
+    ``EfficientNetLite0`` / ``1`` / ``2`` are (:class:`~xmr.encoders.efficientnet.EfficientNetLite`).
+    An int ``n_tail`` is always checked by :func:`check_tail_blocks`;
     ``make_tail`` and ``boundary_shape`` also take :data:`~xmr.encoders.finetune.ALL`.
     ``to_pixels``: loaded arrays -> (B, 3, S, S) float32 pixel values 0..255 (the input ``ALL`` caches).
     """
@@ -267,7 +269,7 @@ class TrunkEncoder(ImageEncoder):
     except for ``"all"``.
 
     Args:
-        base: a :class:`SplittableEncoder` (``efficientnet-lite0``); any other is a one-line XmrError.
+        base: a :class:`SplittableEncoder` (``efficientnet-lite0/1/2``); any other is a one-line XmrError.
         n_tail: blocks of the trainable tail, 1..``base.n_blocks``, or ``"all"``.
         freeze_bn: the tails it makes keep their BatchNorm statistics (:class:`ImageTail`).
     """
@@ -277,7 +279,7 @@ class TrunkEncoder(ImageEncoder):
     def __init__(self, base: ImageEncoder, n_tail: TailDepth, *, freeze_bn: bool = True) -> None:
         if not isinstance(base, SplittableEncoder):
             raise XmrError(f"image encoder {getattr(base, 'encoder_id', base)!r} cannot be split into a frozen "
-                           "trunk and a trainable tail (efficientnet-lite0 can)")
+                           "trunk and a trainable tail (efficientnet-lite0/1/2 can)")
         n_tail = check_tail(n_tail, base.n_blocks, base.encoder_id)
         if n_tail == 0:
             raise XmrError(f"fine-tuning 0 blocks of {base.encoder_id} has no trunk or tail: "

@@ -142,9 +142,9 @@ def _add_objective_options(add: Callable[..., Any]) -> None:
 def _add_finetune_options(add: Callable[..., Any]) -> None:
     """Fine-tuning the encoders' last blocks / layers, and augmented views."""
     add("--finetune-image-blocks", type=count_or_all, metavar="N|all",
-        help="fine-tune the last N blocks of the image encoder (efficientnet-lite0: 1..16; each N >= 1 "
-             "includes the head conv; hf-clip:PATH: its vision layers); the frozen trunk's output is cached once "
-             "(0 = frozen encoder; "
+        help="fine-tune the last N blocks of the image encoder (efficientnet-lite0: 1..16, -lite1/-lite2: 1..21; "
+             "each N >= 1 includes the head conv; hf-clip:PATH: its vision layers); the frozen trunk's output is "
+             "cached once (0 = frozen encoder; "
              "all = the whole network, stem included, from the cached pixels)")
     add("--finetune-text-layers", type=count_or_all, metavar="N|all",
         help="fine-tune the last N transformer layers of the text encoder (minilm-l6: 1..6; hf-clip:PATH: its "
