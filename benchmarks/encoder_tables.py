@@ -40,6 +40,8 @@ ROWS: list[tuple[str, str, str, list[str]]] = [
      [f"encoders/region-gpo/eval-oc-gpo-s{s}.json" for s in range(3)]),
     ("text: `all-mpnet`", "openclipart", "encoders/all-mpnet.md",
      [f"encoders/all-mpnet/eval-openclipart-all-mpnet-seed{s}.json" for s in range(3)]),
+    ("image `efficientnet-lite0-fne` + text `all-mpnet`", "openclipart", "encoders/fne-mpnet.md",
+     [f"encoders/fne-mpnet/eval-oc-fne-mpnet-s{s}.json" for s in range(3)]),
     ("day-one pair, no training (`conse-imagenet-tags` + `minilm-l6-tags`)", "emoji", "dayone/tags.md",
      ["dayone/eval-emoji-dayone.json"]),
     ("`xmr train` defaults (efficientnet-lite0 + minilm-l6, InfoNCE)", "emoji", "encoders/all-mpnet.md",
@@ -55,6 +57,8 @@ ROWS: list[tuple[str, str, str, list[str]]] = [
     ("image: 3x3 grid + `region-gpo` head (VSE∞ GPO)", "emoji", "encoders/region-gpo.md",
      ["encoders/region-gpo/eval-emoji-gpo-s0.json"]),
     ("text: `all-mpnet`", "emoji", "encoders/all-mpnet.md", ["encoders/all-mpnet/eval-emoji-all-mpnet-seed0.json"]),
+    ("image `efficientnet-lite0-fne` + text `all-mpnet`", "emoji", "encoders/fne-mpnet.md",
+     ["encoders/fne-mpnet/eval-emoji-fne-mpnet-s0.json"]),
 ]
 
 

@@ -260,7 +260,8 @@ DEFAULT_SOURCES: dict[tuple[str, str], tuple[str, str]] = {
 #: options of no library field or parameter, and why
 NO_FIELD: dict[tuple[str, str], str] = {
     ("", "verbose"): "the command line's own logging level",
-    ("data fetch", "seed"): "None: the dataset's own seed (OpenclipartConfig.seed, 0); datasets without a seeded split refuse one",
+    ("data fetch", "seed"): "None: the dataset's own seed (OpenclipartConfig.seed, 0); datasets without a seeded "
+                            "split refuse one",
     ("encode", "images"): "an input (a manifest or --images)",
     ("encode", "split"): "every item unless given (select_split(items, None))",
     ("encode", "engine"): "which function encodes (encode_items here, encode_with_ray on Ray), a setting of neither",
