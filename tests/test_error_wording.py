@@ -25,7 +25,8 @@ EDGES = ("cli", "serve")  # the packages that word errors for a user (and the CL
 #: a command-line flag in a text (``--overwrite``, ``--rerank-param``), not ``a--b`` or ``---``
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 #: texts that look like a flag or a command but are neither of xmr's: (regex, why allowed)
-FOREIGN = ((re.compile(r"`ray start --head`"), "Ray's own command to start a cluster: not an xmr option"),)
+FOREIGN = ((re.compile(r"`ray start --head`"), "Ray's own command to start a cluster: not an xmr option"),
+           (re.compile(r"\bpip install --no-deps\b"), "pip's own option (installing a package), not xmr's"))
 
 
 def _subcommands() -> list[str]:

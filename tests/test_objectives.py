@@ -173,9 +173,16 @@ def _cases() -> Iterator[tuple[str, PairSet, EvalSet, ModelConfig, TrainConfig, 
                                                   caption_rl=False, cross_style=0.3, **gen), gkw)
 
 
+#: relative tolerance of the cases that train GXN's conv image GAN: its convolutions' CPU kernels round
+#: differently from one processor to another (an AMD EPYC gave 6e-4 on ``gen_t2i_ema``, every other case
+#: within 5e-7), and the adversarial game grows those roundings over its steps
+GAN_REL = 2e-3
+
+
 def test_every_combination_trains_as_before_components(tmp_path: Path) -> None:
     """The histories the trainer wrote before objectives were components (``objectives_before.json``:
-    commit 16399d7 on these cases); equal to the last bit on the machine that wrote them."""
+    commit 16399d7 on these cases); equal to the last bit on the machine that wrote them, within rounding
+    elsewhere (1e-6; :data:`GAN_REL` where the conv GAN trains)."""
     seen = []
     for name, pairs, val, mc, cfg, kw in _cases():
         res = train_joint_model(pairs, val, mc, cfg, out_dir=tmp_path / name, **kw)
@@ -184,7 +191,9 @@ def test_every_combination_trains_as_before_components(tmp_path: Path) -> None:
         assert [sorted(r) for r in rows] == [sorted(r) for r in want], name
         for got, row in zip(rows, want):
             assert got.pop("loss_name") == row.pop("loss_name"), name
-            assert got == pytest.approx(row, rel=1e-6, abs=1e-7), name
+            gan = cfg.components.generative is not None and "t2i" in cfg.components.generative.paths
+            rel = GAN_REL if gan else 1e-6
+            assert got == pytest.approx(row, rel=rel, abs=1e-7), name
         assert (res.best_epoch, res.status) == (BEFORE["best_epoch"][name], BEFORE["status"][name]), name
         seen.append(name)
     assert seen == sorted(BEFORE["histories"], key=seen.index) and len(seen) == len(BEFORE["histories"])

