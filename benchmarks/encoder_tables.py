@@ -45,9 +45,11 @@ ROWS: list[tuple[str, str, str, list[str]]] = [
     ("day-one pair, no training (`conse-imagenet-tags` + `minilm-l6-tags`)", "emoji", "dayone/tags.md",
      ["dayone/eval-emoji-dayone.json"]),
     ("`xmr train` defaults (efficientnet-lite0 + minilm-l6, InfoNCE)", "emoji", "encoders/all-mpnet.md",
-     ["encoders/all-mpnet/eval-emoji-minilm-l6-seed0.json"]),
+     ["encoders/all-mpnet/eval-emoji-minilm-l6-seed0.json",
+      *[f"encoders/emoji-seeds/eval-emoji-defaults-s{s}.json" for s in (1, 2)]]),
     ("image: `efficientnet-lite0-fne` (full-network embedding)", "emoji", "encoders/efficientnet-lite0-fne.md",
-     ["encoders/efficientnet-lite0-fne/eval-emoji-fne-s0.json"]),
+     ["encoders/efficientnet-lite0-fne/eval-emoji-fne-s0.json",
+      *[f"encoders/emoji-seeds/eval-emoji-fne-s{s}.json" for s in (1, 2)]]),
     ("image: `efficientnet-lite1`", "emoji", "encoders/efficientnet-lite1-lite2.md",
      ["encoders/efficientnet-lite-evals/emoji-lite1-s0.json"]),
     ("image: `efficientnet-lite2`", "emoji", "encoders/efficientnet-lite1-lite2.md",
@@ -56,9 +58,12 @@ ROWS: list[tuple[str, str, str, list[str]]] = [
      ["encoders/region-gpo/eval-emoji-mean-s0.json"]),
     ("image: 3x3 grid + `region-gpo` head (VSE∞ GPO)", "emoji", "encoders/region-gpo.md",
      ["encoders/region-gpo/eval-emoji-gpo-s0.json"]),
-    ("text: `all-mpnet`", "emoji", "encoders/all-mpnet.md", ["encoders/all-mpnet/eval-emoji-all-mpnet-seed0.json"]),
+    ("text: `all-mpnet`", "emoji", "encoders/all-mpnet.md",
+     ["encoders/all-mpnet/eval-emoji-all-mpnet-seed0.json",
+      *[f"encoders/emoji-seeds/eval-emoji-mpnet-s{s}.json" for s in (1, 2)]]),
     ("image `efficientnet-lite0-fne` + text `all-mpnet`", "emoji", "encoders/fne-mpnet.md",
-     ["encoders/fne-mpnet/eval-emoji-fne-mpnet-s0.json"]),
+     ["encoders/fne-mpnet/eval-emoji-fne-mpnet-s0.json",
+      *[f"encoders/emoji-seeds/eval-emoji-fne-mpnet-s{s}.json" for s in (1, 2)]]),
 ]
 
 
