@@ -95,3 +95,20 @@ def test_a_finetuned_fne_trains_saves_and_serves(tmp_path: Path) -> None:
     assert main(["-q", "index", str(run), "--cache-dir", str(cache)]) == 0
     hits = Searcher.from_run(run).search_text("a red circle", k=3)
     assert len(hits) == 3
+
+
+def test_the_tail_trains_every_parameter_and_checkpointing_keeps_the_gradients(images: list[np.ndarray]) -> None:
+    trunk = FullNetworkEmbedding(DEFAULT_FNE, image_size=SIZE).trunk_encoder(9)  # taps b10, b14, b15 in the tail
+    rows = torch.from_numpy(trunk.encode_batch(images))
+    grads = []
+    for on in (False, True):
+        tail = trunk.make_tail().train()
+        tail.set_checkpointing(on)
+        torch.manual_seed(0)  # the same drop-connect draws
+        tail.features(rows).square().sum().backward()
+        grads.append({n: p.grad for n, p in tail.named_parameters()})
+    assert all(g is not None for g in grads[0].values())
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g)
+    groups = tail.layer_groups()
+    assert len(groups) == 9 and sum(map(len, groups)) == len(list(tail.parameters()))

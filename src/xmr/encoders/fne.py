@@ -53,8 +53,8 @@ from torch import nn
 from xmr.encoders.base import ENCODERS, EncoderFamily, ImageEncoder, register_encoder_family
 from xmr.encoders.efficientnet import EfficientNetLite0, to_model_input
 from xmr.encoders.finetune import ALL, TailDepth
-from xmr.encoders.trunk import TRUNK_DTYPE, ImageTail, check_tail
 from xmr.encoders.image_io import ImageSource
+from xmr.encoders.trunk import TRUNK_DTYPE, ImageTail, check_tail
 from xmr.errors import XmrError
 from xmr.modality import Modality
 from xmr.runtime.device import to_numpy
@@ -272,8 +272,9 @@ class FneTrunk(ImageEncoder):
     def rows(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
         """The trunk rows of loaded arrays before the cache's float16 rounding. Shape: (B, dim) float32."""
         lite = self.base.base
+        taps: list[torch.Tensor] = []
         if self.n_tail == ALL:
-            act, taps = lite.to_pixels(arrays), []
+            act = lite.to_pixels(arrays)
         else:
             act, taps = lite.trunk_pooled(lite.to_input(arrays), int(self.n_tail), self.frozen)
         return torch.cat([act.reshape(len(act), -1), *taps], dim=1)
@@ -291,7 +292,8 @@ class FneTrunk(ImageEncoder):
                 "frozen_taps": [f"b{b}" for b in self.frozen]}
 
     def make_tail(self, *, freeze_bn: bool | None = None) -> FneTail:
-        """The trainable tail that takes this trunk's rows (a fresh copy each call); ``freeze_bn`` None: this trunk's."""
+        """The trainable tail that takes this trunk's rows (a fresh copy each call); ``freeze_bn`` None:
+        this trunk's."""
         inner = self.base.base.make_tail(self.n_tail, freeze_bn=self.freeze_bn if freeze_bn is None else freeze_bn)
         return FneTail(inner, self.base.config, first=self.n_trunk, encoder_id=self.base.encoder_id,
                        trunk_id=self.encoder_id)

@@ -226,8 +226,9 @@ class ImageTail(nn.Module):
             x = checkpointed(_Once(block), x, rate, on=on) if on else block(x, drop_connect_rate=rate)
             if j in pooled:
                 kept[j] = x.mean(dim=(2, 3))
-        if set(pooled) - kept.keys():
-            raise XmrError(f"tail blocks {sorted(set(pooled) - kept.keys())} are not in this {len(self.blocks)}-block tail")
+        missing = sorted(set(pooled) - kept.keys())
+        if missing:
+            raise XmrError(f"tail blocks {missing} are not in this {len(self.blocks)}-block tail")
         x = self.act(self.bn1(self.conv_head(x)))
         return x.mean(dim=(2, 3)), [kept[j] for j in pooled]
 
