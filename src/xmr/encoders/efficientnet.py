@@ -199,15 +199,27 @@ class EfficientNetLite(ImageEncoder):
         (the result can feed a trainable tail), on the encoder's device whatever ``x``'s. Shape: (B, 3, S, S)
         -> (B, C, H, W), see :meth:`boundary_shape`; ``n_tail`` 0..n_blocks (0: the last block's output, before the
         head conv)."""
+        return self.trunk_pooled(x, n_tail)[0]
+
+    def trunk_pooled(self, x: torch.Tensor, n_tail: int,
+                     pooled: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`trunk`, and the global-average-pooled outputs of the trunk's blocks ``pooled`` (increasing
+        indices below ``n_blocks - n_tail``; the full-network embedding's frozen taps) from the same pass.
+        Shape: (B, 3, S, S) -> ((B, C, H, W), one (B, C_i) per index)."""
         n_trunk = self.n_blocks - check_tail_blocks(n_tail, self.n_blocks, self.encoder_id)
+        if any(not 0 <= i < n_trunk for i in pooled):
+            raise XmrError(f"blocks {list(pooled)} are not all in the {n_trunk}-block trunk of {self.encoder_id}")
         m = self.model
         if m.training:
             raise XmrError(f"the frozen {self.encoder_id} network was put in train mode; train an ImageTail instead")
+        wanted, out = set(pooled), []
         with torch.no_grad():
             h = m._swish(m._bn0(m._conv_stem(x.to(self.device))))
             for idx in range(n_trunk):
                 h = m._blocks[idx](h, drop_connect_rate=self.drop_connect_rate(idx))
-        return h
+                if idx in wanted:
+                    out.append(h.mean(dim=(2, 3)))
+        return h, out
 
     def boundary_shape(self, n_tail: TailDepth) -> tuple[int, int, int]:
         """(C, H, W) of :meth:`trunk`'s output for this ``image_size`` (measured on a blank image);

@@ -104,7 +104,8 @@ def trunk_of(encoder: object, n_tail: TailDepth, **options: Any) -> Any:
     make = getattr(encoder, "trunk_encoder", None)
     if make is None:
         raise XmrError(f"encoder {getattr(encoder, 'encoder_id', encoder)!r} cannot be fine-tuned (it declares no "
-                       "trunk / tail split; efficientnet-lite0/1/2, minilm-l6 and hf-clip:PATH do)")
+                       "trunk / tail split; efficientnet-lite0/1/2, efficientnet-lite0-fne, minilm-l6 and "
+                       "hf-clip:PATH do)")
     return make(n_tail, **options)
 
 

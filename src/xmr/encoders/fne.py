@@ -29,6 +29,15 @@ thresholds then apply to within-tap z-scores, not the paper's dataset-wide ones)
 Named ``efficientnet-lite0-fne`` (the defaults, :data:`DEFAULT_FNE`) or ``efficientnet-lite0-fne:TAPS[:SCALE
 [:ternary]]`` (``efficientnet-lite0-fne:b7,b10,b14,b15,head:block-l2``); the encoder id spells the taps and the
 scaling, so caches of two settings never mix. ``dim`` = the sum of the taps' widths.
+
+Fine-tuning the last N (1..16) blocks, or ``"all"`` (the capability of :mod:`xmr.encoders.finetune`,
+``xmr train ... --finetune-image-blocks N``): :class:`FneTrunk` caches, per image and in float16, Lite0's
+boundary activation after block ``16 - N`` (its :class:`~xmr.encoders.trunk.TrunkEncoder` row) followed by
+the pooled vectors of the taps below the cut; :class:`FneTail` wraps Lite0's own
+:class:`~xmr.encoders.trunk.ImageTail` (the last N blocks + head conv), pools the taps inside it and
+scales and concatenates every tap as the frozen encoder does, in the same order. Untrained, ``tail(trunk
+rows)`` is the frozen embedding (to the float16 rounding). Needs the head tap and no ``ternary`` (its
+gradient is zero).
 """
 
 from __future__ import annotations
@@ -39,10 +48,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from xmr.encoders.base import ENCODERS, EncoderFamily, ImageEncoder, register_encoder_family
 from xmr.encoders.efficientnet import EfficientNetLite0, to_model_input
+from xmr.encoders.finetune import ALL, TailDepth
 from xmr.encoders.image_io import ImageSource
+from xmr.encoders.trunk import TRUNK_DTYPE, ImageTail, check_tail
 from xmr.errors import XmrError
 from xmr.modality import Modality
 from xmr.runtime.device import to_numpy
@@ -171,12 +183,16 @@ def scale_taps(taps: Sequence[torch.Tensor], config: FneConfig) -> torch.Tensor:
     return z
 
 
+@ENCODERS.register(FAMILY)
 class FullNetworkEmbedding(ImageEncoder):
-    """Frozen EfficientNet-Lite0, several blocks' pooled outputs scaled and concatenated (module docstring).
+    """Frozen EfficientNet-Lite0, several blocks' pooled outputs scaled and concatenated (module docstring);
+    registered as ``efficientnet-lite0-fne`` (the defaults, :data:`DEFAULT_FNE`).
 
     Shape: ``encode_batch``: loaded (S, S, 3) uint8 arrays -> (B, ``config.dim``) float32.
     """
 
+    n_blocks = len(BLOCK_WIDTHS)
+    finetune_depth = len(BLOCK_WIDTHS)  # the fine-tuning capability (xmr.encoders.finetune)
     default_batch_size = EfficientNetLite0.default_batch_size
     takes_square_arrays = True  # load() is the base's image_to_array: views can be augmented
 
@@ -206,11 +222,133 @@ class FullNetworkEmbedding(ImageEncoder):
     def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
         return to_numpy(self.forward(to_model_input(inputs)))  # type: ignore[arg-type]  # load() made arrays
 
+    def trunk_encoder(self, n_tail: TailDepth, *, freeze_bn: bool = True) -> FneTrunk:
+        """The cacheable frozen part below a tail of ``n_tail`` (1..16 or ``"all"``) blocks (:class:`FneTrunk`);
+        its ``make_tail()`` is the trainable rest."""
+        return FneTrunk(self, n_tail, freeze_bn=freeze_bn)
 
-@ENCODERS.register(FAMILY)
-def efficientnet_fne() -> FullNetworkEmbedding:
-    """EfficientNet-Lite0's full-network embedding at its defaults (:data:`DEFAULT_FNE`)."""
-    return FullNetworkEmbedding(DEFAULT_FNE)
+
+class FneTrunk(ImageEncoder):
+    """The frozen part of a full-network embedding below a tail of ``n_tail`` blocks, as a cacheable encoder.
+
+    ``encode_batch``: loaded images -> (B, C*H*W + sum of the frozen taps' widths) float16: Lite0's boundary
+    activation after its first ``16 - n_tail`` blocks, flattened (:class:`~xmr.encoders.trunk.TrunkEncoder`'s
+    row; ``"all"``: the pixels 0..255), then the pooled outputs of the taps below the cut (``frozen``), in tap
+    order. ``encoder_id`` = ``<fne id>/trunk-<16 - n_tail>`` (``"all"``: ``<fne id>/input``).
+
+    Args:
+        base: the frozen :class:`FullNetworkEmbedding`.
+        n_tail: blocks of the trainable tail, 1..16, or ``"all"``.
+        freeze_bn: the tails it makes keep their BatchNorm statistics (:class:`~xmr.encoders.trunk.ImageTail`).
+    """
+
+    takes_square_arrays = True
+
+    def __init__(self, base: FullNetworkEmbedding, n_tail: TailDepth, *, freeze_bn: bool = True) -> None:
+        n_tail = check_tail(n_tail, base.n_blocks, base.encoder_id)
+        if n_tail == 0:
+            raise XmrError(f"fine-tuning 0 blocks of {base.encoder_id} has no trunk or tail: "
+                           "use the frozen encoder itself")
+        if not base.config.head or base.config.ternary:
+            raise XmrError(f"{base.encoder_id} cannot be fine-tuned: a fine-tuned full-network embedding needs "
+                           f"the {HEAD!r} tap and no {TERNARY!r} (e.g. {FAMILY})")
+        self.base, self.n_tail, self.freeze_bn = base, n_tail, bool(freeze_bn)
+        self.n_trunk = 0 if n_tail == ALL else base.n_blocks - int(n_tail)
+        self.frozen = tuple(b for b in base.config.blocks if b < self.n_trunk)
+        self.image_size = base.image_size
+        self.default_batch_size = base.default_batch_size
+        self.encoder_id = f"{base.encoder_id}/input" if n_tail == ALL else f"{base.encoder_id}/trunk-{self.n_trunk}"
+        self.boundary_shape: tuple[int, int, int] = base.base.boundary_shape(n_tail)
+        self.dim = int(np.prod(self.boundary_shape)) + sum(BLOCK_WIDTHS[b] for b in self.frozen)
+
+    def load(self, path: ImageSource) -> np.ndarray:
+        return self.base.load(path)
+
+    def model_tail(self, name: str) -> tuple[int, dict[str, object]]:
+        """The tail's output size (the head's input, the embedding's dim) and its spec (``ModelConfig.image_tail``)."""
+        return self.base.dim, {"encoder": name, "n_tail": self.n_tail, "trunk_id": self.encoder_id,
+                               "freeze_bn": self.freeze_bn}
+
+    def rows(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        """The trunk rows of loaded arrays before the cache's float16 rounding. Shape: (B, dim) float32."""
+        lite = self.base.base
+        taps: list[torch.Tensor] = []
+        if self.n_tail == ALL:
+            act = lite.to_pixels(arrays)
+        else:
+            act, taps = lite.trunk_pooled(lite.to_input(arrays), int(self.n_tail), self.frozen)
+        return torch.cat([act.reshape(len(act), -1), *taps], dim=1)
+
+    def encode_batch(self, inputs: Sequence[object]) -> np.ndarray:
+        """Trunk rows (class docstring), as cached. Returns float16 (len(inputs), dim)."""
+        return self.rows(inputs).to(torch.float16).cpu().numpy()  # type: ignore[arg-type]  # load() made arrays
+
+    def to_device(self, device: torch.device) -> None:
+        """Run the frozen trunk on ``device`` (rows still come back as CPU numpy)."""
+        self.base.to_device(device)
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "dtype": TRUNK_DTYPE, "boundary_shape": list(self.boundary_shape),
+                "frozen_taps": [f"b{b}" for b in self.frozen]}
+
+    def make_tail(self, *, freeze_bn: bool | None = None) -> FneTail:
+        """The trainable tail that takes this trunk's rows (a fresh copy each call); ``freeze_bn`` None:
+        this trunk's."""
+        inner = self.base.base.make_tail(self.n_tail, freeze_bn=self.freeze_bn if freeze_bn is None else freeze_bn)
+        return FneTail(inner, self.base.config, first=self.n_trunk, encoder_id=self.base.encoder_id,
+                       trunk_id=self.encoder_id)
+
+
+class FneTail(nn.Module):
+    """The trainable tail of a full-network embedding: Lite0's :class:`~xmr.encoders.trunk.ImageTail` (the last
+    blocks + head conv) as ``self.tail``, the taps inside it pooled, every tap scaled and concatenated as
+    :func:`scale_taps` does for the frozen encoder.
+
+    ``features``: (B, trunk dim) cached rows (:class:`FneTrunk`) -> (B, ``config.dim``) float32 with grad.
+    ``state_dict`` keys: ``tail.<ImageTail's keys>``; load it into ``make_tail()`` of the same trunk.
+
+    Args:
+        tail: Lite0's tail from block ``first`` on (``first`` 0 with a stem: ``"all"``).
+        config: the taps and scaling; ``encoder_id`` / ``trunk_id``: the embedding's and its trunk's ids.
+    """
+
+    def __init__(self, tail: ImageTail, config: FneConfig, *, first: int, encoder_id: str, trunk_id: str) -> None:
+        super().__init__()
+        self.tail, self.config = tail, config
+        self.frozen_widths = [BLOCK_WIDTHS[b] for b in config.blocks if b < first]
+        self.inner = [b - first for b in config.blocks if b >= first]  # tap indices within the tail
+        self.boundary_dim = int(np.prod(tail.boundary_shape))
+        self.dim = config.dim
+        self.encoder_id, self.trunk_id = encoder_id, trunk_id
+
+    @property
+    def n_tail(self) -> TailDepth:
+        return self.tail.n_tail
+
+    def features(self, rows: torch.Tensor) -> torch.Tensor:
+        """The embedding of cached trunk rows. Shape: (B, boundary C*H*W + frozen taps) any float -> (B, dim)."""
+        t = torch.from_numpy(np.asarray(rows)) if not isinstance(rows, torch.Tensor) else rows
+        want = self.boundary_dim + sum(self.frozen_widths)
+        if t.ndim != 2 or t.shape[1] != want:
+            raise XmrError(f"expected full-network embedding trunk rows of shape (B, {want}), got {tuple(t.shape)}")
+        frozen = list(t[:, self.boundary_dim:].float().split(self.frozen_widths, dim=1)) if self.frozen_widths else []
+        head, inner = self.tail.tapped(self.tail.unflatten(t[:, :self.boundary_dim]), self.inner)
+        return scale_taps([*frozen, *inner, head], self.config)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """:meth:`features`."""
+        return self.features(rows)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """The inner tail's groups (:meth:`~xmr.encoders.trunk.ImageTail.layer_groups`)."""
+        return self.tail.layer_groups()
+
+    def set_checkpointing(self, on: bool) -> None:
+        self.tail.set_checkpointing(on)
+
+    def describe(self) -> dict[str, object]:
+        return {**self.tail.describe(), "encoder_id": self.encoder_id, "trunk_id": self.trunk_id, "dim": self.dim,
+                "taps": self.config.spec}
 
 
 def _build(arg: str, side: Modality) -> FullNetworkEmbedding:
@@ -228,5 +366,9 @@ def _canonical(arg: str) -> str:
         return arg
 
 
+def _depth(arg: str, side: Modality) -> int | None:
+    return len(BLOCK_WIDTHS) if side == "image" else None
+
+
 FNE_FAMILY = register_encoder_family(EncoderFamily(FAMILY, "TAPS[:SCALE[:ternary]]", _build, modalities=("image",),
-                                                   check=_check, canonical=_canonical))
+                                                   check=_check, canonical=_canonical, depth=_depth))

@@ -207,6 +207,12 @@ class ImageTail(nn.Module):
 
     def forward(self, act: torch.Tensor) -> torch.Tensor:
         """Pooled features of boundary activations. Shape: (B, C, H, W) -> (B, dim)."""
+        return self.tapped(act)[0]
+
+    def tapped(self, act: torch.Tensor, pooled: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`forward`, and the global-average-pooled outputs of the tail's blocks ``pooled`` (indices in
+        the tail, 0..n_tail-1; the full-network embedding's taps inside the tail), in the order given.
+        Shape: (B, C, H, W) -> ((B, dim), one (B, C_j) per index)."""
         if act.ndim != 4 or tuple(act.shape[1:]) != self.boundary_shape:
             raise XmrError(f"expected activations of shape (B, {', '.join(map(str, self.boundary_shape))}), "
                            f"got {tuple(act.shape)}")
@@ -215,10 +221,16 @@ class ImageTail(nn.Module):
             mean, std = self.normalize
             x = self.stem_act(self.bn0(self.conv_stem((x / 255.0 - mean) / std)))
         on = self.checkpointing and self.training
-        for block, rate in zip(self.blocks, self.drop_connect_rates):
+        kept: dict[int, torch.Tensor] = {}
+        for j, (block, rate) in enumerate(zip(self.blocks, self.drop_connect_rates)):
             x = checkpointed(_Once(block), x, rate, on=on) if on else block(x, drop_connect_rate=rate)
+            if j in pooled:
+                kept[j] = x.mean(dim=(2, 3))
+        missing = sorted(set(pooled) - kept.keys())
+        if missing:
+            raise XmrError(f"tail blocks {missing} are not in this {len(self.blocks)}-block tail")
         x = self.act(self.bn1(self.conv_head(x)))
-        return x.mean(dim=(2, 3))
+        return x.mean(dim=(2, 3)), [kept[j] for j in pooled]
 
     def describe(self) -> dict[str, object]:
         """What to save with a run next to :meth:`state_dict` (JSON-able)."""

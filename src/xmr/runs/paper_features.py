@@ -83,7 +83,7 @@ class FinetuneConfig:
             blocks = tail_depth(image_encoder, "image")
             if blocks is None:
                 raise XmrError(f"image encoder {image_encoder!r} cannot be fine-tuned (it is not split into "
-                               "blocks or layers; efficientnet-lite0/1/2 and hf-clip:PATH are)")
+                               "blocks or layers; efficientnet-lite0/1/2, efficientnet-lite0-fne and hf-clip:PATH are)")
             check_depth(self.image_blocks, blocks, image_encoder)
             if image_head is not None:
                 raise XmrError("a fine-tuned image encoder feeds pooled features: it takes no {param}",
