@@ -25,19 +25,16 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from xmr.bench.common import command_line, load_note, markdown
-from xmr.data import fetch_dataset, read_items, select_split
+from xmr.bench.dayone import split_features, split_scores
+from xmr.data import fetch_dataset
 from xmr.data.imagenet_tags import TagBaseline
 from xmr.data.wordnet import WordNet
-from xmr.encoders import create_image_encoder, create_text_encoder
 from xmr.encoders.conse import DAYONE, NAMES_ONLY, ConseImageNet
 from xmr.encoders.conse_tags import DAYONE_TAGS, ConseTagsImage, MiniLMTags, TagSignalConfig, fuse_texts
-from xmr.evaluation.label_metrics import label_retrieval_metrics
-from xmr.evaluation.protocol import chance_of_protocol, evaluate_embeddings
 from xmr.utils.io import atomic_write_text, save_json
-from xmr.workflows.features import FeatureSet, encode_items
+from xmr.workflows.features import FeatureSet
 
 log = logging.getLogger("dayone_tags")
 
@@ -59,32 +56,17 @@ class Split:
 
 
 def load_split(name: str, split: str, texts_per_item: int | None, baseline: TagBaseline) -> Split:
-    items = select_split(read_items(fetch_dataset(name)), split)
-    image = create_image_encoder("efficientnet-lite0")
-    fs = encode_items(items, image_encoder=image, text_encoder=create_text_encoder("minilm-l6"),
-                      texts_per_item=texts_per_item, show_progress=False)
-    with torch.inference_mode():
-        logits = image.model._fc(torch.from_numpy(fs.image_feats)).numpy()  # type: ignore[attr-defined]
+    fs, logits = split_features(name, split, texts_per_item)
     return Split(fs, logits, baseline.query_vectors(fs.texts))
-
-
-def scores(fs: FeatureSet, img: np.ndarray, txt: np.ndarray) -> dict[str, float]:
-    """Cross-modal metrics of the two sides' rows, chance, and image->image mAP by group where groups repeat."""
-    out = {k: float(v) for k, v in evaluate_embeddings(img, txt, fs.relevance).items() if isinstance(v, (int, float))}
-    out["chance_rsum"] = chance_of_protocol(fs.relevance)["rsum"]
-    groups = [it.group for it in fs.items]
-    if all(g is not None for g in groups) and len(set(groups)) < len(groups):
-        out["i2i_group_mAP"] = label_retrieval_metrics(img, groups, img, groups, exclude_self=True)["map"]
-    return out
 
 
 def fused(split: Split, tags: TagSignalConfig) -> dict[str, float]:
     img = ConseTagsImage(DAYONE, tags).from_logits(split.logits)
-    return scores(split.fs, img, fuse_texts(split.fs.text_feats, split.queries, tags.weight))
+    return split_scores(split.fs, img, fuse_texts(split.fs.text_feats, split.queries, tags.weight))
 
 
 def plain(split: Split, cfg: object) -> dict[str, float]:
-    return scores(split.fs, ConseImageNet(cfg).from_logits(split.logits), split.fs.text_feats)  # type: ignore[arg-type]
+    return split_scores(split.fs, ConseImageNet(cfg).from_logits(split.logits), split.fs.text_feats)  # type: ignore[arg-type]
 
 
 def product_gaps(test: Split, tags: TagSignalConfig) -> tuple[float, float]:

@@ -31,17 +31,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from xmr.bench.common import command_line, load_note, markdown
-from xmr.data import fetch_dataset, read_items, select_split
-from xmr.encoders import TextEncoder, create_image_encoder, create_text_encoder
+from xmr.bench.dayone import split_features, split_scores
+from xmr.data import fetch_dataset
+from xmr.encoders import TextEncoder, create_text_encoder
 from xmr.encoders.conse import DAYONE, NAMES_ONLY, ConseConfig, ConseImageNet, class_table, conse_vectors
-from xmr.evaluation.label_metrics import label_retrieval_metrics
-from xmr.evaluation.protocol import chance_of_protocol, evaluate_embeddings
+from xmr.evaluation.protocol import evaluate_embeddings
 from xmr.utils.arrays import l2_normalize
 from xmr.utils.io import atomic_write, atomic_write_text, save_json
-from xmr.workflows.features import FeatureSet, encode_items
+from xmr.workflows.features import FeatureSet
 
 log = logging.getLogger("dayone_zeroshot")
 
@@ -68,26 +67,9 @@ class MemoText:
         return np.stack([self.memo[t] for t in inputs])
 
 
-def features(name: str, split: str, texts_per_item: int | None) -> tuple[FeatureSet, np.ndarray]:
-    """The split's pooled EfficientNet-Lite0 features and MiniLM texts (cached), and its logits. (N, 1000)."""
-    items = select_split(read_items(fetch_dataset(name)), split)
-    image = create_image_encoder("efficientnet-lite0")
-    fs = encode_items(items, image_encoder=image, text_encoder=create_text_encoder("minilm-l6"),
-                      texts_per_item=texts_per_item, show_progress=False)
-    with torch.inference_mode():
-        logits = image.model._fc(torch.from_numpy(fs.image_feats)).numpy()  # type: ignore[attr-defined]
-    return fs, logits
-
-
 def scores(fs: FeatureSet, img: np.ndarray) -> dict[str, float]:
-    """Cross-modal metrics (cosine), chance, and image->image mAP by group where groups repeat."""
-    out = {k: float(v) for k, v in evaluate_embeddings(img, fs.text_feats, fs.relevance).items()
-           if isinstance(v, (int, float))}
-    out["chance_rsum"] = chance_of_protocol(fs.relevance)["rsum"]
-    groups = [it.group for it in fs.items]
-    if all(g is not None for g in groups) and len(set(groups)) < len(groups):
-        out["i2i_group_mAP"] = label_retrieval_metrics(img, groups, img, groups, exclude_self=True)["map"]
-    return out
+    """:func:`~xmr.bench.dayone.split_scores` of image rows against the split's MiniLM texts (cosine)."""
+    return split_scores(fs, img, fs.text_feats)
 
 
 def sweep(data: dict[str, tuple[FeatureSet, np.ndarray]], tables: dict[str, np.ndarray], *,
@@ -139,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     load = load_note()
-    val = {name: features(name, "val", n) for name, n in DATASETS.items()}
+    val = {name: split_features(name, "val", n) for name, n in DATASETS.items()}
     tables = {}
     memo = MemoText(create_text_encoder("minilm-l6"))
     for setting in TEXT_SETTINGS:
@@ -161,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     fusion = tag_fusion(*val["emoji"], chosen, (0.0, 0.3, 1.0, 3.0, 10.0))
     log.info("tag-baseline fusion on emoji val (lambda: rsum): %s", fusion)
 
-    test = {name: features(name, "test", n) for name, n in DATASETS.items()}
+    test = {name: split_features(name, "test", n) for name, n in DATASETS.items()}
     results: dict[str, dict[str, dict[str, float]]] = {}
     for label, cfg in (("ConSE, class names (K=10, T=1)", NAMES_ONLY), ("day-one (val-chosen)", chosen)):
         enc = ConseImageNet(cfg)

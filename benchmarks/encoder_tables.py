@@ -21,35 +21,41 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
+
+def seeds(pattern: str, which: tuple[int, ...] = (0, 1, 2)) -> list[str]:
+    """``pattern`` (with ``{s}``) for each seed in ``which``."""
+    return [pattern.format(s=s) for s in which]
+
+
 #: (pipeline, dataset, where it is described, eval JSONs relative to results/)
 ROWS: list[tuple[str, str, str, list[str]]] = [
     ("day-one pair, no training (`conse-imagenet-tags` + `minilm-l6-tags`)", "openclipart", "dayone/tags.md",
      ["dayone/eval-openclipart-dayone.json"]),
     ("`xmr train` defaults (efficientnet-lite0 + minilm-l6, InfoNCE)", "openclipart", "openclipart/README.md",
-     [f"openclipart/eval-defaults-seed{s}.json" for s in range(3)]),
+     seeds("openclipart/eval-defaults-seed{s}.json")),
     ("image: `efficientnet-lite0-fne` (full-network embedding)", "openclipart",
      "encoders/efficientnet-lite0-fne.md",
-     [f"encoders/efficientnet-lite0-fne/eval-oc-fne-s{s}.json" for s in range(3)]),
+     seeds("encoders/efficientnet-lite0-fne/eval-oc-fne-s{s}.json")),
     ("image: `efficientnet-lite1`", "openclipart", "encoders/efficientnet-lite1-lite2.md",
-     [f"encoders/efficientnet-lite-evals/oc-lite1-s{s}.json" for s in range(3)]),
+     seeds("encoders/efficientnet-lite-evals/oc-lite1-s{s}.json")),
     ("image: `efficientnet-lite2`", "openclipart", "encoders/efficientnet-lite1-lite2.md",
-     [f"encoders/efficientnet-lite-evals/oc-lite2-s{s}.json" for s in range(3)]),
+     seeds("encoders/efficientnet-lite-evals/oc-lite2-s{s}.json")),
     ("image: 3x3 grid + `region-mean` head", "openclipart", "encoders/region-gpo.md",
-     [f"encoders/region-gpo/eval-oc-mean-s{s}.json" for s in range(3)]),
+     seeds("encoders/region-gpo/eval-oc-mean-s{s}.json")),
     ("image: 3x3 grid + `region-gpo` head (VSE∞ GPO)", "openclipart", "encoders/region-gpo.md",
-     [f"encoders/region-gpo/eval-oc-gpo-s{s}.json" for s in range(3)]),
+     seeds("encoders/region-gpo/eval-oc-gpo-s{s}.json")),
     ("text: `all-mpnet`", "openclipart", "encoders/all-mpnet.md",
-     [f"encoders/all-mpnet/eval-openclipart-all-mpnet-seed{s}.json" for s in range(3)]),
+     seeds("encoders/all-mpnet/eval-openclipart-all-mpnet-seed{s}.json")),
     ("image `efficientnet-lite0-fne` + text `all-mpnet`", "openclipart", "encoders/fne-mpnet.md",
-     [f"encoders/fne-mpnet/eval-oc-fne-mpnet-s{s}.json" for s in range(3)]),
+     seeds("encoders/fne-mpnet/eval-oc-fne-mpnet-s{s}.json")),
     ("day-one pair, no training (`conse-imagenet-tags` + `minilm-l6-tags`)", "emoji", "dayone/tags.md",
      ["dayone/eval-emoji-dayone.json"]),
     ("`xmr train` defaults (efficientnet-lite0 + minilm-l6, InfoNCE)", "emoji", "encoders/all-mpnet.md",
      ["encoders/all-mpnet/eval-emoji-minilm-l6-seed0.json",
-      *[f"encoders/emoji-seeds/eval-emoji-defaults-s{s}.json" for s in (1, 2)]]),
+      *seeds("encoders/emoji-seeds/eval-emoji-defaults-s{s}.json", (1, 2))]),
     ("image: `efficientnet-lite0-fne` (full-network embedding)", "emoji", "encoders/efficientnet-lite0-fne.md",
      ["encoders/efficientnet-lite0-fne/eval-emoji-fne-s0.json",
-      *[f"encoders/emoji-seeds/eval-emoji-fne-s{s}.json" for s in (1, 2)]]),
+      *seeds("encoders/emoji-seeds/eval-emoji-fne-s{s}.json", (1, 2))]),
     ("image: `efficientnet-lite1`", "emoji", "encoders/efficientnet-lite1-lite2.md",
      ["encoders/efficientnet-lite-evals/emoji-lite1-s0.json"]),
     ("image: `efficientnet-lite2`", "emoji", "encoders/efficientnet-lite1-lite2.md",
@@ -60,15 +66,11 @@ ROWS: list[tuple[str, str, str, list[str]]] = [
      ["encoders/region-gpo/eval-emoji-gpo-s0.json"]),
     ("text: `all-mpnet`", "emoji", "encoders/all-mpnet.md",
      ["encoders/all-mpnet/eval-emoji-all-mpnet-seed0.json",
-      *[f"encoders/emoji-seeds/eval-emoji-mpnet-s{s}.json" for s in (1, 2)]]),
+      *seeds("encoders/emoji-seeds/eval-emoji-mpnet-s{s}.json", (1, 2))]),
     ("image `efficientnet-lite0-fne` + text `all-mpnet`", "emoji", "encoders/fne-mpnet.md",
      ["encoders/fne-mpnet/eval-emoji-fne-mpnet-s0.json",
-      *[f"encoders/emoji-seeds/eval-emoji-fne-mpnet-s{s}.json" for s in (1, 2)]]),
+      *seeds("encoders/emoji-seeds/eval-emoji-fne-mpnet-s{s}.json", (1, 2))]),
 ]
-
-
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values)
 
 
 def table(dataset: str) -> tuple[list[str], list[str]]:
@@ -86,12 +88,12 @@ def table(dataset: str) -> tuple[list[str], list[str]]:
             missing.append(f"{name} on {dataset}: not measured ({', '.join(files)} absent)")
             continue
         evals = [json.loads(p.read_text()) for p in found]
-        cells = [f"{_mean([e['metrics'][k] for e in evals]):.1f}" for k in KEYS]
+        cells = [f"{statistics.fmean([e['metrics'][k] for e in evals]):.1f}" for k in KEYS]
         rsums = [e["metrics"]["rsum"] for e in evals]
         sd = f"{statistics.stdev(rsums):.1f}" if len(rsums) > 1 else "-"
         maps = [e["metrics"][group] for e in evals if group in e["metrics"]]
-        mp = f"{_mean(maps):.1f}" if maps else "-"
-        chance = f"{_mean([e['chance']['rsum'] for e in evals]):.1f}"
+        mp = f"{statistics.fmean(maps):.1f}" if maps else "-"
+        chance = f"{statistics.fmean([e['chance']['rsum'] for e in evals]):.1f}"
         link = Path("..") / doc if not doc.startswith("encoders/") else Path(doc).relative_to("encoders")
         rows.append(f"| {name} | {len(evals)} | " + " | ".join(cells)
                     + f" | {sd} | {mp} | {chance} | [{doc}]({link}) |")
