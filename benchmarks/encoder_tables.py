@@ -27,13 +27,16 @@ def seeds(pattern: str, which: tuple[int, ...] = (0, 1, 2)) -> list[str]:
     return [pattern.format(s=s) for s in which]
 
 
+LITE0 = "image: `efficientnet-lite0` (+ minilm-l6, InfoNCE: the defaults before issue 28)"
+FNE = "**`xmr train` defaults**: image `efficientnet-lite0-fne` (full-network embedding)"
+
 #: (pipeline, dataset, where it is described, eval JSONs relative to results/)
 ROWS: list[tuple[str, str, str, list[str]]] = [
     ("day-one pair, no training (`conse-imagenet-tags` + `minilm-l6-tags`)", "openclipart", "dayone/tags.md",
      ["dayone/eval-openclipart-dayone.json"]),
-    ("`xmr train` defaults (efficientnet-lite0 + minilm-l6, InfoNCE)", "openclipart", "openclipart/README.md",
+    (LITE0, "openclipart", "openclipart/README.md",
      seeds("openclipart/eval-defaults-seed{s}.json")),
-    ("image: `efficientnet-lite0-fne` (full-network embedding)", "openclipart",
+    (FNE, "openclipart",
      "encoders/efficientnet-lite0-fne.md",
      seeds("encoders/efficientnet-lite0-fne/eval-oc-fne-s{s}.json")),
     ("image: `efficientnet-lite1`", "openclipart", "encoders/efficientnet-lite1-lite2.md",
@@ -50,10 +53,10 @@ ROWS: list[tuple[str, str, str, list[str]]] = [
      seeds("encoders/fne-mpnet/eval-oc-fne-mpnet-s{s}.json")),
     ("day-one pair, no training (`conse-imagenet-tags` + `minilm-l6-tags`)", "emoji", "dayone/tags.md",
      ["dayone/eval-emoji-dayone.json"]),
-    ("`xmr train` defaults (efficientnet-lite0 + minilm-l6, InfoNCE)", "emoji", "encoders/all-mpnet.md",
+    (LITE0, "emoji", "encoders/all-mpnet.md",
      ["encoders/all-mpnet/eval-emoji-minilm-l6-seed0.json",
       *seeds("encoders/emoji-seeds/eval-emoji-defaults-s{s}.json", (1, 2))]),
-    ("image: `efficientnet-lite0-fne` (full-network embedding)", "emoji", "encoders/efficientnet-lite0-fne.md",
+    (FNE, "emoji", "encoders/efficientnet-lite0-fne.md",
      ["encoders/efficientnet-lite0-fne/eval-emoji-fne-s0.json",
       *seeds("encoders/emoji-seeds/eval-emoji-fne-s{s}.json", (1, 2))]),
     ("image: `efficientnet-lite1`", "emoji", "encoders/efficientnet-lite1-lite2.md",

@@ -183,7 +183,8 @@ def test_train_help_shows_each_default_from_the_dataclasses() -> None:
     assert f"(default: {TrainConfig().lr})" in _option_help(text, "--lr")
     assert f"(default: {TrainConfig().batch_size} (composed: {ComposedTrainConfig().batch_size}))" in \
         _option_help(text, "--batch-size")
-    assert f"(default: {RunConfig.image_encoder})" in _option_help(text, "--image-encoder")
+    assert f"(default: {RunConfig.image_encoder} (composed: {ComposedRunConfig.image_encoder}))" in \
+        _option_help(text, "--image-encoder")
     assert f"(default: {TrainConfig().margin})" in _option_help(text, "--margin")
     assert "composed: tirg" in _option_help(text, "--compose")  # an option of the other task only
     assert _option_help(text, "--augment").count("(default") == 1  # a hand-written default is not doubled

@@ -126,7 +126,7 @@ class RunConfig(BaseRunConfig):
     ABOUT: ClassVar[str] = "a retrieval run"
     manifest: str
     image_root: str | None = None
-    image_encoder: str = "efficientnet-lite0"
+    image_encoder: str = "efficientnet-lite0-fne"
     text_encoder: str = "minilm-l6"
     train_split: str = "train"
     val_split: str = "val"
