@@ -16,6 +16,7 @@ def test_the_default_demo_trains_infonce_and_vse_on_the_emoji_only(tmp_path: Pat
     assert list(configs) == ["infonce", "vse++"]
     assert configs["infonce"] == RunConfig(manifest=str(m), eval_texts_per_item=1, train=TrainConfig(epochs=30))
     assert all(not c.extra_train and c.train.components.cross_style is None for c in configs.values())
+    assert all(c.image_encoder == "efficientnet-lite0-fne" for c in configs.values())  # xmr train's default
 
 
 def test_more_data_adds_the_best_measured_pipeline(tmp_path: Path) -> None:
@@ -27,6 +28,7 @@ def test_more_data_adds_the_best_measured_pipeline(tmp_path: Path) -> None:
     assert best.extra_train == (TrainSource(str(icons), ("train", "val", "test")),
                                 TrainSource(str(extra), ("train", "val", "test")))
     assert best.train == TrainConfig.from_flat(loss="infonce", epochs=30, cross_style=3.0)
+    assert best.image_encoder == "efficientnet-lite0"  # what its figures were measured with, not the default
 
 
 def test_the_cli_flag() -> None:

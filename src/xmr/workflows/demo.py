@@ -1,9 +1,9 @@
 """``xmr demo``: the README's main job, end to end on the real ``emoji`` dataset.
 
-fetch (npm) -> encode (EfficientNet-Lite0's full-network embedding + MiniLM, cached) -> train InfoNCE and VSE++ heads ->
-evaluate on the zero-shot test split (emoji subgroups never seen in training) -> index the test
-gallery -> answer a few text and image queries. Every step reuses what a previous run left, so
-a re-run takes well under a minute.
+fetch (npm) -> encode (EfficientNet-Lite0's full-network embedding + MiniLM, cached) -> train
+InfoNCE and VSE++ heads -> evaluate on the zero-shot test split (emoji subgroups never seen in
+training) -> index the test gallery -> answer a few text and image queries. Every step reuses what
+a previous run left, so a re-run takes well under a minute.
 """
 
 from __future__ import annotations
