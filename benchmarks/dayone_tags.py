@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from xmr.bench.common import command_line, load_note, markdown
-from xmr.bench.dayone import split_features, split_scores
-from xmr.data import fetch_dataset
+from xmr.bench.dayone import encoder_gap, scores_table, split_features, split_scores
 from xmr.data.imagenet_tags import TagBaseline
 from xmr.data.wordnet import WordNet
 from xmr.encoders.conse import DAYONE, NAMES_ONLY, ConseImageNet
@@ -38,7 +37,6 @@ from xmr.workflows.features import FeatureSet
 
 log = logging.getLogger("dayone_tags")
 
-METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 #: dataset -> texts per item used as queries (emoji: the CLDR name, as the day-one benchmark; openclipart: all,
 #: as ``xmr eval`` of a run made on it)
 DATASETS = {"emoji": 1, "openclipart": None}
@@ -71,9 +69,7 @@ def plain(split: Split, cfg: object) -> dict[str, float]:
 
 def product_gaps(test: Split, tags: TagSignalConfig) -> tuple[float, float]:
     """The shortcut against the registered encoders: image rows of 8 real emoji, text rows of 16 queries."""
-    enc = ConseTagsImage(DAYONE, tags)
-    images = [enc.load(fetch_dataset("emoji").parent / it.image) for it in test.fs.items[:8]]
-    img_gap = float(np.abs(enc.encode_batch(images) - enc.from_logits(test.logits[:8])).max())
+    img_gap = encoder_gap(ConseTagsImage(DAYONE, tags), test.fs, test.logits)
     text = MiniLMTags() if tags == DAYONE_TAGS else None
     txt_gap = float("nan")
     if text is not None:
@@ -113,10 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         ["image class vector", "w", "emoji val rsum", "emoji val group mAP (%)", "openclipart val rsum"],
         [[r["tags"]["image_tags"], r["tags"]["weight"], f"{r['emoji']['rsum']:.1f}",
           f"{r['emoji']['i2i_group_mAP']:.1f}", f"{r['openclipart']['rsum']:.1f}"] for r in sweep])
-    test_table = markdown(["model", "dataset", *METRICS, "chance rsum", "i2i group mAP (%)"],
-                          [[label, name, *(f"{m[k]:.1f}" for k in METRICS), f"{m['chance_rsum']:.1f}",
-                            f"{m['i2i_group_mAP']:.1f}" if "i2i_group_mAP" in m else "-"]
-                           for label, per in results.items() for name, m in per.items()])
     text = "\n\n".join([
         "# The day-one model + A3VSE's tag baseline as a second signal",
         f"Command: `{command_line()}`",
@@ -127,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f" Val queries naming at least one ImageNet class through WordNet: "
         + ", ".join(f"{n} {100 * v:.0f}%" for n, v in matched.items()) + ".",
         "Test, touched once (R@K in percent; openclipart: every text of a drawing is a query):",
-        test_table,
+        scores_table(results),
         "Val sweep (emoji chooses; openclipart shown, not used):",
         sweep_table,
         f"The shortcut (the classifier on cached pooled features, cached MiniLM texts) against the registered "

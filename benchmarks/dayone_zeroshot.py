@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from xmr.bench.common import command_line, load_note, markdown
-from xmr.bench.dayone import split_features, split_scores
-from xmr.data import fetch_dataset
+from xmr.bench.dayone import METRICS, encoder_gap, scores_table, split_features, split_scores
 from xmr.encoders import TextEncoder, create_text_encoder
 from xmr.encoders.conse import DAYONE, NAMES_ONLY, ConseConfig, ConseImageNet, class_table, conse_vectors
 from xmr.evaluation.protocol import evaluate_embeddings
@@ -44,7 +43,6 @@ from xmr.workflows.features import FeatureSet
 
 log = logging.getLogger("dayone_zeroshot")
 
-METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 #: dataset -> texts per item used as queries (emoji: the CLDR name; scenes: the five captions)
 DATASETS = {"emoji": 1, "scene-captions": None}
 TEXT_SETTINGS = [dict(lemmas=lem, prompts=p, gloss_weight=g)
@@ -149,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         enc = ConseImageNet(cfg)
         results[label] = {name: scores(fs, enc.from_logits(logits)) for name, (fs, logits) in test.items()}
     # the sweep's shortcut equals the product's encoder on real images
-    fs, logits = test["emoji"]
-    enc = ConseImageNet(chosen)
-    images = [enc.load(fetch_dataset("emoji").parent / it.image) for it in fs.items[:8]]
-    gap = float(np.abs(enc.encode_batch(images) - enc.from_logits(logits[:8])).max())
+    gap = encoder_gap(ConseImageNet(chosen), *test["emoji"])
 
     sweep_rows = sorted(rows, key=lambda r: -r["emoji"]["rsum"])[:15]  # type: ignore[index]
     sweep_table = markdown(["class texts", "K", "T", "emoji val rsum", "emoji val group mAP (%)", "scenes val rsum"],
@@ -163,19 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                        [[key, f"{b['emoji']['rsum']:.1f}", f"{b['top_k']}, {b['temperature']}"]  # type: ignore[index]
                         for key in tables
                         for b in [max((r for r in rows if r["texts"] == key), key=lambda r: r["emoji"]["rsum"])]])  # type: ignore[index]
-    test_rows = []
-    for label, per in results.items():
-        for name, m in per.items():
-            test_rows.append([label, name, *(f"{m[k]:.1f}" for k in METRICS), f"{m['chance_rsum']:.1f}",
-                              f"{m['i2i_group_mAP']:.1f}" if "i2i_group_mAP" in m else "-"])
-    test_table = markdown(["model", "dataset", *METRICS, "chance rsum", "i2i group mAP (%)"], test_rows)
     text = "\n\n".join([
         "# The day-one zero-shot model: ConSE in MiniLM's space, no training, no captions",
         f"Command: `{command_line()}`",
         f"Chosen on emoji val rsum: `{asdict(chosen)}`; the registered `conse-imagenet` has "
         f"{'these settings' if chosen == DAYONE else 'other settings: ' + str(asdict(DAYONE))}. "
         "Test, touched once (R@K in percent):",
-        test_table,
+        scores_table(results),
         "Val sweep, the 15 best by emoji val rsum (class texts = lemmas / prompt set / gloss weight):",
         sweep_table,
         "Each class-text setting at its best K, T (emoji val):",

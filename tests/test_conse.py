@@ -8,14 +8,13 @@ library's, gives the reference logits); the class texts are 1000 generated ones 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from conse_reference import brute_metrics, evaluated_test_split, library_logits
 from xmr.encoders import ENCODERS, create_text_encoder
 from xmr.encoders.conse import (
     DAYONE,
@@ -85,9 +84,7 @@ def test_the_encoder_equals_brute_force_on_real_efficientnet(tmp_path: Path) -> 
     table = brute_table(TEXTS, SETTINGS.gloss_weight)
     np.testing.assert_allclose(enc.table, table, atol=2e-6)
     batch = images(3)
-    with torch.inference_mode():  # the library's own forward: stem, blocks, head, pooling, dropout (eval), fc
-        x = (torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255.0 - 0.498) / 0.502
-        logits = enc.base.model(x).numpy()  # type: ignore[attr-defined]
+    logits = library_logits(enc, batch)
     got = enc.encode_batch(batch)
     assert got.shape == (3, enc.dim) and got.dtype == np.float32
     np.testing.assert_allclose(got, brute_vectors(logits, table, SETTINGS.top_k, SETTINGS.temperature), atol=1e-5)
@@ -188,9 +185,7 @@ def toy_conse() -> Iterator[str]:
 def test_a_run_on_it_scores_as_brute_force_through_xmr_eval(toy_conse: str, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     from xmr.bench.shapes import make_shapes_dataset
-    from xmr.data import read_manifest, select_split
     from xmr.encoders.image_io import image_to_array
-    from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevant_ranks
 
     manifest = make_shapes_dataset(tmp_path / "data")
     run, cache = tmp_path / "run", tmp_path / "cache"
@@ -198,26 +193,13 @@ def test_a_run_on_it_scores_as_brute_force_through_xmr_eval(toy_conse: str, tmp_
             "--head", "identity", "--embed-dim", "64", "--epochs", "1", "--batch-size", "16", "--patience", "0",
             "--cache-dir", cache], capsys)
     cli_ok(["eval", run, "--split", "test", "--cache-dir", cache], capsys)
-    cfg = json.loads((run / "run.json").read_text())
-    got = json.loads((run / "eval-test-full.json").read_text())["metrics"]
+    got, items, texts, rel = evaluated_test_split(run, manifest)
 
-    items = select_split(read_manifest(manifest), "test")
-    n_texts = cfg["eval_texts_per_item"]
-    texts = sorted({t for it in items for t in it.texts[:n_texts]})
-    enc = ToyConse()
-    with torch.inference_mode():
-        x = np.stack([image_to_array(it.image, SIZE) for it in items])
-        x_t = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0 - 0.498) / 0.502
-        logits = enc.base.model(x_t).numpy()  # type: ignore[attr-defined]
+    logits = library_logits(ToyConse(), [image_to_array(it.image, SIZE) for it in items])
     img = brute_vectors(logits, brute_table(TEXTS, SETTINGS.gloss_weight), SETTINGS.top_k, SETTINGS.temperature)
     txt = create_text_encoder("toy-text").encode_batch(texts).astype(np.float64)
     txt /= np.linalg.norm(txt, axis=1, keepdims=True)
-    sims = img @ txt.T
-    rel = np.array([[t in it.texts[:n_texts] for t in texts] for it in items])
-    from scipy import sparse
-
-    want = cross_modal_metrics_from_ranks(first_relevant_ranks(sims, sparse.csr_matrix(rel)),
-                                          first_relevant_ranks(sims.T, sparse.csr_matrix(rel.T)))
+    want = brute_metrics(img @ txt.T, rel)
     for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
 

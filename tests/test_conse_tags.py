@@ -12,7 +12,6 @@ or MiniLM.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from conse_reference import brute_metrics, evaluated_test_split, library_logits
 from xmr.encoders import ENCODERS, create_text_encoder
 from xmr.encoders.conse import ClassTexts, ConseConfig, ConseImageNet
 from xmr.encoders.conse_tags import (
@@ -130,12 +130,6 @@ class NumberTags:
 TAGS = TagSignalConfig(weight=2.0, image_tags="conse")
 
 
-def logits_of(enc: ConseImageNet, batch: list[np.ndarray]) -> np.ndarray:
-    with torch.inference_mode():  # the library's own forward of EfficientNet-Lite0
-        x = (torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255.0 - 0.498) / 0.502
-        return enc.base.model(x).numpy()  # type: ignore[attr-defined]
-
-
 def test_the_encoders_fold_the_signal_in(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     batch = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)]
@@ -144,7 +138,7 @@ def test_the_encoders_fold_the_signal_in(tmp_path: Path) -> None:
     for tags in (TAGS, TagSignalConfig(weight=0.5, image_tags="softmax")):
         enc = ConseTagsImage(SETTINGS, tags, image_size=SIZE, texts=TEXTS)
         enc.use_cache_root(tmp_path)
-        logits = logits_of(enc, batch)
+        logits = library_logits(enc, batch)
         s = conse_tags(logits, top_k=5, temperature=0.7) if tags.image_tags == "conse" else softmax_tags(logits)
         got = enc.encode_batch(batch)
         assert got.shape == (3, enc.dim) and enc.dim == 64 + 1000 + 1
@@ -212,17 +206,14 @@ def toy_pair() -> Iterator[tuple[str, str]]:
 
 def test_a_pretrained_run_of_the_pair_scores_as_brute_force_through_xmr_eval(
         toy_pair: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from scipy import sparse
-
     from xmr.bench.shapes import make_shapes_dataset
-    from xmr.data import read_manifest, select_split, write_manifest
+    from xmr.data import read_manifest, write_manifest
     from xmr.encoders.image_io import image_to_array
-    from xmr.evaluation.metrics import cross_modal_metrics_from_ranks, first_relevant_ranks
 
     manifest = Path(make_shapes_dataset(tmp_path / "data"))
     items = read_manifest(manifest)
     enc = ConseImageNet(SETTINGS, image_size=SIZE, texts=TEXTS)
-    top = logits_of(enc, [image_to_array(it.image, SIZE) for it in items]).argmax(axis=1)
+    top = library_logits(enc, [image_to_array(it.image, SIZE) for it in items]).argmax(axis=1)
     rng = np.random.default_rng(5)  # some texts name their image's top class, some a random one, some none
     named = [dataclasses.replace(it, texts=[t + ("", f" c{top[i]}", f" c{rng.integers(1000)}")[k % 3]
                                             for k, t in enumerate(it.texts)]) for i, it in enumerate(items)]
@@ -231,23 +222,16 @@ def test_a_pretrained_run_of_the_pair_scores_as_brute_force_through_xmr_eval(
     cli_ok(["pretrained", "--out", run, "--image-encoder", toy_pair[0], "--text-encoder", toy_pair[1],
             "--manifest", manifest], capsys)
     cli_ok(["eval", run, "--split", "test", "--cache-dir", cache], capsys)
-    cfg = json.loads((run / "run.json").read_text())
-    got = json.loads((run / "eval-test-full.json").read_text())["metrics"]
+    got, test, texts, rel = evaluated_test_split(run, manifest)
 
-    test = select_split(read_manifest(manifest), "test")
-    n_texts = cfg["eval_texts_per_item"]
-    texts = sorted({t for it in test for t in it.texts[:n_texts]})
     enc.use_cache_root(cache)
-    logits = logits_of(enc, [image_to_array(it.image, SIZE) for it in test])
+    logits = library_logits(enc, [image_to_array(it.image, SIZE) for it in test])
     img, tags = enc.from_logits(logits), conse_tags(logits, top_k=5, temperature=0.7)
     txt = create_text_encoder("toy-text").encode_batch(texts)
     sims = brute_scores(img, tags, txt, NumberTags().query_vectors(texts), TAGS.weight).T  # (images, texts)
-    rel = np.array([[t in it.texts[:n_texts] for t in texts] for it in test])
-    want = cross_modal_metrics_from_ranks(first_relevant_ranks(sims, sparse.csr_matrix(rel)),
-                                          first_relevant_ranks(sims.T, sparse.csr_matrix(rel.T)))
+    want = brute_metrics(sims, rel)
     for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
     cosine = (img @ l2_rows(txt).T)  # the day-one score alone ranks otherwise: the tags reached the run
-    alone = cross_modal_metrics_from_ranks(first_relevant_ranks(cosine, sparse.csr_matrix(rel)),
-                                           first_relevant_ranks(cosine.T, sparse.csr_matrix(rel.T)))
+    alone = brute_metrics(cosine, rel)
     assert alone["rsum"] != pytest.approx(want["rsum"], abs=1e-3)
